@@ -1,0 +1,555 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `conntrack-guard apply`: make sure the module is present, write every
+//! configured key, read each one back and verify it.
+//!
+//! All checks that can fail on the configuration (keys that do not exist,
+//! memory cost) run before the first write, so a bad config writes nothing.
+//! After that, a failed key does not stop the others: the report is complete.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError, Knob, Target, KEY_BUCKETS, KEY_MAX};
+use crate::events::{Event, Priority};
+use crate::ids;
+use crate::module::{self, ModuleError, ModuleLoader, ModuleState};
+use crate::sysroot::{PathError, SysRoot, HASHSIZE_PARAM, NETFILTER_DIR};
+
+/// Bytes per entry when the slab size cannot be read (the write-up's
+/// estimate is 300-400).
+pub const DEFAULT_ENTRY_BYTES: u64 = 384;
+
+/// The outcome of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Already at its target; not written.
+    Unchanged,
+    /// Written and verified.
+    Changed,
+    /// Dry run: would be written.
+    WouldChange,
+    /// Dry run: the module is absent, so the value is not known yet.
+    WouldSet,
+    /// Could not be set or verified.
+    Failed {
+        /// Why.
+        reason: String,
+        /// errno of the failed write, if any.
+        errno: Option<i32>,
+    },
+}
+
+impl Outcome {
+    fn label(&self) -> &str {
+        match self {
+            Outcome::Unchanged => "unchanged",
+            Outcome::Changed => "changed",
+            Outcome::WouldChange => "would change",
+            Outcome::WouldSet => "would set",
+            Outcome::Failed { .. } => "FAILED",
+        }
+    }
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Dotted key.
+    pub key: String,
+    /// Value before, if readable.
+    pub before: Option<String>,
+    /// Target.
+    pub target: String,
+    /// Value read back after writing (empty in a dry run).
+    pub after: Option<String>,
+    /// Result.
+    pub outcome: Outcome,
+}
+
+/// What apply did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// One row per key.
+    pub rows: Vec<Row>,
+    /// Module state.
+    pub module: ModuleState,
+    /// Dry run?
+    pub dry_run: bool,
+    /// Non-fatal warnings (memory above 10% of RAM, ...).
+    pub warnings: Vec<String>,
+    /// Config source, for messages.
+    pub source: String,
+}
+
+/// Why apply stopped before writing.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Bad configuration (78).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Conntrack cannot be had (69) or loading was refused (77).
+    #[error(transparent)]
+    Module(#[from] ModuleError),
+}
+
+impl Report {
+    /// How many keys changed.
+    pub fn changed(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| r.outcome == Outcome::Changed)
+            .count()
+    }
+
+    /// The failed rows.
+    pub fn failed(&self) -> impl Iterator<Item = &Row> {
+        self.rows
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+    }
+
+    /// 0 when every key verified, 77 when a failure was a permission
+    /// problem (EACCES, EPERM, EROFS), else 1.
+    pub fn exit_code(&self) -> i32 {
+        let mut code = 0;
+        for r in self.failed() {
+            if let Outcome::Failed { errno: Some(e), .. } = r.outcome {
+                if is_permission(e) {
+                    return 77;
+                }
+            }
+            code = 1;
+        }
+        code
+    }
+
+    /// The table for people.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let w = self
+            .rows
+            .iter()
+            .map(|r| r.key.len())
+            .max()
+            .unwrap_or(3)
+            .max(3);
+        let _ = writeln!(
+            s,
+            "{:w$}  {:>10}  {:>10}  {:>10}  RESULT",
+            "KEY", "BEFORE", "TARGET", "AFTER"
+        );
+        for r in &self.rows {
+            let _ = write!(
+                s,
+                "{:w$}  {:>10}  {:>10}  {:>10}  {}",
+                r.key,
+                r.before
+                    .as_deref()
+                    .map(compact)
+                    .unwrap_or_else(|| "-".into()),
+                compact(&r.target),
+                r.after.as_deref().map(compact).unwrap_or_default(),
+                r.outcome.label()
+            );
+            if let Outcome::Failed { reason, .. } = &r.outcome {
+                let _ = write!(s, ": {reason}");
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    /// The one-line summary.
+    pub fn summary(&self) -> String {
+        let failed = self.failed().count();
+        let verb = if self.dry_run {
+            "dry run"
+        } else if failed > 0 {
+            "apply FAILED"
+        } else {
+            "settings applied"
+        };
+        let mut s = format!(
+            "{verb}: {} keys from {}, {} changed, {} failed; {}",
+            self.rows.len(),
+            self.source,
+            self.changed(),
+            failed,
+            self.module.describe()
+        );
+        for r in self.failed() {
+            let _ = write!(s, "; {} failed", r.key);
+        }
+        s
+    }
+
+    /// The journal entry for the summary.
+    pub fn event(&self) -> Event {
+        let failed = self.failed().count();
+        let (prio, name, id) = if failed > 0 {
+            (Priority::Err, "apply_failed", ids::APPLY_FAILED)
+        } else {
+            (Priority::Info, "applied", ids::APPLIED)
+        };
+        let mut ev = Event::new(prio, name, id, self.summary());
+        for (field, key) in [
+            ("CONNTRACK_MAX", KEY_MAX),
+            ("CONNTRACK_BUCKETS", KEY_BUCKETS),
+            ("CONNTRACK_UDP_TIMEOUT", crate::config::KEY_UDP_TIMEOUT),
+            (
+                "CONNTRACK_UDP_TIMEOUT_STREAM",
+                crate::config::KEY_UDP_TIMEOUT_STREAM,
+            ),
+        ] {
+            if let Some(r) = self.rows.iter().find(|r| r.key == key) {
+                ev = ev.field(
+                    field,
+                    r.after.clone().or(r.before.clone()).unwrap_or_default(),
+                );
+            }
+        }
+        ev = ev
+            .field("CONNTRACK_CHANGED", self.changed())
+            .field("CONNTRACK_FAILED", failed)
+            .field(
+                "CONNTRACK_MODULE",
+                match self.module {
+                    ModuleState::Present => "present",
+                    ModuleState::Loaded(_) => "loaded",
+                    ModuleState::WouldLoad(_) => "absent",
+                },
+            );
+        ev
+    }
+}
+
+fn compact(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn is_permission(errno: i32) -> bool {
+    matches!(
+        errno,
+        nix::libc::EACCES | nix::libc::EPERM | nix::libc::EROFS
+    )
+}
+
+/// Whether the value read back means the same as the target: the kernel
+/// prints multi-value sysctls with tabs where we wrote spaces.
+pub fn same_value(actual: &str, target: &str) -> bool {
+    actual.split_whitespace().eq(target.split_whitespace())
+}
+
+/// Memory at a full table: entries plus the bucket array (8 bytes each).
+pub fn memory_cost(max: u64, buckets: u64, entry_bytes: u64) -> u64 {
+    max.saturating_mul(entry_bytes)
+        .saturating_add(buckets.saturating_mul(8))
+}
+
+/// The verdict on memory: error above 50% of RAM, warning above 10%.
+pub fn memory_verdict(cost: u64, ram: u64) -> Result<Option<String>, String> {
+    let pct = cost as f64 * 100.0 / ram.max(1) as f64;
+    let text = format!(
+        "a full table would use {} of kernel memory ({pct:.1}% of {} RAM)",
+        human_bytes(cost),
+        human_bytes(ram)
+    );
+    if pct > 50.0 {
+        Err(format!("{text}; more than 50% is refused, lower max"))
+    } else if pct > 10.0 {
+        Ok(Some(format!("{text}; more than 10% is a lot")))
+    } else {
+        Ok(None)
+    }
+}
+
+/// `1.5 GiB` etc.
+pub fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+/// Bytes per conntrack entry from the slab, or the default.
+pub fn entry_bytes(root: &SysRoot) -> u64 {
+    root.read_opt("sys/kernel/slab/nf_conntrack/object_size")
+        .ok()
+        .flatten()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_ENTRY_BYTES)
+}
+
+/// MemTotal in bytes, from /proc/meminfo.
+pub fn ram_bytes(root: &SysRoot) -> Option<u64> {
+    parse_memtotal(&root.read_opt("proc/meminfo").ok().flatten()?)
+}
+
+/// Parse MemTotal (kB) out of meminfo text.
+pub fn parse_memtotal(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kb| kb.saturating_mul(1024))
+}
+
+fn kernel_u64(root: &SysRoot, key: &str) -> Option<u64> {
+    root.read_sysctl(key).ok().flatten()?.parse().ok()
+}
+
+fn config_error(cfg: &Config, line: Option<usize>, key: &str, message: String) -> ConfigError {
+    ConfigError {
+        file: cfg
+            .source
+            .clone()
+            .unwrap_or_else(|| "built-in defaults".into()),
+        line,
+        key: Some(key.to_string()),
+        message,
+        source: None,
+    }
+}
+
+/// Checks that need the kernel, run before any write: every `[sysctl]` key
+/// exists, and the table fits in memory. Returns warnings.
+pub fn preflight(
+    root: &SysRoot,
+    cfg: &Config,
+    module: &ModuleState,
+) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    let module_absent = matches!(module, ModuleState::WouldLoad(_));
+    for e in &cfg.sysctl {
+        // In a dry run without the module, netfilter keys cannot be checked yet.
+        if module_absent && e.key.starts_with("net.netfilter.") {
+            continue;
+        }
+        match root.read_sysctl(&e.key) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(config_error(
+                    cfg,
+                    e.line,
+                    &format!("sysctl.\"{}\"", e.key),
+                    format!(
+                        "no such kernel setting ({} does not exist)",
+                        root.sysctl_path(&e.key).display()
+                    ),
+                ))
+            }
+            Err(err) => {
+                return Err(config_error(
+                    cfg,
+                    e.line,
+                    &format!("sysctl.\"{}\"", e.key),
+                    err.to_string(),
+                ))
+            }
+        }
+    }
+    let c = &cfg.conntrack;
+    let max = c.max.value().or_else(|| kernel_u64(root, KEY_MAX));
+    let buckets = c
+        .buckets_value()
+        .or_else(|| kernel_u64(root, KEY_BUCKETS))
+        .unwrap_or(0);
+    if let (Some(max), Some(ram)) = (max, ram_bytes(root)) {
+        let cost = memory_cost(max, buckets, entry_bytes(root));
+        match memory_verdict(cost, ram) {
+            Ok(Some(w)) => warnings.push(w),
+            Ok(None) => {}
+            Err(e) if matches!(c.max, Knob::Set(_)) => {
+                return Err(config_error(cfg, None, "conntrack.max", e));
+            }
+            Err(e) => warnings.push(e),
+        }
+    }
+    Ok(warnings)
+}
+
+/// Run apply. `wait` bounds the wait for the keys after loading the module.
+pub fn apply(
+    root: &SysRoot,
+    cfg: &Config,
+    loader: &dyn ModuleLoader,
+    dry_run: bool,
+    wait: Duration,
+) -> Result<Report, ApplyError> {
+    let module = module::ensure(root, loader, cfg.conntrack.buckets_value(), dry_run, wait)?;
+    let warnings = preflight(root, cfg, &module)?;
+    let targets = cfg.targets();
+    let mut rows = Vec::with_capacity(targets.len());
+    for t in &targets {
+        let before = read_current(root, &t.key);
+        let outcome_before = match &before {
+            Ok(Some(v)) if same_value(v, &t.value) => Some(Outcome::Unchanged),
+            _ => None,
+        };
+        let before_v = before.as_ref().ok().cloned().flatten();
+        let row = if let Some(o) = outcome_before {
+            Row {
+                key: t.key.clone(),
+                before: before_v.clone(),
+                target: t.value.clone(),
+                after: before_v,
+                outcome: o,
+            }
+        } else if dry_run {
+            let outcome = if matches!(module, ModuleState::WouldLoad(_)) {
+                Outcome::WouldSet
+            } else {
+                Outcome::WouldChange
+            };
+            Row {
+                key: t.key.clone(),
+                before: before_v,
+                target: t.value.clone(),
+                after: None,
+                outcome,
+            }
+        } else {
+            write_and_verify(root, t, before_v)
+        };
+        rows.push(row);
+    }
+    Ok(Report {
+        rows,
+        module,
+        dry_run,
+        warnings,
+        source: cfg.source_name(),
+    })
+}
+
+/// The current value of a key; buckets fall back to the module parameter.
+fn read_current(root: &SysRoot, key: &str) -> Result<Option<String>, PathError> {
+    match root.read_sysctl(key)? {
+        Some(v) => Ok(Some(v)),
+        None if key == KEY_BUCKETS => {
+            Ok(root.read_opt(HASHSIZE_PARAM)?.map(|s| s.trim().to_string()))
+        }
+        None => Ok(None),
+    }
+}
+
+fn write_and_verify(root: &SysRoot, t: &Target, before: Option<String>) -> Row {
+    let mut row = Row {
+        key: t.key.clone(),
+        before,
+        target: t.value.clone(),
+        after: None,
+        outcome: Outcome::Changed,
+    };
+    let mut written = root.write_sysctl(&t.key, &t.value);
+    // The bucket sysctl is writable only from the initial netns and only
+    // since 4.x; the module parameter resizes the same table.
+    if t.key == KEY_BUCKETS && written.is_err() && root.exists(HASHSIZE_PARAM) {
+        let fallback = root.write(HASHSIZE_PARAM, &t.value);
+        if fallback.is_ok() {
+            written = Ok(());
+        }
+    }
+    if let Err(e) = written {
+        row.outcome = Outcome::Failed {
+            reason: write_reason(&e),
+            errno: e.errno(),
+        };
+        row.after = read_current(root, &t.key).ok().flatten();
+        return row;
+    }
+    match read_current(root, &t.key) {
+        Ok(Some(v)) if same_value(&v, &t.value) => row.after = Some(v),
+        Ok(Some(v)) => {
+            row.outcome = Outcome::Failed {
+                reason: format!(
+                    "wrote {} but the kernel reads back {}",
+                    t.value,
+                    compact(&v)
+                ),
+                errno: None,
+            };
+            row.after = Some(v);
+        }
+        Ok(None) => {
+            row.outcome = Outcome::Failed {
+                reason: format!(
+                    "{} vanished after the write",
+                    root.sysctl_path(&t.key).display()
+                ),
+                errno: None,
+            }
+        }
+        Err(e) => {
+            row.outcome = Outcome::Failed {
+                reason: format!("read-back failed: {e}"),
+                errno: e.errno(),
+            }
+        }
+    }
+    row
+}
+
+fn write_reason(e: &PathError) -> String {
+    match e.errno() {
+        Some(nix::libc::EROFS) => format!(
+            "{e}: /proc/sys is read-only here; inside a container? run `conntrack-guard apply` on the host"
+        ),
+        Some(nix::libc::EACCES) | Some(nix::libc::EPERM) => {
+            let who = if nix::unistd::geteuid().is_root() {
+                "as root: in a child network namespace this key is read-only, or CAP_NET_ADMIN is missing"
+            } else {
+                "not running as root: needs root with CAP_NET_ADMIN"
+            };
+            format!("{e} ({who})")
+        }
+        Some(nix::libc::EINVAL) => format!("{e}: the kernel rejected the value"),
+        Some(nix::libc::ENOENT) => format!("{e}: no such key"),
+        _ => e.to_string(),
+    }
+}
+
+/// The netfilter directory, for messages.
+pub fn netfilter_dir(root: &SysRoot) -> std::path::PathBuf {
+    root.path(NETFILTER_DIR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_thresholds() {
+        let gib = 1u64 << 30;
+        assert_eq!(memory_verdict(gib / 20, gib).unwrap(), None);
+        assert!(memory_verdict(gib / 5, gib).unwrap().is_some());
+        assert!(memory_verdict(gib * 3 / 5, gib).is_err());
+        assert_eq!(
+            memory_cost(1_048_576, 262_144, 384),
+            1_048_576 * 384 + 262_144 * 8
+        );
+    }
+
+    #[test]
+    fn value_comparison_ignores_tabs() {
+        assert!(same_value("4096\t87380\t6291456", "4096 87380 6291456"));
+        assert!(!same_value("10", "15"));
+    }
+
+    #[test]
+    fn meminfo() {
+        assert_eq!(
+            parse_memtotal("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
+            Some(24_576_000 * 1024)
+        );
+        assert_eq!(parse_memtotal("garbage"), None);
+    }
+}

@@ -1,0 +1,333 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `conntrack-guard plan`: size the table from the workload.
+//!
+//! The entries a workload holds are new flows per second times the timeout
+//! that really holds such a flow. Since Linux 5.15 (netfilter commit "udp:
+//! only extend timeout to stream mode after 2s") a UDP flow becomes ASSURED,
+//! and moves to `nf_conntrack_udp_timeout_stream`, only if it is still active
+//! more than 2 s after its first packet. A tracker announce or a DNS query
+//! completes in milliseconds, so on those kernels it lives for
+//! `nf_conntrack_udp_timeout`. Older kernels moved every replied flow to the
+//! stream timeout.
+
+use serde::Serialize;
+
+use crate::apply::{entry_bytes, human_bytes};
+use crate::config::{
+    Config, KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT, KEY_UDP_TIMEOUT_STREAM, MAX_CONNTRACK_MAX,
+};
+use crate::sysroot::SysRoot;
+
+/// The first kernel with the 2-second rule.
+pub const TWO_SECOND_RULE: (u32, u32) = (5, 15);
+/// Kernel defaults, used when neither config nor kernel tells.
+pub const DEFAULT_UDP_TIMEOUT: u64 = 30;
+/// See [`DEFAULT_UDP_TIMEOUT`].
+pub const DEFAULT_UDP_TIMEOUT_STREAM: u64 = 120;
+
+/// What plan needs to know about the running kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelFacts {
+    /// (major, minor) from osrelease.
+    pub version: Option<(u32, u32)>,
+    /// The release string.
+    pub release: Option<String>,
+    /// Current nf_conntrack_max.
+    pub max: Option<u64>,
+    /// Current buckets.
+    pub buckets: Option<u64>,
+    /// Current udp timeout.
+    pub udp_timeout: Option<u64>,
+    /// Current udp stream timeout.
+    pub udp_timeout_stream: Option<u64>,
+    /// Bytes per entry.
+    pub entry_bytes: u64,
+}
+
+impl KernelFacts {
+    /// Read them through the root.
+    pub fn read(root: &SysRoot) -> Self {
+        let num = |k: &str| {
+            root.read_sysctl(k)
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse().ok())
+        };
+        let release = root
+            .read_opt("proc/sys/kernel/osrelease")
+            .ok()
+            .flatten()
+            .map(|s| s.trim().to_string());
+        KernelFacts {
+            version: release.as_deref().and_then(parse_version),
+            release,
+            max: num(KEY_MAX),
+            buckets: num(KEY_BUCKETS),
+            udp_timeout: num(KEY_UDP_TIMEOUT),
+            udp_timeout_stream: num(KEY_UDP_TIMEOUT_STREAM),
+            entry_bytes: entry_bytes(root),
+        }
+    }
+}
+
+/// "6.18.0-1-amd64" -> (6, 18).
+pub fn parse_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The plan request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// New UDP flows per second at peak.
+    pub rate: f64,
+    /// Timeout override, seconds.
+    pub timeout: Option<u64>,
+    /// Headroom factor (>= 1).
+    pub headroom: f64,
+}
+
+/// The plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// Input rate.
+    pub rate: f64,
+    /// Timeout used, seconds.
+    pub timeout: u64,
+    /// Which setting that timeout comes from and why.
+    pub timeout_reason: String,
+    /// rate x timeout.
+    pub entries_needed: u64,
+    /// Headroom factor.
+    pub headroom: f64,
+    /// Recommended max (power of two).
+    pub max: u64,
+    /// Recommended buckets (max / 4).
+    pub buckets: u64,
+    /// Bytes per entry used.
+    pub entry_bytes: u64,
+    /// Memory of the full table, entries only.
+    pub memory_entries_bytes: u64,
+    /// Memory of the bucket array (allocated up front).
+    pub memory_buckets_bytes: u64,
+    /// Sustainable flows/s at the current kernel settings, if known.
+    pub current_rate: Option<f64>,
+    /// Current max, if known.
+    pub current_max: Option<u64>,
+    /// Sustainable flows/s at the recommended settings.
+    pub recommended_rate: f64,
+    /// The `[conntrack]` block to paste.
+    pub config_block: String,
+}
+
+/// Pick the timeout that holds a short request/response flow on this
+/// kernel. Pure: takes the config and the kernel facts.
+pub fn effective_timeout(cfg: &Config, k: &KernelFacts, stream: bool) -> u64 {
+    let c = &cfg.conntrack;
+    if stream {
+        c.udp_timeout_stream
+            .value()
+            .or(k.udp_timeout_stream)
+            .unwrap_or(DEFAULT_UDP_TIMEOUT_STREAM)
+    } else {
+        c.udp_timeout
+            .value()
+            .or(k.udp_timeout)
+            .unwrap_or(DEFAULT_UDP_TIMEOUT)
+    }
+}
+
+/// Compute the plan. Pure.
+pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
+    let two_second_rule = k.version.map(|v| v >= TWO_SECOND_RULE).unwrap_or(true);
+    let (timeout, reason) = match req.timeout {
+        Some(t) => (t, format!("--timeout {t} given")),
+        None if two_second_rule => (
+            effective_timeout(cfg, k, false),
+            format!(
+                "kernel {} has the 2-second rule (since 5.15): a request/response flow shorter than 2 s \
+                 stays unassured and is held by nf_conntrack_udp_timeout; flows that stay active longer \
+                 move to nf_conntrack_udp_timeout_stream ({} s) - pass --timeout for those",
+                k.release.as_deref().unwrap_or("(unknown)"),
+                effective_timeout(cfg, k, true)
+            ),
+        ),
+        None => (
+            effective_timeout(cfg, k, true),
+            format!(
+                "kernel {} predates 5.15: any replied UDP flow moves to nf_conntrack_udp_timeout_stream",
+                k.release.as_deref().unwrap_or("(unknown)")
+            ),
+        ),
+    };
+    let rate = req.rate.max(0.0);
+    let entries_needed = (rate * timeout as f64).ceil().min(u64::MAX as f64) as u64;
+    let wanted = (entries_needed as f64 * req.headroom.max(1.0))
+        .ceil()
+        .min(MAX_CONNTRACK_MAX as f64) as u64;
+    let max = wanted
+        .max(1024)
+        .checked_next_power_of_two()
+        .unwrap_or(u64::MAX)
+        .min(1 << 30);
+    let buckets = (max / 4).max(1);
+    let current_timeout = if two_second_rule {
+        k.udp_timeout.unwrap_or(DEFAULT_UDP_TIMEOUT)
+    } else {
+        k.udp_timeout_stream.unwrap_or(DEFAULT_UDP_TIMEOUT_STREAM)
+    };
+    let current_rate = k.max.map(|m| m as f64 / current_timeout.max(1) as f64);
+    let config_block = format!(
+        "[conntrack]\nmax = {max}\nbuckets = {buckets}\nudp_timeout = {}\nudp_timeout_stream = {}\n",
+        effective_timeout(cfg, k, false),
+        effective_timeout(cfg, k, true)
+    );
+    Plan {
+        rate,
+        timeout,
+        timeout_reason: reason,
+        entries_needed,
+        headroom: req.headroom,
+        max,
+        buckets,
+        entry_bytes: k.entry_bytes,
+        memory_entries_bytes: max.saturating_mul(k.entry_bytes),
+        memory_buckets_bytes: buckets * 8,
+        current_rate,
+        current_max: k.max,
+        recommended_rate: max as f64 / timeout.max(1) as f64,
+        config_block,
+    }
+}
+
+impl Plan {
+    /// The text report.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!(
+            "rate:              {} new UDP flows/s at peak\n",
+            self.rate
+        ));
+        s.push_str(&format!(
+            "timeout:           {} s\n  why: {}\n",
+            self.timeout, self.timeout_reason
+        ));
+        s.push_str(&format!(
+            "entries needed:    {} (rate x timeout)\n",
+            self.entries_needed
+        ));
+        s.push_str(&format!(
+            "recommended max:   {} (x{} headroom, rounded up to a power of two)\n",
+            self.max, self.headroom
+        ));
+        s.push_str(&format!("buckets:           {} (max / 4)\n", self.buckets));
+        s.push_str(&format!(
+            "memory when full:  {} for entries ({} B each) + {} for the bucket array (allocated up front)\n",
+            human_bytes(self.memory_entries_bytes),
+            self.entry_bytes,
+            human_bytes(self.memory_buckets_bytes)
+        ));
+        match (self.current_rate, self.current_max) {
+            (Some(r), Some(m)) => s.push_str(&format!(
+                "sustainable now:   {:.0} flows/s (current max {m})\n",
+                r
+            )),
+            _ => s.push_str("sustainable now:   unknown (conntrack not loaded)\n"),
+        }
+        s.push_str(&format!(
+            "sustainable after: {:.0} flows/s\n\n",
+            self.recommended_rate
+        ));
+        s.push_str("# paste into /etc/conntrack-guard/conntrack-guard.toml\n");
+        s.push_str(&self.config_block);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(version: (u32, u32)) -> KernelFacts {
+        KernelFacts {
+            version: Some(version),
+            release: Some(format!("{}.{}.0", version.0, version.1)),
+            max: Some(262_144),
+            buckets: Some(65_536),
+            udp_timeout: Some(30),
+            udp_timeout_stream: Some(120),
+            entry_bytes: 320,
+        }
+    }
+
+    #[test]
+    fn recent_kernel_uses_udp_timeout() {
+        let p = plan(
+            &Request {
+                rate: 750.0,
+                timeout: None,
+                headroom: 2.0,
+            },
+            &Config::default(),
+            &k((6, 18)),
+        );
+        assert_eq!(p.timeout, 10);
+        assert_eq!(p.entries_needed, 7500);
+        assert_eq!(p.max, 16384);
+        assert_eq!(p.buckets, 4096);
+        assert_eq!(p.memory_entries_bytes, 16384 * 320);
+        assert_eq!(p.current_rate, Some(262_144.0 / 30.0));
+        assert!(p.config_block.contains("max = 16384"));
+    }
+
+    #[test]
+    fn old_kernel_uses_stream_timeout() {
+        let p = plan(
+            &Request {
+                rate: 750.0,
+                timeout: None,
+                headroom: 2.0,
+            },
+            &Config::default(),
+            &k((5, 10)),
+        );
+        assert_eq!(p.timeout, 15);
+        assert_eq!(p.entries_needed, 11_250);
+        assert_eq!(p.max, 32_768);
+        assert!(p.timeout_reason.contains("predates 5.15"));
+    }
+
+    #[test]
+    fn explicit_timeout_and_caps() {
+        let p = plan(
+            &Request {
+                rate: 1e12,
+                timeout: Some(120),
+                headroom: 2.0,
+            },
+            &Config::default(),
+            &k((6, 1)),
+        );
+        assert!(p.max <= 1 << 30);
+        let p = plan(
+            &Request {
+                rate: 0.0,
+                timeout: Some(1),
+                headroom: 1.0,
+            },
+            &Config::default(),
+            &KernelFacts::default(),
+        );
+        assert_eq!(p.max, 1024);
+        assert_eq!(p.current_rate, None);
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("6.18.0-1-amd64"), Some((6, 18)));
+        assert_eq!(parse_version("5.4.0"), Some((5, 4)));
+        assert_eq!(parse_version("garbage"), None);
+    }
+}

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The one type that owns every path under /proc, /sys and /etc.
+//!
+//! Everything the tool reads from or writes to the kernel goes through
+//! [`SysRoot`], which joins a relative path onto a base directory. The base is
+//! `/` in production and the value of `CONNTRACK_GUARD_ROOT` in tests, so a
+//! test can hand the tool a fake tree and compare it afterwards. No file
+//! handle is kept across calls: the watchdog re-opens files every sample, so a
+//! module that goes away and comes back is seen as such.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The environment variable that moves the root (the testing hook).
+pub const ROOT_ENV: &str = "CONNTRACK_GUARD_ROOT";
+
+/// Directory of the conntrack sysctls, relative to the root.
+pub const NETFILTER_DIR: &str = "proc/sys/net/netfilter";
+/// The per-CPU statistics file, relative to the root.
+pub const STAT_FILE: &str = "proc/net/stat/nf_conntrack";
+/// The module parameter that sizes the hash table (fallback for buckets).
+pub const HASHSIZE_PARAM: &str = "sys/module/nf_conntrack/parameters/hashsize";
+/// Default configuration file, relative to the root.
+pub const DEFAULT_CONFIG: &str = "etc/conntrack-guard/conntrack-guard.toml";
+
+/// An I/O error together with the path it happened on.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct PathError {
+    /// The full path (root included).
+    pub path: PathBuf,
+    /// What went wrong.
+    #[source]
+    pub source: io::Error,
+}
+
+impl PathError {
+    /// The errno of the cause, if any.
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+}
+
+/// A base directory that stands for `/`.
+#[derive(Debug, Clone)]
+pub struct SysRoot {
+    base: PathBuf,
+    host: bool,
+}
+
+impl SysRoot {
+    /// The real root, `/`.
+    pub fn host() -> Self {
+        SysRoot {
+            base: PathBuf::from("/"),
+            host: true,
+        }
+    }
+
+    /// A root at `base`. `/` counts as the host.
+    pub fn at(base: impl Into<PathBuf>) -> Self {
+        let base = base.into();
+        let host = base == Path::new("/");
+        SysRoot { base, host }
+    }
+
+    /// The root from `CONNTRACK_GUARD_ROOT`, or `/` when it is unset or empty.
+    pub fn from_env() -> Self {
+        match std::env::var_os(ROOT_ENV) {
+            Some(v) if !v.is_empty() => SysRoot::at(PathBuf::from(v)),
+            _ => SysRoot::host(),
+        }
+    }
+
+    /// True when this is the real `/`: only then may the tool touch the
+    /// kernel beyond these files (load modules, open netlink sockets).
+    pub fn is_host(&self) -> bool {
+        self.host
+    }
+
+    /// The base directory.
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// Join a path that is relative to `/` onto the base.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.base.join(rel.trim_start_matches('/'))
+    }
+
+    /// The file behind a dotted sysctl key. The key must already be validated
+    /// (see [`crate::config::valid_sysctl_key`]); this only maps dots to slashes.
+    pub fn sysctl_path(&self, key: &str) -> PathBuf {
+        let mut p = self.path("proc/sys");
+        for seg in key.split('.') {
+            p.push(seg);
+        }
+        p
+    }
+
+    /// Read a whole file as a string.
+    pub fn read(&self, rel: &str) -> Result<String, PathError> {
+        read_path(&self.path(rel))
+    }
+
+    /// Read a file, mapping "does not exist" to `None`.
+    pub fn read_opt(&self, rel: &str) -> Result<Option<String>, PathError> {
+        read_opt_path(&self.path(rel))
+    }
+
+    /// Whether a path exists under the root.
+    pub fn exists(&self, rel: &str) -> bool {
+        self.path(rel).exists()
+    }
+
+    /// Read a sysctl by dotted key, trimmed; `None` if it does not exist.
+    pub fn read_sysctl(&self, key: &str) -> Result<Option<String>, PathError> {
+        let path = self.sysctl_path(key);
+        self.check_inside_proc_sys(&path)?;
+        Ok(read_opt_path(&path)?.map(|s| s.trim().to_string()))
+    }
+
+    /// Write a sysctl by dotted key. Refuses to follow a symlink or to leave
+    /// `proc/sys`, so a hostile key or tree cannot redirect the write.
+    pub fn write_sysctl(&self, key: &str, value: &str) -> Result<(), PathError> {
+        let path = self.sysctl_path(key);
+        self.check_inside_proc_sys(&path)?;
+        write_nofollow(&path, value)
+    }
+
+    /// Write a file under the root (module parameters), without following a
+    /// symlink in the last component.
+    pub fn write(&self, rel: &str, value: &str) -> Result<(), PathError> {
+        write_nofollow(&self.path(rel), value)
+    }
+
+    /// The directory that holds `path` must resolve inside `<root>/proc/sys`.
+    fn check_inside_proc_sys(&self, path: &Path) -> Result<(), PathError> {
+        let top = self.path("proc/sys");
+        let parent = path.parent().unwrap_or(&top);
+        // A missing directory is not an escape; the read or write reports it.
+        let (Ok(top_c), Ok(parent_c)) = (top.canonicalize(), parent.canonicalize()) else {
+            return Ok(());
+        };
+        if parent_c.starts_with(&top_c) {
+            Ok(())
+        } else {
+            Err(PathError {
+                path: path.to_path_buf(),
+                source: io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "resolves outside /proc/sys; refusing",
+                ),
+            })
+        }
+    }
+}
+
+/// Read a file into a string, with the path in the error.
+pub fn read_path(path: &Path) -> Result<String, PathError> {
+    let mut s = String::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut s))
+        .map_err(|source| PathError {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(s)
+}
+
+/// Like [`read_path`], but "not found" is `Ok(None)`.
+pub fn read_opt_path(path: &Path) -> Result<Option<String>, PathError> {
+    match read_path(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.source.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_nofollow(path: &Path, value: &str) -> Result<(), PathError> {
+    let err = |source| PathError {
+        path: path.to_path_buf(),
+        source,
+    };
+    // No O_CREAT: a sysctl that does not exist must fail, not be created in a
+    // fake tree. O_NOFOLLOW: the last component must not be a symlink.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(err)?;
+    // procfs takes a sysctl in a single write; a trailing newline is what
+    // sysctl(8) sends too.
+    f.write_all(format!("{value}\n").as_bytes()).map_err(err)
+}
+
+/// Write `contents` to `path` atomically: a temporary file in the same
+/// directory, then rename, so a reader never sees half a file.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PathError> {
+    let err = |source| PathError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}

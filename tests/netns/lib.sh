@@ -1,0 +1,275 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+# shellcheck shell=bash
+#
+# Shared helpers for the netns tests: a Docker-like topology built from
+# network namespaces, saving/restoring the global conntrack sysctls, and
+# a cleanup trap. Source it; do not execute it.
+#
+#   client netns  198.18.0.2/24 --veth-- host netns 198.18.0.1/24
+#   host netns: bridge 198.18.1.1/24, ip_forward=1, nftables
+#               prerouting DNAT udp dport 6969 -> 198.18.1.2:6969
+#   container netns 198.18.1.2/24 (veth on the bridge), route to
+#               198.18.0.0/24 via 198.18.1.1, UDP responder on :6969
+#
+# The client talks to 198.18.0.1:6969 (on-link, so it needs no route); the
+# host DNATs to the container and un-NATs the reply. Only the host netns
+# has a nat rule, so only it tracks connections. No netns has a default
+# route, and all addresses are in 198.18.0.0/15.
+
+CTG_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CTG_TAG="ctg-$$"
+NS_CLIENT="$CTG_TAG-client"
+NS_HOST="$CTG_TAG-host"
+NS_CTR="$CTG_TAG-ctr"
+CTG_CLIENT_IP=198.18.0.2
+CTG_HOST_IP=198.18.0.1
+CTG_BRIDGE_IP=198.18.1.1
+CTG_CTR_IP=198.18.1.2
+CTG_PORT=6969
+CTG_WORKDIR=""
+CTG_PIDS=()           # every background process we started
+CTG_TOPO_UP=0
+CTG_GLOBALS_SAVED=0
+CTG_SAVED_MAX=""
+CTG_SAVED_BUCKETS=""
+CTG_SAVED_UDP_TIMEOUT=""
+CTG_SAVED_UDP_TIMEOUT_STREAM=""
+CTG_SYSCTL_DIR=/proc/sys/net/netfilter
+
+ctg_log() { printf '[netns %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# Workdir for logs and configs; removed by the cleanup trap.
+ctg_workdir() {
+    if [[ -z $CTG_WORKDIR ]]; then
+        CTG_WORKDIR=$(mktemp -d "/tmp/$CTG_TAG.XXXXXX")
+    fi
+    printf '%s\n' "$CTG_WORKDIR"
+}
+
+# --- global sysctls -------------------------------------------------------
+# nf_conntrack_max and nf_conntrack_buckets are global (writable only from
+# the initial netns). The UDP timeouts are per netns; we save the initial
+# netns's values too in case a tool under test writes them there.
+
+save_globals() {
+    CTG_SAVED_MAX=$(<"$CTG_SYSCTL_DIR/nf_conntrack_max")
+    CTG_SAVED_BUCKETS=$(<"$CTG_SYSCTL_DIR/nf_conntrack_buckets")
+    CTG_SAVED_UDP_TIMEOUT=$(<"$CTG_SYSCTL_DIR/nf_conntrack_udp_timeout")
+    CTG_SAVED_UDP_TIMEOUT_STREAM=$(<"$CTG_SYSCTL_DIR/nf_conntrack_udp_timeout_stream")
+    CTG_GLOBALS_SAVED=1
+    ctg_log "saved globals: max=$CTG_SAVED_MAX buckets=$CTG_SAVED_BUCKETS" \
+        "udp_timeout=$CTG_SAVED_UDP_TIMEOUT udp_timeout_stream=$CTG_SAVED_UDP_TIMEOUT_STREAM"
+}
+
+# Write only when the value differs: rewriting buckets rehashes the table.
+_ctg_restore_one() {
+    local key=$1 want=$2 cur
+    [[ -n $want ]] || return 0
+    cur=$(<"$CTG_SYSCTL_DIR/$key") || return 1
+    if [[ $cur != "$want" ]]; then
+        if echo "$want" >"$CTG_SYSCTL_DIR/$key"; then
+            ctg_log "restored $key: $cur -> $want"
+        else
+            ctg_log "ERROR: could not restore $key to $want (now $cur)"
+            return 1
+        fi
+    fi
+}
+
+restore_globals() {
+    [[ $CTG_GLOBALS_SAVED == 1 ]] || return 0
+    local rc=0
+    _ctg_restore_one nf_conntrack_buckets "$CTG_SAVED_BUCKETS" || rc=1
+    _ctg_restore_one nf_conntrack_max "$CTG_SAVED_MAX" || rc=1
+    _ctg_restore_one nf_conntrack_udp_timeout "$CTG_SAVED_UDP_TIMEOUT" || rc=1
+    _ctg_restore_one nf_conntrack_udp_timeout_stream "$CTG_SAVED_UDP_TIMEOUT_STREAM" || rc=1
+    return $rc
+}
+
+# Set the global max from the initial netns (we are in it).
+set_global_max() {
+    echo "$1" >"$CTG_SYSCTL_DIR/nf_conntrack_max"
+}
+
+# --- processes ------------------------------------------------------------
+
+# Start a command in the background and remember its PID. `ip netns exec`
+# execs the command, so $! is the command itself.
+ctg_spawn() {
+    "$@" &
+    CTG_PIDS+=("$!")
+}
+
+# Stop one of our PIDs: TERM, wait up to ~3 s, then KILL. Its exit status
+# (as `wait` reports it) is left in CTG_STOP_RC.
+CTG_STOP_RC=""
+ctg_stop_pid() {
+    local pid=$1 i
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null
+        for ((i = 0; i < 30; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    CTG_STOP_RC=$?
+    return 0
+}
+
+# --- topology -------------------------------------------------------------
+
+# Run a command inside one of our namespaces.
+in_client() { ip netns exec "$NS_CLIENT" "$@"; }
+in_host() { ip netns exec "$NS_HOST" "$@"; }
+in_ctr() { ip netns exec "$NS_CTR" "$@"; }
+
+# topo_up [responder-max-seconds]
+topo_up() {
+    local life=${1:-300} ns i
+    CTG_TOPO_UP=1
+    for ns in "$NS_CLIENT" "$NS_HOST" "$NS_CTR"; do
+        ip netns add "$ns" || return 1
+        ip -n "$ns" link set lo up || return 1
+    done
+    # Create the veth pairs directly inside the namespaces, so nothing
+    # appears in the initial netns even briefly.
+    ip -n "$NS_CLIENT" link add c0 type veth peer name h0 netns "$NS_HOST" || return 1
+    ip -n "$NS_HOST" link add hk0 type veth peer name k0 netns "$NS_CTR" || return 1
+    ip -n "$NS_HOST" link add br0 type bridge || return 1
+    ip -n "$NS_HOST" link set hk0 master br0 || return 1
+
+    ip -n "$NS_CLIENT" addr add "$CTG_CLIENT_IP/24" dev c0 || return 1
+    ip -n "$NS_HOST" addr add "$CTG_HOST_IP/24" dev h0 || return 1
+    ip -n "$NS_HOST" addr add "$CTG_BRIDGE_IP/24" dev br0 || return 1
+    ip -n "$NS_CTR" addr add "$CTG_CTR_IP/24" dev k0 || return 1
+    ip -n "$NS_CLIENT" link set c0 up || return 1
+    ip -n "$NS_HOST" link set h0 up || return 1
+    ip -n "$NS_HOST" link set hk0 up || return 1
+    ip -n "$NS_HOST" link set br0 up || return 1
+    ip -n "$NS_CTR" link set k0 up || return 1
+    ip -n "$NS_CTR" route add 198.18.0.0/24 via "$CTG_BRIDGE_IP" || return 1
+
+    # ip_forward is per netns.
+    in_host sysctl -q -w net.ipv4.ip_forward=1 || return 1
+    in_host nft -f - <<EOF || return 1
+table ip ctg_nat {
+    chain prerouting {
+        type nat hook prerouting priority dstnat; policy accept;
+        udp dport $CTG_PORT dnat to $CTG_CTR_IP:$CTG_PORT
+    }
+}
+EOF
+
+    local ready
+    ready="$(ctg_workdir)/responder.ready"
+    rm -f "$ready"
+    ctg_spawn ip netns exec "$NS_CTR" python3 "$CTG_LIB_DIR/udpload.py" server \
+        --listen "$CTG_CTR_IP:$CTG_PORT" --max-seconds "$life" --ready-file "$ready"
+    for ((i = 0; i < 50; i++)); do
+        [[ -s $ready ]] && break
+        sleep 0.1
+    done
+    if [[ ! -s $ready ]]; then
+        ctg_log "responder did not start"
+        return 1
+    fi
+    # Sanity: no default route anywhere.
+    for ns in "$NS_CLIENT" "$NS_HOST" "$NS_CTR"; do
+        if ip -n "$ns" route show default | grep -q .; then
+            ctg_log "unexpected default route in $ns"
+            return 1
+        fi
+    done
+    ctg_log "topology up: $NS_CLIENT $NS_HOST $NS_CTR"
+}
+
+topo_down() {
+    local ns pid
+    [[ $CTG_TOPO_UP == 1 ]] || return 0
+    for ns in "$NS_CLIENT" "$NS_HOST" "$NS_CTR"; do
+        [[ -e /run/netns/$ns ]] || continue
+        # Anything still running in a namespace we created is ours.
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do
+            kill -KILL "$pid" 2>/dev/null
+        done
+        ip netns del "$ns" 2>/dev/null || ctg_log "could not delete netns $ns"
+    done
+    CTG_TOPO_UP=0
+}
+
+# --- readings inside the host netns ---------------------------------------
+
+host_count() { in_host cat "$CTG_SYSCTL_DIR/nf_conntrack_count"; }
+
+# host_stat NAME: sum of counter NAME over the CPU lines of the host
+# netns's /proc/net/stat/nf_conntrack, located by header name (column
+# order changes between kernels). "entries" repeats the netns total on
+# every line, so it is returned once, not summed.
+host_stat() {
+    local want=$1
+    in_host cat /proc/net/stat/nf_conntrack | {
+        local -a hdr vals
+        local idx=-1 i sum=0 line
+        read -r -a hdr || return 1
+        for i in "${!hdr[@]}"; do
+            [[ ${hdr[$i]} == "$want" ]] && idx=$i
+        done
+        ((idx >= 0)) || { echo "no column $want" >&2; return 1; }
+        while read -r -a vals; do
+            ((${#vals[@]} > idx)) || continue
+            if [[ $want == entries ]]; then
+                sum=$((16#${vals[$idx]}))
+                break
+            fi
+            sum=$((sum + 16#${vals[$idx]}))
+        done
+        echo "$sum"
+    }
+}
+
+# Inode of the host netns, as printed in the kernel's "table full" line.
+host_netns_inode() { stat -L -c %i "/run/netns/$NS_HOST"; }
+
+# Run the load client in the client netns against the DNATed address.
+# udpload COUNT RATE FIRST_PORT [extra args]
+udpload() {
+    local count=$1 rate=$2 port=$3
+    shift 3
+    in_client python3 "$CTG_LIB_DIR/udpload.py" client \
+        --target "$CTG_HOST_IP:$CTG_PORT" --count "$count" --rate "$rate" \
+        --first-port "$port" --timeout-ms 500 "$@"
+}
+
+# json_get FILE KEY: one top-level field of a JSON object.
+json_get() {
+    python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"
+}
+
+# --- cleanup --------------------------------------------------------------
+
+ctg_cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${CTG_PIDS[@]}"; do
+        ctg_stop_pid "$pid"
+    done
+    topo_down
+    restore_globals || rc=1
+    if [[ -n $CTG_WORKDIR && -d $CTG_WORKDIR ]]; then
+        if [[ -n ${CTG_KEEP_WORKDIR:-} ]]; then
+            ctg_log "kept workdir $CTG_WORKDIR"
+        else
+            rm -rf "$CTG_WORKDIR"
+        fi
+    fi
+    exit "$rc"
+}
+
+# Install the cleanup trap. Call before touching anything global.
+install_traps() {
+    trap ctg_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}

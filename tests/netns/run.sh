@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
+#
+# netns suite: real-kernel tests on a Docker-like namespace topology.
+#   repro.sh     the incident without conntrack-guard (kernel behaviour)
+#   incident.sh  issue 5 part A: watch/status/apply against the incident
+# Needs root, iproute2, nftables, conntrack-tools, python3, util-linux.
+# Without them: with CI=true the suite fails; otherwise it prints
+# "SKIP: reason" and exits 0.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+missing=""
+[[ $(id -u) == 0 ]] || missing="not root"
+if [[ -z $missing ]]; then
+    for t in ip nft conntrack python3 flock timeout stat awk; do
+        command -v "$t" >/dev/null 2>&1 || { missing="missing tool: $t"; break; }
+    done
+fi
+if [[ -z $missing && ! -e /proc/sys/net/netfilter/nf_conntrack_max ]]; then
+    missing="nf_conntrack not available (no /proc/sys/net/netfilter/nf_conntrack_max)"
+fi
+if [[ -z $missing ]] && ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 8))'; then
+    missing="python3 >= 3.8 needed"
+fi
+if [[ -n $missing ]]; then
+    if [[ ${CI:-} == true ]]; then
+        echo "FAIL: netns suite cannot run: $missing"
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+    echo "SKIP: $missing"
+    exit 0
+fi
+
+passed=0
+failed=0
+log=$(mktemp /tmp/ctg-netns-run.XXXXXX)
+trap 'rm -f "$log"' EXIT
+for t in repro.sh incident.sh; do
+    echo "### $t"
+    "$HERE/$t" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    out=$(tail -n 1 "$log")
+    if [[ $out =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+        passed=$((passed + BASH_REMATCH[1]))
+        failed=$((failed + BASH_REMATCH[2]))
+        # A script that died after its summary line still fails.
+        if [[ $rc != 0 && ${BASH_REMATCH[2]} == 0 ]]; then failed=$((failed + 1)); fi
+    else
+        echo "FAIL - $t ended without a summary line (exit $rc)"
+        failed=$((failed + 1))
+    fi
+done
+echo "$passed passed, $failed failed"
+[[ $failed == 0 ]]

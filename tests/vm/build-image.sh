@@ -1,0 +1,91 @@
+#!/bin/bash
+# Build (or reuse) the cached Debian bookworm VM image for tests/vm.
+#
+# Usage: tests/vm/build-image.sh        -> prints the cache entry directory
+#
+# The entry lives in ${CONNTRACK_GUARD_VM_CACHE:-/var/cache/conntrack-guard-vm}/<key>,
+# where <key> hashes this script and the guest files baked into the image.
+# It holds disk.raw (sparse ext4, 4 GiB), vmlinuz, initrd.img and build.log.
+# No mirror is named: mmdebstrap uses the host's apt sources.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache_root=${CONNTRACK_GUARD_VM_CACHE:-/var/cache/conntrack-guard-vm}
+suite=bookworm
+packages=systemd-sysv,udev,kmod,dbus,linux-image-amd64,procps,iproute2,docker.io
+disk_size=4G
+
+log() { echo "build-image: $*" >&2; }
+
+recipe_files=(
+    "$here/build-image.sh"
+    "$here/guest/conntrack-guard-vmtest"
+    "$here/guest/conntrack-guard-vmtest.service"
+)
+key=$(cd "$here" && for f in "${recipe_files[@]}"; do
+    printf '%s\n' "${f#"$here"/}"; cat "$f"; done | sha256sum | cut -c1-16)
+entry=$cache_root/$key
+
+mkdir -p "$cache_root"
+exec 9>"$cache_root/.lock"
+flock 9
+
+if [ -s "$entry/disk.raw" ] && [ -s "$entry/vmlinuz" ] && [ -s "$entry/initrd.img" ]; then
+    touch "$entry"
+    log "reusing cached image $entry"
+    echo "$entry"
+    exit 0
+fi
+
+for tool in mmdebstrap mkfs.ext4; do
+    command -v "$tool" >/dev/null || { log "missing tool: $tool"; exit 3; }
+done
+[ "$(id -u)" -eq 0 ] || { log "building the image needs root"; exit 3; }
+
+tmp=$(mktemp -d "$cache_root/.build.XXXXXX")
+cleanup() { rm -rf "$tmp"; }
+trap cleanup EXIT INT TERM
+
+root=$tmp/root
+mkdir -p "$tmp/entry"
+t0=$(date +%s)
+log "building $suite image into $entry (log: $entry/build.log)"
+
+# The customize hook:
+#  - a small initrd: MODULES=list with just what is needed to mount /dev/vda;
+#  - the phase runner unit, enabled;
+#  - no apt caches.
+if ! mmdebstrap --mode=root --variant=apt --format=directory \
+    --include="$packages" \
+    --customize-hook='echo vmtest >"$1/etc/hostname"' \
+    --customize-hook='echo "MODULES=list" >"$1/etc/initramfs-tools/conf.d/zz-vmtest"' \
+    --customize-hook='printf "%s\n" virtio_pci virtio_blk ext4 crc32c >>"$1/etc/initramfs-tools/modules"' \
+    --customize-hook='chroot "$1" update-initramfs -u -k all' \
+    --customize-hook="install -m 0755 '$here/guest/conntrack-guard-vmtest' \"\$1/usr/local/sbin/conntrack-guard-vmtest\"" \
+    --customize-hook="install -m 0644 '$here/guest/conntrack-guard-vmtest.service' \"\$1/etc/systemd/system/conntrack-guard-vmtest.service\"" \
+    --customize-hook='systemctl --root="$1" enable conntrack-guard-vmtest.service' \
+    --customize-hook='chroot "$1" apt-get clean' \
+    "$suite" "$root" >"$tmp/entry/build.log" 2>&1; then
+    tail -n 40 "$tmp/entry/build.log" >&2
+    log "mmdebstrap failed"
+    exit 1
+fi
+
+cp -L "$root/vmlinuz" "$tmp/entry/vmlinuz"
+cp -L "$root/initrd.img" "$tmp/entry/initrd.img"
+basename "$(readlink "$root/vmlinuz")" | sed 's/^vmlinuz-//' >"$tmp/entry/kernel-version"
+chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' >"$tmp/entry/packages.txt"
+du -sh "$root" >>"$tmp/entry/build.log"
+mkfs.ext4 -q -F -L vmroot -d "$root" "$tmp/entry/disk.raw" "$disk_size" >>"$tmp/entry/build.log" 2>&1
+rm -rf "$root"
+
+rm -rf "$entry"
+mv "$tmp/entry" "$entry"
+# Keep the two most recently used entries (this one included): each is ~1 GiB.
+ls -1dt "$cache_root"/[0-9a-f]*[0-9a-f] 2>/dev/null | tail -n +3 | while read -r old; do
+    [ -s "$old/disk.raw" ] || continue
+    log "pruning old cache entry $old"
+    rm -rf "$old"
+done
+log "built in $(( $(date +%s) - t0 )) s: $(ls -sh "$entry/initrd.img" | cut -d' ' -f1) initrd, $(du -h "$entry/disk.raw" | cut -f1) disk"
+echo "$entry"
