@@ -400,7 +400,8 @@ pub fn apply(
                 key: t.key.clone(),
                 before: before_v.clone(),
                 target: t.value.clone(),
-                after: before_v,
+                // A dry run leaves the "after" column empty: nothing was done.
+                after: if dry_run { None } else { before_v },
                 outcome: o,
             }
         } else if dry_run {

@@ -236,10 +236,14 @@ impl Plan {
             )),
             _ => s.push_str("sustainable now:   unknown (conntrack not loaded)\n"),
         }
-        s.push_str(&format!(
-            "sustainable after: {:.0} flows/s\n\n",
-            self.recommended_rate
-        ));
+        s.push_str(&format!("sustainable after: {:.0} flows/s\n", self.recommended_rate));
+        if let Some(m) = self.current_max.filter(|m| *m > self.max) {
+            s.push_str(&format!(
+                "note:              the current max ({m}) already covers this rate; \
+                 there is no need to lower it\n"
+            ));
+        }
+        s.push('\n');
         s.push_str("# paste into /etc/conntrack-guard/conntrack-guard.toml\n");
         s.push_str(&self.config_block);
         s

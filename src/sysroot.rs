@@ -186,8 +186,10 @@ fn write_nofollow(path: &Path, value: &str) -> Result<(), PathError> {
     };
     // No O_CREAT: a sysctl that does not exist must fail, not be created in a
     // fake tree. O_NOFOLLOW: the last component must not be a symlink.
+    // O_TRUNC is what sysctl(8) uses; procfs ignores it, a fake tree needs it.
     let mut f = OpenOptions::new()
         .write(true)
+        .truncate(true)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
         .map_err(err)?;
