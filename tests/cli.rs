@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Command-line behaviour: exit codes and the key words of messages, including
+//! the permission cases (77) and `apply` for real inside a fresh network
+//! namespace. These need root; CI runs as root, and they fail, not skip,
+//! without it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_conntrack-guard");
+
+fn run(args: &[&str], root: Option<&Path>) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args).env_remove("JOURNAL_STREAM").env_remove("NOTIFY_SOCKET");
+    match root {
+        Some(r) => c.env("CONNTRACK_GUARD_ROOT", r),
+        None => c.env_remove("CONNTRACK_GUARD_ROOT"),
+    };
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+fn fake_root(dir: &Path) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/01-dry-run-writes-nothing/input");
+    let root = dir.join("root");
+    assert!(Command::new("cp").arg("-a").arg(&src).arg(&root).status().unwrap().success());
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    root
+}
+
+#[test]
+fn help_and_version() {
+    let o = run(&["--help"], None);
+    assert_eq!(o.status.code(), Some(0));
+    let t = text(&o);
+    for w in ["apply", "watch", "status", "plan", "EXIT STATUS", "69", "77", "78", "CONNTRACK_GUARD_ROOT"] {
+        assert!(t.contains(w), "--help lacks {w}");
+    }
+    let o = run(&["--version"], None);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o).starts_with(&format!("conntrack-guard {}", env!("CARGO_PKG_VERSION"))));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [&[][..], &["frobnicate"], &["apply", "--bogus"], &["plan"], &["plan", "--rate", "x"], &["watch", "--interval", "0"]] {
+        let o = run(args, None);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("--help"), "{args:?}");
+    }
+}
+
+#[test]
+fn missing_explicit_config_is_78() {
+    let t = tempfile::tempdir().unwrap();
+    let root = fake_root(t.path());
+    let o = run(&["--config", "/nonexistent/c.toml", "apply"], Some(&root));
+    assert_eq!(o.status.code(), Some(78), "{}", text(&o));
+    assert!(text(&o).contains("/nonexistent/c.toml"));
+}
+
+#[test]
+fn plan_json() {
+    let t = tempfile::tempdir().unwrap();
+    let root = fake_root(t.path());
+    let o = run(&["plan", "--rate", "750", "--json"], Some(&root));
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["entries_needed"], 7500);
+    assert_eq!(v["max"], 16384);
+    assert_eq!(v["buckets"], 4096);
+    assert_eq!(v["timeout"], 10);
+    assert_eq!(v["memory_entries_bytes"], 16384 * 320);
+}
+
+#[test]
+fn not_root_is_77_naming_the_key() {
+    assert!(is_root(), "this test drops privileges with setpriv and must start as root");
+    let t = tempfile::tempdir().unwrap();
+    let root = fake_root(t.path());
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", BIN, "apply"])
+        .env("CONNTRACK_GUARD_ROOT", &root)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(77), "{t}");
+    assert!(t.contains("net.netfilter.nf_conntrack_max") && t.contains("FAILED"), "{t}");
+    assert!(t.contains("not running as root"), "{t}");
+}
+
+#[test]
+fn read_only_proc_sys_is_77_and_says_container() {
+    assert!(is_root(), "this test bind-mounts read-only and must run as root");
+    let t = tempfile::tempdir().unwrap();
+    let root = fake_root(t.path());
+    let ps = root.join("proc/sys");
+    let script = format!(
+        "mount --bind '{0}' '{0}' && mount -o remount,bind,ro '{0}' && exec '{1}' apply",
+        ps.display(),
+        BIN
+    );
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("CONNTRACK_GUARD_ROOT", &root)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(77), "{t}");
+    assert!(t.contains("read-only") && t.contains("container"), "{t}");
+    assert!(t.contains("run `conntrack-guard apply` on the host"), "{t}");
+}
+
+/// Deletes the namespace even if the test fails.
+struct Netns(String);
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn netns_read(ns: Option<&str>, key: &str) -> String {
+    let path = format!("/proc/sys/net/netfilter/{key}");
+    let o = match ns {
+        Some(ns) => Command::new("ip").args(["netns", "exec", ns, "cat", &path]).output().unwrap(),
+        None => Command::new("cat").arg(&path).output().unwrap(),
+    };
+    assert!(o.status.success(), "read {path}");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn apply_for_real_in_a_fresh_netns() {
+    assert!(is_root(), "this test creates a network namespace and must run as root");
+    let ns = Netns(format!("ctg-apply-{}", std::process::id()));
+    assert!(Command::new("ip").args(["netns", "add", &ns.0]).status().unwrap().success());
+    let host_before = (netns_read(None, "nf_conntrack_udp_timeout"), netns_read(None, "nf_conntrack_udp_timeout_stream"));
+    let t = tempfile::tempdir().unwrap();
+    let cfg = t.path().join("c.toml");
+    fs::write(&cfg, "[conntrack]\nmax = \"keep\"\nbuckets = \"keep\"\nudp_timeout = 11\nudp_timeout_stream = 17\n").unwrap();
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o600)).unwrap();
+    let cfgs = cfg.display().to_string();
+
+    let dry = Command::new("ip").args(["netns", "exec", &ns.0, BIN, "--config", &cfgs, "apply", "--dry-run"]).output().unwrap();
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
+    assert!(text(&dry).contains("would change"));
+    assert_eq!(netns_read(Some(&ns.0), "nf_conntrack_udp_timeout"), "30", "dry run wrote");
+
+    let o = Command::new("ip")
+        .args(["netns", "exec", &ns.0, BIN, "--config", &cfgs, "apply"])
+        .env_remove("CONNTRACK_GUARD_ROOT")
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("2 changed, 0 failed"), "{}", text(&o));
+    assert_eq!(netns_read(Some(&ns.0), "nf_conntrack_udp_timeout"), "11");
+    assert_eq!(netns_read(Some(&ns.0), "nf_conntrack_udp_timeout_stream"), "17");
+    let host_after = (netns_read(None, "nf_conntrack_udp_timeout"), netns_read(None, "nf_conntrack_udp_timeout_stream"));
+    assert_eq!(host_before, host_after, "the initial netns must not change");
+
+    // Run again: everything unchanged, still exit 0.
+    let o = Command::new("ip").args(["netns", "exec", &ns.0, BIN, "--config", &cfgs, "apply"]).env_remove("JOURNAL_STREAM").output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o).contains("0 changed, 0 failed"), "{}", text(&o));
+
+    // max is global and read-only in a child netns: a config that sets it
+    // there fails with a permission error (77) that names the key.
+    let cfg2 = t.path().join("c2.toml");
+    let cur_max = netns_read(None, "nf_conntrack_max");
+    let other: u64 = cur_max.parse::<u64>().unwrap() + 1;
+    fs::write(&cfg2, format!("[conntrack]\nmax = {other}\nbuckets = \"keep\"\nudp_timeout = \"keep\"\nudp_timeout_stream = \"keep\"\n")).unwrap();
+    fs::set_permissions(&cfg2, fs::Permissions::from_mode(0o600)).unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "exec", &ns.0, BIN, "--config", &cfg2.display().to_string(), "apply"])
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(77), "{}", text(&o));
+    assert!(text(&o).contains("net.netfilter.nf_conntrack_max"), "{}", text(&o));
+    assert_eq!(netns_read(None, "nf_conntrack_max"), cur_max, "global max must be untouched");
+}
