@@ -169,12 +169,20 @@ impl Report {
         } else {
             "settings applied"
         };
+        let done = if self.dry_run {
+            let would = self
+                .rows
+                .iter()
+                .filter(|r| matches!(r.outcome, Outcome::WouldChange | Outcome::WouldSet))
+                .count();
+            format!("{would} would change, nothing written")
+        } else {
+            format!("{} changed, {failed} failed", self.changed())
+        };
         let mut s = format!(
-            "{verb}: {} keys from {}, {} changed, {} failed; {}",
+            "{verb}: {} keys from {}, {done}; {}",
             self.rows.len(),
             self.source,
-            self.changed(),
-            failed,
             self.module.describe()
         );
         for r in self.failed() {
