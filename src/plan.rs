@@ -236,7 +236,10 @@ impl Plan {
             )),
             _ => s.push_str("sustainable now:   unknown (conntrack not loaded)\n"),
         }
-        s.push_str(&format!("sustainable after: {:.0} flows/s\n", self.recommended_rate));
+        s.push_str(&format!(
+            "sustainable after: {:.0} flows/s\n",
+            self.recommended_rate
+        ));
         if let Some(m) = self.current_max.filter(|m| *m > self.max) {
             s.push_str(&format!(
                 "note:              the current max ({m}) already covers this rate; \

@@ -38,7 +38,12 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 fn fake_root(dir: &Path) -> PathBuf {
     let src = manifest().join("tests/golden/01-dry-run-writes-nothing/input");
     let root = dir.join("root");
-    let status = Command::new("cp").arg("-a").arg(&src).arg(&root).status().unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&root)
+        .status()
+        .unwrap();
     assert!(status.success());
     root
 }
@@ -64,7 +69,11 @@ fn check(root: &Path, config: &Path, needles: &[String], as_nobody: bool) -> Res
     let before = snapshot(root);
     let out = apply(root, config, as_nobody);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let ctx = format!("{}: exit {:?}\n{stderr}", config.display(), out.status.code());
+    let ctx = format!(
+        "{}: exit {:?}\n{stderr}",
+        config.display(),
+        out.status.code()
+    );
     if out.status.code() != Some(78) {
         return Err(format!("want exit 78; {ctx}"));
     }
@@ -108,7 +117,12 @@ fn corpus_in_git() {
         n += 1;
     }
     assert!(n >= 40, "corpus has only {n} configs");
-    assert!(failures.is_empty(), "{} of {n} failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {n} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     println!("{n} bad configs rejected with exit 78 and nothing written");
 }
 
@@ -131,29 +145,59 @@ fn generated_bad_files() {
     }
     fs::write(&huge, body).unwrap();
     fs::set_permissions(&huge, fs::Permissions::from_mode(0o600)).unwrap();
-    run(huge.clone(), vec![format!("{}: file is", huge.display()), "is refused".into()], false);
+    run(
+        huge.clone(),
+        vec![format!("{}: file is", huge.display()), "is refused".into()],
+        false,
+    );
 
     let utf = p("utf8.toml");
     fs::write(&utf, b"[conntrack]\nmax = 5\n# caf\xe9\n").unwrap();
     fs::set_permissions(&utf, fs::Permissions::from_mode(0o600)).unwrap();
-    run(utf.clone(), vec![format!("{}:3: invalid UTF-8", utf.display())], false);
+    run(
+        utf.clone(),
+        vec![format!("{}:3: invalid UTF-8", utf.display())],
+        false,
+    );
 
     let dir = p("dir.toml");
     fs::create_dir(&dir).unwrap();
-    run(dir.clone(), vec![format!("{}: is a directory", dir.display())], false);
+    run(
+        dir.clone(),
+        vec![format!("{}: is a directory", dir.display())],
+        false,
+    );
 
     let (a, b) = (p("loop-a.toml"), p("loop-b.toml"));
     std::os::unix::fs::symlink(&b, &a).unwrap();
     std::os::unix::fs::symlink(&a, &b).unwrap();
-    run(a.clone(), vec![format!("{}: cannot read config", a.display()), "symbolic links".into()], false);
+    run(
+        a.clone(),
+        vec![
+            format!("{}: cannot read config", a.display()),
+            "symbolic links".into(),
+        ],
+        false,
+    );
 
     let missing = p("missing.toml");
-    run(missing.clone(), vec![format!("{}: cannot read config", missing.display())], false);
+    run(
+        missing.clone(),
+        vec![format!("{}: cannot read config", missing.display())],
+        false,
+    );
 
     let ww = p("world-writable.toml");
     fs::write(&ww, "[conntrack]\nmax = 5\n").unwrap();
     fs::set_permissions(&ww, fs::Permissions::from_mode(0o666)).unwrap();
-    run(ww.clone(), vec![format!("{}: mode 0666 is group- or world-writable", ww.display())], false);
+    run(
+        ww.clone(),
+        vec![format!(
+            "{}: mode 0666 is group- or world-writable",
+            ww.display()
+        )],
+        false,
+    );
 
     let gw = p("group-writable.toml");
     fs::write(&gw, "[conntrack]\nmax = 5\n").unwrap();
@@ -164,7 +208,11 @@ fn generated_bad_files() {
     fs::write(&owned, "[conntrack]\nmax = 5\n").unwrap();
     fs::set_permissions(&owned, fs::Permissions::from_mode(0o644)).unwrap();
     std::os::unix::fs::chown(&owned, Some(65534), Some(65534)).unwrap();
-    run(owned.clone(), vec![format!("{}: owned by uid 65534, not root", owned.display())], false);
+    run(
+        owned.clone(),
+        vec![format!("{}: owned by uid 65534, not root", owned.display())],
+        false,
+    );
 
     // Unreadable: root reads anything, so drop to nobody for this one. The
     // temp dir must be traversable by nobody.
@@ -172,9 +220,21 @@ fn generated_bad_files() {
     let unreadable = p("unreadable.toml");
     fs::write(&unreadable, "[conntrack]\nmax = 5\n").unwrap();
     fs::set_permissions(&unreadable, fs::Permissions::from_mode(0o000)).unwrap();
-    run(unreadable.clone(), vec![format!("{}: cannot read config", unreadable.display()), "ermission denied".into()], true);
+    run(
+        unreadable.clone(),
+        vec![
+            format!("{}: cannot read config", unreadable.display()),
+            "ermission denied".into(),
+        ],
+        true,
+    );
 
-    assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -13,7 +13,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_conntrack-guard");
 
 fn run(args: &[&str], root: Option<&Path>) -> Output {
     let mut c = Command::new(BIN);
-    c.args(args).env_remove("JOURNAL_STREAM").env_remove("NOTIFY_SOCKET");
+    c.args(args)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET");
     match root {
         Some(r) => c.env("CONNTRACK_GUARD_ROOT", r),
         None => c.env_remove("CONNTRACK_GUARD_ROOT"),
@@ -22,7 +24,11 @@ fn run(args: &[&str], root: Option<&Path>) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn is_root() -> bool {
@@ -33,9 +39,16 @@ fn is_root() -> bool {
 }
 
 fn fake_root(dir: &Path) -> PathBuf {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/01-dry-run-writes-nothing/input");
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/01-dry-run-writes-nothing/input");
     let root = dir.join("root");
-    assert!(Command::new("cp").arg("-a").arg(&src).arg(&root).status().unwrap().success());
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&root)
+        .status()
+        .unwrap()
+        .success());
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     root
 }
@@ -45,7 +58,17 @@ fn help_and_version() {
     let o = run(&["--help"], None);
     assert_eq!(o.status.code(), Some(0));
     let t = text(&o);
-    for w in ["apply", "watch", "status", "plan", "EXIT STATUS", "69", "77", "78", "CONNTRACK_GUARD_ROOT"] {
+    for w in [
+        "apply",
+        "watch",
+        "status",
+        "plan",
+        "EXIT STATUS",
+        "69",
+        "77",
+        "78",
+        "CONNTRACK_GUARD_ROOT",
+    ] {
         assert!(t.contains(w), "--help lacks {w}");
     }
     let o = run(&["--version"], None);
@@ -55,7 +78,14 @@ fn help_and_version() {
 
 #[test]
 fn usage_errors_exit_2() {
-    for args in [&[][..], &["frobnicate"], &["apply", "--bogus"], &["plan"], &["plan", "--rate", "x"], &["watch", "--interval", "0"]] {
+    for args in [
+        &[][..],
+        &["frobnicate"],
+        &["apply", "--bogus"],
+        &["plan"],
+        &["plan", "--rate", "x"],
+        &["watch", "--interval", "0"],
+    ] {
         let o = run(args, None);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
         assert!(text(&o).contains("--help"), "{args:?}");
@@ -87,24 +117,40 @@ fn plan_json() {
 
 #[test]
 fn not_root_is_77_naming_the_key() {
-    assert!(is_root(), "this test drops privileges with setpriv and must start as root");
+    assert!(
+        is_root(),
+        "this test drops privileges with setpriv and must start as root"
+    );
     let t = tempfile::tempdir().unwrap();
     let root = fake_root(t.path());
     let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", BIN, "apply"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            BIN,
+            "apply",
+        ])
         .env("CONNTRACK_GUARD_ROOT", &root)
         .env_remove("JOURNAL_STREAM")
         .output()
         .unwrap();
     let t = text(&o);
     assert_eq!(o.status.code(), Some(77), "{t}");
-    assert!(t.contains("net.netfilter.nf_conntrack_max") && t.contains("FAILED"), "{t}");
+    assert!(
+        t.contains("net.netfilter.nf_conntrack_max") && t.contains("FAILED"),
+        "{t}"
+    );
     assert!(t.contains("not running as root"), "{t}");
 }
 
 #[test]
 fn read_only_proc_sys_is_77_and_says_container() {
-    assert!(is_root(), "this test bind-mounts read-only and must run as root");
+    assert!(
+        is_root(),
+        "this test bind-mounts read-only and must run as root"
+    );
     let t = tempfile::tempdir().unwrap();
     let root = fake_root(t.path());
     let ps = root.join("proc/sys");
@@ -136,7 +182,10 @@ impl Drop for Netns {
 fn netns_read(ns: Option<&str>, key: &str) -> String {
     let path = format!("/proc/sys/net/netfilter/{key}");
     let o = match ns {
-        Some(ns) => Command::new("ip").args(["netns", "exec", ns, "cat", &path]).output().unwrap(),
+        Some(ns) => Command::new("ip")
+            .args(["netns", "exec", ns, "cat", &path])
+            .output()
+            .unwrap(),
         None => Command::new("cat").arg(&path).output().unwrap(),
     };
     assert!(o.status.success(), "read {path}");
@@ -145,20 +194,46 @@ fn netns_read(ns: Option<&str>, key: &str) -> String {
 
 #[test]
 fn apply_for_real_in_a_fresh_netns() {
-    assert!(is_root(), "this test creates a network namespace and must run as root");
+    assert!(
+        is_root(),
+        "this test creates a network namespace and must run as root"
+    );
     let ns = Netns(format!("ctg-apply-{}", std::process::id()));
-    assert!(Command::new("ip").args(["netns", "add", &ns.0]).status().unwrap().success());
-    let host_before = (netns_read(None, "nf_conntrack_udp_timeout"), netns_read(None, "nf_conntrack_udp_timeout_stream"));
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap()
+        .success());
+    let host_before = (
+        netns_read(None, "nf_conntrack_udp_timeout"),
+        netns_read(None, "nf_conntrack_udp_timeout_stream"),
+    );
     let t = tempfile::tempdir().unwrap();
     let cfg = t.path().join("c.toml");
     fs::write(&cfg, "[conntrack]\nmax = \"keep\"\nbuckets = \"keep\"\nudp_timeout = 11\nudp_timeout_stream = 17\n").unwrap();
     fs::set_permissions(&cfg, fs::Permissions::from_mode(0o600)).unwrap();
     let cfgs = cfg.display().to_string();
 
-    let dry = Command::new("ip").args(["netns", "exec", &ns.0, BIN, "--config", &cfgs, "apply", "--dry-run"]).output().unwrap();
+    let dry = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            BIN,
+            "--config",
+            &cfgs,
+            "apply",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
     assert!(text(&dry).contains("would change"));
-    assert_eq!(netns_read(Some(&ns.0), "nf_conntrack_udp_timeout"), "30", "dry run wrote");
+    assert_eq!(
+        netns_read(Some(&ns.0), "nf_conntrack_udp_timeout"),
+        "30",
+        "dry run wrote"
+    );
 
     let o = Command::new("ip")
         .args(["netns", "exec", &ns.0, BIN, "--config", &cfgs, "apply"])
@@ -169,12 +244,22 @@ fn apply_for_real_in_a_fresh_netns() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("2 changed, 0 failed"), "{}", text(&o));
     assert_eq!(netns_read(Some(&ns.0), "nf_conntrack_udp_timeout"), "11");
-    assert_eq!(netns_read(Some(&ns.0), "nf_conntrack_udp_timeout_stream"), "17");
-    let host_after = (netns_read(None, "nf_conntrack_udp_timeout"), netns_read(None, "nf_conntrack_udp_timeout_stream"));
+    assert_eq!(
+        netns_read(Some(&ns.0), "nf_conntrack_udp_timeout_stream"),
+        "17"
+    );
+    let host_after = (
+        netns_read(None, "nf_conntrack_udp_timeout"),
+        netns_read(None, "nf_conntrack_udp_timeout_stream"),
+    );
     assert_eq!(host_before, host_after, "the initial netns must not change");
 
     // Run again: everything unchanged, still exit 0.
-    let o = Command::new("ip").args(["netns", "exec", &ns.0, BIN, "--config", &cfgs, "apply"]).env_remove("JOURNAL_STREAM").output().unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "exec", &ns.0, BIN, "--config", &cfgs, "apply"])
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(text(&o).contains("0 changed, 0 failed"), "{}", text(&o));
 
@@ -186,11 +271,27 @@ fn apply_for_real_in_a_fresh_netns() {
     fs::write(&cfg2, format!("[conntrack]\nmax = {other}\nbuckets = \"keep\"\nudp_timeout = \"keep\"\nudp_timeout_stream = \"keep\"\n")).unwrap();
     fs::set_permissions(&cfg2, fs::Permissions::from_mode(0o600)).unwrap();
     let o = Command::new("ip")
-        .args(["netns", "exec", &ns.0, BIN, "--config", &cfg2.display().to_string(), "apply"])
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            BIN,
+            "--config",
+            &cfg2.display().to_string(),
+            "apply",
+        ])
         .env_remove("JOURNAL_STREAM")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(77), "{}", text(&o));
-    assert!(text(&o).contains("net.netfilter.nf_conntrack_max"), "{}", text(&o));
-    assert_eq!(netns_read(None, "nf_conntrack_max"), cur_max, "global max must be untouched");
+    assert!(
+        text(&o).contains("net.netfilter.nf_conntrack_max"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        netns_read(None, "nf_conntrack_max"),
+        cur_max,
+        "global max must be untouched"
+    );
 }

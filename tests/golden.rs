@@ -14,7 +14,10 @@ use std::process::Command;
 fn tree(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
     let mut out = BTreeMap::new();
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Option<Vec<u8>>>) {
-        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut entries: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         entries.sort();
         for p in entries {
             let rel = p.strip_prefix(base).unwrap().display().to_string();
@@ -46,7 +49,12 @@ fn copy_tree(from: &Path, to: &Path) {
 
 fn lines(p: &Path) -> Vec<String> {
     fs::read_to_string(p)
-        .map(|s| s.lines().filter(|l| !l.is_empty()).map(String::from).collect())
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -79,7 +87,11 @@ fn run_case(dir: &Path) -> Result<(), String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let ctx = format!("\n--- stdout\n{stdout}--- stderr\n{stderr}");
-    let want: i32 = fs::read_to_string(dir.join("exit-code")).unwrap().trim().parse().unwrap();
+    let want: i32 = fs::read_to_string(dir.join("exit-code"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     if out.status.code() != Some(want) {
         return Err(format!("exit {:?}, want {want}{ctx}", out.status.code()));
     }
@@ -97,7 +109,11 @@ fn run_case(dir: &Path) -> Result<(), String> {
     let expected = tree(&dir.join("expected"));
     if got != expected {
         let mut diff = String::new();
-        for k in got.keys().chain(expected.keys()).collect::<std::collections::BTreeSet<_>>() {
+        for k in got
+            .keys()
+            .chain(expected.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
             let (g, e) = (got.get(k), expected.get(k));
             if g != e {
                 let show = |v: Option<&Option<Vec<u8>>>| match v {
@@ -122,12 +138,22 @@ fn golden_trees() {
         .filter(|p| p.join("args").exists())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 17, "expected the golden cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 17,
+        "expected the golden cases, found {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for c in &cases {
         if let Err(e) = run_case(c) {
             failures.push(format!("{}: {e}", c.file_name().unwrap().to_string_lossy()));
         }
     }
-    assert!(failures.is_empty(), "{} of {} golden cases failed:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} golden cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
 }
