@@ -22,7 +22,10 @@ fn tree(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
         for p in entries {
             let rel = p.strip_prefix(base).unwrap().display().to_string();
             let meta = fs::symlink_metadata(&p).unwrap();
-            if meta.is_dir() {
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(&p).unwrap();
+                out.insert(rel, Some(format!("-> {}", target.display()).into_bytes()));
+            } else if meta.is_dir() {
                 out.insert(rel + "/", None);
                 walk(base, &p, out);
             } else {
@@ -39,7 +42,10 @@ fn copy_tree(from: &Path, to: &Path) {
     for e in fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
+        let ft = e.file_type().unwrap();
+        if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(e.path()).unwrap(), &dest).unwrap();
+        } else if ft.is_dir() {
             copy_tree(&e.path(), &dest);
         } else {
             fs::copy(e.path(), &dest).unwrap();
