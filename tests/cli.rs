@@ -295,3 +295,49 @@ fn apply_for_real_in_a_fresh_netns() {
         "global max must be untouched"
     );
 }
+
+#[test]
+fn kernel_rejecting_a_value_fails_that_key_only() {
+    assert!(
+        is_root(),
+        "this test creates a network namespace and must run as root"
+    );
+    let ns = Netns(format!("ctg-einval-{}", std::process::id()));
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap()
+        .success());
+    let t = tempfile::tempdir().unwrap();
+    let cfg = t.path().join("c.toml");
+    // ip_default_ttl is per netns and limited to 1..255: the kernel answers 0 with EINVAL.
+    fs::write(
+        &cfg,
+        "[conntrack]\nmax = \"keep\"\nbuckets = \"keep\"\nudp_timeout = 12\nudp_timeout_stream = \"keep\"\n\
+         [sysctl]\n\"net.ipv4.ip_default_ttl\" = 0\n",
+    )
+    .unwrap();
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o600)).unwrap();
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            BIN,
+            "--config",
+            &cfg.display().to_string(),
+            "apply",
+        ])
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("net.ipv4.ip_default_ttl") && t.contains("rejected the value"),
+        "{t}"
+    );
+    assert!(t.contains("1 changed, 1 failed"), "{t}");
+    assert!(t.contains("EVENT=apply_failed"), "{t}");
+    assert_eq!(netns_read(Some(&ns.0), "nf_conntrack_udp_timeout"), "12");
+}
