@@ -322,7 +322,11 @@ pub fn run_apply(
     }
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(report.table().as_bytes());
-    let _ = writeln!(out, "{}", report.summary());
+    // Under systemd, stdout is the journal too and the summary goes there as
+    // a structured entry below; print it only where people read stdout.
+    if dry_run || !systemd_journal_logger::connected_to_journal() {
+        let _ = writeln!(out, "{}", report.summary());
+    }
     drop(out);
     if !dry_run {
         sink.emit(&report.event());

@@ -263,7 +263,7 @@ pub fn load(root: &SysRoot, explicit: Option<&Path>) -> Result<Config, ConfigErr
     if meta.is_dir() {
         return Err(err("is a directory, not a config file".into(), None));
     }
-    check_ownership(&meta, nix::unistd::geteuid().is_root()).map_err(|m| err(m, None))?;
+    check_ownership(&meta, root.privileged()).map_err(|m| err(m, None))?;
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(err(
             format!(
@@ -293,11 +293,12 @@ pub fn load(root: &SysRoot, explicit: Option<&Path>) -> Result<Config, ConfigErr
 }
 
 /// Refuse a config that someone other than root could have written, when we
-/// run as root: it decides what root writes into the kernel (sshd refuses
-/// its keys on the same grounds).
-pub fn check_ownership(meta: &std::fs::Metadata, running_as_root: bool) -> Result<(), String> {
+/// run privileged (root, or the boot unit's dynamic user holding
+/// CAP_NET_ADMIN): it decides what gets written into the kernel (sshd
+/// refuses its keys on the same grounds).
+pub fn check_ownership(meta: &std::fs::Metadata, privileged: bool) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    if !running_as_root {
+    if !privileged {
         return Ok(());
     }
     if meta.uid() != 0 {

@@ -10,7 +10,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The environment variable that moves the root (the testing hook).
@@ -78,6 +78,23 @@ impl SysRoot {
     /// kernel beyond these files (load modules, open netlink sockets).
     pub fn is_host(&self) -> bool {
         self.host
+    }
+
+    /// True when this process may change kernel settings: euid 0, or
+    /// CAP_NET_ADMIN / CAP_SYS_MODULE in the effective set (the boot unit
+    /// runs as a dynamic user with those capabilities). Read from
+    /// `proc/self/status` under the root, so a test root decides it too.
+    pub fn privileged(&self) -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        const CAP_NET_ADMIN: u32 = 12;
+        const CAP_SYS_MODULE: u32 = 16;
+        self.read_opt("proc/self/status")
+            .ok()
+            .flatten()
+            .and_then(|s| parse_cap_eff(&s))
+            .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN | 1 << CAP_SYS_MODULE) != 0)
     }
 
     /// The base directory.
@@ -169,6 +186,12 @@ impl SysRoot {
     }
 }
 
+/// The `CapEff:` mask from a `/proc/<pid>/status` text.
+pub fn parse_cap_eff(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 /// Read a file into a string, with the path in the error.
 pub fn read_path(path: &Path) -> Result<String, PathError> {
     let mut s = String::new();
@@ -232,6 +255,9 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PathError> {
             .truncate(true)
             .mode(0o644)
             .open(&tmp)?;
+        // The unit's UMask would leave the file 0600; node_exporter runs as
+        // another user and must be able to read it.
+        f.set_permissions(fs::Permissions::from_mode(0o644))?;
         f.write_all(contents)?;
         fs::rename(&tmp, path)
     })();

@@ -341,3 +341,42 @@ fn kernel_rejecting_a_value_fails_that_key_only() {
     assert!(t.contains("EVENT=apply_failed"), "{t}");
     assert_eq!(netns_read(Some(&ns.0), "nf_conntrack_udp_timeout"), "12");
 }
+
+#[test]
+fn capability_holder_refuses_unsafe_config_too() {
+    // The boot unit runs as a dynamic user with CAP_NET_ADMIN: the ownership
+    // rule must hold for it as for root.
+    assert!(is_root(), "this test uses setpriv and must start as root");
+    let t = tempfile::tempdir().unwrap();
+    let root = fake_root(t.path());
+    // Under a test root, the capability set is read from the root's
+    // proc/self/status like every other /proc file.
+    fs::create_dir_all(root.join("proc/self")).unwrap();
+    fs::write(
+        root.join("proc/self/status"),
+        "Uid:\t65534\t65534\t65534\t65534\nCapEff:\t0000000000001000\n",
+    )
+    .unwrap();
+    let cfg = t.path().join("ww.toml");
+    fs::write(&cfg, "[conntrack]\nmax = 2000\n").unwrap();
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o666)).unwrap();
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=+net_admin",
+            "--ambient-caps=+net_admin",
+            BIN,
+            "--config",
+            &cfg.display().to_string(),
+            "apply",
+        ])
+        .env("CONNTRACK_GUARD_ROOT", &root)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(78), "{t}");
+    assert!(t.contains("group- or world-writable"), "{t}");
+}
