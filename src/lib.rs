@@ -8,12 +8,16 @@
 #![deny(unsafe_code)]
 
 pub mod apply;
+pub mod assess;
 pub mod cli;
 pub mod config;
 pub mod events;
 pub mod ids;
+pub mod metrics;
 pub mod module;
 pub mod netlink;
+pub mod notify;
+pub mod observe;
 pub mod plan;
 pub mod stats;
 pub mod status;

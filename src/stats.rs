@@ -45,7 +45,8 @@ impl Counters {
 
     /// True if any of the loss counters is non-zero.
     pub fn any_loss(&self) -> bool {
-        self.drop + self.early_drop + self.insert_failed > 0
+        // Not a sum: garbage near u64::MAX would overflow it.
+        self.drop > 0 || self.early_drop > 0 || self.insert_failed > 0
     }
 }
 

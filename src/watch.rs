@@ -1,12 +1,330 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! `conntrack-guard watch` (placeholder until the watchdog lands).
-use std::path::Path;
-use std::time::Duration;
+//! `conntrack-guard watch`: the watchdog service.
+//!
+//! The loop only samples ([`crate::observe`]), decides
+//! ([`crate::assess::assess`], a pure function), emits (journal or stderr,
+//! sd_notify, the metrics textfile) and sleeps. The sleep waits on the
+//! signal self-pipe with a timeout, so SIGTERM ends a one-hour interval at
+//! once, and it is cut into pieces of half `WATCHDOG_USEC` so systemd gets a
+//! keep-alive in time whatever the interval. Keep-alives are sent only while
+//! the last sample succeeded: if sampling keeps failing, systemd's watchdog
+//! restarts the service.
+//!
+//! "drops N" in the `STATUS=` line counts the increases of `drop` (and
+//! "early_drops" those of `early_drop`) seen since this watchdog started,
+//! not the totals since boot: a restart of the service acknowledges old
+//! incidents, and `status` or the metrics give the totals since boot.
 
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::SignalOnly;
+
+use crate::assess::{self, status_line, State, Thresholds};
+use crate::config::{self, fmt_duration, Config};
+use crate::events::{default_sink, Event, Priority, Sink};
+use crate::ids;
+use crate::metrics::{self, Textfile};
+use crate::notify::{Notifier, NotifyState};
+use crate::observe;
 use crate::sysroot::SysRoot;
 
-/// Run the watchdog.
-pub fn run(_root: &SysRoot, _config: Option<&Path>, _interval: Option<Duration>) -> i32 {
-    eprintln!("conntrack-guard: watch is not implemented yet");
-    crate::exit::FAILURE
+/// Waits shorter than this are plain sleeps (see [`SignalWait::wait`]).
+const SHORT_WAIT: Duration = Duration::from_millis(20);
+
+/// Signals received while waiting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Received {
+    stop: bool,
+    reload: bool,
+}
+
+/// SIGTERM, SIGINT and SIGHUP through signal-hook's self-pipe, read with a
+/// timeout: an interruptible sleep without a second thread.
+struct SignalWait {
+    delivery: SignalDelivery<UnixStream, SignalOnly>,
+}
+
+impl SignalWait {
+    fn install() -> std::io::Result<Self> {
+        let (read, write) = UnixStream::pair()?;
+        let delivery =
+            SignalDelivery::with_pipe(read, write, SignalOnly, [SIGTERM, SIGINT, SIGHUP])?;
+        Ok(SignalWait { delivery })
+    }
+
+    /// Wait up to `timeout` for a signal (zero: just look).
+    fn wait(&mut self, timeout: Duration) -> Received {
+        if !timeout.is_zero() && timeout < SHORT_WAIT {
+            // SO_RCVTIMEO counts in jiffies (4 ms at HZ=250), too coarse for
+            // millisecond intervals; a short plain sleep delays a signal by
+            // at most SHORT_WAIT.
+            std::thread::sleep(timeout);
+        } else if !timeout.is_zero() {
+            let read = self.delivery.get_read_mut();
+            match read.set_read_timeout(Some(timeout)) {
+                // Returns on a signal's wake-up byte, on timeout or on EINTR;
+                // which one does not matter: the pending set below decides.
+                Ok(()) => {
+                    let _ = read.read(&mut [0u8; 16]);
+                }
+                Err(_) => std::thread::sleep(timeout.min(Duration::from_millis(100))),
+            }
+        }
+        let mut got = Received::default();
+        for sig in self.delivery.pending() {
+            if sig == SIGHUP {
+                got.reload = true;
+            } else {
+                got.stop = true;
+            }
+        }
+        got
+    }
+}
+
+/// Everything the loop carries between samples.
+struct Watcher<'a> {
+    root: &'a SysRoot,
+    config_path: Option<PathBuf>,
+    cli_interval: Option<Duration>,
+    cfg: Config,
+    interval: Duration,
+    thresholds: Thresholds,
+    textfile: Option<Textfile>,
+    state: State,
+    start: Instant,
+    last_sample: Instant,
+    next_sample: Instant,
+    last_ping: Instant,
+    ready_sent: bool,
+    notifier: Notifier,
+}
+
+impl Watcher<'_> {
+    fn emit_all(sink: &mut dyn Sink, evs: impl IntoIterator<Item = Event>) {
+        for ev in evs {
+            sink.emit(&ev);
+        }
+    }
+
+    fn notify(&mut self, sink: &mut dyn Sink, states: &[NotifyState<'_>]) -> bool {
+        match self.notifier.send(states) {
+            Ok(()) => true,
+            Err(ev) => {
+                if let Some(ev) = ev {
+                    sink.emit(&ev);
+                }
+                false
+            }
+        }
+    }
+
+    fn sample(&mut self, sink: &mut dyn Sink) {
+        let now = Instant::now();
+        self.last_sample = now;
+        self.next_sample = now + self.interval;
+        let obs = observe::observe(self.root, &self.cfg);
+        let (state, evs) = assess::assess(
+            &self.thresholds,
+            std::mem::take(&mut self.state),
+            &obs,
+            now.duration_since(self.start),
+        );
+        self.state = state;
+        Self::emit_all(sink, evs);
+        let line = status_line(&self.state);
+        if self.state.healthy {
+            let mut states = Vec::with_capacity(3);
+            if !self.ready_sent {
+                states.push(NotifyState::Ready);
+            }
+            states.push(NotifyState::Status(&line));
+            if self.notifier.watchdog_every().is_some() {
+                states.push(NotifyState::Watchdog);
+            }
+            // READY=1 is retried with the next sample until it went out.
+            if self.notify(sink, &states) {
+                self.ready_sent = true;
+            }
+            self.last_ping = now;
+            self.write_metrics(sink, &obs);
+        } else {
+            self.notify(sink, &[NotifyState::Status(&line)]);
+        }
+    }
+
+    fn write_metrics(&mut self, sink: &mut dyn Sink, obs: &assess::Observation) {
+        let (Some(tf), Some(fill)) = (self.textfile.as_mut(), self.state.fill.as_ref()) else {
+            return;
+        };
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let text = metrics::render(&metrics::Snapshot {
+            fill,
+            level: self.state.level,
+            counters: obs.counters.as_ref().ok(),
+            drift: self.state.drifted() > 0,
+            timestamp,
+        });
+        if let Some(ev) = tf.write(&text) {
+            sink.emit(&ev);
+        }
+    }
+
+    fn reload(&mut self, sink: &mut dyn Sink) {
+        let mut states = vec![NotifyState::Reloading];
+        if let Ok(m) = NotifyState::monotonic_usec_now() {
+            states.push(m);
+        }
+        self.notify(sink, &states);
+        match config::load(self.root, self.config_path.as_deref()) {
+            Ok(cfg) => {
+                self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
+                self.thresholds = Thresholds::new(&cfg.watch, self.interval);
+                let same_file = match (&self.textfile, &cfg.metrics.textfile) {
+                    (Some(t), Some(p)) => t.path() == p.as_path(),
+                    _ => false,
+                };
+                if !same_file {
+                    self.textfile = cfg.metrics.textfile.as_deref().map(Textfile::new);
+                }
+                self.next_sample = self.next_sample.min(self.last_sample + self.interval);
+                sink.emit(&Event::new(
+                    Priority::Info,
+                    "reload",
+                    ids::RELOAD,
+                    format!(
+                        "configuration reloaded from {}: interval {}, warning {}%, critical {}%, \
+                         {} watched settings",
+                        cfg.source_name(),
+                        fmt_duration(self.interval),
+                        cfg.watch.warn_percent,
+                        cfg.watch.critical_percent,
+                        cfg.targets().len()
+                    ),
+                ));
+                self.cfg = cfg;
+            }
+            Err(e) => {
+                let mut ev = Event::new(
+                    Priority::Err,
+                    "reload",
+                    ids::RELOAD,
+                    format!("invalid configuration, keeping the previous one: {e}"),
+                )
+                .field("CONNTRACK_CONFIG_FILE", e.file.display());
+                if let Some(key) = &e.key {
+                    ev = ev.field("CONNTRACK_CONFIG_KEY", key);
+                }
+                if let Some(line) = e.line {
+                    ev = ev.field("CONNTRACK_CONFIG_LINE", line);
+                }
+                sink.emit(&ev);
+            }
+        }
+        let line = status_line(&self.state);
+        let mut states = Vec::with_capacity(2);
+        if self.ready_sent {
+            states.push(NotifyState::Ready);
+        }
+        states.push(NotifyState::Status(&line));
+        self.notify(sink, &states);
+    }
+
+    /// When to wake next: the next sample, or the next keep-alive while
+    /// healthy, whichever comes first.
+    fn wake_at(&self) -> Instant {
+        match self.notifier.watchdog_every() {
+            Some(every) if self.state.healthy => self.next_sample.min(self.last_ping + every),
+            _ => self.next_sample,
+        }
+    }
+
+    fn run(&mut self, signals: &mut SignalWait, sink: &mut dyn Sink) -> i32 {
+        loop {
+            let got = signals.wait(Duration::ZERO);
+            if got.stop {
+                break;
+            }
+            if got.reload {
+                self.reload(sink);
+            }
+            let now = Instant::now();
+            if now >= self.next_sample {
+                self.sample(sink);
+            }
+            let got = signals.wait(self.wake_at().saturating_duration_since(Instant::now()));
+            if got.stop {
+                break;
+            }
+            if got.reload {
+                self.reload(sink);
+            }
+            if let Some(every) = self.notifier.watchdog_every() {
+                let now = Instant::now();
+                if self.state.healthy && now >= self.last_ping + every && now < self.next_sample {
+                    self.last_ping = now;
+                    self.notify(sink, &[NotifyState::Watchdog]);
+                }
+            }
+        }
+        let (state, evs) = assess::flush(std::mem::take(&mut self.state));
+        self.state = state;
+        Self::emit_all(sink, evs);
+        self.notify(
+            sink,
+            &[
+                NotifyState::Stopping,
+                NotifyState::Status("stopping on signal"),
+            ],
+        );
+        crate::exit::OK
+    }
+}
+
+/// Run the watchdog until SIGTERM or SIGINT. `interval` (from
+/// `--interval`) overrides the configuration, also across reloads.
+pub fn run(root: &SysRoot, config_path: Option<&Path>, interval: Option<Duration>) -> i32 {
+    let cfg = match config::load(root, config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("conntrack-guard: invalid configuration: {e}");
+            return crate::exit::CONFIG;
+        }
+    };
+    let mut signals = match SignalWait::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("conntrack-guard: cannot install signal handlers: {e}");
+            return crate::exit::FAILURE;
+        }
+    };
+    let mut sink = default_sink();
+    let cli_interval = interval;
+    let interval = cli_interval.unwrap_or(cfg.watch.interval);
+    let now = Instant::now();
+    let mut w = Watcher {
+        root,
+        config_path: config_path.map(Path::to_path_buf),
+        cli_interval,
+        thresholds: Thresholds::new(&cfg.watch, interval),
+        textfile: cfg.metrics.textfile.as_deref().map(Textfile::new),
+        cfg,
+        interval,
+        state: State::default(),
+        start: now,
+        last_sample: now,
+        next_sample: now,
+        last_ping: now,
+        ready_sent: false,
+        notifier: Notifier::from_env(),
+    };
+    w.run(&mut signals, &mut *sink)
 }

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Taking one observation: the thin reader in front of [`crate::assess`].
+//!
+//! Every file is opened afresh through [`SysRoot`], so a module that goes
+//! away and comes back is seen. The cost is a handful of small reads whatever
+//! the table holds; `/proc/net/nf_conntrack` (one line per entry) is never
+//! read.
+
+use crate::assess::{FillReading, Observation, Setting};
+use crate::config::{Config, KEY_BUCKETS};
+use crate::stats::{read_counters, read_fill, SampleError};
+use crate::sysroot::{SysRoot, HASHSIZE_PARAM};
+
+/// Read count and max, classified for [`crate::assess::assess`].
+pub fn fill(root: &SysRoot) -> FillReading {
+    match read_fill(root) {
+        Ok((count, max)) => FillReading::Read { count, max },
+        Err(e @ SampleError::NoConntrack(_)) => FillReading::Gone(e.to_string()),
+        Err(e) => FillReading::Fault(e.to_string()),
+    }
+}
+
+/// The kernel's value of every configured setting. Buckets fall back to
+/// the module parameter, which sizes the same table.
+pub fn settings(root: &SysRoot, cfg: &Config) -> Vec<Setting> {
+    cfg.targets()
+        .into_iter()
+        .map(|t| {
+            let actual = match root.read_sysctl(&t.key) {
+                Ok(Some(v)) => Some(v),
+                Ok(None) if t.key == KEY_BUCKETS => root
+                    .read_opt(HASHSIZE_PARAM)
+                    .ok()
+                    .flatten()
+                    .map(|s| s.trim().to_string()),
+                _ => None,
+            };
+            Setting {
+                key: t.key,
+                expected: t.value,
+                actual,
+            }
+        })
+        .collect()
+}
+
+/// One full observation. Counters and settings are only read when the fill
+/// was: without the module they do not exist either.
+pub fn observe(root: &SysRoot, cfg: &Config) -> Observation {
+    let fill = fill(root);
+    if !matches!(fill, FillReading::Read { .. }) {
+        return Observation {
+            fill,
+            counters: Err("not read".into()),
+            settings: Vec::new(),
+        };
+    }
+    Observation {
+        fill,
+        counters: read_counters(root).map(|(c, _)| c),
+        settings: settings(root, cfg),
+    }
+}

@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! sd_notify against a real datagram socket: READY=1, STATUS= with the
+//! right numbers, WATCHDOG=1 at half WATCHDOG_USEC even with a one-hour
+//! interval, no keep-alives while sampling fails, STOPPING=1 at exit, and a
+//! NOTIFY_SOCKET that points at nothing.
+
+mod common;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+#[test]
+fn ready_status_watchdog_stopping() {
+    let root = FakeRoot::new();
+    root.count(130);
+    root.counters(0, 0, 0);
+    let mut n = NotifySocket::new();
+    let mut cmd = root.cmd(&["watch", "--interval", "1h"]);
+    cmd.env("NOTIFY_SOCKET", &n.path)
+        .env("WATCHDOG_USEC", "200000"); // ping every 100 ms
+    let mut w = Running::spawn(cmd);
+
+    let first = n
+        .until(Duration::from_secs(5), |m| m.contains("READY=1"))
+        .expect("READY=1");
+    assert!(
+        first.lines().any(|l| l
+            == "STATUS=conntrack 13.0% (130/1000) · ok · drops 0 · early_drops 0 · settings ok"),
+        "{first:?}"
+    );
+    assert!(first.lines().any(|l| l == "WATCHDOG=1"), "{first:?}");
+    // The interval is an hour: keep-alives must come from the split sleep.
+    std::thread::sleep(Duration::from_millis(1000));
+    let pings: Vec<Instant> = n
+        .seen()
+        .into_iter()
+        .filter(|(_, m)| m == "WATCHDOG=1\n")
+        .map(|(t, _)| t)
+        .collect();
+    assert!(pings.len() >= 7, "{} keep-alives in 1 s", pings.len());
+    for pair in pings.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap < Duration::from_millis(180), "gap {gap:?}");
+    }
+    // Only one READY=1 and one sample in that second.
+    let all = n.seen();
+    assert_eq!(all.iter().filter(|(_, m)| m.contains("READY=1")).count(), 1);
+    assert_eq!(all.iter().filter(|(_, m)| m.contains("STATUS=")).count(), 1);
+
+    let (st, took) = w.term();
+    assert_eq!(st.code(), Some(0));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let bye = n
+        .until(Duration::from_secs(2), |m| m.contains("STOPPING=1"))
+        .expect("STOPPING=1");
+    assert!(bye.lines().any(|l| l == "STOPPING=1"));
+}
+
+#[test]
+fn no_keepalive_while_the_module_is_gone() {
+    let root = FakeRoot::new();
+    let mut n = NotifySocket::new();
+    let mut cmd = root.cmd(&["watch", "--interval", "0.05"]);
+    cmd.env("NOTIFY_SOCKET", &n.path)
+        .env("WATCHDOG_USEC", "100000");
+    let mut w = Running::spawn(cmd);
+    n.status("(100/1000)");
+
+    root.unload();
+    n.status("conntrack unavailable");
+    let t_gone = Instant::now();
+    std::thread::sleep(Duration::from_millis(600));
+    let pings_while_gone = n
+        .seen()
+        .into_iter()
+        .filter(|(t, m)| *t > t_gone && m.contains("WATCHDOG=1"))
+        .count();
+    assert_eq!(pings_while_gone, 0, "no WATCHDOG=1 while unhealthy");
+    assert!(w.alive(), "keeps running without the module");
+
+    root.reload_module();
+    let back = n.status("(100/1000)");
+    assert!(back.contains("WATCHDOG=1"), "{back:?}");
+    n.samples(2);
+    let (st, _) = w.term();
+    assert_eq!(st.code(), Some(0));
+    let names = w.names();
+    assert_eq!(
+        names.iter().filter(|x| *x == "module_gone").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(names.iter().filter(|x| *x == "module_back").count(), 1);
+    let gone = w
+        .events()
+        .into_iter()
+        .find(|e| e.name == "module_gone")
+        .unwrap();
+    assert_eq!(gone.priority, "err");
+}
+
+#[test]
+fn notify_socket_pointing_at_nothing() {
+    let root = FakeRoot::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = root.cmd(&["watch", "--interval", "0.05"]);
+    cmd.env("NOTIFY_SOCKET", dir.path().join("nobody-listens"))
+        .env("WATCHDOG_USEC", "100000");
+    let mut w = Running::spawn(cmd);
+    w.wait_event(Duration::from_secs(5), |e| e.name == "started")
+        .expect("started");
+    std::thread::sleep(Duration::from_millis(500));
+    // Still sampling: a level change is seen and logged.
+    root.count(900);
+    w.wait_event(Duration::from_secs(5), |e| e.name == "level_warning")
+        .expect("still watching");
+    let (st, _) = w.term();
+    assert_eq!(st.code(), Some(0));
+    let faults: Vec<Ev> = w
+        .events()
+        .into_iter()
+        .filter(|e| e.name == "fault" && e.message().contains("NOTIFY_SOCKET"))
+        .collect();
+    assert_eq!(faults.len(), 1, "logged once: {:?}", w.lines());
+    assert!(faults[0].message().contains("nobody-listens"));
+}
