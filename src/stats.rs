@@ -315,6 +315,19 @@ mod tests {
     }
 
     #[test]
+    fn any_loss_does_not_overflow() {
+        // Found by proptest: garbage near u64::MAX used to overflow a sum.
+        let c = Counters {
+            drop: 5_479_798_370_232_202,
+            early_drop: 12_413_696_478_080_345_938,
+            insert_failed: u64::MAX,
+            clashres: None,
+        };
+        assert!(c.any_loss());
+        assert!(!Counters::default().any_loss());
+    }
+
+    #[test]
     fn delta_handles_reset() {
         let a = Counters {
             drop: 10,
