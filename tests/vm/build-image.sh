@@ -19,8 +19,8 @@ log() { echo "build-image: $*" >&2; }
 
 recipe_files=(
     "$here/build-image.sh"
-    "$here/guest/conntrack-guard-vmtest"
-    "$here/guest/conntrack-guard-vmtest.service"
+    "$here/guest/vmtest-phase"
+    "$here/guest/vmtest-phase.service"
 )
 key=$(cd "$here" && for f in "${recipe_files[@]}"; do
     printf '%s\n' "${f#"$here"/}"; cat "$f"; done | sha256sum | cut -c1-16)
@@ -61,9 +61,9 @@ if ! mmdebstrap --mode=root --variant=apt --format=directory \
     --customize-hook='echo "MODULES=list" >"$1/etc/initramfs-tools/conf.d/zz-vmtest"' \
     --customize-hook='printf "%s\n" virtio_pci virtio_blk ext4 crc32c >>"$1/etc/initramfs-tools/modules"' \
     --customize-hook='chroot "$1" update-initramfs -u -k all' \
-    --customize-hook="install -m 0755 '$here/guest/conntrack-guard-vmtest' \"\$1/usr/local/sbin/conntrack-guard-vmtest\"" \
-    --customize-hook="install -m 0644 '$here/guest/conntrack-guard-vmtest.service' \"\$1/etc/systemd/system/conntrack-guard-vmtest.service\"" \
-    --customize-hook='systemctl --root="$1" enable conntrack-guard-vmtest.service' \
+    --customize-hook="install -m 0755 '$here/guest/vmtest-phase' \"\$1/usr/local/sbin/vmtest-phase\"" \
+    --customize-hook="install -m 0644 '$here/guest/vmtest-phase.service' \"\$1/etc/systemd/system/vmtest-phase.service\"" \
+    --customize-hook='systemctl --root="$1" enable vmtest-phase.service' \
     --customize-hook='chroot "$1" apt-get clean' \
     "$suite" "$root" >"$tmp/entry/build.log" 2>&1; then
     tail -n 40 "$tmp/entry/build.log" >&2

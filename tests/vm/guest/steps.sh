@@ -46,7 +46,7 @@ record_keys() {
 record_order() {
     local u
     for u in systemd-modules-load systemd-sysctl conntrack-guard-apply docker \
-             conntrack-guard conntrack-guard-vmtest; do
+             conntrack-guard vmtest-phase; do
         printf '%s %s %s\n' "$u" \
             "$(systemctl show -P ExecMainStartTimestampMonotonic "$u.service")" \
             "$(systemctl show -P ExecMainExitTimestampMonotonic "$u.service")"
@@ -66,7 +66,7 @@ install_deb() {  # apt first; dpkg -i if apt will not do it offline
     local deb
     deb=$(ls "$SHARE"/deb/conntrack-guard_*.deb | head -n1)
     echo "deb: $deb"
-    if apt-get install -y --no-download "$deb"; then
+    if apt-get install -y "$deb"; then
         echo apt >install-method
     else
         echo "apt-get failed; trying dpkg -i"
@@ -108,6 +108,10 @@ step_installed() {
     journalctl -b -u conntrack-guard --no-pager >watch-journal 2>&1 || true
     journalctl -b -u conntrack-guard -o json --no-pager >watch-journal.json 2>&1 || true
     journalctl -b -u conntrack-guard-apply -u conntrack-guard --no-pager >journal 2>&1 || true
+    # Diagnostics: the two entries wherever they landed, unit or not (a
+    # process that exits right after logging can lose its _SYSTEMD_UNIT).
+    journalctl -b MESSAGE_ID=ba7a39ca12884f2a90d09a1b1fc069d6 -o json --no-pager >summary-any.json 2>&1 || true
+    journalctl -b MESSAGE_ID=ae526c3a34f744e499ba6f5654837c9f -o json --no-pager >started-any.json 2>&1 || true
 }
 
 # Phase 3, first half: edit the conffile and reinstall the same package.
@@ -139,17 +143,34 @@ step_upgraded() {
     journalctl -b -u conntrack-guard-apply --no-pager >apply-journal 2>&1 || true
 }
 
+# One line per unit that still has a file or a unit body:
+# "<unit> <what>". Empty output = gone.
+units_left() {
+    local u d
+    for u in conntrack-guard.service conntrack-guard-apply.service; do
+        for d in /lib/systemd/system /usr/lib/systemd/system; do
+            [ -e "$d/$u" ] && echo "$u file $d/$u"
+        done
+        systemctl cat "$u" 2>/dev/null | grep -q '^ExecStart=' && echo "$u systemctl-cat shows a unit body"
+        find /etc/systemd/system -name "$u" 2>/dev/null | sed "s|^|$u link |"
+    done
+    return 0
+}
+
 # Phase 4: remove, then purge (same boot as phase 3).
 step_remove() {
     apt-get remove -y conntrack-guard
     echo $? >remove-rc
     systemctl daemon-reload
-    systemctl cat conntrack-guard.service >cat-watch 2>&1; echo $? >cat-watch-rc
-    systemctl cat conntrack-guard-apply.service >cat-apply 2>&1; echo $? >cat-apply-rc
+    # dh_installsystemd's postrm masks the units on remove (unmasks on
+    # purge), so `systemctl cat` may say "masked" and still exit 0.
+    units_left >units-after-remove
     record_keys
     if [ -e "$CONFFILE" ]; then echo present; else echo absent; fi >conffile-after-remove
     dpkg -P conntrack-guard
     echo $? >purge-rc
+    systemctl daemon-reload
+    units_left >units-after-purge
     if [ -e "$CONFFILE" ]; then echo present; else echo absent; fi >conffile-after-purge
     dpkg-query -W -f '${db:Status-Abbrev}\n' conntrack-guard >dpkg-status 2>&1 || true
 }
