@@ -219,24 +219,40 @@ pub fn read_fill(root: &SysRoot) -> Result<(u64, u64), SampleError> {
     Ok((count, max))
 }
 
-/// Read the counters: the stat file, else ctnetlink (real root only).
+/// Read the counters: the stat file, else ctnetlink (real root only: under a
+/// test root the tool does not talk to the kernel).
 pub fn read_counters(root: &SysRoot) -> Result<(Counters, CounterSource), String> {
+    let fallback: Option<Fallback> = if root.is_host() {
+        Some(crate::netlink::stats_cpu)
+    } else {
+        None
+    };
+    read_counters_via(root, fallback)
+}
+
+/// Where the counters come from when the stat file is absent.
+pub type Fallback = fn() -> std::io::Result<Counters>;
+
+/// [`read_counters`] with the fallback chosen by the caller, so a test can
+/// pair a root whose stat file is missing with the real ctnetlink path.
+pub fn read_counters_via(
+    root: &SysRoot,
+    fallback: Option<Fallback>,
+) -> Result<(Counters, CounterSource), String> {
+    let path = root.path(STAT_FILE);
     match root.read_opt(STAT_FILE) {
         Ok(Some(text)) => parse_stat(&text)
             .map(|c| (c, CounterSource::Procfs))
-            .map_err(|e| format!("{}: {e}", root.path(STAT_FILE).display())),
-        Ok(None) if root.is_host() => crate::netlink::stats_cpu()
-            .map(|c| (c, CounterSource::Netlink))
-            .map_err(|e| {
-                format!(
-                    "{} is absent and ctnetlink failed: {e}",
-                    root.path(STAT_FILE).display()
-                )
-            }),
-        Ok(None) => Err(format!(
-            "{} is absent (ctnetlink is not used under a test root)",
-            root.path(STAT_FILE).display()
-        )),
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Ok(None) => match fallback {
+            Some(f) => f()
+                .map(|c| (c, CounterSource::Netlink))
+                .map_err(|e| format!("{} is absent and ctnetlink failed: {e}", path.display())),
+            None => Err(format!(
+                "{} is absent (ctnetlink is not used under a test root)",
+                path.display()
+            )),
+        },
         Err(e) => Err(e.to_string()),
     }
 }
