@@ -16,8 +16,8 @@
 #
 # Needs root. Changes net.netfilter.nf_conntrack_max globally for about
 # 30 s; the original is restored on exit, INT and TERM. Takes the shared
-# test lock. Binary: $CONNTRACK_GUARD_BIN, else target/release, else
-# target/debug. Set CTG_KEEP_WORKDIR=1 to keep logs.
+# test lock. Binary: $CONNTRACK_GUARD_BIN, else the newer of
+# target/release and target/debug. Set CTG_KEEP_WORKDIR=1 to keep logs.
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -34,7 +34,12 @@ check() { # check DESCRIPTION COMMAND...
     shift
     if "$@"; then ok "$d"; else not_ok "$d"; fi
 }
+# Tear down before the summary, so the summary is the last line and a
+# failed restore of the globals counts as a failure.
 finish() {
+    if ! ctg_teardown; then
+        not_ok "global sysctls restored"
+    fi
     echo "$PASS passed, $FAIL failed"
     [[ $FAIL == 0 ]]
     exit
@@ -44,8 +49,10 @@ fcmp() { python3 -c 'import sys,operator as o; a,op,b=sys.argv[1:]; sys.exit(0 i
 
 BIN=${CONNTRACK_GUARD_BIN:-}
 if [[ -z $BIN ]]; then
+    # release, else debug; when both exist take the newer, so a stale
+    # release build does not shadow the one just compiled.
     for b in "$REPO/target/release/conntrack-guard" "$REPO/target/debug/conntrack-guard"; do
-        if [[ -x $b ]]; then BIN=$b; break; fi
+        if [[ -x $b ]] && [[ -z $BIN || $b -nt $BIN ]]; then BIN=$b; fi
     done
 fi
 if [[ -z $BIN || ! -x $BIN ]]; then
@@ -151,6 +158,11 @@ STATUS_RC=$?
 COUNT_AFTER_STATUS=$(host_count)
 wait "$LOAD_PID"
 SYM_SECONDS=$((SECONDS - T0))
+# Everyone who writes the globals is meant to hold the test lock; say so
+# plainly if someone did not, rather than fail obscurely below.
+MAX_AFTER=$(<"$CTG_SYSCTL_DIR/nf_conntrack_max")
+check "global max still 1024 after the load (got $MAX_AFTER; another writer ignored the lock?)" \
+    test "$MAX_AFTER" -eq 1024
 echo "# symptom: $(cat "$W/sym.json")"
 SYM_LOSS=$(json_get "$W/sym.json" loss_percent)
 SYM_COUNT=$(host_count)
@@ -238,6 +250,10 @@ CURE_LOSS=$(json_get "$W/cure.json" loss_percent)
 CURE_COUNT=$(host_count)
 echo "# cure: count=$CURE_COUNT"
 check "cure loss ${CURE_LOSS}% < 2%" fcmp "${CURE_LOSS:-100}" lt 2
+
+MAX_END=$(<"$CTG_SYSCTL_DIR/nf_conntrack_max")
+check "global max still 20000 at the end (got $MAX_END; another writer ignored the lock?)" \
+    test "$MAX_END" -eq 20000
 
 # ---- drops accounting ----------------------------------------------------
 # Give watch two more samples, then stop it. No traffic flows after the

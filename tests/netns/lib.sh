@@ -26,10 +26,11 @@ CTG_HOST_IP=198.18.0.1
 CTG_BRIDGE_IP=198.18.1.1
 CTG_CTR_IP=198.18.1.2
 CTG_PORT=6969
-CTG_WORKDIR=""
+CTG_WORKDIR="/run/$CTG_TAG.work"
 CTG_PIDS=()           # every background process we started
 CTG_TOPO_UP=0
 CTG_GLOBALS_SAVED=0
+CTG_GLOBALS_ARMED=0
 CTG_SAVED_MAX=""
 CTG_SAVED_BUCKETS=""
 CTG_SAVED_UDP_TIMEOUT=""
@@ -38,12 +39,12 @@ CTG_SYSCTL_DIR=/proc/sys/net/netfilter
 
 ctg_log() { printf '[netns %s] %s\n' "$(date +%T)" "$*" >&2; }
 
-# Workdir for logs and configs; removed by the cleanup trap.
+# Workdir for logs and configs; removed by teardown. Its name depends only
+# on $$ (the sourcing script's PID, also inside subshells), so
+# `W=$(ctg_workdir)` and later calls agree and teardown finds it. /run is
+# root-only, so the predictable name cannot be pre-planted by another user.
 ctg_workdir() {
-    if [[ -z $CTG_WORKDIR ]]; then
-        CTG_WORKDIR=$(mktemp -d "/tmp/$CTG_TAG.XXXXXX")
-    fi
-    printf '%s\n' "$CTG_WORKDIR"
+    mkdir -p -m 700 "$CTG_WORKDIR" && printf '%s\n' "$CTG_WORKDIR"
 }
 
 # --- global sysctls -------------------------------------------------------
@@ -57,6 +58,7 @@ save_globals() {
     CTG_SAVED_UDP_TIMEOUT=$(<"$CTG_SYSCTL_DIR/nf_conntrack_udp_timeout")
     CTG_SAVED_UDP_TIMEOUT_STREAM=$(<"$CTG_SYSCTL_DIR/nf_conntrack_udp_timeout_stream")
     CTG_GLOBALS_SAVED=1
+    CTG_GLOBALS_ARMED=1
     ctg_log "saved globals: max=$CTG_SAVED_MAX buckets=$CTG_SAVED_BUCKETS" \
         "udp_timeout=$CTG_SAVED_UDP_TIMEOUT udp_timeout_stream=$CTG_SAVED_UDP_TIMEOUT_STREAM"
 }
@@ -76,18 +78,33 @@ _ctg_restore_one() {
     fi
 }
 
+# Restore the saved values. After a successful restore the globals are
+# "disarmed": the EXIT trap will not write them again. This matters for a
+# script that restores, then releases the test lock, then does more work:
+# a second restore at exit would overwrite whatever the next lock holder
+# set (seen here: it reset another test's max mid-run). set_global_max and
+# ctg_arm_globals arm them again.
 restore_globals() {
-    [[ $CTG_GLOBALS_SAVED == 1 ]] || return 0
+    [[ $CTG_GLOBALS_SAVED == 1 && $CTG_GLOBALS_ARMED == 1 ]] || return 0
     local rc=0
     _ctg_restore_one nf_conntrack_buckets "$CTG_SAVED_BUCKETS" || rc=1
     _ctg_restore_one nf_conntrack_max "$CTG_SAVED_MAX" || rc=1
     _ctg_restore_one nf_conntrack_udp_timeout "$CTG_SAVED_UDP_TIMEOUT" || rc=1
     _ctg_restore_one nf_conntrack_udp_timeout_stream "$CTG_SAVED_UDP_TIMEOUT_STREAM" || rc=1
+    ((rc == 0)) && CTG_GLOBALS_ARMED=0
     return $rc
+}
+
+# Call before anything (e.g. the tool under test) may change the globals
+# again after an explicit restore_globals.
+ctg_arm_globals() {
+    [[ $CTG_GLOBALS_SAVED == 1 ]] && CTG_GLOBALS_ARMED=1
+    return 0
 }
 
 # Set the global max from the initial netns (we are in it).
 set_global_max() {
+    ctg_arm_globals
     echo "$1" >"$CTG_SYSCTL_DIR/nf_conntrack_max"
 }
 
@@ -249,21 +266,30 @@ json_get() {
 
 # --- cleanup --------------------------------------------------------------
 
-ctg_cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
+# Undo everything: our processes, namespaces, globals, workdir. Safe to
+# call more than once. Returns non-zero if a global could not be restored.
+ctg_teardown() {
+    local rc=0 pid
     for pid in "${CTG_PIDS[@]}"; do
         ctg_stop_pid "$pid"
     done
+    CTG_PIDS=()
     topo_down
     restore_globals || rc=1
-    if [[ -n $CTG_WORKDIR && -d $CTG_WORKDIR ]]; then
+    if [[ -d $CTG_WORKDIR ]]; then
         if [[ -n ${CTG_KEEP_WORKDIR:-} ]]; then
             ctg_log "kept workdir $CTG_WORKDIR"
         else
             rm -rf "$CTG_WORKDIR"
         fi
     fi
+    return $rc
+}
+
+ctg_cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    ctg_teardown || rc=1
     exit "$rc"
 }
 

@@ -19,7 +19,12 @@ flock -w 600 9 || { echo "could not take the test lock"; echo "0 passed, 1 faile
 install_traps
 save_globals
 W=$(ctg_workdir)
-topo_up 120 || { echo "topology failed"; echo "0 passed, 1 failed"; exit 1; }
+if ! topo_up 120; then
+    ctg_teardown
+    echo "FAIL - topology up"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
 
 udpload 2000 1000 10000 >"$W/base.json"
 echo "baseline: $(cat "$W/base.json")"
@@ -34,6 +39,8 @@ set_global_max 1024
 d0=$(host_stat drop); e0=$(host_stat early_drop); k0=$(python3 "$CTG_LIB_DIR/kmsg.py" mark)
 udpload 5000 1000 20000 >"$W/sym.json"
 d1=$(host_stat drop); e1=$(host_stat early_drop); c1=$(host_count)
+m1=$(<"$CTG_SYSCTL_DIR/nf_conntrack_max")
+check "global max still 1024 after the load (got $m1; another writer ignored the lock?)" test "$m1" -eq 1024
 echo "symptom: $(cat "$W/sym.json")"
 echo "symptom: count=$c1 drop+$((d1 - d0)) early_drop+$((e1 - e0))"
 check "symptom loss >= 50%" ge "$(json_get "$W/sym.json" loss_percent)" 50
@@ -46,5 +53,6 @@ set_global_max 20000
 udpload 5000 1000 30000 >"$W/cure.json"
 echo "cure: $(cat "$W/cure.json") count=$(host_count)"
 check "cure loss < 2%" lt "$(json_get "$W/cure.json" loss_percent)" 2
+ctg_teardown || { FAIL=$((FAIL + 1)); echo "FAIL - global sysctls restored"; }
 echo "$PASS passed, $FAIL failed"
 [[ $FAIL == 0 ]]

@@ -41,7 +41,7 @@ for t in repro.sh incident.sh; do
     echo "### $t"
     "$HERE/$t" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
-    out=$(tail -n 1 "$log")
+    out=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
     if [[ $out =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
         passed=$((passed + BASH_REMATCH[1]))
         failed=$((failed + BASH_REMATCH[2]))
