@@ -171,6 +171,20 @@ fn read_only_proc_sys_is_77_and_says_container() {
     assert!(t.contains("run `conntrack-guard apply` on the host"), "{t}");
 }
 
+/// The lock every test that touches global kernel state takes, so the shell
+/// suites and these tests never interleave.
+fn global_lock() -> nix::fcntl::Flock<fs::File> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/conntrack-guard-tests.lock")
+        .unwrap();
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap()
+}
+
 /// Deletes the namespace even if the test fails.
 struct Netns(String);
 impl Drop for Netns {
@@ -198,6 +212,7 @@ fn apply_for_real_in_a_fresh_netns() {
         is_root(),
         "this test creates a network namespace and must run as root"
     );
+    let _lock = global_lock();
     let ns = Netns(format!("ctg-apply-{}", std::process::id()));
     assert!(Command::new("ip")
         .args(["netns", "add", &ns.0])
@@ -302,6 +317,7 @@ fn kernel_rejecting_a_value_fails_that_key_only() {
         is_root(),
         "this test creates a network namespace and must run as root"
     );
+    let _lock = global_lock();
     let ns = Netns(format!("ctg-einval-{}", std::process::id()));
     assert!(Command::new("ip")
         .args(["netns", "add", &ns.0])
