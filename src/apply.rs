@@ -180,8 +180,9 @@ impl Report {
             format!("{} changed, {failed} failed", self.changed())
         };
         let mut s = format!(
-            "{verb}: {} keys from {}, {done}; {}",
+            "{verb}: {} key{} from {}, {done}; {}",
             self.rows.len(),
+            if self.rows.len() == 1 { "" } else { "s" },
             self.source,
             self.module.describe()
         );
