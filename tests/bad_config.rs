@@ -11,6 +11,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::is_root;
+
 const BIN: &str = env!("CARGO_BIN_EXE_conntrack-guard");
 
 fn manifest() -> PathBuf {
@@ -31,21 +34,6 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         }
     }
     out
-}
-
-/// A fake root like a stock kernel's, so a config that slipped through
-/// validation would visibly change it.
-fn fake_root(dir: &Path) -> PathBuf {
-    let src = manifest().join("tests/golden/01-dry-run-writes-nothing/input");
-    let root = dir.join("root");
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(&src)
-        .arg(&root)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    root
 }
 
 fn apply(root: &Path, config: &Path, as_nobody: bool) -> Output {
@@ -95,7 +83,7 @@ fn check(root: &Path, config: &Path, needles: &[String], as_nobody: bool) -> Res
 fn corpus_in_git() {
     let dir = manifest().join("tests/bad-configs");
     let tmp = tempfile::tempdir().unwrap();
-    let root = fake_root(tmp.path());
+    let root = common::stock_root(tmp.path());
     let mut failures = Vec::new();
     let mut n = 0;
     for line in fs::read_to_string(dir.join("EXPECT")).unwrap().lines() {
@@ -129,7 +117,7 @@ fn corpus_in_git() {
 #[test]
 fn generated_bad_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = fake_root(tmp.path());
+    let root = common::stock_root(tmp.path());
     let p = |name: &str| tmp.path().join(name);
     let mut failures = Vec::new();
     let mut run = |cfg: PathBuf, needles: Vec<String>, as_nobody: bool| {
@@ -240,14 +228,5 @@ fn generated_bad_files() {
 #[test]
 fn root_required_for_generated_cases() {
     // The ownership and unreadable cases above need root; CI runs as root.
-    assert!(nix_is_root(), "these tests must run as root (CI does)");
-}
-
-fn nix_is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        .unwrap_or(false)
+    assert!(is_root(), "these tests must run as root (CI does)");
 }

@@ -6,8 +6,11 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+mod common;
+use common::{global_lock, is_root, stock_root as fake_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_conntrack-guard");
 
@@ -29,28 +32,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-}
-
-fn fake_root(dir: &Path) -> PathBuf {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/01-dry-run-writes-nothing/input");
-    let root = dir.join("root");
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(&src)
-        .arg(&root)
-        .status()
-        .unwrap()
-        .success());
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
-    root
 }
 
 #[test]
@@ -169,20 +150,6 @@ fn read_only_proc_sys_is_77_and_says_container() {
     assert_eq!(o.status.code(), Some(77), "{t}");
     assert!(t.contains("read-only") && t.contains("container"), "{t}");
     assert!(t.contains("run `conntrack-guard apply` on the host"), "{t}");
-}
-
-/// The lock every test that touches global kernel state takes, so the shell
-/// suites and these tests never interleave.
-fn global_lock() -> nix::fcntl::Flock<fs::File> {
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/run/conntrack-guard-tests.lock")
-        .unwrap();
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .unwrap()
 }
 
 /// Deletes the namespace even if the test fails.

@@ -7,12 +7,8 @@
 use conntrack_guard::stats::{parse_stat, read_counters, read_counters_via, CounterSource};
 use conntrack_guard::sysroot::SysRoot;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-}
+mod common;
+use common::is_root;
 
 #[test]
 fn netlink_reads_the_real_counters_when_the_stat_file_is_absent() {

@@ -14,10 +14,7 @@ const GOOD_LINE: &str = "000003e8  00000000 00000000 00000000 00000000 00000000 
 #[test]
 fn garbage_stat_files_are_reported_and_survived() {
     let root = FakeRoot::new();
-    let mut n = NotifySocket::new();
-    let mut cmd = root.cmd(&["watch", "--interval", "0.05"]);
-    cmd.env("NOTIFY_SOCKET", &n.path);
-    let mut w = Running::spawn(cmd);
+    let (mut w, mut n) = root.watch_notified("0.05");
     n.status("drops 0 · early_drops 0");
 
     let cases: Vec<(&str, String, &str)> = vec![
@@ -76,10 +73,7 @@ fn garbage_stat_files_are_reported_and_survived() {
 #[test]
 fn garbage_fill_values_are_reported_and_survived() {
     let root = FakeRoot::new();
-    let mut n = NotifySocket::new();
-    let mut cmd = root.cmd(&["watch", "--interval", "0.05"]);
-    cmd.env("NOTIFY_SOCKET", &n.path);
-    let mut w = Running::spawn(cmd);
+    let (mut w, mut n) = root.watch_notified("0.05");
     n.status("(100/1000)");
 
     for (file, value, needle) in [
@@ -134,10 +128,7 @@ fn garbage_fill_values_are_reported_and_survived() {
 #[test]
 fn module_vanishes_and_returns() {
     let root = FakeRoot::new();
-    let mut n = NotifySocket::new();
-    let mut cmd = root.cmd(&["watch", "--interval", "0.05"]);
-    cmd.env("NOTIFY_SOCKET", &n.path);
-    let mut w = Running::spawn(cmd);
+    let (mut w, mut n) = root.watch_notified("0.05");
     n.status("(100/1000)");
     root.unload();
     n.status("conntrack unavailable");
@@ -164,10 +155,7 @@ fn drift_reported_once_per_change_and_cleared() {
     root.config(
         "[conntrack]\nmax = 1000\nbuckets = 250\nudp_timeout = 10\nudp_timeout_stream = \"keep\"\n",
     );
-    let mut n = NotifySocket::new();
-    let mut cmd = root.cmd(&["watch", "--interval", "0.05"]);
-    cmd.env("NOTIFY_SOCKET", &n.path);
-    let mut w = Running::spawn(cmd);
+    let (mut w, mut n) = root.watch_notified("0.05");
     n.status("settings ok");
 
     root.sysctl("nf_conntrack_udp_timeout_stream", "120"); // kept: no drift

@@ -18,10 +18,7 @@ fn step(root: &FakeRoot, n: &mut NotifySocket, count: u64) {
 #[test]
 fn level_sequence_with_hysteresis_and_drops() {
     let root = FakeRoot::new();
-    let mut n = NotifySocket::new();
-    let mut cmd = root.cmd(&["watch", "--interval", "0.1"]);
-    cmd.env("NOTIFY_SOCKET", &n.path);
-    let mut w = Running::spawn(cmd);
+    let (mut w, mut n) = root.watch_notified("0.1");
 
     step(&root, &mut n, 100); // 10%
     step(&root, &mut n, 850); // 85%: warning
@@ -101,10 +98,7 @@ fn level_sequence_with_hysteresis_and_drops() {
 fn reminder_carries_the_peak() {
     let root = FakeRoot::new();
     root.config("[conntrack]\nmax = 1000\n[watch]\nreminder = \"1s\"\n");
-    let mut n = NotifySocket::new();
-    let mut cmd = root.cmd(&["watch", "--interval", "0.05"]);
-    cmd.env("NOTIFY_SOCKET", &n.path);
-    let mut w = Running::spawn(cmd);
+    let (mut w, mut n) = root.watch_notified("0.05");
     n.status("(100/1000)");
     root.count(850);
     n.status("(850/1000) · warning");
@@ -130,10 +124,7 @@ fn reminder_carries_the_peak() {
 #[test]
 fn time_to_full_in_status_line_and_warning() {
     let root = FakeRoot::new();
-    let mut n = NotifySocket::new();
-    let mut cmd = root.cmd(&["watch", "--interval", "0.05"]);
-    cmd.env("NOTIFY_SOCKET", &n.path);
-    let mut w = Running::spawn(cmd);
+    let (mut w, mut n) = root.watch_notified("0.05");
     n.status("(100/1000)");
     // About 200 entries a second: warning at 800 after ~3.5 s.
     let t0 = std::time::Instant::now();

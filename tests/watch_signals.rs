@@ -36,10 +36,7 @@ fn sigint_during_one_hour_interval() {
 fn sighup_with_broken_config_keeps_the_old_one() {
     let root = FakeRoot::new();
     root.config("[conntrack]\nmax = 1000\n[watch]\nwarn_percent = 80\n");
-    let mut n = NotifySocket::new();
-    let mut cmd = root.cmd(&["watch", "--interval", "0.05"]);
-    cmd.env("NOTIFY_SOCKET", &n.path);
-    let mut w = Running::spawn(cmd);
+    let (mut w, mut n) = root.watch_notified("0.05");
     n.status("(100/1000)");
 
     // Broken: a wrong type for warn_percent.
@@ -95,10 +92,7 @@ fn sighup_with_broken_config_keeps_the_old_one() {
 #[test]
 fn sighup_storm() {
     let root = FakeRoot::new();
-    let mut n = NotifySocket::new();
-    let mut cmd = root.cmd(&["watch", "--interval", "0.05"]);
-    cmd.env("NOTIFY_SOCKET", &n.path);
-    let mut w = Running::spawn(cmd);
+    let (mut w, mut n) = root.watch_notified("0.05");
     n.status("(100/1000)");
     root.count(850);
     n.status("(850/1000) · warning");

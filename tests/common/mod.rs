@@ -97,6 +97,15 @@ impl FakeRoot {
         std::fs::rename(self.path().join("stat.gone"), self.path().join(STAT)).unwrap();
     }
 
+    /// `watch --interval INTERVAL` on this root, reporting to a fresh
+    /// sd_notify socket.
+    pub fn watch_notified(&self, interval: &str) -> (Running, NotifySocket) {
+        let n = NotifySocket::new();
+        let mut cmd = self.cmd(&["watch", "--interval", interval]);
+        cmd.env("NOTIFY_SOCKET", &n.path);
+        (Running::spawn(cmd), n)
+    }
+
     /// The binary with this root and a clean environment: no journal, no
     /// service manager unless the test adds one.
     pub fn cmd(&self, args: &[&str]) -> Command {
@@ -390,4 +399,37 @@ impl NotifySocket {
 /// Is this test run as root?
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// A copy of the stock-kernel golden input (max 65536, buckets 16384,
+/// timeouts 30/120, 16 GiB RAM) in `dir/root`; `dir` is made traversable for
+/// tests that drop to uid 65534.
+pub fn stock_root(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/01-dry-run-writes-nothing/input");
+    let root = dir.join("root");
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    root
+}
+
+/// The lock every test that touches global kernel state takes, so the shell
+/// suites and these tests never interleave.
+pub fn global_lock() -> nix::fcntl::Flock<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/conntrack-guard-tests.lock")
+        .unwrap();
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap()
 }
