@@ -342,7 +342,10 @@ pub fn preflight(
         if module_absent && e.key.starts_with("net.netfilter.") {
             continue;
         }
-        match root.read_sysctl(&e.key) {
+        match root
+            .check_sysctl(&e.key)
+            .and_then(|()| root.read_sysctl(&e.key))
+        {
             Ok(Some(_)) => {}
             Ok(None) => {
                 return Err(config_error(
@@ -440,8 +443,9 @@ pub fn apply(
     })
 }
 
-/// The current value of a key; buckets fall back to the module parameter.
-fn read_current(root: &SysRoot, key: &str) -> Result<Option<String>, PathError> {
+/// The current value of a key; buckets fall back to the module parameter,
+/// which sizes the same table.
+pub fn read_current(root: &SysRoot, key: &str) -> Result<Option<String>, PathError> {
     match root.read_sysctl(key)? {
         Some(v) => Ok(Some(v)),
         None if key == KEY_BUCKETS => {

@@ -6,10 +6,11 @@
 //! the table holds; `/proc/net/nf_conntrack` (one line per entry) is never
 //! read.
 
+use crate::apply::read_current;
 use crate::assess::{FillReading, Observation, Setting};
-use crate::config::{Config, KEY_BUCKETS};
+use crate::config::Config;
 use crate::stats::{read_counters, read_fill, SampleError};
-use crate::sysroot::{SysRoot, HASHSIZE_PARAM};
+use crate::sysroot::SysRoot;
 
 /// Read count and max, classified for [`crate::assess::assess`].
 pub fn fill(root: &SysRoot) -> FillReading {
@@ -20,26 +21,14 @@ pub fn fill(root: &SysRoot) -> FillReading {
     }
 }
 
-/// The kernel's value of every configured setting. Buckets fall back to
-/// the module parameter, which sizes the same table.
+/// The kernel's value of every configured setting.
 pub fn settings(root: &SysRoot, cfg: &Config) -> Vec<Setting> {
     cfg.targets()
         .into_iter()
-        .map(|t| {
-            let actual = match root.read_sysctl(&t.key) {
-                Ok(Some(v)) => Some(v),
-                Ok(None) if t.key == KEY_BUCKETS => root
-                    .read_opt(HASHSIZE_PARAM)
-                    .ok()
-                    .flatten()
-                    .map(|s| s.trim().to_string()),
-                _ => None,
-            };
-            Setting {
-                key: t.key,
-                expected: t.value,
-                actual,
-            }
+        .map(|t| Setting {
+            actual: read_current(root, &t.key).ok().flatten(),
+            key: t.key,
+            expected: t.value,
         })
         .collect()
 }

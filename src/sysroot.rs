@@ -133,10 +133,17 @@ impl SysRoot {
     }
 
     /// Read a sysctl by dotted key, trimmed; `None` if it does not exist.
+    /// This is the sampling hot path, so it does not resolve the path: keys
+    /// are validated lexically at config load, and [`Self::check_sysctl`]
+    /// guards every key that comes from the config before first use.
     pub fn read_sysctl(&self, key: &str) -> Result<Option<String>, PathError> {
-        let path = self.sysctl_path(key);
-        self.check_inside_proc_sys(&path)?;
-        Ok(read_opt_path(&path)?.map(|s| s.trim().to_string()))
+        Ok(read_opt_path(&self.sysctl_path(key))?.map(|s| s.trim().to_string()))
+    }
+
+    /// Refuse a key whose file is a symlink or resolves outside
+    /// `<root>/proc/sys`.
+    pub fn check_sysctl(&self, key: &str) -> Result<(), PathError> {
+        self.check_inside_proc_sys(&self.sysctl_path(key))
     }
 
     /// Write a sysctl by dotted key. Refuses to follow a symlink or to leave
@@ -194,9 +201,14 @@ pub fn parse_cap_eff(status: &str) -> Option<u64> {
 
 /// Read a file into a string, with the path in the error.
 pub fn read_path(path: &Path) -> Result<String, PathError> {
-    let mut s = String::new();
+    // procfs files report size 0, so File::read_to_string's size probe
+    // (statx, lseek) is wasted and its first read is tiny. Reading through
+    // `take` skips the probe; 1 KiB holds every sysctl and a small stat
+    // file in one read. Not larger: sysctl reads allocate a zeroed kernel
+    // buffer of the requested size.
+    let mut s = String::with_capacity(1024);
     File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut s))
+        .and_then(|mut f| Read::by_ref(&mut f).take(u64::MAX).read_to_string(&mut s))
         .map_err(|source| PathError {
             path: path.to_path_buf(),
             source,
