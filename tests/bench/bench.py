@@ -1,0 +1,488 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""Helpers for tests/bench/run.sh. Standard library only.
+
+  bench.py stamp OUT [--max-seconds S]
+      Copy stdin lines to OUT, each prefixed with CLOCK_MONOTONIC in ns.
+      Exits at EOF or after S seconds.
+
+  bench.py poll-fill OUT --percent P [--every 0.05] [--max-seconds S]
+                         [--stop-file F]
+      Poll nf_conntrack_count and nf_conntrack_max of the current netns
+      every ~50 ms; append "monotonic_ns count max" to OUT each time the
+      fill goes from below P% to at or above P%. Bounded by S seconds.
+
+  bench.py report RESULTS_DIR [--svg OUT]
+      Print the table of figures from the files run.sh left in
+      RESULTS_DIR, and draw the sample-cost-versus-table-size plot.
+
+  bench.py events FILE NAME
+      Print the stamped lines of FILE whose event is NAME as JSON lines
+      (monotonic_ns plus the KEY=value fields).
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import shlex
+import statistics
+import sys
+import time
+
+SYSCTL = "/proc/sys/net/netfilter"
+
+
+# --------------------------------------------------------------------------
+# stamp / poll-fill
+
+
+def cmd_stamp(args):
+    end = time.monotonic() + min(args.max_seconds, 3600)
+    with open(args.out, "a", buffering=1) as out:
+        for line in sys.stdin:
+            out.write(f"{time.monotonic_ns()} {line.rstrip()}\n")
+            if time.monotonic() > end:
+                break
+    return 0
+
+
+def read_int(path):
+    with open(path) as f:
+        return int(f.read().strip())
+
+
+def cmd_poll_fill(args):
+    end = time.monotonic() + min(args.max_seconds, 900)
+    above = None
+    polls = 0
+    with open(args.out, "a", buffering=1) as out:
+        while time.monotonic() < end:
+            if args.stop_file and os.path.exists(args.stop_file):
+                break
+            t = time.monotonic_ns()
+            count = read_int(f"{SYSCTL}/nf_conntrack_count")
+            mx = read_int(f"{SYSCTL}/nf_conntrack_max")
+            polls += 1
+            now_above = count * 100 >= args.percent * mx
+            if now_above and above is False:
+                out.write(f"{t} {count} {mx}\n")
+            above = now_above
+            time.sleep(args.every)
+    print(json.dumps({"polls": polls}), file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# events
+
+FIELD = re.compile(r'([A-Z_]+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_event(line):
+    """'<ns> <priority>: EVENT=name KEY=v ... MESSAGE="..."' -> dict."""
+    ts, _, rest = line.partition(" ")
+    prio, sep, fields = rest.partition(": ")
+    if not sep or not fields.startswith("EVENT="):
+        return None
+    ev = {"t_ns": int(ts), "PRIORITY": prio}
+    for k, v in FIELD.findall(fields):
+        if v.startswith('"'):
+            v = v[1:-1]
+        ev[k] = v
+    return ev
+
+
+def load_events(path):
+    evs = []
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                ev = parse_event(line.rstrip("\n"))
+                if ev:
+                    evs.append(ev)
+    except FileNotFoundError:
+        pass
+    return evs
+
+
+def cmd_events(args):
+    for ev in load_events(args.file):
+        if ev.get("EVENT") == args.name:
+            print(json.dumps(ev))
+    return 0
+
+
+# --------------------------------------------------------------------------
+# report
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def hf_medians(path):
+    """hyperfine --export-json -> {command name: result dict}."""
+    d = load(path)
+    if not d:
+        return {}
+    return {r["command"]: r for r in d.get("results", [])}
+
+
+def fmt_time(s):
+    if s is None:
+        return "n/a"
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.1f} µs"
+
+
+def fmt_ratio(x):
+    return "n/a" if x is None else f"{x:.2f}×"
+
+
+def fmt_mib(kib):
+    return "n/a" if kib is None else f"{kib / 1024:.2f} MiB"
+
+
+class Table:
+    """Sections of rows (label, value, note), each aligned on its own."""
+
+    def __init__(self):
+        self.sections = []
+
+    def section(self, title):
+        self.sections.append((title, []))
+
+    def add(self, what, value, note=""):
+        self.sections[-1][1].append((what, value, note))
+
+    def text(self, title, body):
+        self.sections.append((title, body))
+
+    def print(self):
+        for title, rows in self.sections:
+            print(f"\n== {title}")
+            if isinstance(rows, str):
+                print(rows)
+                continue
+            w0 = max((len(r[0]) for r in rows), default=10)
+            w1 = max((len(r[1]) for r in rows), default=10)
+            for r in rows:
+                print(f"  {r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]}".rstrip())
+
+
+def columns(header, rows):
+    """A plain text table, right-aligned."""
+    cells = [header] + rows
+    w = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  " + "  ".join(c.rjust(w[i]) for i, c in enumerate(r)) for r in cells)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def collect_sizes(res):
+    """size-<N>-sampler.json, size-<N>-ct.json (hyperfine) and
+    size-<N>-listed.txt -> rows sorted by the measured entry count."""
+    rows = []
+    for name in os.listdir(res):
+        m = re.fullmatch(r"size-(\d+)-sampler\.json", name)
+        if not m:
+            continue
+        n = m.group(1)
+        s = load(os.path.join(res, name)) or {}
+        hf = hf_medians(os.path.join(res, f"size-{n}-ct.json"))
+        row = {
+            "target": int(n),
+            "count": s.get("count", int(n)),
+            "sample_s": s["sample_median_ns"] * 1e-9 if "sample_median_ns" in s else None,
+            "raw_s": s["raw_median_ns"] * 1e-9 if "raw_median_ns" in s else None,
+            "ct_count_s": hf.get("conntrack -C", {}).get("median"),
+            "status_s": hf.get("conntrack-guard status", {}).get("median"),
+            "ct_list_s": hf.get("conntrack -L | wc -l", {}).get("median"),
+        }
+        try:
+            with open(os.path.join(res, f"size-{n}-listed.txt")) as f:
+                row["listed"] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+        rows.append(row)
+    rows.sort(key=lambda r: r["target"])
+    with open(os.path.join(res, "sizes.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    return rows
+
+
+def cmd_report(args):
+    res = args.results
+    t = Table()
+    meta = load(os.path.join(res, "meta.json")) or {}
+    print(f"conntrack-guard benchmarks, {meta.get('date', '?')}: {meta.get('machine', '')}")
+    print(f"kernel {meta.get('kernel', '?')}, {meta.get('cpus', '?')} CPUs, "
+          f"commit {meta.get('commit', '?')}; medians; ratios are taken within one run")
+
+    # 1. apply
+    a = hf_medians(os.path.join(res, "apply.json"))
+    if a:
+        t.section("1. apply, 4 keys at their current values (whole process, hyperfine)")
+        cg = a.get("conntrack-guard apply", {}).get("median")
+        pp = a.get("sysctl -p", {}).get("median")
+        sd = a.get("systemd-sysctl", {}).get("median")
+        for name, r in a.items():
+            t.add(name, fmt_time(r["median"]), f"{len(r.get('times', []))} runs")
+        t.add("apply / procps", fmt_ratio(ratio(cg, pp)), "target ≤ 1.00")
+        t.add("apply / systemd-sysctl", fmt_ratio(ratio(cg, sd)))
+        fl = a.get("conntrack-guard --version", {}).get("median")
+        if fl is not None and cg is not None:
+            t.add("apply minus --version (the work itself)", fmt_time(cg - fl))
+        c0 = a.get("C hello", {}).get("median")
+        c1 = a.get("C hello + libkmod", {}).get("median")
+        if c0 is not None and c1 is not None:
+            t.add("cost of linking libkmod (C probe)", fmt_time(c1 - c0),
+                  "libkmod pulls libcrypto, liblzma, libzstd")
+        sc = load(os.path.join(res, "apply-syscalls.json")) or {}
+        if sc.get("syscalls"):
+            t.add("system calls per run", " / ".join(str(v) for v in sc["syscalls"].values()),
+                  " / ".join(sc["syscalls"]))
+        if sc.get("shared libraries"):
+            t.add("shared libraries loaded", " / ".join(str(v) for v in sc["shared libraries"].values()),
+                  " / ".join(sc["shared libraries"]))
+
+    # 2. sampler
+    s = load(os.path.join(res, "sampler-host.json"))
+    if s:
+        t.section("2. one watch sample vs a raw read of the same files (in-process, initial netns)")
+        t.add("stats::sample() = count + max + counters", fmt_time(s["sample_median_ns"] * 1e-9),
+              f"p10 {fmt_time(s['sample_p10_ns'] * 1e-9)}, p90 {fmt_time(s['sample_p90_ns'] * 1e-9)}")
+        t.add("open+read 3 files", fmt_time(s["raw_median_ns"] * 1e-9),
+              f"p10 {fmt_time(s['raw_p10_ns'] * 1e-9)}, p90 {fmt_time(s['raw_p90_ns'] * 1e-9)}")
+        t.add("sample / raw", fmt_ratio(s["ratio"]), f"target ≤ 1.50; {s['iters']} interleaved iterations")
+        if "observe_median_ns" in s:
+            t.add("observe() = one watch tick (+4 settings)", fmt_time(s["observe_median_ns"] * 1e-9))
+            t.add("open+read the same 7 files", fmt_time(s["raw7_median_ns"] * 1e-9))
+            t.add("observe / raw", fmt_ratio(s["observe_ratio"]))
+
+    # 3. table size
+    sizes = collect_sizes(res)
+    if sizes:
+        body = columns(
+            ["entries", "sample", "raw read", "status (process)", "conntrack -C", "conntrack -L|wc -l", "-L listed"],
+            [[str(r["count"]), fmt_time(r.get("sample_s")), fmt_time(r.get("raw_s")),
+              fmt_time(r.get("status_s")), fmt_time(r.get("ct_count_s")),
+              fmt_time(r.get("ct_list_s")), str(r.get("listed", "?"))]
+             for r in sizes])
+        body += ("\n  sample and raw read: in-process medians (tests/bench/sampler); the others: whole"
+                 "\n  processes under hyperfine (`conntrack-guard status --window 0` takes one reading).")
+        t.text("3. cost of one reading against table size (host netns of the DNAT topology)", body)
+        t.section("3. ratios, largest / smallest table")
+        lo, hi = sizes[0], sizes[-1]
+        t.add(f"sample, {hi['count']} / {lo['count']} entries",
+              fmt_ratio(ratio(hi.get("sample_s"), lo.get("sample_s"))), "target ≤ 1.10")
+        t.add("conntrack-guard status --window 0",
+              fmt_ratio(ratio(hi.get("status_s"), lo.get("status_s"))))
+        t.add("raw read",
+              fmt_ratio(ratio(hi.get("raw_s"), lo.get("raw_s"))))
+        t.add("conntrack -C", fmt_ratio(ratio(hi.get("ct_count_s"), lo.get("ct_count_s"))))
+        t.add("conntrack -L | wc -l", fmt_ratio(ratio(hi.get("ct_list_s"), lo.get("ct_list_s"))))
+        if args.svg:
+            plot_svg(sizes, args.svg, meta)
+            t.add("plot", os.path.relpath(args.svg), "(regenerated by this run)")
+
+    # 4. memory
+    m = load(os.path.join(res, "memory.json"))
+    if m:
+        t.section("4. peak RSS (VmHWM)")
+        t.add("conntrack-guard watch", fmt_mib(m.get("watch_kib")),
+              f"after {m.get('watch_samples', '?')} samples at {m.get('watch_interval', '?')}; target ≤ 2 MiB")
+        t.add("earlyoom", fmt_mib(m.get("earlyoom_kib")), m.get("earlyoom_note", ""))
+        t.add("prometheus-node-exporter (conntrack only)", fmt_mib(m.get("node_exporter_kib")),
+              m.get("node_exporter_note", ""))
+        sm = os.path.join(res, "watch-smaps.txt")
+        if os.path.exists(sm):
+            parts = {}
+            for line in open(sm):
+                k, _, v = line.rpartition(" ")
+                parts[k] = int(v)
+            kmod = sum(v for k, v in parts.items()
+                       if re.match(r"lib(crypto|lzma|zstd|kmod)\.", k))
+            anon = None
+            try:
+                for line in open(os.path.join(res, "watch-status.txt")):
+                    if line.startswith("RssAnon:"):
+                        anon = int(line.split()[1])
+            except OSError:
+                pass
+            t.add("  of which libkmod + libcrypto, liblzma, libzstd", fmt_mib(kmod), "resident file pages")
+            t.add("  of which libc + ld.so", fmt_mib(sum(v for k, v in parts.items()
+                                                        if re.match(r"(libc\.|ld-linux)", k))))
+            t.add("  of which the conntrack-guard binary", fmt_mib(parts.get("conntrack-guard")))
+            t.add("  of which anonymous (RssAnon: heap, stack, relocated pages)", fmt_mib(anon))
+        for name, (pss, priv) in (m.get("pss_private_kib") or {}).items():
+            if pss is not None:
+                t.add(f"{name}: Pss / private", f"{fmt_mib(pss)} / {fmt_mib(priv)}",
+                      "shared pages split among users / pages nobody shares")
+        t.add("watch / earlyoom", fmt_ratio(ratio(m.get("watch_kib"), m.get("earlyoom_kib"))))
+        t.add("watch / node-exporter", fmt_ratio(ratio(m.get("watch_kib"), m.get("node_exporter_kib"))))
+
+    # 5. size
+    b = load(os.path.join(res, "binary.json"))
+    if b:
+        t.section("5. release binary")
+        t.add("target/release/conntrack-guard", f"{b['bytes'] / 1048576:.2f} MiB",
+              f"{b['bytes']} bytes, {b.get('file', '')}; target ≤ 1.5 MiB")
+        for v in b.get("variants", []):
+            t.add(f"  profile: {v['name']}",
+                  "n/a" if v.get("bytes") is None else f"{v['bytes'] / 1048576:.2f} MiB",
+                  v.get("note", ""))
+
+    # 6. detection
+    d = load(os.path.join(res, "detection.json"))
+    if d:
+        t.section("6. detection in the netns reproduction (watch at the default interval)")
+        for i, lat in enumerate(d.get("latencies_s", [])):
+            t.add(f"80% crossing -> level_warning, cycle {i + 1}", fmt_time(lat))
+        if d.get("latencies_s"):
+            t.add("median latency", fmt_time(statistics.median(d["latencies_s"])),
+                  f"interval {d.get('interval', '5s')}; expected uniform in [0, interval]")
+        for k in ("drop", "early_drop", "insert_failed"):
+            if k in d.get("kernel_delta", {}):
+                t.add(f"{k}: kernel change / sum of event deltas",
+                      f"{d['kernel_delta'][k]} / {d['event_sum'].get(k)}",
+                      "equal" if d["kernel_delta"][k] == d["event_sum"].get(k) else "DIFFERENT")
+        if "drops_events" in d:
+            t.add("drops events", str(d["drops_events"]))
+    t.print()
+    return 0
+
+
+# --------------------------------------------------------------------------
+# the plot, as hand-written SVG (no matplotlib needed)
+
+
+def plot_svg(rows, out, meta):
+    series = [
+        ("conntrack -L | wc -l (process)", "ct_list_s", "#d62728", "8,4"),
+        ("conntrack -C (process)", "ct_count_s", "#ff7f0e", "3,3"),
+        ("conntrack-guard status --window 0 (process)", "status_s", "#2ca02c", "10,3,2,3"),
+        ("conntrack-guard sample (in-process)", "sample_s", "#1f77b4", ""),
+        ("open+read of the same 3 files (in-process)", "raw_s", "#7f7f7f", "1,3"),
+    ]
+    pts = {k: [(r["count"], r[k]) for r in rows if r.get(k)] for _, k, _, _ in series}
+    xs = [x for v in pts.values() for x, _ in v]
+    ys = [y for v in pts.values() for _, y in v]
+    if not xs or not ys:
+        return
+    W, H = 780, 500
+    L, R, T, B = 80, 40, 56, 140
+    x0, x1 = math.floor(math.log10(min(xs))), math.ceil(math.log10(max(xs)))
+    if x1 == x0:
+        x1 += 1
+    y0, y1 = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
+    if y1 == y0:
+        y1 += 1
+
+    def px(x):
+        return L + (math.log10(x) - x0) / (x1 - x0) * (W - L - R)
+
+    def py(y):
+        return T + (1 - (math.log10(y) - y0) / (y1 - y0)) * (H - T - B)
+
+    def tlabel(e):
+        s = 10.0 ** e
+        if s >= 1:
+            return f"{s:g} s"
+        if s >= 1e-3:
+            return f"{s * 1e3:g} ms"
+        return f"{s * 1e6:g} µs"
+
+    o = []
+    o.append(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+             f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">')
+    o.append(f'<rect width="{W}" height="{H}" fill="white"/>')
+    o.append(f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">'
+             'Cost of one reading against conntrack table size</text>')
+    o.append(f'<text x="{W / 2}" y="38" text-anchor="middle" fill="#555" font-size="11">'
+             f'median time per reading, log-log scales; {esc(meta.get("date", ""))}</text>')
+    o.append(f'<text x="{W / 2}" y="52" text-anchor="middle" fill="#555" font-size="11">'
+             f'{esc(meta.get("machine", ""))}, kernel {esc(meta.get("kernel", ""))}</text>')
+    # grid and axes
+    for e in range(x0, x1 + 1):
+        X = px(10 ** e)
+        o.append(f'<line x1="{X:.1f}" y1="{T}" x2="{X:.1f}" y2="{H - B}" stroke="#ddd"/>')
+        o.append(f'<text x="{X:.1f}" y="{H - B + 16}" text-anchor="middle">{10 ** e:,}</text>')
+    for e in range(y0, y1 + 1):
+        Y = py(10 ** e)
+        o.append(f'<line x1="{L}" y1="{Y:.1f}" x2="{W - R}" y2="{Y:.1f}" stroke="#ddd"/>')
+        o.append(f'<text x="{L - 6}" y="{Y + 4:.1f}" text-anchor="end">{tlabel(e)}</text>')
+    o.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="none" stroke="#333"/>')
+    o.append(f'<text x="{(L + W - R) / 2}" y="{H - B + 34}" text-anchor="middle">'
+             'entries in the netns conntrack table</text>')
+    o.append(f'<text transform="translate(18,{(T + H - B) / 2}) rotate(-90)" text-anchor="middle">'
+             'time per reading</text>')
+    # series
+    for i, (name, key, colour, dash) in enumerate(series):
+        p = sorted(pts[key])
+        if not p:
+            continue
+        d = " ".join(f"{'M' if j == 0 else 'L'}{px(x):.1f},{py(y):.1f}" for j, (x, y) in enumerate(p))
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        o.append(f'<path d="{d}" fill="none" stroke="{colour}" stroke-width="2"{dash_attr}/>')
+        for x, y in p:
+            o.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{colour}">'
+                     f'<title>{esc(name)}: {x} entries, {fmt_time(y)}</title></circle>')
+        # legend
+        lx = L + (i % 2) * 340
+        ly = H - B + 58 + (i // 2) * 20
+        o.append(f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 30}" y2="{ly - 4}" stroke="{colour}" '
+                 f'stroke-width="2"{dash_attr}/>')
+        o.append(f'<text x="{lx + 38}" y="{ly}">{esc(name)}</text>')
+    o.append(f'<text x="{W - R}" y="{H - 8}" text-anchor="end" fill="#777" font-size="10">'
+             'generated by tests/bench/run.sh</text>')
+    o.append("</svg>")
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(o) + "\n")
+    os.replace(tmp, out)
+
+
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("stamp")
+    p.add_argument("out")
+    p.add_argument("--max-seconds", type=float, default=900)
+    p = sub.add_parser("poll-fill")
+    p.add_argument("out")
+    p.add_argument("--percent", type=float, required=True)
+    p.add_argument("--every", type=float, default=0.05)
+    p.add_argument("--max-seconds", type=float, default=300)
+    p.add_argument("--stop-file")
+    p = sub.add_parser("report")
+    p.add_argument("results")
+    p.add_argument("--svg")
+    p = sub.add_parser("events")
+    p.add_argument("file")
+    p.add_argument("name")
+    args = ap.parse_args()
+    return {"stamp": cmd_stamp, "poll-fill": cmd_poll_fill,
+            "report": cmd_report, "events": cmd_events}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
