@@ -88,3 +88,44 @@ fn constant_rss_and_fds_at_one_millisecond() {
         assert!(names.iter().any(|n| n == need), "no {need}");
     }
 }
+
+/// The long run: 100 000 samples at 1 ms. RSS and descriptors after 10 000
+/// samples and after 100 000 must be the same (bounded trend window, no
+/// per-sample allocation that is kept, no descriptor kept open).
+#[test]
+fn hundred_thousand_samples_constant_rss_and_fds() {
+    let root = FakeRoot::new();
+    root.config("[conntrack]\nmax = 1000\n");
+    let (mut w, n) = root.watch_notified("0.001");
+    let pid = w.pid();
+    let deadline = Instant::now() + Duration::from_secs(400);
+    let mut i = 0u64;
+    let mut at_10k = None;
+    while n.count() < 100_000 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} samples in 400 s",
+            n.count()
+        );
+        i += 1;
+        root.count(100 + (i * 37) % 900);
+        if i % 10 == 0 {
+            root.counters(3 + i, i / 2, 0);
+        }
+        if at_10k.is_none() && n.count() >= 10_000 {
+            at_10k = Some((rss_kib(pid), fds(pid), n.count()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (rss1, fd1, s1) = at_10k.expect("passed 10 000 samples");
+    let (rss2, fd2, s2) = (rss_kib(pid), fds(pid), n.count());
+    assert!(w.alive());
+    let (st, _) = w.term();
+    assert_eq!(st.code(), Some(0));
+    println!("RSS {rss1} KiB at {s1} samples, {rss2} KiB at {s2}; fds {fd1} then {fd2}");
+    assert!(
+        fd2 <= fd1 + 1 && fd2 < 16,
+        "file descriptors: {fd1} then {fd2}"
+    );
+    assert!(rss2 <= rss1 + 64, "RSS grew from {rss1} KiB to {rss2} KiB");
+}

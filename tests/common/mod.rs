@@ -346,6 +346,11 @@ impl NotifySocket {
         self.all.lock().unwrap().clone()
     }
 
+    /// How many datagrams arrived so far (one per sample, at least).
+    pub fn count(&self) -> usize {
+        self.all.lock().unwrap().len()
+    }
+
     /// Wait for a datagram after the cursor that satisfies `pred`; the
     /// cursor moves past it.
     pub fn until(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
