@@ -363,3 +363,49 @@ fn capability_holder_refuses_unsafe_config_too() {
     assert_eq!(o.status.code(), Some(78), "{t}");
     assert!(t.contains("group- or world-writable"), "{t}");
 }
+
+#[test]
+fn journal_unavailable_falls_back_to_stderr_losing_nothing() {
+    // stderr "is" the journal (JOURNAL_STREAM names it, as systemd sets it),
+    // but no journald socket exists: a tmpfs hides it if this host has one.
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        is_root(),
+        "this test mounts a tmpfs in a mount namespace and must run as root"
+    );
+    let t = tempfile::tempdir().unwrap();
+    let root = fake_root(t.path());
+    let err_path = t.path().join("stderr");
+    let err = fs::File::create(&err_path).unwrap();
+    let meta = err.metadata().unwrap();
+    let script = format!(
+        "[ -d /run/systemd/journal ] && mount -t tmpfs none /run/systemd/journal; exec '{BIN}' apply"
+    );
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("CONNTRACK_GUARD_ROOT", &root)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(err)
+        .output()
+        .unwrap();
+    let stderr = fs::read_to_string(&err_path).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("cannot send to /run/systemd/journal/socket")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("EVENT=applied") && stderr.contains("CONNTRACK_CHANGED=4"),
+        "the event was lost: {stderr}"
+    );
+    // Connected to the "journal", stdout carries the table but not the
+    // summary line (the structured entry carries it).
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("RESULT") && !stdout.contains("settings applied"),
+        "{stdout}"
+    );
+}
