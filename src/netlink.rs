@@ -120,9 +120,13 @@ pub fn parse_messages(mut b: &[u8], seq: u32, sum: &mut Counters) -> io::Result<
             match ty {
                 NLMSG_DONE => return Ok(true),
                 NLMSG_ERROR => {
-                    let errno = u32_at(msg, 16).map(|e| -(e as i32)).unwrap_or(0);
-                    if errno != 0 {
-                        return Err(io::Error::from_raw_os_error(errno));
+                    // The kernel sends -errno; i32::MIN has no positive
+                    // counterpart and is garbage, not an errno (found by
+                    // cargo-fuzz).
+                    match u32_at(msg, 16).map(|e| (e as i32).checked_neg()) {
+                        Some(Some(0)) | None => {}
+                        Some(Some(errno)) => return Err(io::Error::from_raw_os_error(errno)),
+                        Some(None) => return Err(bad("netlink error code out of range")),
                     }
                 }
                 _ => parse_attrs(&msg[16.min(len)..], sum),
@@ -213,6 +217,18 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.raw_os_error(), Some(1));
+    }
+
+    #[test]
+    fn error_code_i32_min_is_bad_data_not_a_panic() {
+        // The cargo-fuzz reproducer: NLMSG_ERROR carrying 0x80000000.
+        let e = parse_messages(
+            &msg(NLMSG_ERROR, 1, &0x8000_0000u32.to_ne_bytes()),
+            1,
+            &mut Counters::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 
     proptest::proptest! {
