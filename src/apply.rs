@@ -13,7 +13,7 @@ use crate::config::{Config, ConfigError, Knob, Target, KEY_BUCKETS, KEY_MAX};
 use crate::events::{Event, Priority};
 use crate::ids;
 use crate::module::{self, ModuleError, ModuleLoader, ModuleState};
-use crate::sysroot::{PathError, SysRoot, HASHSIZE_PARAM, NETFILTER_DIR};
+use crate::sysroot::{PathError, SysRoot, HASHSIZE_PARAM};
 
 /// Bytes per entry when the slab size cannot be read (the write-up's
 /// estimate is 300-400).
@@ -529,11 +529,6 @@ fn write_reason(e: &PathError) -> String {
         Some(nix::libc::ENOENT) => format!("{e}: no such key"),
         _ => e.to_string(),
     }
-}
-
-/// The netfilter directory, for messages.
-pub fn netfilter_dir(root: &SysRoot) -> std::path::PathBuf {
-    root.path(NETFILTER_DIR)
 }
 
 #[cfg(test)]

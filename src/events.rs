@@ -202,16 +202,6 @@ pub fn default_sink() -> Box<dyn Sink> {
     Box::new(StderrSink)
 }
 
-/// A sink that keeps events, for tests and for status.
-#[derive(Default)]
-pub struct VecSink(pub Vec<Event>);
-
-impl Sink for VecSink {
-    fn emit(&mut self, ev: &Event) {
-        self.0.push(ev.clone());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

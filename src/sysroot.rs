@@ -97,11 +97,6 @@ impl SysRoot {
             .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN | 1 << CAP_SYS_MODULE) != 0)
     }
 
-    /// The base directory.
-    pub fn base(&self) -> &Path {
-        &self.base
-    }
-
     /// Join a path that is relative to `/` onto the base.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.base.join(rel.trim_start_matches('/'))
