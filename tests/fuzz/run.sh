@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Run every fuzz target for $FUZZ_SECONDS (default 60) each, one at a time.
 #
 # Needs cargo-fuzz (cargo install --locked cargo-fuzz). Works on stable

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Boot the tests/vm image once, until the guest powers off (or the timeout).
 #
 # Usage: tests/vm/boot.sh IMAGE_DIR DISK SHARE_DIR CONSOLE_LOG [TIMEOUT_S]

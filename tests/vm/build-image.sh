@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Build (or reuse) the cached Debian bookworm VM image for tests/vm.
 #
 # Usage: tests/vm/build-image.sh        -> prints the cache entry directory

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # tests/vm: the reboot trap and its cure, in a real QEMU VM running Debian
 # bookworm's stock kernel (nf_conntrack is a module there).
 #

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
 #![no_main]
 
 use conntrack_guard::stats::Counters;

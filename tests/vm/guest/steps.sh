@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
 # Guest side of tests/vm: sourced by the phase.sh that run.sh writes to the
 # share for each boot. Each step only records facts into files under
 # $OUT/<step>/; the host makes the assertions. Needs bash.
