@@ -153,11 +153,39 @@ fn read_only_proc_sys_is_77_and_says_container() {
 }
 
 /// Deletes the namespace even if the test fails.
-struct Netns(String);
+/// A fresh network namespace, created under the global test lock and
+/// deleted (then the lock released) even if the test fails.
+struct Netns(String, #[allow(dead_code)] nix::fcntl::Flock<fs::File>);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        assert!(
+            is_root(),
+            "this test creates a network namespace and must run as root"
+        );
+        let lock = global_lock();
+        let name = format!("ctg-{tag}-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add {name}");
+        Netns(name, lock)
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
+}
+
+/// Write a config with mode 0600 (a root-run tool refuses looser ones).
+fn config_file(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    p.display().to_string()
 }
 
 fn netns_read(ns: Option<&str>, key: &str) -> String {
@@ -175,26 +203,17 @@ fn netns_read(ns: Option<&str>, key: &str) -> String {
 
 #[test]
 fn apply_for_real_in_a_fresh_netns() {
-    assert!(
-        is_root(),
-        "this test creates a network namespace and must run as root"
-    );
-    let _lock = global_lock();
-    let ns = Netns(format!("ctg-apply-{}", std::process::id()));
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .unwrap()
-        .success());
+    let ns = Netns::new("apply");
     let host_before = (
         netns_read(None, "nf_conntrack_udp_timeout"),
         netns_read(None, "nf_conntrack_udp_timeout_stream"),
     );
     let t = tempfile::tempdir().unwrap();
-    let cfg = t.path().join("c.toml");
-    fs::write(&cfg, "[conntrack]\nmax = \"keep\"\nbuckets = \"keep\"\nudp_timeout = 11\nudp_timeout_stream = 17\n").unwrap();
-    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o600)).unwrap();
-    let cfgs = cfg.display().to_string();
+    let cfgs = config_file(
+        t.path(),
+        "c.toml",
+        "[conntrack]\nmax = \"keep\"\nbuckets = \"keep\"\nudp_timeout = 11\nudp_timeout_stream = 17\n",
+    );
 
     let dry = Command::new("ip")
         .args([
@@ -247,21 +266,15 @@ fn apply_for_real_in_a_fresh_netns() {
 
     // max is global and read-only in a child netns: a config that sets it
     // there fails with a permission error (77) that names the key.
-    let cfg2 = t.path().join("c2.toml");
     let cur_max = netns_read(None, "nf_conntrack_max");
     let other: u64 = cur_max.parse::<u64>().unwrap() + 1;
-    fs::write(&cfg2, format!("[conntrack]\nmax = {other}\nbuckets = \"keep\"\nudp_timeout = \"keep\"\nudp_timeout_stream = \"keep\"\n")).unwrap();
-    fs::set_permissions(&cfg2, fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg2 = config_file(
+        t.path(),
+        "c2.toml",
+        &format!("[conntrack]\nmax = {other}\nbuckets = \"keep\"\nudp_timeout = \"keep\"\nudp_timeout_stream = \"keep\"\n"),
+    );
     let o = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            BIN,
-            "--config",
-            &cfg2.display().to_string(),
-            "apply",
-        ])
+        .args(["netns", "exec", &ns.0, BIN, "--config", &cfg2, "apply"])
         .env_remove("JOURNAL_STREAM")
         .output()
         .unwrap();
@@ -280,37 +293,17 @@ fn apply_for_real_in_a_fresh_netns() {
 
 #[test]
 fn kernel_rejecting_a_value_fails_that_key_only() {
-    assert!(
-        is_root(),
-        "this test creates a network namespace and must run as root"
-    );
-    let _lock = global_lock();
-    let ns = Netns(format!("ctg-einval-{}", std::process::id()));
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .unwrap()
-        .success());
+    let ns = Netns::new("einval");
     let t = tempfile::tempdir().unwrap();
-    let cfg = t.path().join("c.toml");
     // ip_default_ttl is per netns and limited to 1..255: the kernel answers 0 with EINVAL.
-    fs::write(
-        &cfg,
+    let cfg = config_file(
+        t.path(),
+        "c.toml",
         "[conntrack]\nmax = \"keep\"\nbuckets = \"keep\"\nudp_timeout = 12\nudp_timeout_stream = \"keep\"\n\
          [sysctl]\n\"net.ipv4.ip_default_ttl\" = 0\n",
-    )
-    .unwrap();
-    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o600)).unwrap();
+    );
     let o = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            BIN,
-            "--config",
-            &cfg.display().to_string(),
-            "apply",
-        ])
+        .args(["netns", "exec", &ns.0, BIN, "--config", &cfg, "apply"])
         .env_remove("JOURNAL_STREAM")
         .output()
         .unwrap();
