@@ -311,7 +311,8 @@ pub fn parse_memtotal(text: &str) -> Option<u64> {
         .map(|kb| kb.saturating_mul(1024))
 }
 
-fn kernel_u64(root: &SysRoot, key: &str) -> Option<u64> {
+/// A numeric sysctl, or `None` when absent or not a number.
+pub fn kernel_u64(root: &SysRoot, key: &str) -> Option<u64> {
     root.read_sysctl(key).ok().flatten()?.parse().ok()
 }
 

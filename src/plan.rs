@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 
-use crate::apply::{entry_bytes, human_bytes};
+use crate::apply::{entry_bytes, human_bytes, kernel_u64};
 use crate::config::{
     Config, KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT, KEY_UDP_TIMEOUT_STREAM, MAX_CONNTRACK_MAX,
 };
@@ -47,12 +47,6 @@ pub struct KernelFacts {
 impl KernelFacts {
     /// Read them through the root.
     pub fn read(root: &SysRoot) -> Self {
-        let num = |k: &str| {
-            root.read_sysctl(k)
-                .ok()
-                .flatten()
-                .and_then(|v| v.parse().ok())
-        };
         let release = root
             .read_opt("proc/sys/kernel/osrelease")
             .ok()
@@ -61,10 +55,10 @@ impl KernelFacts {
         KernelFacts {
             version: release.as_deref().and_then(parse_version),
             release,
-            max: num(KEY_MAX),
-            buckets: num(KEY_BUCKETS),
-            udp_timeout: num(KEY_UDP_TIMEOUT),
-            udp_timeout_stream: num(KEY_UDP_TIMEOUT_STREAM),
+            max: kernel_u64(root, KEY_MAX),
+            buckets: kernel_u64(root, KEY_BUCKETS),
+            udp_timeout: kernel_u64(root, KEY_UDP_TIMEOUT),
+            udp_timeout_stream: kernel_u64(root, KEY_UDP_TIMEOUT_STREAM),
             entry_bytes: entry_bytes(root),
         }
     }

@@ -26,6 +26,20 @@ fn run(args: &[&str], root: Option<&Path>) -> Output {
     c.output().unwrap()
 }
 
+/// Run the binary as uid/gid 65534 through setpriv, with `caps` setpriv
+/// options, on the test root `root`.
+fn as_nobody(root: &Path, caps: &[&str], args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(caps)
+        .arg(BIN)
+        .args(args)
+        .env("CONNTRACK_GUARD_ROOT", root)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap()
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -104,19 +118,7 @@ fn not_root_is_77_naming_the_key() {
     );
     let t = tempfile::tempdir().unwrap();
     let root = fake_root(t.path());
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            BIN,
-            "apply",
-        ])
-        .env("CONNTRACK_GUARD_ROOT", &root)
-        .env_remove("JOURNAL_STREAM")
-        .output()
-        .unwrap();
+    let o = as_nobody(&root, &["--inh-caps=-all"], &["apply"]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(77), "{t}");
     assert!(
@@ -336,22 +338,11 @@ fn capability_holder_refuses_unsafe_config_too() {
     let cfg = t.path().join("ww.toml");
     fs::write(&cfg, "[conntrack]\nmax = 2000\n").unwrap();
     fs::set_permissions(&cfg, fs::Permissions::from_mode(0o666)).unwrap();
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=+net_admin",
-            "--ambient-caps=+net_admin",
-            BIN,
-            "--config",
-            &cfg.display().to_string(),
-            "apply",
-        ])
-        .env("CONNTRACK_GUARD_ROOT", &root)
-        .env_remove("JOURNAL_STREAM")
-        .output()
-        .unwrap();
+    let o = as_nobody(
+        &root,
+        &["--inh-caps=+net_admin", "--ambient-caps=+net_admin"],
+        &["--config", &cfg.display().to_string(), "apply"],
+    );
     let t = text(&o);
     assert_eq!(o.status.code(), Some(78), "{t}");
     assert!(t.contains("group- or world-writable"), "{t}");
