@@ -9,8 +9,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, Knob, Target, KEY_BUCKETS, KEY_MAX};
+use crate::config::{Config, ConfigError, Knob, KEY_BUCKETS, KEY_MAX};
 use crate::events::{Event, Priority};
+use crate::hashsize::{self, KernelTarget};
 use crate::ids;
 use crate::module::{self, ModuleError, ModuleLoader, ModuleState};
 use crate::sysroot::{PathError, SysRoot, HASHSIZE_PARAM};
@@ -64,6 +65,8 @@ pub struct Row {
     pub after: Option<String>,
     /// Result.
     pub outcome: Outcome,
+    /// Why the target differs from the configured value, if it does.
+    pub note: Option<String>,
 }
 
 /// What apply did.
@@ -153,6 +156,9 @@ impl Report {
             );
             if let Outcome::Failed { reason, .. } = &r.outcome {
                 let _ = write!(s, ": {reason}");
+            }
+            if let Some(note) = &r.note {
+                let _ = write!(s, " ({note})");
             }
             s.push('\n');
         }
@@ -389,17 +395,19 @@ pub fn preflight(
     Ok(warnings)
 }
 
-/// Run apply. `wait` bounds the wait for the keys after loading the module.
+/// Run apply. `wait` bounds the wait for the keys after loading the module;
+/// `page_size` is the running system's, which the bucket count rounds to.
 pub fn apply(
     root: &SysRoot,
     cfg: &Config,
     loader: &dyn ModuleLoader,
     dry_run: bool,
     wait: Duration,
+    page_size: u64,
 ) -> Result<Report, ApplyError> {
     let module = module::ensure(root, loader, cfg.conntrack.buckets_value(), dry_run, wait)?;
     let warnings = preflight(root, cfg, &module)?;
-    let targets = cfg.targets();
+    let targets = hashsize::targets(cfg, page_size);
     let mut rows = Vec::with_capacity(targets.len());
     for t in &targets {
         let before = read_current(root, &t.key);
@@ -416,6 +424,7 @@ pub fn apply(
                 // A dry run leaves the "after" column empty: nothing was done.
                 after: if dry_run { None } else { before_v },
                 outcome: o,
+                note: t.rounding_note(),
             }
         } else if dry_run {
             let outcome = if matches!(module, ModuleState::WouldLoad(_)) {
@@ -429,6 +438,7 @@ pub fn apply(
                 target: t.value.clone(),
                 after: None,
                 outcome,
+                note: t.rounding_note(),
             }
         } else {
             write_and_verify(root, t, before_v)
@@ -456,13 +466,14 @@ pub fn read_current(root: &SysRoot, key: &str) -> Result<Option<String>, PathErr
     }
 }
 
-fn write_and_verify(root: &SysRoot, t: &Target, before: Option<String>) -> Row {
+fn write_and_verify(root: &SysRoot, t: &KernelTarget, before: Option<String>) -> Row {
     let mut row = Row {
         key: t.key.clone(),
         before,
         target: t.value.clone(),
         after: None,
         outcome: Outcome::Changed,
+        note: t.rounding_note(),
     };
     let mut written = root.write_sysctl(&t.key, &t.value);
     // The bucket sysctl is writable only from the initial netns and only

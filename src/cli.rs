@@ -303,20 +303,22 @@ pub fn run_apply(
             return exit::CONFIG;
         }
     };
-    let report = match crate::apply::apply(root, &cfg, loader, dry_run, Duration::from_secs(5)) {
-        Ok(r) => r,
-        Err(crate::apply::ApplyError::Config(e)) => {
-            eprintln!("conntrack-guard: invalid configuration: {e}\nNothing was written.");
-            return exit::CONFIG;
-        }
-        Err(crate::apply::ApplyError::Module(e)) => {
-            eprintln!("conntrack-guard: {e}\nNothing was written.");
-            return match e {
-                ModuleError::Unavailable(_) => exit::UNAVAILABLE,
-                ModuleError::Permission(_) => exit::NOPERM,
-            };
-        }
-    };
+    let page = crate::hashsize::page_size();
+    let report =
+        match crate::apply::apply(root, &cfg, loader, dry_run, Duration::from_secs(5), page) {
+            Ok(r) => r,
+            Err(crate::apply::ApplyError::Config(e)) => {
+                eprintln!("conntrack-guard: invalid configuration: {e}\nNothing was written.");
+                return exit::CONFIG;
+            }
+            Err(crate::apply::ApplyError::Module(e)) => {
+                eprintln!("conntrack-guard: {e}\nNothing was written.");
+                return match e {
+                    ModuleError::Unavailable(_) => exit::UNAVAILABLE,
+                    ModuleError::Permission(_) => exit::NOPERM,
+                };
+            }
+        };
     for w in &report.warnings {
         eprintln!("conntrack-guard: warning: {w}");
     }

@@ -12,6 +12,7 @@ pub mod assess;
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod hashsize;
 pub mod ids;
 pub mod metrics;
 pub mod module;

@@ -9,6 +9,7 @@
 use crate::apply::read_current;
 use crate::assess::{FillReading, Observation, Setting};
 use crate::config::Config;
+use crate::hashsize;
 use crate::stats::{read_counters, read_fill, SampleError};
 use crate::sysroot::SysRoot;
 
@@ -21,9 +22,10 @@ pub fn fill(root: &SysRoot) -> FillReading {
     }
 }
 
-/// The kernel's value of every configured setting.
+/// The kernel's value of every configured setting, against the value the
+/// kernel stores for it (the bucket count is rounded up to a page).
 pub fn settings(root: &SysRoot, cfg: &Config) -> Vec<Setting> {
-    cfg.targets()
+    hashsize::targets(cfg, hashsize::page_size())
         .into_iter()
         .map(|t| Setting {
             actual: read_current(root, &t.key).ok().flatten(),

@@ -16,6 +16,7 @@ use crate::apply::{entry_bytes, human_bytes, kernel_u64};
 use crate::config::{
     Config, KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT, KEY_UDP_TIMEOUT_STREAM, MAX_CONNTRACK_MAX,
 };
+use crate::hashsize;
 use crate::sysroot::SysRoot;
 
 /// The first kernel with the 2-second rule.
@@ -42,6 +43,9 @@ pub struct KernelFacts {
     pub udp_timeout_stream: Option<u64>,
     /// Bytes per entry.
     pub entry_bytes: u64,
+    /// Page size: the kernel rounds the bucket count up to a page of
+    /// pointers.
+    pub page_size: u64,
 }
 
 impl KernelFacts {
@@ -60,6 +64,7 @@ impl KernelFacts {
             udp_timeout: kernel_u64(root, KEY_UDP_TIMEOUT),
             udp_timeout_stream: kernel_u64(root, KEY_UDP_TIMEOUT_STREAM),
             entry_bytes: entry_bytes(root),
+            page_size: hashsize::page_size(),
         }
     }
 }
@@ -96,10 +101,13 @@ pub struct Plan {
     pub entries_needed: u64,
     /// Headroom factor.
     pub headroom: f64,
-    /// Recommended max (power of two).
+    /// Recommended max (a power of two while that fits the kernel's limit).
     pub max: u64,
-    /// Recommended buckets (max / 4).
+    /// Recommended buckets: max / 4, rounded up as the kernel rounds it.
     pub buckets: u64,
+    /// Why the recommendation is smaller than the entries needed, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited: Option<String>,
     /// Bytes per entry used.
     pub entry_bytes: u64,
     /// Memory of the full table, entries only.
@@ -133,6 +141,37 @@ pub fn effective_timeout(cfg: &Config, k: &KernelFacts, stream: bool) -> u64 {
     }
 }
 
+/// The largest max that still keeps max / 4 a whole number of 4 KiB-page
+/// bucket groups: the kernel's limit (INT_MAX) rounded down to 2048.
+pub const LARGEST_MAX: u64 = MAX_CONNTRACK_MAX / 2048 * 2048;
+
+/// Round `wanted` up to a power of two (at least 1024). Past 2^30 the next
+/// power of two is beyond the kernel's limit (INT_MAX): recommend the
+/// largest aligned max instead, and say so when even that holds fewer
+/// entries than wanted (or than needed without headroom).
+fn recommended_max(wanted: u64, needed: u64) -> (u64, Option<String>) {
+    let pow2 = wanted.max(1024).checked_next_power_of_two();
+    match pow2 {
+        Some(m) if m <= MAX_CONNTRACK_MAX => (m, None),
+        _ if wanted <= LARGEST_MAX => (wanted.div_ceil(2048) * 2048, None),
+        _ => {
+            let what = if needed > LARGEST_MAX {
+                format!("the workload needs {needed} entries")
+            } else {
+                format!("{wanted} entries with the headroom")
+            };
+            (
+                LARGEST_MAX,
+                Some(format!(
+                    "{what}, more than the kernel's nf_conntrack_max limit ({MAX_CONNTRACK_MAX}); \
+                     recommending {LARGEST_MAX}: shorten the timeout or keep this traffic out of \
+                     conntrack (host networking or NOTRACK; NAT needs conntrack)"
+                )),
+            )
+        }
+    }
+}
+
 /// Compute the plan. Pure.
 pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
     let two_second_rule = k.version.map(|v| v >= TWO_SECOND_RULE).unwrap_or(true);
@@ -160,13 +199,9 @@ pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
     let entries_needed = (rate * timeout as f64).ceil().min(u64::MAX as f64) as u64;
     let wanted = (entries_needed as f64 * req.headroom.max(1.0))
         .ceil()
-        .min(MAX_CONNTRACK_MAX as f64) as u64;
-    let max = wanted
-        .max(1024)
-        .checked_next_power_of_two()
-        .unwrap_or(u64::MAX)
-        .min(1 << 30);
-    let buckets = (max / 4).max(1);
+        .min(u64::MAX as f64) as u64;
+    let (max, limited) = recommended_max(wanted, entries_needed);
+    let buckets = hashsize::kernel_buckets((max / 4).max(1), k.page_size);
     let current_timeout = if two_second_rule {
         k.udp_timeout.unwrap_or(DEFAULT_UDP_TIMEOUT)
     } else {
@@ -186,6 +221,7 @@ pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
         headroom: req.headroom,
         max,
         buckets,
+        limited,
         entry_bytes: k.entry_bytes,
         memory_entries_bytes: max.saturating_mul(k.entry_bytes),
         memory_buckets_bytes: buckets * 8,
@@ -212,11 +248,24 @@ impl Plan {
             "entries needed:    {} (rate x timeout)\n",
             self.entries_needed
         ));
+        if self.max.is_power_of_two() {
+            s.push_str(&format!(
+                "recommended max:   {} (x{} headroom, rounded up to a power of two)\n",
+                self.max, self.headroom
+            ));
+        } else {
+            s.push_str(&format!(
+                "recommended max:   {} (x{} headroom, near the kernel's limit)\n",
+                self.max, self.headroom
+            ));
+        }
+        if let Some(why) = &self.limited {
+            s.push_str(&format!("LIMITED:           {why}\n"));
+        }
         s.push_str(&format!(
-            "recommended max:   {} (x{} headroom, rounded up to a power of two)\n",
-            self.max, self.headroom
+            "buckets:           {} (max / 4, a whole page of buckets as the kernel stores it)\n",
+            self.buckets
         ));
-        s.push_str(&format!("buckets:           {} (max / 4)\n", self.buckets));
         s.push_str(&format!(
             "memory when full:  {} for entries ({} B each) + {} for the bucket array (allocated up front)\n",
             human_bytes(self.memory_entries_bytes),
@@ -260,6 +309,7 @@ mod tests {
             udp_timeout: Some(30),
             udp_timeout_stream: Some(120),
             entry_bytes: 320,
+            page_size: 4096,
         }
     }
 
@@ -311,7 +361,25 @@ mod tests {
             &Config::default(),
             &k((6, 1)),
         );
-        assert!(p.max <= 1 << 30);
+        assert_eq!(p.max, LARGEST_MAX);
+        assert!(p.max <= MAX_CONNTRACK_MAX);
+        let why = p.limited.as_deref().expect("a capped plan says so");
+        assert!(why.contains("120000000000000 entries"), "{why}");
+        assert!(p.text().contains("LIMITED:"));
+        // Beyond 2^30 but within the limit: not capped, aligned, no note.
+        let p = plan(
+            &Request {
+                rate: 1e8,
+                timeout: Some(10),
+                headroom: 1.5,
+            },
+            &Config::default(),
+            &k((6, 1)),
+        );
+        assert_eq!(p.max, 1_500_000_256);
+        assert_eq!(p.limited, None);
+        assert_eq!(p.buckets % 512, 0);
+        assert!(p.entries_needed <= p.max);
         let p = plan(
             &Request {
                 rate: 0.0,
@@ -319,9 +387,14 @@ mod tests {
                 headroom: 1.0,
             },
             &Config::default(),
-            &KernelFacts::default(),
+            &KernelFacts {
+                page_size: 4096,
+                ..KernelFacts::default()
+            },
         );
         assert_eq!(p.max, 1024);
+        // max / 4 = 256 is stored by the kernel as one page of buckets.
+        assert_eq!(p.buckets, 512);
         assert_eq!(p.current_rate, None);
     }
 
