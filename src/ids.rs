@@ -16,6 +16,8 @@ pub const LEVEL_OK: &str = "5d6412841ec240c88a44f33fba9e2f9a";
 pub const REMINDER: &str = "3309ed59f38f41a58c7d6f20759bdad7";
 /// drop, early_drop or insert_failed rose.
 pub const DROPS: &str = "3ecf2d7acba543f79c1f7ba39fc7d597";
+/// A drop incident ended: a whole window without a drop.
+pub const DROPS_ENDED: &str = "1dc89f77f52a4c7a85508b5a8b5d76ca";
 /// A configured value no longer matches the kernel.
 pub const DRIFT: &str = "6413e8d64d0e4a60a660377427f403a3";
 /// A drifted value matches the configuration again.
@@ -44,6 +46,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("LEVEL_OK", LEVEL_OK),
     ("REMINDER", REMINDER),
     ("DROPS", DROPS),
+    ("DROPS_ENDED", DROPS_ENDED),
     ("DRIFT", DRIFT),
     ("DRIFT_CLEARED", DRIFT_CLEARED),
     ("MODULE_GONE", MODULE_GONE),

@@ -31,7 +31,7 @@ use crate::ids;
 use crate::metrics::{self, Textfile};
 use crate::notify::{Notifier, NotifyState};
 use crate::observe;
-use crate::sysroot::SysRoot;
+use crate::sysroot::{SysRoot, DEFAULT_CONFIG};
 
 /// Waits shorter than this are plain sleeps (see [`SignalWait::wait`]).
 const SHORT_WAIT: Duration = Duration::from_millis(20);
@@ -87,10 +87,31 @@ impl SignalWait {
     }
 }
 
+/// What identifies one version of the configuration file: a rename (an
+/// editor's save), an in-place write or a new file all change it. `None`:
+/// the file does not exist (built-in defaults).
+type Stamp = Option<(u64, u64, i64, i64, i64, i64, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.dev(),
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.size(),
+    ))
+}
+
 /// Everything the loop carries between samples.
 struct Watcher<'a> {
     root: &'a SysRoot,
     config_path: Option<PathBuf>,
+    /// The configuration file as it was when last loaded.
+    config_stamp: Stamp,
     cli_interval: Option<Duration>,
     cfg: Config,
     interval: Duration,
@@ -124,11 +145,29 @@ impl Watcher<'_> {
         }
     }
 
+    /// The file `config::load` reads: `--config`, else the default path.
+    fn config_file(&self) -> PathBuf {
+        self.config_path
+            .clone()
+            .unwrap_or_else(|| self.root.path(DEFAULT_CONFIG))
+    }
+
     fn sample(&mut self, sink: &mut dyn Sink) {
         let now = Instant::now();
         self.last_sample = now;
         self.next_sample = now + self.interval;
-        let obs = observe::observe(self.root, &self.cfg);
+        let mut obs = observe::observe(self.root, &self.cfg);
+        // A setting that differs from the configuration may have just been
+        // applied from a newer file (`systemctl restart
+        // conntrack-guard-apply` after an edit, or a hand-run apply): follow
+        // the file before calling it drift. The file is only looked at
+        // when a new drift would be logged, never on a quiet sample.
+        if self.state.drift.would_report(&obs.settings)
+            && stamp(&self.config_file()) != self.config_stamp
+        {
+            self.reload(sink);
+            obs = observe::observe(self.root, &self.cfg);
+        }
         let (state, evs) = assess::assess(
             &self.thresholds,
             std::mem::take(&mut self.state),
@@ -138,7 +177,7 @@ impl Watcher<'_> {
         self.state = state;
         Self::emit_all(sink, evs);
         let line = status_line(&self.state);
-        if self.state.healthy {
+        if self.state.healthy() {
             let mut states = Vec::with_capacity(3);
             if !self.ready_sent {
                 states.push(NotifyState::Ready);
@@ -168,7 +207,7 @@ impl Watcher<'_> {
             .unwrap_or(0.0);
         let text = metrics::render(&metrics::Snapshot {
             fill,
-            level: self.state.level,
+            level: self.state.level(),
             counters: obs.counters.as_ref().ok(),
             drift: self.state.drifted() > 0,
             timestamp,
@@ -184,6 +223,10 @@ impl Watcher<'_> {
             states.push(m);
         }
         self.notify(sink, &states);
+        // Taken before the read: a write during the read shows as a change
+        // next time, never as a missed one.
+        // An invalid file is not retried until it changes again.
+        self.config_stamp = stamp(&self.config_file());
         match config::load(self.root, self.config_path.as_deref()) {
             Ok(cfg) => {
                 self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
@@ -242,7 +285,7 @@ impl Watcher<'_> {
     /// healthy, whichever comes first.
     fn wake_at(&self) -> Instant {
         match self.notifier.watchdog_every() {
-            Some(every) if self.state.healthy => self.next_sample.min(self.last_ping + every),
+            Some(every) if self.state.healthy() => self.next_sample.min(self.last_ping + every),
             _ => self.next_sample,
         }
     }
@@ -269,7 +312,7 @@ impl Watcher<'_> {
             }
             if let Some(every) = self.notifier.watchdog_every() {
                 let now = Instant::now();
-                if self.state.healthy && now >= self.last_ping + every && now < self.next_sample {
+                if self.state.healthy() && now >= self.last_ping + every && now < self.next_sample {
                     self.last_ping = now;
                     self.notify(sink, &[NotifyState::Watchdog]);
                 }
@@ -292,6 +335,8 @@ impl Watcher<'_> {
 /// Run the watchdog until SIGTERM or SIGINT. `interval` (from
 /// `--interval`) overrides the configuration, also across reloads.
 pub fn run(root: &SysRoot, config_path: Option<&Path>, interval: Option<Duration>) -> i32 {
+    let config_stamp =
+        stamp(&config_path.map_or_else(|| root.path(DEFAULT_CONFIG), Path::to_path_buf));
     let cfg = match config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -313,6 +358,7 @@ pub fn run(root: &SysRoot, config_path: Option<&Path>, interval: Option<Duration
     let mut w = Watcher {
         root,
         config_path: config_path.map(Path::to_path_buf),
+        config_stamp,
         cli_interval,
         thresholds: Thresholds::new(&cfg.watch, interval),
         textfile: cfg.metrics.textfile.as_deref().map(Textfile::new),

@@ -24,7 +24,8 @@ pub struct FakeRoot {
 }
 
 impl FakeRoot {
-    /// count 100 of max 1000, buckets 250, timeouts 10/15, drop 3, and a
+    /// count 100 of max 1000, buckets 512 (max/4 as the kernel rounds it),
+    /// timeouts 10/15, drop 3, and a
     /// config that matches (so no drift).
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -34,7 +35,7 @@ impl FakeRoot {
         std::fs::create_dir_all(r.path().join("etc/conntrack-guard")).unwrap();
         r.sysctl("nf_conntrack_count", "100");
         r.sysctl("nf_conntrack_max", "1000");
-        r.sysctl("nf_conntrack_buckets", "250");
+        r.sysctl("nf_conntrack_buckets", "512");
         r.sysctl("nf_conntrack_udp_timeout", "10");
         r.sysctl("nf_conntrack_udp_timeout_stream", "15");
         r.counters(3, 0, 0);

@@ -173,6 +173,12 @@ EOF
 write_config "$WARN_BEFORE" >"$P/ctg/conntrack-guard.toml"
 write_config "$WARN_AFTER" >"$P/ctg/conntrack-guard-reload.toml"
 printf '[watch]\nwarn_percent = "lots"\n' >"$P/ctg/conntrack-guard-broken.toml"
+# Issue 15 finding 2: the operator edits the file, then restarts the boot
+# step. A new udp_timeout (so the watchdog would see a changed kernel value)
+# and a new warn_percent (so the thresholds must follow too).
+EDIT_UDP=$((WANT_UDP + 2))
+WARN_EDIT=60
+write_config "$WARN_EDIT" | sed "s/^udp_timeout = .*/udp_timeout = $EDIT_UDP/" >"$P/ctg/conntrack-guard-edit.toml"
 
 # Runs chrooted in the new root before boot (pid1.sh). Never fails the
 # boot: results are recorded for the assertions.
@@ -383,6 +389,35 @@ check "... and the watchdog keeps running (same MainPID, active)" \
     test "$(prop conntrack-guard.service MainPID)/$(sctl is-active conntrack-guard.service)" == "$PID_BEFORE/active"
 in_sd install -m 0644 /ctg/conntrack-guard-reload.toml /etc/conntrack-guard/conntrack-guard.toml
 sctl reload conntrack-guard.service >/dev/null 2>&1
+
+# --- edit, then restart the boot step (issue 15, finding 2) ---------------------------
+# The documented cure after editing the config is `systemctl restart
+# conntrack-guard-apply`. The watchdog must follow it: no false drift event,
+# and the new thresholds in use, without a separate reload.
+sleep 1.5
+EDIT_CURSOR=$(jctl -u conntrack-guard -n 1 --show-cursor -o cat 2>/dev/null | sed -n 's/^-- cursor: //p')
+in_sd install -m 0644 /ctg/conntrack-guard-edit.toml /etc/conntrack-guard/conntrack-guard.toml
+sctl restart conntrack-guard-apply.service >"$W/restart-apply.out" 2>&1
+check "systemctl restart conntrack-guard-apply succeeds after the edit" test $? == 0
+check "the kernel has the edited udp_timeout ($EDIT_UDP)" test "$(<$NF/nf_conntrack_udp_timeout)" == "$EDIT_UDP"
+sleep 4   # four samples at interval 1s
+EDIT_JSON=$W/journal-after-edit.json
+jctl -u conntrack-guard -o json ${EDIT_CURSOR:+--after-cursor="$EDIT_CURSOR"} >"$EDIT_JSON" 2>/dev/null
+check "after the edit and the restart of the boot step: no drift event (MESSAGE_ID 6413e8d6…)" \
+    bash -c '! grep -q 6413e8d64d0e4a60a660377427f403a3 "$1" || { python3 "$0" 6413e8d64d0e4a60a660377427f403a3 <"$1"; exit 1; }' \
+    "$HERE/journal-check.py" "$EDIT_JSON"
+check "... the watchdog reloaded the edited file: reload event with the new warn_percent ($WARN_EDIT%)" \
+    bash -c 'out=$(python3 "$0" 0cdbd1b3304a4b76b95934de5d832e56 --min-priority 4 <"$1") || { echo "$out"; exit 1; }
+             grep -q "^    MESSAGE=.*$2%" <<<"$out" || { echo "$out"; exit 1; }' \
+    "$HERE/journal-check.py" "$EDIT_JSON" "$WARN_EDIT"
+check "... and its status line says settings ok" \
+    bash -c 'sctl status conntrack-guard.service | grep -q "settings ok"'
+check "... same watchdog process (MainPID $PID_BEFORE), still active" \
+    test "$(prop conntrack-guard.service MainPID)/$(sctl is-active conntrack-guard.service)" == "$PID_BEFORE/active"
+# Back to the previous file the same way (the upgrade check below expects it).
+in_sd install -m 0644 /ctg/conntrack-guard-reload.toml /etc/conntrack-guard/conntrack-guard.toml
+sctl restart conntrack-guard-apply.service >/dev/null 2>&1
+sleep 2
 
 # --- artefacts --------------------------------------------------------------------------
 sleep 1

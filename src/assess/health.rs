@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Whether sampling works: the first good sample, the module going away and
+//! coming back, readings that make no sense, and a count above max. Each is
+//! said once per change; `healthy` decides whether systemd's watchdog gets
+//! its keep-alive.
+
+use super::{fill_fields, Fill, FillReading, Level};
+use crate::events::{Event, Priority};
+use crate::ids;
+
+/// The health concern.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HealthTracker {
+    /// A good sample has been seen (READY=1 was due).
+    pub started: bool,
+    /// The last sample read the fill: ping the watchdog.
+    pub healthy: bool,
+    /// The conntrack keys are gone (module_gone was logged).
+    pub gone: bool,
+    /// The reading fault last logged, until sampling works again.
+    pub fault: Option<String>,
+    /// count > max was logged.
+    pub over_max: bool,
+}
+
+/// What one fill reading means.
+pub enum Reading {
+    /// A usable fill.
+    Fill(Fill),
+    /// The keys are gone: the module went away (the first time this is
+    /// returned for an outage, `new_outage` is true).
+    Gone {
+        /// True on the first sample of the outage.
+        new_outage: bool,
+    },
+    /// A reading that cannot be used.
+    Fault,
+}
+
+impl HealthTracker {
+    /// Classify one reading and say what changed. `last` is the last good
+    /// fill and `level` the current level, for the events' fields.
+    pub fn step(
+        &mut self,
+        reading: &FillReading,
+        last: Option<&Fill>,
+        level: Level,
+    ) -> (Reading, Vec<Event>) {
+        let mut out = Vec::new();
+        let fill = match reading {
+            FillReading::Read { count, max } if *max > 0 => Fill {
+                count: *count,
+                max: *max,
+            },
+            FillReading::Read { .. } => {
+                return (
+                    Reading::Fault,
+                    self.fault("nf_conntrack_max is 0; the fill cannot be computed"),
+                )
+            }
+            FillReading::Fault(why) => return (Reading::Fault, self.fault(why)),
+            FillReading::Gone(why) => {
+                let new_outage = !self.gone;
+                if new_outage {
+                    let mut ev = Event::new(
+                        Priority::Err,
+                        "module_gone",
+                        ids::MODULE_GONE,
+                        format!(
+                            "nf_conntrack is gone: {why}; still watching, and will report when it returns"
+                        ),
+                    );
+                    if let Some(f) = last {
+                        ev = fill_fields(ev, f, level);
+                    }
+                    out.push(ev);
+                }
+                self.gone = true;
+                self.healthy = false;
+                self.fault = None;
+                return (Reading::Gone { new_outage }, out);
+            }
+        };
+        if self.gone {
+            out.push(fill_fields(
+                Event::new(
+                    Priority::Notice,
+                    "module_back",
+                    ids::MODULE_BACK,
+                    format!("nf_conntrack is back: table {}", fill.text()),
+                ),
+                &fill,
+                level,
+            ));
+            self.gone = false;
+        }
+        if let Some(why) = self.fault.take() {
+            out.push(Event::new(
+                Priority::Info,
+                "fault",
+                ids::FAULT,
+                format!(
+                    "sampling works again (it failed with: {why}); table {}",
+                    fill.text()
+                ),
+            ));
+        }
+        self.healthy = true;
+        if !self.started {
+            self.started = true;
+            out.push(fill_fields(
+                Event::new(
+                    Priority::Info,
+                    "started",
+                    ids::STARTED,
+                    format!("watching the conntrack table: {}", fill.text()),
+                ),
+                &fill,
+                level,
+            ));
+        }
+        let over = fill.count > fill.max;
+        if over && !self.over_max {
+            out.push(fill_fields(
+                Event::new(
+                    Priority::Warning,
+                    "fault",
+                    ids::FAULT,
+                    format!(
+                        "nf_conntrack_count {} exceeds nf_conntrack_max {}: max was lowered \
+                         below the entries in use (they stay until they expire) or the kernel \
+                         was mid-allocation; treated as over-full",
+                        fill.count, fill.max
+                    ),
+                ),
+                &fill,
+                Level::Critical,
+            ));
+        }
+        self.over_max = over;
+        (Reading::Fill(fill), out)
+    }
+
+    /// The keys exist but make no sense: say so once per distinct problem.
+    fn fault(&mut self, why: &str) -> Vec<Event> {
+        self.healthy = false;
+        if self.fault.as_deref() == Some(why) {
+            return Vec::new();
+        }
+        self.fault = Some(why.to_string());
+        vec![Event::new(
+            Priority::Err,
+            "fault",
+            ids::FAULT,
+            format!("cannot sample the conntrack table: {why}; still running"),
+        )]
+    }
+}

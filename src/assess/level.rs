@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The fill level: hysteresis between ok, warning and critical, reminders
+//! while it stays high (with the peak since the last one), and how long the
+//! table has been completely full.
+
+use std::time::Duration;
+
+use super::{fill_fields, Fill, Fullness, Thresholds};
+use crate::config::fmt_duration;
+use crate::events::{Event, Priority};
+use crate::ids;
+
+/// Fill level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Below the warning threshold.
+    #[default]
+    Ok,
+    /// At or above `warn_percent`.
+    Warning,
+    /// At or above `critical_percent`.
+    Critical,
+}
+
+impl Level {
+    /// `ok`, `warning` or `critical` (the `CONNTRACK_LEVEL` value).
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warning => "warning",
+            Level::Critical => "critical",
+        }
+    }
+
+    /// 0, 1 or 2 (the `conntrack_guard_level` gauge).
+    pub fn gauge(self) -> u8 {
+        self as u8
+    }
+
+    /// The level of a fill with no history (what `status` uses).
+    pub fn of(fill_percent: f64, t: &Thresholds) -> Level {
+        if fill_percent >= t.critical_percent {
+            Level::Critical
+        } else if fill_percent >= t.warn_percent {
+            Level::Warning
+        } else {
+            Level::Ok
+        }
+    }
+}
+
+/// The level after `prev` given the current fill: rising is immediate,
+/// falling needs the fill below the threshold minus the hysteresis, so a
+/// table hovering at a threshold does not flap.
+pub fn next_level(prev: Level, fill_percent: f64, t: &Thresholds) -> Level {
+    let raw = Level::of(fill_percent, t);
+    if raw >= prev {
+        return raw;
+    }
+    let h = t.hysteresis_percent;
+    let held = |level: Level| match level {
+        Level::Critical => fill_percent >= t.critical_percent - h,
+        Level::Warning => fill_percent >= t.warn_percent - h,
+        Level::Ok => true,
+    };
+    // Walk down from the previous level; stop at the first one still held.
+    let mut level = prev;
+    while level > raw && !held(level) {
+        level = match level {
+            Level::Critical => Level::Warning,
+            _ => Level::Ok,
+        };
+    }
+    level
+}
+
+/// The level concern: its state between samples.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LevelTracker {
+    /// Current level.
+    pub level: Level,
+    /// Last level change or reminder.
+    pub last_reminder_at: Duration,
+    /// Highest fill since the last level change or reminder.
+    pub peak: Option<Fill>,
+}
+
+impl LevelTracker {
+    /// One sample: a level change (rising at once, falling past the
+    /// hysteresis), or a reminder when the level has held for `reminder`.
+    pub fn step(
+        &mut self,
+        t: &Thresholds,
+        fill: &Fill,
+        full: Fullness,
+        now: Duration,
+    ) -> Vec<Event> {
+        let level = next_level(self.level, fill.percent(), t);
+        if level != self.level {
+            let ev = change_event(t, self.level, level, fill, full);
+            self.level = level;
+            self.last_reminder_at = now;
+            self.peak = Some(*fill);
+            return vec![ev];
+        }
+        if level == Level::Ok {
+            return Vec::new();
+        }
+        if self.peak.map_or(true, |p| fill.percent() > p.percent()) {
+            self.peak = Some(*fill);
+        }
+        if now.saturating_sub(self.last_reminder_at) < t.reminder {
+            return Vec::new();
+        }
+        let peak = self.peak.unwrap_or(*fill);
+        let prio = if level == Level::Critical {
+            Priority::Crit
+        } else {
+            Priority::Warning
+        };
+        let msg = format!(
+            "conntrack table still at {}: now {}, peak {} in the last {}{}",
+            level.name(),
+            fill.text(),
+            peak.text(),
+            fmt_duration(now.saturating_sub(self.last_reminder_at)),
+            full.text()
+        );
+        let ev = full.fields(
+            fill_fields(
+                Event::new(prio, "reminder", ids::REMINDER, msg),
+                fill,
+                level,
+            )
+            .field("CONNTRACK_PEAK_COUNT", peak.count)
+            .field("CONNTRACK_PEAK_PERCENT", format!("{:.1}", peak.percent())),
+        );
+        self.last_reminder_at = now;
+        self.peak = Some(*fill);
+        vec![ev]
+    }
+}
+
+fn change_event(t: &Thresholds, from: Level, to: Level, fill: &Fill, full: Fullness) -> Event {
+    let rising = to > from;
+    let (prio, name, id, msg) = match (to, rising) {
+        (Level::Critical, _) => (
+            Priority::Crit,
+            "level_critical",
+            ids::LEVEL_CRITICAL,
+            format!(
+                "conntrack table {} full: at or above the critical level of {}%; \
+                 new flows are dropped once it is full{}",
+                fill.text(),
+                t.critical_percent,
+                full.text()
+            ),
+        ),
+        (Level::Warning, true) => (
+            Priority::Warning,
+            "level_warning",
+            ids::LEVEL_WARNING,
+            format!(
+                "conntrack table {} full: at or above the warning level of {}%{}",
+                fill.text(),
+                t.warn_percent,
+                full.text()
+            ),
+        ),
+        (Level::Warning, false) => (
+            Priority::Warning,
+            "level_warning",
+            ids::LEVEL_WARNING,
+            format!(
+                "conntrack table down to {}: below critical ({}% - {}% hysteresis), \
+                 still at or above warning{}",
+                fill.text(),
+                t.critical_percent,
+                t.hysteresis_percent,
+                full.text()
+            ),
+        ),
+        (Level::Ok, _) => (
+            Priority::Info,
+            "level_ok",
+            ids::LEVEL_OK,
+            format!(
+                "conntrack table back to normal: {} (below {}% - {}% hysteresis)",
+                fill.text(),
+                t.warn_percent,
+                t.hysteresis_percent
+            ),
+        ),
+    };
+    let ev = fill_fields(Event::new(prio, name, id, msg), fill, to);
+    if to == Level::Ok {
+        ev
+    } else {
+        full.fields(ev)
+    }
+}
