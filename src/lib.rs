@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod ids;
+pub mod kernel;
 pub mod metrics;
 pub mod module;
 pub mod netlink;
