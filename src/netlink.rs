@@ -364,10 +364,87 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 
+    fn cpu_msg(cpu: u16, attrs: &[(u16, u32)]) -> Vec<u8> {
+        let mut body = vec![0, 0];
+        body.extend_from_slice(&cpu.to_be_bytes());
+        for &(t, v) in attrs {
+            body.extend(attr(t, v));
+        }
+        msg(0x104, 1, &body)
+    }
+
+    #[test]
+    fn per_cpu_rows_by_res_id() {
+        // As ctnetlink_ct_stat_cpu_dump sends it: one message per possible
+        // CPU, res_id = htons(cpu); here CPUs 0 and 3, CPU 3 on a kernel
+        // without CTA_STATS_CHAIN_TOOLONG.
+        let mut dgram = cpu_msg(0, &[(10, 7), (11, 2), (9, 1), (14, 4), (15, 1)]);
+        dgram.extend(cpu_msg(3, &[(10, u32::MAX), (9, 0)]));
+        // Another message type and another sequence are ignored.
+        dgram.extend(msg(0x100, 1, &[0, 0, 0, 9]));
+        dgram.extend(msg(0x104, 2, &[0, 0, 0, 5]));
+        let mut t = CtTable::new(CpuIds::Kernel);
+        assert!(!parse_stats_cpu(&dgram, 1, &mut t).unwrap());
+        assert_eq!(
+            t.rows().iter().map(|r| r.cpu).collect::<Vec<_>>(),
+            vec![0, 3]
+        );
+        assert_eq!(t.get(0, CtCounter::Drop), Some(7));
+        assert_eq!(t.get(3, CtCounter::Drop), Some(u32::MAX));
+        assert_eq!(t.get(0, CtCounter::ChainTooLong), Some(1));
+        assert_eq!(t.get(3, CtCounter::ChainTooLong), None);
+        assert_eq!(t.total(CtCounter::Drop), Some(u64::from(u32::MAX) + 7));
+        assert!(parse_stats_cpu(&msg(NLMSG_DONE, 1, &[0; 4]), 1, &mut t).unwrap());
+        let e =
+            parse_stats_cpu(&msg(NLMSG_ERROR, 1, &(-1i32).to_ne_bytes()), 1, &mut t).unwrap_err();
+        assert!(matches!(
+            NetlinkError::from_io(e),
+            NetlinkError::NeedsCapNetAdmin(_)
+        ));
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let kind = |errno| NetlinkError::from_io(io::Error::from_raw_os_error(errno));
+        assert!(matches!(kind(1), NetlinkError::NeedsCapNetAdmin(_)));
+        for errno in [2, 22, 93, 95] {
+            assert!(kind(errno).is_not_loaded(), "errno {errno}");
+        }
+        assert!(matches!(kind(11), NetlinkError::Timeout(_)));
+        assert!(matches!(kind(5), NetlinkError::Io(_)));
+        assert!(matches!(
+            NetlinkError::from_io(bad("x")),
+            NetlinkError::Malformed(_)
+        ));
+        assert!(kind(1).to_string().contains("CAP_NET_ADMIN"));
+        assert!(kind(22).to_string().contains("nf_conntrack_netlink"));
+    }
+
+    #[test]
+    fn eintr_is_retried_other_errors_are_not() {
+        let mut calls = 0;
+        let r = retry_eintr(|| {
+            calls += 1;
+            if calls < 5 {
+                Err(Errno::EINTR)
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r, Ok(5));
+        let mut calls = 0;
+        let r: nix::Result<()> = retry_eintr(|| {
+            calls += 1;
+            Err(Errno::EAGAIN)
+        });
+        assert_eq!((r, calls), (Err(Errno::EAGAIN), 1));
+    }
+
     proptest::proptest! {
         #[test]
         fn parser_never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let _ = parse_messages(&b, 1, &mut Counters::default());
+            let _ = parse_stats_cpu(&b, 1, &mut CtTable::new(CpuIds::Kernel));
         }
     }
 }
