@@ -154,6 +154,11 @@ fn exchange(mut handle: impl FnMut(&[u8], u32) -> io::Result<bool>) -> io::Resul
 pub fn stats_cpu_table() -> Result<CtTable, NetlinkError> {
     let mut table = CtTable::new(CpuIds::Kernel);
     exchange(|b, seq| parse_stats_cpu(b, seq, &mut table)).map_err(NetlinkError::from_io)?;
+    // Every kernel has at least one possible CPU: an empty dump is not an
+    // answer, and reading it as one would hide every counter.
+    if table.is_empty() {
+        return Err(NetlinkError::Malformed(bad("dump ended without a CPU")));
+    }
     Ok(table)
 }
 

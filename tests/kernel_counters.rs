@@ -160,3 +160,65 @@ fn snmp_rcvbuf_errors_in_a_private_netns() {
     assert_eq!(r.udp.in_datagrams, Some(received));
     assert_eq!(r.udp.rcvbuf_errors, Some(0));
 }
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Drop CAP_NET_ADMIN from this thread's effective set only (capabilities
+/// are per thread; the rest of the test process keeps them).
+fn drop_net_admin_in_this_thread() {
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    const CAP_NET_ADMIN: u32 = 12;
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    #[allow(unsafe_code)]
+    // SAFETY: capget/capset with a v3 header and two data words, as the ABI says.
+    unsafe {
+        assert_eq!(
+            nix::libc::syscall(nix::libc::SYS_capget, &mut hdr, data.as_mut_ptr()),
+            0
+        );
+        data[0].effective &= !(1 << CAP_NET_ADMIN);
+        assert_eq!(
+            nix::libc::syscall(nix::libc::SYS_capset, &hdr, data.as_ptr()),
+            0
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root and nf_conntrack"]
+fn without_cap_net_admin_netlink_says_so_and_procfs_answers() {
+    let r = std::thread::spawn(|| {
+        drop_net_admin_in_this_thread();
+        let nl = stats_cpu_table().map(|_| ());
+        let reading = read_ct_counters(&SysRoot::host(), &KernelNetlink).unwrap();
+        (nl, reading.source, reading.netlink_error)
+    })
+    .join()
+    .unwrap();
+    let (nl, source, why) = r;
+    let e = nl.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            conntrack_guard::netlink::NetlinkError::NeedsCapNetAdmin(_)
+        ),
+        "{e:?}"
+    );
+    assert_eq!(source, CounterSource::Procfs);
+    assert!(why.unwrap().to_string().contains("CAP_NET_ADMIN"));
+}
