@@ -14,6 +14,7 @@ pub mod config;
 pub mod events;
 pub mod hashsize;
 pub mod ids;
+pub mod kernel;
 pub mod metrics;
 pub mod module;
 pub mod netlink;

@@ -1,21 +1,36 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! The per-CPU conntrack counters over ctnetlink, for kernels built without
-//! `CONFIG_NF_CONNTRACK_PROCFS`. This is the request `conntrack -S` sends:
-//! `IPCTNL_MSG_CT_GET_STATS_CPU` as a dump on a NETLINK_NETFILTER socket,
-//! answered with one message per CPU carrying `CTA_STATS_*` u32 attributes
-//! in network byte order. nfnetlink requires CAP_NET_ADMIN for every request,
-//! so an unprivileged watchdog gets EPERM here and says so once.
+//! The per-CPU conntrack counters over ctnetlink. This is the request
+//! `conntrack -S` sends: `IPCTNL_MSG_CT_GET_STATS_CPU` as a dump on a
+//! NETLINK_NETFILTER socket, answered with one message per possible CPU
+//! (`ctnetlink_ct_stat_cpu_dump`: the CPU number in the nfgenmsg `res_id`,
+//! big endian) carrying `CTA_STATS_*` u32 attributes in network byte order.
+//!
+//! Errors are typed ([`NetlinkError`]) from what the kernel answers:
+//! - nfnetlink checks CAP_NET_ADMIN on every request, against the sender at
+//!   send time: EPERM;
+//! - no `nf_conntrack_netlink` (and the kernel could not load it): the
+//!   message is refused with EINVAL by `nfnetlink_rcv_msg` (EOPNOTSUPP on
+//!   the batch path); no nfnetlink at all: `socket()` fails with
+//!   EPROTONOSUPPORT.
+//!
+//! A `recv` interrupted by a signal is retried. With a receive timeout set,
+//! signal(7) says `recv` returns EINTR even for handlers installed with
+//! SA_RESTART, so the watchdog's own SIGHUP/SIGTERM handling would
+//! otherwise turn into "counters unavailable".
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::sys::socket::{
     bind, recv, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr,
     SockFlag, SockProtocol, SockType,
 };
 use nix::sys::time::TimeVal;
 
+use crate::kernel::ctstats::{CtCounter, CtTable};
+use crate::kernel::percpu::CpuIds;
 use crate::stats::Counters;
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -30,9 +45,83 @@ const CTA_STATS_INSERT_FAILED: u16 = 9;
 const CTA_STATS_DROP: u16 = 10;
 const CTA_STATS_EARLY_DROP: u16 = 11;
 const CTA_STATS_CLASH_RESOLVE: u16 = 14;
+/// How long one dump may take before it counts as unanswered.
+pub const TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Dump the per-CPU stats and sum them.
-pub fn stats_cpu() -> io::Result<Counters> {
+/// Why ctnetlink gave no statistics.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// EPERM/EACCES: the sender lacks CAP_NET_ADMIN in this netns.
+    #[error("ctnetlink needs CAP_NET_ADMIN")]
+    NeedsCapNetAdmin(#[source] io::Error),
+    /// The ctnetlink subsystem (or nfnetlink) is not in the kernel.
+    #[error("nf_conntrack_netlink is not loaded")]
+    NotLoaded(#[source] io::Error),
+    /// Not used by choice (a test root).
+    #[error("ctnetlink is not used under a test root")]
+    NotUsed,
+    /// No answer within [`TIMEOUT`].
+    #[error("ctnetlink did not answer within {0:?}")]
+    Timeout(Duration),
+    /// An answer that does not parse.
+    #[error("ctnetlink answer is malformed")]
+    Malformed(#[source] io::Error),
+    /// Any other failure.
+    #[error("ctnetlink failed")]
+    Io(#[source] io::Error),
+}
+
+impl NetlinkError {
+    /// Classify an error from the socket calls or the kernel's NLMSG_ERROR.
+    pub fn from_io(e: io::Error) -> Self {
+        match e.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::EPERM | Errno::EACCES) => NetlinkError::NeedsCapNetAdmin(e),
+            Some(
+                Errno::EINVAL
+                | Errno::EOPNOTSUPP
+                | Errno::ENOENT
+                | Errno::EPROTONOSUPPORT
+                | Errno::EAFNOSUPPORT,
+            ) => NetlinkError::NotLoaded(e),
+            Some(Errno::EAGAIN) => NetlinkError::Timeout(TIMEOUT),
+            _ if e.kind() == io::ErrorKind::InvalidData => NetlinkError::Malformed(e),
+            _ => NetlinkError::Io(e),
+        }
+    }
+
+    /// True when loading `nf_conntrack_netlink` could fix it.
+    pub fn is_not_loaded(&self) -> bool {
+        matches!(self, NetlinkError::NotLoaded(_))
+    }
+}
+
+/// Whether ctnetlink answers a statistics dump here, now. `Err` says why
+/// not; [`NetlinkError::is_not_loaded`] tells the apply step to load
+/// `nf_conntrack_netlink`.
+pub fn netlink_available() -> Result<(), NetlinkError> {
+    stats_cpu_table().map(|_| ())
+}
+
+/// Run `f` again while it fails with EINTR.
+pub fn retry_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
+    loop {
+        match f() {
+            Err(Errno::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// `recv` that a signal does not interrupt. A timeout (EAGAIN) still ends
+/// it: each retry waits at most the socket's own timeout again, and a
+/// signal storm is the caller's bound, not ours.
+pub fn recv_retrying(fd: RawFd, buf: &mut [u8]) -> nix::Result<usize> {
+    retry_eintr(|| recv(fd, buf, MsgFlags::empty()))
+}
+
+/// Open a NETLINK_NETFILTER socket, send the stats dump request, and feed
+/// each datagram of the answer to `handle` until it returns true.
+fn exchange(mut handle: impl FnMut(&[u8], u32) -> io::Result<bool>) -> io::Result<()> {
     let fd = socket(
         AddressFamily::Netlink,
         SockType::Raw,
@@ -43,33 +132,45 @@ pub fn stats_cpu() -> io::Result<Counters> {
     setsockopt(
         &fd,
         sockopt::ReceiveTimeout,
-        &TimeVal::from(libc_timeval(Duration::from_secs(1))),
+        &TimeVal::from(libc_timeval(TIMEOUT)),
     )?;
     bind(raw, &NetlinkAddr::new(0, 0))?;
     let seq: u32 = 1;
-    sendto(
-        raw,
-        &request(seq),
-        &NetlinkAddr::new(0, 0),
-        MsgFlags::empty(),
-    )?;
-    let mut sum = Counters {
-        clashres: Some(0),
-        ..Counters::default()
-    };
+    let req = request(seq);
+    retry_eintr(|| sendto(raw, &req, &NetlinkAddr::new(0, 0), MsgFlags::empty()))?;
     let mut buf = vec![0u8; 64 * 1024];
     // A dump of one message per possible CPU fits in a few reads; the bound
     // keeps a misbehaving peer from holding the sampler.
     for _ in 0..4096 {
-        let n = recv(raw, &mut buf, MsgFlags::empty())?;
-        if parse_messages(&buf[..n], seq, &mut sum)? {
-            return Ok(sum);
+        let n = recv_retrying(raw, &mut buf)?;
+        if handle(&buf[..n], seq)? {
+            return Ok(());
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "ctnetlink dump did not end",
-    ))
+    Err(bad("ctnetlink dump did not end"))
+}
+
+/// Dump the per-CPU statistics of the caller's netns.
+pub fn stats_cpu_table() -> Result<CtTable, NetlinkError> {
+    let mut table = CtTable::new(CpuIds::Kernel);
+    exchange(|b, seq| parse_stats_cpu(b, seq, &mut table)).map_err(NetlinkError::from_io)?;
+    // Every kernel has at least one possible CPU: an empty dump is not an
+    // answer, and reading it as one would hide every counter.
+    if table.is_empty() {
+        return Err(NetlinkError::Malformed(bad("dump ended without a CPU")));
+    }
+    Ok(table)
+}
+
+/// Dump the per-CPU stats and sum them (the older API, kept until the
+/// consumers move to [`stats_cpu_table`]).
+pub fn stats_cpu() -> io::Result<Counters> {
+    let mut sum = Counters {
+        clashres: Some(0),
+        ..Counters::default()
+    };
+    exchange(|b, seq| parse_messages(b, seq, &mut sum))?;
+    Ok(sum)
 }
 
 fn libc_timeval(d: Duration) -> nix::libc::timeval {
@@ -107,7 +208,36 @@ fn bad(msg: &str) -> io::Error {
 /// Parse one datagram of netlink messages into `sum`. Returns true at
 /// NLMSG_DONE. Bounds-checked throughout: the input is the kernel's, but a
 /// parser must not trust lengths.
-pub fn parse_messages(mut b: &[u8], seq: u32, sum: &mut Counters) -> io::Result<bool> {
+pub fn parse_messages(b: &[u8], seq: u32, sum: &mut Counters) -> io::Result<bool> {
+    walk_messages(b, seq, |_, payload| parse_attrs(payload, sum))
+}
+
+/// Parse one datagram of the stats dump into per-CPU rows of `table`.
+/// Returns true at NLMSG_DONE. A message without a full nfgenmsg is
+/// skipped; attributes this code does not know are ignored, and an
+/// attribute the kernel does not send stays `None`.
+pub fn parse_stats_cpu(b: &[u8], seq: u32, table: &mut CtTable) -> io::Result<bool> {
+    const REPLY: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS_CPU;
+    walk_messages(b, seq, |ty, payload| {
+        let Some(res_id) = payload.get(2..4) else {
+            return;
+        };
+        if ty != REPLY {
+            return;
+        }
+        let row = table.row_mut(u32::from(u16::from_be_bytes([res_id[0], res_id[1]])));
+        for_each_u32_attr(payload, |aty, v| {
+            if let Some(c) = CtCounter::from_netlink_attr(aty) {
+                row.set(c, v);
+            }
+        });
+    })
+}
+
+/// Walk the messages of one datagram, calling `on_data(type, payload)` for
+/// each data message of our sequence. Returns true at NLMSG_DONE; an
+/// NLMSG_ERROR with a non-zero code becomes that errno.
+fn walk_messages(mut b: &[u8], seq: u32, mut on_data: impl FnMut(u16, &[u8])) -> io::Result<bool> {
     while b.len() >= 16 {
         let len = u32_at(b, 0).ok_or_else(|| bad("short header"))? as usize;
         let ty = u16_at(b, 4).ok_or_else(|| bad("short header"))?;
@@ -129,7 +259,7 @@ pub fn parse_messages(mut b: &[u8], seq: u32, sum: &mut Counters) -> io::Result<
                         Some(None) => return Err(bad("netlink error code out of range")),
                     }
                 }
-                _ => parse_attrs(&msg[16.min(len)..], sum),
+                _ => on_data(ty, &msg[16.min(len)..]),
             }
         }
         let step = (len + 3) & !3;
@@ -138,7 +268,9 @@ pub fn parse_messages(mut b: &[u8], seq: u32, sum: &mut Counters) -> io::Result<
     Ok(false)
 }
 
-fn parse_attrs(payload: &[u8], sum: &mut Counters) {
+/// Call `f(type, value)` for each attribute after the nfgenmsg that holds
+/// at least a u32 (big endian, as `nla_put_be32` writes it).
+fn for_each_u32_attr(payload: &[u8], mut f: impl FnMut(u16, u32)) {
     // Skip the 4-byte nfgenmsg.
     let mut a = payload.get(4..).unwrap_or(&[]);
     while a.len() >= 4 {
@@ -150,22 +282,28 @@ fn parse_attrs(payload: &[u8], sum: &mut Counters) {
             break;
         }
         if alen >= 8 {
-            let v = u64::from(u32::from_be_bytes([a[4], a[5], a[6], a[7]]));
-            match aty & 0x3fff {
-                CTA_STATS_DROP => sum.drop += v,
-                CTA_STATS_EARLY_DROP => sum.early_drop += v,
-                CTA_STATS_INSERT_FAILED => sum.insert_failed += v,
-                CTA_STATS_CLASH_RESOLVE => {
-                    if let Some(c) = sum.clashres.as_mut() {
-                        *c += v
-                    }
-                }
-                _ => {}
-            }
+            f(aty & 0x3fff, u32::from_be_bytes([a[4], a[5], a[6], a[7]]));
         }
         let step = (alen + 3) & !3;
         a = a.get(step..).unwrap_or(&[]);
     }
+}
+
+fn parse_attrs(payload: &[u8], sum: &mut Counters) {
+    for_each_u32_attr(payload, |aty, v| {
+        let v = u64::from(v);
+        match aty {
+            CTA_STATS_DROP => sum.drop += v,
+            CTA_STATS_EARLY_DROP => sum.early_drop += v,
+            CTA_STATS_INSERT_FAILED => sum.insert_failed += v,
+            CTA_STATS_CLASH_RESOLVE => {
+                if let Some(c) = sum.clashres.as_mut() {
+                    *c += v
+                }
+            }
+            _ => {}
+        }
+    });
 }
 
 #[cfg(test)]
@@ -231,10 +369,87 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 
+    fn cpu_msg(cpu: u16, attrs: &[(u16, u32)]) -> Vec<u8> {
+        let mut body = vec![0, 0];
+        body.extend_from_slice(&cpu.to_be_bytes());
+        for &(t, v) in attrs {
+            body.extend(attr(t, v));
+        }
+        msg(0x104, 1, &body)
+    }
+
+    #[test]
+    fn per_cpu_rows_by_res_id() {
+        // As ctnetlink_ct_stat_cpu_dump sends it: one message per possible
+        // CPU, res_id = htons(cpu); here CPUs 0 and 3, CPU 3 on a kernel
+        // without CTA_STATS_CHAIN_TOOLONG.
+        let mut dgram = cpu_msg(0, &[(10, 7), (11, 2), (9, 1), (14, 4), (15, 1)]);
+        dgram.extend(cpu_msg(3, &[(10, u32::MAX), (9, 0)]));
+        // Another message type and another sequence are ignored.
+        dgram.extend(msg(0x100, 1, &[0, 0, 0, 9]));
+        dgram.extend(msg(0x104, 2, &[0, 0, 0, 5]));
+        let mut t = CtTable::new(CpuIds::Kernel);
+        assert!(!parse_stats_cpu(&dgram, 1, &mut t).unwrap());
+        assert_eq!(
+            t.rows().iter().map(|r| r.cpu).collect::<Vec<_>>(),
+            vec![0, 3]
+        );
+        assert_eq!(t.get(0, CtCounter::Drop), Some(7));
+        assert_eq!(t.get(3, CtCounter::Drop), Some(u32::MAX));
+        assert_eq!(t.get(0, CtCounter::ChainTooLong), Some(1));
+        assert_eq!(t.get(3, CtCounter::ChainTooLong), None);
+        assert_eq!(t.total(CtCounter::Drop), Some(u64::from(u32::MAX) + 7));
+        assert!(parse_stats_cpu(&msg(NLMSG_DONE, 1, &[0; 4]), 1, &mut t).unwrap());
+        let e =
+            parse_stats_cpu(&msg(NLMSG_ERROR, 1, &(-1i32).to_ne_bytes()), 1, &mut t).unwrap_err();
+        assert!(matches!(
+            NetlinkError::from_io(e),
+            NetlinkError::NeedsCapNetAdmin(_)
+        ));
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let kind = |errno| NetlinkError::from_io(io::Error::from_raw_os_error(errno));
+        assert!(matches!(kind(1), NetlinkError::NeedsCapNetAdmin(_)));
+        for errno in [2, 22, 93, 95] {
+            assert!(kind(errno).is_not_loaded(), "errno {errno}");
+        }
+        assert!(matches!(kind(11), NetlinkError::Timeout(_)));
+        assert!(matches!(kind(5), NetlinkError::Io(_)));
+        assert!(matches!(
+            NetlinkError::from_io(bad("x")),
+            NetlinkError::Malformed(_)
+        ));
+        assert!(kind(1).to_string().contains("CAP_NET_ADMIN"));
+        assert!(kind(22).to_string().contains("nf_conntrack_netlink"));
+    }
+
+    #[test]
+    fn eintr_is_retried_other_errors_are_not() {
+        let mut calls = 0;
+        let r = retry_eintr(|| {
+            calls += 1;
+            if calls < 5 {
+                Err(Errno::EINTR)
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r, Ok(5));
+        let mut calls = 0;
+        let r: nix::Result<()> = retry_eintr(|| {
+            calls += 1;
+            Err(Errno::EAGAIN)
+        });
+        assert_eq!((r, calls), (Err(Errno::EAGAIN), 1));
+    }
+
     proptest::proptest! {
         #[test]
         fn parser_never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let _ = parse_messages(&b, 1, &mut Counters::default());
+            let _ = parse_stats_cpu(&b, 1, &mut CtTable::new(CpuIds::Kernel));
         }
     }
 }

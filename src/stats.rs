@@ -7,6 +7,10 @@
 //! file is absent (CONFIG_NF_CONNTRACK_PROCFS off) they come over ctnetlink.
 //! Nothing here walks the table: the cost of a sample does not depend on how
 //! many entries it holds.
+//!
+//! The per-CPU, wrap-safe layer of issue 10 (ctnetlink first, every counter
+//! by name, snmp and softnet) is [`crate::kernel`]; this module's summed
+//! [`Counters`] stay until the consumers move to it.
 
 use std::fmt;
 

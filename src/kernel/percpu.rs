@@ -1,0 +1,560 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Per-CPU u32 counters: one table type for every per-CPU source, totals,
+//! and the one place where deltas are taken.
+//!
+//! The kernel keeps the conntrack statistics (`struct ip_conntrack_stat`)
+//! and the backlog statistics (`struct softnet_data`) as `unsigned int` per
+//! CPU and prints them as `%08x`. Each CPU's value wraps at 2^32 on its own
+//! schedule, so a sum taken first and differenced later is wrong after any
+//! wrap: a delta is taken per CPU with wrapping u32 arithmetic, and only the
+//! deltas are summed.
+//!
+//! # Rules of [`DeltaTracker`]
+//! - **Wrap vs. reset.** A CPU's value that moved forward by less than 2^31
+//!   (mod 2^32) grew by that much, across a wrap or not. A value that moved
+//!   *backwards* (forward distance ≥ 2^31) was reset (the statistics were
+//!   reallocated: module reload, netns recreated) and counts from zero: the
+//!   delta is the new value. This is serial-number arithmetic (RFC 1982).
+//!   It misreads only a CPU that counted ≥ 2^31 events in one window,
+//!   which at a 1–10 s cadence is over 200 million events a second on one
+//!   CPU; that would be undercounted, never invented.
+//! - **A CPU that appears** (first reading, hotplug, a source that changed
+//!   shape) is a baseline: its delta is 0 in that window. Its value is
+//!   history since boot, most of it from before we looked; counting it from
+//!   zero would report that whole history as new drops in one window, the
+//!   false alarm this layer exists to prevent. The price is missing what it
+//!   counted between coming online and our first look at it: at most one
+//!   window on one CPU. (The conntrack statistics cover *possible* CPUs,
+//!   which do not change at runtime, so there this only happens on the first
+//!   reading; softnet_stat lists *online* CPUs only.)
+//! - **A CPU that disappears** keeps its last value. When it comes back its
+//!   delta is taken against that value: an offline CPU processes no packets,
+//!   and the kernel keeps its per-CPU statistics across offline/online.
+//! - **Rows without CPU ids** ([`CpuIds::RowOrder`]: softnet_stat before the
+//!   cpu column) cannot be matched across a change in the number of rows, so
+//!   such a change re-baselines every CPU.
+//! - **A counter absent** from a reading stays `None`: never a false zero.
+
+use std::marker::PhantomData;
+
+/// A closed set of named per-CPU counters (the columns of one source).
+pub trait CounterSet: Copy + Eq + std::fmt::Debug + 'static {
+    /// Every member, in index order.
+    const ALL: &'static [Self];
+    /// Position in [`Self::ALL`].
+    fn index(self) -> usize;
+    /// Stable name, for logs, JSON and metric labels.
+    fn name(self) -> &'static str;
+}
+
+/// How the rows of a table map to CPU numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuIds {
+    /// The kernel named each CPU (netlink `res_id`, softnet's cpu column,
+    /// or procfs rows that are one per possible CPU in order).
+    Kernel,
+    /// Only the row position is known (old softnet_stat: online CPUs only).
+    RowOrder,
+}
+
+/// One CPU's values (or, in a [`Window`], its deltas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuRow<K> {
+    /// The CPU number (or the row position under [`CpuIds::RowOrder`]).
+    pub cpu: u32,
+    values: Vec<Option<u32>>,
+    _k: PhantomData<K>,
+}
+
+impl<K: CounterSet> CpuRow<K> {
+    fn empty(cpu: u32) -> Self {
+        CpuRow {
+            cpu,
+            values: vec![None; K::ALL.len()],
+            _k: PhantomData,
+        }
+    }
+
+    /// The value of `k`, `None` when this source does not have it.
+    pub fn get(&self, k: K) -> Option<u32> {
+        self.values.get(k.index()).copied().flatten()
+    }
+
+    /// Set the value of `k`.
+    pub fn set(&mut self, k: K, v: u32) {
+        if let Some(slot) = self.values.get_mut(k.index()) {
+            *slot = Some(v);
+        }
+    }
+}
+
+/// A reading of per-CPU counters, rows sorted by CPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuTable<K> {
+    rows: Vec<CpuRow<K>>,
+    ids: CpuIds,
+}
+
+impl<K: CounterSet> CpuTable<K> {
+    /// An empty table.
+    pub fn new(ids: CpuIds) -> Self {
+        CpuTable {
+            rows: Vec::new(),
+            ids,
+        }
+    }
+
+    /// How rows map to CPUs.
+    pub fn ids(&self) -> CpuIds {
+        self.ids
+    }
+
+    /// The row for `cpu`, created empty if needed (a repeated CPU replaces
+    /// the earlier row: a parser never yields two rows for one CPU).
+    pub fn row_mut(&mut self, cpu: u32) -> &mut CpuRow<K> {
+        let i = match self.rows.binary_search_by_key(&cpu, |r| r.cpu) {
+            Ok(i) => {
+                self.rows[i] = CpuRow::empty(cpu);
+                i
+            }
+            Err(i) => {
+                self.rows.insert(i, CpuRow::empty(cpu));
+                i
+            }
+        };
+        &mut self.rows[i]
+    }
+
+    /// The rows, sorted by CPU.
+    pub fn rows(&self) -> &[CpuRow<K>] {
+        &self.rows
+    }
+
+    /// The value of `k` on `cpu`.
+    pub fn get(&self, cpu: u32, k: K) -> Option<u32> {
+        self.rows
+            .binary_search_by_key(&cpu, |r| r.cpu)
+            .ok()
+            .and_then(|i| self.rows[i].get(k))
+    }
+
+    /// Whether any row has `k`.
+    pub fn has(&self, k: K) -> bool {
+        self.rows.iter().any(|r| r.get(k).is_some())
+    }
+
+    /// The sum over CPUs of the current values, for "since boot" display.
+    /// This is not monotonic (a CPU's value wraps); use
+    /// [`DeltaTracker::monotonic`] for a Prometheus counter. `None` when no
+    /// CPU has the counter.
+    pub fn total(&self, k: K) -> Option<u64> {
+        self.rows
+            .iter()
+            .filter_map(|r| r.get(k))
+            .fold(None, |acc, v| Some(acc.unwrap_or(0) + u64::from(v)))
+    }
+
+    /// Number of CPU rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// The increase of one CPU's u32 counter from `then` to `now`; see the
+/// module notes for why a backwards move is a reset counted from zero.
+pub fn delta_u32(now: u32, then: u32) -> u32 {
+    let forward = now.wrapping_sub(then);
+    if forward < 1 << 31 {
+        forward
+    } else {
+        now
+    }
+}
+
+/// The share of one window's increase that fell on a single CPU.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HotCpu {
+    /// The CPU.
+    pub cpu: u32,
+    /// Its share of the window's increase, 0.0–1.0.
+    pub share: f64,
+    /// Its increase.
+    pub delta: u32,
+    /// The increase over all CPUs.
+    pub total: u64,
+}
+
+/// The share at which one CPU is said to carry a window's drops (issue 10:
+/// one RSS queue or one IRQ taking the load).
+pub const HOT_CPU_SHARE: f64 = 0.8;
+
+/// What changed in one window: per-counter sums and per-CPU deltas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window<K> {
+    sums: Vec<Option<u64>>,
+    per_cpu: Vec<CpuRow<K>>,
+    baseline: bool,
+}
+
+impl<K: CounterSet> Window<K> {
+    /// The increase of `k` over all CPUs; `None` when the source lacks it.
+    pub fn sum(&self, k: K) -> Option<u64> {
+        self.sums.get(k.index()).copied().flatten()
+    }
+
+    /// Per-CPU increases (rows carry deltas, not values).
+    pub fn per_cpu(&self) -> &[CpuRow<K>] {
+        &self.per_cpu
+    }
+
+    /// True for the first window (every delta is 0 by construction).
+    pub fn is_baseline(&self) -> bool {
+        self.baseline
+    }
+
+    /// The CPU with the largest increase of `k`, if it carries at least
+    /// `min_share` of the window's total. `None` when nothing increased, or
+    /// when fewer than two CPUs reported (one CPU trivially has it all).
+    pub fn hot_cpu(&self, k: K, min_share: f64) -> Option<HotCpu> {
+        let total = self.sum(k)?;
+        if total == 0 || self.per_cpu.iter().filter(|r| r.get(k).is_some()).count() < 2 {
+            return None;
+        }
+        let (cpu, delta) = self
+            .per_cpu
+            .iter()
+            .filter_map(|r| r.get(k).map(|d| (r.cpu, d)))
+            .max_by_key(|&(cpu, d)| (d, std::cmp::Reverse(cpu)))?;
+        let share = f64::from(delta) / total as f64;
+        (share >= min_share).then_some(HotCpu {
+            cpu,
+            share,
+            delta,
+            total,
+        })
+    }
+}
+
+/// Keeps the last value of every counter on every CPU and turns readings
+/// into [`Window`]s. Holds state bounded by the number of CPUs.
+#[derive(Debug, Clone)]
+pub struct DeltaTracker<K> {
+    last: Vec<CpuRow<K>>,
+    last_ids: Option<CpuIds>,
+    last_len: usize,
+    monotonic: Vec<Option<u64>>,
+}
+
+impl<K: CounterSet> Default for DeltaTracker<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: CounterSet> DeltaTracker<K> {
+    /// A tracker that has seen nothing.
+    pub fn new() -> Self {
+        DeltaTracker {
+            last: Vec::new(),
+            last_ids: None,
+            last_len: 0,
+            monotonic: vec![None; K::ALL.len()],
+        }
+    }
+
+    /// Take a reading; return what changed since the previous one.
+    pub fn step(&mut self, table: &CpuTable<K>) -> Window<K> {
+        let baseline = self.last_ids.is_none();
+        // Rows known only by position cannot be matched once their number
+        // changes; neither can rows across a change of identification.
+        let rebase = self.last_ids != Some(table.ids)
+            || (table.ids == CpuIds::RowOrder && self.last_len != table.len());
+        if rebase {
+            self.last.clear();
+        }
+        let n = K::ALL.len();
+        let mut sums: Vec<Option<u64>> = vec![None; n];
+        let mut per_cpu = Vec::with_capacity(table.len());
+        for row in &table.rows {
+            let prev = match self.last.binary_search_by_key(&row.cpu, |r| r.cpu) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.last.insert(i, CpuRow::empty(row.cpu));
+                    i
+                }
+            };
+            let mut d = CpuRow::<K>::empty(row.cpu);
+            for (j, slot) in d.values.iter_mut().enumerate() {
+                let now = row.values[j];
+                let then = self.last[prev].values[j];
+                *slot = match (now, then) {
+                    (Some(now), Some(then)) => Some(delta_u32(now, then)),
+                    // A new CPU or a newly present counter: baseline.
+                    (Some(_), None) => Some(0),
+                    (None, _) => None,
+                };
+                if let Some(v) = *slot {
+                    sums[j] = Some(sums[j].unwrap_or(0) + u64::from(v));
+                }
+                // A counter missing from this reading keeps its last value.
+                if now.is_some() {
+                    self.last[prev].values[j] = now;
+                }
+            }
+            per_cpu.push(d);
+        }
+        for (j, k) in K::ALL.iter().enumerate() {
+            self.monotonic[j] = match (self.monotonic[j], sums[j]) {
+                (Some(m), Some(s)) => Some(m.saturating_add(s)),
+                (Some(m), None) => Some(m),
+                // First sight of this counter: start at its since-boot total.
+                (None, _) => table.total(*k),
+            };
+        }
+        self.last_ids = Some(table.ids);
+        self.last_len = table.len();
+        Window {
+            sums,
+            per_cpu,
+            baseline,
+        }
+    }
+
+    /// A total that never goes backwards: the since-boot sum at the first
+    /// reading plus every window's increase since. This is the value to
+    /// export as a Prometheus counter. `None` until the counter was seen.
+    pub fn monotonic(&self, k: K) -> Option<u64> {
+        self.monotonic.get(k.index()).copied().flatten()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A two-counter set for the tests of this module.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum T {
+        A,
+        B,
+    }
+    impl CounterSet for T {
+        const ALL: &'static [Self] = &[T::A, T::B];
+        fn index(self) -> usize {
+            self as usize
+        }
+        fn name(self) -> &'static str {
+            match self {
+                T::A => "a",
+                T::B => "b",
+            }
+        }
+    }
+
+    fn table(ids: CpuIds, rows: &[(u32, Option<u32>, Option<u32>)]) -> CpuTable<T> {
+        let mut t = CpuTable::new(ids);
+        for &(cpu, a, b) in rows {
+            let r = t.row_mut(cpu);
+            if let Some(a) = a {
+                r.set(T::A, a);
+            }
+            if let Some(b) = b {
+                r.set(T::B, b);
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn wrap_on_one_cpu_while_another_counts() {
+        let mut tr = DeltaTracker::new();
+        let w = tr.step(&table(
+            CpuIds::Kernel,
+            &[(0, Some(u32::MAX - 9), None), (1, Some(100), None)],
+        ));
+        assert!(w.is_baseline());
+        assert_eq!(w.sum(T::A), Some(0));
+        assert_eq!(w.sum(T::B), None, "absent stays absent, not 0");
+        assert_eq!(tr.monotonic(T::A), Some(u64::from(u32::MAX) - 9 + 100));
+        // CPU 0 crosses 2^32 (+30), CPU 1 counts +5.
+        let w = tr.step(&table(
+            CpuIds::Kernel,
+            &[(0, Some(20), None), (1, Some(105), None)],
+        ));
+        assert_eq!(w.sum(T::A), Some(35));
+        assert_eq!(w.per_cpu()[0].get(T::A), Some(30));
+        assert_eq!(w.per_cpu()[1].get(T::A), Some(5));
+        assert_eq!(tr.monotonic(T::A), Some(u64::from(u32::MAX) - 9 + 100 + 35));
+        // The naive sum went down by almost 2^32; the monotonic total did not.
+        assert!(
+            table(CpuIds::Kernel, &[(0, Some(20), None), (1, Some(105), None)])
+                .total(T::A)
+                .unwrap()
+                < u64::from(u32::MAX)
+        );
+    }
+
+    #[test]
+    fn reset_counts_from_zero() {
+        let mut tr = DeltaTracker::new();
+        tr.step(&table(CpuIds::Kernel, &[(0, Some(1000), None)]));
+        let w = tr.step(&table(CpuIds::Kernel, &[(0, Some(7), None)]));
+        assert_eq!(w.sum(T::A), Some(7));
+    }
+
+    #[test]
+    fn hotplug_is_a_baseline_and_a_return_continues() {
+        let mut tr = DeltaTracker::new();
+        tr.step(&table(
+            CpuIds::Kernel,
+            &[(0, Some(10), None), (2, Some(50), None)],
+        ));
+        // CPU 2 goes offline, CPU 0 counts.
+        let w = tr.step(&table(CpuIds::Kernel, &[(0, Some(12), None)]));
+        assert_eq!(w.sum(T::A), Some(2));
+        // CPU 1 appears with history: baseline, not 5000 new events.
+        // CPU 2 returns: counted from its last value.
+        let w = tr.step(&table(
+            CpuIds::Kernel,
+            &[
+                (0, Some(12), None),
+                (1, Some(5000), None),
+                (2, Some(53), None),
+            ],
+        ));
+        assert_eq!(w.sum(T::A), Some(3));
+        let w = tr.step(&table(
+            CpuIds::Kernel,
+            &[
+                (0, Some(12), None),
+                (1, Some(5001), None),
+                (2, Some(53), None),
+            ],
+        ));
+        assert_eq!(w.sum(T::A), Some(1));
+    }
+
+    #[test]
+    fn row_order_tables_rebase_when_rows_change() {
+        let mut tr = DeltaTracker::new();
+        tr.step(&table(
+            CpuIds::RowOrder,
+            &[(0, Some(10), None), (1, Some(500), None)],
+        ));
+        // A CPU went offline: row 1 is now another CPU. No false delta.
+        let w = tr.step(&table(CpuIds::RowOrder, &[(0, Some(900), None)]));
+        assert_eq!(w.sum(T::A), Some(0));
+        let w = tr.step(&table(CpuIds::RowOrder, &[(0, Some(901), None)]));
+        assert_eq!(w.sum(T::A), Some(1));
+    }
+
+    #[test]
+    fn counter_missing_for_one_reading_is_not_zero() {
+        let mut tr = DeltaTracker::new();
+        tr.step(&table(CpuIds::Kernel, &[(0, Some(10), Some(1))]));
+        let w = tr.step(&table(CpuIds::Kernel, &[(0, Some(11), None)]));
+        assert_eq!((w.sum(T::A), w.sum(T::B)), (Some(1), None));
+        assert_eq!(tr.monotonic(T::B), Some(1));
+        let w = tr.step(&table(CpuIds::Kernel, &[(0, Some(11), Some(4))]));
+        assert_eq!(w.sum(T::B), Some(3));
+    }
+
+    #[test]
+    fn hot_cpu() {
+        let mut tr = DeltaTracker::new();
+        tr.step(&table(
+            CpuIds::Kernel,
+            &[(0, Some(0), None), (1, Some(0), None), (2, Some(0), None)],
+        ));
+        let w = tr.step(&table(
+            CpuIds::Kernel,
+            &[(0, Some(5), None), (1, Some(90), None), (2, Some(5), None)],
+        ));
+        let h = w.hot_cpu(T::A, HOT_CPU_SHARE).unwrap();
+        assert_eq!((h.cpu, h.delta, h.total), (1, 90, 100));
+        assert!((h.share - 0.9).abs() < 1e-9);
+        let w = tr.step(&table(
+            CpuIds::Kernel,
+            &[
+                (0, Some(50), None),
+                (1, Some(140), None),
+                (2, Some(5), None),
+            ],
+        ));
+        assert_eq!(w.hot_cpu(T::A, HOT_CPU_SHARE), None, "45 vs 50: spread");
+        assert_eq!(w.hot_cpu(T::B, HOT_CPU_SHARE), None, "absent");
+        let w = tr.step(&table(
+            CpuIds::Kernel,
+            &[
+                (0, Some(50), None),
+                (1, Some(140), None),
+                (2, Some(5), None),
+            ],
+        ));
+        assert_eq!(w.hot_cpu(T::A, HOT_CPU_SHARE), None, "nothing moved");
+        // One CPU alone is not "concentrated".
+        let mut tr = DeltaTracker::new();
+        tr.step(&table(CpuIds::Kernel, &[(0, Some(0), None)]));
+        let w = tr.step(&table(CpuIds::Kernel, &[(0, Some(9), None)]));
+        assert_eq!(w.hot_cpu(T::A, HOT_CPU_SHARE), None);
+    }
+
+    proptest::proptest! {
+        /// Any sequence of readings: no panic, and the monotonic total
+        /// never goes down.
+        #[test]
+        fn never_panics_never_decreases(
+            readings in proptest::collection::vec(
+                (proptest::bool::ANY,
+                 proptest::collection::vec(
+                    (0u32..6, proptest::option::of(proptest::num::u32::ANY),
+                     proptest::option::of(proptest::num::u32::ANY)), 0..6)),
+                0..12)
+        ) {
+            let mut tr = DeltaTracker::new();
+            let mut prev = (0u64, 0u64);
+            for (by_row, rows) in readings {
+                let ids = if by_row { CpuIds::RowOrder } else { CpuIds::Kernel };
+                let w = tr.step(&table(ids, &rows));
+                let _ = w.hot_cpu(T::A, HOT_CPU_SHARE);
+                let now = (tr.monotonic(T::A).unwrap_or(0), tr.monotonic(T::B).unwrap_or(0));
+                proptest::prop_assert!(now.0 >= prev.0 && now.1 >= prev.1);
+                prev = now;
+            }
+        }
+
+        /// Per-CPU increases below 2^31 are measured exactly, wraps and all.
+        #[test]
+        fn deltas_equal_true_increase(
+            start in proptest::collection::vec(proptest::num::u32::ANY, 1..8),
+            steps in proptest::collection::vec(
+                proptest::collection::vec(0u32..(1 << 31), 8), 1..6)
+        ) {
+            let mut tr = DeltaTracker::new();
+            let mut cur = start.clone();
+            let mk = |v: &[u32]| {
+                let rows: Vec<_> = v.iter().enumerate().map(|(i, &a)| (i as u32, Some(a), None)).collect();
+                table(CpuIds::Kernel, &rows)
+            };
+            tr.step(&mk(&cur));
+            let mut truth = 0u64;
+            for inc in steps {
+                let mut want = 0u64;
+                for (c, i) in cur.iter_mut().zip(&inc) {
+                    *c = c.wrapping_add(*i);
+                    want += u64::from(*i);
+                }
+                truth += want;
+                let w = tr.step(&mk(&cur));
+                proptest::prop_assert_eq!(w.sum(T::A), Some(want));
+            }
+            let first: u64 = start.iter().map(|&v| u64::from(v)).sum();
+            proptest::prop_assert_eq!(tr.monotonic(T::A), Some(first + truth));
+        }
+    }
+}
