@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::config::{self, parse_duration};
 use crate::events::{default_sink, Sink};
 use crate::exit;
-use crate::module::{KmodLoader, ModuleError, ModuleLoader, NoLoader};
+use crate::module::{KmodLoader, ModuleLoader, NoLoader};
 use crate::sysroot::SysRoot;
 
 /// The `--help` text.
@@ -311,9 +311,10 @@ pub fn run_apply(
         }
         Err(crate::apply::ApplyError::Module(e)) => {
             eprintln!("conntrack-guard: {e}\nNothing was written.");
-            return match e {
-                ModuleError::Unavailable(_) => exit::UNAVAILABLE,
-                ModuleError::Permission(_) => exit::NOPERM,
+            return if e.is_permission() {
+                exit::NOPERM
+            } else {
+                exit::UNAVAILABLE
             };
         }
     };
