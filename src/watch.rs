@@ -295,14 +295,16 @@ pub fn run(root: &SysRoot, config_path: Option<&Path>, interval: Option<Duration
     let cfg = match config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("conntrack-guard: invalid configuration: {e}");
+            crate::output::err(&format!("conntrack-guard: invalid configuration: {e}"));
             return crate::exit::CONFIG;
         }
     };
     let mut signals = match SignalWait::install() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("conntrack-guard: cannot install signal handlers: {e}");
+            crate::output::err(&format!(
+                "conntrack-guard: cannot install signal handlers: {e}"
+            ));
             return crate::exit::FAILURE;
         }
     };

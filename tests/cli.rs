@@ -87,6 +87,100 @@ fn usage_errors_exit_2() {
     }
 }
 
+/// Run with stdout a pipe whose reader is already gone, as in
+/// `conntrack-guard status | true`.
+fn run_into_closed_pipe(args: &[&str], root: &Path) -> Output {
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    Command::new(BIN)
+        .args(args)
+        .env("CONNTRACK_GUARD_ROOT", root)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn closed_stdout_pipe_ends_quietly() {
+    let t = tempfile::tempdir().unwrap();
+    let root = fake_root(t.path());
+    for (args, code) in [
+        (&["--help"][..], 0),
+        (&["--version"], 0),
+        (&["plan", "--rate", "100"], 0),
+        (&["plan", "--rate", "100", "--json"], 0),
+        (&["apply", "--dry-run"], 0),
+    ] {
+        let o = run_into_closed_pipe(args, &root);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "{args:?}: {:?} {err}",
+            o.status
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // status keeps its verdict (whatever this root gives) and never aborts.
+    for args in [
+        &["status", "--window=0"][..],
+        &["status", "--json", "--window=0"],
+    ] {
+        let o = run_into_closed_pipe(args, &root);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            matches!(o.status.code(), Some(0..=3)),
+            "{args:?}: {:?} {err}",
+            o.status
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn status_usage_and_config_errors_are_unknown() {
+    let t = tempfile::tempdir().unwrap();
+    let root = fake_root(t.path());
+    for args in [
+        &["status", "--bogus"][..],
+        &["status", "--window"],
+        &["status", "--json", "--json"],
+        &["status", "--window", "2m"],
+        &["--config", "/nonexistent/c.toml", "status", "--window=0"],
+    ] {
+        let o = run(args, Some(&root));
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", text(&o));
+    }
+    let o = run(&["status", "--json", "--json"], Some(&root));
+    assert!(
+        text(&o).contains("--json given more than once"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn non_utf8_config_path_reaches_open() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
+    let root = fake_root(t.path());
+    let cfg = t.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.toml"));
+    fs::write(&cfg, "[conntrack]\nmax = 131072\n").unwrap();
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o600)).unwrap();
+    let o = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["apply", "--dry-run"])
+        .env("CONNTRACK_GUARD_ROOT", &root)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("131072"), "{}", text(&o));
+}
+
 #[test]
 fn missing_explicit_config_is_78() {
     let t = tempfile::tempdir().unwrap();
