@@ -179,11 +179,19 @@ impl Watcher<'_> {
     }
 
     fn reload(&mut self, sink: &mut dyn Sink) {
-        let mut states = vec![NotifyState::Reloading];
-        if let Ok(m) = NotifyState::monotonic_usec_now() {
-            states.push(m);
+        // systemd stays in "reloading" until READY=1 follows RELOADING=1.
+        // Before the first good sample READY=1 has not been sent and must
+        // not be (it means "watching"), so a reload then is not announced:
+        // the service is still starting, and the first good sample sends
+        // READY=1 with the new configuration in force.
+        let announce = self.ready_sent;
+        if announce {
+            let mut states = vec![NotifyState::Reloading];
+            if let Ok(m) = NotifyState::monotonic_usec_now() {
+                states.push(m);
+            }
+            self.notify(sink, &states);
         }
-        self.notify(sink, &states);
         match config::load(self.root, self.config_path.as_deref()) {
             Ok(cfg) => {
                 self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
@@ -231,7 +239,7 @@ impl Watcher<'_> {
         }
         let line = status_line(&self.state);
         let mut states = Vec::with_capacity(2);
-        if self.ready_sent {
+        if announce {
             states.push(NotifyState::Ready);
         }
         states.push(NotifyState::Status(&line));
