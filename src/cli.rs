@@ -3,15 +3,16 @@
 //! subcommands with a handful of flags do not justify a parser crate in a
 //! boot-time binary.
 
-use std::ffi::OsString;
-use std::io::Write;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{self, parse_duration};
 use crate::events::{default_sink, Sink};
 use crate::exit;
-use crate::module::{KmodLoader, ModuleError, ModuleLoader, NoLoader};
+use crate::module::{KmodLoader, ModuleLoader, NoLoader};
+use crate::output;
 use crate::sysroot::SysRoot;
 
 /// The `--help` text.
@@ -41,6 +42,8 @@ ENVIRONMENT:
     CONNTRACK_GUARD_ROOT   Testing hook: a directory that stands for `/` for every
                            /proc, /sys and /etc path. Under it no module is loaded.
 
+A flag may be given once. `--` ends the options.
+
 EXIT STATUS (apply, watch, plan):
     0   success: every key verified
     1   some key failed, or a runtime failure
@@ -52,7 +55,8 @@ EXIT STATUS (apply, watch, plan):
 
 EXIT STATUS (status):
     0 OK, 1 WARNING (warning level or drift), 2 CRITICAL (critical level or
-    drops rising now), 3 UNKNOWN (cannot read)
+    drops rising now), 3 UNKNOWN (cannot read, invalid or unreadable
+    configuration, or a usage error: never 2, which means CRITICAL)
 ";
 
 /// Parsed command line.
@@ -101,68 +105,138 @@ pub struct Invocation {
     pub command: Command,
 }
 
-/// Parse arguments (without argv[0]).
-pub fn parse_args(args: &[OsString]) -> Result<Invocation, String> {
-    let mut config = None;
+/// A command-line error. `status` reports it as UNKNOWN (3), as monitoring
+/// plugins do, since 2 would read as CRITICAL; every other command uses 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct UsageError {
+    /// The command, when one was given.
+    pub command: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl UsageError {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self.command.as_deref() {
+            Some("status") => crate::status::Verdict::Unknown.code(),
+            _ => exit::USAGE,
+        }
+    }
+}
+
+const TAKES_VALUE: &[&str] = &[
+    "--config",
+    "--interval",
+    "--window",
+    "--rate",
+    "--timeout",
+    "--headroom",
+];
+
+/// Parse arguments (without argv[0]). Paths stay `OsString` from argv to
+/// open(), so a non-UTF-8 file name reaches the file system unchanged.
+/// `--` ends the options. A flag given twice is an error that names it.
+pub fn parse_args(args: &[OsString]) -> Result<Invocation, UsageError> {
+    let mut config: Option<PathBuf> = None;
     let mut sub: Option<String> = None;
-    let mut flags: Vec<(String, Option<String>)> = Vec::new();
-    let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
-    let takes_value = [
-        "--config",
-        "--interval",
-        "--window",
-        "--rate",
-        "--timeout",
-        "--headroom",
-    ];
-    while let Some(a) = it.next() {
-        if a == "-h" || a == "--help" {
+    let mut flags: Vec<(String, Option<OsString>)> = Vec::new();
+    let mut options_done = false;
+    let mut it = args.iter();
+    // The command for the exit code of an error: the one seen, else the
+    // first later word that is not an option.
+    let fail = |sub: &Option<String>, message: String| UsageError {
+        command: sub.clone().or_else(|| {
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .find(|a| !a.starts_with('-'))
+                .map(|a| a.into_owned())
+        }),
+        message,
+    };
+    while let Some(arg) = it.next() {
+        let bytes = arg.as_bytes();
+        if !options_done && bytes == b"--" {
+            options_done = true;
+            continue;
+        }
+        if !options_done && (bytes == b"-h" || bytes == b"--help") {
             return Ok(Invocation {
                 config,
                 command: Command::Help,
             });
         }
-        if a == "-V" || a == "--version" {
+        if !options_done && (bytes == b"-V" || bytes == b"--version") {
             return Ok(Invocation {
                 config,
                 command: Command::Version,
             });
         }
-        if let Some(stripped) = a.strip_prefix("--") {
-            let (name, inline) = match stripped.split_once('=') {
-                Some((n, v)) => (format!("--{n}"), Some(v.to_string())),
-                None => (a.clone(), None),
+        if !options_done && bytes.starts_with(b"--") {
+            let (name, inline) = match bytes.iter().position(|b| *b == b'=') {
+                Some(i) => (&bytes[..i], Some(OsStr::from_bytes(&bytes[i + 1..]))),
+                None => (bytes, None),
             };
-            let value = if takes_value.contains(&name.as_str()) {
+            // Option names are ASCII; lossy only matters for the message.
+            let name = String::from_utf8_lossy(name).into_owned();
+            let value = if TAKES_VALUE.contains(&name.as_str()) {
                 Some(match inline {
-                    Some(v) => v,
-                    None => it.next().ok_or_else(|| format!("{name} needs a value"))?,
+                    Some(v) => v.to_os_string(),
+                    None => it
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| fail(&sub, format!("{name} needs a value")))?,
                 })
             } else if inline.is_some() {
-                return Err(format!("{name} takes no value"));
+                return Err(fail(&sub, format!("{name} takes no value")));
             } else {
                 None
             };
-            if name == "--config" {
-                config = value.map(PathBuf::from);
+            let repeated = if name == "--config" {
+                config.is_some()
             } else {
-                flags.push((name, value));
+                flags.iter().any(|(n, _)| *n == name)
+            };
+            if repeated {
+                return Err(fail(&sub, format!("{name} given more than once")));
+            }
+            match (name.as_str(), value) {
+                ("--config", Some(v)) => config = Some(PathBuf::from(v)),
+                (_, value) => flags.push((name, value)),
             }
         } else if sub.is_none() {
-            sub = Some(a);
+            sub = Some(arg.to_string_lossy().into_owned());
         } else {
-            return Err(format!("unexpected argument {a:?}"));
+            return Err(fail(&sub, format!("unexpected argument {arg:?}")));
         }
     }
-    let sub = sub.ok_or("no command given (apply, watch, status or plan)")?;
-    let mut take = |name: &str| -> Option<Option<String>> {
+    let Some(sub) = sub else {
+        return Err(fail(
+            &None,
+            "no command given (apply, watch, status or plan)".into(),
+        ));
+    };
+    let command = command(&sub, flags).map_err(|m| fail(&Some(sub.clone()), m))?;
+    Ok(Invocation { config, command })
+}
+
+/// The command `sub` with its flags; every flag must be used.
+fn command(sub: &str, mut flags: Vec<(String, Option<OsString>)>) -> Result<Command, String> {
+    let mut take = |name: &str| -> Option<Option<OsString>> {
         let i = flags.iter().position(|(n, _)| n == name)?;
         Some(flags.remove(i).1)
     };
-    let dur = |v: Option<String>, name: &str| -> Result<Duration, String> {
-        parse_duration(v.as_deref().unwrap_or("")).map_err(|e| format!("{name}: {e}"))
+    // Values other than paths are numbers and durations: UTF-8 or wrong.
+    let text = |v: Option<OsString>, name: &str| -> Result<String, String> {
+        let v = v.unwrap_or_default();
+        v.into_string()
+            .map_err(|v| format!("{name}: expected a number or duration, got {v:?}"))
     };
-    let command = match sub.as_str() {
+    let dur = |v: Option<OsString>, name: &str| -> Result<Duration, String> {
+        parse_duration(&text(v, name)?).map_err(|e| format!("{name}: {e}"))
+    };
+    let command = match sub {
         "apply" => Command::Apply {
             dry_run: take("--dry-run").is_some(),
         },
@@ -170,8 +244,13 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation, String> {
             interval: match take("--interval") {
                 Some(v) => {
                     let d = dur(v, "--interval")?;
-                    if d < Duration::from_millis(1) || d > Duration::from_secs(3600) {
-                        return Err("--interval must be between 1ms and 1h".into());
+                    let (min, max) = config::INTERVAL_RANGE;
+                    if d < min || d > max {
+                        return Err(format!(
+                            "--interval must be between {} and {}",
+                            config::fmt_duration(min),
+                            config::fmt_duration(max)
+                        ));
                     }
                     Some(d)
                 }
@@ -192,8 +271,8 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation, String> {
             },
         },
         "plan" => {
-            let num = |v: Option<String>, name: &str| -> Result<f64, String> {
-                let v = v.unwrap_or_default();
+            let num = |v: Option<OsString>, name: &str| -> Result<f64, String> {
+                let v = text(v, name)?;
                 match v.parse::<f64>() {
                     Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
                     _ => Err(format!("{name}: expected a non-negative number, got {v:?}")),
@@ -239,7 +318,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation, String> {
     if let Some((name, _)) = flags.first() {
         return Err(format!("unknown option {name} for {sub}"));
     }
-    Ok(Invocation { config, command })
+    Ok(command)
 }
 
 /// Run the command line; returns the exit code.
@@ -247,20 +326,20 @@ pub fn run(args: &[OsString]) -> i32 {
     let inv = match parse_args(args) {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("conntrack-guard: {e}\nTry `conntrack-guard --help`.");
-            return exit::USAGE;
+            output::err(&format!(
+                "conntrack-guard: {e}\nTry `conntrack-guard --help`."
+            ));
+            return e.exit_code();
         }
     };
     let root = SysRoot::from_env();
     match inv.command {
-        Command::Help => {
-            print!("{HELP}");
-            exit::OK
-        }
-        Command::Version => {
-            println!("conntrack-guard {}", env!("CARGO_PKG_VERSION"));
-            exit::OK
-        }
+        Command::Help => output::out_or(HELP, exit::OK, exit::FAILURE),
+        Command::Version => output::out_or(
+            &format!("conntrack-guard {}\n", env!("CARGO_PKG_VERSION")),
+            exit::OK,
+            exit::FAILURE,
+        ),
         Command::Apply { dry_run } => {
             let loader: Box<dyn ModuleLoader> = if root.is_host() {
                 Box::new(KmodLoader)
@@ -299,37 +378,50 @@ pub fn run_apply(
     let cfg = match config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("conntrack-guard: invalid configuration: {e}\nNothing was written.");
+            output::err(&format!(
+                "conntrack-guard: invalid configuration: {e}\nNothing was written."
+            ));
             return exit::CONFIG;
         }
     };
-    let page = crate::hashsize::page_size();
-    let report =
-        match crate::apply::apply(root, &cfg, loader, dry_run, Duration::from_secs(5), page) {
-            Ok(r) => r,
-            Err(crate::apply::ApplyError::Config(e)) => {
-                eprintln!("conntrack-guard: invalid configuration: {e}\nNothing was written.");
-                return exit::CONFIG;
-            }
-            Err(crate::apply::ApplyError::Module(e)) => {
-                eprintln!("conntrack-guard: {e}\nNothing was written.");
-                return match e {
-                    ModuleError::Unavailable(_) => exit::UNAVAILABLE,
-                    ModuleError::Permission(_) => exit::NOPERM,
-                };
-            }
-        };
+    let report = match crate::apply::apply(
+        root,
+        &cfg,
+        loader,
+        dry_run,
+        Duration::from_secs(5),
+        crate::hashsize::page_size(),
+    ) {
+        Ok(r) => r,
+        Err(crate::apply::ApplyError::Config(e)) => {
+            output::err(&format!(
+                "conntrack-guard: invalid configuration: {e}\nNothing was written."
+            ));
+            return exit::CONFIG;
+        }
+        Err(crate::apply::ApplyError::Module(e)) => {
+            output::err(&format!("conntrack-guard: {e}\nNothing was written."));
+            return if e.is_permission() {
+                exit::NOPERM
+            } else {
+                exit::UNAVAILABLE
+            };
+        }
+    };
     for w in &report.warnings {
-        eprintln!("conntrack-guard: warning: {w}");
+        output::err(&format!("conntrack-guard: warning: {w}"));
     }
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(report.table().as_bytes());
+    let mut text = report.table();
     // Under systemd, stdout is the journal too and the summary goes there as
     // a structured entry below; print it only where people read stdout.
     if dry_run || !systemd_journal_logger::connected_to_journal() {
-        let _ = writeln!(out, "{}", report.summary());
+        text.push_str(&report.summary());
+        text.push('\n');
     }
-    drop(out);
+    // The kernel is already written: a failed stdout must not hide that
+    // from the journal, and does not change the verdict.
+    let _ = output::out(&text)
+        .map_err(|e| output::err(&format!("conntrack-guard: cannot write to stdout: {e}")));
     if !dry_run {
         sink.emit(&report.event());
     }
@@ -347,7 +439,7 @@ fn run_plan(
     let cfg = match config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("conntrack-guard: invalid configuration: {e}");
+            output::err(&format!("conntrack-guard: invalid configuration: {e}"));
             return exit::CONFIG;
         }
     };
@@ -361,19 +453,19 @@ fn run_plan(
         &cfg,
         &facts,
     );
-    if json {
-        println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+    let text = if json {
+        serde_json::to_string_pretty(&p).unwrap_or_default() + "\n"
     } else {
-        print!("{}", p.text());
-    }
-    exit::OK
+        p.text()
+    };
+    output::out_or(&text, exit::OK, exit::FAILURE)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn p(args: &[&str]) -> Result<Invocation, String> {
+    fn p(args: &[&str]) -> Result<Invocation, UsageError> {
         parse_args(&args.iter().map(OsString::from).collect::<Vec<_>>())
     }
 
@@ -423,5 +515,64 @@ mod tests {
         ] {
             assert!(p(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn non_utf8_config_path_is_kept() {
+        use std::os::unix::ffi::OsStringExt;
+        let path = OsString::from_vec(b"/etc/caf\xe9.toml".to_vec());
+        let args = [
+            OsString::from("--config"),
+            path.clone(),
+            "plan".into(),
+            "--rate=1".into(),
+        ];
+        assert_eq!(
+            parse_args(&args).unwrap().config,
+            Some(PathBuf::from(&path))
+        );
+        let mut inline = OsString::from("--config=");
+        inline.push(&path);
+        let args = [inline, "status".into()];
+        assert_eq!(parse_args(&args).unwrap().config, Some(PathBuf::from(path)));
+    }
+
+    #[test]
+    fn double_dash_ends_options() {
+        let i = p(&["--config", "--odd.toml", "--", "status"]).unwrap();
+        assert_eq!(i.config, Some(PathBuf::from("--odd.toml")));
+        assert!(matches!(i.command, Command::Status { .. }));
+        let e = p(&["status", "--", "--json"]).unwrap_err();
+        assert!(e.message.contains("unexpected argument"), "{e}");
+    }
+
+    #[test]
+    fn repeated_flag_is_named() {
+        for (args, flag) in [
+            (&["status", "--json", "--json"][..], "--json"),
+            (&["plan", "--rate", "1", "--rate=2"], "--rate"),
+            (&["--config", "/a", "--config=/b", "apply"], "--config"),
+        ] {
+            let e = p(args).unwrap_err();
+            assert_eq!(
+                e.message,
+                format!("{flag} given more than once"),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_usage_errors_are_unknown() {
+        for bad in [
+            &["status", "--bogus"][..],
+            &["status", "--window"],
+            &["--config", "/x", "status", "extra"],
+            &["--frob", "status"],
+        ] {
+            assert_eq!(p(bad).unwrap_err().exit_code(), 3, "{bad:?}");
+        }
+        assert_eq!(p(&["plan"]).unwrap_err().exit_code(), 2);
+        assert_eq!(p(&[]).unwrap_err().exit_code(), 2);
     }
 }

@@ -9,6 +9,7 @@
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 
 /// syslog priorities, as journald uses them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -159,17 +160,27 @@ pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 /// (which systemd also captures), so none is lost.
 pub struct JournalSink {
     sock: UnixDatagram,
+    socket: PathBuf,
     identifier: String,
     warned: bool,
+    fallback: Box<dyn Sink>,
 }
 
 impl JournalSink {
     /// Open an unbound datagram socket for the journal.
     pub fn new() -> io::Result<Self> {
+        Self::at(Path::new(JOURNAL_SOCKET), Box::new(StderrSink))
+    }
+
+    /// Send to the socket at `socket`, falling back to `fallback` (tests use
+    /// a socket of their own, never the real journal).
+    pub fn at(socket: &Path, fallback: Box<dyn Sink>) -> io::Result<Self> {
         Ok(JournalSink {
             sock: UnixDatagram::unbound()?,
+            socket: socket.to_path_buf(),
             identifier: "conntrack-guard".into(),
             warned: false,
+            fallback,
         })
     }
 }
@@ -178,16 +189,17 @@ impl Sink for JournalSink {
     fn emit(&mut self, ev: &Event) {
         if let Err(e) = self
             .sock
-            .send_to(&ev.to_journal(&self.identifier), JOURNAL_SOCKET)
+            .send_to(&ev.to_journal(&self.identifier), &self.socket)
         {
             if !self.warned {
                 self.warned = true;
                 let _ = writeln!(
                     io::stderr(),
-                    "conntrack-guard: cannot send to {JOURNAL_SOCKET} ({e}); events go to stderr"
+                    "conntrack-guard: cannot send to {} ({e}); events go to stderr",
+                    self.socket.display()
                 );
             }
-            StderrSink.emit(ev);
+            self.fallback.emit(ev);
         }
     }
 }
@@ -205,6 +217,7 @@ pub fn default_sink() -> Box<dyn Sink> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::rc::Rc;
 
     #[test]
     fn line_format() {
@@ -224,11 +237,43 @@ mod tests {
         assert!(d.starts_with(b"PRIORITY=2\nMESSAGE\n\x03\0\0\0\0\0\0\0a\nb\n"));
     }
 
+    /// Collects what reaches it.
+    struct Collect(std::rc::Rc<std::cell::RefCell<Vec<Event>>>);
+
+    impl Sink for Collect {
+        fn emit(&mut self, ev: &Event) {
+            self.0.borrow_mut().push(ev.clone());
+        }
+    }
+
     #[test]
     fn journal_send_failure_falls_back() {
-        // No journal at a bogus path: emit must not panic.
-        let mut s = JournalSink::new().unwrap();
+        // A socket path nobody listens on: every event reaches the fallback.
+        let dir = tempfile::tempdir().unwrap();
+        let got = std::rc::Rc::default();
+        let mut s =
+            JournalSink::at(&dir.path().join("none"), Box::new(Collect(Rc::clone(&got)))).unwrap();
+        let a = Event::new(Priority::Info, "x", "id", "m".into());
+        let b = Event::new(Priority::Crit, "y", "id", "n".into());
+        s.emit(&a);
+        s.emit(&b);
+        assert!(s.warned);
+        assert_eq!(*got.borrow(), vec![a, b]);
+    }
+
+    #[test]
+    fn journal_gets_the_native_datagram() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sock");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let got = std::rc::Rc::default();
+        let mut s = JournalSink::at(&path, Box::new(Collect(Rc::clone(&got)))).unwrap();
         s.identifier = "t".into();
-        s.emit(&Event::new(Priority::Info, "x", "id", "m".into()));
+        let ev = Event::new(Priority::Warning, "x", "id", "m".into()).field("CONNTRACK_COUNT", 5);
+        s.emit(&ev);
+        let mut buf = [0u8; 4096];
+        let n = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], ev.to_journal("t").as_slice());
+        assert!(got.borrow().is_empty(), "nothing fell back");
     }
 }

@@ -20,6 +20,7 @@ pub mod module;
 pub mod netlink;
 pub mod notify;
 pub mod observe;
+pub mod output;
 pub mod plan;
 pub mod stats;
 pub mod status;

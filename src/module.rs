@@ -9,6 +9,7 @@
 //! `hashsize=` so the table starts at its final size.
 
 use std::io;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::sysroot::{SysRoot, NETFILTER_DIR};
@@ -68,15 +69,56 @@ impl ModuleState {
     }
 }
 
-/// Why conntrack is unavailable.
+/// Why conntrack is unavailable. Each variant keeps what it found, and a
+/// failed load keeps the loader's error as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
-    /// Cannot be had here (exit 69).
-    #[error("conntrack unavailable: {0}")]
-    Unavailable(String),
-    /// Not allowed (exit 77).
-    #[error("{0}")]
-    Permission(String),
+    /// The keys are absent and the kernel cannot load modules (exit 69).
+    #[error(
+        "conntrack unavailable: {} does not exist and {} is absent: this kernel cannot \
+         load modules and {MODULE} is not built in",
+        keys.display(),
+        modules.display()
+    )]
+    NoModuleSupport {
+        /// The sysctl directory that is missing.
+        keys: PathBuf,
+        /// The missing `/proc/modules`.
+        modules: PathBuf,
+    },
+    /// Loading failed for a reason other than permission (exit 69).
+    #[error("conntrack unavailable: {source}")]
+    LoadFailed {
+        /// What the loader said.
+        #[source]
+        source: LoadError,
+    },
+    /// Loading was refused: CAP_SYS_MODULE is missing (exit 77).
+    #[error("{source}")]
+    LoadDenied {
+        /// What the loader said.
+        #[source]
+        source: LoadError,
+    },
+    /// The module loaded but its sysctl keys did not appear in time (exit 69).
+    #[error(
+        "conntrack unavailable: {MODULE} was loaded but {} did not appear within {wait:?}",
+        keys.display()
+    )]
+    KeysMissing {
+        /// The sysctl directory waited for.
+        keys: PathBuf,
+        /// How long it was waited for.
+        wait: Duration,
+    },
+}
+
+impl ModuleError {
+    /// True when the cause is a missing privilege (exit 77), not a missing
+    /// kernel feature (exit 69).
+    pub fn is_permission(&self) -> bool {
+        matches!(self, ModuleError::LoadDenied { .. })
+    }
 }
 
 /// True if the conntrack sysctl keys exist under `root`.
@@ -96,31 +138,30 @@ pub fn ensure(
         return Ok(ModuleState::Present);
     }
     if !root.exists("proc/modules") {
-        return Err(ModuleError::Unavailable(format!(
-            "{} does not exist and {} is absent: this kernel cannot load modules and \
-             {MODULE} is not built in",
-            root.path(NETFILTER_DIR).display(),
-            root.path("proc/modules").display()
-        )));
+        return Err(ModuleError::NoModuleSupport {
+            keys: root.path(NETFILTER_DIR),
+            modules: root.path("proc/modules"),
+        });
     }
     let options = buckets.map(|b| format!("hashsize={b}")).unwrap_or_default();
     if dry_run {
         return Ok(ModuleState::WouldLoad(options));
     }
-    loader.load(MODULE, &options).map_err(|e| match e {
-        LoadError::Permission(_) => ModuleError::Permission(e.to_string()),
-        other => ModuleError::Unavailable(other.to_string()),
-    })?;
+    loader
+        .load(MODULE, &options)
+        .map_err(|source| match source {
+            LoadError::Permission(_) => ModuleError::LoadDenied { source },
+            source => ModuleError::LoadFailed { source },
+        })?;
     // The sysctl table is registered during module init; allow a bounded
     // wait in case it lags behind the insert returning.
     let deadline = Instant::now() + wait;
     while !keys_present(root) {
         if Instant::now() >= deadline {
-            return Err(ModuleError::Unavailable(format!(
-                "{MODULE} was loaded but {} did not appear within {:?}",
-                root.path(NETFILTER_DIR).display(),
-                wait
-            )));
+            return Err(ModuleError::KeysMissing {
+                keys: root.path(NETFILTER_DIR),
+                wait,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -150,34 +191,53 @@ impl ModuleLoader for KmodLoader {
 
 /// The only unsafe code in the crate. kmod 0.5 wraps `insert_module` alone,
 /// which ignores dependencies, modprobe.d options and the blacklist, so the
-/// probe-insert call uses libkmod's API with kmod-sys's types directly.
+/// probe-insert call uses libkmod's C API directly.
 ///
 /// libkmod is opened with dlopen when a load is actually needed, not linked:
 /// linking it maps libkmod, libcrypto, libzstd and liblzma into every run,
 /// which tripled start-up time and doubled the watchdog's resident memory
 /// (measured: `--version` 1.6 ms vs 0.7 ms, watch VmHWM 4.0 MiB vs 2.2 MiB),
-/// while the module is present on nearly every run.
+/// while the module is present on nearly every run. The two object types are
+/// opaque to callers of libkmod, so they are declared here rather than taken
+/// from a bindings crate (which would pull bindgen and libclang into the
+/// build for two names).
 #[allow(unsafe_code)]
+#[deny(unsafe_op_in_unsafe_fn)]
 mod ffi {
     use super::LoadError;
     use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
     use std::io;
+    use std::marker::{PhantomData, PhantomPinned};
     use std::ptr;
 
-    use kmod_sys as k;
     use nix::libc;
 
+    /// `struct kmod_ctx`, opaque: only ever handled through a pointer.
+    #[repr(C)]
+    pub struct KmodCtx {
+        _opaque: [u8; 0],
+        _not_send_sync_unpin: PhantomData<(*mut u8, PhantomPinned)>,
+    }
+
+    /// `struct kmod_module`, opaque: only ever handled through a pointer.
+    #[repr(C)]
+    pub struct KmodModule {
+        _opaque: [u8; 0],
+        _not_send_sync_unpin: PhantomData<(*mut u8, PhantomPinned)>,
+    }
+
+    /// KMOD_PROBE_APPLY_BLACKLIST in libkmod.h.
     const PROBE_APPLY_BLACKLIST: u32 = 0x20000;
     const LIBKMOD: &CStr = c"libkmod.so.2";
 
-    type KmodNew = unsafe extern "C" fn(*const c_char, *const *const c_char) -> *mut k::kmod_ctx;
-    type KmodUnref = unsafe extern "C" fn(*mut k::kmod_ctx) -> *mut k::kmod_ctx;
+    type KmodNew = unsafe extern "C" fn(*const c_char, *const *const c_char) -> *mut KmodCtx;
+    type KmodUnref = unsafe extern "C" fn(*mut KmodCtx) -> *mut KmodCtx;
     type ModuleNewFromName =
-        unsafe extern "C" fn(*mut k::kmod_ctx, *const c_char, *mut *mut k::kmod_module) -> c_int;
-    type ModuleUnref = unsafe extern "C" fn(*mut k::kmod_module) -> *mut k::kmod_module;
+        unsafe extern "C" fn(*mut KmodCtx, *const c_char, *mut *mut KmodModule) -> c_int;
+    type ModuleUnref = unsafe extern "C" fn(*mut KmodModule) -> *mut KmodModule;
     // The two callbacks are passed as NULL, so they are typed as plain pointers.
     type ProbeInsert = unsafe extern "C" fn(
-        *mut k::kmod_module,
+        *mut KmodModule,
         c_uint,
         *const c_char,
         *const c_void,
@@ -185,18 +245,100 @@ mod ffi {
         *const c_void,
     ) -> c_int;
 
-    /// Resolve one symbol, as a function pointer of type `T`.
+    /// The last dl* error of this thread; dlerror() returns NULL when there
+    /// is none, which must not reach CStr::from_ptr.
+    fn dl_error() -> String {
+        // SAFETY: dlerror takes no arguments; it returns NULL or a string
+        // that stays valid until the next dl* call on this thread.
+        let msg = unsafe { libc::dlerror() };
+        if msg.is_null() {
+            return "no error reported by the dynamic loader".into();
+        }
+        // SAFETY: non-NULL, NUL-terminated, copied before any other dl* call.
+        unsafe { CStr::from_ptr(msg) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Resolve one symbol as a function pointer of type `T`.
     ///
-    /// SAFETY: the caller names a libkmod function whose C prototype matches `T`.
-    unsafe fn sym<T: Copy>(lib: *mut c_void, name: &CStr) -> Result<T, io::Error> {
-        let p = libc::dlsym(lib, name.as_ptr());
+    /// # Safety
+    /// `T` must be the `unsafe extern "C" fn` type matching the C prototype
+    /// of `name` in libkmod.h, and `lib` a live handle from dlopen.
+    unsafe fn sym<T: Copy>(lib: *mut c_void, name: &CStr) -> io::Result<T> {
+        // transmute_copy does not check sizes; a fat or odd-sized T would
+        // read past the pointer.
+        assert_eq!(
+            std::mem::size_of::<T>(),
+            std::mem::size_of::<*mut c_void>(),
+            "a libkmod symbol must be read as a pointer-sized type"
+        );
+        // SAFETY: the caller passes a live handle; name is NUL-terminated.
+        let p = unsafe { libc::dlsym(lib, name.as_ptr()) };
         if p.is_null() {
             return Err(io::Error::other(format!(
-                "libkmod lacks {}",
-                name.to_string_lossy()
+                "libkmod lacks {}: {}",
+                name.to_string_lossy(),
+                dl_error()
             )));
         }
-        Ok(std::mem::transmute_copy::<*mut c_void, T>(&p))
+        // SAFETY: same size (asserted above), and the caller vouches that T
+        // is the function's type.
+        Ok(unsafe { std::mem::transmute_copy::<*mut c_void, T>(&p) })
+    }
+
+    /// The five libkmod functions used. The library handle is never closed:
+    /// a process loads at most one module.
+    pub(super) struct Api {
+        kmod_new: KmodNew,
+        kmod_unref: KmodUnref,
+        new_from_name: ModuleNewFromName,
+        module_unref: ModuleUnref,
+        probe: ProbeInsert,
+    }
+
+    impl Api {
+        pub(super) fn open() -> io::Result<Api> {
+            // SAFETY: a constant NUL-terminated name; libkmod has no
+            // initialisers with preconditions.
+            let lib = unsafe { libc::dlopen(LIBKMOD.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+            if lib.is_null() {
+                return Err(io::Error::other(format!(
+                    "cannot open libkmod: {}",
+                    dl_error()
+                )));
+            }
+            // SAFETY (each): lib is live, and each type alias above is the
+            // prototype from libkmod.h.
+            Ok(Api {
+                kmod_new: unsafe { sym(lib, c"kmod_new") }?,
+                kmod_unref: unsafe { sym(lib, c"kmod_unref") }?,
+                new_from_name: unsafe { sym(lib, c"kmod_module_new_from_name") }?,
+                module_unref: unsafe { sym(lib, c"kmod_module_unref") }?,
+                probe: unsafe { sym(lib, c"kmod_module_probe_insert_module") }?,
+            })
+        }
+    }
+
+    /// A kmod context, unreferenced on drop.
+    struct Ctx<'a>(&'a Api, *mut KmodCtx);
+
+    impl Drop for Ctx<'_> {
+        fn drop(&mut self) {
+            // SAFETY: the pointer came from kmod_new, and this is its only unref.
+            unsafe { (self.0.kmod_unref)(self.1) };
+        }
+    }
+
+    /// A kmod module, unreferenced on drop (before its context: declared after it).
+    struct Module<'a>(&'a Api, *mut KmodModule);
+
+    impl Drop for Module<'_> {
+        fn drop(&mut self) {
+            // SAFETY: the pointer came from kmod_module_new_from_name, and
+            // this is its only unref.
+            unsafe { (self.0.module_unref)(self.1) };
+        }
     }
 
     pub fn probe_insert(name: &str, options: &str) -> Result<(), LoadError> {
@@ -206,62 +348,49 @@ mod ffi {
         };
         let c_name = CString::new(name).map_err(|e| failed(io::Error::other(e)))?;
         let c_opts = CString::new(options).map_err(|e| failed(io::Error::other(e)))?;
-        // SAFETY: the library handle stays open for the whole call (it is
-        // never closed: a process loads at most one module). The function
-        // types match libkmod.h. kmod_new with NULL dirname/config uses the
-        // defaults (/lib/modules/`uname -r`, /etc/modprobe.d ...). Every object
-        // created here is unreferenced before returning, on every path.
-        unsafe {
-            let lib = libc::dlopen(LIBKMOD.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
-            if lib.is_null() {
-                let why = CStr::from_ptr(libc::dlerror())
-                    .to_string_lossy()
-                    .into_owned();
-                return Err(failed(io::Error::other(format!(
-                    "cannot open libkmod: {why}"
-                ))));
-            }
-            let kmod_new: KmodNew = sym(lib, c"kmod_new").map_err(failed)?;
-            let kmod_unref: KmodUnref = sym(lib, c"kmod_unref").map_err(failed)?;
-            let new_from_name: ModuleNewFromName =
-                sym(lib, c"kmod_module_new_from_name").map_err(failed)?;
-            let module_unref: ModuleUnref = sym(lib, c"kmod_module_unref").map_err(failed)?;
-            let probe: ProbeInsert =
-                sym(lib, c"kmod_module_probe_insert_module").map_err(failed)?;
-
-            let ctx = kmod_new(ptr::null(), ptr::null());
-            if ctx.is_null() {
-                return Err(failed(io::Error::other("kmod_new failed")));
-            }
-            let mut module: *mut k::kmod_module = ptr::null_mut();
-            let rc = new_from_name(ctx, c_name.as_ptr(), &mut module);
-            if rc < 0 || module.is_null() {
-                kmod_unref(ctx);
-                return Err(failed(io::Error::from_raw_os_error(-rc)));
-            }
-            let rc = probe(
-                module,
+        let api = Api::open().map_err(failed)?;
+        // SAFETY: NULL dirname and config select the defaults
+        // (/lib/modules/`uname -r`, /etc/modprobe.d ...).
+        let ctx = unsafe { (api.kmod_new)(ptr::null(), ptr::null()) };
+        if ctx.is_null() {
+            return Err(failed(io::Error::other("kmod_new failed")));
+        }
+        let ctx = Ctx(&api, ctx);
+        let mut module: *mut KmodModule = ptr::null_mut();
+        // SAFETY: a live context, a NUL-terminated name, a valid out pointer.
+        let rc = unsafe { (api.new_from_name)(ctx.1, c_name.as_ptr(), &mut module) };
+        if rc < 0 {
+            return Err(failed(io::Error::from_raw_os_error(-rc)));
+        }
+        if module.is_null() {
+            return Err(failed(io::Error::other(
+                "kmod_module_new_from_name returned no module",
+            )));
+        }
+        let module = Module(&api, module);
+        // SAFETY: a live module, NUL-terminated options, NULL callbacks and
+        // callback data (allowed by libkmod.h).
+        let rc = unsafe {
+            (api.probe)(
+                module.1,
                 PROBE_APPLY_BLACKLIST,
                 c_opts.as_ptr(),
                 ptr::null(),
                 ptr::null(),
                 ptr::null(),
-            );
-            module_unref(module);
-            kmod_unref(ctx);
-            match rc {
-                0 => Ok(()),
-                r if r == PROBE_APPLY_BLACKLIST as i32 => {
-                    Err(LoadError::Blacklisted(name.to_string()))
-                }
-                r if r > 0 => Err(failed(io::Error::other(format!("libkmod returned {r}")))),
-                r => {
-                    let e = io::Error::from_raw_os_error(-r);
-                    if matches!(-r, libc::EPERM | libc::EACCES) {
-                        Err(LoadError::Permission(name.to_string()))
-                    } else {
-                        Err(failed(e))
-                    }
+            )
+        };
+        drop(module);
+        drop(ctx);
+        match rc {
+            0 => Ok(()),
+            r if r == PROBE_APPLY_BLACKLIST as i32 => Err(LoadError::Blacklisted(name.to_string())),
+            r if r > 0 => Err(failed(io::Error::other(format!("libkmod returned {r}")))),
+            r => {
+                if matches!(-r, libc::EPERM | libc::EACCES) {
+                    Err(LoadError::Permission(name.to_string()))
+                } else {
+                    Err(failed(io::Error::from_raw_os_error(-r)))
                 }
             }
         }
@@ -272,20 +401,18 @@ mod ffi {
         #[test]
         fn libkmod_symbols_resolve() {
             // The real library, the real symbols: a typo here would only
-            // show at boot otherwise.
-            unsafe {
-                let lib = super::libc::dlopen(super::LIBKMOD.as_ptr(), super::libc::RTLD_NOW);
-                assert!(!lib.is_null(), "libkmod.so.2 must be installed (libkmod2)");
-                for s in [
-                    c"kmod_new",
-                    c"kmod_unref",
-                    c"kmod_module_new_from_name",
-                    c"kmod_module_unref",
-                    c"kmod_module_probe_insert_module",
-                ] {
-                    assert!(super::sym::<*mut super::c_void>(lib, s).is_ok(), "{s:?}");
-                }
+            // show at boot otherwise. Needs libkmod2, not root.
+            if let Err(e) = super::Api::open() {
+                panic!("libkmod.so.2 must be installed (libkmod2): {e}");
             }
+        }
+
+        #[test]
+        #[should_panic(expected = "pointer-sized")]
+        fn symbol_type_must_be_pointer_sized() {
+            let mut lib = 0u8;
+            // SAFETY: panics on the size check before using the handle.
+            let _ = unsafe { super::sym::<[usize; 2]>((&mut lib as *mut u8).cast(), c"x") };
         }
     }
 }
@@ -341,7 +468,9 @@ mod tests {
         let root = SysRoot::at(t.path());
         let e = ensure(&root, &NoLoader, None, false, Duration::ZERO).unwrap_err();
         assert!(
-            matches!(e, ModuleError::Unavailable(ref m) if m.contains("cannot load modules")),
+            matches!(e, ModuleError::NoModuleSupport { .. })
+                && e.to_string().contains("cannot load modules")
+                && !e.is_permission(),
             "{e}"
         );
     }

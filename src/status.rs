@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::assess::{FillReading, Level, Setting, Thresholds};
 use crate::config::{self, fmt_duration};
 use crate::observe;
+use crate::output;
 use crate::stats::{read_counters, CounterSource, Counters};
 use crate::sysroot::SysRoot;
 
@@ -487,21 +488,21 @@ pub fn read(root: &SysRoot, config_path: Option<&Path>, window: Duration) -> Rea
 /// `conntrack-guard status`.
 pub fn run(root: &SysRoot, config_path: Option<&Path>, json: bool, window: Duration) -> i32 {
     let report = judge(&read(root, config_path, window));
+    let unknown = Verdict::Unknown.code();
     if json {
         match serde_json::to_string_pretty(&report) {
-            Ok(j) => println!("{j}"),
+            Ok(j) => output::out_or(&(j + "\n"), report.exit_code, unknown),
             Err(e) => {
-                println!(
-                    "{{\"status\":\"UNKNOWN\",\"exit_code\":3,\"error\":{:?}}}",
+                let j = format!(
+                    "{{\"status\":\"UNKNOWN\",\"exit_code\":3,\"error\":{:?}}}\n",
                     e.to_string()
                 );
-                return Verdict::Unknown.code();
+                output::out_or(&j, unknown, unknown)
             }
         }
     } else {
-        print!("{}", text(&report));
+        output::out_or(&text(&report), report.exit_code, unknown)
     }
-    report.exit_code
 }
 
 #[cfg(test)]

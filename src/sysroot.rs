@@ -241,6 +241,11 @@ fn write_nofollow(path: &Path, value: &str) -> Result<(), PathError> {
 
 /// Write `contents` to `path` atomically: a temporary file in the same
 /// directory, then rename, so a reader never sees half a file.
+///
+/// The directory may be writable by others (node_exporter's textfile
+/// directory often is group-writable), so the temporary name is not
+/// guessable and the file is created with O_CREAT|O_EXCL|O_NOFOLLOW: a
+/// symlink or file planted at that name is never followed or reused.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PathError> {
     let err = |source| PathError {
         path: path.to_path_buf(),
@@ -250,18 +255,30 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PathError> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    let (tmp, mut f) = (0..16)
+        .map(|_| {
+            let mut n = name.clone();
+            n.push(format!(".{:016x}.tmp", random_u64()));
+            let tmp = dir.join(n);
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&tmp)
+                .map(|f| (tmp, f))
+        })
+        .find(|r| !matches!(r, Err(e) if e.kind() == io::ErrorKind::AlreadyExists))
+        .unwrap_or_else(|| {
+            Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "no free temporary name after 16 tries",
+            ))
+        })
+        .map_err(err)?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
         // The unit's UMask would leave the file 0600; node_exporter runs as
         // another user and must be able to read it.
         f.set_permissions(fs::Permissions::from_mode(0o644))?;
@@ -272,4 +289,59 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PathError> {
         let _ = fs::remove_file(&tmp);
     }
     result.map_err(err)
+}
+
+/// 64 random bits for temporary names: /dev/urandom, or std's randomly
+/// keyed hasher where /dev/urandom cannot be opened.
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    match File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_ne_bytes(b),
+        Err(_) => {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.finish()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn planted_symlink_at_the_old_temp_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("conntrack.prom");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        // The name the old code used, predictable from the pid.
+        let planted = dir
+            .path()
+            .join(format!(".conntrack.prom.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_atomic(&target, b"a 1\n").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        let meta = fs::symlink_metadata(&target).unwrap();
+        assert!(meta.file_type().is_file(), "the target is a plain file");
+        assert_eq!(meta.mode() & 0o7777, 0o644);
+        assert_eq!(fs::read_to_string(&target).unwrap(), "a 1\n");
+        // Only the planted link is left beside it: no temp file lingers.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+    }
+
+    #[test]
+    fn temp_names_differ() {
+        assert_ne!(random_u64(), random_u64());
+    }
 }

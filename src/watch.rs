@@ -218,14 +218,22 @@ impl Watcher<'_> {
     }
 
     fn reload(&mut self, sink: &mut dyn Sink) {
-        let mut states = vec![NotifyState::Reloading];
-        if let Ok(m) = NotifyState::monotonic_usec_now() {
-            states.push(m);
+        // systemd stays in "reloading" until READY=1 follows RELOADING=1.
+        // Before the first good sample READY=1 has not been sent and must
+        // not be (it means "watching"), so a reload then is not announced:
+        // the service is still starting, and the first good sample sends
+        // READY=1 with the new configuration in force.
+        let announce = self.ready_sent;
+        if announce {
+            let mut states = vec![NotifyState::Reloading];
+            if let Ok(m) = NotifyState::monotonic_usec_now() {
+                states.push(m);
+            }
+            self.notify(sink, &states);
         }
-        self.notify(sink, &states);
         // Taken before the read: a write during the read shows as a change
-        // next time, never as a missed one.
-        // An invalid file is not retried until it changes again.
+        // next time, never as a missed one. An invalid file is not retried
+        // until it changes again.
         self.config_stamp = stamp(&self.config_file());
         match config::load(self.root, self.config_path.as_deref()) {
             Ok(cfg) => {
@@ -274,7 +282,7 @@ impl Watcher<'_> {
         }
         let line = status_line(&self.state);
         let mut states = Vec::with_capacity(2);
-        if self.ready_sent {
+        if announce {
             states.push(NotifyState::Ready);
         }
         states.push(NotifyState::Status(&line));
@@ -340,14 +348,16 @@ pub fn run(root: &SysRoot, config_path: Option<&Path>, interval: Option<Duration
     let cfg = match config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("conntrack-guard: invalid configuration: {e}");
+            crate::output::err(&format!("conntrack-guard: invalid configuration: {e}"));
             return crate::exit::CONFIG;
         }
     };
     let mut signals = match SignalWait::install() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("conntrack-guard: cannot install signal handlers: {e}");
+            crate::output::err(&format!(
+                "conntrack-guard: cannot install signal handlers: {e}"
+            ));
             return crate::exit::FAILURE;
         }
     };

@@ -93,6 +93,7 @@ fn constant_rss_and_fds_at_one_millisecond() {
 /// samples and after 100 000 must be the same (bounded trend window, no
 /// per-sample allocation that is kept, no descriptor kept open).
 #[test]
+#[ignore = "soak: 100,000 samples; tests/run-all.sh runs it"]
 fn hundred_thousand_samples_constant_rss_and_fds() {
     let root = FakeRoot::new();
     root.config("[conntrack]\nmax = 1000\n");

@@ -124,3 +124,43 @@ fn notify_socket_pointing_at_nothing() {
     assert_eq!(faults.len(), 1, "logged once: {:?}", w.lines());
     assert!(faults[0].message().contains("nobody-listens"));
 }
+
+/// Every RELOADING=1 must be closed by READY=1 in the very next datagram:
+/// systemd stays in "reloading" until then. A SIGHUP before the first good
+/// sample (here: the module is absent at start, so READY=1 was never sent)
+/// used to send RELOADING=1 and then only STATUS=.
+#[test]
+fn sighup_before_the_first_good_sample_leaves_no_reload_open() {
+    let root = FakeRoot::new();
+    root.unload();
+    let mut n = NotifySocket::new();
+    let mut cmd = root.cmd(&["watch", "--interval", "0.05"]);
+    cmd.env("NOTIFY_SOCKET", &n.path);
+    let mut w = Running::spawn(cmd);
+    n.status("conntrack unavailable");
+    w.signal(nix::sys::signal::Signal::SIGHUP);
+    w.wait_event(Duration::from_secs(5), |e| e.name == "reload")
+        .expect("reload event");
+    n.samples(2);
+    root.reload_module();
+    n.until(Duration::from_secs(5), |m| m.contains("READY=1"))
+        .expect("READY=1 once the module is back");
+    // And once ready, a SIGHUP is RELOADING=1 then READY=1.
+    w.signal(nix::sys::signal::Signal::SIGHUP);
+    n.until(Duration::from_secs(5), |m| m.contains("RELOADING=1"))
+        .expect("RELOADING=1 after ready");
+    n.samples(2);
+    let (st, _) = w.term();
+    assert_eq!(st.code(), Some(0));
+    let all: Vec<String> = n.seen().into_iter().map(|(_, m)| m).collect();
+    assert!(all.iter().any(|m| m.contains("RELOADING=1")), "{all:?}");
+    for (i, m) in all.iter().enumerate() {
+        if m.contains("RELOADING=1") {
+            let next = all.get(i + 1).map(String::as_str).unwrap_or("");
+            assert!(
+                next.lines().any(|l| l == "READY=1"),
+                "RELOADING=1 not closed by READY=1: {m:?} then {next:?}"
+            );
+        }
+    }
+}

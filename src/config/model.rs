@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The configuration model: types, defaults and the ranges each key accepts.
+//! Nothing here reads a file or TOML.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Largest value `nf_conntrack_max` takes: the kernel parses it as an int.
+pub const MAX_CONNTRACK_MAX: u64 = i32::MAX as u64;
+/// Largest bucket count the kernel allocates (INT_MAX / sizeof(pointer)).
+pub const MAX_BUCKETS: u64 = (i32::MAX as u64) / 8;
+/// Timeouts are accepted from 1 s to 1 day.
+pub const MAX_TIMEOUT: u64 = 86_400;
+/// A config larger than this is refused (checked on the size and on the read).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// `[watch] interval`, and `watch --interval`.
+pub const INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(3600));
+/// `[watch] reminder`.
+pub const REMINDER_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(86_400));
+/// Percentages: `warn_percent` and `critical_percent` must also be above 0.
+pub const PERCENT_RANGE: (f64, f64) = (0.0, 100.0);
+/// `[watch] hysteresis_percent`.
+pub const HYSTERESIS_RANGE: (f64, f64) = (0.0, 50.0);
+
+/// sysctl keys of the four conntrack settings.
+pub const KEY_MAX: &str = "net.netfilter.nf_conntrack_max";
+/// See [`KEY_MAX`].
+pub const KEY_BUCKETS: &str = "net.netfilter.nf_conntrack_buckets";
+/// See [`KEY_MAX`].
+pub const KEY_UDP_TIMEOUT: &str = "net.netfilter.nf_conntrack_udp_timeout";
+/// See [`KEY_MAX`].
+pub const KEY_UDP_TIMEOUT_STREAM: &str = "net.netfilter.nf_conntrack_udp_timeout_stream";
+/// The count, read-only.
+pub const KEY_COUNT: &str = "net.netfilter.nf_conntrack_count";
+
+/// A kernel value to set, or `Keep` to leave it (and not watch it for drift).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Knob {
+    /// Set to this value.
+    Set(u64),
+    /// Leave the kernel's value alone.
+    Keep,
+}
+
+impl Knob {
+    /// The value, if set.
+    pub fn value(self) -> Option<u64> {
+        match self {
+            Knob::Set(v) => Some(v),
+            Knob::Keep => None,
+        }
+    }
+}
+
+/// The bucket setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buckets {
+    /// max / 4 (kube-proxy and the write-up use this ratio).
+    Auto,
+    /// An explicit count.
+    Set(u64),
+    /// Leave the kernel's value alone.
+    Keep,
+}
+
+/// The `[conntrack]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conntrack {
+    /// nf_conntrack_max.
+    pub max: Knob,
+    /// nf_conntrack_buckets.
+    pub buckets: Buckets,
+    /// nf_conntrack_udp_timeout, seconds.
+    pub udp_timeout: Knob,
+    /// nf_conntrack_udp_timeout_stream, seconds.
+    pub udp_timeout_stream: Knob,
+}
+
+impl Conntrack {
+    /// The bucket count to write, if any. "auto" with `max = "keep"` keeps
+    /// the buckets too: there is no configured max to derive them from.
+    pub fn buckets_value(&self) -> Option<u64> {
+        match (self.buckets, self.max) {
+            (Buckets::Set(b), _) => Some(b),
+            (Buckets::Auto, Knob::Set(m)) => Some((m / 4).max(1)),
+            _ => None,
+        }
+    }
+}
+
+/// One extra `[sysctl]` setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extra {
+    /// Dotted key, validated.
+    pub key: String,
+    /// Value as it will be written.
+    pub value: String,
+    /// Line in the config file, for errors found later (key absent).
+    pub line: Option<usize>,
+}
+
+/// The `[watch]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    /// Sampling interval.
+    pub interval: Duration,
+    /// Fill percentage for the warning level.
+    pub warn_percent: f64,
+    /// Fill percentage for the critical level.
+    pub critical_percent: f64,
+    /// How far below a threshold the fill must fall to leave its level.
+    pub hysteresis_percent: f64,
+    /// Minimum time between reminders while not ok.
+    pub reminder: Duration,
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Metrics {
+    /// node_exporter textfile path; `None` when off.
+    pub textfile: Option<PathBuf>,
+}
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[conntrack]`.
+    pub conntrack: Conntrack,
+    /// `[sysctl]`, in file order.
+    pub sysctl: Vec<Extra>,
+    /// `[watch]`.
+    pub watch: Watch,
+    /// `[metrics]`.
+    pub metrics: Metrics,
+    /// Where it came from; `None` for the built-in defaults.
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            conntrack: Conntrack {
+                max: Knob::Set(1_048_576),
+                buckets: Buckets::Auto,
+                udp_timeout: Knob::Set(10),
+                udp_timeout_stream: Knob::Set(15),
+            },
+            sysctl: Vec::new(),
+            watch: Watch {
+                interval: Duration::from_secs(5),
+                warn_percent: 80.0,
+                critical_percent: 95.0,
+                hysteresis_percent: 5.0,
+                reminder: Duration::from_secs(300),
+            },
+            metrics: Metrics::default(),
+            source: None,
+        }
+    }
+}
+
+/// One kernel setting the config asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Dotted sysctl key.
+    pub key: String,
+    /// The value to write and expect back.
+    pub value: String,
+}
+
+impl Config {
+    /// Every kernel value this config sets, in the order apply writes them.
+    /// Buckets come before max so the table is never briefly large with a
+    /// small hash.
+    pub fn targets(&self) -> Vec<Target> {
+        let c = &self.conntrack;
+        let mut out = Vec::new();
+        let mut push = |key: &str, v: Option<u64>| {
+            if let Some(v) = v {
+                out.push(Target {
+                    key: key.to_string(),
+                    value: v.to_string(),
+                });
+            }
+        };
+        push(KEY_BUCKETS, c.buckets_value());
+        push(KEY_MAX, c.max.value());
+        push(KEY_UDP_TIMEOUT, c.udp_timeout.value());
+        push(KEY_UDP_TIMEOUT_STREAM, c.udp_timeout_stream.value());
+        out.extend(self.sysctl.iter().map(|e| Target {
+            key: e.key.clone(),
+            value: e.value.clone(),
+        }));
+        out
+    }
+
+    /// A short name for messages: the file, or "built-in defaults".
+    pub fn source_name(&self) -> String {
+        match &self.source {
+            Some(p) => p.display().to_string(),
+            None => "built-in defaults".to_string(),
+        }
+    }
+}
