@@ -12,13 +12,12 @@ use std::time::Duration;
 use crate::config::{Config, ConfigError, Knob, KEY_BUCKETS, KEY_MAX};
 use crate::events::{Event, Priority};
 use crate::hashsize::{self, KernelTarget};
+use crate::host::Host;
 use crate::ids;
-use crate::module::{self, ModuleError, ModuleLoader, ModuleState};
+use crate::kernel::{entry_bytes, kernel_u64, ram_bytes, read_current, same_value};
+use crate::module::{self, ModuleError, ModuleState};
 use crate::sysroot::{PathError, SysRoot, HASHSIZE_PARAM};
-
-/// Bytes per entry when the slab size cannot be read (the write-up's
-/// estimate is 300-400).
-pub const DEFAULT_ENTRY_BYTES: u64 = 384;
+use crate::table::human_bytes;
 
 /// The outcome of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,12 +248,6 @@ fn is_permission(errno: i32) -> bool {
     )
 }
 
-/// Whether the value read back means the same as the target: the kernel
-/// prints multi-value sysctls with tabs where we wrote spaces.
-pub fn same_value(actual: &str, target: &str) -> bool {
-    actual.split_whitespace().eq(target.split_whitespace())
-}
-
 /// Memory at a full table: entries plus the bucket array (8 bytes each).
 pub fn memory_cost(max: u64, buckets: u64, entry_bytes: u64) -> u64 {
     max.saturating_mul(entry_bytes)
@@ -276,50 +269,6 @@ pub fn memory_verdict(cost: u64, ram: u64) -> Result<Option<String>, String> {
     } else {
         Ok(None)
     }
-}
-
-/// `1.5 GiB` etc.
-pub fn human_bytes(b: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
-}
-
-/// Bytes per conntrack entry from the slab, or the default.
-pub fn entry_bytes(root: &SysRoot) -> u64 {
-    root.read_opt("sys/kernel/slab/nf_conntrack/object_size")
-        .ok()
-        .flatten()
-        .and_then(|s| s.trim().parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(DEFAULT_ENTRY_BYTES)
-}
-
-/// MemTotal in bytes, from /proc/meminfo.
-pub fn ram_bytes(root: &SysRoot) -> Option<u64> {
-    parse_memtotal(&root.read_opt("proc/meminfo").ok().flatten()?)
-}
-
-/// Parse MemTotal (kB) out of meminfo text.
-pub fn parse_memtotal(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kb| kb.saturating_mul(1024))
-}
-
-/// A numeric sysctl, or `None` when absent or not a number.
-pub fn kernel_u64(root: &SysRoot, key: &str) -> Option<u64> {
-    root.read_sysctl(key).ok().flatten()?.parse().ok()
 }
 
 fn config_error(cfg: &Config, line: Option<usize>, key: &str, message: String) -> ConfigError {
@@ -395,19 +344,27 @@ pub fn preflight(
     Ok(warnings)
 }
 
-/// Run apply. `wait` bounds the wait for the keys after loading the module;
-/// `page_size` is the running system's, which the bucket count rounds to.
+/// Run apply on `host`. `wait` bounds the wait for the keys after loading
+/// the module; the bucket count is rounded to the host's page size.
 pub fn apply(
-    root: &SysRoot,
+    host: &Host,
     cfg: &Config,
-    loader: &dyn ModuleLoader,
     dry_run: bool,
     wait: Duration,
-    page_size: u64,
 ) -> Result<Report, ApplyError> {
-    let module = module::ensure(root, loader, cfg.conntrack.buckets_value(), dry_run, wait)?;
-    let warnings = preflight(root, cfg, &module)?;
-    let targets = hashsize::targets(cfg, page_size);
+    let root = &host.root;
+    let module = module::ensure(
+        root,
+        host.loader.as_ref(),
+        cfg.conntrack.buckets_value(),
+        dry_run,
+        wait,
+    )?;
+    let mut warnings = preflight(root, cfg, &module)?;
+    if !dry_run {
+        warnings.extend(ensure_ctnetlink(host));
+    }
+    let targets = hashsize::targets(cfg, host.page_size);
     let mut rows = Vec::with_capacity(targets.len());
     for t in &targets {
         let before = read_current(root, &t.key);
@@ -454,17 +411,27 @@ pub fn apply(
     })
 }
 
-/// The current value of a key; buckets fall back to the module parameter,
-/// which sizes the same table.
-pub fn read_current(root: &SysRoot, key: &str) -> Result<Option<String>, PathError> {
-    match root.read_sysctl(key)? {
-        Some(v) => Ok(Some(v)),
-        None if key == KEY_BUCKETS => {
-            Ok(root.read_opt(HASHSIZE_PARAM)?.map(|s| s.trim().to_string()))
+/// The watchdog reads the conntrack counters over ctnetlink first, which
+/// lives in the module nf_conntrack_netlink. This step holds CAP_SYS_MODULE
+/// and the watchdog does not, so load it here when the kernel says it is
+/// missing. Never fatal: without it the watchdog falls back to procfs.
+fn ensure_ctnetlink(host: &Host) -> Option<String> {
+    match host.netlink.stats_cpu() {
+        Err(e) if e.is_not_loaded() && host.root.exists("proc/modules") => {
+            match host.loader.load(CTNETLINK_MODULE, "") {
+                Ok(()) => None,
+                Err(e) => Some(format!(
+                    "could not load {CTNETLINK_MODULE} ({e}); the watchdog reads the \
+                     counters from /proc/net/stat/nf_conntrack where that exists"
+                )),
+            }
         }
-        None => Ok(None),
+        _ => None,
     }
 }
+
+/// The module that carries ctnetlink.
+pub const CTNETLINK_MODULE: &str = "nf_conntrack_netlink";
 
 fn write_and_verify(root: &SysRoot, t: &KernelTarget, before: Option<String>) -> Row {
     let mut row = Row {
@@ -546,6 +513,7 @@ fn write_reason(e: &PathError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::parse_memtotal;
 
     #[test]
     fn memory_thresholds() {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::config::{self, parse_duration};
 use crate::events::{default_sink, Sink};
 use crate::exit;
-use crate::module::{KmodLoader, ModuleLoader, NoLoader};
+use crate::host::Host;
 use crate::output;
 use crate::sysroot::SysRoot;
 
@@ -332,7 +332,8 @@ pub fn run(args: &[OsString]) -> i32 {
             return e.exit_code();
         }
     };
-    let root = SysRoot::from_env();
+    let host = Host::from_env();
+    let root = &host.root;
     match inv.command {
         Command::Help => output::out_or(HELP, exit::OK, exit::FAILURE),
         Command::Version => output::out_or(
@@ -341,41 +342,29 @@ pub fn run(args: &[OsString]) -> i32 {
             exit::FAILURE,
         ),
         Command::Apply { dry_run } => {
-            let loader: Box<dyn ModuleLoader> = if root.is_host() {
-                Box::new(KmodLoader)
-            } else {
-                Box::new(NoLoader)
-            };
-            run_apply(
-                &root,
-                inv.config.as_deref(),
-                loader.as_ref(),
-                dry_run,
-                &mut *default_sink(),
-            )
+            run_apply(&host, inv.config.as_deref(), dry_run, &mut *default_sink())
         }
         Command::Plan {
             rate,
             timeout,
             headroom,
             json,
-        } => run_plan(&root, inv.config.as_deref(), rate, timeout, headroom, json),
-        Command::Watch { interval } => crate::watch::run(&root, inv.config.as_deref(), interval),
+        } => run_plan(root, inv.config.as_deref(), rate, timeout, headroom, json),
+        Command::Watch { interval } => crate::watch::run(&host, inv.config.as_deref(), interval),
         Command::Status { json, window } => {
-            crate::status::run(&root, inv.config.as_deref(), json, window)
+            crate::status::run(&host, inv.config.as_deref(), json, window)
         }
     }
 }
 
-/// `apply`, with the loader and sink chosen by the caller.
+/// `apply` on `host`, reporting to `sink`.
 pub fn run_apply(
-    root: &SysRoot,
+    host: &Host,
     config_path: Option<&std::path::Path>,
-    loader: &dyn ModuleLoader,
     dry_run: bool,
     sink: &mut dyn Sink,
 ) -> i32 {
-    let cfg = match config::load(root, config_path) {
+    let cfg = match config::load(&host.root, config_path) {
         Ok(c) => c,
         Err(e) => {
             output::err(&format!(
@@ -384,14 +373,7 @@ pub fn run_apply(
             return exit::CONFIG;
         }
     };
-    let report = match crate::apply::apply(
-        root,
-        &cfg,
-        loader,
-        dry_run,
-        Duration::from_secs(5),
-        crate::hashsize::page_size(),
-    ) {
+    let report = match crate::apply::apply(host, &cfg, dry_run, Duration::from_secs(5)) {
         Ok(r) => r,
         Err(crate::apply::ApplyError::Config(e)) => {
             output::err(&format!(

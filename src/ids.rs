@@ -16,6 +16,10 @@ pub const LEVEL_OK: &str = "5d6412841ec240c88a44f33fba9e2f9a";
 pub const REMINDER: &str = "3309ed59f38f41a58c7d6f20759bdad7";
 /// drop, early_drop or insert_failed rose.
 pub const DROPS: &str = "3ecf2d7acba543f79c1f7ba39fc7d597";
+/// UDP sockets dropped datagrams: receive buffer full (RcvbufErrors).
+pub const UDP_DROPS: &str = "074f0b35d13e40d9b676018d1e8ce273";
+/// The input backlog dropped packets (softnet_stat dropped).
+pub const BACKLOG_DROPS: &str = "761fd3d3275c440bb690aa1fd41c0b29";
 /// A drop incident ended: a whole window without a drop.
 pub const DROPS_ENDED: &str = "1dc89f77f52a4c7a85508b5a8b5d76ca";
 /// A configured value no longer matches the kernel.
@@ -47,6 +51,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("REMINDER", REMINDER),
     ("DROPS", DROPS),
     ("DROPS_ENDED", DROPS_ENDED),
+    ("UDP_DROPS", UDP_DROPS),
+    ("BACKLOG_DROPS", BACKLOG_DROPS),
     ("DRIFT", DRIFT),
     ("DRIFT_CLEARED", DRIFT_CLEARED),
     ("MODULE_GONE", MODULE_GONE),

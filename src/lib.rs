@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod events;
 pub mod hashsize;
+pub mod host;
 pub mod ids;
 pub mod kernel;
 pub mod metrics;
@@ -25,6 +26,7 @@ pub mod plan;
 pub mod stats;
 pub mod status;
 pub mod sysroot;
+pub mod table;
 pub mod watch;
 
 /// Exit codes, as documented in `--help`, the README and conntrack-guard(8).

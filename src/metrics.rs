@@ -14,18 +14,26 @@ use std::path::{Path, PathBuf};
 use crate::assess::{Fill, Level};
 use crate::events::{Event, Priority};
 use crate::ids;
-use crate::stats::Counters;
+use crate::kernel::snmp::UdpStats;
+use crate::stats::CounterSource;
 use crate::sysroot::write_atomic;
 
 /// What one sample contributes to the metrics.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Snapshot<'a> {
     /// Count and max.
     pub fill: &'a Fill,
     /// Current level.
     pub level: Level,
-    /// Counter totals since boot, when readable.
-    pub counters: Option<&'a Counters>,
+    /// Conntrack counter totals since boot, monotonic across u32 wraps
+    /// (empty when unreadable).
+    pub conntrack: &'a [(&'static str, u64)],
+    /// Where they came from.
+    pub counters_source: Option<CounterSource>,
+    /// The UDP MIB of this namespace, when readable.
+    pub udp: Option<&'a UdpStats>,
+    /// Backlog counter totals since boot, monotonic (empty when unreadable).
+    pub softnet: &'a [(&'static str, u64)],
     /// Any configured setting drifted.
     pub drift: bool,
     /// Unix time of the sample, seconds.
@@ -72,19 +80,66 @@ pub fn render(s: &Snapshot<'_>) -> String {
         "Fill level with hysteresis: 0 ok, 1 warning, 2 critical.",
     );
     let _ = writeln!(o, "conntrack_guard_level {}", s.level.gauge());
-    if let Some(c) = s.counters {
+    if !s.conntrack.is_empty() {
         metric(
             &mut o,
             "conntrack_guard_stat_total",
             "counter",
-            "Conntrack counters summed over CPUs since boot (/proc/net/stat/nf_conntrack).",
+            "Conntrack counters summed over CPUs since boot (ctnetlink or /proc/net/stat/nf_conntrack), monotonic across the kernel's per-CPU u32 wraps.",
         );
-        for (name, v) in [
-            ("drop", c.drop),
-            ("early_drop", c.early_drop),
-            ("insert_failed", c.insert_failed),
-        ] {
+        for (name, v) in s.conntrack {
             let _ = writeln!(o, "conntrack_guard_stat_total{{counter=\"{name}\"}} {v}");
+        }
+    }
+    if let Some(src) = s.counters_source {
+        metric(
+            &mut o,
+            "conntrack_guard_counters_source",
+            "gauge",
+            "Where the conntrack counters come from: 1 for the source in use.",
+        );
+        let name = match src {
+            CounterSource::Netlink => "netlink",
+            CounterSource::Procfs => "procfs",
+        };
+        let _ = writeln!(o, "conntrack_guard_counters_source{{source=\"{name}\"}} 1");
+    }
+    if let Some(u) = s.udp {
+        metric(
+            &mut o,
+            "conntrack_guard_udp_errors_total",
+            "counter",
+            "UDP receive errors of this network namespace, IPv4 and IPv6 (/proc/net/snmp, snmp6): rcvbuf_errors = socket receive buffer full; in_errors = every receive drop (includes rcvbuf_errors).",
+        );
+        let in_errors = [u.udp.in_errors, u.udp6.and_then(|m| m.in_errors)];
+        for (name, v) in [
+            ("rcvbuf_errors", u.rcvbuf_errors()),
+            (
+                "in_errors",
+                in_errors
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .reduce(u64::saturating_add),
+            ),
+        ] {
+            if let Some(v) = v {
+                let _ = writeln!(
+                    o,
+                    "conntrack_guard_udp_errors_total{{counter=\"{name}\"}} {v}"
+                );
+            }
+        }
+    }
+    if !s.softnet.is_empty() {
+        metric(
+            &mut o,
+            "conntrack_guard_softnet_total",
+            "counter",
+            "Input backlog counters summed over CPUs (/proc/net/softnet_stat): dropped = netdev_max_backlog exceeded; time_squeeze = the softirq budget ran out.",
+        );
+        for (name, v) in s.softnet {
+            let _ = writeln!(o, "conntrack_guard_softnet_total{{counter=\"{name}\"}} {v}");
         }
     }
     metric(
@@ -183,16 +238,28 @@ mod tests {
             count: 870,
             max: 1000,
         };
-        let c = Counters {
-            drop: 3,
-            early_drop: 4,
-            insert_failed: 5,
-            clashres: Some(1),
+        let conntrack = [
+            ("drop", 3),
+            ("early_drop", 4),
+            ("insert_failed", 5),
+            ("chaintoolong", 6),
+        ];
+        let udp = crate::kernel::snmp::parse_snmp(
+            "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors\nUdp: 10 2 9 4 7\n",
+        )
+        .unwrap()
+        .0;
+        let udp = UdpStats {
+            udp,
+            ..UdpStats::default()
         };
         let text = render(&Snapshot {
             fill: &fill,
             level: Level::Warning,
-            counters: Some(&c),
+            conntrack: &conntrack,
+            counters_source: Some(CounterSource::Netlink),
+            udp: Some(&udp),
+            softnet: &[("dropped", 11), ("time_squeeze", 12)],
             drift: true,
             timestamp: 1_700_000_000.25,
         });
@@ -204,6 +271,12 @@ mod tests {
             "conntrack_guard_stat_total{counter=\"drop\"} 3",
             "conntrack_guard_stat_total{counter=\"early_drop\"} 4",
             "conntrack_guard_stat_total{counter=\"insert_failed\"} 5",
+            "conntrack_guard_stat_total{counter=\"chaintoolong\"} 6",
+            "conntrack_guard_counters_source{source=\"netlink\"} 1",
+            "conntrack_guard_udp_errors_total{counter=\"rcvbuf_errors\"} 7",
+            "conntrack_guard_udp_errors_total{counter=\"in_errors\"} 9",
+            "conntrack_guard_softnet_total{counter=\"dropped\"} 11",
+            "conntrack_guard_softnet_total{counter=\"time_squeeze\"} 12",
             "conntrack_guard_settings_drift 1",
             "conntrack_guard_last_sample_timestamp_seconds 1700000000.250",
             "# TYPE conntrack_guard_stat_total counter",

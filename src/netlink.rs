@@ -31,7 +31,6 @@ use nix::sys::time::TimeVal;
 
 use crate::kernel::ctstats::{CtCounter, CtTable};
 use crate::kernel::percpu::CpuIds;
-use crate::stats::Counters;
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET_STATS_CPU: u16 = 4;
@@ -40,11 +39,6 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NFNETLINK_V0: u8 = 0;
-// enum ctattr_stats_cpu in include/uapi/linux/netfilter/nfnetlink_conntrack.h
-const CTA_STATS_INSERT_FAILED: u16 = 9;
-const CTA_STATS_DROP: u16 = 10;
-const CTA_STATS_EARLY_DROP: u16 = 11;
-const CTA_STATS_CLASH_RESOLVE: u16 = 14;
 /// How long one dump may take before it counts as unanswered.
 pub const TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -162,17 +156,6 @@ pub fn stats_cpu_table() -> Result<CtTable, NetlinkError> {
     Ok(table)
 }
 
-/// Dump the per-CPU stats and sum them (the older API, kept until the
-/// consumers move to [`stats_cpu_table`]).
-pub fn stats_cpu() -> io::Result<Counters> {
-    let mut sum = Counters {
-        clashres: Some(0),
-        ..Counters::default()
-    };
-    exchange(|b, seq| parse_messages(b, seq, &mut sum))?;
-    Ok(sum)
-}
-
 fn libc_timeval(d: Duration) -> nix::libc::timeval {
     nix::libc::timeval {
         tv_sec: d.as_secs() as _,
@@ -203,13 +186,6 @@ fn u32_at(b: &[u8], i: usize) -> Option<u32> {
 }
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
-}
-
-/// Parse one datagram of netlink messages into `sum`. Returns true at
-/// NLMSG_DONE. Bounds-checked throughout: the input is the kernel's, but a
-/// parser must not trust lengths.
-pub fn parse_messages(b: &[u8], seq: u32, sum: &mut Counters) -> io::Result<bool> {
-    walk_messages(b, seq, |_, payload| parse_attrs(payload, sum))
 }
 
 /// Parse one datagram of the stats dump into per-CPU rows of `table`.
@@ -289,23 +265,6 @@ fn for_each_u32_attr(payload: &[u8], mut f: impl FnMut(u16, u32)) {
     }
 }
 
-fn parse_attrs(payload: &[u8], sum: &mut Counters) {
-    for_each_u32_attr(payload, |aty, v| {
-        let v = u64::from(v);
-        match aty {
-            CTA_STATS_DROP => sum.drop += v,
-            CTA_STATS_EARLY_DROP => sum.early_drop += v,
-            CTA_STATS_INSERT_FAILED => sum.insert_failed += v,
-            CTA_STATS_CLASH_RESOLVE => {
-                if let Some(c) = sum.clashres.as_mut() {
-                    *c += v
-                }
-            }
-            _ => {}
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,26 +291,33 @@ mod tests {
     #[test]
     fn sums_cpu_messages() {
         let mut body = vec![0, 0, 0, 0];
-        body.extend(attr(CTA_STATS_DROP, 7));
-        body.extend(attr(CTA_STATS_EARLY_DROP, 2));
-        body.extend(attr(CTA_STATS_INSERT_FAILED, 1));
+        body.extend(attr(CtCounter::Drop.netlink_attr(), 7));
+        body.extend(attr(CtCounter::EarlyDrop.netlink_attr(), 2));
+        body.extend(attr(CtCounter::InsertFailed.netlink_attr(), 1));
         let mut dgram = msg(0x104, 1, &body);
-        dgram.extend(msg(0x104, 1, &body));
-        let mut sum = Counters {
-            clashres: Some(0),
-            ..Counters::default()
-        };
-        assert!(!parse_messages(&dgram, 1, &mut sum).unwrap());
-        assert_eq!((sum.drop, sum.early_drop, sum.insert_failed), (14, 4, 2));
-        assert!(parse_messages(&msg(NLMSG_DONE, 1, &[0; 4]), 1, &mut sum).unwrap());
+        let mut body1 = vec![0, 0, 0, 1];
+        body1.extend_from_slice(&body[4..]);
+        dgram.extend(msg(0x104, 1, &body1));
+        let mut t = CtTable::new(CpuIds::Kernel);
+        assert!(!parse_stats_cpu(&dgram, 1, &mut t).unwrap());
+        let total = |k| t.total(k).unwrap();
+        assert_eq!(
+            (
+                total(CtCounter::Drop),
+                total(CtCounter::EarlyDrop),
+                total(CtCounter::InsertFailed)
+            ),
+            (14, 4, 2)
+        );
+        assert!(parse_stats_cpu(&msg(NLMSG_DONE, 1, &[0; 4]), 1, &mut t).unwrap());
     }
 
     #[test]
     fn error_message_maps_errno() {
-        let e = parse_messages(
+        let e = parse_stats_cpu(
             &msg(NLMSG_ERROR, 1, &(-1i32).to_ne_bytes()),
             1,
-            &mut Counters::default(),
+            &mut CtTable::new(CpuIds::Kernel),
         )
         .unwrap_err();
         assert_eq!(e.raw_os_error(), Some(1));
@@ -360,10 +326,10 @@ mod tests {
     #[test]
     fn error_code_i32_min_is_bad_data_not_a_panic() {
         // The cargo-fuzz reproducer: NLMSG_ERROR carrying 0x80000000.
-        let e = parse_messages(
+        let e = parse_stats_cpu(
             &msg(NLMSG_ERROR, 1, &0x8000_0000u32.to_ne_bytes()),
             1,
-            &mut Counters::default(),
+            &mut CtTable::new(CpuIds::Kernel),
         )
         .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
@@ -448,7 +414,6 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn parser_never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
-            let _ = parse_messages(&b, 1, &mut Counters::default());
             let _ = parse_stats_cpu(&b, 1, &mut CtTable::new(CpuIds::Kernel));
         }
     }

@@ -12,12 +12,13 @@
 
 use serde::Serialize;
 
-use crate::apply::{entry_bytes, human_bytes, kernel_u64};
 use crate::config::{
     Config, KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT, KEY_UDP_TIMEOUT_STREAM, MAX_CONNTRACK_MAX,
 };
 use crate::hashsize;
+use crate::kernel::{entry_bytes, kernel_u64};
 use crate::sysroot::SysRoot;
+use crate::table::human_bytes;
 
 /// The first kernel with the 2-second rule.
 pub const TWO_SECOND_RULE: (u32, u32) = (5, 15);

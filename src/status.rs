@@ -17,18 +17,24 @@
 //! entry before checking it against max, and lowering max leaves the
 //! entries in place, so it happens on a healthy kernel and means over-full.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::assess::{FillReading, Level, Setting, Thresholds};
+use crate::assess::tally::{self, Signal, Tally};
+use crate::assess::{FillReading, Level, Setting, Thresholds, BACKLOG, CONNTRACK, SOCKET};
 use crate::config::{self, fmt_duration};
+use crate::host::Host;
+use crate::kernel::ctstats::{CtCounter, CtTable};
+use crate::kernel::percpu::{CounterSet, DeltaTracker, HOT_CPU_SHARE};
+use crate::kernel::snmp::UdpStats;
+use crate::kernel::softnet::{SoftnetCounter, SoftnetTable};
 use crate::observe;
 use crate::output;
-use crate::stats::{read_counters, CounterSource, Counters};
-use crate::sysroot::SysRoot;
+use crate::stats::CounterSource;
 
 /// Monitoring-plugins states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,17 +89,48 @@ pub struct Problem {
     pub message: String,
 }
 
-/// Counter increases over the window.
+/// Counter increases over the window, per drop point.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rising {
     /// The window, seconds.
     pub window_seconds: f64,
-    /// drop increase.
-    pub drop: u64,
-    /// early_drop increase.
-    pub early_drop: u64,
-    /// insert_failed increase.
-    pub insert_failed: u64,
+    /// Conntrack counters (drop, early_drop, insert_failed, chaintoolong,
+    /// ...: those the kernel has), at the top level.
+    #[serde(flatten)]
+    pub conntrack: BTreeMap<&'static str, u64>,
+    /// UDP socket counters of this namespace (rcvbuf_errors, in_errors).
+    pub socket: BTreeMap<&'static str, u64>,
+    /// Input backlog counters (dropped, time_squeeze).
+    pub backlog: BTreeMap<&'static str, u64>,
+    /// Where packets are dying in this window: "conntrack table", "socket
+    /// receive buffer", "input backlog".
+    pub drop_points: Vec<&'static str>,
+    /// The loss per CPU, when some drop point lost packets and the source
+    /// is per CPU.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_cpu: Vec<CpuLoss>,
+}
+
+/// One CPU's losses in the window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CpuLoss {
+    /// The CPU.
+    pub cpu: u32,
+    /// conntrack drop + early_drop + insert_failed + chaintoolong.
+    pub conntrack: u64,
+    /// softnet dropped.
+    pub backlog: u64,
+}
+
+/// The UDP counters of this namespace since boot (IPv4 + IPv6).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SocketTotals {
+    /// Socket receive buffer full.
+    pub rcvbuf_errors: Option<u64>,
+    /// Every receive drop (includes rcvbuf_errors).
+    pub in_errors: Option<u64>,
+    /// Datagrams to a port nothing listens on: not loss.
+    pub no_ports: Option<u64>,
 }
 
 /// A configured setting, for the report.
@@ -137,10 +174,14 @@ pub struct Report {
     pub level: Option<Level>,
     /// The conntrack keys exist.
     pub module_loaded: bool,
-    /// Counter totals since boot.
-    pub counters: Option<Counters>,
+    /// Conntrack counter totals since boot (those the kernel has).
+    pub counters: Option<BTreeMap<&'static str, u64>>,
     /// Where the counters came from.
     pub counters_source: Option<CounterSource>,
+    /// UDP socket counters of this namespace since boot.
+    pub sockets: Option<SocketTotals>,
+    /// Input backlog counters since boot, all CPUs.
+    pub backlog: Option<BTreeMap<&'static str, u64>>,
     /// Increases over the window, when measured.
     pub rising: Option<Rising>,
     /// Every configured setting.
@@ -163,13 +204,78 @@ pub struct Readings {
     /// The (last) fill reading.
     pub fill: FillReading,
     /// Counters at the start of the window.
-    pub counters_before: Result<(Counters, CounterSource), String>,
+    pub before: Counts,
     /// Counters at the end of the window (None: no window).
-    pub counters_after: Option<Result<(Counters, CounterSource), String>>,
+    pub after: Option<Counts>,
     /// The window.
     pub window: Duration,
     /// Configured settings against the kernel.
     pub settings: Vec<Setting>,
+}
+
+/// The counters of the three drop points at one moment.
+#[derive(Debug, Clone)]
+pub struct Counts {
+    /// Conntrack statistics and their source.
+    pub conntrack: Result<(CtTable, CounterSource), String>,
+    /// The UDP MIB of this namespace.
+    pub udp: Result<UdpStats, String>,
+    /// The backlog statistics.
+    pub softnet: Result<SoftnetTable, String>,
+}
+
+impl Counts {
+    /// Read them now.
+    pub fn read(host: &Host) -> Self {
+        let (ct, src) = observe::conntrack_counters(host);
+        Counts {
+            conntrack: ct.and_then(|t| src.map(|s| (t, s)).ok_or_else(|| "no source".into())),
+            udp: observe::udp(host),
+            softnet: observe::softnet(host),
+        }
+    }
+}
+
+fn ct_totals(t: &CtTable) -> BTreeMap<&'static str, u64> {
+    CtCounter::ALL
+        .iter()
+        .filter(|k| CONNTRACK.counters.iter().any(|c| c.name == k.name()))
+        .filter_map(|k| Some((k.name(), t.total(*k)?)))
+        .collect()
+}
+
+fn tally_map(t: &Tally, sig: &Signal) -> BTreeMap<&'static str, u64> {
+    sig.counters
+        .iter()
+        .filter(|c| t.has(c.name))
+        .map(|c| (c.name, t.get(c.name)))
+        .collect()
+}
+
+/// The increases between two readings of each drop point (`None` where
+/// either reading failed).
+fn window_tallies(a: &Counts, b: &Counts) -> [Option<Tally>; 3] {
+    let ct = match (&a.conntrack, &b.conntrack) {
+        (Ok((x, _)), Ok((y, _))) => {
+            let mut d = DeltaTracker::<CtCounter>::new();
+            d.step(x);
+            Some(tally::conntrack(&d.step(y)))
+        }
+        _ => None,
+    };
+    let udp = match (&a.udp, &b.udp) {
+        (Ok(x), Ok(y)) => Some(tally::socket(&y.delta_since(x))),
+        _ => None,
+    };
+    let backlog = match (&a.softnet, &b.softnet) {
+        (Ok(x), Ok(y)) => {
+            let mut d = DeltaTracker::<SoftnetCounter>::new();
+            d.step(x);
+            Some(tally::backlog(&d.step(y)))
+        }
+        _ => None,
+    };
+    [ct, udp, backlog]
 }
 
 /// Decide the verdict from readings. Pure.
@@ -232,40 +338,111 @@ pub fn judge(r: &Readings) -> Report {
         FillReading::Gone(why) => push(Verdict::Unknown, format!("conntrack not available: {why}")),
         FillReading::Fault(why) => push(Verdict::Unknown, format!("cannot read the fill: {why}")),
     }
-    let (counters, counters_source) = match (&r.counters_after, &r.counters_before) {
-        (Some(Ok((c, s))), _) | (None, Ok((c, s))) => (Some(*c), Some(*s)),
-        _ => (None, None),
+    let last = r.after.as_ref().unwrap_or(&r.before);
+    let (counters, counters_source) = match &last.conntrack {
+        Ok((t, src)) => (Some(ct_totals(t)), Some(*src)),
+        Err(_) => (None, None),
     };
+    let sockets = last.udp.as_ref().ok().map(|u| SocketTotals {
+        rcvbuf_errors: u.rcvbuf_errors(),
+        in_errors: tally::socket(u)
+            .has("in_errors")
+            .then(|| tally::socket(u).get("in_errors")),
+        no_ports: match (u.udp.no_ports, u.udp6.and_then(|m| m.no_ports)) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+        },
+    });
+    let backlog = last.softnet.as_ref().ok().map(|t| {
+        [
+            ("dropped", SoftnetCounter::Dropped),
+            ("time_squeeze", SoftnetCounter::TimeSqueeze),
+        ]
+        .into_iter()
+        .filter_map(|(n, k)| Some((n, t.total(k)?)))
+        .collect()
+    });
+    if let Err(e) = &r.before.conntrack {
+        if module_loaded {
+            push(Verdict::Unknown, format!("cannot read the counters: {e}"));
+        }
+    }
     let mut rising = None;
-    match (&r.counters_before, &r.counters_after) {
-        (Err(e), _) | (_, Some(Err(e))) => {
-            if module_loaded {
+    if let Some(after) = &r.after {
+        if let Some(Err(e)) = r.after.as_ref().map(|a| &a.conntrack) {
+            if module_loaded && r.before.conntrack.is_ok() {
                 push(Verdict::Unknown, format!("cannot read the counters: {e}"));
             }
         }
-        (Ok((a, _)), Some(Ok((b, _)))) => {
-            let d = b.delta_since(a);
-            if d.any_loss() {
+        let [ct, udp, bl] = window_tallies(&r.before, after);
+        let mut points = Vec::new();
+        let window = fmt_duration(r.window);
+        if let Some(t) = ct.as_ref().filter(|t| t.loss(&CONNTRACK) > 0) {
+            points.push("conntrack table");
+            push(
+                Verdict::Critical,
+                format!(
+                    "packets are being dropped now at the conntrack table: {} in {window}",
+                    t.text(&CONNTRACK)
+                ),
+            );
+        }
+        if let Some(t) = udp.as_ref().filter(|t| t.loss(&SOCKET) > 0) {
+            points.push("socket receive buffer");
+            push(
+                Verdict::Warning,
+                format!(
+                    "UDP datagrams are being dropped now at the socket receive buffer: {} in {window}; \
+                     raise the receiver's SO_RCVBUF and net.core.rmem_max",
+                    t.text(&SOCKET)
+                ),
+            );
+        }
+        if let Some(t) = bl.as_ref().filter(|t| t.loss(&BACKLOG) > 0) {
+            points.push("input backlog");
+            push(
+                Verdict::Warning,
+                format!(
+                    "packets are being dropped now at the input backlog: {} in {window}; \
+                     raise net.core.netdev_max_backlog, spread the load with RSS/RPS",
+                    t.text(&BACKLOG)
+                ),
+            );
+        }
+        let per_cpu = if points.is_empty() {
+            Vec::new()
+        } else {
+            per_cpu_loss(ct.as_ref(), bl.as_ref())
+        };
+        if let Some((cpu, share)) = ct.as_ref().and_then(|t| t.hot_cpu(HOT_CPU_SHARE)) {
+            if !points.is_empty() {
                 push(
                     Verdict::Critical,
                     format!(
-                        "packets are being dropped now: drop +{}, early_drop +{}, \
-                         insert_failed +{} in {}",
-                        d.drop,
-                        d.early_drop,
-                        d.insert_failed,
-                        fmt_duration(r.window)
+                        "{:.0}% of the conntrack drops are on CPU {cpu}: one RX queue or softirq \
+                         carries the load (check RSS/RPS and IRQ affinity)",
+                        share * 100.0
                     ),
                 );
             }
-            rising = Some(Rising {
-                window_seconds: r.window.as_secs_f64(),
-                drop: d.drop,
-                early_drop: d.early_drop,
-                insert_failed: d.insert_failed,
-            });
         }
-        (Ok(_), None) => {}
+        rising = Some(Rising {
+            window_seconds: r.window.as_secs_f64(),
+            conntrack: ct
+                .as_ref()
+                .map(|t| tally_map(t, &CONNTRACK))
+                .unwrap_or_default(),
+            socket: udp
+                .as_ref()
+                .map(|t| tally_map(t, &SOCKET))
+                .unwrap_or_default(),
+            backlog: bl
+                .as_ref()
+                .map(|t| tally_map(t, &BACKLOG))
+                .unwrap_or_default(),
+            drop_points: points,
+            per_cpu,
+        });
     }
     let settings: Vec<SettingRow> = r.settings.iter().map(SettingRow::from).collect();
     for s in settings.iter().filter(|s| !s.ok) {
@@ -294,6 +471,8 @@ pub fn judge(r: &Readings) -> Report {
         module_loaded,
         counters,
         counters_source,
+        sockets,
+        backlog,
         rising,
         settings,
         warn_percent: thresholds.map(|t| t.warn_percent),
@@ -301,6 +480,27 @@ pub fn judge(r: &Readings) -> Report {
         config: source,
         problems,
     }
+}
+
+fn per_cpu_loss(ct: Option<&Tally>, bl: Option<&Tally>) -> Vec<CpuLoss> {
+    let mut rows: BTreeMap<u32, CpuLoss> = BTreeMap::new();
+    for (t, is_ct) in [(ct, true), (bl, false)] {
+        for (cpu, v) in t.map(|t| t.per_cpu.as_slice()).unwrap_or_default() {
+            let row = rows.entry(*cpu).or_insert(CpuLoss {
+                cpu: *cpu,
+                conntrack: 0,
+                backlog: 0,
+            });
+            if is_ct {
+                row.conntrack += v;
+            } else {
+                row.backlog += v;
+            }
+        }
+    }
+    rows.into_values()
+        .filter(|r| r.conntrack > 0 || r.backlog > 0)
+        .collect()
 }
 
 fn bar(ratio: f64, width: usize) -> String {
@@ -375,15 +575,15 @@ pub fn text(r: &Report) -> String {
     );
     match &r.counters {
         Some(c) => {
+            let list = CONNTRACK
+                .counters
+                .iter()
+                .filter_map(|k| Some(format!("{} {}", k.name, c.get(k.name)?)))
+                .collect::<Vec<_>>()
+                .join("  ");
             let _ = writeln!(
                 s,
-                "  counters  drop {}  early_drop {}  insert_failed {}{}  (since boot, from {})",
-                c.drop,
-                c.early_drop,
-                c.insert_failed,
-                c.clashres
-                    .map(|v| format!("  clashres {v}"))
-                    .unwrap_or_default(),
+                "  counters  {list}  (since boot, from {})",
                 match r.counters_source {
                     Some(CounterSource::Netlink) => "ctnetlink",
                     _ => "/proc/net/stat/nf_conntrack",
@@ -394,20 +594,70 @@ pub fn text(r: &Report) -> String {
             let _ = writeln!(s, "  counters  unavailable");
         }
     }
+    match &r.sockets {
+        Some(u) => {
+            let n = |v: Option<u64>| v.map_or("n/a".to_string(), |v| v.to_string());
+            let _ = writeln!(
+                s,
+                "  sockets   UDP rcvbuf_errors {}  in_errors {}  (no_ports {}: not loss)  (since boot, this namespace)",
+                n(u.rcvbuf_errors),
+                n(u.in_errors),
+                n(u.no_ports)
+            );
+        }
+        None => {
+            let _ = writeln!(s, "  sockets   unavailable");
+        }
+    }
+    match &r.backlog {
+        Some(b) => {
+            let list = b
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join("  ");
+            let _ = writeln!(s, "  backlog   {list}  (since boot, all CPUs)");
+        }
+        None => {
+            let _ = writeln!(s, "  backlog   unavailable");
+        }
+    }
     if let Some(x) = &r.rising {
-        let _ = writeln!(
-            s,
-            "  now       {} over {:.1}s",
-            if x.drop > 0 || x.early_drop > 0 || x.insert_failed > 0 {
-                format!(
-                    "RISING: drop +{}  early_drop +{}  insert_failed +{}",
-                    x.drop, x.early_drop, x.insert_failed
-                )
-            } else {
-                "no drops".to_string()
-            },
-            x.window_seconds
-        );
+        let now = if x.drop_points.is_empty() {
+            "no drops".to_string()
+        } else {
+            let mut parts = Vec::new();
+            for (point, map) in [
+                ("conntrack table", &x.conntrack),
+                ("socket receive buffer", &x.socket),
+                ("input backlog", &x.backlog),
+            ] {
+                if x.drop_points.contains(&point) {
+                    let list = map
+                        .iter()
+                        .filter(|(_, v)| **v > 0)
+                        .map(|(k, v)| format!("{k} +{v}"))
+                        .collect::<Vec<_>>()
+                        .join("  ");
+                    parts.push(format!("{point}: {list}"));
+                }
+            }
+            format!("RISING at {}", parts.join("; "))
+        };
+        let _ = writeln!(s, "  now       {now} over {:.1}s", x.window_seconds);
+        if !x.per_cpu.is_empty() {
+            let list = x
+                .per_cpu
+                .iter()
+                .map(|c| match (c.conntrack, c.backlog) {
+                    (ct, 0) => format!("cpu{} {ct}", c.cpu),
+                    (0, bl) => format!("cpu{} backlog {bl}", c.cpu),
+                    (ct, bl) => format!("cpu{} {ct} (backlog {bl})", c.cpu),
+                })
+                .collect::<Vec<_>>()
+                .join("  ");
+            let _ = writeln!(s, "  per CPU   {list}");
+        }
     }
     let _ = writeln!(
         s,
@@ -456,21 +706,21 @@ pub fn text(r: &Report) -> String {
 }
 
 /// Read everything `status` needs. `window` zero: one sample, no "rising".
-pub fn read(root: &SysRoot, config_path: Option<&Path>, window: Duration) -> Readings {
-    let cfg = config::load(root, config_path);
-    let counters_before = read_counters(root);
-    let mut fill = observe::fill(root);
-    let counters_after = if window.is_zero() || counters_before.is_err() {
+pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readings {
+    let cfg = config::load(&host.root, config_path);
+    let before = Counts::read(host);
+    let mut fill = observe::fill(&host.root);
+    let after = if window.is_zero() {
         None
     } else {
         std::thread::sleep(window);
         // The count of the end of the window is the one reported: it is the
         // closest to what anyone reads right after the check.
-        fill = observe::fill(root);
-        Some(read_counters(root))
+        fill = observe::fill(&host.root);
+        Some(Counts::read(host))
     };
     let settings = match (&cfg, &fill) {
-        (Ok(c), FillReading::Read { .. }) => observe::settings(root, c),
+        (Ok(c), FillReading::Read { .. }) => observe::settings(host, c),
         _ => Vec::new(),
     };
     Readings {
@@ -478,16 +728,16 @@ pub fn read(root: &SysRoot, config_path: Option<&Path>, window: Duration) -> Rea
             .map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name()))
             .map_err(|e| e.to_string()),
         fill,
-        counters_before,
-        counters_after,
+        before,
+        after,
         window,
         settings,
     }
 }
 
 /// `conntrack-guard status`.
-pub fn run(root: &SysRoot, config_path: Option<&Path>, json: bool, window: Duration) -> i32 {
-    let report = judge(&read(root, config_path, window));
+pub fn run(host: &Host, config_path: Option<&Path>, json: bool, window: Duration) -> i32 {
+    let report = judge(&read(host, config_path, window));
     let unknown = Verdict::Unknown.code();
     if json {
         match serde_json::to_string_pretty(&report) {
@@ -513,24 +763,27 @@ mod tests {
         Thresholds::new(&config::Config::default().watch, Duration::from_secs(5))
     }
 
-    fn counters(drop: u64) -> Result<(Counters, CounterSource), String> {
-        Ok((
-            Counters {
-                drop,
-                early_drop: 0,
-                insert_failed: 0,
-                clashres: Some(0),
-            },
-            CounterSource::Procfs,
-        ))
+    fn counters(drop: u32) -> Counts {
+        let mut t = CtTable::new(crate::kernel::percpu::CpuIds::Kernel);
+        for cpu in 0..2 {
+            let row = t.row_mut(cpu);
+            row.set(CtCounter::Drop, if cpu == 0 { drop } else { 0 });
+            row.set(CtCounter::EarlyDrop, 0);
+            row.set(CtCounter::InsertFailed, 0);
+        }
+        Counts {
+            conntrack: Ok((t, CounterSource::Procfs)),
+            udp: Err("not in this test".into()),
+            softnet: Err("not in this test".into()),
+        }
     }
 
     fn readings(count: u64, max: u64) -> Readings {
         Readings {
             config: Ok((thresholds(), "test".into())),
             fill: FillReading::Read { count, max },
-            counters_before: counters(100),
-            counters_after: Some(counters(100)),
+            before: counters(100),
+            after: Some(counters(100)),
             window: Duration::from_secs(1),
             settings: vec![Setting {
                 key: "net.netfilter.nf_conntrack_max".into(),
@@ -547,11 +800,11 @@ mod tests {
         assert_eq!(judge(&readings(950, 1000)).exit_code, 2);
         // Old drops (totals since boot) do not count; rising ones do.
         let mut r = readings(100, 1000);
-        r.counters_after = Some(counters(101));
+        r.after = Some(counters(101));
         let rep = judge(&r);
         assert_eq!(rep.exit_code, 2);
-        assert_eq!(rep.rising.as_ref().unwrap().drop, 1);
-        assert_eq!(rep.counters.unwrap().drop, 101);
+        assert_eq!(rep.rising.as_ref().unwrap().conntrack["drop"], 1);
+        assert_eq!(rep.counters.unwrap()["drop"], 101);
         // Drift.
         let mut r = readings(100, 1000);
         r.settings[0].actual = Some("65536".into());
@@ -569,8 +822,8 @@ mod tests {
         assert_eq!(rep.exit_code, 3);
         assert!(!rep.module_loaded);
         let mut r = readings(100, 1000);
-        r.counters_before = Err("garbage".into());
-        r.counters_after = None;
+        r.before.conntrack = Err("garbage".into());
+        r.after = None;
         assert_eq!(judge(&r).exit_code, 3);
         let mut r = readings(100, 1000);
         r.config = Err("bad".into());
@@ -579,10 +832,10 @@ mod tests {
         assert!(rep.problems[0].message.contains("invalid configuration"));
         // Critical beats unknown; unknown beats warning.
         let mut r = readings(990, 1000);
-        r.counters_before = Err("garbage".into());
+        r.before.conntrack = Err("garbage".into());
         assert_eq!(judge(&r).exit_code, 2);
         let mut r = readings(850, 1000);
-        r.counters_before = Err("garbage".into());
+        r.before.conntrack = Err("garbage".into());
         assert_eq!(judge(&r).exit_code, 3);
     }
 

@@ -27,11 +27,12 @@ use signal_hook::iterator::exfiltrator::SignalOnly;
 use crate::assess::{self, status_line, State, Thresholds};
 use crate::config::{self, fmt_duration, Config};
 use crate::events::{default_sink, Event, Priority, Sink};
+use crate::host::Host;
 use crate::ids;
 use crate::metrics::{self, Textfile};
 use crate::notify::{Notifier, NotifyState};
 use crate::observe;
-use crate::sysroot::{SysRoot, DEFAULT_CONFIG};
+use crate::sysroot::DEFAULT_CONFIG;
 
 /// Waits shorter than this are plain sleeps (see [`SignalWait::wait`]).
 const SHORT_WAIT: Duration = Duration::from_millis(20);
@@ -108,7 +109,7 @@ fn stamp(path: &Path) -> Stamp {
 
 /// Everything the loop carries between samples.
 struct Watcher<'a> {
-    root: &'a SysRoot,
+    host: &'a Host,
     config_path: Option<PathBuf>,
     /// The configuration file as it was when last loaded.
     config_stamp: Stamp,
@@ -149,14 +150,14 @@ impl Watcher<'_> {
     fn config_file(&self) -> PathBuf {
         self.config_path
             .clone()
-            .unwrap_or_else(|| self.root.path(DEFAULT_CONFIG))
+            .unwrap_or_else(|| self.host.root.path(DEFAULT_CONFIG))
     }
 
     fn sample(&mut self, sink: &mut dyn Sink) {
         let now = Instant::now();
         self.last_sample = now;
         self.next_sample = now + self.interval;
-        let mut obs = observe::observe(self.root, &self.cfg);
+        let mut obs = observe::observe(self.host, &self.cfg);
         // A setting that differs from the configuration may have just been
         // applied from a newer file (`systemctl restart
         // conntrack-guard-apply` after an edit, or a hand-run apply): follow
@@ -166,7 +167,7 @@ impl Watcher<'_> {
             && stamp(&self.config_file()) != self.config_stamp
         {
             self.reload(sink);
-            obs = observe::observe(self.root, &self.cfg);
+            obs = observe::observe(self.host, &self.cfg);
         }
         let (state, evs) = assess::assess(
             &self.thresholds,
@@ -205,10 +206,18 @@ impl Watcher<'_> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
+        let (conntrack, softnet) = (self.state.conntrack_totals(), self.state.backlog_totals());
         let text = metrics::render(&metrics::Snapshot {
             fill,
             level: self.state.level(),
-            counters: obs.counters.as_ref().ok(),
+            conntrack: if obs.counters.is_ok() {
+                &conntrack
+            } else {
+                &[]
+            },
+            counters_source: obs.counters_source,
+            udp: obs.udp.as_ref().ok(),
+            softnet: if obs.softnet.is_ok() { &softnet } else { &[] },
             drift: self.state.drifted() > 0,
             timestamp,
         });
@@ -235,7 +244,7 @@ impl Watcher<'_> {
         // next time, never as a missed one. An invalid file is not retried
         // until it changes again.
         self.config_stamp = stamp(&self.config_file());
-        match config::load(self.root, self.config_path.as_deref()) {
+        match config::load(&self.host.root, self.config_path.as_deref()) {
             Ok(cfg) => {
                 self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
                 self.thresholds = Thresholds::new(&cfg.watch, self.interval);
@@ -342,7 +351,8 @@ impl Watcher<'_> {
 
 /// Run the watchdog until SIGTERM or SIGINT. `interval` (from
 /// `--interval`) overrides the configuration, also across reloads.
-pub fn run(root: &SysRoot, config_path: Option<&Path>, interval: Option<Duration>) -> i32 {
+pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) -> i32 {
+    let root = &host.root;
     let config_stamp =
         stamp(&config_path.map_or_else(|| root.path(DEFAULT_CONFIG), Path::to_path_buf));
     let cfg = match config::load(root, config_path) {
@@ -366,7 +376,7 @@ pub fn run(root: &SysRoot, config_path: Option<&Path>, interval: Option<Duration
     let interval = cli_interval.unwrap_or(cfg.watch.interval);
     let now = Instant::now();
     let mut w = Watcher {
-        root,
+        host,
         config_path: config_path.map(Path::to_path_buf),
         config_stamp,
         cli_interval,

@@ -1,10 +1,16 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! The ctnetlink fallback against the real kernel: a root whose
-//! `proc/net/stat/nf_conntrack` is missing, paired with the real
-//! IPCTNL_MSG_CT_GET_STATS_CPU path, must give the same counters as the
-//! kernel's own procfs file. Needs root (nfnetlink requires CAP_NET_ADMIN).
+//! The counter source order against the real kernel: a root whose
+//! `proc/net/stat/nf_conntrack` is missing (as on kernels without
+//! CONFIG_NF_CONNTRACK_PROCFS), on a host whose counter source is the real
+//! ctnetlink, gives the kernel's own counters and names netlink as the
+//! source; the same root with no netlink says why neither source answered.
+//! Needs root (nfnetlink requires CAP_NET_ADMIN).
 
-use conntrack_guard::stats::{parse_stat, read_counters, read_counters_via, CounterSource};
+use conntrack_guard::host::Host;
+use conntrack_guard::kernel::ctstats::{parse_ct_stat, CtCounter, KernelNetlink};
+use conntrack_guard::kernel::percpu::CounterSet;
+use conntrack_guard::observe;
+use conntrack_guard::stats::CounterSource;
 use conntrack_guard::sysroot::SysRoot;
 
 mod common;
@@ -18,28 +24,33 @@ fn netlink_reads_the_real_counters_when_the_stat_file_is_absent() {
         "ctnetlink needs CAP_NET_ADMIN: run as root (CI does)"
     );
     let t = tempfile::tempdir().unwrap();
-    let fake = SysRoot::at(t.path());
 
-    // Without a fallback (any test root): a clear error, no panic.
-    let e = read_counters(&fake).unwrap_err();
-    assert!(e.contains("is absent"), "{e}");
+    // No netlink (a test root): a clear error naming both sources.
+    let (e, src) = observe::conntrack_counters(&Host::at(SysRoot::at(t.path())));
+    let e = e.unwrap_err();
+    assert!(e.contains("ctnetlink") && e.contains("nf_conntrack"), "{e}");
+    assert_eq!(src, None);
 
-    // Read procfs, netlink, procfs: if the two procfs reads agree, nothing
-    // moved in between, and netlink must agree with them exactly.
+    // The real ctnetlink: read procfs, netlink, procfs; if the two procfs
+    // reads agree, nothing moved in between, and netlink must agree exactly.
+    let host = Host::at(SysRoot::at(t.path())).with_netlink(Box::new(KernelNetlink));
+    let procfs =
+        || parse_ct_stat(&std::fs::read_to_string("/proc/net/stat/nf_conntrack").unwrap()).unwrap();
     for _ in 0..20 {
-        let before =
-            parse_stat(&std::fs::read_to_string("/proc/net/stat/nf_conntrack").unwrap()).unwrap();
-        let (nl, src) =
-            read_counters_via(&fake, Some(conntrack_guard::netlink::stats_cpu)).unwrap();
-        let after =
-            parse_stat(&std::fs::read_to_string("/proc/net/stat/nf_conntrack").unwrap()).unwrap();
-        assert_eq!(src, CounterSource::Netlink);
+        let before = procfs();
+        let (nl, src) = observe::conntrack_counters(&host);
+        let after = procfs();
+        assert_eq!(src, Some(CounterSource::Netlink));
+        let nl = nl.unwrap();
         if before == after {
-            assert_eq!(
-                (nl.drop, nl.early_drop, nl.insert_failed),
-                (before.drop, before.early_drop, before.insert_failed)
-            );
-            assert_eq!(nl.clashres, before.clashres);
+            for k in [
+                CtCounter::Drop,
+                CtCounter::EarlyDrop,
+                CtCounter::InsertFailed,
+                CtCounter::ClashResolve,
+            ] {
+                assert_eq!(nl.total(k), before.total(k), "{}", k.name());
+            }
             return;
         }
     }

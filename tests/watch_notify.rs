@@ -17,7 +17,7 @@ fn ready_status_watchdog_stopping() {
     let mut n = NotifySocket::new();
     let mut cmd = root.cmd(&["watch", "--interval", "1h"]);
     cmd.env("NOTIFY_SOCKET", &n.path)
-        .env("WATCHDOG_USEC", "200000"); // ping every 100 ms
+        .env("WATCHDOG_USEC", "1000000"); // ping every 500 ms
     let mut w = Running::spawn(cmd);
 
     let first = n
@@ -30,19 +30,22 @@ fn ready_status_watchdog_stopping() {
     );
     assert!(first.lines().any(|l| l == "WATCHDOG=1"), "{first:?}");
     // The interval is an hour: keep-alives must come from the split sleep.
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(3000));
     let pings: Vec<Instant> = n
         .seen()
         .into_iter()
         .filter(|(_, m)| m == "WATCHDOG=1\n")
         .map(|(t, _)| t)
         .collect();
-    assert!(pings.len() >= 7, "{} keep-alives in 1 s", pings.len());
+    // Pings at half WATCHDOG_USEC; what matters is that none is late
+    // enough for systemd to kill the service (WATCHDOG_USEC itself), with
+    // room for a loaded test machine.
+    assert!(pings.len() >= 4, "{} keep-alives in 3 s", pings.len());
     for pair in pings.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap < Duration::from_millis(180), "gap {gap:?}");
+        assert!(gap < Duration::from_millis(1000), "gap {gap:?}");
     }
-    // Only one READY=1 and one sample in that second.
+    // Only one READY=1 and one sample in those seconds.
     let all = n.seen();
     assert_eq!(all.iter().filter(|(_, m)| m.contains("READY=1")).count(), 1);
     assert_eq!(all.iter().filter(|(_, m)| m.contains("STATUS=")).count(), 1);

@@ -1,70 +1,162 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! The counter baseline: each sample's increase against the last totals
-//! read, the increases since the watchdog started, and whether the counters
-//! can be read at all (said once when they cannot).
+//! Counter baselines: each sample's readings of the three drop points turned
+//! into increases ([`Tally`]), with the per-CPU, wrap-safe arithmetic of
+//! [`DeltaTracker`] for the per-CPU sources; and, per source, whether it can
+//! be read at all (said once when it cannot, with the reason).
 
-use super::drops::add;
+use super::tally::{self, Tally};
 use super::{fill_fields, Fill, Level};
 use crate::events::{Event, Priority};
 use crate::ids;
-use crate::stats::Counters;
+use crate::kernel::ctstats::{CtCounter, CtTable};
+use crate::kernel::percpu::DeltaTracker;
+use crate::kernel::snmp::UdpStats;
+use crate::kernel::softnet::{SoftnetCounter, SoftnetTable};
 
-/// The counters concern.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CounterTracker {
-    /// Last counter totals read (the baseline for deltas).
-    pub last: Option<Counters>,
-    /// The counters are unavailable (counters_unavailable was logged).
+/// Said once per outage of one source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Availability {
+    /// The source is unreadable (its event was logged).
     pub missing: bool,
-    /// drop/early_drop/insert_failed increases seen since watch started:
-    /// the "drops N" of the status line.
-    pub since_start: Counters,
 }
 
-impl CounterTracker {
-    /// One sample's reading; returns the increase since the last one
-    /// (`None` on the first reading or when unreadable).
-    pub fn step(
+impl Availability {
+    fn step<T>(
         &mut self,
-        reading: &Result<Counters, String>,
+        reading: &Result<T, String>,
+        what: &str,
+        point: &'static str,
         fill: &Fill,
         level: Level,
-    ) -> (Option<Counters>, Vec<Event>) {
+    ) -> Vec<Event> {
         match reading {
-            Ok(c) => {
-                let delta = self.last.map(|prev| c.delta_since(&prev));
-                if let Some(d) = &delta {
-                    self.since_start = add(&self.since_start, d);
-                }
-                self.last = Some(*c);
+            Ok(_) => {
                 self.missing = false;
-                (delta, Vec::new())
+                Vec::new()
             }
+            Err(_) if self.missing => Vec::new(),
             Err(why) => {
-                let mut out = Vec::new();
-                if !self.missing {
-                    out.push(fill_fields(
-                        Event::new(
-                            Priority::Warning,
-                            "counters_unavailable",
-                            ids::COUNTERS_UNAVAILABLE,
-                            format!(
-                                "the drop counters are unavailable: {why}; watching the fill level alone"
-                            ),
-                        ),
-                        fill,
-                        level,
-                    ));
-                }
                 self.missing = true;
-                (None, out)
+                let ev = Event::new(
+                    Priority::Warning,
+                    "counters_unavailable",
+                    ids::COUNTERS_UNAVAILABLE,
+                    format!("{what} are unavailable: {why}; watching the rest"),
+                );
+                vec![fill_fields(ev, fill, level).field("CONNTRACK_DROP_POINT", point)]
             }
         }
+    }
+}
+
+/// The conntrack statistics: per-CPU baselines and the increases since the
+/// watchdog started.
+#[derive(Debug, Clone, Default)]
+pub struct CtTracker {
+    /// Per-CPU baselines; also the monotonic totals for the metrics.
+    pub deltas: DeltaTracker<CtCounter>,
+    /// Readable or not.
+    pub available: Availability,
+    /// Increases since the watchdog started (the status line's "drops N").
+    pub since_start: Tally,
+}
+
+impl CtTracker {
+    /// One reading; the increase since the previous one (`None` on the
+    /// first reading, which is the baseline, or when unreadable).
+    pub fn step(
+        &mut self,
+        reading: &Result<CtTable, String>,
+        fill: &Fill,
+        level: Level,
+    ) -> (Option<Tally>, Vec<Event>) {
+        let evs = self.available.step(
+            reading,
+            "the conntrack drop counters",
+            "conntrack",
+            fill,
+            level,
+        );
+        let Ok(table) = reading else {
+            return (None, evs);
+        };
+        let w = self.deltas.step(table);
+        if w.is_baseline() {
+            return (None, evs);
+        }
+        let t = tally::conntrack(&w);
+        self.since_start.add(&t);
+        (Some(t), evs)
     }
 
     /// The module went away: it restarts its counters from zero, so the
     /// next reading is a new baseline, not a decrease.
     pub fn forget_baseline(&mut self) {
-        self.last = None;
+        let since_start = std::mem::take(&mut self.since_start);
+        *self = CtTracker {
+            since_start,
+            ..CtTracker::default()
+        };
+    }
+}
+
+/// The UDP MIB of the watched namespace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UdpTracker {
+    /// The previous reading.
+    pub last: Option<UdpStats>,
+    /// Readable or not.
+    pub available: Availability,
+}
+
+impl UdpTracker {
+    /// One reading; the increase since the previous one.
+    pub fn step(
+        &mut self,
+        reading: &Result<UdpStats, String>,
+        fill: &Fill,
+        level: Level,
+    ) -> (Option<Tally>, Vec<Event>) {
+        let evs = self
+            .available
+            .step(reading, "the UDP socket counters", "socket", fill, level);
+        let Ok(now) = reading else {
+            return (None, evs);
+        };
+        let t = self.last.map(|prev| tally::socket(&now.delta_since(&prev)));
+        self.last = Some(*now);
+        (t, evs)
+    }
+}
+
+/// The softnet backlog statistics (global, per CPU).
+#[derive(Debug, Clone, Default)]
+pub struct BacklogTracker {
+    /// Per-CPU baselines; also the monotonic totals for the metrics.
+    pub deltas: DeltaTracker<SoftnetCounter>,
+    /// Readable or not.
+    pub available: Availability,
+}
+
+impl BacklogTracker {
+    /// One reading; the increase since the previous one.
+    pub fn step(
+        &mut self,
+        reading: &Result<SoftnetTable, String>,
+        fill: &Fill,
+        level: Level,
+    ) -> (Option<Tally>, Vec<Event>) {
+        let evs = self.available.step(
+            reading,
+            "the input backlog counters",
+            "backlog",
+            fill,
+            level,
+        );
+        let Ok(table) = reading else {
+            return (None, evs);
+        };
+        let w = self.deltas.step(table);
+        ((!w.is_baseline()).then(|| tally::backlog(&w)), evs)
     }
 }

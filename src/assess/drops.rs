@@ -1,36 +1,23 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! Drop incidents: the first loss is logged at once; while the losses go on,
-//! one aggregate per `drops_every` (a minute by default) gives the window's
-//! totals and the peak rate; when a whole window passes without loss, one
-//! closing event gives the incident's duration and totals.
+//! Drop incidents, for any drop point ([`Signal`]): the first loss is
+//! logged at once; while the losses go on, one aggregate per `drops_every`
+//! (a minute by default) gives the window's increases per counter, the peak
+//! rate and the CPU that carried them; when a whole window passes without
+//! loss, one closing `drops_ended` event gives the incident's duration and
+//! totals.
 //!
 //! An incident that lasts days (the write-up's did) thus writes about one
 //! journal line a minute instead of one per sample, and the deltas of all
-//! `drops` events still add up exactly to the kernel's counters.
+//! events of a drop point still add up exactly to the kernel's counters.
 
 use std::time::Duration;
 
+use super::tally::{Signal, Tally};
 use super::{fill_fields, Fill, Level, Thresholds};
 use crate::config::fmt_duration;
 use crate::events::{Event, Priority};
 use crate::ids;
-use crate::stats::Counters;
-
-/// Counter sum with saturation (garbage near u64::MAX must not wrap).
-pub fn add(a: &Counters, b: &Counters) -> Counters {
-    Counters {
-        drop: a.drop.saturating_add(b.drop),
-        early_drop: a.early_drop.saturating_add(b.early_drop),
-        insert_failed: a.insert_failed.saturating_add(b.insert_failed),
-        clashres: None,
-    }
-}
-
-fn losses(c: &Counters) -> u64 {
-    c.drop
-        .saturating_add(c.early_drop)
-        .saturating_add(c.insert_failed)
-}
+use crate::kernel::percpu::HOT_CPU_SHARE;
 
 /// One incident: from the first loss until a whole window without one.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,34 +26,37 @@ pub struct Incident {
     pub started_at: Duration,
     /// When the last loss was seen.
     pub last_loss_at: Duration,
-    /// When the last drops event went out.
+    /// When the last event went out.
     pub last_event_at: Duration,
-    /// Everything lost in this incident.
-    pub totals: Counters,
-    /// Lost since the last drops event (not logged yet).
-    pub window: Counters,
+    /// Everything counted in this incident.
+    pub totals: Tally,
+    /// Counted since the last event (not logged yet).
+    pub window: Tally,
     /// Highest loss rate of one sample in the current window, per second.
     pub window_peak: f64,
     /// Highest loss rate of one sample in the whole incident, per second.
     pub peak: f64,
 }
 
-/// The drops concern: the incident in progress, if any.
+/// The incidents of one drop point.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DropTracker {
     /// The incident in progress.
     pub incident: Option<Incident>,
+    /// Loss counted since the watchdog started.
+    pub since_start: u64,
     /// When the previous sample was taken (for the rate).
     last_sample_at: Option<Duration>,
 }
 
 impl DropTracker {
-    /// One sample's increase `delta` (`None` when the counters could not
-    /// be read, which neither starts nor ends an incident).
+    /// One sample's increase (`None` when the counters could not be read,
+    /// which neither starts nor ends an incident).
     pub fn step(
         &mut self,
+        sig: &'static Signal,
         t: &Thresholds,
-        delta: Option<&Counters>,
+        delta: Option<&Tally>,
         fill: &Fill,
         level: Level,
         now: Duration,
@@ -79,40 +69,46 @@ impl DropTracker {
         let Some(delta) = delta else {
             return Vec::new();
         };
-        let rate = dt.map_or(0.0, |d| losses(delta) as f64 / d.as_secs_f64());
+        let loss = delta.loss(sig);
+        self.since_start = self.since_start.saturating_add(loss);
+        let rate = dt.map_or(0.0, |d| loss as f64 / d.as_secs_f64());
         let mut out = Vec::new();
-        if delta.any_loss() {
+        if loss > 0 {
             match &mut self.incident {
                 None => {
-                    let inc = Incident {
+                    let mut first = Incident {
                         started_at: now,
                         last_loss_at: now,
                         last_event_at: now,
-                        totals: *delta,
-                        window: Counters::default(),
-                        window_peak: 0.0,
+                        totals: delta.clone(),
+                        window: delta.clone(),
+                        window_peak: rate,
                         peak: rate,
                     };
-                    out.push(first_event(delta, rate, fill, level));
-                    self.incident = Some(inc);
+                    out.push(window_event(sig, &mut first, fill, level, now));
+                    self.incident = Some(first);
                 }
                 Some(inc) => {
-                    inc.totals = add(&inc.totals, delta);
-                    inc.window = add(&inc.window, delta);
+                    inc.totals.add(delta);
+                    inc.window.add(delta);
                     inc.last_loss_at = now;
                     inc.window_peak = inc.window_peak.max(rate);
                     inc.peak = inc.peak.max(rate);
                     if now.saturating_sub(inc.last_event_at) >= t.drops_every {
-                        out.push(window_event(inc, fill, level, now));
+                        out.push(window_event(sig, inc, fill, level, now));
                     }
                 }
             }
         } else if let Some(inc) = &mut self.incident {
+            // Increases of the counters that are not loss belong to the
+            // incident too, so its events add up to the kernel's change.
+            inc.totals.add(delta);
+            inc.window.add(delta);
             if now.saturating_sub(inc.last_loss_at) >= t.drops_every {
-                if inc.window.any_loss() {
-                    out.push(window_event(inc, fill, level, now));
+                if inc.window.loss(sig) > 0 {
+                    out.push(window_event(sig, inc, fill, level, now));
                 }
-                out.push(ended_event(inc, fill, level, now));
+                out.push(ended_event(sig, inc, fill, level, now));
                 self.incident = None;
             }
         }
@@ -120,87 +116,125 @@ impl DropTracker {
     }
 
     /// At exit: the window's losses not logged yet, so nothing is lost.
-    pub fn flush(&mut self, fill: Option<&Fill>, level: Level, now: Duration) -> Vec<Event> {
+    pub fn flush(
+        &mut self,
+        sig: &'static Signal,
+        fill: Option<&Fill>,
+        level: Level,
+        now: Duration,
+    ) -> Vec<Event> {
         match (&mut self.incident, fill) {
-            (Some(inc), Some(f)) if inc.window.any_loss() => vec![window_event(inc, f, level, now)],
+            (Some(inc), Some(f)) if inc.window.loss(sig) > 0 => {
+                vec![window_event(sig, inc, f, level, now)]
+            }
             _ => Vec::new(),
         }
     }
+
+    /// A drop incident is in progress.
+    pub fn active(&self) -> bool {
+        self.incident.is_some()
+    }
 }
 
-fn delta_fields(ev: Event, d: &Counters) -> Event {
-    ev.field("CONNTRACK_DROP_DELTA", d.drop)
-        .field("CONNTRACK_EARLY_DROP_DELTA", d.early_drop)
-        .field("CONNTRACK_INSERT_FAILED_DELTA", d.insert_failed)
+fn counter_fields(mut ev: Event, sig: &Signal, t: &Tally, total: bool) -> Event {
+    for c in sig.counters.iter().filter(|c| t.has(c.name)) {
+        let key = if total { c.total_field } else { c.delta_field };
+        ev = ev.field(key, t.get(c.name));
+    }
+    ev
 }
 
-fn counts(d: &Counters) -> String {
-    format!(
-        "drop +{}, early_drop +{}, insert_failed +{}",
-        d.drop, d.early_drop, d.insert_failed
-    )
+/// `; 93% of them on CPU 3 (...)` when one CPU carried the window.
+fn hot_cpu(t: &Tally) -> Option<(u32, f64)> {
+    t.hot_cpu(HOT_CPU_SHARE)
 }
 
-const ADVICE: &str = "the table is too small for the flow rate, raise [conntrack] max \
-                      (conntrack-guard plan --rate N)";
-
-fn first_event(d: &Counters, rate: f64, fill: &Fill, level: Level) -> Event {
-    let msg = format!(
-        "conntrack dropped flows: {} (table {}); {ADVICE}",
-        counts(d),
-        fill.text()
-    );
-    let ev = Event::new(Priority::Err, "drops", ids::DROPS, msg);
-    delta_fields(fill_fields(ev, fill, level), d)
-        .field("CONNTRACK_DROPS_PEAK_PER_SECOND", format!("{rate:.0}"))
-        .field("CONNTRACK_INCIDENT_SECONDS", 0)
-}
-
-/// The aggregate of one window; resets the window.
-fn window_event(inc: &mut Incident, fill: &Fill, level: Level, now: Duration) -> Event {
+/// The first event of an incident, or the aggregate of one window; resets
+/// the window.
+fn window_event(
+    sig: &'static Signal,
+    inc: &mut Incident,
+    fill: &Fill,
+    level: Level,
+    now: Duration,
+) -> Event {
+    let first = inc.started_at == now;
     let window = now.saturating_sub(inc.last_event_at);
     let running = now.saturating_sub(inc.started_at);
-    let msg = format!(
-        "conntrack still dropping flows: {} in the last {} (peak {:.0}/s), for {} now \
-         (table {}); {ADVICE}",
-        counts(&inc.window),
-        fmt_duration(window),
-        inc.window_peak,
-        fmt_duration(running),
-        fill.text()
-    );
-    let ev = Event::new(Priority::Err, "drops", ids::DROPS, msg);
-    let ev = delta_fields(fill_fields(ev, fill, level), &inc.window)
-        .field("CONNTRACK_DROPS_WINDOW_SECONDS", window.as_secs())
+    let cpu = hot_cpu(&inc.window);
+    let cpu_text = cpu
+        .map(|(c, s)| {
+            format!(
+                "; {:.0}% of them on CPU {c} (one RX queue or softirq carries the load: \
+                 check RSS/RPS and IRQ affinity)",
+                s * 100.0
+            )
+        })
+        .unwrap_or_default();
+    let msg = if first {
+        format!(
+            "{}: {}{cpu_text} (table {}); {}",
+            sig.what,
+            inc.window.text(sig),
+            fill.text(),
+            (sig.advice)(&inc.window)
+        )
+    } else {
+        format!(
+            "{}, still: {} in the last {} (peak {:.0}/s), for {} now{cpu_text} (table {}); {}",
+            sig.what,
+            inc.window.text(sig),
+            fmt_duration(window),
+            inc.window_peak,
+            fmt_duration(running),
+            fill.text(),
+            (sig.advice)(&inc.window)
+        )
+    };
+    let ev = Event::new(Priority::Err, sig.event, sig.id, msg);
+    let mut ev = counter_fields(fill_fields(ev, fill, level), sig, &inc.window, false)
+        .field("CONNTRACK_DROP_POINT", sig.point)
         .field(
             "CONNTRACK_DROPS_PEAK_PER_SECOND",
             format!("{:.0}", inc.window_peak),
         )
         .field("CONNTRACK_INCIDENT_SECONDS", running.as_secs());
-    inc.window = Counters::default();
+    if !first {
+        ev = ev.field("CONNTRACK_DROPS_WINDOW_SECONDS", window.as_secs());
+    }
+    if let Some((c, s)) = cpu {
+        ev = ev
+            .field("CONNTRACK_TOP_CPU", c)
+            .field("CONNTRACK_TOP_CPU_SHARE", format!("{:.0}", s * 100.0));
+    }
+    inc.window = Tally::default();
     inc.window_peak = 0.0;
     inc.last_event_at = now;
     ev
 }
 
-fn ended_event(inc: &Incident, fill: &Fill, level: Level, now: Duration) -> Event {
+fn ended_event(sig: &Signal, inc: &Incident, fill: &Fill, level: Level, now: Duration) -> Event {
     let lasted = inc.last_loss_at.saturating_sub(inc.started_at);
+    let totals = sig
+        .counters
+        .iter()
+        .filter(|c| inc.totals.has(c.name))
+        .map(|c| format!("{} {}", c.name, inc.totals.get(c.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let msg = format!(
-        "conntrack drops stopped: none for {}; the incident lasted {} and lost drop {}, \
-         early_drop {}, insert_failed {} (peak {:.0}/s)",
+        "{} no longer: none for {}; the incident lasted {} and counted {totals} \
+         (peak {:.0}/s)",
+        sig.what,
         fmt_duration(now.saturating_sub(inc.last_loss_at)),
         fmt_duration(lasted),
-        inc.totals.drop,
-        inc.totals.early_drop,
-        inc.totals.insert_failed,
         inc.peak
     );
     let ev = Event::new(Priority::Notice, "drops_ended", ids::DROPS_ENDED, msg);
-    fill_fields(ev, fill, level)
+    counter_fields(fill_fields(ev, fill, level), sig, &inc.totals, true)
+        .field("CONNTRACK_DROP_POINT", sig.point)
         .field("CONNTRACK_INCIDENT_SECONDS", lasted.as_secs())
-        .field("CONNTRACK_DROP_TOTAL", inc.totals.drop)
-        .field("CONNTRACK_EARLY_DROP_TOTAL", inc.totals.early_drop)
-        .field("CONNTRACK_INSERT_FAILED_TOTAL", inc.totals.insert_failed)
         .field(
             "CONNTRACK_DROPS_PEAK_PER_SECOND",
             format!("{:.0}", inc.peak),

@@ -9,8 +9,9 @@
 //!
 //! Each concern is a small tracker with its own state and a `step`:
 //! [`health`] (module gone/back, faults, the first sample), [`counters`]
-//! (deltas against the last reading), [`level`] (hysteresis and reminders),
-//! [`drops`] (incidents: first, periodic aggregate, end), [`drift`]
+//! (per-CPU, wrap-safe increases of the three drop points' counters),
+//! [`level`] (hysteresis and reminders), [`drops`] (incidents per drop
+//! point: first, periodic aggregate, end; see [`tally`]), [`drift`]
 //! (configured keys against the kernel), plus the trend and the periodic
 //! summary below. [`assess`] lists them in order: that list is the
 //! watchdog's whole decision table.
@@ -24,21 +25,26 @@ pub mod drift;
 pub mod drops;
 pub mod health;
 pub mod level;
+pub mod tally;
 pub mod trend;
 
 use std::time::Duration;
 
-use crate::apply::same_value;
 use crate::config::{fmt_duration, Watch};
 use crate::events::{Event, Priority};
 use crate::ids;
-use crate::stats::Counters;
+use crate::kernel::ctstats::CtTable;
+use crate::kernel::same_value;
+use crate::kernel::snmp::UdpStats;
+use crate::kernel::softnet::SoftnetTable;
+use crate::stats::CounterSource;
 
-pub use counters::CounterTracker;
+pub use counters::{BacklogTracker, CtTracker, UdpTracker};
 pub use drift::{DriftTracker, REMEDY};
 pub use drops::DropTracker;
 pub use health::HealthTracker;
 pub use level::{next_level, Level, LevelTracker};
+pub use tally::{Tally, BACKLOG, CONNTRACK, SOCKET};
 pub use trend::{Trend, FULL_IN_HORIZON, TREND_POINTS, TREND_WINDOW};
 
 /// The periodic info summary comes at most this often.
@@ -130,7 +136,13 @@ pub struct Observation {
     /// Count and max.
     pub fill: FillReading,
     /// Counter totals since boot, or why they are unavailable.
-    pub counters: Result<Counters, String>,
+    pub counters: Result<CtTable, String>,
+    /// Which source answered for `counters`.
+    pub counters_source: Option<CounterSource>,
+    /// The UDP MIB of this namespace (socket receive buffer drops).
+    pub udp: Result<UdpStats, String>,
+    /// The per-CPU input backlog statistics.
+    pub softnet: Result<SoftnetTable, String>,
     /// Every configured setting (`keep` ones are not listed).
     pub settings: Vec<Setting>,
 }
@@ -196,7 +208,7 @@ fn full_for_text(d: Duration) -> String {
 }
 
 /// The watchdog's memory between samples: one value per concern.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct State {
     /// Sampling works, module present, first sample seen.
     pub health: HealthTracker,
@@ -210,12 +222,20 @@ pub struct State {
     pub full_since: Option<Duration>,
     /// The time of the last sample.
     pub now: Duration,
-    /// Counter baseline and increases since start.
-    pub counters: CounterTracker,
+    /// Conntrack counter baselines and increases since start.
+    pub counters: CtTracker,
+    /// UDP socket counter baseline.
+    pub udp: UdpTracker,
+    /// Backlog counter baselines.
+    pub backlog: BacklogTracker,
     /// Level, reminders and peak.
     pub level: LevelTracker,
-    /// Drop incidents.
+    /// Conntrack drop incidents.
     pub drops: DropTracker,
+    /// Socket receive buffer drop incidents.
+    pub udp_drops: DropTracker,
+    /// Input backlog drop incidents.
+    pub backlog_drops: DropTracker,
     /// Drifted settings.
     pub drift: DriftTracker,
     /// When the last summary went out (or the first sample).
@@ -238,9 +258,36 @@ impl State {
         self.health.healthy
     }
 
-    /// Increases of the loss counters since the watchdog started.
-    pub fn since_start(&self) -> &Counters {
+    /// Increases of the conntrack counters since the watchdog started.
+    pub fn since_start(&self) -> &Tally {
         &self.counters.since_start
+    }
+
+    /// The conntrack counters since boot, monotonic across u32 wraps, for
+    /// the metrics (the counters this kernel has, in [`CONNTRACK`] order).
+    pub fn conntrack_totals(&self) -> Vec<(&'static str, u64)> {
+        use crate::kernel::ctstats::CtCounter;
+        use crate::kernel::percpu::CounterSet;
+        CONNTRACK
+            .counters
+            .iter()
+            .filter_map(|c| {
+                let k = CtCounter::ALL.iter().find(|k| k.name() == c.name)?;
+                Some((c.name, self.counters.deltas.monotonic(*k)?))
+            })
+            .collect()
+    }
+
+    /// The backlog counters since boot, monotonic, for the metrics.
+    pub fn backlog_totals(&self) -> Vec<(&'static str, u64)> {
+        use crate::kernel::softnet::SoftnetCounter;
+        [
+            ("dropped", SoftnetCounter::Dropped),
+            ("time_squeeze", SoftnetCounter::TimeSqueeze),
+        ]
+        .into_iter()
+        .filter_map(|(n, k)| Some((n, self.backlog.deltas.monotonic(k)?)))
+        .collect()
     }
 
     /// Full, or rising towards full, as of the last sample.
@@ -294,10 +341,23 @@ pub fn assess(
         s.full_in = s.trend.full_in(now, fill.count, fill.max);
     }
     let level = s.level();
-    let (delta, evs) = s.counters.step(&obs.counters, &fill, level);
+    let (ct, evs) = s.counters.step(&obs.counters, &fill, level);
+    out.extend(evs);
+    let (udp, evs) = s.udp.step(&obs.udp, &fill, level);
+    out.extend(evs);
+    let (backlog, evs) = s.backlog.step(&obs.softnet, &fill, level);
     out.extend(evs);
     out.extend(s.level.step(t, &fill, s.fullness(), now));
-    out.extend(s.drops.step(t, delta.as_ref(), &fill, s.level(), now));
+    let level = s.level();
+    out.extend(s.drops.step(&CONNTRACK, t, ct.as_ref(), &fill, level, now));
+    out.extend(
+        s.udp_drops
+            .step(&SOCKET, t, udp.as_ref(), &fill, level, now),
+    );
+    out.extend(
+        s.backlog_drops
+            .step(&BACKLOG, t, backlog.as_ref(), &fill, level, now),
+    );
     out.extend(s.drift.step(&obs.settings));
     s.fill = Some(fill);
     out.extend(summary(t, &mut s, &fill, now));
@@ -319,9 +379,9 @@ fn summary(t: &Thresholds, s: &mut State, fill: &Fill, now: Duration) -> Option<
         format!(
             "summary: {}; drops since start: drop {}, early_drop {}, insert_failed {}",
             status_line(s),
-            c.drop,
-            c.early_drop,
-            c.insert_failed
+            c.get("drop"),
+            c.get("early_drop"),
+            c.get("insert_failed")
         ),
     );
     Some(s.fullness().fields(fill_fields(ev, fill, s.level())))
@@ -330,14 +390,18 @@ fn summary(t: &Thresholds, s: &mut State, fill: &Fill, now: Duration) -> Option<
 /// Events still owed at exit: drops held back for the incident's window.
 pub fn flush(mut s: State) -> (State, Vec<Event>) {
     let level = s.level();
-    let evs = s.drops.flush(s.fill.as_ref(), level, s.now);
+    let (fill, now) = (s.fill, s.now);
+    let mut evs = s.drops.flush(&CONNTRACK, fill.as_ref(), level, now);
+    evs.extend(s.udp_drops.flush(&SOCKET, fill.as_ref(), level, now));
+    evs.extend(s.backlog_drops.flush(&BACKLOG, fill.as_ref(), level, now));
     (s, evs)
 }
 
 /// The `STATUS=` line: `conntrack 12.4% (130012/1048576) · ok · drops 0 ·
 /// early_drops 0 · settings ok`, plus ` · full in ~Ns` when rising or
 /// ` · full for Ns` when full. The drop numbers count since this watchdog
-/// started (see [`CounterTracker::since_start`]).
+/// started (see [`CtTracker::since_start`]). While socket or backlog drops
+/// go on, ` · socket drops N` / ` · backlog drops N` (since start) follow.
 pub fn status_line(s: &State) -> String {
     let h = &s.health;
     let head = match (&s.fill, h.gone, &h.fault) {
@@ -346,11 +410,15 @@ pub fn status_line(s: &State) -> String {
         (Some(f), _, _) => format!("conntrack {} · {}", f.text(), s.level().name()),
         (None, _, _) => "conntrack not sampled yet".to_string(),
     };
-    let drops = if s.counters.missing {
+    let drops = if s.counters.available.missing {
         "drops n/a · early_drops n/a".to_string()
     } else {
         let c = s.since_start();
-        format!("drops {} · early_drops {}", c.drop, c.early_drop)
+        format!(
+            "drops {} · early_drops {}",
+            c.get("drop"),
+            c.get("early_drop")
+        )
     };
     let settings = match s.drifted() {
         0 => "settings ok".to_string(),
@@ -358,6 +426,14 @@ pub fn status_line(s: &State) -> String {
         n => format!("settings DRIFT ({n} keys)"),
     };
     let mut line = format!("{head} · {drops} · {settings}");
+    for (tracker, what) in [
+        (&s.udp_drops, "socket drops"),
+        (&s.backlog_drops, "backlog drops"),
+    ] {
+        if tracker.active() {
+            line.push_str(&format!(" · {what} {}", tracker.since_start));
+        }
+    }
     if !h.gone && h.fault.is_none() {
         let f = s.fullness();
         match (f.full_for, f.full_in) {
@@ -384,21 +460,35 @@ mod tests {
         }
     }
 
+    use crate::kernel::ctstats::CtCounter;
+    use crate::kernel::percpu::CpuIds;
+
+    /// Two CPUs; the totals split between them like the FakeRoot's stat file.
+    pub(super) fn ct_table(drop: u64, early: u64, failed: u64) -> CtTable {
+        let mut t = CtTable::new(CpuIds::Kernel);
+        for (cpu, part) in [(0u32, 0u64), (1, 1)] {
+            let half = |v: u64| (if part == 0 { v / 2 } else { v - v / 2 }) as u32;
+            let row = t.row_mut(cpu);
+            row.set(CtCounter::Drop, half(drop));
+            row.set(CtCounter::EarlyDrop, half(early));
+            row.set(CtCounter::InsertFailed, half(failed));
+        }
+        t
+    }
+
     fn obs(count: u64, max: u64) -> Observation {
         Observation {
             fill: FillReading::Read { count, max },
-            counters: Ok(Counters::default()),
+            counters: Ok(ct_table(0, 0, 0)),
+            counters_source: None,
+            udp: Ok(UdpStats::default()),
+            softnet: Ok(SoftnetTable::new(CpuIds::Kernel)),
             settings: vec![],
         }
     }
 
     fn with_drops(mut o: Observation, drop: u64, early: u64, failed: u64) -> Observation {
-        o.counters = Ok(Counters {
-            drop,
-            early_drop: early,
-            insert_failed: failed,
-            clashres: None,
-        });
+        o.counters = Ok(ct_table(drop, early, failed));
         o
     }
 
@@ -491,7 +581,7 @@ mod tests {
         assert_eq!(got[0].get("CONNTRACK_EARLY_DROP_DELTA"), Some("0"));
         assert_eq!(got[1].get("CONNTRACK_DROP_DELTA"), Some("9"));
         assert_eq!(got[0].get("CONNTRACK_LEVEL"), Some("ok"));
-        assert_eq!(s.since_start().drop, 12);
+        assert_eq!(s.since_start().get("drop"), 12);
     }
 
     #[test]
@@ -593,6 +683,9 @@ mod tests {
         let gone = Observation {
             fill: FillReading::Gone("keys absent".into()),
             counters: Err("absent".into()),
+            counters_source: None,
+            udp: Err("absent".into()),
+            softnet: Err("absent".into()),
             settings: vec![],
         };
         let (s, evs) = run(&[
@@ -605,7 +698,7 @@ mod tests {
         assert_eq!(names(&evs), vec!["started", "module_gone", "module_back"]);
         assert_eq!(evs[1].priority, Priority::Err);
         // Counters restart with the module: no drop from 50 -> 2.
-        assert_eq!(s.since_start().drop, 0);
+        assert_eq!(s.since_start().get("drop"), 0);
         assert!(s.healthy());
     }
 
@@ -617,6 +710,9 @@ mod tests {
         let gone = Observation {
             fill: FillReading::Gone("x".into()),
             counters: Err("x".into()),
+            counters_source: None,
+            udp: Err("x".into()),
+            softnet: Err("x".into()),
             settings: vec![],
         };
         let (s, _) = assess(&t, s, &gone, secs(1));
@@ -837,7 +933,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn assess_never_panics(steps in proptest::collection::vec(
-            (0u64..5, 0u64..u64::MAX, 0u64..3, 0u64..u64::MAX, 0u64..u64::MAX), 1..40)) {
+            (0u64..5, 0u64..u64::MAX, 0u64..3, 0u64..(2 * u64::from(u32::MAX)), 0u64..u64::MAX), 1..40)) {
             let t = th();
             let mut s = State::default();
             let mut now = Duration::ZERO;
@@ -851,8 +947,11 @@ mod tests {
                 let o = Observation {
                     fill,
                     counters: if drop % 3 == 0 { Err("x".into()) } else {
-                        Ok(Counters { drop, early_drop: drop / 2, insert_failed: 0, clashres: None })
+                        Ok(ct_table(drop, drop / 2, 0))
                     },
+                    counters_source: None,
+                    udp: Err("x".into()),
+                    softnet: Err("x".into()),
                     settings: vec![],
                 };
                 now = now.saturating_add(Duration::from_millis(dt % 100_000));

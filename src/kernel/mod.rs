@@ -20,6 +20,9 @@ pub mod ctstats;
 pub mod percpu;
 pub mod snmp;
 pub mod softnet;
+pub mod sysctl;
+
+pub use sysctl::{entry_bytes, kernel_u64, parse_memtotal, ram_bytes, read_current, same_value};
 
 /// Why a kernel file could not be turned into values.
 #[derive(Debug, thiserror::Error)]

@@ -39,6 +39,8 @@ impl FakeRoot {
         r.sysctl("nf_conntrack_udp_timeout", "10");
         r.sysctl("nf_conntrack_udp_timeout_stream", "15");
         r.counters(3, 0, 0);
+        r.udp(0, 0);
+        r.softnet(&[(0, 0), (0, 0)]);
         r.config("[conntrack]\nmax = 1000\n");
         r
     }
@@ -81,6 +83,33 @@ impl FakeRoot {
             )
         );
         self.write(STAT, &text);
+    }
+
+    /// `/proc/net/snmp` (6.x layout) with these UDP receive errors.
+    pub fn udp(&self, rcvbuf_errors: u64, other_in_errors: u64) {
+        self.write(
+            "proc/net/snmp",
+            &format!(
+                "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                 Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+                 Udp: 1000 5 {} 900 {rcvbuf_errors} 0 0 0 0\n\
+                 UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+                 UdpLite: 0 0 0 0 0 0 0 0 0\n",
+                rcvbuf_errors + other_in_errors
+            ),
+        );
+    }
+
+    /// `/proc/net/softnet_stat` (6.12 layout), one row per CPU of
+    /// (dropped, time_squeeze).
+    pub fn softnet(&self, cpus: &[(u32, u32)]) {
+        let mut text = String::new();
+        for (i, (dropped, squeeze)) in cpus.iter().enumerate() {
+            text.push_str(&format!(
+                "00001000 {dropped:08x} {squeeze:08x} 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 {i:08x} 00000000 00000000\n"
+            ));
+        }
+        self.write("proc/net/softnet_stat", &text);
     }
 
     pub fn config(&self, text: &str) {

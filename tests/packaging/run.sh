@@ -300,7 +300,9 @@ else
 	fail "promtool check rules"
 fi
 for expr in 'conntrack_guard_fill_ratio > 0.8' \
-	'increase(conntrack_guard_stat_total{counter=~"drop|early_drop|insert_failed"}[5m]) > 0' \
+	'increase(conntrack_guard_stat_total{counter=~"drop|early_drop|insert_failed|chaintoolong"}[5m]) > 0' \
+	'increase(conntrack_guard_udp_errors_total{counter="rcvbuf_errors"}[5m]) > 0' \
+	'increase(conntrack_guard_softnet_total{counter="dropped"}[5m]) > 0' \
 	'conntrack_guard_settings_drift == 1' \
 	'time() - conntrack_guard_last_sample_timestamp_seconds > 60'; do
 	if grep -qF "expr: $expr" "$RULES"; then
@@ -309,6 +311,12 @@ for expr in 'conntrack_guard_fill_ratio > 0.8' \
 		fail "alert rule missing: $expr"
 	fi
 done
+# Every metric a rule uses is one the watchdog writes (src/metrics.rs).
+unknown_metrics=""
+for m in $(grep -o 'conntrack_guard_[a-z_]*' "$RULES" | sort -u); do
+	grep -q "\"$m\"" src/metrics.rs || unknown_metrics="$unknown_metrics $m"
+done
+if [ -z "$unknown_metrics" ]; then pass "every metric the rules use is written by src/metrics.rs"; else fail "rules use metrics nobody writes:$unknown_metrics"; fi
 
 # ---------------------------------------------------------------- conffile
 # Every setting line carries an explanation: the nearest non-blank line

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The one value that differs between the real machine and a test: built
+//! once in `main` (through [`Host::from_env`]) and passed down to every
+//! command. It holds the root every /proc, /sys and /etc path is joined
+//! onto, the module loader, the ctnetlink counter source and the page size
+//! the kernel rounds the hash to. No other code asks whether it runs under
+//! a test: a test builds its own `Host`.
+
+use crate::kernel::ctstats::{CtNetlink, KernelNetlink, NoNetlink};
+use crate::module::{KmodLoader, ModuleLoader, NoLoader};
+use crate::sysroot::SysRoot;
+
+/// Everything kernel-facing a command needs.
+pub struct Host {
+    /// Where /proc, /sys and /etc are.
+    pub root: SysRoot,
+    /// Loads kernel modules (libkmod on the host, nothing under a test root).
+    pub loader: Box<dyn ModuleLoader>,
+    /// The ctnetlink statistics (the kernel's, or none under a test root).
+    pub netlink: Box<dyn CtNetlink>,
+    /// The running system's page size.
+    pub page_size: u64,
+}
+
+impl Host {
+    /// The real machine: `/`, libkmod, ctnetlink.
+    pub fn real() -> Self {
+        Host {
+            root: SysRoot::host(),
+            loader: Box::new(KmodLoader),
+            netlink: Box::new(KernelNetlink),
+            page_size: crate::hashsize::page_size(),
+        }
+    }
+
+    /// A tree that stands for `/`: files only. No module is loaded and no
+    /// netlink socket is opened, so nothing outside the tree is touched.
+    pub fn at(root: SysRoot) -> Self {
+        Host {
+            root,
+            loader: Box::new(NoLoader),
+            netlink: Box::new(NoNetlink),
+            page_size: crate::hashsize::page_size(),
+        }
+    }
+
+    /// `CONNTRACK_GUARD_ROOT` set: [`Host::at`] that tree; else the real
+    /// machine.
+    pub fn from_env() -> Self {
+        let root = SysRoot::from_env();
+        if root.is_host() {
+            Host::real()
+        } else {
+            Host::at(root)
+        }
+    }
+
+    /// The same host with another counter source (tests that pair a fake
+    /// tree with the real ctnetlink).
+    pub fn with_netlink(mut self, netlink: Box<dyn CtNetlink>) -> Self {
+        self.netlink = netlink;
+        self
+    }
+}
