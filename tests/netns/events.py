@@ -8,6 +8,7 @@ with priority one of emerg alert crit err warning notice info debug.
 
   events.py FILE   prints {"events": [...names in order...],
                            "counts": {name: n}, "drop_delta_sum": n,
+                           "delta_sums": {event: {FIELD_DELTA: n}},
                            "drops_lines": n, "other_lines": [...]}
 """
 import json
@@ -36,6 +37,7 @@ def parse_fields(rest):
 def main():
     events, counts, other = [], {}, []
     drop_sum = drops_lines = 0
+    delta_sums = {}
     bad_delta = []
     with open(sys.argv[1], encoding="utf-8", errors="replace") as f:
         for raw in f:
@@ -49,6 +51,10 @@ def main():
             fields = parse_fields(rest)
             events.append({"priority": prio, "event": name, **fields})
             counts[name] = counts.get(name, 0) + 1
+            for k, v in fields.items():
+                if k.endswith("_DELTA") and v.isdigit():
+                    per = delta_sums.setdefault(name, {})
+                    per[k] = per.get(k, 0) + int(v)
             if name == "drops":
                 drops_lines += 1
                 v = fields.get("CONNTRACK_DROP_DELTA")
@@ -61,6 +67,7 @@ def main():
         "names": [e["event"] for e in events],
         "counts": counts,
         "drop_delta_sum": drop_sum,
+        "delta_sums": delta_sums,
         "drops_lines": drops_lines,
         "drops_lines_without_delta": bad_delta,
         "other_lines": other[:20],

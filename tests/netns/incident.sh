@@ -180,6 +180,10 @@ check "kmsg has $KMSG_FULL 'table full in netns $INODE' lines" test "$KMSG_FULL"
 echo "# status: rc=$STATUS_RC $(head -c 600 "$W/status.json")"
 [[ -s $W/status.err ]] && sed 's/^/#   status stderr: /' "$W/status.err" | head -5
 check "status exits 2 (CRITICAL) during the load (got $STATUS_RC)" test "$STATUS_RC" -eq 2
+SRC=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("counters_source"))' "$W/status.json" 2>/dev/null)
+check "the counters were read over ctnetlink (counters_source $SRC)" test "$SRC" = netlink
+check "status names the conntrack table as the drop point" \
+    python3 -c 'import json,sys; sys.exit(0 if "conntrack table" in json.load(open(sys.argv[1]))["rising"]["drop_points"] else 1)' "$W/status.json"
 STATUS_COUNT=$(python3 -c 'import json,sys
 try:
     v = json.load(open(sys.argv[1])).get("count")
@@ -264,6 +268,7 @@ ctg_stop_pid "$WATCH_PID"
 WATCH_RC=$CTG_STOP_RC
 echo "# watch exit status after SIGTERM: $WATCH_RC"
 DROP_END=$(host_stat drop)
+EDROP_END=$(host_stat early_drop)
 python3 "$HERE/events.py" "$W/watch.err" >"$W/events.json"
 SUM=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["drop_delta_sum"])' "$W/events.json")
 echo "# watch events: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["counts"])' "$W/events.json")"
@@ -276,6 +281,12 @@ NOD=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["drops
 check "every EVENT=drops line has CONNTRACK_DROP_DELTA ($NOD without)" test "$NOD" -eq 0
 check "sum of CONNTRACK_DROP_DELTA ($SUM) == kernel drop delta ($((DROP_END - DROP0)))" \
     test "$SUM" -eq $((DROP_END - DROP0))
+ESUM=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["delta_sums"].get("drops", {}).get("CONNTRACK_EARLY_DROP_DELTA", 0))' "$W/events.json")
+check "sum of CONNTRACK_EARLY_DROP_DELTA ($ESUM) == kernel early_drop delta ($((EDROP_END - EDROP0)))" \
+    test "$ESUM" -eq $((EDROP_END - EDROP0))
+DLINES=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["drops_lines"])' "$W/events.json")
+check "a sustained incident is aggregated: $DLINES drops lines for a ${SYM_SECONDS}s overflow sampled every 0.2 s (<= 3)" \
+    test "$DLINES" -le 3
 
 echo "# figures: baseline_loss=${BASE_LOSS}% symptom_loss=${SYM_LOSS}% cure_loss=${CURE_LOSS}%" \
     "drop=+$((DROP_END - DROP0)) early_drop=+$((EDROP1 - EDROP0)) symptom_count=$SYM_COUNT" \

@@ -237,6 +237,16 @@ standin_service docker yes "Stand-in for docker.service (default dependencies)" 
 standin_service containerd no \
     "Stand-in for containerd.service (DefaultDependencies=no: ordered by conntrack-guard-apply's Before= only)" \
     >"$S/containerd.service"
+# One-shot `status --json` in the watchdog's sandbox, with and without its
+# capability (there is no D-Bus here for systemd-run).
+status_probe() { # CAPS
+    printf '%s\n' "[Service]" "Type=oneshot" "DynamicUser=yes" "NoNewPrivileges=yes" \
+        "ProtectProc=invisible" "RestrictAddressFamilies=AF_UNIX AF_NETLINK" \
+        "CapabilityBoundingSet=$1" "AmbientCapabilities=$1" \
+        "StandardOutput=file:/run/%N.json" "ExecStart=-/usr/bin/conntrack-guard status --json"
+}
+status_probe CAP_NET_ADMIN >"$S/ctg-status-netlink.service"
+status_probe "" >"$S/ctg-status-nocap.service"
 # Host-global side effects that have nothing to do with this test.
 for u in systemd-binfmt.service proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount \
          systemd-timesyncd.service systemd-pstore.service; do
@@ -420,37 +430,24 @@ sctl restart conntrack-guard-apply.service >/dev/null 2>&1
 sleep 2
 
 # --- counters over ctnetlink (issue 10) ------------------------------------------------
-# The shipped unit reads the conntrack counters over ctnetlink; with the
-# procfs file hidden from it (as on kernels without
-# CONFIG_NF_CONNTRACK_PROCFS) the status line still has drop numbers.
-in_sd mkdir -p /etc/systemd/system/conntrack-guard.service.d
-in_sd sh -c 'printf "[Service]\nInaccessiblePaths=/proc/net/stat/nf_conntrack\n" >/etc/systemd/system/conntrack-guard.service.d/50-no-procfs-stat.conf'
-sctl daemon-reload >/dev/null 2>&1
-sctl restart conntrack-guard.service >"$W/restart-noprocfs.out" 2>&1
-check "the watchdog restarts with /proc/net/stat/nf_conntrack hidden from it" test $? == 0
-sleep 2.5
-sctl status conntrack-guard.service >"$ART/systemctl-status-no-procfs-stat.txt" 2>&1
-check "... its status line still shows drop numbers (drops N, not n/a): read over ctnetlink" \
-    grep -E '^ +Status: "conntrack .* · drops [0-9]+ · early_drops [0-9]+ ·' "$ART/systemctl-status-no-procfs-stat.txt"
-check "... and it logged no counters_unavailable event" \
-    bash -c '! jctl -u conntrack-guard -o json --since "-5s" | grep -q 8315ef0a02d849d6b93199a654622582'
-# `status --json` in the same sandbox: netlink is the source; without
-# CAP_NET_ADMIN nothing is left and it says so (UNKNOWN), which shows the
-# numbers above did come over netlink.
-RUNP=(-p DynamicUser=yes -p InaccessiblePaths=/proc/net/stat/nf_conntrack -p ProtectProc=invisible)
-in_sd systemd-run --quiet --wait --pipe --collect "${RUNP[@]}" \
-    -p CapabilityBoundingSet=CAP_NET_ADMIN -p AmbientCapabilities=CAP_NET_ADMIN \
-    /usr/bin/conntrack-guard status --json >"$ART/status-json-no-procfs-stat.json" 2>"$W/status-nl.err"
-check "status --json with the stat file hidden and CAP_NET_ADMIN says \"counters_source\": \"netlink\"" \
-    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r["counters_source"]=="netlink" and "drop" in r["counters"] else 1)' "$ART/status-json-no-procfs-stat.json"
-in_sd systemd-run --quiet --wait --pipe --collect "${RUNP[@]}" -p CapabilityBoundingSet= \
-    /usr/bin/conntrack-guard status --json >"$W/status-nocap.json" 2>&1
-check "... and without CAP_NET_ADMIN it reports the counters unavailable, naming CAP_NET_ADMIN" \
-    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r["counters"] is None and any("CAP_NET_ADMIN" in p["message"] for p in r["problems"]) else 1)' "$W/status-nocap.json"
-in_sd rm -rf /etc/systemd/system/conntrack-guard.service.d
-sctl daemon-reload >/dev/null 2>&1
-sctl restart conntrack-guard.service >/dev/null 2>&1
-sleep 1.5
+# The shipped unit reads the conntrack counters over ctnetlink first. (Hiding
+# /proc/net/stat/nf_conntrack from a unit is not possible: /proc/net is
+# /proc/self/net, and systemd 252 and 257 fail InaccessiblePaths=,
+# BindReadOnlyPaths= and TemporaryFileSystem= on it with 226/NAMESPACE.
+# tests/netlink_fallback.rs pairs a root without the file with the real
+# ctnetlink instead.) Run `status --json` in the watchdog's own sandbox:
+# the source is netlink; without CAP_NET_ADMIN it falls back to procfs and
+# names the missing capability nowhere fatal.
+check "the watchdog's status line shows drop numbers (drops N, not n/a)" \
+    grep -E '^ +Status: "conntrack .* · drops [0-9]+ · early_drops [0-9]+ ·' "$ART/systemctl-status-conntrack-guard.txt"
+for u in ctg-status-netlink ctg-status-nocap; do
+    sctl start "$u.service" >"$W/$u.out" 2>&1
+    in_sd cat "/run/$u.json" >"$ART/$u.json" 2>&1
+done
+check "status --json in the watchdog's sandbox (dynamic user, CAP_NET_ADMIN) says \"counters_source\": \"netlink\" with every counter by name" \
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); c=r["counters"]; sys.exit(0 if r["counters_source"]=="netlink" and all(k in c for k in ("drop","early_drop","insert_failed","chaintoolong","clash_resolve")) else 1)' "$ART/ctg-status-netlink.json"
+check "... and without CAP_NET_ADMIN the counters come from procfs instead" \
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r["counters_source"]=="procfs" else 1)' "$ART/ctg-status-nocap.json"
 
 # --- artefacts --------------------------------------------------------------------------
 sleep 1
