@@ -24,6 +24,7 @@ pub mod stats;
 pub mod status;
 pub mod sysroot;
 pub mod watch;
+pub mod writers;
 
 /// Exit codes, as documented in `--help`, the README and conntrack-guard(8).
 pub mod exit {
