@@ -669,7 +669,7 @@ pub fn parse_go_duration(s: &str) -> Option<u64> {
         rest = &rest[u..];
         total += num * scale;
     }
-    (total.is_finite() && total >= 0.0 && total < 1e12).then_some(total as u64)
+    (0.0..1e12).contains(&total).then_some(total as u64)
 }
 
 /// kube-proxy command-line flags that override (or, without `--config`,
