@@ -20,6 +20,7 @@ pub mod netlink;
 pub mod notify;
 pub mod observe;
 pub mod plan;
+pub mod ruleset;
 pub mod stats;
 pub mod status;
 pub mod sysroot;
