@@ -11,6 +11,7 @@ pub mod apply;
 pub mod assess;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod events;
 pub mod hashsize;
 pub mod ids;

@@ -740,6 +740,8 @@ pub struct WriterProcess {
     pub kind: WriterKind,
     /// The kube-proxy config file it was started with, if any (host path).
     pub config: Option<String>,
+    /// That file was found and read (else its defaults are assumed).
+    pub config_read: bool,
     /// What it writes, from its config and flags (kube-proxy, k3s).
     pub conntrack: KubeProxyConntrack,
     /// k3s started with `--disable-kube-proxy`.
@@ -808,6 +810,7 @@ pub fn scan_processes(root: &SysRoot) -> ProcScan {
             pid,
             kind,
             config: None,
+            config_read: false,
             conntrack: KubeProxyConntrack::default(),
             kube_proxy_disabled: false,
             cpus,
@@ -824,6 +827,7 @@ pub fn scan_processes(root: &SysRoot) -> ProcScan {
                         .or_else(|| read_conf(root, path).ok().flatten());
                     if let Some(t) = text {
                         w.conntrack = parse_kube_proxy_config(&t, path);
+                        w.config_read = true;
                     }
                 }
                 merge(&mut w.conntrack, flags);
@@ -841,6 +845,7 @@ pub fn scan_processes(root: &SysRoot) -> ProcScan {
                         text.push('\n');
                         text.push_str(&t);
                         w.config = Some(format!("/{f}"));
+                        w.config_read = true;
                     }
                 }
                 let (_, flags) = parse_kube_proxy_args(&k3s_kube_proxy_args(&text));
