@@ -754,6 +754,10 @@ pub fn check_writers(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
             };
             wrote = true;
             let configured: Option<u64> = t.value.parse().ok();
+            // kube-proxy only ever raises hashsize (to max/4), never lowers it.
+            if t.key == KEY_BUCKETS && configured.is_some_and(|c| c >= v) {
+                continue;
+            }
             if configured == Some(v) {
                 out.push(Finding::new(
                     C,
@@ -763,7 +767,7 @@ pub fn check_writers(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
                 continue;
             }
             let lowers = configured.is_some_and(|c| v < c);
-            let sev = if lowers && (t.key == KEY_MAX || t.key == KEY_BUCKETS) {
+            let sev = if lowers && t.key == KEY_MAX {
                 Severity::Critical
             } else {
                 Severity::Warning
@@ -792,11 +796,15 @@ pub fn check_writers(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
                 what.push_str("; its config file was not readable, defaults assumed");
             }
             let field = match t.key.as_str() {
-                KEY_MAX | KEY_BUCKETS => w.conntrack.max_per_core.as_ref(),
+                KEY_MAX | KEY_BUCKETS => w.conntrack.max_per_core.as_ref().map(|f| &f.at),
+                crate::config::KEY_UDP_TIMEOUT => w.conntrack.udp_timeout.as_ref().map(|f| &f.at),
+                crate::config::KEY_UDP_TIMEOUT_STREAM => {
+                    w.conntrack.udp_stream_timeout.as_ref().map(|f| &f.at)
+                }
                 _ => None,
             };
             let at = field
-                .map(|f| f.at.clone())
+                .cloned()
                 .or_else(|| w.config.clone())
                 .unwrap_or_else(|| "command line".into());
             let stop = KubeProxyConntrack::stop_setting(&t.key).unwrap_or("?");
