@@ -31,6 +31,8 @@ COMMANDS:
                                One-shot health snapshot (monitoring-plugins exit codes)
     plan --rate N [--timeout S] [--headroom F] [--json]
                                Size the table for N new UDP flows per second
+    doctor [--json]            Read-only check of the traps around these keys
+                               (sysctl.d, modprobe.d, units, kube-proxy, NOTRACK)
 
 OPTIONS:
     --config PATH   Config file (default /etc/conntrack-guard/conntrack-guard.toml;
@@ -53,7 +55,7 @@ EXIT STATUS (apply, watch, plan):
         or read-only /proc/sys inside a container)
     78  invalid configuration (nothing was written)
 
-EXIT STATUS (status):
+EXIT STATUS (status, doctor):
     0 OK, 1 WARNING (warning level or drift), 2 CRITICAL (critical level or
     drops rising now), 3 UNKNOWN (cannot read, invalid or unreadable
     configuration, or a usage error: never 2, which means CRITICAL)
@@ -323,6 +325,10 @@ fn command(sub: &str, mut flags: Vec<(String, Option<OsString>)>) -> Result<Comm
 
 /// Run the command line; returns the exit code.
 pub fn run(args: &[OsString]) -> i32 {
+    // doctor parses its own options (src/doctor.rs).
+    if let Some((config, rest)) = crate::doctor::split_args(args) {
+        return crate::doctor::main(&SysRoot::from_env(), config, rest);
+    }
     let inv = match parse_args(args) {
         Ok(i) => i,
         Err(e) => {

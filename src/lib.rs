@@ -11,6 +11,7 @@ pub mod apply;
 pub mod assess;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod events;
 pub mod hashsize;
 pub mod host;
@@ -23,11 +24,13 @@ pub mod notify;
 pub mod observe;
 pub mod output;
 pub mod plan;
+pub mod ruleset;
 pub mod stats;
 pub mod status;
 pub mod sysroot;
 pub mod table;
 pub mod watch;
+pub mod writers;
 
 /// Exit codes, as documented in `--help`, the README and conntrack-guard(8).
 pub mod exit {
