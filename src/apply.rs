@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, Knob, KEY_BUCKETS, KEY_MAX};
+use crate::config::{Config, ConfigError, Knob, Policy, KEY_BUCKETS, KEY_COUNT, KEY_MAX};
 use crate::events::{Event, Priority};
 use crate::hashsize::{self, KernelTarget};
 use crate::host::Host;
@@ -19,15 +19,34 @@ use crate::module::{self, ModuleError, ModuleState};
 use crate::sysroot::{PathError, SysRoot, HASHSIZE_PARAM};
 use crate::table::human_bytes;
 
+/// Which way a write moves a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// To a larger number.
+    Raise,
+    /// To a smaller number: always said, never a side effect.
+    Lower,
+    /// Not numbers (a multi-value sysctl).
+    Change,
+}
+
 /// The outcome of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Already at its target; not written.
     Unchanged,
+    /// `at-least`: the kernel's value is larger and stays.
+    KeptLarger,
     /// Written and verified.
-    Changed,
+    Changed(Direction),
     /// Dry run: would be written.
-    WouldChange,
+    WouldChange(Direction),
+    /// Not written: lowering max below the entries in use would start
+    /// dropping new flows at once.
+    Refused {
+        /// Why, with the count.
+        reason: String,
+    },
     /// Dry run: the module is absent, so the value is not known yet.
     WouldSet,
     /// Could not be set or verified.
@@ -43,9 +62,15 @@ impl Outcome {
     fn label(&self) -> &str {
         match self {
             Outcome::Unchanged => "unchanged",
-            Outcome::Changed => "changed",
-            Outcome::WouldChange => "would change",
+            Outcome::KeptLarger => "kept (larger)",
+            Outcome::Changed(Direction::Raise) => "raised",
+            Outcome::Changed(Direction::Lower) => "lowered",
+            Outcome::Changed(Direction::Change) => "changed",
+            Outcome::WouldChange(Direction::Raise) => "would raise",
+            Outcome::WouldChange(Direction::Lower) => "would lower",
+            Outcome::WouldChange(Direction::Change) => "would change",
             Outcome::WouldSet => "would set",
+            Outcome::Refused { .. } => "REFUSED",
             Outcome::Failed { .. } => "FAILED",
         }
     }
@@ -99,7 +124,7 @@ impl Report {
     pub fn changed(&self) -> usize {
         self.rows
             .iter()
-            .filter(|r| r.outcome == Outcome::Changed)
+            .filter(|r| matches!(r.outcome, Outcome::Changed(_)))
             .count()
     }
 
@@ -107,7 +132,7 @@ impl Report {
     pub fn failed(&self) -> impl Iterator<Item = &Row> {
         self.rows
             .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
+            .filter(|r| matches!(r.outcome, Outcome::Failed { .. } | Outcome::Refused { .. }))
     }
 
     /// 0 when every key verified, 77 when a failure was a permission
@@ -153,7 +178,7 @@ impl Report {
                 r.after.as_deref().map(compact).unwrap_or_default(),
                 r.outcome.label()
             );
-            if let Outcome::Failed { reason, .. } = &r.outcome {
+            if let Outcome::Failed { reason, .. } | Outcome::Refused { reason } = &r.outcome {
                 let _ = write!(s, ": {reason}");
             }
             if let Some(note) = &r.note {
@@ -178,7 +203,7 @@ impl Report {
             let would = self
                 .rows
                 .iter()
-                .filter(|r| matches!(r.outcome, Outcome::WouldChange | Outcome::WouldSet))
+                .filter(|r| matches!(r.outcome, Outcome::WouldChange(_) | Outcome::WouldSet))
                 .count();
             format!("{would} would change, nothing written")
         } else {
@@ -365,41 +390,30 @@ pub fn apply(
         warnings.extend(ensure_ctnetlink(host));
     }
     let targets = hashsize::targets(cfg, host.page_size);
+    let in_use = kernel_u64(root, KEY_COUNT);
     let mut rows = Vec::with_capacity(targets.len());
     for t in &targets {
-        let before = read_current(root, &t.key);
-        let outcome_before = match &before {
-            Ok(Some(v)) if same_value(v, &t.value) => Some(Outcome::Unchanged),
-            _ => None,
+        let before = read_current(root, &t.key).ok().flatten();
+        let mut row = Row {
+            key: t.key.clone(),
+            before: before.clone(),
+            target: t.value.clone(),
+            after: None,
+            outcome: Outcome::Unchanged,
+            note: t.rounding_note(),
         };
-        let before_v = before.as_ref().ok().cloned().flatten();
-        let row = if let Some(o) = outcome_before {
-            Row {
-                key: t.key.clone(),
-                before: before_v.clone(),
-                target: t.value.clone(),
+        match decide(t, before.as_deref(), in_use) {
+            Step::Keep(outcome) => {
                 // A dry run leaves the "after" column empty: nothing was done.
-                after: if dry_run { None } else { before_v },
-                outcome: o,
-                note: t.rounding_note(),
+                row.after = if dry_run { None } else { before };
+                row.outcome = outcome;
             }
-        } else if dry_run {
-            let outcome = if matches!(module, ModuleState::WouldLoad(_)) {
-                Outcome::WouldSet
-            } else {
-                Outcome::WouldChange
-            };
-            Row {
-                key: t.key.clone(),
-                before: before_v,
-                target: t.value.clone(),
-                after: None,
-                outcome,
-                note: t.rounding_note(),
+            Step::Write(_) if dry_run && matches!(module, ModuleState::WouldLoad(_)) => {
+                row.outcome = Outcome::WouldSet;
             }
-        } else {
-            write_and_verify(root, t, before_v)
-        };
+            Step::Write(d) if dry_run => row.outcome = Outcome::WouldChange(d),
+            Step::Write(d) => row = write_and_verify(root, t, before, d),
+        }
         rows.push(row);
     }
     Ok(Report {
@@ -433,13 +447,65 @@ fn ensure_ctnetlink(host: &Host) -> Option<String> {
 /// The module that carries ctnetlink.
 pub const CTNETLINK_MODULE: &str = "nf_conntrack_netlink";
 
-fn write_and_verify(root: &SysRoot, t: &KernelTarget, before: Option<String>) -> Row {
+/// Headroom a lowered max must leave above the entries in use, in percent:
+/// less, and the first burst after the write finds the table full.
+pub const LOWER_HEADROOM_PERCENT: u64 = 20;
+
+/// What apply does with one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Leave it, with this outcome.
+    Keep(Outcome),
+    /// Write it.
+    Write(Direction),
+}
+
+/// Decide one key from its target, the kernel's value and the entries in
+/// use in this namespace. Pure.
+pub fn decide(t: &KernelTarget, before: Option<&str>, in_use: Option<u64>) -> Step {
+    let Some(before) = before else {
+        return Step::Write(Direction::Change);
+    };
+    if same_value(before, &t.value) {
+        return Step::Keep(Outcome::Unchanged);
+    }
+    let (Ok(now), Ok(want)) = (before.trim().parse::<u64>(), t.value.parse::<u64>()) else {
+        return Step::Write(Direction::Change);
+    };
+    if want > now {
+        return Step::Write(Direction::Raise);
+    }
+    if t.policy == Policy::AtLeast {
+        return Step::Keep(Outcome::KeptLarger);
+    }
+    if let Some(count) = in_use.filter(|_| t.key == KEY_MAX) {
+        let needed = count.saturating_add(count * LOWER_HEADROOM_PERCENT / 100);
+        if want < needed {
+            return Step::Keep(Outcome::Refused {
+                reason: format!(
+                    "lowering max from {now} to {want} refused: {count} entries are in use, and \
+                     a lower max must leave {LOWER_HEADROOM_PERCENT}% headroom above them (at \
+                     least {needed}), or new flows are dropped at once; wait for the table to \
+                     drain, or set a larger max"
+                ),
+            });
+        }
+    }
+    Step::Write(Direction::Lower)
+}
+
+fn write_and_verify(
+    root: &SysRoot,
+    t: &KernelTarget,
+    before: Option<String>,
+    direction: Direction,
+) -> Row {
     let mut row = Row {
         key: t.key.clone(),
         before,
         target: t.value.clone(),
         after: None,
-        outcome: Outcome::Changed,
+        outcome: Outcome::Changed(direction),
         note: t.rounding_note(),
     };
     let mut written = root.write_sysctl(&t.key, &t.value);

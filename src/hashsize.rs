@@ -13,7 +13,7 @@
 //! verify: apply would fail on every boot and the watchdog report drift
 //! forever.
 
-use crate::config::{Config, KEY_BUCKETS};
+use crate::config::{Config, Policy, KEY_BUCKETS};
 
 /// One kernel value a configuration sets, as the kernel will read it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub struct KernelTarget {
     pub value: String,
     /// The configured value when the kernel rounds it to `value`.
     pub requested: Option<String>,
+    /// Whether a larger kernel value is kept.
+    pub policy: Policy,
 }
 
 impl KernelTarget {
@@ -75,11 +77,13 @@ pub fn targets(cfg: &Config, page_size: u64) -> Vec<KernelTarget> {
                     key: t.key,
                     value: r.to_string(),
                     requested: Some(t.value),
+                    policy: t.policy,
                 },
                 None => KernelTarget {
                     key: t.key,
                     value: t.value,
                     requested: None,
+                    policy: t.policy,
                 },
             }
         })

@@ -33,6 +33,7 @@ pub fn settings(host: &Host, cfg: &Config) -> Vec<Setting> {
         .into_iter()
         .map(|t| Setting {
             actual: read_current(&host.root, &t.key).ok().flatten(),
+            at_least: t.policy == crate::config::Policy::AtLeast,
             key: t.key,
             expected: t.value,
         })

@@ -789,6 +789,7 @@ mod tests {
                 key: "net.netfilter.nf_conntrack_max".into(),
                 expected: "1000".into(),
                 actual: Some("1000".into()),
+                at_least: false,
             }],
         }
     }

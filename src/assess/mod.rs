@@ -81,7 +81,7 @@ impl Thresholds {
             critical_percent: w.critical_percent,
             hysteresis_percent: w.hysteresis_percent,
             reminder: w.reminder,
-            drops_every: DROPS_EVERY.max(interval),
+            drops_every: w.drops_every.max(interval),
             summary_every: SUMMARY_EVERY,
         }
     }
@@ -112,14 +112,22 @@ pub struct Setting {
     pub expected: String,
     /// The kernel's value; `None` when absent or unreadable.
     pub actual: Option<String>,
+    /// `at-least`: a larger kernel value is fine too.
+    #[serde(skip)]
+    pub at_least: bool,
 }
 
 impl Setting {
     /// The kernel has the configured value.
     pub fn ok(&self) -> bool {
-        self.actual
-            .as_deref()
-            .is_some_and(|a| same_value(a, &self.expected))
+        self.actual.as_deref().is_some_and(|a| {
+            same_value(a, &self.expected)
+                || (self.at_least
+                    && matches!(
+                        (a.trim().parse::<u64>(), self.expected.parse::<u64>()),
+                        (Ok(a), Ok(e)) if a >= e
+                    ))
+        })
     }
 
     pub(crate) fn actual_text(&self) -> String {
@@ -630,7 +638,22 @@ mod tests {
             key: key.into(),
             expected: expected.into(),
             actual: actual.map(String::from),
+            at_least: false,
         }
+    }
+
+    #[test]
+    fn at_least_accepts_a_larger_value_only() {
+        let mut s = set("net.netfilter.nf_conntrack_max", "1048576", Some("2097152"));
+        assert!(!s.ok(), "exact: larger is drift");
+        s.at_least = true;
+        assert!(s.ok(), "at-least: larger is fine");
+        s.actual = Some("1048576".into());
+        assert!(s.ok());
+        s.actual = Some("65536".into());
+        assert!(!s.ok(), "at-least: smaller is drift");
+        s.actual = Some("garbage".into());
+        assert!(!s.ok());
     }
 
     #[test]

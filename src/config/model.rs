@@ -21,6 +21,11 @@ pub const REMINDER_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(86_400));
 /// Percentages: `warn_percent` and `critical_percent` must also be above 0.
 pub const PERCENT_RANGE: (f64, f64) = (0.0, 100.0);
+/// `[watch] drops_every`.
+pub const DROPS_EVERY_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(86_400));
+/// `[watch] restore_limit`: restores of one key per hour.
+pub const RESTORE_LIMIT_RANGE: (u64, u64) = (1, 60);
 /// `[watch] hysteresis_percent`.
 pub const HYSTERESIS_RANGE: (f64, f64) = (0.0, 50.0);
 
@@ -54,6 +59,27 @@ impl Knob {
     }
 }
 
+/// Which direction a size key may be moved in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// The configured value wins, up or down.
+    #[default]
+    Exact,
+    /// Raise to the configured value, never lower: a larger value set by
+    /// someone else (the module default, kube-proxy) is kept.
+    AtLeast,
+}
+
+impl Policy {
+    /// `exact` or `at-least`, as written in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Exact => "exact",
+            Policy::AtLeast => "at-least",
+        }
+    }
+}
+
 /// The bucket setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Buckets {
@@ -76,6 +102,10 @@ pub struct Conntrack {
     pub udp_timeout: Knob,
     /// nf_conntrack_udp_timeout_stream, seconds.
     pub udp_timeout_stream: Knob,
+    /// May apply lower nf_conntrack_max?
+    pub max_policy: Policy,
+    /// May apply lower nf_conntrack_buckets?
+    pub buckets_policy: Policy,
 }
 
 impl Conntrack {
@@ -114,6 +144,12 @@ pub struct Watch {
     pub hysteresis_percent: f64,
     /// Minimum time between reminders while not ok.
     pub reminder: Duration,
+    /// While drops go on, one aggregate event per this long.
+    pub drops_every: Duration,
+    /// Write a drifted value back (and read it back).
+    pub restore: bool,
+    /// Restores of one key per hour before giving up (`drift_fight`).
+    pub restore_limit: u64,
 }
 
 /// The `[metrics]` section.
@@ -146,6 +182,8 @@ impl Default for Config {
                 buckets: Buckets::Auto,
                 udp_timeout: Knob::Set(10),
                 udp_timeout_stream: Knob::Set(15),
+                max_policy: Policy::Exact,
+                buckets_policy: Policy::Exact,
             },
             sysctl: Vec::new(),
             watch: Watch {
@@ -154,6 +192,9 @@ impl Default for Config {
                 critical_percent: 95.0,
                 hysteresis_percent: 5.0,
                 reminder: Duration::from_secs(300),
+                drops_every: Duration::from_secs(60),
+                restore: false,
+                restore_limit: 3,
             },
             metrics: Metrics::default(),
             source: None,
@@ -168,6 +209,8 @@ pub struct Target {
     pub key: String,
     /// The value to write and expect back.
     pub value: String,
+    /// Whether a larger kernel value is kept.
+    pub policy: Policy,
 }
 
 impl Config {
@@ -177,21 +220,27 @@ impl Config {
     pub fn targets(&self) -> Vec<Target> {
         let c = &self.conntrack;
         let mut out = Vec::new();
-        let mut push = |key: &str, v: Option<u64>| {
+        let mut push = |key: &str, v: Option<u64>, policy: Policy| {
             if let Some(v) = v {
                 out.push(Target {
                     key: key.to_string(),
                     value: v.to_string(),
+                    policy,
                 });
             }
         };
-        push(KEY_BUCKETS, c.buckets_value());
-        push(KEY_MAX, c.max.value());
-        push(KEY_UDP_TIMEOUT, c.udp_timeout.value());
-        push(KEY_UDP_TIMEOUT_STREAM, c.udp_timeout_stream.value());
+        push(KEY_BUCKETS, c.buckets_value(), c.buckets_policy);
+        push(KEY_MAX, c.max.value(), c.max_policy);
+        push(KEY_UDP_TIMEOUT, c.udp_timeout.value(), Policy::Exact);
+        push(
+            KEY_UDP_TIMEOUT_STREAM,
+            c.udp_timeout_stream.value(),
+            Policy::Exact,
+        );
         out.extend(self.sysctl.iter().map(|e| Target {
             key: e.key.clone(),
             value: e.value.clone(),
+            policy: Policy::Exact,
         }));
         out
     }

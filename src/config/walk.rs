@@ -72,6 +72,20 @@ const CONNTRACK_KEYS: &[Key<Conntrack>] = &[
             Ok(())
         },
     },
+    Key {
+        name: "max_policy",
+        set: |w, c, v, h| {
+            c.max_policy = w.policy(v, h)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "buckets_policy",
+        set: |w, c, v, h| {
+            c.buckets_policy = w.policy(v, h)?;
+            Ok(())
+        },
+    },
 ];
 
 const WATCH_KEYS: &[Key<Watch>] = &[
@@ -107,6 +121,43 @@ const WATCH_KEYS: &[Key<Watch>] = &[
         name: "reminder",
         set: |w, s, v, h| {
             s.reminder = w.duration(v, h, REMINDER_RANGE)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "drops_every",
+        set: |w, s, v, h| {
+            s.drops_every = w.duration(v, h, DROPS_EVERY_RANGE)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "restore",
+        set: |w, s, v, h| {
+            s.restore = match v.get_ref() {
+                DeValue::Boolean(b) => *b,
+                other => {
+                    return Err(w.error(
+                        h,
+                        format!("expected true or false, found {}", describe(other)),
+                    ))
+                }
+            };
+            Ok(())
+        },
+    },
+    Key {
+        name: "restore_limit",
+        set: |w, s, v, h| {
+            let (min, max) = RESTORE_LIMIT_RANGE;
+            s.restore_limit = match v.get_ref() {
+                DeValue::Integer(i) => w.int_in(i, h, min, max)?,
+                other => {
+                    return Err(
+                        w.error(h, format!("expected an integer, found {}", describe(other)))
+                    )
+                }
+            };
             Ok(())
         },
     },
@@ -304,6 +355,20 @@ impl Walker<'_> {
             other => Err(self.error(
                 h,
                 format!("expected an integer or \"keep\", found {}", describe(other)),
+            )),
+        }
+    }
+
+    fn policy(&self, v: &Spanned<DeValue<'_>>, h: &Here<'_>) -> Result<Policy, ConfigError> {
+        match v.get_ref().as_str() {
+            Some("exact") => Ok(Policy::Exact),
+            Some("at-least") => Ok(Policy::AtLeast),
+            _ => Err(self.error(
+                h,
+                format!(
+                    "expected \"exact\" or \"at-least\", found {}",
+                    describe(v.get_ref())
+                ),
             )),
         }
     }
