@@ -20,6 +20,10 @@ pub const DROPS: &str = "3ecf2d7acba543f79c1f7ba39fc7d597";
 pub const UDP_DROPS: &str = "074f0b35d13e40d9b676018d1e8ce273";
 /// The input backlog dropped packets (softnet_stat dropped).
 pub const BACKLOG_DROPS: &str = "761fd3d3275c440bb690aa1fd41c0b29";
+/// A drifted value was written back ([watch] restore).
+pub const RESTORED: &str = "94a30e51ae974d9186f2212a583411ab";
+/// Another writer kept rewriting a key; restoring it stopped.
+pub const DRIFT_FIGHT: &str = "9ced345635e04cd5b13faef7c3e299e1";
 /// A drop incident ended: a whole window without a drop.
 pub const DROPS_ENDED: &str = "1dc89f77f52a4c7a85508b5a8b5d76ca";
 /// A configured value no longer matches the kernel.
@@ -51,6 +55,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("REMINDER", REMINDER),
     ("DROPS", DROPS),
     ("DROPS_ENDED", DROPS_ENDED),
+    ("RESTORED", RESTORED),
+    ("DRIFT_FIGHT", DRIFT_FIGHT),
     ("UDP_DROPS", UDP_DROPS),
     ("BACKLOG_DROPS", BACKLOG_DROPS),
     ("DRIFT", DRIFT),

@@ -25,6 +25,7 @@ pub mod drift;
 pub mod drops;
 pub mod health;
 pub mod level;
+pub mod restore;
 pub mod tally;
 pub mod trend;
 
@@ -246,6 +247,8 @@ pub struct State {
     pub backlog_drops: DropTracker,
     /// Drifted settings.
     pub drift: DriftTracker,
+    /// Restores on drift (`[watch] restore`).
+    pub restore: restore::RestoreTracker,
     /// When the last summary went out (or the first sample).
     pub last_summary_at: Option<Duration>,
 }

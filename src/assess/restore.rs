@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Restore on drift (`[watch] restore = true`): which drifted values to
+//! write back now, and when to stop. Pure: the watchdog does the write and
+//! the read-back, and logs `restored`.
+//!
+//! The rules keep it from ever fighting fast or silently with another
+//! writer: a key is written back at most `restore_limit` times within an
+//! hour; at the next drift after that the watchdog stops restoring that key
+//! and logs `drift_fight` once, and leaves it alone until it is restarted or
+//! reloaded. A key that is absent cannot be restored and is not tried.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use super::Setting;
+use crate::config::Watch;
+use crate::events::{Event, Priority};
+use crate::ids;
+
+/// The restore limit counts within this window.
+pub const RESTORE_WINDOW: Duration = Duration::from_secs(3600);
+
+/// A value to write back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    /// Dotted key.
+    pub key: String,
+    /// The configured value, to write.
+    pub value: String,
+    /// What the other writer left.
+    pub foreign: String,
+}
+
+/// The restore concern: recent restores per key, and the keys given up.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RestoreTracker {
+    /// When each key was restored within the last hour.
+    pub recent: BTreeMap<String, VecDeque<Duration>>,
+    /// Keys left alone after `drift_fight`.
+    pub given_up: BTreeSet<String>,
+}
+
+impl RestoreTracker {
+    /// The drifted settings to write back at `now`, and `drift_fight`
+    /// events for keys that hit the limit.
+    pub fn step(
+        &mut self,
+        w: &Watch,
+        settings: &[Setting],
+        now: Duration,
+    ) -> (Vec<Restore>, Vec<Event>) {
+        let (mut todo, mut out) = (Vec::new(), Vec::new());
+        if !w.restore {
+            return (todo, out);
+        }
+        for set in settings.iter().filter(|s| !s.ok()) {
+            let Some(foreign) = set.actual.as_deref() else {
+                continue;
+            };
+            if self.given_up.contains(&set.key) {
+                continue;
+            }
+            let recent = self.recent.entry(set.key.clone()).or_default();
+            while recent
+                .front()
+                .is_some_and(|t| now.saturating_sub(*t) >= RESTORE_WINDOW)
+            {
+                recent.pop_front();
+            }
+            if recent.len() as u64 >= w.restore_limit {
+                self.given_up.insert(set.key.clone());
+                out.push(fight_event(set, foreign, recent.len()));
+                continue;
+            }
+            recent.push_back(now);
+            todo.push(Restore {
+                key: set.key.clone(),
+                value: set.expected.clone(),
+                foreign: foreign.to_string(),
+            });
+        }
+        (todo, out)
+    }
+}
+
+fn fight_event(set: &Setting, foreign: &str, n: usize) -> Event {
+    Event::new(
+        Priority::Err,
+        "drift_fight",
+        ids::DRIFT_FIGHT,
+        format!(
+            "{} was rewritten to {foreign} again after {n} restores to {} within an hour: \
+             another program keeps writing this key; conntrack-guard stops restoring it. \
+             Stop one of us: configure the other writer, or set the value it wants here",
+            set.key, set.expected
+        ),
+    )
+    .field("CONNTRACK_KEY", &set.key)
+    .field("CONNTRACK_EXPECTED", &set.expected)
+    .field("CONNTRACK_ACTUAL", foreign)
+    .field("CONNTRACK_RESTORES", n)
+}
+
+/// The event after a write-back: `restored` when the kernel reads back the
+/// configured value, else a `fault` naming the key.
+pub fn restored_event(r: &Restore, result: Result<String, String>) -> Event {
+    match result {
+        Ok(after) if crate::kernel::same_value(&after, &r.value) => Event::new(
+            Priority::Notice,
+            "restored",
+            ids::RESTORED,
+            format!(
+                "{} restored: something set it to {}, conntrack-guard wrote {} back and the \
+                 kernel reads it back",
+                r.key, r.foreign, r.value
+            ),
+        )
+        .field("CONNTRACK_KEY", &r.key)
+        .field("CONNTRACK_FOREIGN", &r.foreign)
+        .field("CONNTRACK_RESTORED", &r.value),
+        Ok(after) => Event::new(
+            Priority::Err,
+            "fault",
+            ids::FAULT,
+            format!(
+                "could not restore {}: wrote {} but the kernel reads back {after}",
+                r.key, r.value
+            ),
+        )
+        .field("CONNTRACK_KEY", &r.key),
+        Err(why) => Event::new(
+            Priority::Err,
+            "fault",
+            ids::FAULT,
+            format!(
+                "could not restore {}: {why} (the watchdog needs write access to \
+                 /proc/sys/net/netfilter: see /usr/share/conntrack-guard/conntrack-guard-restore.conf)",
+                r.key
+            ),
+        )
+        .field("CONNTRACK_KEY", &r.key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn drifted(actual: &str) -> Vec<Setting> {
+        vec![Setting {
+            key: "net.netfilter.nf_conntrack_max".into(),
+            expected: "1048576".into(),
+            actual: Some(actual.into()),
+            at_least: false,
+        }]
+    }
+
+    #[test]
+    fn restores_up_to_the_limit_then_gives_up_once() {
+        let mut w = Config::default().watch;
+        w.restore = true;
+        w.restore_limit = 3;
+        let mut t = RestoreTracker::default();
+        let mut writes = 0;
+        let mut fights = Vec::new();
+        // The other writer rewrites it before every sample for 20 minutes.
+        for i in 0..240u64 {
+            let (todo, evs) = t.step(&w, &drifted("262144"), Duration::from_secs(i * 5));
+            writes += todo.len();
+            fights.extend(evs);
+        }
+        assert_eq!(writes, 3, "never more writes than the limit");
+        assert_eq!(fights.len(), 1, "drift_fight once");
+        assert_eq!(fights[0].name, "drift_fight");
+        assert_eq!(fights[0].get("CONNTRACK_RESTORES"), Some("3"));
+        // Given up stays given up, even after the hour.
+        let (todo, evs) = t.step(&w, &drifted("262144"), Duration::from_secs(7200));
+        assert!(todo.is_empty() && evs.is_empty());
+    }
+
+    #[test]
+    fn restores_spread_over_hours_are_allowed() {
+        let mut w = Config::default().watch;
+        w.restore = true;
+        w.restore_limit = 2;
+        let mut t = RestoreTracker::default();
+        let mut writes = 0;
+        for h in 0..5u64 {
+            writes += t
+                .step(&w, &drifted("1"), Duration::from_secs(h * 3600))
+                .0
+                .len();
+        }
+        assert_eq!(writes, 5);
+        assert!(t.given_up.is_empty());
+    }
+
+    #[test]
+    fn off_absent_and_ok_keys_are_not_written() {
+        let mut w = Config::default().watch;
+        let mut t = RestoreTracker::default();
+        assert!(
+            t.step(&w, &drifted("1"), Duration::ZERO).0.is_empty(),
+            "off by default"
+        );
+        w.restore = true;
+        let mut s = drifted("1048576");
+        assert!(t.step(&w, &s, Duration::ZERO).0.is_empty(), "ok");
+        s[0].actual = None;
+        assert!(t.step(&w, &s, Duration::ZERO).0.is_empty(), "absent");
+    }
+}
