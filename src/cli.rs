@@ -30,6 +30,9 @@ COMMANDS:
                                One-shot health snapshot (monitoring-plugins exit codes)
     plan --rate N [--timeout S] [--headroom F] [--json]
                                Size the table for N new UDP flows per second
+    top [--by KEY] [-n N] [--json] [--netns PATH]
+                               Who fills the table: one ctnetlink read, grouped
+                               (`conntrack-guard top --help`)
 
 OPTIONS:
     --config PATH   Config file (default /etc/conntrack-guard/conntrack-guard.toml;
@@ -244,6 +247,9 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation, String> {
 
 /// Run the command line; returns the exit code.
 pub fn run(args: &[OsString]) -> i32 {
+    if let Some(rest) = crate::top::subcommand_args(args) {
+        return crate::top::run(&SysRoot::from_env(), rest);
+    }
     let inv = match parse_args(args) {
         Ok(i) => i,
         Err(e) => {

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod assess;
 pub mod cli;
 pub mod config;
+pub mod ctdump;
 pub mod events;
 pub mod hashsize;
 pub mod ids;
@@ -18,11 +19,13 @@ pub mod metrics;
 pub mod module;
 pub mod netlink;
 pub mod notify;
+pub mod nsenter;
 pub mod observe;
 pub mod plan;
 pub mod stats;
 pub mod status;
 pub mod sysroot;
+pub mod top;
 pub mod watch;
 
 /// Exit codes, as documented in `--help`, the README and conntrack-guard(8).
