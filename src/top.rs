@@ -494,6 +494,7 @@ impl Aggregator {
 fn proto_name(p: u8) -> String {
     match p {
         1 => "icmp".into(),
+        2 => "igmp".into(),
         6 => "tcp".into(),
         17 => "udp".into(),
         33 => "dccp".into(),
