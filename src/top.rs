@@ -968,6 +968,10 @@ impl Report {
                 self.malformed
             );
         }
+        if self.total == 0 {
+            s.push_str("\nThe table is empty.\n");
+            return s;
+        }
         for d in &self.groups {
             let width = d
                 .groups
