@@ -4,16 +4,9 @@
 # Issue 13 on the real kernel: `conntrack-guard top --netns` against a
 # table filled with a known mix in the host netns of the DNAT topology.
 #
-#   80%  UDP to 198.18.0.1:6970, DNATed to the container, never answered
-#        (the container drops them silently, so no ICMP error ends them),
-#        from 198.18.2.2 and 198.18.3.2 (half each)
-#   15%  UDP to 198.18.0.1:6969, DNATed to the echo responder, answered
-#   5%   TCP SYN to 198.18.1.2:8080, routed (no NAT), dropped: SYN_SENT
-#
-# One flow per (source address, source port): ephemeral ports would merge
-# flows. The host netns's UDP and SYN_SENT timeouts are raised to 600 s
-# (per-netns keys, gone with the netns), so nothing expires during the test
-# and the total must equal nf_conntrack_count exactly.
+# The mix (tests/netns/top_mix.sh): 80% UDP to a DNATed port never
+# answered, 15% answered UDP, 5% TCP SYN_SENT; timeouts raised to 600 s in
+# that netns so nothing expires and the total must equal the count.
 #
 # The bridge adds one IGMP entry of its own (198.18.1.x, unreplied): the
 # 1% tolerance covers it.
@@ -32,6 +25,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
+# shellcheck source=top_mix.sh
+. "$HERE/top_mix.sh"
 
 PASS=0
 FAIL=0
@@ -50,10 +45,6 @@ if ! [[ $N =~ ^[0-9]+$ ]] || ((N < 1000 || N > 200000)); then
     echo "TOP_FLOWS must be 1000..200000"
     exit 2
 fi
-N_UNANS=$((N * 80 / 100))
-N_ANS=$((N * 15 / 100))
-N_TCP=$((N - N_UNANS - N_ANS))
-HALF=$((N_UNANS / 2))
 
 BIN=${CONNTRACK_GUARD_BIN:-}
 if [[ -z $BIN ]]; then
@@ -62,11 +53,7 @@ if [[ -z $BIN ]]; then
     done
 fi
 [[ -n $BIN && -x $BIN ]] || { not_ok "conntrack-guard binary found"; finish; }
-FILL=${CTFILL_BIN:-}
-if [[ -z $FILL ]]; then
-    (cd "$REPO" && cargo build -q --release --example ctfill) || { not_ok "built examples/ctfill"; finish; }
-    FILL="$REPO/target/release/examples/ctfill"
-fi
+FILL=$(ctfill_bin "$REPO") || { not_ok "built examples/ctfill"; finish; }
 CG=(env -u CONNTRACK_GUARD_ROOT -u JOURNAL_STREAM -u NOTIFY_SOCKET
     -u WATCHDOG_USEC -u WATCHDOG_PID "$BIN")
 
@@ -84,58 +71,11 @@ fi
 
 topo_up 300 || { not_ok "topology up"; finish; }
 
-# Extra client sources in other /24s (routed back by the host netns only;
-# their flows are never answered), a route to the container for the
-# un-NATed TCP flows, a second DNAT, and silent drops in the container.
-in_client ip addr add 198.18.2.2/24 dev c0 &&
-    in_client ip addr add 198.18.3.2/24 dev c0 &&
-    in_client ip route add 198.18.1.0/24 via "$CTG_HOST_IP" &&
-    in_host ip route add 198.18.2.0/23 dev h0 &&
-    in_host nft add rule ip ctg_nat prerouting udp dport 6970 dnat to "$CTG_CTR_IP:6970" &&
-    in_ctr nft -f - <<'EOF' || { not_ok "extra topology"; finish; }
-table inet ctg_quiet {
-    chain input {
-        type filter hook input priority 0; policy accept;
-        udp dport 6970 drop
-        tcp dport 8080 drop
-    }
-}
-EOF
-# A late duplicate reply to a closed client socket must not produce an
-# ICMP error that could end an entry.
-in_client nft -f - <<'EOF' || { not_ok "client icmp filter"; finish; }
-table inet ctg_quiet {
-    chain output {
-        type filter hook output priority 0; policy accept;
-        icmp type destination-unreachable drop
-    }
-}
-EOF
-for k in nf_conntrack_udp_timeout nf_conntrack_udp_timeout_stream nf_conntrack_tcp_timeout_syn_sent; do
-    in_host sh -c "echo 600 > $CTG_SYSCTL_DIR/$k" || { not_ok "host netns $k = 600"; finish; }
-done
-
-t0=$(date +%s.%N)
-got_a=$(in_client "$FILL" udp --src 198.18.2.2,198.18.3.2 --dst "$CTG_HOST_IP:6970" \
-    --count "$N_UNANS" --first-port $((65536 - HALF)) --max-seconds 120)
-got_b=$(in_client "$FILL" udp-rr --src "$CTG_CLIENT_IP" --dst "$CTG_HOST_IP:$CTG_PORT" \
-    --count "$N_ANS" --first-port 20000 --max-seconds 120)
-got_c=$(in_client "$FILL" tcp-syn --src "$CTG_CLIENT_IP" --dst "$CTG_CTR_IP:8080" \
-    --count "$N_TCP" --first-port 40000 --max-seconds 60)
-t1=$(date +%s.%N)
-ctg_log "created $got_a unanswered, $got_b answered, $got_c tcp in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s"
-check "sent all $N_UNANS unanswered UDP flows" [ "${got_a:-0}" = "$N_UNANS" ]
-check "all $N_ANS answered UDP flows got a reply" [ "${got_b:-0}" = "$N_ANS" ]
-check "sent all $N_TCP TCP SYNs" [ "${got_c:-0}" = "$N_TCP" ]
-
-# Let the last packets land.
-prev=-1
-for ((i = 0; i < 30; i++)); do
-    cur=$(host_count)
-    [[ $cur == "$prev" ]] && break
-    prev=$cur
-    sleep 0.2
-done
+mix_up || { not_ok "mix topology (extra sources, DNAT 6970, silent drops)"; finish; }
+mix_fill "$FILL" "$N"
+check "sent all $MIX_UNANS unanswered UDP flows" [ "${MIX_GOT_UNANS:-0}" = "$MIX_UNANS" ]
+check "all $MIX_ANS answered UDP flows got a reply" [ "${MIX_GOT_ANS:-0}" = "$MIX_ANS" ]
+check "sent all $MIX_TCP TCP SYNs" [ "${MIX_GOT_TCP:-0}" = "$MIX_TCP" ]
 count=$(host_count)
 init_count=$(<"$CTG_SYSCTL_DIR/nf_conntrack_count")
 ctg_log "host netns count $count (initial netns $init_count)"
@@ -147,7 +87,7 @@ check "top --netns exits 0 (complete)" [ "$rc" = 0 ]
 "${CG[@]}" top --netns "$NSPATH" >"$W/top.txt" 2>&1
 sed 's/^/    /' "$W/top.txt"
 
-python3 - "$W/top.json" "$count" "$N_UNANS" "$N_ANS" "$N_TCP" "$HALF" <<'EOF'
+python3 - "$W/top.json" "$count" "$MIX_UNANS" "$MIX_ANS" "$MIX_TCP" "$MIX_HALF" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 count, ua, an, tc, half = map(int, sys.argv[2:])
