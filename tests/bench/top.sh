@@ -12,8 +12,11 @@
 #      <= 4 MiB at the largest size, and no growth with the table.
 #
 # All three run under `nsenter --net=/run/netns/HOST`, so each pays the same
-# namespace entry. hyperfine times them (--warmup 2, --runs 15); ratios are
-# of medians. Needs root, hyperfine, cc, conntrack, nft, ip, python3,
+# namespace entry. They run in turn, A B C A B C ... (2 warm-up rounds, then
+# --runs rounds, default 15), and each ratio is the median of the per-round
+# ratios, so a shared machine's drift hits all three alike (timing each
+# command's runs back to back gave 1.22x and 0.80x for the same build).
+# Needs root, cc, conntrack, nft, ip, python3,
 # nsenter, GNU time, cargo. Global state is recorded and restored by
 # lib.sh's trap; traffic stays in namespaces this script creates. Holds
 # /run/conntrack-guard-tests.lock. Figures are measurements, not pass/fail.
@@ -37,7 +40,7 @@ while (($#)); do
     esac
     shift
 done
-for t in hyperfine cc conntrack nft ip python3 nsenter cargo; do
+for t in cc conntrack nft ip python3 nsenter cargo; do
     command -v "$t" >/dev/null || { echo "SKIP: missing $t"; exit 0; }
 done
 [[ -x /usr/bin/time ]] || { echo "SKIP: missing GNU time (/usr/bin/time)"; exit 0; }
@@ -70,31 +73,43 @@ for n in $SIZES; do
     NS="nsenter --net=/run/netns/$NS_HOST"
     floor_n=$($NS "$FLOOR")
     ctg_log "size $n: count $count, floor read $floor_n entries"
-    hyperfine -N --warmup 2 --runs "$RUNS" --export-json "$OUT/$n.json" \
-        -n top "$NS $BIN top --json" \
-        -n floor "$NS $FLOOR" \
-        -n pipeline "$NS sh -c \"conntrack -L 2>/dev/null | awk '{print \\\$1, \\\$5}' | sort | uniq -c | sort -rn | head\"" \
-        >"$OUT/$n.txt" 2>&1 || { cat "$OUT/$n.txt"; exit 1; }
-    rss=()
-    for ((i = 0; i < 5; i++)); do
-        rss+=("$(/usr/bin/time -f %M $NS "$BIN" top --json 2>&1 >/dev/null | tail -n 1)")
-    done
-    line=$(python3 - "$OUT/$n.json" "$n" "$count" "${rss[@]}" <<'EOF'
-import json, statistics, sys
-r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
-n, count = sys.argv[2], sys.argv[3]
-rss = sorted(int(v) for v in sys.argv[4:])
-med = {k: statistics.median(v["times"]) for k, v in r.items()}
+    # The machine is shared: run the three in turn (A B C A B C ...) and
+    # take the median of the per-round ratios, so drift hits all alike.
+    line=$(python3 - "$n" "$count" "$RUNS" "$OUT/$n.json" "$BIN" "$FLOOR" "/run/netns/$NS_HOST" <<'EOF'
+import json, statistics, subprocess, sys, time
+n, count, runs, out, binary, floor, ns = sys.argv[1:]
+enter = ["nsenter", "--net=" + ns]
+cmds = {
+    "top": enter + [binary, "top", "--json"],
+    "floor": enter + [floor],
+    "pipeline": enter + ["sh", "-c", "conntrack -L 2>/dev/null | awk '{print $1, $5}' | sort | uniq -c | sort -rn | head"],
+}
+times = {k: [] for k in cmds}
+for r in range(int(runs) + 2):
+    for k, c in cmds.items():
+        t0 = time.perf_counter()
+        subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        if r >= 2:
+            times[k].append(time.perf_counter() - t0)
+rss = []
+for _ in range(5):
+    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmds["top"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True, check=True)
+    rss.append(int(p.stderr.strip().splitlines()[-1]))
+rss.sort()
+med = {k: statistics.median(v) for k, v in times.items()}
+ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))
+json.dump({"times": times, "rss_kib": rss}, open(out, "w"))
 print(f"{n:>7} entries (count {count}): top {med['top']*1000:.1f} ms, floor {med['floor']*1000:.1f} ms, "
-      f"pipeline {med['pipeline']*1000:.1f} ms; top/floor {med['top']/med['floor']:.3f}x, "
-      f"top/pipeline {med['top']/med['pipeline']:.3f}x; peak RSS of top "
+      f"pipeline {med['pipeline']*1000:.1f} ms; top/floor {ratio('top', 'floor'):.3f}x, "
+      f"top/pipeline {ratio('top', 'pipeline'):.3f}x; peak RSS of top "
       f"{rss[len(rss)//2]/1024:.2f} MiB (min {rss[0]/1024:.2f}, max {rss[-1]/1024:.2f})")
 EOF
-)
+) || exit 1
     echo "$line"
     summary+=("$line")
     topo_down
 done
 echo
-echo "== top benchmark (medians of $RUNS runs; raw: $OUT)"
+echo "== top benchmark (medians of $RUNS rounds; raw: $OUT)"
 printf '%s\n' "${summary[@]}"
