@@ -33,6 +33,9 @@ COMMANDS:
                                Size the table for N new UDP flows per second
     doctor [--json]            Read-only check of the traps around these keys
                                (sysctl.d, modprobe.d, units, kube-proxy, NOTRACK)
+    top [--by KEY] [-n N] [--json] [--netns PATH]
+                               Who fills the table: one ctnetlink read, grouped
+                               (`conntrack-guard top --help`)
 
 OPTIONS:
     --config PATH   Config file (default /etc/conntrack-guard/conntrack-guard.toml;
@@ -328,6 +331,9 @@ pub fn run(args: &[OsString]) -> i32 {
     // doctor parses its own options (src/doctor.rs).
     if let Some((config, rest)) = crate::doctor::split_args(args) {
         return crate::doctor::main(&SysRoot::from_env(), config, rest);
+    }
+    if let Some(rest) = crate::top::subcommand_args(args) {
+        return crate::top::run(&SysRoot::from_env(), rest);
     }
     let inv = match parse_args(args) {
         Ok(i) => i,

@@ -21,7 +21,7 @@ secs=${FUZZ_SECONDS:-60}
 san=${FUZZ_SANITIZER:-address}
 cflags=${FUZZ_CARGO_FLAGS:-}
 lflags=${FUZZ_LIBFUZZER_FLAGS:-}
-targets=${FUZZ_TARGETS:-"config_parse parse_duration parse_stat netlink_parse"}
+targets=${FUZZ_TARGETS:-"config_parse parse_duration parse_stat netlink_parse ct_dump_parse"}
 logs="$here/target/logs"
 command -v cargo-fuzz >/dev/null || {
     echo "cargo-fuzz missing: cargo install --locked cargo-fuzz" >&2
