@@ -28,6 +28,8 @@ COMMANDS:
                                keep `systemctl status` live via sd_notify
     status [--json] [--window DUR]
                                One-shot health snapshot (monitoring-plugins exit codes)
+    status --all-netns [--json]
+                               Every network namespace: fill, drops, owner (root)
     plan --rate N [--timeout S] [--headroom F] [--json]
                                Size the table for N new UDP flows per second
 
@@ -244,6 +246,9 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation, String> {
 
 /// Run the command line; returns the exit code.
 pub fn run(args: &[OsString]) -> i32 {
+    if let Some(code) = crate::allns::dispatch(args) {
+        return code;
+    }
     let inv = match parse_args(args) {
         Ok(i) => i,
         Err(e) => {
