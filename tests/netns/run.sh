@@ -5,6 +5,7 @@
 #   repro.sh     the incident without conntrack-guard (kernel behaviour)
 #   incident.sh  issue 5 part A: watch/status/apply against the incident
 #   buckets.sh   the kernel rounds the bucket count up: apply and watch agree
+#   allns.sh     issue 12: status --all-netns over idle, busy and vanishing namespaces
 # Needs root, iproute2, nftables, conntrack-tools, python3, util-linux.
 # Without them: with CI=true the suite fails; otherwise it prints
 # "SKIP: reason" and exits 0.
@@ -38,7 +39,7 @@ passed=0
 failed=0
 log=$(mktemp /tmp/ctg-netns-run.XXXXXX)
 trap 'rm -f "$log"' EXIT
-for t in repro.sh incident.sh buckets.sh; do
+for t in repro.sh incident.sh buckets.sh allns.sh; do
     echo "### $t"
     "$HERE/$t" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
