@@ -175,10 +175,28 @@ fn read_here() -> Result<NsSample, SampleError> {
 }
 
 /// Sample one namespace from inside it, on a short-lived thread. For the
-/// watchdog: call it for each namespace of a [`netns::scan`], off the
+/// watchdog: call it for a namespace of a [`netns::scan`], off the
 /// sampling cadence; a [`SampleError::vanished`] result means "forget it".
 pub fn sample(ns: &Namespace) -> Result<NsSample, SampleError> {
     netns::enter(ns, read_here)?
+}
+
+/// [`sample`] for many namespaces on one short-lived thread (cheaper than
+/// a thread each); the results are in the order given.
+pub fn sample_all(namespaces: &[Namespace]) -> Vec<Result<NsSample, SampleError>> {
+    match netns::enter_each(namespaces.to_vec(), |_| read_here()) {
+        Ok(v) => v
+            .into_iter()
+            .map(|r| r.map_err(SampleError::from).and_then(|x| x))
+            .collect(),
+        Err(e) => {
+            let msg = e.to_string();
+            namespaces
+                .iter()
+                .map(|_| Err(SampleError::Enter(EnterError::Thread(msg.clone()))))
+                .collect()
+        }
+    }
 }
 
 /// One namespace in the report.
@@ -490,23 +508,28 @@ pub fn read(root: &SysRoot, config_path: Option<&Path>) -> Readings {
     let cfg = config::load(root, config_path)
         .map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name()))
         .map_err(|e| e.to_string());
-    let mut vanished = 0;
-    let mut namespaces = Vec::new();
-    for ns in netns::scan(root) {
-        let s = if root.is_host() {
-            match sample(&ns) {
-                Ok(x) => Ok(x),
-                Err(e) if e.vanished() => {
-                    vanished += 1;
-                    continue;
-                }
-                Err(e) => Err(e.to_string()),
-            }
-        } else {
-            Err("not entered under a test root".to_string())
-        };
-        namespaces.push((ns, s));
-    }
+    let found = netns::scan(root);
+    // None: the namespace went away since the scan (normal, not listed).
+    let samples: Vec<Option<Result<NsSample, String>>> = if root.is_host() {
+        sample_all(&found)
+            .into_iter()
+            .map(|r| match r {
+                Err(e) if e.vanished() => None,
+                r => Some(r.map_err(|e| e.to_string())),
+            })
+            .collect()
+    } else {
+        found
+            .iter()
+            .map(|_| Some(Err("not entered under a test root".to_string())))
+            .collect()
+    };
+    let vanished = samples.iter().filter(|s| s.is_none()).count();
+    let namespaces = found
+        .into_iter()
+        .zip(samples)
+        .filter_map(|(ns, s)| Some((ns, s?)))
+        .collect();
     Readings {
         config: cfg,
         namespaces,

@@ -255,12 +255,37 @@ fn hint(e: &io::Error) -> &'static str {
     }
 }
 
+/// Move the calling thread into `ns`. Only ever called on a worker
+/// thread of [`enter`] or [`enter_each`]. The file is opened, checked to be
+/// this inode (a PID can be reused), handed to setns(2) and closed, so the
+/// namespace is held only while the thread is inside it.
+fn setns_here(ns: &Namespace) -> Result<(), EnterError> {
+    let (path, inode) = (&ns.enter, ns.inode);
+    let file = File::open(path).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound
+            || source.raw_os_error() == Some(nix::libc::ESRCH)
+        {
+            EnterError::Vanished { inode }
+        } else {
+            EnterError::Open {
+                path: path.clone(),
+                source,
+            }
+        }
+    })?;
+    match file.metadata() {
+        Ok(m) if m.ino() == inode => {}
+        _ => return Err(EnterError::Vanished { inode }),
+    }
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| EnterError::Setns {
+        inode,
+        source: io::Error::from(e),
+    })
+}
+
 /// Run `f` inside the namespace, on a dedicated thread that exits
 /// afterwards: the process's other threads never change namespace, and
-/// nothing has to switch back (the guard is the thread's end). The file is
-/// opened, checked to be this inode (a PID can be reused), handed to
-/// setns(2) and closed before `f` runs, so the namespace is held only for
-/// the closure's duration.
+/// nothing has to switch back (the guard is the thread's end).
 ///
 /// Inside, `/proc/net` still shows the main thread's namespace (it is
 /// `/proc/self/net`, and self is the thread-group leader): read
@@ -269,38 +294,38 @@ pub fn enter<T: Send + 'static>(
     ns: &Namespace,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, EnterError> {
-    let (path, inode) = (ns.enter.clone(), ns.inode);
+    let mut once = Some(f);
+    let mut out = enter_each(vec![ns.clone()], move |_| once.take().map(|f| f()))?;
+    match out.pop() {
+        Some(Ok(Some(v))) => Ok(v),
+        Some(Err(e)) => Err(e),
+        _ => Err(EnterError::Thread("no result".into())),
+    }
+}
+
+/// Run `f` inside each namespace in turn, on one dedicated thread that
+/// hops from namespace to namespace and exits at the end. One thread for
+/// all of them, not one each: on a loaded machine every thread start and
+/// join waits for the scheduler (measured: 200 namespaces took 210 ms with
+/// a thread each, most of it waiting). Each setns(2) is absolute, so a
+/// failed one leaves nothing to undo: `f` runs only after a successful one.
+pub fn enter_each<T: Send + 'static>(
+    namespaces: Vec<Namespace>,
+    mut f: impl FnMut(&Namespace) -> T + Send + 'static,
+) -> Result<Vec<Result<T, EnterError>>, EnterError> {
     let worker = std::thread::Builder::new()
-        .name(format!("netns-{inode}"))
+        .name("netns".into())
         .stack_size(256 * 1024)
-        .spawn(move || -> Result<T, EnterError> {
-            let file = File::open(&path).map_err(|source| match source.kind() {
-                io::ErrorKind::NotFound => EnterError::Vanished { inode },
-                _ if source.raw_os_error() == Some(nix::libc::ESRCH) => {
-                    EnterError::Vanished { inode }
-                }
-                _ => EnterError::Open {
-                    path: path.clone(),
-                    source,
-                },
-            })?;
-            match file.metadata() {
-                Ok(m) if m.ino() == inode => {}
-                _ => return Err(EnterError::Vanished { inode }),
-            }
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-                EnterError::Setns {
-                    inode,
-                    source: io::Error::from(e),
-                }
-            })?;
-            drop(file);
-            Ok(f())
+        .spawn(move || {
+            namespaces
+                .iter()
+                .map(|ns| setns_here(ns).map(|()| f(ns)))
+                .collect::<Vec<_>>()
         })
         .map_err(|e| EnterError::Thread(e.to_string()))?;
     worker
         .join()
-        .map_err(|_| EnterError::Thread("panicked".into()))?
+        .map_err(|_| EnterError::Thread("panicked".into()))
 }
 
 #[cfg(test)]
