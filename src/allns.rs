@@ -13,6 +13,22 @@
 //! opening task's netns), but `/proc/net` is `/proc/self/net`, the
 //! thread-group leader's: per-namespace files are read through
 //! `/proc/thread-self/net`.
+//!
+//! For the watchdog (`[watch] namespaces = "all"`), off the sampling
+//! cadence, every N samples:
+//!
+//! ```no_run
+//! use conntrack_guard::{allns, netns, sysroot::SysRoot};
+//! let root = SysRoot::host();
+//! let found = netns::scan(&root); // links and inodes only; opens nothing
+//! for (ns, r) in found.iter().zip(allns::sample_all(&found)) {
+//!     match r {
+//!         Ok(s) => println!("{} {} {}/{}", ns.inode, ns.owner.label(), s.count, s.max),
+//!         Err(e) if e.vanished() => {} // gone since the scan: forget it
+//!         Err(e) => eprintln!("netns {}: {e}", ns.inode),
+//!     }
+//! }
+//! ```
 
 use std::ffi::OsString;
 use std::fmt::Write as _;

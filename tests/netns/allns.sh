@@ -267,7 +267,6 @@ podman_try() {
     for lib in $(ldd /bin/sleep | grep -o '/[^ ]*'); do
         mkdir -p "$rootfs$(dirname "$lib")" && cp -L "$lib" "$rootfs$lib"
     done
-    PODMAN_CTR="$CTG_TAG-podman"
     # --network none: a private netns of its own and nothing on the host.
     # Bounded: the container sleeps 60 s at most.
     timeout 60 podman --cgroup-manager=cgroupfs run -d --name "$PODMAN_CTR" \
@@ -275,6 +274,8 @@ podman_try() {
         --rootfs "$rootfs" /bin/sleep 60 2>&1 >/dev/null | tail -n 1
     [[ ${PIPESTATUS[0]} == 0 ]]
 }
+# Named out here: podman_try runs in a subshell, and teardown removes it.
+PODMAN_CTR="$CTG_TAG-podman"
 why=$(podman_try)
 if [[ $? == 0 ]]; then
     pid=$(podman inspect -f '{{.State.Pid}}' "$PODMAN_CTR")
