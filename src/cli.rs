@@ -29,6 +29,8 @@ COMMANDS:
                                keep `systemctl status` live via sd_notify
     status [--json] [--window DUR]
                                One-shot health snapshot (monitoring-plugins exit codes)
+    status --all-netns [--json]
+                               Every network namespace: fill, drops, owner (root)
     plan --rate N [--timeout S] [--headroom F] [--json]
                                Size the table for N new UDP flows per second
     doctor [--json]            Read-only check of the traps around these keys
@@ -334,6 +336,9 @@ pub fn run(args: &[OsString]) -> i32 {
     }
     if let Some(rest) = crate::top::subcommand_args(args) {
         return crate::top::run(&SysRoot::from_env(), rest);
+    }
+    if let Some(code) = crate::allns::dispatch(args) {
+        return code;
     }
     let inv = match parse_args(args) {
         Ok(i) => i,

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod allns;
 pub mod apply;
 pub mod assess;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod kernel;
 pub mod metrics;
 pub mod module;
 pub mod netlink;
+pub mod netns;
 pub mod notify;
 pub mod nsenter;
 pub mod observe;

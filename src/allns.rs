@@ -1,0 +1,770 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `conntrack-guard status --all-netns`: the fill of every network
+//! namespace against the one global max, named by container.
+//!
+//! The kernel holds each namespace's own count against the global
+//! nf_conntrack_max, so a container's table can be full while the host's
+//! is nearly empty. This reads each namespace from inside it (see
+//! [`crate::netns::enter`]), judges each one as `status` does, and reports
+//! the worst: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+//!
+//! Inside a namespace, `/proc/sys/net/netfilter/nf_conntrack_count` is the
+//! entering thread's namespace's (the sysctl table is looked up from the
+//! opening task's netns), but `/proc/net` is `/proc/self/net`, the
+//! thread-group leader's: per-namespace files are read through
+//! `/proc/thread-self/net`.
+//!
+//! For the watchdog (`[watch] namespaces = "all"`), off the sampling
+//! cadence, every N samples:
+//!
+//! ```no_run
+//! use conntrack_guard::{allns, netns, sysroot::SysRoot};
+//! let root = SysRoot::host();
+//! let found = netns::scan(&root); // links and inodes only; opens nothing
+//! for (ns, r) in found.iter().zip(allns::sample_all(&found)) {
+//!     match r {
+//!         Ok(s) => println!("{} {} {}/{}", ns.inode, ns.owner.label(), s.count, s.max),
+//!         Err(e) if e.vanished() => {} // gone since the scan: forget it
+//!         Err(e) => eprintln!("netns {}: {e}", ns.inode),
+//!     }
+//! }
+//! ```
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::assess::{Level, Thresholds};
+use crate::config::{self, KEY_COUNT, KEY_MAX};
+use crate::kernel::ctstats::{parse_ct_stat, CtCounter, CtTable};
+use crate::netns::kmsg::{self, TableFull};
+use crate::netns::{self, EnterError, Namespace, Owner};
+use crate::stats::CounterSource;
+use crate::status::Verdict;
+use crate::sysroot::SysRoot;
+
+/// A namespace's UDP receive errors since it was created (`Udp:` in its
+/// `/proc/net/snmp`). InErrors includes RcvbufErrors: do not add them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct UdpDrops {
+    /// Datagrams dropped because the socket's receive buffer was full.
+    pub rcvbuf_errors: u64,
+    /// All UDP receive errors (checksum, buffer, ...).
+    pub in_errors: u64,
+}
+
+/// `RcvbufErrors` and `InErrors` (IPv4 `Udp:`) from a `/proc/net/snmp`
+/// text, through the watchdog's own parser.
+pub fn parse_snmp_udp(text: &str) -> Option<UdpDrops> {
+    let (udp, _) = crate::kernel::snmp::parse_snmp(text).ok()?;
+    Some(UdpDrops {
+        rcvbuf_errors: udp.rcvbuf_errors?,
+        in_errors: udp.in_errors?,
+    })
+}
+
+/// A namespace's conntrack counters since it was created, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Counters {
+    /// Table full: the packet was dropped.
+    pub drop: u64,
+    /// An unassured entry was evicted to make room.
+    pub early_drop: u64,
+    /// An unresolved insert clash.
+    pub insert_failed: u64,
+    /// Resolved clashes, where the kernel has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clashres: Option<u64>,
+}
+
+impl Counters {
+    /// Sum a per-CPU table.
+    pub fn of(t: &CtTable) -> Self {
+        let total = |k| t.total(k).unwrap_or(0);
+        Counters {
+            drop: total(CtCounter::Drop),
+            early_drop: total(CtCounter::EarlyDrop),
+            insert_failed: total(CtCounter::InsertFailed),
+            clashres: t.total(CtCounter::ClashResolve),
+        }
+    }
+
+    /// Any loss counter is non-zero.
+    pub fn any_loss(&self) -> bool {
+        self.drop > 0 || self.early_drop > 0 || self.insert_failed > 0
+    }
+}
+
+/// What one namespace holds, read from inside it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NsSample {
+    /// Its nf_conntrack_count.
+    pub count: u64,
+    /// nf_conntrack_max (global).
+    pub max: u64,
+    /// Its counters since the namespace was created.
+    pub counters: Option<Counters>,
+    /// Where they came from.
+    pub counters_source: Option<CounterSource>,
+    /// Why they are missing.
+    pub counters_error: Option<String>,
+    /// Its UDP socket drops.
+    pub udp: Option<UdpDrops>,
+}
+
+impl NsSample {
+    /// Nothing uses conntrack here: no entries and no counter ever moved.
+    /// (Conntrack starts in a namespace only once a rule needs it.)
+    pub fn inactive(&self) -> bool {
+        self.count == 0
+            && self
+                .counters
+                .is_some_and(|c| !c.any_loss() && c.clashres.unwrap_or(0) == 0)
+    }
+}
+
+/// Why a namespace could not be sampled.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    /// Entering failed (or it vanished: [`SampleError::vanished`]).
+    #[error(transparent)]
+    Enter(#[from] EnterError),
+    /// A file inside could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl SampleError {
+    /// The namespace went away: normal, not a failure.
+    pub fn vanished(&self) -> bool {
+        matches!(self, SampleError::Enter(EnterError::Vanished { .. }))
+    }
+}
+
+/// The counters of the calling thread's namespace: ctnetlink
+/// (GET_STATS_CPU, on a socket made here, so in this namespace), else
+/// `/proc/thread-self/net/stat/nf_conntrack`. The one place the counter
+/// layer is called from, so it can be swapped.
+pub fn counters_here() -> Result<(Counters, CounterSource), String> {
+    match crate::netlink::stats_cpu_table() {
+        Ok(t) => Ok((Counters::of(&t), CounterSource::Netlink)),
+        Err(nl) => {
+            let root = SysRoot::host();
+            match root.read_opt("proc/thread-self/net/stat/nf_conntrack") {
+                Ok(Some(t)) => parse_ct_stat(&t)
+                    .map(|t| (Counters::of(&t), CounterSource::Procfs))
+                    .map_err(|e| format!("/proc/thread-self/net/stat/nf_conntrack: {e}")),
+                Ok(None) => Err(format!(
+                    "ctnetlink: {nl}; /proc/net/stat/nf_conntrack is absent"
+                )),
+                Err(e) => Err(format!("ctnetlink: {nl}; {e}")),
+            }
+        }
+    }
+}
+
+/// Read the calling thread's namespace. Real kernel only.
+fn read_here() -> Result<NsSample, SampleError> {
+    let root = SysRoot::host();
+    let num = |key: &str| -> Result<u64, SampleError> {
+        let path = root.sysctl_path(key);
+        let bad = |m: &str| SampleError::Read {
+            path: path.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, m.to_string()),
+        };
+        match root.read_sysctl(key) {
+            Ok(Some(v)) => v.parse().map_err(|_| bad("not a number")),
+            Ok(None) => Err(bad("absent (nf_conntrack not loaded?)")),
+            Err(e) => Err(SampleError::Read {
+                path: e.path,
+                source: e.source,
+            }),
+        }
+    };
+    let count = num(KEY_COUNT)?;
+    let max = num(KEY_MAX)?;
+    let (counters, counters_source, counters_error) = match counters_here() {
+        Ok((c, s)) => (Some(c), Some(s), None),
+        Err(e) => (None, None, Some(e)),
+    };
+    let udp = root
+        .read_opt("proc/thread-self/net/snmp")
+        .ok()
+        .flatten()
+        .and_then(|t| parse_snmp_udp(&t));
+    Ok(NsSample {
+        count,
+        max,
+        counters,
+        counters_source,
+        counters_error,
+        udp,
+    })
+}
+
+/// Sample one namespace from inside it, on a short-lived thread. For the
+/// watchdog: call it for a namespace of a [`netns::scan`], off the
+/// sampling cadence; a [`SampleError::vanished`] result means "forget it".
+pub fn sample(ns: &Namespace) -> Result<NsSample, SampleError> {
+    netns::enter(ns, read_here)?
+}
+
+/// [`sample`] for many namespaces on one short-lived thread (cheaper than
+/// a thread each); the results are in the order given.
+pub fn sample_all(namespaces: &[Namespace]) -> Vec<Result<NsSample, SampleError>> {
+    match netns::enter_each(namespaces.to_vec(), |_| read_here()) {
+        Ok(v) => v
+            .into_iter()
+            .map(|r| r.map_err(SampleError::from).and_then(|x| x))
+            .collect(),
+        Err(e) => {
+            let msg = e.to_string();
+            namespaces
+                .iter()
+                .map(|_| Err(SampleError::Enter(EnterError::Thread(msg.clone()))))
+                .collect()
+        }
+    }
+}
+
+/// One namespace in the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NsRow {
+    /// Netns inode.
+    pub inode: u64,
+    /// The initial namespace.
+    pub host: bool,
+    /// Who owns it.
+    pub owner: Owner,
+    /// Short label of the owner.
+    pub label: String,
+    /// `ip netns` / Docker sandbox name.
+    pub bind_name: Option<String>,
+    /// Processes in it.
+    pub processes: usize,
+    /// OK, WARNING, CRITICAL or UNKNOWN for this namespace.
+    pub status: Verdict,
+    /// count / max.
+    pub fill: Option<f64>,
+    /// Fill level.
+    pub level: Option<Level>,
+    /// "active" or "inactive" (nothing uses conntrack here), when read.
+    pub conntrack: Option<&'static str>,
+    /// What was read.
+    #[serde(flatten)]
+    pub sample: Option<NsSample>,
+    /// Why it could not be read.
+    pub error: Option<String>,
+    /// The last "table full" kernel line for this namespace.
+    pub table_full: Option<TableFull>,
+}
+
+/// The whole report (the `--json` output).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The worst namespace's verdict.
+    pub status: Verdict,
+    /// Its exit code.
+    pub exit_code: i32,
+    /// nf_conntrack_max (global).
+    pub max: Option<u64>,
+    /// Warning threshold, percent.
+    pub warn_percent: Option<f64>,
+    /// Critical threshold, percent.
+    pub critical_percent: Option<f64>,
+    /// The configuration used, or why it could not be read.
+    pub config: String,
+    /// Fullest first.
+    pub namespaces: Vec<NsRow>,
+    /// Namespaces that went away during the scan (normal).
+    pub vanished: usize,
+    /// The last "table full" line of kernels that do not name the netns.
+    pub table_full_unattributed: Option<TableFull>,
+    /// Why the kernel log could not be read.
+    pub kmsg_error: Option<String>,
+    /// Microseconds since boot when the report was made (for the
+    /// `table_full` ages).
+    pub now_usec: Option<u64>,
+}
+
+/// What was read, as values: the input of [`judge`].
+#[derive(Debug)]
+pub struct Readings {
+    /// Thresholds and the config's name, or the config error.
+    pub config: Result<(Thresholds, String), String>,
+    /// Each namespace with its sample.
+    pub namespaces: Vec<(Namespace, Result<NsSample, String>)>,
+    /// How many vanished.
+    pub vanished: usize,
+    /// The kernel's "table full" lines, or why they are missing.
+    pub kmsg: Result<Vec<TableFull>, String>,
+    /// Microseconds since boot, now.
+    pub now_usec: Option<u64>,
+}
+
+fn rank(v: Verdict) -> u8 {
+    match v {
+        Verdict::Ok => 0,
+        Verdict::Warning => 1,
+        Verdict::Unknown => 2,
+        Verdict::Critical => 3,
+    }
+}
+
+/// Judge every namespace and the whole. Pure. As in `status`, CRITICAL
+/// beats UNKNOWN beats WARNING; a configuration that cannot be read is
+/// UNKNOWN.
+pub fn judge(r: Readings) -> Report {
+    let thresholds = r.config.as_ref().ok().map(|(t, _)| t.clone());
+    let kmsg = r.kmsg.as_ref().ok();
+    let mut worst = if r.config.is_err() {
+        Verdict::Unknown
+    } else {
+        Verdict::Ok
+    };
+    let mut max = None;
+    let mut rows: Vec<NsRow> = r
+        .namespaces
+        .into_iter()
+        .map(|(ns, s)| {
+            let (mut status, mut fill, mut level, mut conntrack, mut error) =
+                (Verdict::Unknown, None, None, None, None);
+            match &s {
+                Ok(x) if x.max > 0 => {
+                    max = Some(x.max);
+                    let f = x.count as f64 / x.max as f64;
+                    fill = Some(f);
+                    conntrack = Some(if x.inactive() { "inactive" } else { "active" });
+                    if let Some(t) = &thresholds {
+                        let lv = Level::of(f * 100.0, t);
+                        level = Some(lv);
+                        status = match lv {
+                            Level::Ok => Verdict::Ok,
+                            Level::Warning => Verdict::Warning,
+                            Level::Critical => Verdict::Critical,
+                        };
+                    }
+                    if x.count > x.max {
+                        status = Verdict::Critical;
+                    }
+                }
+                Ok(_) => error = Some("nf_conntrack_max is 0".to_string()),
+                Err(e) => error = Some(e.clone()),
+            }
+            if rank(status) > rank(worst) {
+                worst = status;
+            }
+            NsRow {
+                inode: ns.inode,
+                host: ns.host,
+                label: ns.owner.label(),
+                owner: ns.owner,
+                bind_name: ns.bind_name,
+                processes: ns.processes,
+                status,
+                fill,
+                level,
+                conntrack,
+                sample: s.ok(),
+                error,
+                table_full: kmsg
+                    .and_then(|k| k.iter().find(|t| t.netns == Some(ns.inode)).cloned()),
+            }
+        })
+        .collect();
+    // Fullest first; the unreadable after the readable.
+    rows.sort_by(|a, b| {
+        let key = |r: &NsRow| r.fill.unwrap_or(-1.0);
+        key(b).total_cmp(&key(a)).then(a.inode.cmp(&b.inode))
+    });
+    Report {
+        status: worst,
+        exit_code: worst.code(),
+        max,
+        warn_percent: thresholds.as_ref().map(|t| t.warn_percent),
+        critical_percent: thresholds.as_ref().map(|t| t.critical_percent),
+        config: match &r.config {
+            Ok((_, name)) => name.clone(),
+            Err(e) => format!("invalid configuration: {e}"),
+        },
+        namespaces: rows,
+        vanished: r.vanished,
+        table_full_unattributed: kmsg.and_then(|k| k.iter().find(|t| t.netns.is_none()).cloned()),
+        kmsg_error: r.kmsg.err(),
+        now_usec: r.now_usec,
+    }
+}
+
+fn name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Ok => "OK",
+        Verdict::Warning => "WARNING",
+        Verdict::Critical => "CRITICAL",
+        Verdict::Unknown => "UNKNOWN",
+    }
+}
+
+fn age(t: &TableFull, now: Option<u64>) -> String {
+    let at = t.usec as f64 / 1e6;
+    match now {
+        Some(n) if n >= t.usec => {
+            format!("[{at:.1}s after boot, {}s ago]", (n - t.usec) / 1_000_000)
+        }
+        _ => format!("[{at:.1}s after boot]"),
+    }
+}
+
+/// The text for people: a monitoring-plugins summary line, then one row
+/// per namespace, fullest first.
+pub fn text(r: &Report) -> String {
+    let mut s = String::new();
+    let n = r.namespaces.len();
+    let head = r.namespaces.first();
+    let _ = write!(s, "CONNTRACK {} - {n} network namespaces", name(r.status));
+    if let (Some(h), Some(f)) = (head, head.and_then(|h| h.fill)) {
+        let _ = write!(
+            s,
+            ", fullest {:.1}% ({}/{}) in netns {} ({})",
+            f * 100.0,
+            h.sample.as_ref().map_or(0, |x| x.count),
+            r.max.unwrap_or(0),
+            h.inode,
+            h.label
+        );
+    }
+    if let Some(f) = head.and_then(|h| h.fill) {
+        let _ = write!(
+            s,
+            " | fill_max={:.2}%;{};{};0;100 namespaces={n}",
+            f * 100.0,
+            r.warn_percent.unwrap_or(0.0),
+            r.critical_percent.unwrap_or(0.0)
+        );
+    }
+    s.push('\n');
+    let _ = writeln!(
+        s,
+        "  max {}  warning at {}%  critical at {}%  ({})",
+        r.max.map_or("unknown".into(), |m| m.to_string()),
+        r.warn_percent.map_or("?".into(), |v| v.to_string()),
+        r.critical_percent.map_or("?".into(), |v| v.to_string()),
+        r.config
+    );
+    let _ = writeln!(
+        s,
+        "  {:<8} {:>12} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}  {:<8}  OWNER",
+        "STATUS",
+        "NETNS",
+        "FILL",
+        "COUNT",
+        "DROP",
+        "EARLY",
+        "INSFAIL",
+        "UDP-RCVBF",
+        "UDP-INERR",
+        "CONNTRACK"
+    );
+    for row in &r.namespaces {
+        let x = row.sample.as_ref();
+        let c = x.and_then(|x| x.counters);
+        let u = x.and_then(|x| x.udp);
+        let opt = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+        let _ = writeln!(
+            s,
+            "  {:<8} {:>12} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}  {:<8}  {}{}",
+            name(row.status),
+            row.inode,
+            row.fill
+                .map_or("-".into(), |f| format!("{:.1}%", f * 100.0)),
+            opt(x.map(|x| x.count)),
+            opt(c.map(|c| c.drop)),
+            opt(c.map(|c| c.early_drop)),
+            opt(c.map(|c| c.insert_failed)),
+            opt(u.map(|u| u.rcvbuf_errors)),
+            opt(u.map(|u| u.in_errors)),
+            row.conntrack.unwrap_or("-"),
+            row.label,
+            match (&row.bind_name, row.owner.runtime) {
+                (Some(b), rt) if rt != netns::Runtime::Netns => format!(" (netns {b})"),
+                _ => String::new(),
+            }
+        );
+        if let Some(e) = &row.error {
+            let _ = writeln!(s, "           cannot read: {e}");
+        }
+        if let Some(x) = x.and_then(|x| x.counters_error.as_ref()) {
+            let _ = writeln!(s, "           counters unavailable: {x}");
+        }
+        if let Some(t) = &row.table_full {
+            let _ = writeln!(
+                s,
+                "           last kernel line {} {}",
+                age(t, r.now_usec),
+                t.line
+            );
+        }
+    }
+    if let Some(t) = &r.table_full_unattributed {
+        let _ = writeln!(
+            s,
+            "  last \"table full\" line (this kernel does not name the netns) {} {}",
+            age(t, r.now_usec),
+            t.line
+        );
+    }
+    if r.vanished > 0 {
+        let _ = writeln!(s, "  {} namespace(s) went away during the scan", r.vanished);
+    }
+    if let Some(e) = &r.kmsg_error {
+        let _ = writeln!(
+            s,
+            "  kernel log not read: {e} (needs CAP_SYSLOG when kernel.dmesg_restrict=1)"
+        );
+    }
+    s
+}
+
+/// Microseconds on the clock the kernel log is stamped with.
+fn now_usec() -> Option<u64> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    Some(t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+}
+
+/// Scan, then sample every namespace. Under a test root nothing is
+/// entered: the rows carry the owners and an error.
+pub fn read(root: &SysRoot, config_path: Option<&Path>) -> Readings {
+    let cfg = config::load(root, config_path)
+        .map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name()))
+        .map_err(|e| e.to_string());
+    let found = netns::scan(root);
+    // None: the namespace went away since the scan (normal, not listed).
+    let samples: Vec<Option<Result<NsSample, String>>> = if root.is_host() {
+        sample_all(&found)
+            .into_iter()
+            .map(|r| match r {
+                Err(e) if e.vanished() => None,
+                r => Some(r.map_err(|e| e.to_string())),
+            })
+            .collect()
+    } else {
+        found
+            .iter()
+            .map(|_| Some(Err("not entered under a test root".to_string())))
+            .collect()
+    };
+    let vanished = samples.iter().filter(|s| s.is_none()).count();
+    let namespaces = found
+        .into_iter()
+        .zip(samples)
+        .filter_map(|(ns, s)| Some((ns, s?)))
+        .collect();
+    Readings {
+        config: cfg,
+        namespaces,
+        vanished,
+        kmsg: kmsg::read_table_full(root).map_err(|e| e.to_string()),
+        now_usec: now_usec(),
+    }
+}
+
+/// `status --all-netns [--json]`; returns the exit code.
+pub fn run(root: &SysRoot, config_path: Option<&Path>, json: bool) -> i32 {
+    let report = judge(read(root, config_path));
+    let out = if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => j + "\n",
+            Err(e) => {
+                println!(
+                    "{{\"status\":\"UNKNOWN\",\"exit_code\":3,\"error\":{:?}}}",
+                    e.to_string()
+                );
+                return Verdict::Unknown.code();
+            }
+        }
+    } else {
+        text(&report)
+    };
+    // A closed pipe (| head) is a normal end, not a panic.
+    let _ = io::Write::write_all(&mut io::stdout().lock(), out.as_bytes());
+    report.exit_code
+}
+
+/// Handle `[--config PATH] status --all-netns [--json]` if that is what
+/// the arguments say; `None` leaves them to the ordinary parser.
+pub fn dispatch(args: &[OsString]) -> Option<i32> {
+    if !args.iter().any(|a| a == "--all-netns") {
+        return None;
+    }
+    let mut config: Option<PathBuf> = None;
+    let mut json = false;
+    let mut status = false;
+    let mut it = args.iter();
+    let usage = |m: String| {
+        eprintln!("conntrack-guard: {m}\nTry `conntrack-guard --help`.");
+        Some(crate::exit::USAGE)
+    };
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        match s.as_ref() {
+            "--all-netns" => {}
+            "--json" => json = true,
+            "status" if !status => status = true,
+            "--config" => match it.next() {
+                Some(p) => config = Some(PathBuf::from(p)),
+                None => return usage("--config needs a value".into()),
+            },
+            _ => match s.strip_prefix("--config=") {
+                Some(p) => config = Some(PathBuf::from(p)),
+                None => return usage(format!("unexpected argument {s:?} for status --all-netns")),
+            },
+        }
+    }
+    if !status {
+        return usage("--all-netns belongs to status".into());
+    }
+    Some(run(&SysRoot::from_env(), config.as_deref(), json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netns::Runtime;
+    use std::time::Duration;
+
+    const SNMP: &str = "Ip: Forwarding DefaultTTL InReceives\nIp: 1 64 10\n\
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+Udp: 12 0 2999 5 2997 0 2 0 0\n\
+UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\n\
+UdpLite: 0 0 0 0 0 0 0 0 0\n";
+
+    #[test]
+    fn snmp_udp_by_name() {
+        assert_eq!(
+            parse_snmp_udp(SNMP),
+            Some(UdpDrops {
+                rcvbuf_errors: 2997,
+                in_errors: 2999
+            })
+        );
+        assert_eq!(parse_snmp_udp("Udp: InErrors\n"), None);
+        assert_eq!(parse_snmp_udp("Udp: Foo\nUdp: 1\n"), None);
+        assert_eq!(parse_snmp_udp(""), None);
+    }
+
+    fn ns(inode: u64, name: &str) -> Namespace {
+        Namespace {
+            inode,
+            host: inode == 1,
+            owner: Owner {
+                runtime: if inode == 1 {
+                    Runtime::Host
+                } else {
+                    Runtime::Netns
+                },
+                id: None,
+                name: Some(name.into()),
+            },
+            processes: 1,
+            pid: None,
+            bind_name: None,
+            enter: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    fn smp(count: u64, drop: u64) -> Result<NsSample, String> {
+        Ok(NsSample {
+            count,
+            max: 1000,
+            counters: Some(Counters {
+                drop,
+                early_drop: 0,
+                insert_failed: 0,
+                clashres: Some(0),
+            }),
+            counters_source: Some(CounterSource::Netlink),
+            counters_error: None,
+            udp: Some(UdpDrops::default()),
+        })
+    }
+
+    fn readings(ns: Vec<(Namespace, Result<NsSample, String>)>) -> Readings {
+        Readings {
+            config: Ok((
+                Thresholds::new(&config::Config::default().watch, Duration::from_secs(5)),
+                "test".into(),
+            )),
+            namespaces: ns,
+            vanished: 1,
+            kmsg: Ok(vec![TableFull {
+                netns: Some(3),
+                usec: 5_000_000,
+                line: "nf_conntrack: nf_conntrack: table full in netns 3, dropping packet".into(),
+            }]),
+            now_usec: Some(65_000_000),
+        }
+    }
+
+    #[test]
+    fn worst_namespace_decides_and_fullest_first() {
+        let r = judge(readings(vec![
+            (ns(1, "host"), smp(10, 0)),
+            (ns(2, "idle"), smp(0, 0)),
+            (ns(3, "busy"), smp(990, 40)),
+            (ns(4, "warm"), smp(850, 0)),
+        ]));
+        assert_eq!(r.status, Verdict::Critical);
+        assert_eq!(r.exit_code, 2);
+        let order: Vec<u64> = r.namespaces.iter().map(|n| n.inode).collect();
+        assert_eq!(order, [3, 4, 1, 2]);
+        assert_eq!(r.namespaces[0].status, Verdict::Critical);
+        assert_eq!(r.namespaces[1].status, Verdict::Warning);
+        assert_eq!(r.namespaces[3].conntrack, Some("inactive"));
+        assert_eq!(r.namespaces[0].conntrack, Some("active"));
+        assert!(r.namespaces[0].table_full.is_some());
+        let t = text(&r);
+        assert!(t.starts_with("CONNTRACK CRITICAL - 4 network namespaces, fullest 99.0% (990/1000) in netns 3 (netns busy)"), "{t}");
+        assert!(t.contains("60s ago"), "{t}");
+        assert!(t.contains("1 namespace(s) went away"), "{t}");
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["namespaces"][0]["count"], 990);
+        assert_eq!(j["namespaces"][0]["owner"]["runtime"], "netns");
+        assert_eq!(j["namespaces"][0]["status"], "CRITICAL");
+    }
+
+    #[test]
+    fn unknown_and_over_max() {
+        let r = judge(readings(vec![
+            (ns(1, "host"), smp(10, 0)),
+            (ns(2, "locked"), Err("setns: EPERM".into())),
+        ]));
+        assert_eq!(r.exit_code, 3);
+        assert_eq!(r.namespaces.last().unwrap().inode, 2);
+        let r = judge(readings(vec![(ns(2, "x"), smp(1001, 0))]));
+        assert_eq!(r.exit_code, 2);
+        let mut rd = readings(vec![(ns(1, "host"), smp(10, 0))]);
+        rd.config = Err("bad".into());
+        assert_eq!(judge(rd).exit_code, 3);
+        let r = judge(readings(vec![(ns(1, "host"), smp(10, 0))]));
+        assert_eq!(r.exit_code, 0);
+    }
+
+    #[test]
+    fn dispatch_only_takes_all_netns() {
+        let a = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(dispatch(&a(&["status", "--json"])), None);
+        assert_eq!(dispatch(&a(&["--all-netns"])), Some(crate::exit::USAGE));
+        assert_eq!(
+            dispatch(&a(&["status", "--all-netns", "--bogus"])),
+            Some(crate::exit::USAGE)
+        );
+    }
+}
