@@ -121,6 +121,10 @@ pub struct Plan {
     pub current_max: Option<u64>,
     /// Sustainable flows/s at the recommended settings.
     pub recommended_rate: f64,
+    /// `exact` or `at-least`: which `max_policy` fits, and why.
+    pub max_policy: &'static str,
+    /// Why that policy.
+    pub policy_reason: String,
     /// The `[conntrack]` block to paste.
     pub config_block: String,
 }
@@ -209,8 +213,21 @@ pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
         k.udp_timeout_stream.unwrap_or(DEFAULT_UDP_TIMEOUT_STREAM)
     };
     let current_rate = k.max.map(|m| m as f64 / current_timeout.max(1) as f64);
+    // A larger max already in the kernel (the module's own default on a big
+    // machine, kube-proxy, an operator) covers this rate too: "at-least"
+    // keeps it instead of lowering it.
+    let (max_policy, policy_reason) = match k.max {
+        Some(m) if m > max => (
+            "at-least",
+            format!("the current max ({m}) is larger: \"at-least\" keeps it, \"exact\" would lower it to {max}"),
+        ),
+        _ => (
+            "exact",
+            "the recommended max is at least the current one: \"exact\" sets it, and reports anyone who changes it".to_string(),
+        ),
+    };
     let config_block = format!(
-        "[conntrack]\nmax = {max}\nbuckets = {buckets}\nudp_timeout = {}\nudp_timeout_stream = {}\n",
+        "[conntrack]\nmax = {max}\nmax_policy = \"{max_policy}\"\nbuckets = {buckets}\nudp_timeout = {}\nudp_timeout_stream = {}\n",
         effective_timeout(cfg, k, false),
         effective_timeout(cfg, k, true)
     );
@@ -229,6 +246,8 @@ pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
         current_rate,
         current_max: k.max,
         recommended_rate: max as f64 / timeout.max(1) as f64,
+        max_policy,
+        policy_reason,
         config_block,
     }
 }
@@ -290,6 +309,10 @@ impl Plan {
                  there is no need to lower it\n"
             ));
         }
+        s.push_str(&format!(
+            "policy:            max_policy = \"{}\": {}\n",
+            self.max_policy, self.policy_reason
+        ));
         s.push('\n');
         s.push_str("# paste into /etc/conntrack-guard/conntrack-guard.toml\n");
         s.push_str(&self.config_block);
@@ -332,6 +355,9 @@ mod tests {
         assert_eq!(p.memory_entries_bytes, 16384 * 320);
         assert_eq!(p.current_rate, Some(262_144.0 / 30.0));
         assert!(p.config_block.contains("max = 16384"));
+        // The kernel's 262144 is larger: keep it.
+        assert_eq!(p.max_policy, "at-least");
+        assert!(p.config_block.contains("max_policy = \"at-least\""));
     }
 
     #[test]

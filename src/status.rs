@@ -144,6 +144,9 @@ pub struct SettingRow {
     pub actual: Option<String>,
     /// Whether they match.
     pub ok: bool,
+    /// Who else writes this key, where that can be known (drifted keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer_hint: Option<String>,
 }
 
 impl From<&Setting> for SettingRow {
@@ -153,6 +156,7 @@ impl From<&Setting> for SettingRow {
             expected: s.expected.clone(),
             actual: s.actual.clone(),
             ok: s.ok(),
+            writer_hint: None,
         }
     }
 }
@@ -211,6 +215,8 @@ pub struct Readings {
     pub window: Duration,
     /// Configured settings against the kernel.
     pub settings: Vec<Setting>,
+    /// Who else writes a drifted key: key -> hint.
+    pub writer_hints: BTreeMap<String, String>,
 }
 
 /// The counters of the three drop points at one moment.
@@ -444,15 +450,20 @@ pub fn judge(r: &Readings) -> Report {
             per_cpu,
         });
     }
-    let settings: Vec<SettingRow> = r.settings.iter().map(SettingRow::from).collect();
-    for s in settings.iter().filter(|s| !s.ok) {
+    let mut settings: Vec<SettingRow> = r.settings.iter().map(SettingRow::from).collect();
+    for s in settings.iter_mut().filter(|s| !s.ok) {
+        s.writer_hint = r.writer_hints.get(&s.key).cloned();
         push(
             Verdict::Warning,
             format!(
-                "{} is {} but configured as {} (drift; systemctl restart conntrack-guard-apply)",
+                "{} is {} but configured as {} (drift; systemctl restart conntrack-guard-apply){}",
                 s.key,
                 s.actual.as_deref().unwrap_or("absent"),
-                s.expected
+                s.expected,
+                s.writer_hint
+                    .as_deref()
+                    .map(|h| format!("; who else writes it: {h}"))
+                    .unwrap_or_default()
             ),
         );
     }
@@ -723,6 +734,14 @@ pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readin
         (Ok(c), FillReading::Read { .. }) => observe::settings(host, c),
         _ => Vec::new(),
     };
+    let writer_hints = settings
+        .iter()
+        .filter(|s| !s.ok())
+        .filter_map(|s| {
+            let h = crate::writers::hint(&host.root, &s.key, s.actual.as_deref()?)?;
+            Some((s.key.clone(), h.text())).filter(|(_, t)| !t.is_empty())
+        })
+        .collect();
     Readings {
         config: cfg
             .map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name()))
@@ -732,6 +751,7 @@ pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readin
         after,
         window,
         settings,
+        writer_hints,
     }
 }
 
@@ -791,6 +811,7 @@ mod tests {
                 actual: Some("1000".into()),
                 at_least: false,
             }],
+            writer_hints: BTreeMap::new(),
         }
     }
 

@@ -24,7 +24,8 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
-use crate::assess::{self, status_line, State, Thresholds};
+use crate::assess::{self, restore, status_line, State, Thresholds};
+use crate::writers;
 use crate::config::{self, fmt_duration, Config};
 use crate::events::{default_sink, Event, Priority, Sink};
 use crate::host::Host;
@@ -169,13 +170,16 @@ impl Watcher<'_> {
             self.reload(sink);
             obs = observe::observe(self.host, &self.cfg);
         }
-        let (state, evs) = assess::assess(
-            &self.thresholds,
-            std::mem::take(&mut self.state),
-            &obs,
-            now.duration_since(self.start),
-        );
+        let at = now.duration_since(self.start);
+        let (state, mut evs) =
+            assess::assess(&self.thresholds, std::mem::take(&mut self.state), &obs, at);
         self.state = state;
+        let (restores, fights) = self.state.restore.step(&self.cfg.watch, &obs.settings, at);
+        evs.extend(fights);
+        for r in &restores {
+            evs.push(restore::restored_event(r, self.write_back(r)));
+        }
+        self.name_the_writer(&mut evs);
         Self::emit_all(sink, evs);
         let line = status_line(&self.state);
         if self.state.healthy() {
@@ -195,6 +199,44 @@ impl Watcher<'_> {
             self.write_metrics(sink, &obs);
         } else {
             self.notify(sink, &[NotifyState::Status(&line)]);
+        }
+    }
+
+    /// `[watch] restore`: write the configured value back and read it.
+    fn write_back(&self, r: &restore::Restore) -> Result<String, String> {
+        let root = &self.host.root;
+        root.write_sysctl(&r.key, &r.value)
+            .map_err(|e| e.to_string())?;
+        match crate::kernel::read_current(root, &r.key) {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err("the key vanished after the write".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Drift events say who else writes the key, where that can be known
+    /// (sysctl.d files, kube-proxy and friends, the module parameter). Only
+    /// run when such an event goes out: it reads /proc and /etc.
+    fn name_the_writer(&self, evs: &mut [Event]) {
+        for ev in evs
+            .iter_mut()
+            .filter(|e| matches!(e.name, "drift" | "drift_fight" | "restored"))
+        {
+            let key = ev.get("CONNTRACK_KEY").map(str::to_string);
+            let foreign = ev
+                .get("CONNTRACK_ACTUAL")
+                .or(ev.get("CONNTRACK_FOREIGN"))
+                .map(str::to_string);
+            let (Some(key), Some(foreign)) = (key, foreign) else {
+                continue;
+            };
+            if let Some(h) = writers::hint(&self.host.root, &key, &foreign) {
+                let text = h.text();
+                if !text.is_empty() {
+                    ev.message.push_str(&format!("; who else writes it: {text}"));
+                    ev.fields.push(("CONNTRACK_WRITER_HINT", text));
+                }
+            }
         }
     }
 
@@ -246,6 +288,8 @@ impl Watcher<'_> {
         self.config_stamp = stamp(&self.config_file());
         match config::load(&self.host.root, self.config_path.as_deref()) {
             Ok(cfg) => {
+                // A new configuration is a new start for keys given up on.
+                self.state.restore = Default::default();
                 self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
                 self.thresholds = Thresholds::new(&cfg.watch, self.interval);
                 let same_file = match (&self.textfile, &cfg.metrics.textfile) {

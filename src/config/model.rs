@@ -24,6 +24,9 @@ pub const PERCENT_RANGE: (f64, f64) = (0.0, 100.0);
 /// `[watch] drops_every`.
 pub const DROPS_EVERY_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(86_400));
+/// `[watch] triage_every` and `namespaces_every`.
+pub const EVERY_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(86_400));
 /// `[watch] restore_limit`: restores of one key per hour.
 pub const RESTORE_LIMIT_RANGE: (u64, u64) = (1, 60);
 /// `[watch] hysteresis_percent`.
@@ -150,6 +153,14 @@ pub struct Watch {
     pub restore: bool,
     /// Restores of one key per hour before giving up (`drift_fight`).
     pub restore_limit: u64,
+    /// Run `top`'s aggregation once when the level rises.
+    pub triage: bool,
+    /// At most one triage per this long.
+    pub triage_every: Duration,
+    /// Watch every network namespace, not only the host's.
+    pub all_namespaces: bool,
+    /// Scan the namespaces this often.
+    pub namespaces_every: Duration,
 }
 
 /// The `[metrics]` section.
@@ -195,6 +206,10 @@ impl Default for Config {
                 drops_every: Duration::from_secs(60),
                 restore: false,
                 restore_limit: 3,
+                triage: true,
+                triage_every: Duration::from_secs(600),
+                all_namespaces: false,
+                namespaces_every: Duration::from_secs(60),
             },
             metrics: Metrics::default(),
             source: None,

@@ -134,15 +134,47 @@ const WATCH_KEYS: &[Key<Watch>] = &[
     Key {
         name: "restore",
         set: |w, s, v, h| {
-            s.restore = match v.get_ref() {
-                DeValue::Boolean(b) => *b,
-                other => {
+            s.restore = w.boolean(v, h)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "triage",
+        set: |w, s, v, h| {
+            s.triage = w.boolean(v, h)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "triage_every",
+        set: |w, s, v, h| {
+            s.triage_every = w.duration(v, h, EVERY_RANGE)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "namespaces",
+        set: |w, s, v, h| {
+            s.all_namespaces = match v.get_ref().as_str() {
+                Some("host") => false,
+                Some("all") => true,
+                _ => {
                     return Err(w.error(
                         h,
-                        format!("expected true or false, found {}", describe(other)),
+                        format!(
+                            "expected \"host\" or \"all\", found {}",
+                            describe(v.get_ref())
+                        ),
                     ))
                 }
             };
+            Ok(())
+        },
+    },
+    Key {
+        name: "namespaces_every",
+        set: |w, s, v, h| {
+            s.namespaces_every = w.duration(v, h, EVERY_RANGE)?;
             Ok(())
         },
     },
@@ -355,6 +387,16 @@ impl Walker<'_> {
             other => Err(self.error(
                 h,
                 format!("expected an integer or \"keep\", found {}", describe(other)),
+            )),
+        }
+    }
+
+    fn boolean(&self, v: &Spanned<DeValue<'_>>, h: &Here<'_>) -> Result<bool, ConfigError> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Ok(*b),
+            other => Err(self.error(
+                h,
+                format!("expected true or false, found {}", describe(other)),
             )),
         }
     }
