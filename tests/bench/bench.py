@@ -294,13 +294,15 @@ def cmd_report(args):
               fmt_ratio(ratio(md.get("real/full_sample_procfs"), md.get("real/release_sample"))))
         t.add("real: watch step = observe() + assess()", fmt_time(md.get("real/watch_step")),
               fmt_ratio(ratio(md.get("real/watch_step"), md.get("real/release_sample"))) + " of the last release's sample")
-        for part in ("fill", "ct_netlink", "ct_procfs", "snmp", "softnet"):
+        for part, what in (("fill", "count + max"), ("ct_netlink", "counters over ctnetlink"),
+                           ("ct_procfs", "counters from procfs"), ("snmp", "snmp + snmp6"),
+                           ("softnet", "softnet_stat")):
             if f"real/{part}" in md:
-                t.add(f"  real: {part}", fmt_time(md[f"real/{part}"]))
+                t.add(f"  real: {what}", fmt_time(md[f"real/{part}"]), "read and parse")
         raws = [k for k in md if k.startswith("real/raw:")]
-        if raws:
-            t.add("  real: bare read(2)s (kernel side + syscalls)",
-                  ", ".join(f"{k[9:]} {fmt_time(md[k])}" for k in raws))
+        for k in raws:
+            what = "bare ctnetlink dump" if k == "real/raw:ctnetlink" else f"bare read of {k[9:]}"
+            t.add(f"  real: {what}", fmt_time(md[k]), "the kernel's side and the system calls")
         for f in fakes:
             n = rows[f]
             t.add(f"fake root, {n} CPU rows: last release's sample", fmt_time(md.get(f"{f}/release_sample")))
@@ -323,8 +325,8 @@ def cmd_report(args):
                 step = md[f"{f}/watch_step"] + kernel("watch_step")
                 t.add(f"estimate at {rows[f]} CPUs, kernel side as at {d.get('cpus_real')}: full / last release",
                       fmt_ratio(full / rel), f"watch step / last release {fmt_ratio(step / rel)}; a lower bound")
-        t.add("not simulated", "",
-              "ctnetlink (one kernel message per possible CPU) and the kernel's side of each procfs read")
+        t.add("not simulated by a fake root", "-",
+              "ctnetlink (one kernel message per possible CPU), the kernel's side of each procfs read")
 
     # 3. table size
     sizes = collect_sizes(res)
