@@ -263,15 +263,70 @@ def cmd_report(args):
     s = load(os.path.join(res, "sampler-host.json"))
     if s:
         t.section("2. one watch sample vs a raw read of the same files (in-process, initial netns)")
-        t.add("stats::sample() = count + max + counters", fmt_time(s["sample_median_ns"] * 1e-9),
+        src = s.get("source", "?")
+        t.add(f"sample = count + max + counters ({src}) + snmp + softnet",
+              fmt_time(s["sample_median_ns"] * 1e-9),
               f"p10 {fmt_time(s['sample_p10_ns'] * 1e-9)}, p90 {fmt_time(s['sample_p90_ns'] * 1e-9)}")
-        t.add("open+read 3 files", fmt_time(s["raw_median_ns"] * 1e-9),
+        reads = s.get("raw_reads")
+        t.add(f"open+read {len(reads) if reads else 3} files" + (" + bare ctnetlink dump" if src == "Netlink" else ""),
+              fmt_time(s["raw_median_ns"] * 1e-9),
               f"p10 {fmt_time(s['raw_p10_ns'] * 1e-9)}, p90 {fmt_time(s['raw_p90_ns'] * 1e-9)}")
         t.add("sample / raw", fmt_ratio(s["ratio"]), f"target ≤ 1.50; {s['iters']} interleaved iterations")
         if "observe_median_ns" in s:
-            t.add("observe() = one watch tick (+4 settings)", fmt_time(s["observe_median_ns"] * 1e-9))
-            t.add("open+read the same 7 files", fmt_time(s["raw7_median_ns"] * 1e-9))
+            extra = s.get("observe_extra_files", 4)
+            t.add(f"observe() = one watch tick (+{extra} settings)", fmt_time(s["observe_median_ns"] * 1e-9))
+            raw_obs = s.get("raw_obs_median_ns", s.get("raw7_median_ns"))
+            t.add(f"the same raw read + {extra} setting files", fmt_time(raw_obs * 1e-9))
             t.add("observe / raw", fmt_ratio(s["observe_ratio"]))
+
+    # 2b. issue 10
+    d = load(os.path.join(res, "sample10.json"))
+    if d:
+        md = {k: v[0] * 1e-9 for k, v in d["medians_ns"].items()}
+        rows = d.get("rows", {})
+        fakes = sorted((k for k in rows if k.startswith("fake")), key=lambda k: rows[k])
+        t.section(f"2b. issue 10: full sample / the last release's (count + max + stat file), "
+                  f"in-process, {d['iters']} interleaved iterations")
+        t.add(f"real ({d.get('cpus_real', '?')} CPUs): last release's sample", fmt_time(md.get("real/release_sample")))
+        t.add("real: full sample, counters over ctnetlink", fmt_time(md.get("real/full_sample")),
+              f"{fmt_ratio(ratio(md.get('real/full_sample'), md.get('real/release_sample')))}; target ≤ 2.00")
+        t.add("real: full sample, counters from procfs", fmt_time(md.get("real/full_sample_procfs")),
+              fmt_ratio(ratio(md.get("real/full_sample_procfs"), md.get("real/release_sample"))))
+        t.add("real: watch step = observe() + assess()", fmt_time(md.get("real/watch_step")),
+              fmt_ratio(ratio(md.get("real/watch_step"), md.get("real/release_sample"))) + " of the last release's sample")
+        for part, what in (("fill", "count + max"), ("ct_netlink", "counters over ctnetlink"),
+                           ("ct_procfs", "counters from procfs"), ("snmp", "snmp + snmp6"),
+                           ("softnet", "softnet_stat")):
+            if f"real/{part}" in md:
+                t.add(f"  real: {what}", fmt_time(md[f"real/{part}"]), "read and parse")
+        raws = [k for k in md if k.startswith("real/raw:")]
+        for k in raws:
+            what = "bare ctnetlink dump" if k == "real/raw:ctnetlink" else f"bare read of {k[9:]}"
+            t.add(f"  real: {what}", fmt_time(md[k]), "the kernel's side and the system calls")
+        for f in fakes:
+            n = rows[f]
+            t.add(f"fake root, {n} CPU rows: last release's sample", fmt_time(md.get(f"{f}/release_sample")))
+            t.add(f"fake root, {n} CPU rows: full sample (procfs counters)", fmt_time(md.get(f"{f}/full_sample_procfs")),
+                  fmt_ratio(ratio(md.get(f"{f}/full_sample_procfs"), md.get(f"{f}/release_sample"))))
+            t.add(f"fake root, {n} CPU rows: watch step", fmt_time(md.get(f"{f}/watch_step")),
+                  fmt_ratio(ratio(md.get(f"{f}/watch_step"), md.get(f"{f}/release_sample"))))
+        # The kernel's side at its measured 2-CPU cost, added to the fake
+        # roots' user-space cost: a lower bound for a real machine.
+        lo = next((f for f in fakes if rows[f] == d.get("cpus_real")), None)
+        if lo:
+            def kernel(case):
+                a, b = md.get(f"real/{case}"), md.get(f"{lo}/{case}")
+                return None if a is None or b is None else a - b
+            for f in fakes:
+                if f == lo:
+                    continue
+                rel = md[f"{f}/release_sample"] + kernel("release_sample")
+                full = md[f"{f}/full_sample_procfs"] + kernel("full_sample_procfs")
+                step = md[f"{f}/watch_step"] + kernel("watch_step")
+                t.add(f"estimate at {rows[f]} CPUs, kernel side as at {d.get('cpus_real')}: full / last release",
+                      fmt_ratio(full / rel), f"watch step / last release {fmt_ratio(step / rel)}; a lower bound")
+        t.add("not simulated by a fake root", "-",
+              "ctnetlink (one kernel message per possible CPU), the kernel's side of each procfs read")
 
     # 3. table size
     sizes = collect_sizes(res)
