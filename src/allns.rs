@@ -113,6 +113,10 @@ pub struct NsSample {
     pub counters_error: Option<String>,
     /// Its UDP socket drops.
     pub udp: Option<UdpDrops>,
+    /// The per-CPU counters behind `counters` (for the watchdog's
+    /// wrap-safe deltas).
+    #[serde(skip)]
+    pub table: Option<CtTable>,
 }
 
 impl NsSample {
@@ -154,14 +158,14 @@ impl SampleError {
 /// (GET_STATS_CPU, on a socket made here, so in this namespace), else
 /// `/proc/thread-self/net/stat/nf_conntrack`. The one place the counter
 /// layer is called from, so it can be swapped.
-pub fn counters_here() -> Result<(Counters, CounterSource), String> {
+pub fn counters_here() -> Result<(CtTable, CounterSource), String> {
     match crate::netlink::stats_cpu_table() {
-        Ok(t) => Ok((Counters::of(&t), CounterSource::Netlink)),
+        Ok(t) => Ok((t, CounterSource::Netlink)),
         Err(nl) => {
             let root = SysRoot::host();
             match root.read_opt("proc/thread-self/net/stat/nf_conntrack") {
                 Ok(Some(t)) => parse_ct_stat(&t)
-                    .map(|t| (Counters::of(&t), CounterSource::Procfs))
+                    .map(|t| (t, CounterSource::Procfs))
                     .map_err(|e| format!("/proc/thread-self/net/stat/nf_conntrack: {e}")),
                 Ok(None) => Err(format!(
                     "ctnetlink: {nl}; /proc/net/stat/nf_conntrack is absent"
@@ -192,10 +196,11 @@ fn read_here() -> Result<NsSample, SampleError> {
     };
     let count = num(KEY_COUNT)?;
     let max = num(KEY_MAX)?;
-    let (counters, counters_source, counters_error) = match counters_here() {
-        Ok((c, s)) => (Some(c), Some(s), None),
+    let (table, counters_source, counters_error) = match counters_here() {
+        Ok((t, s)) => (Some(t), Some(s), None),
         Err(e) => (None, None, Some(e)),
     };
+    let counters = table.as_ref().map(Counters::of);
     let udp = root
         .read_opt("proc/thread-self/net/snmp")
         .ok()
@@ -208,6 +213,7 @@ fn read_here() -> Result<NsSample, SampleError> {
         counters_source,
         counters_error,
         udp,
+        table,
     })
 }
 
@@ -693,6 +699,7 @@ UdpLite: 0 0 0 0 0 0 0 0 0\n";
             counters_source: Some(CounterSource::Netlink),
             counters_error: None,
             udp: Some(UdpDrops::default()),
+            table: None,
         })
     }
 

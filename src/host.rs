@@ -20,6 +20,9 @@ pub struct Host {
     pub netlink: Box<dyn CtNetlink>,
     /// The running system's page size.
     pub page_size: u64,
+    /// The conntrack table and other namespaces can be read over the
+    /// kernel's interfaces (ctnetlink dumps, setns): the real machine only.
+    pub kernel_access: bool,
 }
 
 impl Host {
@@ -30,6 +33,7 @@ impl Host {
             loader: Box::new(KmodLoader),
             netlink: Box::new(KernelNetlink),
             page_size: crate::hashsize::page_size(),
+            kernel_access: true,
         }
     }
 
@@ -41,6 +45,7 @@ impl Host {
             loader: Box::new(NoLoader),
             netlink: Box::new(NoNetlink),
             page_size: crate::hashsize::page_size(),
+            kernel_access: false,
         }
     }
 

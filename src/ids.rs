@@ -24,6 +24,10 @@ pub const BACKLOG_DROPS: &str = "761fd3d3275c440bb690aa1fd41c0b29";
 pub const RESTORED: &str = "94a30e51ae974d9186f2212a583411ab";
 /// Another writer kept rewriting a key; restoring it stopped.
 pub const DRIFT_FIGHT: &str = "9ced345635e04cd5b13faef7c3e299e1";
+/// Who fills the table: the automatic triage when the level rises.
+pub const TRIAGE: &str = "f8d9f1d3bc144bb1a8af21a39566efec";
+/// The kernel said "table full in netns N": which container that is.
+pub const NETNS_FULL: &str = "9d0340fd8ef144a28f9054f84db833d7";
 /// A drop incident ended: a whole window without a drop.
 pub const DROPS_ENDED: &str = "1dc89f77f52a4c7a85508b5a8b5d76ca";
 /// A configured value no longer matches the kernel.
@@ -55,6 +59,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("REMINDER", REMINDER),
     ("DROPS", DROPS),
     ("DROPS_ENDED", DROPS_ENDED),
+    ("TRIAGE", TRIAGE),
+    ("NETNS_FULL", NETNS_FULL),
     ("RESTORED", RESTORED),
     ("DRIFT_FIGHT", DRIFT_FIGHT),
     ("UDP_DROPS", UDP_DROPS),

@@ -15,25 +15,31 @@
 //! not the totals since boot: a restart of the service acknowledges old
 //! incidents, and `status` or the metrics give the totals since boot.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
+use crate::allns::{self, NsSample, SampleError as NsError};
+use crate::assess::netns::NsTrackers;
 use crate::assess::{self, restore, status_line, State, Thresholds};
-use crate::writers;
 use crate::config::{self, fmt_duration, Config};
 use crate::events::{default_sink, Event, Priority, Sink};
 use crate::host::Host;
 use crate::ids;
 use crate::metrics::{self, Textfile};
+use crate::netns::{self, kmsg::TableFull, Namespace};
 use crate::notify::{Notifier, NotifyState};
 use crate::observe;
 use crate::sysroot::DEFAULT_CONFIG;
+use crate::top;
+use crate::writers;
 
 /// Waits shorter than this are plain sleeps (see [`SignalWait::wait`]).
 const SHORT_WAIT: Duration = Duration::from_millis(20);
@@ -126,7 +132,21 @@ struct Watcher<'a> {
     last_ping: Instant,
     ready_sent: bool,
     notifier: Notifier,
+    /// The triage running now, if any, and when the last one started.
+    triage: Option<top::Triage>,
+    last_triage: Option<Instant>,
+    /// `[watch] namespaces = "all"`: the scan running now, when the last
+    /// one started, the trackers, and the last "table full in netns" line
+    /// seen per namespace (None before the first scan: old lines are not
+    /// news).
+    ns_scan: Option<mpsc::Receiver<Scan>>,
+    last_ns_scan: Option<Instant>,
+    namespaces: NsTrackers,
+    kmsg_seen: Option<BTreeMap<u64, u64>>,
 }
+
+/// One namespace scan's results.
+type Scan = (Vec<(Namespace, Result<NsSample, NsError>)>, Vec<TableFull>);
 
 impl Watcher<'_> {
     fn emit_all(sink: &mut dyn Sink, evs: impl IntoIterator<Item = Event>) {
@@ -171,9 +191,16 @@ impl Watcher<'_> {
             obs = observe::observe(self.host, &self.cfg);
         }
         let at = now.duration_since(self.start);
+        let level_before = self.state.level();
         let (state, mut evs) =
             assess::assess(&self.thresholds, std::mem::take(&mut self.state), &obs, at);
         self.state = state;
+        if self.state.level() > level_before {
+            self.start_triage(now);
+        }
+        evs.extend(self.triage_result());
+        self.start_ns_scan(now);
+        evs.extend(self.ns_scan_result(at));
         let (restores, fights) = self.state.restore.step(&self.cfg.watch, &obs.settings, at);
         evs.extend(fights);
         for r in &restores {
@@ -181,7 +208,7 @@ impl Watcher<'_> {
         }
         self.name_the_writer(&mut evs);
         Self::emit_all(sink, evs);
-        let line = status_line(&self.state);
+        let line = self.status_line();
         if self.state.healthy() {
             let mut states = Vec::with_capacity(3);
             if !self.ready_sent {
@@ -200,6 +227,119 @@ impl Watcher<'_> {
         } else {
             self.notify(sink, &[NotifyState::Status(&line)]);
         }
+    }
+
+    /// The level rose: find out who fills the table, once per
+    /// `triage_every`, on its own thread (a dump of a large table takes
+    /// hundreds of milliseconds; the sampling loop and the keep-alives must
+    /// not wait for it).
+    fn start_triage(&mut self, now: Instant) {
+        let w = &self.cfg.watch;
+        let due = self
+            .last_triage
+            .map_or(true, |t| now.duration_since(t) >= w.triage_every);
+        if w.triage && self.host.kernel_access && self.triage.is_none() && due {
+            self.last_triage = Some(now);
+            self.triage = Some(top::Triage::start(
+                self.host.root.clone(),
+                None,
+                TRIAGE_TIMEOUT,
+            ));
+        }
+    }
+
+    /// Every `namespaces_every`, scan all network namespaces on a thread of
+    /// its own (200 namespaces take about 90 ms; the sampling loop and the
+    /// keep-alives must not wait).
+    fn start_ns_scan(&mut self, now: Instant) {
+        let w = &self.cfg.watch;
+        let due = self
+            .last_ns_scan
+            .map_or(true, |t| now.duration_since(t) >= w.namespaces_every);
+        if !(w.all_namespaces && self.host.kernel_access && self.ns_scan.is_none() && due) {
+            return;
+        }
+        self.last_ns_scan = Some(now);
+        let root = self.host.root.clone();
+        let (tx, rx) = mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("ctg-netns".into())
+            .spawn(move || {
+                let found = netns::scan(&root);
+                let samples = allns::sample_all(&found);
+                let kmsg = netns::kmsg::read_table_full(&root).unwrap_or_default();
+                let _ = tx.send((found.into_iter().zip(samples).collect(), kmsg));
+            });
+        if started.is_ok() {
+            self.ns_scan = Some(rx);
+        }
+    }
+
+    /// The namespace events, once a scan is done.
+    fn ns_scan_result(&mut self, at: Duration) -> Vec<Event> {
+        let Some(rx) = &self.ns_scan else {
+            return Vec::new();
+        };
+        let (scan, kmsg) = match rx.try_recv() {
+            Ok(r) => r,
+            Err(mpsc::TryRecvError::Empty) => return Vec::new(),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                self.ns_scan = None;
+                return Vec::new();
+            }
+        };
+        self.ns_scan = None;
+        let mut evs = self.namespaces.step(&self.thresholds, &scan, at);
+        // "table full in netns N": which container that is. Lines from
+        // before the first scan are history, not news.
+        let first = self.kmsg_seen.is_none();
+        let seen = self.kmsg_seen.get_or_insert_with(BTreeMap::new);
+        for line in kmsg {
+            let Some(inode) = line.netns else { continue };
+            if seen.get(&inode).is_some_and(|u| *u >= line.usec) {
+                continue;
+            }
+            seen.insert(inode, line.usec);
+            if first {
+                continue;
+            }
+            let ns = scan.iter().map(|(ns, _)| ns).find(|ns| ns.inode == inode);
+            let who = ns.map_or("a namespace that is gone now".to_string(), |n| {
+                n.owner.label()
+            });
+            let ev = Event::new(
+                Priority::Err,
+                "netns_full",
+                ids::NETNS_FULL,
+                format!(
+                    "the kernel reports the conntrack table full in netns {inode}: {who}; \
+                     its count reached the global nf_conntrack_max"
+                ),
+            )
+            .field("CONNTRACK_KERNEL_LINE", &line.line);
+            evs.push(match ns {
+                Some(ns) => assess::netns::tag(ev, ns),
+                None => ev.field("CONNTRACK_NETNS", inode),
+            });
+        }
+        evs
+    }
+
+    /// The `STATUS=` line, with the namespaces when all are watched.
+    fn status_line(&self) -> String {
+        let mut line = status_line(&self.state);
+        if self.cfg.watch.all_namespaces && self.host.kernel_access {
+            line.push_str(" · ");
+            line.push_str(&self.namespaces.status());
+        }
+        line
+    }
+
+    /// The triage's event, once it is done.
+    fn triage_result(&mut self) -> Option<Event> {
+        let r = self.triage.as_mut()?.poll()?;
+        self.triage = None;
+        Some(triage_event(r, self.state.fill.as_ref()))
     }
 
     /// `[watch] restore`: write the configured value back and read it.
@@ -233,7 +373,8 @@ impl Watcher<'_> {
             if let Some(h) = writers::hint(&self.host.root, &key, &foreign) {
                 let text = h.text();
                 if !text.is_empty() {
-                    ev.message.push_str(&format!("; who else writes it: {text}"));
+                    ev.message
+                        .push_str(&format!("; who else writes it: {text}"));
                     ev.fields.push(("CONNTRACK_WRITER_HINT", text));
                 }
             }
@@ -333,7 +474,7 @@ impl Watcher<'_> {
                 sink.emit(&ev);
             }
         }
-        let line = status_line(&self.state);
+        let line = self.status_line();
         let mut states = Vec::with_capacity(2);
         if announce {
             states.push(NotifyState::Ready);
@@ -393,6 +534,46 @@ impl Watcher<'_> {
     }
 }
 
+/// The bound of one triage read.
+pub const TRIAGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn triage_event(
+    r: Result<top::TriageSummary, top::TopError>,
+    fill: Option<&assess::Fill>,
+) -> Event {
+    let table = fill
+        .map(|f| format!(" (table {})", f.text()))
+        .unwrap_or_default();
+    match r {
+        Ok(t) => {
+            let mut ev = Event::new(
+                Priority::Warning,
+                "triage",
+                ids::TRIAGE,
+                format!("who fills the conntrack table{table}: {}", t.message),
+            )
+            .field("CONNTRACK_TRIAGE_ENTRIES", t.total)
+            .field("CONNTRACK_TRIAGE_COMPLETE", t.complete);
+            for (field, top) in [
+                ("CONNTRACK_TOP_DPORT", &t.top_dport),
+                ("CONNTRACK_TOP_STATE", &t.top_state),
+                ("CONNTRACK_TOP_SOURCE", &t.top_source),
+            ] {
+                if let Some(top) = top {
+                    ev = ev.field(field, format!("{} {:.1}%", top.key, top.share * 100.0));
+                }
+            }
+            ev
+        }
+        Err(e) => Event::new(
+            Priority::Notice,
+            "triage",
+            ids::TRIAGE,
+            format!("could not read the conntrack table to see who fills it{table}: {e}"),
+        ),
+    }
+}
+
 /// Run the watchdog until SIGTERM or SIGINT. `interval` (from
 /// `--interval`) overrides the configuration, also across reloads.
 pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) -> i32 {
@@ -435,6 +616,12 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
         last_ping: now,
         ready_sent: false,
         notifier: Notifier::from_env(),
+        triage: None,
+        last_triage: None,
+        ns_scan: None,
+        last_ns_scan: None,
+        namespaces: NsTrackers::default(),
+        kmsg_seen: None,
     };
     w.run(&mut signals, &mut *sink)
 }

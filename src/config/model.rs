@@ -25,8 +25,7 @@ pub const PERCENT_RANGE: (f64, f64) = (0.0, 100.0);
 pub const DROPS_EVERY_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(86_400));
 /// `[watch] triage_every` and `namespaces_every`.
-pub const EVERY_RANGE: (Duration, Duration) =
-    (Duration::from_secs(1), Duration::from_secs(86_400));
+pub const EVERY_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(86_400));
 /// `[watch] restore_limit`: restores of one key per hour.
 pub const RESTORE_LIMIT_RANGE: (u64, u64) = (1, 60);
 /// `[watch] hysteresis_percent`.

@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Every network namespace (`[watch] namespaces = "all"`): the same level,
+//! hysteresis and drop-incident rules as the host's table, applied to each
+//! namespace's own count against the global max. A namespace's events carry
+//! `CONNTRACK_NETNS` and its owner (runtime, container name and id), and
+//! say so in their message. A namespace that disappears leaves the set
+//! without a word: containers come and go.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::counters::CtTracker;
+use super::drops::DropTracker;
+use super::level::LevelTracker;
+use super::{Fill, Fullness, Level, Thresholds, CONNTRACK};
+use crate::allns::{NsSample, SampleError};
+use crate::events::Event;
+use crate::netns::Namespace;
+
+/// One watched namespace.
+#[derive(Debug, Clone, Default)]
+pub struct NsTracker {
+    /// `docker web`, `netns blue`, ...
+    pub label: String,
+    /// The last fill read.
+    pub fill: Option<Fill>,
+    level: LevelTracker,
+    counters: CtTracker,
+    drops: DropTracker,
+}
+
+impl NsTracker {
+    /// The current level.
+    pub fn level(&self) -> Level {
+        self.level.level
+    }
+}
+
+/// All watched namespaces but the host's, by inode.
+#[derive(Debug, Clone, Default)]
+pub struct NsTrackers {
+    /// The trackers.
+    pub by_inode: BTreeMap<u64, NsTracker>,
+}
+
+impl NsTrackers {
+    /// One scan's results. Namespaces not in it, or that vanished while it
+    /// ran, are forgotten.
+    pub fn step(
+        &mut self,
+        t: &Thresholds,
+        scan: &[(Namespace, Result<NsSample, SampleError>)],
+        now: Duration,
+    ) -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut keep = BTreeMap::new();
+        for (ns, sample) in scan.iter().filter(|(ns, _)| !ns.host) {
+            let mut tr = self.by_inode.remove(&ns.inode).unwrap_or_default();
+            tr.label = ns.owner.label();
+            match sample {
+                Err(e) if e.vanished() => continue,
+                // Unreadable this time (a race with the runtime): keep the
+                // state, say nothing; the next scan tries again.
+                Err(_) => {}
+                Ok(s) if s.max > 0 => {
+                    let fill = Fill {
+                        count: s.count,
+                        max: s.max,
+                    };
+                    let full = Fullness::default();
+                    let mut evs = tr.level.step(t, &fill, full, now);
+                    let reading = s
+                        .table
+                        .clone()
+                        .ok_or_else(|| s.counters_error.clone().unwrap_or_else(|| "unread".into()));
+                    let (delta, _unavailable) = tr.counters.step(&reading, &fill, tr.level());
+                    evs.extend(tr.drops.step(
+                        &CONNTRACK,
+                        t,
+                        delta.as_ref(),
+                        &fill,
+                        tr.level(),
+                        now,
+                    ));
+                    out.extend(evs.into_iter().map(|ev| tag(ev, ns)));
+                    tr.fill = Some(fill);
+                }
+                Ok(_) => {}
+            }
+            keep.insert(ns.inode, tr);
+        }
+        self.by_inode = keep;
+        out
+    }
+
+    /// The fullest watched namespace.
+    pub fn worst(&self) -> Option<(u64, &NsTracker)> {
+        self.by_inode
+            .iter()
+            .filter(|(_, t)| t.fill.is_some())
+            .max_by(|a, b| {
+                let p = |t: &NsTracker| t.fill.map_or(0.0, |f| f.percent());
+                p(a.1).total_cmp(&p(b.1))
+            })
+            .map(|(i, t)| (*i, t))
+    }
+
+    /// `netns 12 watched, worst docker web 96.0%` for the status line.
+    pub fn status(&self) -> String {
+        match self.worst() {
+            Some((inode, t)) => format!(
+                "netns {} watched, worst {} ({inode}) {:.1}%",
+                self.by_inode.len(),
+                t.label,
+                t.fill.map_or(0.0, |f| f.percent())
+            ),
+            None => format!("netns {} watched", self.by_inode.len()),
+        }
+    }
+}
+
+/// The namespace and its owner, as fields and in the message.
+pub fn tag(mut ev: Event, ns: &Namespace) -> Event {
+    ev.message = format!("netns {} ({}): {}", ns.inode, ns.owner.label(), ev.message);
+    ev = ev
+        .field("CONNTRACK_NETNS", ns.inode)
+        .field("CONNTRACK_RUNTIME", ns.owner.runtime.name());
+    if let Some(n) = &ns.owner.name {
+        ev = ev.field("CONNTRACK_CONTAINER", n);
+    }
+    if let Some(id) = &ns.owner.id {
+        ev = ev.field("CONNTRACK_CONTAINER_ID", id);
+    }
+    ev
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::kernel::ctstats::{CtCounter, CtTable};
+    use crate::kernel::percpu::CpuIds;
+    use crate::netns::owner::{Owner, Runtime};
+    use std::path::PathBuf;
+
+    fn ns(inode: u64, host: bool) -> Namespace {
+        Namespace {
+            inode,
+            host,
+            owner: Owner {
+                runtime: if host { Runtime::Host } else { Runtime::Docker },
+                id: (!host).then(|| "ab".repeat(32)),
+                name: (!host).then(|| "tracker".to_string()),
+            },
+            processes: 1,
+            pid: Some(100),
+            bind_name: None,
+            enter: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    fn sample(count: u64, drop: u32) -> Result<NsSample, SampleError> {
+        let mut t = CtTable::new(CpuIds::Kernel);
+        t.row_mut(0).set(CtCounter::Drop, drop);
+        Ok(NsSample {
+            count,
+            max: 1000,
+            counters: None,
+            counters_source: None,
+            counters_error: None,
+            udp: None,
+            table: Some(t),
+        })
+    }
+
+    #[test]
+    fn a_container_namespace_levels_and_drops_carry_its_owner() {
+        let cfg = Config::default();
+        let t = Thresholds::new(&cfg.watch, Duration::from_secs(1));
+        let mut tr = NsTrackers::default();
+        let mut evs = Vec::new();
+        for (i, (count, drop)) in [(100, 0), (960, 0), (1000, 40), (1000, 90)]
+            .into_iter()
+            .enumerate()
+        {
+            let scan = vec![
+                (ns(1, true), sample(5000, 0)),
+                (ns(42, false), sample(count, drop)),
+            ];
+            evs.extend(tr.step(&t, &scan, Duration::from_secs(i as u64 * 60)));
+        }
+        let names: Vec<&str> = evs.iter().map(|e| e.name).collect();
+        assert_eq!(
+            names,
+            vec!["level_critical", "drops", "drops"],
+            "host ignored"
+        );
+        for e in &evs {
+            assert_eq!(e.get("CONNTRACK_NETNS"), Some("42"));
+            assert_eq!(e.get("CONNTRACK_CONTAINER"), Some("tracker"));
+            assert_eq!(e.get("CONNTRACK_RUNTIME"), Some("docker"));
+            assert!(
+                e.message.starts_with("netns 42 (docker tracker): "),
+                "{}",
+                e.message
+            );
+        }
+        assert_eq!(evs[1].get("CONNTRACK_DROP_DELTA"), Some("40"));
+        assert_eq!(evs[2].get("CONNTRACK_DROP_DELTA"), Some("50"));
+        assert!(tr
+            .status()
+            .starts_with("netns 1 watched, worst docker tracker (42) 100.0%"));
+    }
+
+    #[test]
+    fn a_vanished_namespace_leaves_quietly() {
+        let cfg = Config::default();
+        let t = Thresholds::new(&cfg.watch, Duration::from_secs(1));
+        let mut tr = NsTrackers::default();
+        tr.step(&t, &[(ns(42, false), sample(990, 0))], Duration::ZERO);
+        assert_eq!(tr.by_inode.len(), 1);
+        let evs = tr.step(&t, &[], Duration::from_secs(60));
+        assert!(evs.is_empty());
+        assert!(tr.by_inode.is_empty());
+    }
+}
