@@ -758,6 +758,35 @@ pub struct ProcScan {
     pub hidden: bool,
     /// Known writers found.
     pub writers: Vec<WriterProcess>,
+    /// Known writers' systemd units found in the file system, when the
+    /// processes are hidden: (unit, path).
+    pub units: Vec<(String, String)>,
+}
+
+/// Units of programs known to write the conntrack keys.
+pub const WRITER_UNITS: &[&str] = &[
+    "kube-proxy.service",
+    "k3s.service",
+    "k3s-agent.service",
+    "calico-node.service",
+];
+
+/// Unit files of known writers, in the directories systemd loads units from.
+pub fn writer_units(root: &SysRoot) -> Vec<(String, String)> {
+    let dirs = [
+        "etc/systemd/system",
+        "run/systemd/system",
+        "usr/local/lib/systemd/system",
+        "usr/lib/systemd/system",
+        "lib/systemd/system",
+    ];
+    let mut out: Vec<(String, String)> = Vec::new();
+    for unit in WRITER_UNITS {
+        if let Some(dir) = dirs.iter().find(|d| root.exists(&format!("{d}/{unit}"))) {
+            out.push((unit.to_string(), format!("/{dir}/{unit}")));
+        }
+    }
+    out
 }
 
 /// Scan `proc/*/comm` and `cmdline` for known writers.
@@ -855,7 +884,16 @@ pub fn scan_processes(root: &SysRoot) -> ProcScan {
         }
         writers.push(w);
     }
-    ProcScan { hidden, writers }
+    let units = if hidden {
+        writer_units(root)
+    } else {
+        Vec::new()
+    };
+    ProcScan {
+        hidden,
+        writers,
+        units,
+    }
 }
 
 fn merge(into: &mut KubeProxyConntrack, flags: KubeProxyConntrack) {
@@ -928,6 +966,14 @@ pub enum Candidate {
     KernelDefault,
     /// Other processes are hidden; a running writer could not be seen.
     ProcessesHidden,
+    /// A known writer is installed as a systemd unit (seen in the file
+    /// system when the process list is hidden).
+    Unit {
+        /// `kube-proxy.service`.
+        name: String,
+        /// Where the unit file is.
+        at: String,
+    },
 }
 
 impl Candidate {
@@ -957,6 +1003,10 @@ impl Candidate {
             Candidate::KernelDefault => "it is the kernel default: nf_conntrack was loaded \
                  or reloaded after conntrack-guard-apply ran"
                 .to_string(),
+            Candidate::Unit { name, at } => format!(
+                "{name} is installed ({at}); kube-proxy and k3s write the conntrack maximum \
+                 when they start (conntrack.maxPerCore: 0 stops that)"
+            ),
             Candidate::ProcessesHidden => "other processes are hidden from this one \
                  (ProtectProc=invisible): run `conntrack-guard doctor` as root to look for \
                  kube-proxy"
@@ -1106,6 +1156,10 @@ pub fn hint_from(
     }
     exact.extend(other);
     if procs.hidden {
+        exact.extend(procs.units.iter().map(|(name, at)| Candidate::Unit {
+            name: name.clone(),
+            at: at.clone(),
+        }));
         exact.push(Candidate::ProcessesHidden);
     }
     (!exact.is_empty()).then(|| Hint {
@@ -1250,10 +1304,20 @@ mod tests {
         let procs = ProcScan {
             hidden: true,
             writers: vec![],
+            units: vec![(
+                "kube-proxy.service".into(),
+                "/etc/systemd/system/kube-proxy.service".into(),
+            )],
         };
         let h = hint_from(KEY_UDP_TIMEOUT, "30", &[], &procs, &[]).unwrap();
         assert!(matches!(h.candidates[0], Candidate::KernelDefault));
-        assert!(matches!(h.candidates[1], Candidate::ProcessesHidden));
+        assert!(
+            h.text().contains("kube-proxy.service is installed"),
+            "{}",
+            h.text()
+        );
+        assert!(matches!(h.candidates[1], Candidate::Unit { .. }));
+        assert!(matches!(h.candidates[2], Candidate::ProcessesHidden));
         assert!(hint_from(KEY_MAX, "5", &[], &ProcScan::default(), &[]).is_none());
     }
 
