@@ -449,6 +449,47 @@ check "status --json in the watchdog's sandbox (dynamic user, CAP_NET_ADMIN) say
 check "... and without CAP_NET_ADMIN the counters come from procfs instead" \
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r["counters_source"]=="procfs" else 1)' "$ART/ctg-status-nocap.json"
 
+# --- another writer (issue 14) -----------------------------------------------------------
+# A stand-in kube-proxy unit writes nf_conntrack_max after the boot step,
+# as kube-proxy does when it starts. The watchdog's drift event must name it
+# (its sandbox hides other processes, so it names the installed unit), and
+# doctor, run as root, must flag a conflicting sysctl.d line by path:line.
+FOREIGN_MAX=$((CUR_MAX - 4096))
+in_sd sh -c "cp /bin/sh /run/kube-proxy && printf '%s\n' '[Service]' \
+    'ExecStart=/run/kube-proxy -c \"echo $FOREIGN_MAX > /proc/sys/net/netfilter/nf_conntrack_max; while :; do sleep 1; done\"' \
+    >/etc/systemd/system/kube-proxy.service"
+sctl daemon-reload >/dev/null 2>&1
+KP_CURSOR=$(jctl -u conntrack-guard -n 1 --show-cursor -o cat 2>/dev/null | sed -n 's/^-- cursor: //p')
+sctl start kube-proxy.service >"$W/kube-proxy.out" 2>&1
+sleep 0.5
+check "the stand-in kube-proxy wrote nf_conntrack_max = $FOREIGN_MAX" test "$(<$NF/nf_conntrack_max)" == "$FOREIGN_MAX"
+sleep 2.5
+jctl -u conntrack-guard -o json ${KP_CURSOR:+--after-cursor="$KP_CURSOR"} >"$ART/journal-kube-proxy-drift.json" 2>/dev/null
+check "the watchdog logged a drift event for nf_conntrack_max whose CONNTRACK_WRITER_HINT names kube-proxy" \
+    python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if e.get("MESSAGE_ID") == "6413e8d64d0e4a60a660377427f403a3" and e.get("CONNTRACK_KEY") == "net.netfilter.nf_conntrack_max":
+        hint = e.get("CONNTRACK_WRITER_HINT", "")
+        print(hint)
+        sys.exit(0 if "kube-proxy" in hint else 1)
+sys.exit(1)' "$ART/journal-kube-proxy-drift.json"
+in_sd sh -c 'printf "net.netfilter.nf_conntrack_max = 123456\n" >/etc/sysctl.d/60-conflict.conf'
+in_sd /usr/bin/conntrack-guard doctor >"$ART/doctor.txt" 2>&1
+DOCTOR_RC=$?
+check "doctor flags the conflicting /etc/sysctl.d/60-conflict.conf:1 (exit $DOCTOR_RC, not OK)" \
+    bash -c 'grep -q "/etc/sysctl.d/60-conflict.conf:1" "$1" && [ "$2" -ne 0 ]' _ "$ART/doctor.txt" "$DOCTOR_RC"
+check "... and names the running kube-proxy as a writer" grep -q "kube-proxy" "$ART/doctor.txt"
+sctl stop kube-proxy.service >/dev/null 2>&1
+in_sd rm -f /etc/sysctl.d/60-conflict.conf /etc/systemd/system/kube-proxy.service /run/kube-proxy
+sctl daemon-reload >/dev/null 2>&1
+echo "$CUR_MAX" >"$NF/nf_conntrack_max"
+sleep 1.5
+
 # --- artefacts --------------------------------------------------------------------------
 sleep 1
 sctl status conntrack-guard.service >"$ART/systemctl-status-conntrack-guard.txt" 2>&1
