@@ -127,4 +127,34 @@ check "a 10 ms bound is reported partial" \
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r["complete"] is False and "time bound" in r["partial"] else 1)' "$W/partial.json"
 check "partial says so on stderr" grep -q "partial" "$W/partial.err"
 
+# ---- the watchdog's automatic triage (issue 13.2) ---------------------------
+# Lower the global max so this table is ~85% full: the watchdog in the host
+# netns rises to warning and reads the table once, off its sampling loop,
+# while it keeps pinging systemd's watchdog (a stand-in NOTIFY_SOCKET with
+# WATCHDOG_USEC=1 s, so a ping is due every 0.5 s).
+set_global_max $((count * 100 / 85))
+printf '[conntrack]\nmax = "keep"\nbuckets = "keep"\nudp_timeout = "keep"\nudp_timeout_stream = "keep"\n' >"$W/triage.toml"
+chmod 600 "$W/triage.toml"
+python3 "$HERE/notify_listen.py" "$W/notify.sock" 6 "$W/notify.json" &
+LISTEN=$!
+CTG_PIDS+=($LISTEN)
+sleep 0.3
+ip netns exec "$NS_HOST" env -u CONNTRACK_GUARD_ROOT -u JOURNAL_STREAM \
+    NOTIFY_SOCKET="$W/notify.sock" WATCHDOG_USEC=1000000 \
+    "$BIN" --config "$W/triage.toml" watch --interval 0.2 >"$W/watch.out" 2>"$W/watch.err" &
+WPID=$!
+CTG_PIDS+=($WPID)
+sleep 5
+kill -TERM "$WPID"; wait "$WPID" 2>/dev/null
+wait "$LISTEN" 2>/dev/null
+grep -o 'EVENT=triage.*' "$W/watch.err" | cut -c1-400 | sed 's/^/#   /'
+TRIAGES=$(grep -c 'EVENT=triage ' "$W/watch.err")
+check "the watchdog rose to warning" grep -q 'EVENT=level_warning' "$W/watch.err"
+check "exactly one triage event (got $TRIAGES)" test "$TRIAGES" -eq 1
+check "the triage names udp/6970 first" grep -q 'EVENT=triage .*CONNTRACK_TOP_DPORT="udp/6970 ' "$W/watch.err"
+GAP=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%.3f %d" % (r["max_ping_gap"] or 99, r["pings"]))' "$W/notify.json")
+echo "# longest gap between keep-alives during the triage of $count entries: ${GAP% *} s (${GAP#* } pings, one due every 0.5 s)"
+check "no keep-alive gap reached WATCHDOG_USEC (1 s) during the triage (longest ${GAP% *} s)" \
+    python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) < 1.0 else 1)' "${GAP% *}"
+
 finish
