@@ -29,7 +29,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use crate::kernel::ctstats::{CtCounter, CtTable};
+use crate::kernel::ctcounter::{CtCounter, CtTable};
 use crate::kernel::percpu::CpuIds;
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;

@@ -37,113 +37,13 @@
 //! every row and is not a per-CPU counter; the columns printed as constant
 //! 0 (`new`, `ignore`, `delete`, `searched`) are not mapped either.
 
-use crate::kernel::percpu::{CounterSet, CpuIds, CpuTable};
+use crate::kernel::percpu::{CounterSet, CpuIds};
 use crate::kernel::{read_parse, FileError};
 use crate::netlink::NetlinkError;
 use crate::stats::{CounterSource, StatError};
 use crate::sysroot::{SysRoot, STAT_FILE};
 
-/// A conntrack statistic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CtCounter {
-    /// A new entry could not be allocated: "table full, dropping packet".
-    Drop,
-    /// A non-assured entry was evicted to make room (leading indicator).
-    EarlyDrop,
-    /// An insert clash that could not be resolved: the packet is dropped.
-    InsertFailed,
-    /// A packet conntrack could not track (bad state, bad checksum...).
-    Invalid,
-    /// A lookup restarted because the chain changed under it.
-    SearchRestart,
-    /// An insert clash that was resolved.
-    ClashResolve,
-    /// An insert refused because its hash chain was too long (5.15+):
-    /// too few buckets for the load.
-    ChainTooLong,
-    /// ICMP errors that could not be matched to a connection.
-    Error,
-    /// Lookups that found an entry.
-    Found,
-    /// Entries inserted.
-    Insert,
-}
-
-impl CounterSet for CtCounter {
-    const ALL: &'static [Self] = &[
-        CtCounter::Drop,
-        CtCounter::EarlyDrop,
-        CtCounter::InsertFailed,
-        CtCounter::Invalid,
-        CtCounter::SearchRestart,
-        CtCounter::ClashResolve,
-        CtCounter::ChainTooLong,
-        CtCounter::Error,
-        CtCounter::Found,
-        CtCounter::Insert,
-    ];
-    fn index(self) -> usize {
-        self as usize
-    }
-    fn name(self) -> &'static str {
-        match self {
-            CtCounter::Drop => "drop",
-            CtCounter::EarlyDrop => "early_drop",
-            CtCounter::InsertFailed => "insert_failed",
-            CtCounter::Invalid => "invalid",
-            CtCounter::SearchRestart => "search_restart",
-            CtCounter::ClashResolve => "clash_resolve",
-            CtCounter::ChainTooLong => "chaintoolong",
-            CtCounter::Error => "icmp_error",
-            CtCounter::Found => "found",
-            CtCounter::Insert => "insert",
-        }
-    }
-}
-
-impl CtCounter {
-    /// The column header in `/proc/net/stat/nf_conntrack`.
-    pub fn procfs_column(self) -> &'static str {
-        match self {
-            CtCounter::ClashResolve => "clashres",
-            CtCounter::ChainTooLong => "chainlength",
-            other => other.name(),
-        }
-    }
-
-    /// The `CTA_STATS_*` attribute type (enum ctattr_stats_cpu in
-    /// include/uapi/linux/netfilter/nfnetlink_conntrack.h).
-    pub fn netlink_attr(self) -> u16 {
-        match self {
-            CtCounter::Found => 2,
-            CtCounter::Invalid => 4,
-            CtCounter::Insert => 8,
-            CtCounter::InsertFailed => 9,
-            CtCounter::Drop => 10,
-            CtCounter::EarlyDrop => 11,
-            CtCounter::Error => 12,
-            CtCounter::SearchRestart => 13,
-            CtCounter::ClashResolve => 14,
-            CtCounter::ChainTooLong => 15,
-        }
-    }
-
-    /// The counter a `CTA_STATS_*` attribute carries, if we map it.
-    pub fn from_netlink_attr(ty: u16) -> Option<Self> {
-        Self::ALL.iter().copied().find(|c| c.netlink_attr() == ty)
-    }
-
-    /// The counters that mean a packet was lost.
-    pub const LOSS: &'static [CtCounter] = &[
-        CtCounter::Drop,
-        CtCounter::EarlyDrop,
-        CtCounter::InsertFailed,
-    ];
-}
-
-/// The conntrack statistics of every CPU.
-pub type CtTable = CpuTable<CtCounter>;
+pub use crate::kernel::ctcounter::{CtCounter, CtTable};
 
 /// Parse `/proc/net/stat/nf_conntrack`: a header of column names, then one
 /// row per *possible* CPU in order (`ct_cpu_seq_start` walks

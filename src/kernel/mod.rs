@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use crate::sysroot::{PathError, SysRoot};
 
+pub mod ctcounter;
 pub mod ctstats;
 pub mod percpu;
 pub mod snmp;
