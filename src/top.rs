@@ -55,7 +55,9 @@ OPTIONS:
     -n N            Show the N largest groups of each kind (default 10)
     --json          Machine-readable output
     --netns PATH    Read the table of another network namespace, e.g.
-                    /run/netns/NAME, /proc/PID/ns/net, /run/docker/netns/ID
+                    /run/netns/NAME, /proc/PID/ns/net, /run/docker/netns/ID;
+                    `all`: every namespace at or above the warning level
+                    (the fullest alone when none is), fullest first
                     (needs root)
     --timeout DUR   Bound on the read (default 5s); a cut-short read is
                     reported as partial
@@ -1054,6 +1056,9 @@ pub fn run(root: &SysRoot, args: &[OsString]) -> i32 {
         print!("{HELP}");
         return exit::OK;
     }
+    if o.netns.as_deref() == Some(Path::new("all")) {
+        return run_all(root, &o);
+    }
     let c = match collect(root, o.netns.as_deref(), o.timeout, o.prefix4, o.prefix6) {
         Ok(c) => c,
         Err(e) => {
@@ -1149,6 +1154,85 @@ impl Collected {
     }
 }
 
+/// One namespace `--netns all` may read: its inode, owner, fill percent
+/// and the file to enter it by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// nsfs inode.
+    pub inode: u64,
+    /// Owner label (`docker web`).
+    pub label: String,
+    /// count / max, percent.
+    pub percent: f64,
+    /// The namespace file.
+    pub enter: PathBuf,
+}
+
+/// `--netns all`: every namespace at or above the warning level, fullest
+/// first; when none is, the fullest one alone. Pure.
+pub fn pick(mut all: Vec<Candidate>, warn_percent: f64) -> Vec<Candidate> {
+    all.sort_by(|a, b| b.percent.total_cmp(&a.percent));
+    let hot = all.iter().take_while(|c| c.percent >= warn_percent).count();
+    all.truncate(hot.max(1));
+    all
+}
+
+/// `top --netns all`: scan the namespaces, read the fill of each, and run
+/// the aggregation in the fullest, or in each above the warning level.
+fn run_all(root: &SysRoot, o: &Options) -> i32 {
+    let warn = crate::config::load(root, None)
+        .map(|c| c.watch.warn_percent)
+        .unwrap_or(80.0);
+    let found = crate::netns::scan(root);
+    let samples = crate::allns::sample_all(&found);
+    let all: Vec<Candidate> = found
+        .iter()
+        .zip(samples)
+        .filter_map(|(ns, s)| {
+            let s = s.ok()?;
+            Some(Candidate {
+                inode: ns.inode,
+                label: ns.owner.label(),
+                percent: s.count as f64 * 100.0 / s.max.max(1) as f64,
+                enter: ns.enter.clone(),
+            })
+        })
+        .collect();
+    if all.is_empty() {
+        eprintln!("conntrack-guard top: no network namespace could be read (needs root)");
+        return exit::NOPERM;
+    }
+    let mut code = exit::OK;
+    let mut reports = Vec::new();
+    let mut text = String::new();
+    for c in pick(all, warn) {
+        let title = format!("netns {} ({}, {:.1}% full)", c.inode, c.label, c.percent);
+        match collect(root, Some(&c.enter), o.timeout, o.prefix4, o.prefix6) {
+            Ok(col) => {
+                let r = col.report(&title, &o.by, o.n);
+                if !r.complete {
+                    code = code.max(exit::FAILURE);
+                }
+                text.push_str(&r.text());
+                text.push('\n');
+                reports.push(r);
+            }
+            // A namespace that went away between the scan and the read.
+            Err(e) => {
+                eprintln!("conntrack-guard top: {title}: {e}");
+                code = code.max(exit::FAILURE);
+            }
+        }
+    }
+    let out = if o.json {
+        serde_json::to_string_pretty(&reports).unwrap_or_default() + "\n"
+    } else {
+        text
+    };
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    code
+}
+
 /// Run the aggregation once with a deadline and summarise it.
 pub fn triage(
     root: &SysRoot,
@@ -1202,6 +1286,21 @@ impl Triage {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn netns_all_picks_the_hot_ones_or_the_fullest() {
+        let c = |inode: u64, percent: f64| Candidate {
+            inode,
+            label: format!("netns n{inode}"),
+            percent,
+            enter: PathBuf::from(format!("/run/netns/n{inode}")),
+        };
+        let got = pick(vec![c(1, 10.0), c(2, 96.0), c(3, 85.0), c(4, 79.9)], 80.0);
+        assert_eq!(got.iter().map(|c| c.inode).collect::<Vec<_>>(), vec![2, 3]);
+        let got = pick(vec![c(1, 10.0), c(2, 30.0)], 80.0);
+        assert_eq!(got.iter().map(|c| c.inode).collect::<Vec<_>>(), vec![2]);
+        assert!(pick(Vec::new(), 80.0).is_empty());
+    }
+
     use super::*;
     use crate::ctdump::Tuple;
 
