@@ -390,7 +390,18 @@ pub fn apply(
         warnings.extend(ensure_ctnetlink(host));
     }
     let targets = hashsize::targets(cfg, host.page_size);
-    let in_use = kernel_u64(root, KEY_COUNT);
+    let lowering_max = targets.iter().any(|t| {
+        t.key == KEY_MAX
+            && matches!(
+                (kernel_u64(root, KEY_MAX), t.value.parse::<u64>()),
+                (Some(now), Ok(want)) if want < now
+            )
+    });
+    let in_use = if lowering_max {
+        entries_in_use(host)
+    } else {
+        None
+    };
     let mut rows = Vec::with_capacity(targets.len());
     for t in &targets {
         let before = read_current(root, &t.key).ok().flatten();
@@ -446,6 +457,24 @@ fn ensure_ctnetlink(host: &Host) -> Option<String> {
 
 /// The module that carries ctnetlink.
 pub const CTNETLINK_MODULE: &str = "nf_conntrack_netlink";
+
+/// The most entries any network namespace holds: max is global and each
+/// namespace's count is held against it. This namespace's count always;
+/// every other namespace's too when this process may enter them (root on
+/// the real machine: a hand-run `apply`). The boot step, a dynamic user,
+/// sees its own namespace, which at boot is nearly empty anyway.
+fn entries_in_use(host: &Host) -> Option<u64> {
+    let own = kernel_u64(&host.root, KEY_COUNT);
+    if !(host.kernel_access && nix::unistd::geteuid().is_root()) {
+        return own;
+    }
+    let found = crate::netns::scan(&host.root);
+    crate::allns::sample_all(&found)
+        .into_iter()
+        .filter_map(|s| s.ok().map(|s| s.count))
+        .chain(own)
+        .max()
+}
 
 /// Headroom a lowered max must leave above the entries in use, in percent:
 /// less, and the first burst after the write finds the table full.

@@ -313,6 +313,13 @@ impl Plan {
             "policy:            max_policy = \"{}\": {}\n",
             self.max_policy, self.policy_reason
         ));
+        s.push_str(
+            "drop points:       these settings size the conntrack table; UDP is also \
+             dropped silently when a socket's receive buffer is full (SO_RCVBUF, \
+             net.core.rmem_max) and when the input backlog is full \
+             (net.core.netdev_max_backlog): `conntrack-guard status --window 5` \
+             shows which one loses packets\n",
+        );
         s.push('\n');
         s.push_str("# paste into /etc/conntrack-guard/conntrack-guard.toml\n");
         s.push_str(&self.config_block);

@@ -287,6 +287,18 @@ ctg_stop_pid "${CTG_PIDS[-1]}"
 leftover=$(ls /run/netns 2>/dev/null | grep -c "^$CHURN_PREFIX-")
 check "the churn loop left no namespace behind" test "$leftover" == 0
 
+# apply (as root) will not lower max below what any namespace holds (issue
+# 14.1): the initial netns is nearly empty, busy holds about 1000.
+printf '[conntrack]\nmax = 900\nbuckets = "keep"\nudp_timeout = "keep"\nudp_timeout_stream = "keep"\n' >"$W/lower.toml"
+chmod 600 "$W/lower.toml"
+busy_then=$(ip netns exec "$NS_BUSY" cat /proc/sys/net/netfilter/nf_conntrack_count)
+"${CG[@]}" apply --config "$W/lower.toml" >"$W/lower.out" 2>&1
+rc=$?
+sed 's/^/#   /' "$W/lower.out" | head -3
+check "apply refuses max 900 below busy's $busy_then entries (exit $rc)" \
+    bash -c '[ "$1" = 1 ] && grep -q "REFUSED: lowering max from '"$GLOBAL_MAX"' to 900 refused: [0-9]* entries are in use" "$2"' _ "$rc" "$W/lower.out"
+check "... and the global max is unchanged ($(<"$CTG_SYSCTL_DIR/nf_conntrack_max"))" test "$(<"$CTG_SYSCTL_DIR/nf_conntrack_max")" = "$GLOBAL_MAX"
+
 # top --netns all (issue 12.3): the aggregation runs in the namespaces at or
 # above the warning level, fullest first: busy, and not idle.
 "${CG[@]}" top --netns all --json >"$W/top-all.json" 2>"$W/top-all.err"
