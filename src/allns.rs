@@ -432,6 +432,39 @@ fn age(t: &TableFull, now: Option<u64>) -> String {
 /// The text for people: a monitoring-plugins summary line, then one row
 /// per namespace, fullest first.
 pub fn text(r: &Report) -> String {
+    let mut s = summary_line(r);
+    let _ = writeln!(
+        s,
+        "  max {}  warning at {}%  critical at {}%  ({})",
+        r.max.map_or("unknown".into(), |m| m.to_string()),
+        r.warn_percent.map_or("?".into(), |v| v.to_string()),
+        r.critical_percent.map_or("?".into(), |v| v.to_string()),
+        r.config
+    );
+    let _ = writeln!(
+        s,
+        "  {:<8} {:>12} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}  {:<8}  OWNER",
+        "STATUS",
+        "NETNS",
+        "FILL",
+        "COUNT",
+        "DROP",
+        "EARLY",
+        "INSFAIL",
+        "UDP-RCVBF",
+        "UDP-INERR",
+        "CONNTRACK"
+    );
+    for row in &r.namespaces {
+        row_lines(&mut s, row, r.now_usec);
+    }
+    footer_lines(&mut s, r);
+    s
+}
+
+/// `CONNTRACK OK - N network namespaces, fullest ... | perfdata`, with its
+/// newline.
+fn summary_line(r: &Report) -> String {
     let mut s = String::new();
     let n = r.namespaces.len();
     let head = r.namespaces.first();
@@ -457,68 +490,53 @@ pub fn text(r: &Report) -> String {
         );
     }
     s.push('\n');
+    s
+}
+
+/// One namespace's row, then its read errors and last "table full" line.
+fn row_lines(s: &mut String, row: &NsRow, now_usec: Option<u64>) {
+    let x = row.sample.as_ref();
+    let c = x.and_then(|x| x.counters);
+    let u = x.and_then(|x| x.udp);
+    let opt = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
     let _ = writeln!(
         s,
-        "  max {}  warning at {}%  critical at {}%  ({})",
-        r.max.map_or("unknown".into(), |m| m.to_string()),
-        r.warn_percent.map_or("?".into(), |v| v.to_string()),
-        r.critical_percent.map_or("?".into(), |v| v.to_string()),
-        r.config
+        "  {:<8} {:>12} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}  {:<8}  {}{}",
+        name(row.status),
+        row.inode,
+        row.fill
+            .map_or("-".into(), |f| format!("{:.1}%", f * 100.0)),
+        opt(x.map(|x| x.count)),
+        opt(c.map(|c| c.drop)),
+        opt(c.map(|c| c.early_drop)),
+        opt(c.map(|c| c.insert_failed)),
+        opt(u.map(|u| u.rcvbuf_errors)),
+        opt(u.map(|u| u.in_errors)),
+        row.conntrack.unwrap_or("-"),
+        row.label,
+        match (&row.bind_name, row.owner.runtime) {
+            (Some(b), rt) if rt != netns::Runtime::Netns => format!(" (netns {b})"),
+            _ => String::new(),
+        }
     );
-    let _ = writeln!(
-        s,
-        "  {:<8} {:>12} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}  {:<8}  OWNER",
-        "STATUS",
-        "NETNS",
-        "FILL",
-        "COUNT",
-        "DROP",
-        "EARLY",
-        "INSFAIL",
-        "UDP-RCVBF",
-        "UDP-INERR",
-        "CONNTRACK"
-    );
-    for row in &r.namespaces {
-        let x = row.sample.as_ref();
-        let c = x.and_then(|x| x.counters);
-        let u = x.and_then(|x| x.udp);
-        let opt = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+    if let Some(e) = &row.error {
+        let _ = writeln!(s, "           cannot read: {e}");
+    }
+    if let Some(x) = x.and_then(|x| x.counters_error.as_ref()) {
+        let _ = writeln!(s, "           counters unavailable: {x}");
+    }
+    if let Some(t) = &row.table_full {
         let _ = writeln!(
             s,
-            "  {:<8} {:>12} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}  {:<8}  {}{}",
-            name(row.status),
-            row.inode,
-            row.fill
-                .map_or("-".into(), |f| format!("{:.1}%", f * 100.0)),
-            opt(x.map(|x| x.count)),
-            opt(c.map(|c| c.drop)),
-            opt(c.map(|c| c.early_drop)),
-            opt(c.map(|c| c.insert_failed)),
-            opt(u.map(|u| u.rcvbuf_errors)),
-            opt(u.map(|u| u.in_errors)),
-            row.conntrack.unwrap_or("-"),
-            row.label,
-            match (&row.bind_name, row.owner.runtime) {
-                (Some(b), rt) if rt != netns::Runtime::Netns => format!(" (netns {b})"),
-                _ => String::new(),
-            }
+            "           last kernel line {} {}",
+            age(t, now_usec),
+            t.line
         );
-        if let Some(e) = &row.error {
-            let _ = writeln!(s, "           cannot read: {e}");
-        }
-        if let Some(x) = x.and_then(|x| x.counters_error.as_ref()) {
-            let _ = writeln!(s, "           counters unavailable: {x}");
-        }
-        if let Some(t) = &row.table_full {
-            let _ = writeln!(
-                s,
-                "           last kernel line {} {}",
-                age(t, r.now_usec),
-                t.line
-            );
-        }
     }
+}
+
+/// What the scan could not attribute or read.
+fn footer_lines(s: &mut String, r: &Report) {
     if let Some(t) = &r.table_full_unattributed {
         let _ = writeln!(
             s,
@@ -536,7 +554,6 @@ pub fn text(r: &Report) -> String {
             "  kernel log not read: {e} (needs CAP_SYSLOG when kernel.dmesg_restrict=1)"
         );
     }
-    s
 }
 
 /// Microseconds on the clock the kernel log is stamped with.

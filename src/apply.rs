@@ -7,15 +7,18 @@
 //! After that, a failed key does not stop the others: the report is complete.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, Knob, Policy, KEY_BUCKETS, KEY_COUNT, KEY_MAX};
-use crate::events::{Event, Priority};
+use crate::events::{Event, Priority, Sink};
+use crate::exit;
 use crate::hashsize::{self, KernelTarget};
 use crate::host::Host;
 use crate::ids;
 use crate::kernel::{entry_bytes, kernel_u64, ram_bytes, read_current, same_value};
 use crate::module::{self, ModuleError, ModuleState};
+use crate::output;
 use crate::sysroot::{PathError, SysRoot, HASHSIZE_PARAM};
 use crate::table::human_bytes;
 
@@ -603,6 +606,54 @@ fn write_reason(e: &PathError) -> String {
         Some(nix::libc::ENOENT) => format!("{e}: no such key"),
         _ => e.to_string(),
     }
+}
+
+/// `apply` on `host`, reporting to `sink`; returns the exit code.
+pub fn run(host: &Host, config_path: Option<&Path>, dry_run: bool, sink: &mut dyn Sink) -> i32 {
+    let cfg = match crate::config::load(&host.root, config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            output::err(&format!(
+                "conntrack-guard: invalid configuration: {e}\nNothing was written."
+            ));
+            return exit::CONFIG;
+        }
+    };
+    let report = match apply(host, &cfg, dry_run, Duration::from_secs(5)) {
+        Ok(r) => r,
+        Err(ApplyError::Config(e)) => {
+            output::err(&format!(
+                "conntrack-guard: invalid configuration: {e}\nNothing was written."
+            ));
+            return exit::CONFIG;
+        }
+        Err(ApplyError::Module(e)) => {
+            output::err(&format!("conntrack-guard: {e}\nNothing was written."));
+            return if e.is_permission() {
+                exit::NOPERM
+            } else {
+                exit::UNAVAILABLE
+            };
+        }
+    };
+    for w in &report.warnings {
+        output::err(&format!("conntrack-guard: warning: {w}"));
+    }
+    let mut text = report.table();
+    // Under systemd, stdout is the journal too and the summary goes there as
+    // a structured entry below; print it only where people read stdout.
+    if dry_run || !systemd_journal_logger::connected_to_journal() {
+        text.push_str(&report.summary());
+        text.push('\n');
+    }
+    // The kernel is already written: a failed stdout must not hide that
+    // from the journal, and does not change the verdict.
+    let _ = output::out(&text)
+        .map_err(|e| output::err(&format!("conntrack-guard: cannot write to stdout: {e}")));
+    if !dry_run {
+        sink.emit(&report.event());
+    }
+    report.exit_code()
 }
 
 #[cfg(test)]

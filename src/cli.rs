@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! Command-line parsing and dispatch. A small hand-written parser: four
-//! subcommands with a handful of flags do not justify a parser crate in a
-//! boot-time binary.
+//! Command-line parsing and dispatch; each command module owns its `run`.
+//! A small hand-written parser: four subcommands with a handful of flags do
+//! not justify a parser crate in a boot-time binary.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{self, parse_duration};
-use crate::events::{default_sink, Sink};
+use crate::events::default_sink;
 use crate::exit;
 use crate::host::Host;
 use crate::output;
@@ -181,25 +181,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation, UsageError> {
             });
         }
         if !options_done && bytes.starts_with(b"--") {
-            let (name, inline) = match bytes.iter().position(|b| *b == b'=') {
-                Some(i) => (&bytes[..i], Some(OsStr::from_bytes(&bytes[i + 1..]))),
-                None => (bytes, None),
-            };
-            // Option names are ASCII; lossy only matters for the message.
-            let name = String::from_utf8_lossy(name).into_owned();
-            let value = if TAKES_VALUE.contains(&name.as_str()) {
-                Some(match inline {
-                    Some(v) => v.to_os_string(),
-                    None => it
-                        .next()
-                        .cloned()
-                        .ok_or_else(|| fail(&sub, format!("{name} needs a value")))?,
-                })
-            } else if inline.is_some() {
-                return Err(fail(&sub, format!("{name} takes no value")));
-            } else {
-                None
-            };
+            let (name, value) = option(bytes, &mut it).map_err(|m| fail(&sub, m))?;
             let repeated = if name == "--config" {
                 config.is_some()
             } else {
@@ -228,104 +210,150 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation, UsageError> {
     Ok(Invocation { config, command })
 }
 
+/// The option `bytes` (`--name` or `--name=value`) with its value: inline,
+/// else the next argument for an option in `TAKES_VALUE`.
+fn option(
+    bytes: &[u8],
+    rest: &mut std::slice::Iter<'_, OsString>,
+) -> Result<(String, Option<OsString>), String> {
+    let (name, inline) = match bytes.iter().position(|b| *b == b'=') {
+        Some(i) => (&bytes[..i], Some(OsStr::from_bytes(&bytes[i + 1..]))),
+        None => (bytes, None),
+    };
+    // Option names are ASCII; lossy only matters for the message.
+    let name = String::from_utf8_lossy(name).into_owned();
+    let value = if TAKES_VALUE.contains(&name.as_str()) {
+        Some(match inline {
+            Some(v) => v.to_os_string(),
+            None => rest
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))?,
+        })
+    } else if inline.is_some() {
+        return Err(format!("{name} takes no value"));
+    } else {
+        None
+    };
+    Ok((name, value))
+}
+
+/// The flags of one command, each taken once as it is used.
+struct Flags(Vec<(String, Option<OsString>)>);
+
+impl Flags {
+    /// The flag `name` with its value, removed; `None` if absent.
+    fn take(&mut self, name: &str) -> Option<Option<OsString>> {
+        let i = self.0.iter().position(|(n, _)| n == name)?;
+        Some(self.0.remove(i).1)
+    }
+}
+
 /// The command `sub` with its flags; every flag must be used.
-fn command(sub: &str, mut flags: Vec<(String, Option<OsString>)>) -> Result<Command, String> {
-    let mut take = |name: &str| -> Option<Option<OsString>> {
-        let i = flags.iter().position(|(n, _)| n == name)?;
-        Some(flags.remove(i).1)
-    };
-    // Values other than paths are numbers and durations: UTF-8 or wrong.
-    let text = |v: Option<OsString>, name: &str| -> Result<String, String> {
-        let v = v.unwrap_or_default();
-        v.into_string()
-            .map_err(|v| format!("{name}: expected a number or duration, got {v:?}"))
-    };
-    let dur = |v: Option<OsString>, name: &str| -> Result<Duration, String> {
-        parse_duration(&text(v, name)?).map_err(|e| format!("{name}: {e}"))
-    };
+fn command(sub: &str, flags: Vec<(String, Option<OsString>)>) -> Result<Command, String> {
+    let mut flags = Flags(flags);
     let command = match sub {
         "apply" => Command::Apply {
-            dry_run: take("--dry-run").is_some(),
+            dry_run: flags.take("--dry-run").is_some(),
         },
         "watch" => Command::Watch {
-            interval: match take("--interval") {
-                Some(v) => {
-                    let d = dur(v, "--interval")?;
-                    let (min, max) = config::INTERVAL_RANGE;
-                    if d < min || d > max {
-                        return Err(format!(
-                            "--interval must be between {} and {}",
-                            config::fmt_duration(min),
-                            config::fmt_duration(max)
-                        ));
-                    }
-                    Some(d)
-                }
-                None => None,
-            },
+            interval: flags.take("--interval").map(interval).transpose()?,
         },
-        "status" => Command::Status {
-            json: take("--json").is_some(),
-            window: match take("--window") {
-                Some(v) => {
-                    let d = dur(v, "--window")?;
-                    if d > Duration::from_secs(60) {
-                        return Err("--window must be at most 60s".into());
-                    }
-                    d
-                }
-                None => Duration::from_secs(1),
-            },
-        },
-        "plan" => {
-            let num = |v: Option<OsString>, name: &str| -> Result<f64, String> {
-                let v = text(v, name)?;
-                match v.parse::<f64>() {
-                    Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
-                    _ => Err(format!("{name}: expected a non-negative number, got {v:?}")),
-                }
-            };
-            let rate = num(
-                take("--rate").ok_or("plan needs --rate N (new UDP flows per second)")?,
-                "--rate",
-            )?;
-            let timeout = match take("--timeout") {
-                Some(v) => {
-                    let t = num(v, "--timeout")?;
-                    if !(1.0..=86_400.0).contains(&t) {
-                        return Err("--timeout must be between 1 and 86400 seconds".into());
-                    }
-                    Some(t as u64)
-                }
-                None => None,
-            };
-            let headroom = match take("--headroom") {
-                Some(v) => {
-                    let h = num(v, "--headroom")?;
-                    if !(1.0..=100.0).contains(&h) {
-                        return Err("--headroom must be between 1 and 100".into());
-                    }
-                    h
-                }
-                None => 2.0,
-            };
-            Command::Plan {
-                rate,
-                timeout,
-                headroom,
-                json: take("--json").is_some(),
-            }
-        }
+        "status" => status_command(&mut flags)?,
+        "plan" => plan_command(&mut flags)?,
         other => {
             return Err(format!(
                 "unknown command {other:?} (apply, watch, status or plan)"
             ))
         }
     };
-    if let Some((name, _)) = flags.first() {
+    if let Some((name, _)) = flags.0.first() {
         return Err(format!("unknown option {name} for {sub}"));
     }
     Ok(command)
+}
+
+// Values other than paths are numbers and durations: UTF-8 or wrong.
+fn text(v: Option<OsString>, name: &str) -> Result<String, String> {
+    let v = v.unwrap_or_default();
+    v.into_string()
+        .map_err(|v| format!("{name}: expected a number or duration, got {v:?}"))
+}
+
+fn dur(v: Option<OsString>, name: &str) -> Result<Duration, String> {
+    parse_duration(&text(v, name)?).map_err(|e| format!("{name}: {e}"))
+}
+
+fn num(v: Option<OsString>, name: &str) -> Result<f64, String> {
+    let v = text(v, name)?;
+    match v.parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
+        _ => Err(format!("{name}: expected a non-negative number, got {v:?}")),
+    }
+}
+
+/// `watch --interval`, within `config::INTERVAL_RANGE`.
+fn interval(v: Option<OsString>) -> Result<Duration, String> {
+    let d = dur(v, "--interval")?;
+    let (min, max) = config::INTERVAL_RANGE;
+    if d < min || d > max {
+        return Err(format!(
+            "--interval must be between {} and {}",
+            config::fmt_duration(min),
+            config::fmt_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn status_command(flags: &mut Flags) -> Result<Command, String> {
+    let json = flags.take("--json").is_some();
+    let window = match flags.take("--window") {
+        Some(v) => {
+            let d = dur(v, "--window")?;
+            if d > Duration::from_secs(60) {
+                return Err("--window must be at most 60s".into());
+            }
+            d
+        }
+        None => Duration::from_secs(1),
+    };
+    Ok(Command::Status { json, window })
+}
+
+fn plan_command(flags: &mut Flags) -> Result<Command, String> {
+    let rate = num(
+        flags
+            .take("--rate")
+            .ok_or("plan needs --rate N (new UDP flows per second)")?,
+        "--rate",
+    )?;
+    let timeout = match flags.take("--timeout") {
+        Some(v) => {
+            let t = num(v, "--timeout")?;
+            if !(1.0..=86_400.0).contains(&t) {
+                return Err("--timeout must be between 1 and 86400 seconds".into());
+            }
+            Some(t as u64)
+        }
+        None => None,
+    };
+    let headroom = match flags.take("--headroom") {
+        Some(v) => {
+            let h = num(v, "--headroom")?;
+            if !(1.0..=100.0).contains(&h) {
+                return Err("--headroom must be between 1 and 100".into());
+            }
+            h
+        }
+        None => 2.0,
+    };
+    Ok(Command::Plan {
+        rate,
+        timeout,
+        headroom,
+        json: flags.take("--json").is_some(),
+    })
 }
 
 /// Run the command line; returns the exit code.
@@ -359,105 +387,19 @@ pub fn run(args: &[OsString]) -> i32 {
             exit::FAILURE,
         ),
         Command::Apply { dry_run } => {
-            run_apply(&host, inv.config.as_deref(), dry_run, &mut *default_sink())
+            crate::apply::run(&host, inv.config.as_deref(), dry_run, &mut *default_sink())
         }
         Command::Plan {
             rate,
             timeout,
             headroom,
             json,
-        } => run_plan(root, inv.config.as_deref(), rate, timeout, headroom, json),
+        } => crate::plan::run(root, inv.config.as_deref(), rate, timeout, headroom, json),
         Command::Watch { interval } => crate::watch::run(&host, inv.config.as_deref(), interval),
         Command::Status { json, window } => {
             crate::status::run(&host, inv.config.as_deref(), json, window)
         }
     }
-}
-
-/// `apply` on `host`, reporting to `sink`.
-pub fn run_apply(
-    host: &Host,
-    config_path: Option<&std::path::Path>,
-    dry_run: bool,
-    sink: &mut dyn Sink,
-) -> i32 {
-    let cfg = match config::load(&host.root, config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            output::err(&format!(
-                "conntrack-guard: invalid configuration: {e}\nNothing was written."
-            ));
-            return exit::CONFIG;
-        }
-    };
-    let report = match crate::apply::apply(host, &cfg, dry_run, Duration::from_secs(5)) {
-        Ok(r) => r,
-        Err(crate::apply::ApplyError::Config(e)) => {
-            output::err(&format!(
-                "conntrack-guard: invalid configuration: {e}\nNothing was written."
-            ));
-            return exit::CONFIG;
-        }
-        Err(crate::apply::ApplyError::Module(e)) => {
-            output::err(&format!("conntrack-guard: {e}\nNothing was written."));
-            return if e.is_permission() {
-                exit::NOPERM
-            } else {
-                exit::UNAVAILABLE
-            };
-        }
-    };
-    for w in &report.warnings {
-        output::err(&format!("conntrack-guard: warning: {w}"));
-    }
-    let mut text = report.table();
-    // Under systemd, stdout is the journal too and the summary goes there as
-    // a structured entry below; print it only where people read stdout.
-    if dry_run || !systemd_journal_logger::connected_to_journal() {
-        text.push_str(&report.summary());
-        text.push('\n');
-    }
-    // The kernel is already written: a failed stdout must not hide that
-    // from the journal, and does not change the verdict.
-    let _ = output::out(&text)
-        .map_err(|e| output::err(&format!("conntrack-guard: cannot write to stdout: {e}")));
-    if !dry_run {
-        sink.emit(&report.event());
-    }
-    report.exit_code()
-}
-
-fn run_plan(
-    root: &SysRoot,
-    config_path: Option<&std::path::Path>,
-    rate: f64,
-    timeout: Option<u64>,
-    headroom: f64,
-    json: bool,
-) -> i32 {
-    let cfg = match config::load(root, config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            output::err(&format!("conntrack-guard: invalid configuration: {e}"));
-            return exit::CONFIG;
-        }
-    };
-    let facts = crate::plan::KernelFacts::read(root);
-    let p = crate::plan::plan(
-        &crate::plan::Request {
-            rate,
-            timeout,
-            headroom,
-        },
-        &cfg,
-        &facts,
-    );
-    let text = if json {
-        serde_json::to_string_pretty(&p).unwrap_or_default() + "\n"
-    } else {
-        p.text()
-    };
-    output::out_or(&text, exit::OK, exit::FAILURE)
 }
 
 #[cfg(test)]

@@ -299,25 +299,105 @@ pub fn parse_module_index(text: &str) -> Vec<String> {
 
 /// modules-load.d entries naming a module this kernel does not have.
 pub fn check_modules_load(root: &SysRoot) -> Vec<Finding> {
-    const C: &str = "modules-load.d";
     let mut out = Vec::new();
     let release = root
         .read_opt("proc/sys/kernel/osrelease")
         .ok()
         .flatten()
         .map(|s| s.trim().to_string());
-    let version = release.as_deref().and_then(crate::plan::parse_version);
-    let known: Option<Vec<String>> = release.as_ref().and_then(|r| {
-        let mut names = Vec::new();
-        let mut found = false;
-        for f in ["modules.dep", "modules.builtin"] {
-            if let Ok(Some(t)) = root.read_opt(&format!("lib/modules/{r}/{f}")) {
-                found = true;
-                names.extend(parse_module_index(&t));
+    let kernel = KernelModules {
+        version: release.as_deref().and_then(crate::plan::parse_version),
+        known: release.as_deref().and_then(|r| known_modules(root, r)),
+        release: release.as_deref().unwrap_or("(unknown)"),
+    };
+    for f in modules_load_files(root).iter().filter(|f| !f.masked) {
+        let text = match writers::read_conf(root, &f.path) {
+            Ok(Some(t)) => t,
+            Ok(None) => continue,
+            Err(e) => {
+                out.push(Finding::new(
+                    MODULES_LOAD,
+                    Severity::Unknown,
+                    format!("cannot read: {e}"),
+                ));
+                continue;
             }
+        };
+        for (line, name) in parse_modules_load(&text) {
+            out.extend(kernel.missing(&name, format!("{}:{line}", f.path)));
         }
-        found.then_some(names)
-    });
+    }
+    if out.is_empty() {
+        out.push(Finding::new(
+            MODULES_LOAD,
+            Severity::Ok,
+            "every module named in modules-load.d exists for this kernel",
+        ));
+    }
+    out
+}
+
+const MODULES_LOAD: &str = "modules-load.d";
+
+/// What the running kernel has, for judging a modules-load.d entry.
+struct KernelModules<'a> {
+    release: &'a str,
+    version: Option<(u32, u32)>,
+    /// Every module of this kernel; `None` when its index is not there.
+    known: Option<Vec<String>>,
+}
+
+impl KernelModules<'_> {
+    /// A warning when `name` (listed at `at`) is not in this kernel.
+    /// Without the module index, only the names known to be removed count.
+    fn missing(&self, name: &str, at: String) -> Option<Finding> {
+        let removed = REMOVED_MODULES
+            .iter()
+            .find(|(n, since, _)| *n == name && self.version.map_or(true, |v| v >= *since));
+        let missing = match &self.known {
+            Some(k) => !k.iter().any(|m| m == name),
+            None => removed.is_some(),
+        };
+        if !missing {
+            return None;
+        }
+        let why = removed.map_or(String::new(), |(_, _, w)| format!(" ({w})"));
+        Some(
+            Finding::new(
+                MODULES_LOAD,
+                Severity::Warning,
+                format!(
+                    "names module {name}, which kernel {} does not have{why}: \
+                     systemd-modules-load.service fails at every boot",
+                    self.release
+                ),
+            )
+            .at(at)
+            .fix(if removed.is_some() {
+                "remove the line; load nf_conntrack instead".to_string()
+            } else {
+                format!("remove the line, or install {name} for this kernel")
+            }),
+        )
+    }
+}
+
+/// The modules of kernel `release` from modules.dep and modules.builtin;
+/// `None` when neither is there.
+fn known_modules(root: &SysRoot, release: &str) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    let mut found = false;
+    for f in ["modules.dep", "modules.builtin"] {
+        if let Ok(Some(t)) = root.read_opt(&format!("lib/modules/{release}/{f}")) {
+            found = true;
+            names.extend(parse_module_index(&t));
+        }
+    }
+    found.then_some(names)
+}
+
+/// The modules-load.d files, and /etc/modules where no link reads it.
+fn modules_load_files(root: &SysRoot) -> Vec<writers::ConfFile> {
     let mut files = writers::conf_files(root, MODULES_LOAD_DIRS, ".conf");
     // Debian's /etc/modules is read through a modules-load.d link to it.
     if !files
@@ -331,59 +411,7 @@ pub fn check_modules_load(root: &SysRoot) -> Vec<Finding> {
             masked: false,
         });
     }
-    for f in files.iter().filter(|f| !f.masked) {
-        let text = match writers::read_conf(root, &f.path) {
-            Ok(Some(t)) => t,
-            Ok(None) => continue,
-            Err(e) => {
-                out.push(Finding::new(
-                    C,
-                    Severity::Unknown,
-                    format!("cannot read: {e}"),
-                ));
-                continue;
-            }
-        };
-        for (line, name) in parse_modules_load(&text) {
-            let at = format!("{}:{line}", f.path);
-            let removed = REMOVED_MODULES
-                .iter()
-                .find(|(n, since, _)| *n == name && version.map_or(true, |v| v >= *since));
-            let missing = match &known {
-                Some(k) => !k.contains(&name),
-                None => removed.is_some(),
-            };
-            if !missing {
-                continue;
-            }
-            let why = removed.map_or(String::new(), |(_, _, w)| format!(" ({w})"));
-            out.push(
-                Finding::new(
-                    C,
-                    Severity::Warning,
-                    format!(
-                        "names module {name}, which kernel {} does not have{why}: \
-                         systemd-modules-load.service fails at every boot",
-                        release.as_deref().unwrap_or("(unknown)")
-                    ),
-                )
-                .at(at)
-                .fix(if removed.is_some() {
-                    "remove the line; load nf_conntrack instead".to_string()
-                } else {
-                    format!("remove the line, or install {name} for this kernel")
-                }),
-            );
-        }
-    }
-    if out.is_empty() {
-        out.push(Finding::new(
-            C,
-            Severity::Ok,
-            "every module named in modules-load.d exists for this kernel",
-        ));
-    }
-    out
+    files
 }
 
 /// The nf_conntrack parameters of 6.x kernels, for when sysfs does not
@@ -438,12 +466,11 @@ pub fn judge_param(arg: &str, known: &[String]) -> Option<(Severity, String)> {
 /// modprobe.d lines about nf_conntrack: unknown parameters, bad values,
 /// loading disabled, options that a built-in module never sees.
 pub fn check_modprobe(root: &SysRoot) -> Vec<Finding> {
-    const C: &str = "modprobe.d";
     let mut out = Vec::new();
     let (lines, errors) = writers::modprobe_lines(root, "nf_conntrack");
     for e in errors {
         out.push(Finding::new(
-            C,
+            MODPROBE,
             Severity::Unknown,
             format!("cannot read: {e}"),
         ));
@@ -458,55 +485,11 @@ pub fn check_modprobe(root: &SysRoot) -> Vec<Finding> {
     for s in &lines {
         let at = format!("{}:{}", s.file, s.line.line);
         match s.line.command.as_str() {
-            "options" => {
-                if builtin {
-                    out.push(
-                        Finding::new(
-                            C,
-                            Severity::Warning,
-                            "options for nf_conntrack, which is built into this kernel: \
-                             modprobe.d options never apply to it",
-                        )
-                        .at(&at)
-                        .fix("use the buckets key in conntrack-guard.toml, or nf_conntrack.hashsize= on the kernel command line"),
-                    );
-                }
-                for a in &s.line.args {
-                    if let Some((sev, what)) = judge_param(a, &known) {
-                        out.push(
-                            Finding::new(C, sev, what)
-                                .at(&at)
-                                .fix(format!("remove {a:?} from the line")),
-                        );
-                    }
-                }
-            }
-            "install" if !builtin => {
-                let cmd = s.line.args.join(" ");
-                if [
-                    "/bin/true",
-                    "/bin/false",
-                    "/usr/bin/true",
-                    "/usr/bin/false",
-                    "true",
-                    "false",
-                ]
-                .contains(&cmd.trim())
-                {
-                    out.push(
-                        Finding::new(
-                            C,
-                            Severity::Critical,
-                            format!("`install nf_conntrack {cmd}` stops the module from loading"),
-                        )
-                        .at(&at)
-                        .fix("remove the line"),
-                    );
-                }
-            }
+            "options" => options_findings(&mut out, &s.line.args, &known, builtin, &at),
+            "install" if !builtin => out.extend(install_finding(&s.line.args, &at)),
             "blacklist" if !builtin => out.push(
                 Finding::new(
-                    C,
+                    MODPROBE,
                     Severity::Warning,
                     "nf_conntrack is blacklisted: only an explicit load brings it in",
                 )
@@ -518,12 +501,68 @@ pub fn check_modprobe(root: &SysRoot) -> Vec<Finding> {
     }
     if out.is_empty() {
         out.push(Finding::new(
-            C,
+            MODPROBE,
             Severity::Ok,
             "no modprobe.d problem with nf_conntrack",
         ));
     }
     out
+}
+
+const MODPROBE: &str = "modprobe.d";
+
+/// An `options nf_conntrack ARGS` line at `at`: a built-in module never
+/// sees it, and each argument is judged against the `known` parameters.
+fn options_findings(
+    out: &mut Vec<Finding>,
+    args: &[String],
+    known: &[String],
+    builtin: bool,
+    at: &str,
+) {
+    if builtin {
+        out.push(
+            Finding::new(
+                MODPROBE,
+                Severity::Warning,
+                "options for nf_conntrack, which is built into this kernel: \
+                 modprobe.d options never apply to it",
+            )
+            .at(at)
+            .fix("use the buckets key in conntrack-guard.toml, or nf_conntrack.hashsize= on the kernel command line"),
+        );
+    }
+    for a in args {
+        if let Some((sev, what)) = judge_param(a, known) {
+            out.push(
+                Finding::new(MODPROBE, sev, what)
+                    .at(at)
+                    .fix(format!("remove {a:?} from the line")),
+            );
+        }
+    }
+}
+
+/// An `install nf_conntrack CMD` line at `at` whose command loads nothing.
+fn install_finding(args: &[String], at: &str) -> Option<Finding> {
+    let cmd = args.join(" ");
+    let noop = [
+        "/bin/true",
+        "/bin/false",
+        "/usr/bin/true",
+        "/usr/bin/false",
+        "true",
+        "false",
+    ];
+    noop.contains(&cmd.trim()).then(|| {
+        Finding::new(
+            MODPROBE,
+            Severity::Critical,
+            format!("`install nf_conntrack {cmd}` stops the module from loading"),
+        )
+        .at(at)
+        .fix("remove the line")
+    })
 }
 
 // ---------------------------------------------------------------------
@@ -722,114 +761,17 @@ pub fn check_units(root: &SysRoot) -> Vec<Finding> {
 
 /// Known processes that write our keys.
 pub fn check_writers(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
-    const C: &str = "writers";
     let scan = writers::scan_processes(root);
-    let mut out = Vec::new();
     let targets = cfg.targets();
-    for w in &scan.writers {
-        let who = format!("{} (pid {})", w.kind.name(), w.pid);
-        match w.kind {
-            WriterKind::CalicoNode => {
-                out.push(Finding::new(
-                    C,
-                    Severity::Ok,
-                    format!("{who} is running; it is not known to write the conntrack keys"),
-                ));
-                continue;
-            }
-            WriterKind::K3s if w.kube_proxy_disabled => {
-                out.push(Finding::new(
-                    C,
-                    Severity::Ok,
-                    format!("{who} runs with its kube-proxy disabled"),
-                ));
-                continue;
-            }
-            _ => {}
-        }
-        let mut wrote = false;
-        for t in &targets {
-            let Some(v) = w.conntrack.writes(&t.key, w.cpus) else {
-                continue;
-            };
-            wrote = true;
-            let configured: Option<u64> = t.value.parse().ok();
-            // kube-proxy only ever raises hashsize (to max/4), never lowers it.
-            if t.key == KEY_BUCKETS && configured.is_some_and(|c| c >= v) {
-                continue;
-            }
-            if configured == Some(v) {
-                out.push(Finding::new(
-                    C,
-                    Severity::Ok,
-                    format!("{who} writes {} = {v}, the configured value", t.key),
-                ));
-                continue;
-            }
-            let lowers = configured.is_some_and(|c| v < c);
-            let sev = if lowers && t.key == KEY_MAX {
-                Severity::Critical
-            } else {
-                Severity::Warning
-            };
-            let mut what = format!(
-                "{who} writes {} = {v} when it starts (configured {}){}",
-                t.key,
-                t.value,
-                if lowers { ", lowering it" } else { "" }
-            );
-            if t.key == KEY_MAX || t.key == KEY_BUCKETS {
-                what.push_str(&format!(
-                    "; from maxPerCore {} x {} CPUs, min {}",
-                    w.conntrack
-                        .max_per_core
-                        .as_ref()
-                        .map_or(writers::KUBE_PROXY_MAX_PER_CORE, |f| f.value),
-                    w.cpus,
-                    w.conntrack
-                        .min
-                        .as_ref()
-                        .map_or(writers::KUBE_PROXY_MIN, |f| f.value)
-                ));
-            }
-            if w.config.is_some() && !w.config_read {
-                what.push_str("; its config file was not readable, defaults assumed");
-            }
-            let field = match t.key.as_str() {
-                KEY_MAX | KEY_BUCKETS => w.conntrack.max_per_core.as_ref().map(|f| &f.at),
-                crate::config::KEY_UDP_TIMEOUT => w.conntrack.udp_timeout.as_ref().map(|f| &f.at),
-                crate::config::KEY_UDP_TIMEOUT_STREAM => {
-                    w.conntrack.udp_stream_timeout.as_ref().map(|f| &f.at)
-                }
-                _ => None,
-            };
-            let at = field
-                .cloned()
-                .or_else(|| w.config.clone())
-                .unwrap_or_else(|| "command line".into());
-            let stop = KubeProxyConntrack::stop_setting(&t.key).unwrap_or("?");
-            let remedy = match (w.kind, &w.config) {
-                (WriterKind::K3s, _) => format!(
-                    "add kube-proxy-arg: [\"{}\"] to /etc/rancher/k3s/config.yaml",
-                    stop_flag(&t.key)
-                ),
-                (_, Some(p)) => format!("set {stop} in {p}"),
-                (_, None) => format!("start it with --{}", stop_flag(&t.key)),
-            };
-            out.push(Finding::new(C, sev, what).at(at).fix(remedy));
-        }
-        if !wrote {
-            out.push(Finding::new(
-                C,
-                Severity::Ok,
-                format!("{who} leaves the configured keys alone"),
-            ));
-        }
-    }
+    let mut out: Vec<Finding> = scan
+        .writers
+        .iter()
+        .flat_map(|w| writer_findings(w, &targets))
+        .collect();
     if scan.hidden {
         out.push(
             Finding::new(
-                C,
+                WRITERS,
                 Severity::Unknown,
                 "other processes are hidden from this one (ProtectProc=invisible or hidepid=): \
                  cannot look for kube-proxy, k3s or calico-node",
@@ -838,12 +780,140 @@ pub fn check_writers(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
         );
     } else if scan.writers.is_empty() {
         out.push(Finding::new(
-            C,
+            WRITERS,
             Severity::Ok,
             "no kube-proxy, k3s or calico-node is running",
         ));
     }
     out
+}
+
+const WRITERS: &str = "writers";
+
+/// What one running writer does to the configured keys.
+fn writer_findings(w: &writers::WriterProcess, targets: &[config::Target]) -> Vec<Finding> {
+    let who = format!("{} (pid {})", w.kind.name(), w.pid);
+    match w.kind {
+        WriterKind::CalicoNode => {
+            return vec![Finding::new(
+                WRITERS,
+                Severity::Ok,
+                format!("{who} is running; it is not known to write the conntrack keys"),
+            )];
+        }
+        WriterKind::K3s if w.kube_proxy_disabled => {
+            return vec![Finding::new(
+                WRITERS,
+                Severity::Ok,
+                format!("{who} runs with its kube-proxy disabled"),
+            )];
+        }
+        _ => {}
+    }
+    let mut out = Vec::new();
+    let mut wrote = false;
+    for t in targets {
+        let Some(v) = w.conntrack.writes(&t.key, w.cpus) else {
+            continue;
+        };
+        wrote = true;
+        out.extend(write_finding(w, &who, t, v));
+    }
+    if !wrote {
+        out.push(Finding::new(
+            WRITERS,
+            Severity::Ok,
+            format!("{who} leaves the configured keys alone"),
+        ));
+    }
+    out
+}
+
+/// `w` (named `who`) writes `v` to the target's key when it starts: fine
+/// when it is the configured value, else where it comes from and how to
+/// stop it.
+fn write_finding(
+    w: &writers::WriterProcess,
+    who: &str,
+    t: &config::Target,
+    v: u64,
+) -> Option<Finding> {
+    let configured: Option<u64> = t.value.parse().ok();
+    // kube-proxy only ever raises hashsize (to max/4), never lowers it.
+    if t.key == KEY_BUCKETS && configured.is_some_and(|c| c >= v) {
+        return None;
+    }
+    if configured == Some(v) {
+        return Some(Finding::new(
+            WRITERS,
+            Severity::Ok,
+            format!("{who} writes {} = {v}, the configured value", t.key),
+        ));
+    }
+    let lowers = configured.is_some_and(|c| v < c);
+    let sev = if lowers && t.key == KEY_MAX {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    let mut what = format!(
+        "{who} writes {} = {v} when it starts (configured {}){}",
+        t.key,
+        t.value,
+        if lowers { ", lowering it" } else { "" }
+    );
+    if t.key == KEY_MAX || t.key == KEY_BUCKETS {
+        what.push_str(&format!(
+            "; from maxPerCore {} x {} CPUs, min {}",
+            w.conntrack
+                .max_per_core
+                .as_ref()
+                .map_or(writers::KUBE_PROXY_MAX_PER_CORE, |f| f.value),
+            w.cpus,
+            w.conntrack
+                .min
+                .as_ref()
+                .map_or(writers::KUBE_PROXY_MIN, |f| f.value)
+        ));
+    }
+    if w.config.is_some() && !w.config_read {
+        what.push_str("; its config file was not readable, defaults assumed");
+    }
+    Some(
+        Finding::new(WRITERS, sev, what)
+            .at(write_source(w, &t.key))
+            .fix(write_remedy(w, &t.key)),
+    )
+}
+
+/// Where `w` gets the value it writes to `key`: the config field, else
+/// its config file, else its command line.
+fn write_source(w: &writers::WriterProcess, key: &str) -> String {
+    let field = match key {
+        KEY_MAX | KEY_BUCKETS => w.conntrack.max_per_core.as_ref().map(|f| &f.at),
+        crate::config::KEY_UDP_TIMEOUT => w.conntrack.udp_timeout.as_ref().map(|f| &f.at),
+        crate::config::KEY_UDP_TIMEOUT_STREAM => {
+            w.conntrack.udp_stream_timeout.as_ref().map(|f| &f.at)
+        }
+        _ => None,
+    };
+    field
+        .cloned()
+        .or_else(|| w.config.clone())
+        .unwrap_or_else(|| "command line".into())
+}
+
+/// How to make `w` leave `key` alone.
+fn write_remedy(w: &writers::WriterProcess, key: &str) -> String {
+    let stop = KubeProxyConntrack::stop_setting(key).unwrap_or("?");
+    match (w.kind, &w.config) {
+        (WriterKind::K3s, _) => format!(
+            "add kube-proxy-arg: [\"{}\"] to /etc/rancher/k3s/config.yaml",
+            stop_flag(key)
+        ),
+        (_, Some(p)) => format!("set {stop} in {p}"),
+        (_, None) => format!("start it with --{}", stop_flag(key)),
+    }
 }
 
 fn stop_flag(key: &str) -> &'static str {

@@ -45,122 +45,134 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A gauge with one unlabelled value.
+fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    metric(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// A family with one `label` per row; the HELP and TYPE lines even when
+/// `rows` is empty.
+fn family<V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    rows: impl IntoIterator<Item = (&'static str, V)>,
+) {
+    metric(out, name, kind, help);
+    for (value_of_label, v) in rows {
+        let _ = writeln!(out, "{name}{{{label}=\"{value_of_label}\"}} {v}");
+    }
+}
+
 /// The file contents.
 pub fn render(s: &Snapshot<'_>) -> String {
     let mut o = String::with_capacity(1536);
-    metric(
-        &mut o,
-        "conntrack_guard_entries",
-        "gauge",
-        "Entries in the conntrack table (nf_conntrack_count of this network namespace).",
-    );
-    let _ = writeln!(o, "conntrack_guard_entries {}", s.fill.count);
-    metric(
-        &mut o,
-        "conntrack_guard_entries_limit",
-        "gauge",
-        "Size of the conntrack table (nf_conntrack_max).",
-    );
-    let _ = writeln!(o, "conntrack_guard_entries_limit {}", s.fill.max);
-    metric(
-        &mut o,
-        "conntrack_guard_fill_ratio",
-        "gauge",
-        "Entries divided by the limit (0-1; above 1 when max was lowered below the count).",
-    );
-    let _ = writeln!(
-        o,
-        "conntrack_guard_fill_ratio {}",
-        s.fill.count as f64 / s.fill.max.max(1) as f64
-    );
-    metric(
-        &mut o,
-        "conntrack_guard_level",
-        "gauge",
-        "Fill level with hysteresis: 0 ok, 1 warning, 2 critical.",
-    );
-    let _ = writeln!(o, "conntrack_guard_level {}", s.level.gauge());
+    fill_metrics(&mut o, s);
     if !s.conntrack.is_empty() {
-        metric(
+        family(
             &mut o,
             "conntrack_guard_stat_total",
             "counter",
             "Conntrack counters summed over CPUs since boot (ctnetlink or /proc/net/stat/nf_conntrack), monotonic across the kernel's per-CPU u32 wraps.",
+            "counter",
+            s.conntrack.iter().copied(),
         );
-        for (name, v) in s.conntrack {
-            let _ = writeln!(o, "conntrack_guard_stat_total{{counter=\"{name}\"}} {v}");
-        }
     }
     if let Some(src) = s.counters_source {
-        metric(
-            &mut o,
-            "conntrack_guard_counters_source",
-            "gauge",
-            "Where the conntrack counters come from: 1 for the source in use.",
-        );
         let name = match src {
             CounterSource::Netlink => "netlink",
             CounterSource::Procfs => "procfs",
         };
-        let _ = writeln!(o, "conntrack_guard_counters_source{{source=\"{name}\"}} 1");
+        family(
+            &mut o,
+            "conntrack_guard_counters_source",
+            "gauge",
+            "Where the conntrack counters come from: 1 for the source in use.",
+            "source",
+            [(name, 1)],
+        );
     }
     if let Some(u) = s.udp {
-        metric(
-            &mut o,
-            "conntrack_guard_udp_errors_total",
-            "counter",
-            "UDP receive errors of this network namespace, IPv4 and IPv6 (/proc/net/snmp, snmp6): rcvbuf_errors = socket receive buffer full; in_errors = every receive drop (includes rcvbuf_errors).",
-        );
-        let in_errors = [u.udp.in_errors, u.udp6.and_then(|m| m.in_errors)];
-        for (name, v) in [
-            ("rcvbuf_errors", u.rcvbuf_errors()),
-            (
-                "in_errors",
-                in_errors
-                    .iter()
-                    .flatten()
-                    .copied()
-                    .reduce(u64::saturating_add),
-            ),
-        ] {
-            if let Some(v) = v {
-                let _ = writeln!(
-                    o,
-                    "conntrack_guard_udp_errors_total{{counter=\"{name}\"}} {v}"
-                );
-            }
-        }
+        udp_metrics(&mut o, u);
     }
     if !s.softnet.is_empty() {
-        metric(
+        family(
             &mut o,
             "conntrack_guard_softnet_total",
             "counter",
             "Input backlog counters summed over CPUs (/proc/net/softnet_stat): dropped = netdev_max_backlog exceeded; time_squeeze = the softirq budget ran out.",
+            "counter",
+            s.softnet.iter().copied(),
         );
-        for (name, v) in s.softnet {
-            let _ = writeln!(o, "conntrack_guard_softnet_total{{counter=\"{name}\"}} {v}");
-        }
     }
-    metric(
+    gauge(
         &mut o,
         "conntrack_guard_settings_drift",
-        "gauge",
         "1 when a configured value no longer matches the kernel.",
+        u8::from(s.drift),
     );
-    let _ = writeln!(o, "conntrack_guard_settings_drift {}", u8::from(s.drift));
-    metric(
+    gauge(
         &mut o,
         "conntrack_guard_last_sample_timestamp_seconds",
-        "gauge",
         "Unix time of the last good sample.",
-    );
-    let _ = writeln!(
-        o,
-        "conntrack_guard_last_sample_timestamp_seconds {:.3}",
-        s.timestamp
+        format_args!("{:.3}", s.timestamp),
     );
     o
+}
+
+/// Entries, limit, fill ratio and level.
+fn fill_metrics(o: &mut String, s: &Snapshot<'_>) {
+    gauge(
+        o,
+        "conntrack_guard_entries",
+        "Entries in the conntrack table (nf_conntrack_count of this network namespace).",
+        s.fill.count,
+    );
+    gauge(
+        o,
+        "conntrack_guard_entries_limit",
+        "Size of the conntrack table (nf_conntrack_max).",
+        s.fill.max,
+    );
+    gauge(
+        o,
+        "conntrack_guard_fill_ratio",
+        "Entries divided by the limit (0-1; above 1 when max was lowered below the count).",
+        s.fill.count as f64 / s.fill.max.max(1) as f64,
+    );
+    gauge(
+        o,
+        "conntrack_guard_level",
+        "Fill level with hysteresis: 0 ok, 1 warning, 2 critical.",
+        s.level.gauge(),
+    );
+}
+
+/// The UDP receive errors of this namespace, IPv4 plus IPv6.
+fn udp_metrics(o: &mut String, u: &UdpStats) {
+    let in_errors = [u.udp.in_errors, u.udp6.and_then(|m| m.in_errors)];
+    let rows = [
+        ("rcvbuf_errors", u.rcvbuf_errors()),
+        (
+            "in_errors",
+            in_errors
+                .iter()
+                .flatten()
+                .copied()
+                .reduce(u64::saturating_add),
+        ),
+    ];
+    family(
+        o,
+        "conntrack_guard_udp_errors_total",
+        "counter",
+        "UDP receive errors of this network namespace, IPv4 and IPv6 (/proc/net/snmp, snmp6): rcvbuf_errors = socket receive buffer full; in_errors = every receive drop (includes rcvbuf_errors).",
+        "counter",
+        rows.into_iter().filter_map(|(name, v)| Some((name, v?))),
+    );
 }
 
 /// The textfile and whether its last write failed (to say so once).

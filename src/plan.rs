@@ -10,13 +10,17 @@
 //! `nf_conntrack_udp_timeout`. Older kernels moved every replied flow to the
 //! stream timeout.
 
+use std::path::Path;
+
 use serde::Serialize;
 
 use crate::config::{
     Config, KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT, KEY_UDP_TIMEOUT_STREAM, MAX_CONNTRACK_MAX,
 };
+use crate::exit;
 use crate::hashsize;
 use crate::kernel::{entry_bytes, kernel_u64};
+use crate::output;
 use crate::sysroot::SysRoot;
 use crate::table::human_bytes;
 
@@ -325,6 +329,40 @@ impl Plan {
         s.push_str(&self.config_block);
         s
     }
+}
+
+/// `plan` against the kernel under `root`; returns the exit code.
+pub fn run(
+    root: &SysRoot,
+    config_path: Option<&Path>,
+    rate: f64,
+    timeout: Option<u64>,
+    headroom: f64,
+    json: bool,
+) -> i32 {
+    let cfg = match crate::config::load(root, config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            output::err(&format!("conntrack-guard: invalid configuration: {e}"));
+            return exit::CONFIG;
+        }
+    };
+    let facts = KernelFacts::read(root);
+    let p = plan(
+        &Request {
+            rate,
+            timeout,
+            headroom,
+        },
+        &cfg,
+        &facts,
+    );
+    let text = if json {
+        serde_json::to_string_pretty(&p).unwrap_or_default() + "\n"
+    } else {
+        p.text()
+    };
+    output::out_or(&text, exit::OK, exit::FAILURE)
 }
 
 #[cfg(test)]

@@ -284,72 +284,141 @@ fn window_tallies(a: &Counts, b: &Counts) -> [Option<Tally>; 3] {
     [ct, udp, backlog]
 }
 
-/// Decide the verdict from readings. Pure.
+/// Decide the verdict from readings. Pure. The problems keep this order
+/// (config, fill, counter reads, drop points, drift): the text's first line
+/// names the first problem of the worst severity.
 pub fn judge(r: &Readings) -> Report {
     let mut problems = Vec::new();
-    let mut push = |severity, message: String| problems.push(Problem { severity, message });
     let (thresholds, source) = match &r.config {
         Ok((t, s)) => (Some(t), Some(s.clone())),
         Err(e) => {
-            push(Verdict::Unknown, format!("invalid configuration: {e}"));
+            problems.push(Problem::new(
+                Verdict::Unknown,
+                format!("invalid configuration: {e}"),
+            ));
             (None, None)
         }
     };
-    let (mut count, mut max, mut fill, mut level) = (None, None, None, None);
     let module_loaded = !matches!(r.fill, FillReading::Gone(_));
-    match &r.fill {
-        FillReading::Read { max: 0, .. } => {
-            push(
-                Verdict::Unknown,
-                "nf_conntrack_max is 0: the fill cannot be computed".into(),
-            );
-        }
-        FillReading::Read { count: c, max: m } => {
-            count = Some(*c);
-            max = Some(*m);
-            let ratio = *c as f64 / *m as f64;
-            fill = Some(ratio);
-            if let Some(t) = thresholds {
-                let lv = Level::of(ratio * 100.0, t);
-                level = Some(lv);
-                let text = format!("{:.1}% full ({c}/{m})", ratio * 100.0);
-                match lv {
-                    Level::Critical => push(
-                        Verdict::Critical,
-                        format!(
-                            "{text}: at or above the critical level of {}%",
-                            t.critical_percent
-                        ),
-                    ),
-                    Level::Warning => push(
-                        Verdict::Warning,
-                        format!(
-                            "{text}: at or above the warning level of {}%",
-                            t.warn_percent
-                        ),
-                    ),
-                    Level::Ok => {}
-                }
-            }
-            if c > m {
-                push(
-                    Verdict::Critical,
-                    format!(
-                        "count {c} exceeds max {m}: the table is over-full (max was lowered \
-                         below the entries in use, or the kernel was mid-allocation)"
-                    ),
-                );
-            }
-        }
-        FillReading::Gone(why) => push(Verdict::Unknown, format!("conntrack not available: {why}")),
-        FillReading::Fault(why) => push(Verdict::Unknown, format!("cannot read the fill: {why}")),
-    }
+    let fill = judge_fill(&r.fill, thresholds, &mut problems);
     let last = r.after.as_ref().unwrap_or(&r.before);
     let (counters, counters_source) = match &last.conntrack {
         Ok((t, src)) => (Some(ct_totals(t)), Some(*src)),
         Err(_) => (None, None),
     };
-    let sockets = last.udp.as_ref().ok().map(|u| SocketTotals {
+    judge_counter_reads(r, module_loaded, &mut problems);
+    let rising = r
+        .after
+        .as_ref()
+        .map(|after| judge_window(r, after, &mut problems));
+    let settings = judge_settings(r, &mut problems);
+    let status = problems
+        .iter()
+        .map(|p| p.severity)
+        .max_by_key(|v| v.rank())
+        .unwrap_or(Verdict::Ok);
+    Report {
+        status,
+        exit_code: status.code(),
+        count: fill.count,
+        max: fill.max,
+        fill: fill.ratio,
+        level: fill.level,
+        module_loaded,
+        counters,
+        counters_source,
+        sockets: last.udp.as_ref().ok().map(socket_totals),
+        backlog: last.softnet.as_ref().ok().map(backlog_totals),
+        rising,
+        settings,
+        warn_percent: thresholds.map(|t| t.warn_percent),
+        critical_percent: thresholds.map(|t| t.critical_percent),
+        config: source,
+        problems,
+    }
+}
+
+impl Problem {
+    fn new(severity: Verdict, message: String) -> Self {
+        Problem { severity, message }
+    }
+}
+
+/// The fill part of a report.
+#[derive(Default)]
+struct Fill {
+    count: Option<u64>,
+    max: Option<u64>,
+    ratio: Option<f64>,
+    level: Option<Level>,
+}
+
+/// The fill, its level and its problems.
+fn judge_fill(
+    reading: &FillReading,
+    thresholds: Option<&Thresholds>,
+    problems: &mut Vec<Problem>,
+) -> Fill {
+    let mut push = |severity, message: String| problems.push(Problem::new(severity, message));
+    let (c, m) = match reading {
+        FillReading::Read { max: 0, .. } => {
+            push(
+                Verdict::Unknown,
+                "nf_conntrack_max is 0: the fill cannot be computed".into(),
+            );
+            return Fill::default();
+        }
+        FillReading::Read { count, max } => (*count, *max),
+        FillReading::Gone(why) => {
+            push(Verdict::Unknown, format!("conntrack not available: {why}"));
+            return Fill::default();
+        }
+        FillReading::Fault(why) => {
+            push(Verdict::Unknown, format!("cannot read the fill: {why}"));
+            return Fill::default();
+        }
+    };
+    let ratio = c as f64 / m as f64;
+    let level = thresholds.map(|t| Level::of(ratio * 100.0, t));
+    if let (Some(lv), Some(t)) = (level, thresholds) {
+        let text = format!("{:.1}% full ({c}/{m})", ratio * 100.0);
+        match lv {
+            Level::Critical => push(
+                Verdict::Critical,
+                format!(
+                    "{text}: at or above the critical level of {}%",
+                    t.critical_percent
+                ),
+            ),
+            Level::Warning => push(
+                Verdict::Warning,
+                format!(
+                    "{text}: at or above the warning level of {}%",
+                    t.warn_percent
+                ),
+            ),
+            Level::Ok => {}
+        }
+    }
+    if c > m {
+        push(
+            Verdict::Critical,
+            format!(
+                "count {c} exceeds max {m}: the table is over-full (max was lowered \
+                 below the entries in use, or the kernel was mid-allocation)"
+            ),
+        );
+    }
+    Fill {
+        count: Some(c),
+        max: Some(m),
+        ratio: Some(ratio),
+        level,
+    }
+}
+
+fn socket_totals(u: &UdpStats) -> SocketTotals {
+    SocketTotals {
         rcvbuf_errors: u.rcvbuf_errors(),
         in_errors: tally::socket(u)
             .has("in_errors")
@@ -358,102 +427,122 @@ pub fn judge(r: &Readings) -> Report {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
         },
-    });
-    let backlog = last.softnet.as_ref().ok().map(|t| {
-        [
-            ("dropped", SoftnetCounter::Dropped),
-            ("time_squeeze", SoftnetCounter::TimeSqueeze),
-        ]
-        .into_iter()
-        .filter_map(|(n, k)| Some((n, t.total(k)?)))
-        .collect()
-    });
-    if let Err(e) = &r.before.conntrack {
-        if module_loaded {
-            push(Verdict::Unknown, format!("cannot read the counters: {e}"));
-        }
     }
-    let mut rising = None;
-    if let Some(after) = &r.after {
-        if let Some(Err(e)) = r.after.as_ref().map(|a| &a.conntrack) {
-            if module_loaded && r.before.conntrack.is_ok() {
-                push(Verdict::Unknown, format!("cannot read the counters: {e}"));
-            }
-        }
-        let [ct, udp, bl] = window_tallies(&r.before, after);
-        let mut points = Vec::new();
-        let window = fmt_duration(r.window);
-        if let Some(t) = ct.as_ref().filter(|t| t.loss(&CONNTRACK) > 0) {
-            points.push("conntrack table");
-            push(
+}
+
+fn backlog_totals(t: &SoftnetTable) -> BTreeMap<&'static str, u64> {
+    [
+        ("dropped", SoftnetCounter::Dropped),
+        ("time_squeeze", SoftnetCounter::TimeSqueeze),
+    ]
+    .into_iter()
+    .filter_map(|(n, k)| Some((n, t.total(k)?)))
+    .collect()
+}
+
+/// Unreadable conntrack counters, at either end of the window (once).
+fn judge_counter_reads(r: &Readings, module_loaded: bool, problems: &mut Vec<Problem>) {
+    if !module_loaded {
+        return;
+    }
+    let after = r.after.as_ref().map(|a| &a.conntrack);
+    let failed = match (&r.before.conntrack, after) {
+        (Err(e), _) | (Ok(_), Some(Err(e))) => e,
+        _ => return,
+    };
+    problems.push(Problem::new(
+        Verdict::Unknown,
+        format!("cannot read the counters: {failed}"),
+    ));
+}
+
+/// What rose over the window, and its problems: the drop points losing
+/// packets now, and a CPU that carries most of the conntrack drops.
+fn judge_window(r: &Readings, after: &Counts, problems: &mut Vec<Problem>) -> Rising {
+    let [ct, udp, bl] = window_tallies(&r.before, after);
+    let points = judge_drop_points(
+        [ct.as_ref(), udp.as_ref(), bl.as_ref()],
+        &fmt_duration(r.window),
+        problems,
+    );
+    let per_cpu = if points.is_empty() {
+        Vec::new()
+    } else {
+        per_cpu_loss(ct.as_ref(), bl.as_ref())
+    };
+    if let Some((cpu, share)) = ct.as_ref().and_then(|t| t.hot_cpu(HOT_CPU_SHARE)) {
+        if !points.is_empty() {
+            problems.push(Problem::new(
                 Verdict::Critical,
                 format!(
-                    "packets are being dropped now at the conntrack table: {} in {window}",
-                    t.text(&CONNTRACK)
+                    "{:.0}% of the conntrack drops are on CPU {cpu}: one RX queue or softirq \
+                     carries the load (check RSS/RPS and IRQ affinity)",
+                    share * 100.0
                 ),
-            );
+            ));
         }
-        if let Some(t) = udp.as_ref().filter(|t| t.loss(&SOCKET) > 0) {
-            points.push("socket receive buffer");
-            push(
-                Verdict::Warning,
-                format!(
-                    "UDP datagrams are being dropped now at the socket receive buffer: {} in {window}; \
-                     raise the receiver's SO_RCVBUF and net.core.rmem_max",
-                    t.text(&SOCKET)
-                ),
-            );
-        }
-        if let Some(t) = bl.as_ref().filter(|t| t.loss(&BACKLOG) > 0) {
-            points.push("input backlog");
-            push(
-                Verdict::Warning,
-                format!(
-                    "packets are being dropped now at the input backlog: {} in {window}; \
-                     raise net.core.netdev_max_backlog, spread the load with RSS/RPS",
-                    t.text(&BACKLOG)
-                ),
-            );
-        }
-        let per_cpu = if points.is_empty() {
-            Vec::new()
-        } else {
-            per_cpu_loss(ct.as_ref(), bl.as_ref())
-        };
-        if let Some((cpu, share)) = ct.as_ref().and_then(|t| t.hot_cpu(HOT_CPU_SHARE)) {
-            if !points.is_empty() {
-                push(
-                    Verdict::Critical,
-                    format!(
-                        "{:.0}% of the conntrack drops are on CPU {cpu}: one RX queue or softirq \
-                         carries the load (check RSS/RPS and IRQ affinity)",
-                        share * 100.0
-                    ),
-                );
-            }
-        }
-        rising = Some(Rising {
-            window_seconds: r.window.as_secs_f64(),
-            conntrack: ct
-                .as_ref()
-                .map(|t| tally_map(t, &CONNTRACK))
-                .unwrap_or_default(),
-            socket: udp
-                .as_ref()
-                .map(|t| tally_map(t, &SOCKET))
-                .unwrap_or_default(),
-            backlog: bl
-                .as_ref()
-                .map(|t| tally_map(t, &BACKLOG))
-                .unwrap_or_default(),
-            drop_points: points,
-            per_cpu,
-        });
     }
+    let map =
+        |t: &Option<Tally>, sig: &Signal| t.as_ref().map(|t| tally_map(t, sig)).unwrap_or_default();
+    Rising {
+        window_seconds: r.window.as_secs_f64(),
+        conntrack: map(&ct, &CONNTRACK),
+        socket: map(&udp, &SOCKET),
+        backlog: map(&bl, &BACKLOG),
+        drop_points: points,
+        per_cpu,
+    }
+}
+
+/// The drop points that lost packets in `window`, each with its problem.
+fn judge_drop_points(
+    [ct, udp, bl]: [Option<&Tally>; 3],
+    window: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<&'static str> {
+    let mut points = Vec::new();
+    if let Some(t) = ct.filter(|t| t.loss(&CONNTRACK) > 0) {
+        points.push("conntrack table");
+        problems.push(Problem::new(
+            Verdict::Critical,
+            format!(
+                "packets are being dropped now at the conntrack table: {} in {window}",
+                t.text(&CONNTRACK)
+            ),
+        ));
+    }
+    if let Some(t) = udp.filter(|t| t.loss(&SOCKET) > 0) {
+        points.push("socket receive buffer");
+        problems.push(Problem::new(
+            Verdict::Warning,
+            format!(
+                "UDP datagrams are being dropped now at the socket receive buffer: {} in {window}; \
+                 raise the receiver's SO_RCVBUF and net.core.rmem_max",
+                t.text(&SOCKET)
+            ),
+        ));
+    }
+    if let Some(t) = bl.filter(|t| t.loss(&BACKLOG) > 0) {
+        points.push("input backlog");
+        problems.push(Problem::new(
+            Verdict::Warning,
+            format!(
+                "packets are being dropped now at the input backlog: {} in {window}; \
+                 raise net.core.netdev_max_backlog, spread the load with RSS/RPS",
+                t.text(&BACKLOG)
+            ),
+        ));
+    }
+    points
+}
+
+/// The settings rows; each drifted key is a warning naming who else
+/// writes it, where known.
+fn judge_settings(r: &Readings, problems: &mut Vec<Problem>) -> Vec<SettingRow> {
     let mut settings: Vec<SettingRow> = r.settings.iter().map(SettingRow::from).collect();
     for s in settings.iter_mut().filter(|s| !s.ok) {
         s.writer_hint = r.writer_hints.get(&s.key).cloned();
-        push(
+        problems.push(Problem::new(
             Verdict::Warning,
             format!(
                 "{} is {} but configured as {} (drift; systemctl restart conntrack-guard-apply){}",
@@ -465,32 +554,9 @@ pub fn judge(r: &Readings) -> Report {
                     .map(|h| format!("; who else writes it: {h}"))
                     .unwrap_or_default()
             ),
-        );
+        ));
     }
-    let status = problems
-        .iter()
-        .map(|p| p.severity)
-        .max_by_key(|v| v.rank())
-        .unwrap_or(Verdict::Ok);
-    Report {
-        status,
-        exit_code: status.code(),
-        count,
-        max,
-        fill,
-        level,
-        module_loaded,
-        counters,
-        counters_source,
-        sockets,
-        backlog,
-        rising,
-        settings,
-        warn_percent: thresholds.map(|t| t.warn_percent),
-        critical_percent: thresholds.map(|t| t.critical_percent),
-        config: source,
-        problems,
-    }
+    settings
 }
 
 fn per_cpu_loss(ct: Option<&Tally>, bl: Option<&Tally>) -> Vec<CpuLoss> {
@@ -527,6 +593,26 @@ fn bar(ratio: f64, width: usize) -> String {
 /// The text for people. The first line is a monitoring-plugins summary with
 /// performance data.
 pub fn text(r: &Report) -> String {
+    let mut s = summary_line(r);
+    fill_lines(&mut s, r);
+    counters_line(&mut s, r);
+    sockets_line(&mut s, r);
+    backlog_line(&mut s, r);
+    if let Some(x) = &r.rising {
+        rising_lines(&mut s, x);
+    }
+    settings_lines(&mut s, r);
+    if !r.problems.is_empty() {
+        let _ = writeln!(s, "  problems");
+        for p in &r.problems {
+            let _ = writeln!(s, "    {:8}  {}", p.severity.name(), p.message);
+        }
+    }
+    s
+}
+
+/// `CONNTRACK OK - ... | perfdata`, with its newline.
+fn summary_line(r: &Report) -> String {
     let mut s = String::new();
     let summary = match (r.count, r.max, r.fill) {
         (Some(c), Some(m), Some(f)) => format!(
@@ -558,6 +644,11 @@ pub fn text(r: &Report) -> String {
         );
     }
     s.push('\n');
+    s
+}
+
+/// The fill bar, the level and whether the module is loaded.
+fn fill_lines(s: &mut String, r: &Report) {
     if let (Some(c), Some(m), Some(f)) = (r.count, r.max, r.fill) {
         let _ = writeln!(
             s,
@@ -584,92 +675,98 @@ pub fn text(r: &Report) -> String {
             "nf_conntrack NOT loaded (keys absent)"
         }
     );
-    match &r.counters {
-        Some(c) => {
-            let list = CONNTRACK
-                .counters
-                .iter()
-                .filter_map(|k| Some(format!("{} {}", k.name, c.get(k.name)?)))
-                .collect::<Vec<_>>()
-                .join("  ");
-            let _ = writeln!(
-                s,
-                "  counters  {list}  (since boot, from {})",
-                match r.counters_source {
-                    Some(CounterSource::Netlink) => "ctnetlink",
-                    _ => "/proc/net/stat/nf_conntrack",
-                }
-            );
+}
+
+fn counters_line(s: &mut String, r: &Report) {
+    let Some(c) = &r.counters else {
+        let _ = writeln!(s, "  counters  unavailable");
+        return;
+    };
+    let list = CONNTRACK
+        .counters
+        .iter()
+        .filter_map(|k| Some(format!("{} {}", k.name, c.get(k.name)?)))
+        .collect::<Vec<_>>()
+        .join("  ");
+    let _ = writeln!(
+        s,
+        "  counters  {list}  (since boot, from {})",
+        match r.counters_source {
+            Some(CounterSource::Netlink) => "ctnetlink",
+            _ => "/proc/net/stat/nf_conntrack",
         }
-        None => {
-            let _ = writeln!(s, "  counters  unavailable");
-        }
-    }
-    match &r.sockets {
-        Some(u) => {
-            let n = |v: Option<u64>| v.map_or("n/a".to_string(), |v| v.to_string());
-            let _ = writeln!(
-                s,
-                "  sockets   UDP rcvbuf_errors {}  in_errors {}  (no_ports {}: not loss)  (since boot, this namespace)",
-                n(u.rcvbuf_errors),
-                n(u.in_errors),
-                n(u.no_ports)
-            );
-        }
-        None => {
-            let _ = writeln!(s, "  sockets   unavailable");
-        }
-    }
-    match &r.backlog {
-        Some(b) => {
-            let list = b
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join("  ");
-            let _ = writeln!(s, "  backlog   {list}  (since boot, all CPUs)");
-        }
-        None => {
-            let _ = writeln!(s, "  backlog   unavailable");
-        }
-    }
-    if let Some(x) = &r.rising {
-        let now = if x.drop_points.is_empty() {
-            "no drops".to_string()
-        } else {
-            let mut parts = Vec::new();
-            for (point, map) in [
-                ("conntrack table", &x.conntrack),
-                ("socket receive buffer", &x.socket),
-                ("input backlog", &x.backlog),
-            ] {
-                if x.drop_points.contains(&point) {
-                    let list = map
-                        .iter()
-                        .filter(|(_, v)| **v > 0)
-                        .map(|(k, v)| format!("{k} +{v}"))
-                        .collect::<Vec<_>>()
-                        .join("  ");
-                    parts.push(format!("{point}: {list}"));
-                }
+    );
+}
+
+fn sockets_line(s: &mut String, r: &Report) {
+    let Some(u) = &r.sockets else {
+        let _ = writeln!(s, "  sockets   unavailable");
+        return;
+    };
+    let n = |v: Option<u64>| v.map_or("n/a".to_string(), |v| v.to_string());
+    let _ = writeln!(
+        s,
+        "  sockets   UDP rcvbuf_errors {}  in_errors {}  (no_ports {}: not loss)  (since boot, this namespace)",
+        n(u.rcvbuf_errors),
+        n(u.in_errors),
+        n(u.no_ports)
+    );
+}
+
+fn backlog_line(s: &mut String, r: &Report) {
+    let Some(b) = &r.backlog else {
+        let _ = writeln!(s, "  backlog   unavailable");
+        return;
+    };
+    let list = b
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join("  ");
+    let _ = writeln!(s, "  backlog   {list}  (since boot, all CPUs)");
+}
+
+/// `now`: what rose over the window, and `per CPU` when something did.
+fn rising_lines(s: &mut String, x: &Rising) {
+    let now = if x.drop_points.is_empty() {
+        "no drops".to_string()
+    } else {
+        let mut parts = Vec::new();
+        for (point, map) in [
+            ("conntrack table", &x.conntrack),
+            ("socket receive buffer", &x.socket),
+            ("input backlog", &x.backlog),
+        ] {
+            if x.drop_points.contains(&point) {
+                let list = map
+                    .iter()
+                    .filter(|(_, v)| **v > 0)
+                    .map(|(k, v)| format!("{k} +{v}"))
+                    .collect::<Vec<_>>()
+                    .join("  ");
+                parts.push(format!("{point}: {list}"));
             }
-            format!("RISING at {}", parts.join("; "))
-        };
-        let _ = writeln!(s, "  now       {now} over {:.1}s", x.window_seconds);
-        if !x.per_cpu.is_empty() {
-            let list = x
-                .per_cpu
-                .iter()
-                .map(|c| match (c.conntrack, c.backlog) {
-                    (ct, 0) => format!("cpu{} {ct}", c.cpu),
-                    (0, bl) => format!("cpu{} backlog {bl}", c.cpu),
-                    (ct, bl) => format!("cpu{} {ct} (backlog {bl})", c.cpu),
-                })
-                .collect::<Vec<_>>()
-                .join("  ");
-            let _ = writeln!(s, "  per CPU   {list}");
         }
+        format!("RISING at {}", parts.join("; "))
+    };
+    let _ = writeln!(s, "  now       {now} over {:.1}s", x.window_seconds);
+    if !x.per_cpu.is_empty() {
+        let list = x
+            .per_cpu
+            .iter()
+            .map(|c| match (c.conntrack, c.backlog) {
+                (ct, 0) => format!("cpu{} {ct}", c.cpu),
+                (0, bl) => format!("cpu{} backlog {bl}", c.cpu),
+                (ct, bl) => format!("cpu{} {ct} (backlog {bl})", c.cpu),
+            })
+            .collect::<Vec<_>>()
+            .join("  ");
+        let _ = writeln!(s, "  per CPU   {list}");
     }
+}
+
+/// The configuration name and the KEY/EXPECTED/ACTUAL table.
+fn settings_lines(s: &mut String, r: &Report) {
     let _ = writeln!(
         s,
         "  settings  {}",
@@ -707,13 +804,6 @@ pub fn text(r: &Report) -> String {
     if r.settings.is_empty() && r.config.is_some() {
         let _ = writeln!(s, "    (none configured: every key is \"keep\")");
     }
-    if !r.problems.is_empty() {
-        let _ = writeln!(s, "  problems");
-        for p in &r.problems {
-            let _ = writeln!(s, "    {:8}  {}", p.severity.name(), p.message);
-        }
-    }
-    s
 }
 
 /// Read everything `status` needs. `window` zero: one sample, no "rising".

@@ -935,6 +935,26 @@ fn opt(v: Option<u64>) -> String {
 impl Report {
     /// The human-readable report.
     pub fn text(&self) -> String {
+        let mut s = self.header();
+        if self.total == 0 {
+            s.push_str("\nThe table is empty.\n");
+            return s;
+        }
+        for d in &self.groups {
+            d.table(&mut s, self.total);
+        }
+        s.push_str("\nWhat this suggests:\n");
+        if self.advice.is_empty() {
+            s.push_str("  no single pattern with a known remedy stands out.\n");
+        }
+        for a in &self.advice {
+            let _ = writeln!(s, "  - {a}");
+        }
+        s
+    }
+
+    /// What was read, how completely, against the kernel's own count.
+    fn header(&self) -> String {
         let mut s = String::new();
         let state = if self.complete { "complete" } else { "PARTIAL" };
         let _ = writeln!(
@@ -970,76 +990,76 @@ impl Report {
                 self.malformed
             );
         }
-        if self.total == 0 {
-            s.push_str("\nThe table is empty.\n");
-            return s;
+        s
+    }
+}
+
+impl DimReport {
+    /// This dimension's table: its groups, then what is not shown.
+    fn table(&self, s: &mut String, total: u64) {
+        let width = self
+            .groups
+            .iter()
+            .map(|g| g.key.len())
+            .max()
+            .unwrap_or(0)
+            .max(self.by.title().len())
+            .max(24);
+        let _ = writeln!(
+            s,
+            "\n{:<width$}  {:>9}  {:>6}",
+            self.by.title(),
+            "COUNT",
+            "SHARE"
+        );
+        for g in &self.groups {
+            g.row(s, width);
         }
-        for d in &self.groups {
-            let width = d
-                .groups
-                .iter()
-                .map(|g| g.key.len())
-                .max()
-                .unwrap_or(0)
-                .max(d.by.title().len())
-                .max(24);
+        if self.rest > 0 {
+            let more = format!("({} more groups)", self.distinct - self.groups.len());
             let _ = writeln!(
                 s,
-                "\n{:<width$}  {:>9}  {:>6}",
-                d.by.title(),
-                "COUNT",
-                "SHARE"
+                "{more:<width$}  {:>9}  {:>5.1}%",
+                self.rest,
+                share(self.rest, total) * 100.0
             );
-            for g in &d.groups {
-                let _ = write!(
-                    s,
-                    "{:<width$}  {:>9}  {:>5.1}%",
-                    g.key,
-                    g.count,
-                    g.share * 100.0
-                );
-                if let Some(p) = &g.detail {
-                    let _ = write!(
-                        s,
-                        "  unreplied {:.0}%, not assured {:.0}%{}",
-                        share(p.unreplied, p.count) * 100.0,
-                        share(p.unassured, p.count) * 100.0,
-                        if p.dnat > 0 {
-                            format!(", DNAT {:.0}%", share(p.dnat, p.count) * 100.0)
-                        } else {
-                            String::new()
-                        }
-                    );
+        }
+        if self.over_cap > 0 {
+            let _ = writeln!(
+                s,
+                "{:<width$}  {:>9}  {:>5.1}%",
+                format!("(other: over {GROUP_CAP} groups)"),
+                self.over_cap,
+                share(self.over_cap, total) * 100.0
+            );
+        }
+    }
+}
+
+impl Group {
+    /// One row, with a port's state mix when known.
+    fn row(&self, s: &mut String, width: usize) {
+        let _ = write!(
+            s,
+            "{:<width$}  {:>9}  {:>5.1}%",
+            self.key,
+            self.count,
+            self.share * 100.0
+        );
+        if let Some(p) = &self.detail {
+            let _ = write!(
+                s,
+                "  unreplied {:.0}%, not assured {:.0}%{}",
+                share(p.unreplied, p.count) * 100.0,
+                share(p.unassured, p.count) * 100.0,
+                if p.dnat > 0 {
+                    format!(", DNAT {:.0}%", share(p.dnat, p.count) * 100.0)
+                } else {
+                    String::new()
                 }
-                s.push('\n');
-            }
-            if d.rest > 0 {
-                let more = format!("({} more groups)", d.distinct - d.groups.len());
-                let _ = writeln!(
-                    s,
-                    "{more:<width$}  {:>9}  {:>5.1}%",
-                    d.rest,
-                    share(d.rest, self.total) * 100.0
-                );
-            }
-            if d.over_cap > 0 {
-                let _ = writeln!(
-                    s,
-                    "{:<width$}  {:>9}  {:>5.1}%",
-                    format!("(other: over {GROUP_CAP} groups)"),
-                    d.over_cap,
-                    share(d.over_cap, self.total) * 100.0
-                );
-            }
+            );
         }
-        s.push_str("\nWhat this suggests:\n");
-        if self.advice.is_empty() {
-            s.push_str("  no single pattern with a known remedy stands out.\n");
-        }
-        for a in &self.advice {
-            let _ = writeln!(s, "  - {a}");
-        }
-        s
+        s.push('\n');
     }
 }
 

@@ -804,86 +804,10 @@ pub fn scan_processes(root: &SysRoot) -> ProcScan {
         .flatten()
         .and_then(|s| count_cpu_list(&s))
         .unwrap_or(1);
-    let mut writers = Vec::new();
-    for pid in pids {
-        let comm = root
-            .read_opt(&format!("proc/{pid}/comm"))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let cmdline = root
-            .read_opt(&format!("proc/{pid}/cmdline"))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split('\0')
-            .filter(|a| !a.is_empty())
-            .map(String::from)
-            .collect();
-        let argv0 = args.first().map(String::as_str).unwrap_or("");
-        let Some(kind) = WriterKind::from_process(comm.trim(), argv0) else {
-            continue;
-        };
-        let cpus = root
-            .read_opt(&format!("proc/{pid}/status"))
-            .ok()
-            .flatten()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                    .and_then(count_cpu_list)
-            })
-            .unwrap_or(host_cpus);
-        let mut w = WriterProcess {
-            pid,
-            kind,
-            config: None,
-            config_read: false,
-            conntrack: KubeProxyConntrack::default(),
-            kube_proxy_disabled: false,
-            cpus,
-        };
-        match kind {
-            WriterKind::KubeProxy => {
-                let (config, flags) = parse_kube_proxy_args(args.get(1..).unwrap_or(&[]));
-                if let Some(path) = &config {
-                    // The path is in kube-proxy's mount namespace (often a
-                    // container): look through its root first.
-                    let text = read_conf(root, &format!("proc/{pid}/root/{}", path))
-                        .ok()
-                        .flatten()
-                        .or_else(|| read_conf(root, path).ok().flatten());
-                    if let Some(t) = text {
-                        w.conntrack = parse_kube_proxy_config(&t, path);
-                        w.config_read = true;
-                    }
-                }
-                merge(&mut w.conntrack, flags);
-                w.config = config;
-            }
-            WriterKind::K3s => {
-                w.kube_proxy_disabled = args.iter().any(|a| a == "--disable-kube-proxy");
-                let mut text = args.join(" ");
-                for f in ["etc/rancher/k3s/config.yaml"] {
-                    if let Ok(Some(t)) = read_conf(root, f) {
-                        w.kube_proxy_disabled |= t.lines().any(|l| {
-                            let l = strip_yaml_comment(l).trim();
-                            l.starts_with("disable-kube-proxy:") && l.ends_with("true")
-                        });
-                        text.push('\n');
-                        text.push_str(&t);
-                        w.config = Some(format!("/{f}"));
-                        w.config_read = true;
-                    }
-                }
-                let (_, flags) = parse_kube_proxy_args(&k3s_kube_proxy_args(&text));
-                w.conntrack = flags;
-            }
-            WriterKind::CalicoNode => {}
-        }
-        writers.push(w);
-    }
+    let writers = pids
+        .into_iter()
+        .filter_map(|pid| read_writer(root, pid, host_cpus))
+        .collect();
     let units = if hidden {
         writer_units(root)
     } else {
@@ -894,6 +818,83 @@ pub fn scan_processes(root: &SysRoot) -> ProcScan {
         writers,
         units,
     }
+}
+
+/// Process `pid`, when it is a known writer: what it writes and where
+/// that comes from. Its CPUs are those it may run on, else `host_cpus`.
+fn read_writer(root: &SysRoot, pid: u32, host_cpus: u64) -> Option<WriterProcess> {
+    let read = |what: &str| root.read_opt(&format!("proc/{pid}/{what}")).ok().flatten();
+    let comm = read("comm").unwrap_or_default();
+    let cmdline = read("cmdline").unwrap_or_default();
+    let args: Vec<String> = cmdline
+        .split('\0')
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect();
+    let argv0 = args.first().map(String::as_str).unwrap_or("");
+    let kind = WriterKind::from_process(comm.trim(), argv0)?;
+    let cpus = read("status")
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .and_then(count_cpu_list)
+        })
+        .unwrap_or(host_cpus);
+    let mut w = WriterProcess {
+        pid,
+        kind,
+        config: None,
+        config_read: false,
+        conntrack: KubeProxyConntrack::default(),
+        kube_proxy_disabled: false,
+        cpus,
+    };
+    match kind {
+        WriterKind::KubeProxy => read_kube_proxy(root, &args, &mut w),
+        WriterKind::K3s => read_k3s(root, &args, &mut w),
+        WriterKind::CalicoNode => {}
+    }
+    Some(w)
+}
+
+/// kube-proxy's conntrack settings: its config file, then its flags.
+fn read_kube_proxy(root: &SysRoot, args: &[String], w: &mut WriterProcess) {
+    let (config, flags) = parse_kube_proxy_args(args.get(1..).unwrap_or(&[]));
+    if let Some(path) = &config {
+        // The path is in kube-proxy's mount namespace (often a
+        // container): look through its root first.
+        let text = read_conf(root, &format!("proc/{}/root/{}", w.pid, path))
+            .ok()
+            .flatten()
+            .or_else(|| read_conf(root, path).ok().flatten());
+        if let Some(t) = text {
+            w.conntrack = parse_kube_proxy_config(&t, path);
+            w.config_read = true;
+        }
+    }
+    merge(&mut w.conntrack, flags);
+    w.config = config;
+}
+
+/// k3s's embedded kube-proxy: disabled, or the kube-proxy-arg settings of
+/// its command line and config file.
+fn read_k3s(root: &SysRoot, args: &[String], w: &mut WriterProcess) {
+    w.kube_proxy_disabled = args.iter().any(|a| a == "--disable-kube-proxy");
+    let mut text = args.join(" ");
+    for f in ["etc/rancher/k3s/config.yaml"] {
+        if let Ok(Some(t)) = read_conf(root, f) {
+            w.kube_proxy_disabled |= t.lines().any(|l| {
+                let l = strip_yaml_comment(l).trim();
+                l.starts_with("disable-kube-proxy:") && l.ends_with("true")
+            });
+            text.push('\n');
+            text.push_str(&t);
+            w.config = Some(format!("/{f}"));
+            w.config_read = true;
+        }
+    }
+    let (_, flags) = parse_kube_proxy_args(&k3s_kube_proxy_args(&text));
+    w.conntrack = flags;
 }
 
 fn merge(into: &mut KubeProxyConntrack, flags: KubeProxyConntrack) {
@@ -1107,32 +1108,17 @@ pub fn hint_from(
         }
     }
     for w in &procs.writers {
-        let (value, stop) = match w.kind {
-            WriterKind::KubeProxy | WriterKind::K3s if !w.kube_proxy_disabled => {
-                let Some(v) = w.conntrack.writes(key, w.cpus) else {
-                    continue;
-                };
-                let stop = KubeProxyConntrack::stop_setting(key).map(|s| match w.kind {
-                    WriterKind::K3s => format!(
-                        "kube-proxy-arg: [\"{}\"] in /etc/rancher/k3s/config.yaml",
-                        k3s_stop_arg(key)
-                    ),
-                    _ => match &w.config {
-                        Some(p) => format!("{s} in {p}"),
-                        None => format!("--{}", k3s_stop_arg(key)),
-                    },
-                });
-                (Some(v.to_string()), stop)
-            }
-            _ => continue,
+        let Some((value, stop)) = process_write(w, key) else {
+            continue;
         };
+        let matches = value == foreign;
         let c = Candidate::Process {
             name: w.kind.name().into(),
             pid: w.pid,
-            value: value.clone(),
+            value: Some(value),
             stop,
         };
-        if value.as_deref() == Some(foreign) {
+        if matches {
             exact.insert(0, c);
         } else {
             other.push(c);
@@ -1167,6 +1153,27 @@ pub fn hint_from(
         foreign_value: foreign.to_string(),
         candidates: exact,
     })
+}
+
+/// What the kube-proxy in `w` (its own or k3s's) writes to `key` when it
+/// starts, and the setting that stops it; `None` when it leaves `key` alone.
+fn process_write(w: &WriterProcess, key: &str) -> Option<(String, Option<String>)> {
+    match w.kind {
+        WriterKind::KubeProxy | WriterKind::K3s if !w.kube_proxy_disabled => {}
+        _ => return None,
+    }
+    let v = w.conntrack.writes(key, w.cpus)?;
+    let stop = KubeProxyConntrack::stop_setting(key).map(|s| match w.kind {
+        WriterKind::K3s => format!(
+            "kube-proxy-arg: [\"{}\"] in /etc/rancher/k3s/config.yaml",
+            k3s_stop_arg(key)
+        ),
+        _ => match &w.config {
+            Some(p) => format!("{s} in {p}"),
+            None => format!("--{}", k3s_stop_arg(key)),
+        },
+    });
+    Some((v.to_string(), stop))
 }
 
 fn k3s_stop_arg(key: &str) -> &'static str {

@@ -46,41 +46,55 @@ impl HealthTracker {
         last: Option<&Fill>,
         level: Level,
     ) -> (Reading, Vec<Event>) {
-        let mut out = Vec::new();
-        let fill = match reading {
-            FillReading::Read { count, max } if *max > 0 => Fill {
-                count: *count,
-                max: *max,
-            },
-            FillReading::Read { .. } => {
-                return (
-                    Reading::Fault,
-                    self.fault("nf_conntrack_max is 0; the fill cannot be computed"),
-                )
+        match reading {
+            FillReading::Read { count, max } if *max > 0 => {
+                let fill = Fill {
+                    count: *count,
+                    max: *max,
+                };
+                let out = self.sampled(&fill, level);
+                (Reading::Fill(fill), out)
             }
-            FillReading::Fault(why) => return (Reading::Fault, self.fault(why)),
+            FillReading::Read { .. } => (
+                Reading::Fault,
+                self.fault("nf_conntrack_max is 0; the fill cannot be computed"),
+            ),
+            FillReading::Fault(why) => (Reading::Fault, self.fault(why)),
             FillReading::Gone(why) => {
                 let new_outage = !self.gone;
-                if new_outage {
-                    let mut ev = Event::new(
-                        Priority::Err,
-                        "module_gone",
-                        ids::MODULE_GONE,
-                        format!(
-                            "nf_conntrack is gone: {why}; still watching, and will report when it returns"
-                        ),
-                    );
-                    if let Some(f) = last {
-                        ev = fill_fields(ev, f, level);
-                    }
-                    out.push(ev);
-                }
-                self.gone = true;
-                self.healthy = false;
-                self.fault = None;
-                return (Reading::Gone { new_outage }, out);
+                let out = self.went_away(why, last, level);
+                (Reading::Gone { new_outage }, out)
             }
-        };
+        }
+    }
+
+    /// The keys are gone: say so on the first sample of the outage.
+    fn went_away(&mut self, why: &str, last: Option<&Fill>, level: Level) -> Vec<Event> {
+        let mut out = Vec::new();
+        if !self.gone {
+            let mut ev = Event::new(
+                Priority::Err,
+                "module_gone",
+                ids::MODULE_GONE,
+                format!(
+                    "nf_conntrack is gone: {why}; still watching, and will report when it returns"
+                ),
+            );
+            if let Some(f) = last {
+                ev = fill_fields(ev, f, level);
+            }
+            out.push(ev);
+        }
+        self.gone = true;
+        self.healthy = false;
+        self.fault = None;
+        out
+    }
+
+    /// A usable fill: the module back, sampling working again, the first
+    /// good sample, and a count above max.
+    fn sampled(&mut self, fill: &Fill, level: Level) -> Vec<Event> {
+        let mut out = Vec::new();
         if self.gone {
             out.push(fill_fields(
                 Event::new(
@@ -89,7 +103,7 @@ impl HealthTracker {
                     ids::MODULE_BACK,
                     format!("nf_conntrack is back: table {}", fill.text()),
                 ),
-                &fill,
+                fill,
                 level,
             ));
             self.gone = false;
@@ -115,7 +129,7 @@ impl HealthTracker {
                     ids::STARTED,
                     format!("watching the conntrack table: {}", fill.text()),
                 ),
-                &fill,
+                fill,
                 level,
             ));
         }
@@ -133,12 +147,12 @@ impl HealthTracker {
                         fill.count, fill.max
                     ),
                 ),
-                &fill,
+                fill,
                 Level::Critical,
             ));
         }
         self.over_max = over;
-        (Reading::Fill(fill), out)
+        out
     }
 
     /// The keys exist but make no sense: say so once per distinct problem.

@@ -83,6 +83,7 @@ pub fn scan(root: &SysRoot) -> Vec<Namespace> {
     scan_with_stats(root).0
 }
 
+#[derive(Default)]
 struct Found {
     pid: Option<u32>,
     processes: usize,
@@ -98,33 +99,47 @@ pub fn scan_with_stats(root: &SysRoot) -> (Vec<Namespace>, ScanStats) {
     let host = link_inode(root, "1")
         .or_else(|_| link_inode(root, "self"))
         .ok();
-    if let Ok(dir) = std::fs::read_dir(root.path("proc")) {
-        for e in dir.flatten() {
-            let name = e.file_name();
-            let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            stats.processes += 1;
-            match link_inode(root, &pid.to_string()) {
-                Ok(ino) => {
-                    let f = found.entry(ino).or_insert(Found {
-                        pid: None,
-                        processes: 0,
-                        bind: None,
-                    });
-                    f.processes += 1;
-                    // readdir of /proc is not promised to be sorted.
-                    if f.pid.map_or(true, |p| pid < p) {
-                        f.pid = Some(pid);
-                    }
+    find_by_process(root, &mut found, &mut stats);
+    find_bind_mounts(root, &mut found);
+    let mut out: Vec<Namespace> = found
+        .into_iter()
+        .filter_map(|(inode, f)| namespace(root, inode, f, Some(inode) == host))
+        .collect();
+    out.sort_by_key(|n| (!n.host, n.inode));
+    (out, stats)
+}
+
+/// The namespace of every process, with its lowest pid and process count.
+fn find_by_process(root: &SysRoot, found: &mut BTreeMap<u64, Found>, stats: &mut ScanStats) {
+    let Ok(dir) = std::fs::read_dir(root.path("proc")) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        stats.processes += 1;
+        match link_inode(root, &pid.to_string()) {
+            Ok(ino) => {
+                let f = found.entry(ino).or_default();
+                f.processes += 1;
+                // readdir of /proc is not promised to be sorted.
+                if f.pid.map_or(true, |p| pid < p) {
+                    f.pid = Some(pid);
                 }
-                // Exited since readdir, or a kernel thread: not an error.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => {}
-                Err(_) => stats.unreadable += 1,
             }
+            // Exited since readdir, or a kernel thread: not an error.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => {}
+            Err(_) => stats.unreadable += 1,
         }
     }
+}
+
+/// The first bind mount (`ip netns add`, ...) of each namespace, including
+/// namespaces no process is in.
+fn find_bind_mounts(root: &SysRoot, found: &mut BTreeMap<u64, Found>) {
     // A bind-mounted namespace shows the nsfs inode through stat; the file
     // under it without a mount (left by a crash) is an empty tmpfs file,
     // told apart by its device.
@@ -144,39 +159,32 @@ pub fn scan_with_stats(root: &SysRoot) -> (Vec<Namespace>, ScanStats) {
             if !known && nsfs_dev != Some(m.dev()) {
                 continue;
             }
-            let f = found.entry(m.ino()).or_insert(Found {
-                pid: None,
-                processes: 0,
-                bind: None,
-            });
+            let f = found.entry(m.ino()).or_default();
             if f.bind.is_none() {
                 f.bind = Some((e.file_name().to_string_lossy().into_owned(), path));
             }
         }
     }
-    let mut out: Vec<Namespace> = found
-        .into_iter()
-        .filter_map(|(inode, f)| {
-            let is_host = Some(inode) == host;
-            let enter = match (&f.bind, f.pid) {
-                (Some((_, p)), _) => p.clone(),
-                (None, Some(pid)) => root.path(&format!("proc/{pid}/ns/net")),
-                (None, None) => return None,
-            };
-            let bind_name = f.bind.as_ref().map(|(n, _)| n.clone());
-            Some(Namespace {
-                inode,
-                host: is_host,
-                owner: owner_of(root, is_host, f.pid, bind_name.as_deref()),
-                processes: f.processes,
-                pid: f.pid,
-                bind_name,
-                enter,
-            })
-        })
-        .collect();
-    out.sort_by_key(|n| (!n.host, n.inode));
-    (out, stats)
+}
+
+/// The namespace `inode` as found: entered through its bind mount, else
+/// its first process; `None` when it has neither.
+fn namespace(root: &SysRoot, inode: u64, f: Found, is_host: bool) -> Option<Namespace> {
+    let enter = match (&f.bind, f.pid) {
+        (Some((_, p)), _) => p.clone(),
+        (None, Some(pid)) => root.path(&format!("proc/{pid}/ns/net")),
+        (None, None) => return None,
+    };
+    let bind_name = f.bind.as_ref().map(|(n, _)| n.clone());
+    Some(Namespace {
+        inode,
+        host: is_host,
+        owner: owner_of(root, is_host, f.pid, bind_name.as_deref()),
+        processes: f.processes,
+        pid: f.pid,
+        bind_name,
+        enter,
+    })
 }
 
 /// Name the owner: the host; else a container (cgroup path + the runtime's
