@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 # tests/vm: assertions on boot 2's Docker scenario (guest side: step_docker
 # in guest/steps.sh). Sourced by suite.sh after boot 2; uses its $out, $art,
-# pass, fail, val, expect_eq and is_num.
+# pass, fail, val, expect_eq and is_num. suite.sh runs with set -e: every
+# lookup here tolerates a missing file (the assertion then fails instead).
 
 dk=$out/docker
 # events_after FILE USEC: "usec event" for each CONNTRACK_EVENT logged at or
@@ -13,11 +14,11 @@ events_after() {
             ts = substr($0, RSTART + 24, RLENGTH - 25)
             if (ts + 0 >= t + 0) print ts, ev
         }
-    }' "$1" 2>/dev/null
+    }' "$1" 2>/dev/null || true
 }
 n_events() { events_after "$dk/watch-journal.json" "$1" | awk -v e="$2" '$2 == e' | wc -l; }
 # field FILE KEY: KEY=value from udp-load's result line
-field() { sed -n "s/.* $2=\([0-9.]*\).*/\1/p; s/^$2=\([0-9.]*\).*/\1/p" "$1" 2>/dev/null | head -n1; }
+field() { sed -n "s/.* $2=\([0-9.]*\).*/\1/p; s/^$2=\([0-9.]*\).*/\1/p" "$1" 2>/dev/null | head -n1 || true; }
 ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "" && a + 0 >= b + 0) }'; }
 
 step_ok docker "docker: the scenario ran (see $dk/step.log)"
@@ -55,10 +56,12 @@ else
 fi
 read -r d0 e0 <"$dk/load-before.stat-before" 2>/dev/null || true
 read -r d1 e1 <"$dk/load-before.stat-after" 2>/dev/null || true
-if is_num "${d0:-x}" && is_num "${d1:-x}" && [ $(( (d1 - d0) + (e1 - e0) )) -gt 0 ] && [ "$(val docker/table-full-lines)" -gt 0 ] 2>/dev/null; then
+tfl=$(val docker/table-full-lines)
+if is_num "${d0:-x}" && is_num "${d1:-x}" && is_num "${e0:-x}" && is_num "${e1:-x}" \
+    && [ $(( (d1 - d0) + (e1 - e0) )) -gt 0 ] && is_num "$tfl" && [ "$tfl" -gt 0 ]; then
     pass "docker: the kernel dropped: drop +$((d1 - d0)), early_drop +$((e1 - e0)), $(val docker/table-full-lines) \"table full\" kernel log lines"
 else
-    fail "docker: no kernel drops seen: drop ${d0:-?}->${d1:-?}, early_drop ${e0:-?}->${e1:-?}, table-full lines $(val docker/table-full-lines)"
+    fail "docker: no kernel drops seen: drop ${d0:-?}->${d1:-?}, early_drop ${e0:-?}->${e1:-?}, table-full lines $tfl"
 fi
 expect_eq "docker: conntrack-guard status during the load: exit code (2 = CRITICAL)" 2 "$(val docker/status-small-rc)"
 t_start=$(val docker/t-start) t_cure=$(val docker/t-cure)
@@ -71,11 +74,11 @@ sum=$(awk -v t="$t_start" 'index($0, "\"CONNTRACK_EVENT\":\"drops\"") && match($
         if (substr($0, RSTART + 24, RLENGTH - 25) + 0 < t + 0) next
         if (match($0, /"CONNTRACK_DROP_DELTA":"[0-9]+"/)) d += substr($0, RSTART + 24, RLENGTH - 25)
         if (match($0, /"CONNTRACK_EARLY_DROP_DELTA":"[0-9]+"/)) e += substr($0, RSTART + 30, RLENGTH - 31)
-      } END { printf "drop +%d, early_drop +%d", d, e }' "$dk/watch-journal.json" 2>/dev/null)
+      } END { printf "drop +%d, early_drop +%d", d, e }' "$dk/watch-journal.json" 2>/dev/null || true)
 if [ "$n" -ge 1 ]; then pass "docker: the watchdog logged $n drops events ($sum)"; else fail "docker: no drops event in the watchdog's journal"; fi
 
 # ---- the cure: plan --rate, paste, restart the boot step -------------------
-planned=$(sed -n 's/^max = \([0-9]*\)$/\1/p' "$dk/plan.txt" 2>/dev/null | head -n1)
+planned=$(sed -n 's/^max = \([0-9]*\)$/\1/p' "$dk/plan.txt" 2>/dev/null | head -n1 || true)
 if [ "$(val docker/plan-rc)" = 0 ] && is_num "${planned:-x}" && [ "$planned" -ge 4000 ]; then
     pass "docker: conntrack-guard plan --rate 400 recommends max = $planned (>= 400/s x 10 s)"
 else
@@ -99,7 +102,7 @@ n=$(n_events "$t_cure" drift)
 if [ "$n" -eq 0 ]; then
     pass "docker: no drift event after systemctl restart conntrack-guard-apply"
 else
-    fail "docker: $n drift event(s) after systemctl restart conntrack-guard-apply: $(grep '"CONNTRACK_EVENT":"drift"' "$dk/watch-journal.json" | sed -n 's/.*"MESSAGE":"\([^"]*\)".*/\1/p' | tail -n1)"
+    fail "docker: $n drift event(s) after systemctl restart conntrack-guard-apply: $(grep '"CONNTRACK_EVENT":"drift"' "$dk/watch-journal.json" | sed -n 's/.*"MESSAGE":"\([^"]*\)".*/\1/p' | tail -n1 || true)"
 fi
 
 # ---- for the README ----------------------------------------------------------
