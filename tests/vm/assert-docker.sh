@@ -84,6 +84,13 @@ sum=$(awk -v t="$t_start" 'index($0, "\"CONNTRACK_EVENT\":\"drops\"") && match($
         if (match($0, /"CONNTRACK_EARLY_DROP_DELTA":"[0-9]+"/)) e += substr($0, RSTART + 30, RLENGTH - 31)
       } END { printf "drop +%d, early_drop +%d", d, e }' "$dk/watch-journal.json" 2>/dev/null || true)
 if [ "$n" -ge 1 ]; then pass "docker: the watchdog logged $n drops events ($sum)"; else fail "docker: no drops event in the watchdog's journal"; fi
+# The events account for every drop the kernel counted during the load.
+kernel="drop +$(( ${d1:-0} - ${d0:-0} )), early_drop +$(( ${e1:-0} - ${e0:-0} ))"
+if [ "$n" -ge 1 ] && [ "$sum" = "$kernel" ]; then
+    pass "docker: the drops events' deltas sum to the kernel's change ($kernel)"
+else
+    fail "docker: the drops events sum to '$sum', the kernel counted '$kernel'"
+fi
 
 # ---- the cure: plan --rate, paste, restart the boot step -------------------
 planned=$(sed -n 's/^max = \([0-9]*\)$/\1/p' "$dk/plan.txt" 2>/dev/null | head -n1 || true)

@@ -286,7 +286,10 @@ step_docker() {
 
     journalctl -b -u conntrack-guard -o json --no-pager >watch-journal.json 2>&1
     journalctl -u conntrack-guard -u conntrack-guard-apply --no-pager -o short-precise \
-        --since "@$(( $(cat t-start) / 1000000 ))" --until "@$(( $(cat t-end) / 1000000 + 1 ))" >journal-excerpt 2>&1
+        --since "@$(( $(cat t-start) / 1000000 ))" --until "@$(( $(cat t-end) / 1000000 + 1 ))" >journal-full 2>&1
+    # Compact, for the README: without systemd's stop/accounting chatter.
+    grep -vE 'systemd\[1\]: (Stopping |Stopped |conntrack-guard[a-z-]*\.service: (Deactivated successfully|Consumed ))' \
+        journal-full >journal-excerpt
 
     # Put things back for the later phases.
     docker rm -f cg-udp >/dev/null
