@@ -308,9 +308,9 @@ step_docker() {
 HIDE_DROPIN=/etc/systemd/system/conntrack-guard.service.d/zz-vmtest-hidden-stat.conf
 step_hidden_stat() {
     set -x
-    mkdir -p "${HIDE_DROPIN%/*}"
-    printf '[Service]\nInaccessiblePaths=/proc/net/stat/nf_conntrack\n' >"$HIDE_DROPIN"
-    systemctl daemon-reload
+    mkdir -p "${HIDE_DROPIN%/*}" || return 1
+    printf '[Service]\nInaccessiblePaths=/proc/net/stat/nf_conntrack\n' >"$HIDE_DROPIN" || return 1
+    systemctl daemon-reload || return 1
     usec >t-start
     systemctl restart conntrack-guard; echo $? >restart-rc
     local i
