@@ -94,10 +94,10 @@ fi
 
 # ---- the cure: plan --rate, paste, restart the boot step -------------------
 planned=$(sed -n 's/^max = \([0-9]*\)$/\1/p' "$dk/plan.txt" 2>/dev/null | head -n1 || true)
-if [ "$(val docker/plan-rc)" = 0 ] && is_num "${planned:-x}" && [ "$planned" -ge 4000 ]; then
-    pass "docker: conntrack-guard plan --rate 400 recommends max = $planned (>= 400/s x 10 s)"
+if [ "$(val docker/plan-rc)" = 0 ] && is_num "${planned:-x}" && [ "$planned" -ge 12000 ]; then
+    pass "docker: conntrack-guard plan --rate 400 recommends max = $planned (>= 400/s x 30 s)"
 else
-    fail "docker: plan --rate 400: exit $(val docker/plan-rc), max '${planned}' (want >= 4000)"
+    fail "docker: plan --rate 400: exit $(val docker/plan-rc), max '${planned}' (want >= 12000 = 400/s x udp_timeout 30 s)"
 fi
 expect_eq "docker: restart conntrack-guard-apply with the planned config, exit code" 0 "$(val docker/apply-cure-rc)"
 expect_eq "docker: nf_conntrack_max after the cure" "${planned:-<none>}" "$(val docker/max-cure)"
@@ -126,7 +126,7 @@ fi
 {
     echo "Docker scenario ($suite, kernel $(val installed/kernel), docker $(val docker/docker-version)):"
     echo "  load: 2000 requests at 400/s to 198.18.6.1:6969 (Docker DNAT to $cip:6969), one source port each"
-    printf '  %-28s %s\n' "max 512 (buckets kept):" "$(cat "$lb" 2>/dev/null)"
+    printf '  %-28s %s\n' "max 512, udp_timeout 30:" "$(cat "$lb" 2>/dev/null)"
     printf '  %-28s %s\n' "max $planned (plan --rate 400):" "$(cat "$la" 2>/dev/null)"
 } >"$art/docker-loss.txt"
 cp "$dk/journal-excerpt" "$art/docker-journal.txt" 2>/dev/null || true

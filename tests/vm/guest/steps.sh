@@ -256,8 +256,11 @@ step_docker() {
     # leaves the big hash the boot step made (262144): early_drop probes
     # only 8 buckets for a victim, so a 512-entry table in that hash drops
     # new flows outright, as a host whose max alone was lowered does.
+    # udp_timeout = 30 is the kernel's default: the entries of the load
+    # then outlive the steps up to the cure (with 10 s they expired first
+    # on an idle host, and level_ok came before the cure).
     usec >t-start
-    printf '[conntrack]\nmax = 512\nbuckets = "keep"\n\n[watch]\ninterval = "1s"\n' >"$CONFFILE"
+    printf '[conntrack]\nmax = 512\nbuckets = "keep"\nudp_timeout = 30\n\n[watch]\ninterval = "1s"\n' >"$CONFFILE"
     cp "$CONFFILE" conffile-small
     systemctl restart conntrack-guard-apply; echo $? >apply-small-rc
     sysctl_value nf_conntrack_max >max-small
