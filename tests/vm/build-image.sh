@@ -1,19 +1,28 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT OR Apache-2.0
-# Build (or reuse) the cached Debian bookworm VM image for tests/vm.
+# Build (or reuse) the cached Debian VM image for tests/vm.
 #
-# Usage: tests/vm/build-image.sh        -> prints the cache entry directory
+# Usage: tests/vm/build-image.sh [SUITE]   -> prints the cache entry directory
+#   SUITE  bookworm (Debian 12, the default) or trixie (Debian 13)
 #
-# The entry lives in ${CONNTRACK_GUARD_VM_CACHE:-/var/cache/conntrack-guard-vm}/<key>,
-# where <key> hashes this script and the guest files baked into the image.
+# The entry lives in ${CONNTRACK_GUARD_VM_CACHE:-/var/cache/conntrack-guard-vm}/<suite>/<key>,
+# where <key> hashes the suite, this script and the guest files baked into
+# the image. Each suite keeps its own two most recent entries.
 # It holds disk.raw (sparse ext4, 4 GiB), vmlinuz, initrd.img and build.log.
 # No mirror is named: mmdebstrap uses the host's apt sources.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${CONNTRACK_GUARD_VM_CACHE:-/var/cache/conntrack-guard-vm}
-suite=bookworm
+suite=${1:-bookworm}
 packages=systemd-sysv,udev,kmod,dbus,linux-image-amd64,procps,iproute2,docker.io
+case $suite in
+    bookworm) ;;
+    # Debian 13 split the docker client out of docker.io (which only
+    # recommends it, and --variant=apt installs no recommends).
+    trixie) packages+=,docker-cli ;;
+    *) echo "build-image: unknown suite '$suite' (bookworm or trixie)" >&2; exit 2 ;;
+esac
 disk_size=4G
 
 log() { echo "build-image: $*" >&2; }
@@ -23,12 +32,15 @@ recipe_files=(
     "$here/guest/vmtest-phase"
     "$here/guest/vmtest-phase.service"
 )
-key=$(cd "$here" && for f in "${recipe_files[@]}"; do
-    printf '%s\n' "${f#"$here"/}"; cat "$f"; done | sha256sum | cut -c1-16)
-entry=$cache_root/$key
+key=$(cd "$here" && { echo "$suite $packages"; for f in "${recipe_files[@]}"; do
+    printf '%s\n' "${f#"$here"/}"; cat "$f"; done; } | sha256sum | cut -c1-16)
+# One subdirectory per suite: builds and pruning of one release never touch
+# the other's entries.
+cache_dir=$cache_root/$suite
+entry=$cache_dir/$key
 
-mkdir -p "$cache_root"
-exec 9>"$cache_root/.lock"
+mkdir -p "$cache_dir"
+exec 9>"$cache_dir/.lock"
 flock 9
 
 if [ -s "$entry/disk.raw" ] && [ -s "$entry/vmlinuz" ] && [ -s "$entry/initrd.img" ]; then
@@ -43,7 +55,7 @@ for tool in mmdebstrap mkfs.ext4; do
 done
 [ "$(id -u)" -eq 0 ] || { log "building the image needs root"; exit 3; }
 
-tmp=$(mktemp -d "$cache_root/.build.XXXXXX")
+tmp=$(mktemp -d "$cache_dir/.build.XXXXXX")
 cleanup() { rm -rf "$tmp"; }
 trap cleanup EXIT INT TERM
 
@@ -82,8 +94,9 @@ rm -rf "$root"
 
 rm -rf "$entry"
 mv "$tmp/entry" "$entry"
-# Keep the two most recently used entries (this one included): each is ~1 GiB.
-ls -1dt "$cache_root"/[0-9a-f]*[0-9a-f] 2>/dev/null | tail -n +3 | while read -r old; do
+# Keep the suite's two most recently used entries (this one included): each
+# is ~1 GiB.
+ls -1dt "$cache_dir"/[0-9a-f]*[0-9a-f] 2>/dev/null | tail -n +3 | while read -r old; do
     [ -s "$old/disk.raw" ] || continue
     log "pruning old cache entry $old"
     rm -rf "$old"

@@ -1,267 +1,36 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT OR Apache-2.0
-# tests/vm: the reboot trap and its cure, in a real QEMU VM running Debian
-# bookworm's stock kernel (nf_conntrack is a module there).
+# tests/vm: the reboot trap and its cure in real QEMU VMs, once per Debian
+# release (tests/vm/suite.sh does one release), one after the other: the
+# CI machine has few cores and TCG boots are CPU-bound.
 #
 # Usage: tests/vm/run.sh [PATH/TO/conntrack-guard_*.deb]
-#   The .deb may also come from $CONNTRACK_GUARD_DEB; otherwise the newest
-#   target/debian/conntrack-guard_*.deb is used. Without one, only phase 1 runs.
 # Env:
-#   CONNTRACK_GUARD_VM_CACHE       image cache (default /var/cache/conntrack-guard-vm)
-#   CONNTRACK_GUARD_VM_ARTEFACTS   console logs and guest output (default target/vm-artefacts)
-#   CONNTRACK_GUARD_VM_ACCEL       tcg (default) or kvm
-#   CONNTRACK_GUARD_VM_BOOT_TIMEOUT  seconds per boot (default 300)
-#
-# Boots (QEMU is restarted for each; the guest powers itself off):
-#   1: phase 1 "trap" checks, then phase 2's install of the .deb
-#   2: phase 2 "install" checks, then phase 3's conffile edit + reinstall
-#   3: phase 3 "upgrade" checks, then phase 4 "remove/purge"
-# The guest only records facts on the 9p share; this script asserts on them.
-set -euo pipefail
+#   CONNTRACK_GUARD_VM_SUITES  releases to run (default "bookworm trixie")
+#   and everything suite.sh takes (cache, artefacts, accel, timeouts,
+#   CONNTRACK_GUARD_VM_HIDDEN_STAT).
+# Prints a per-release summary and one closing "N passed, N failed" line;
+# exits non-zero if any release failed.
+set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-boot_timeout=${CONNTRACK_GUARD_VM_BOOT_TIMEOUT:-300}
-art=${CONNTRACK_GUARD_VM_ARTEFACTS:-$repo/target/vm-artefacts}
-
-passed=0 failed=0
-pass() { passed=$((passed + 1)); echo "PASS: $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
-finish() {
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ]
-    exit $?
-}
-unavailable() {  # a missing prerequisite: loud failure in CI, skip elsewhere
-    if [ "${CI:-}" = true ]; then
-        echo "FAIL: $*"
-        echo "0 passed, 1 failed"
-        exit 1
-    fi
-    echo "SKIP: $*"
-    exit 0
-}
-
-# ---- prerequisites -------------------------------------------------------
-[ "$(id -u)" -eq 0 ] || unavailable "tests/vm needs root (mmdebstrap, image build)"
-for tool in qemu-system-x86_64 mmdebstrap mkfs.ext4 debugfs timeout flock; do
-    command -v "$tool" >/dev/null || unavailable "tests/vm needs $tool (apt-get install qemu-system-x86 mmdebstrap e2fsprogs)"
+suites=${CONNTRACK_GUARD_VM_SUITES:-bookworm trixie}
+total_p=0 total_f=0 rc_all=0 summary=()
+for s in $suites; do
+    echo "===== tests/vm: $s"
+    log=$(mktemp)
+    t0=$(date +%s)
+    "$here/suite.sh" "$s" "$@" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    t=$(( $(date +%s) - t0 ))
+    # Count the assertions themselves: right even if suite.sh ended early.
+    p=$(grep -c '^PASS: ' "$log") f=$(grep -c '^FAIL: ' "$log")
+    rm -f "$log"
+    [ "$rc" -eq 0 ] || { rc_all=1; [ "$f" -gt 0 ] || f=1; }
+    total_p=$((total_p + p)) total_f=$((total_f + f))
+    summary+=("$(printf '%-9s %3d passed, %3d failed, %4d s%s' "$s" "$p" "$f" "$t" "$([ "$rc" -eq 0 ] || echo "  (exit $rc)")")")
 done
-
-deb=${1:-${CONNTRACK_GUARD_DEB:-}}
-if [ -z "$deb" ]; then
-    deb=$(ls -t "$repo"/target/debian/conntrack-guard_*.deb 2>/dev/null | head -n1 || true)
-fi
-if [ -n "$deb" ] && [ ! -f "$deb" ]; then
-    fail "the .deb $deb does not exist"
-    finish
-fi
-
-work=$(mktemp -d "${TMPDIR:-/var/tmp}/conntrack-guard-vm.XXXXXX")
-boot_pid=""
-cleanup() {
-    # boot.sh execs timeout(1), which passes the TERM on to QEMU.
-    if [ -n "$boot_pid" ]; then kill -TERM "$boot_pid" 2>/dev/null || true; wait "$boot_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-mkdir -p "$art"
-rm -rf "$art"/boot[0-9]* "$art"/*.txt
-timings=$art/timings.txt
-: >"$timings"
-timing() { echo "$*" | tee -a "$timings"; }
-
-# ---- image ---------------------------------------------------------------
-t0=$(date +%s)
-if ! image=$("$here/build-image.sh"); then
-    fail "building the VM image (see ${CONNTRACK_GUARD_VM_CACHE:-/var/cache/conntrack-guard-vm}/*/build.log)"
-    finish
-fi
-timing "image: $(( $(date +%s) - t0 )) s ($image, kernel $(cat "$image/kernel-version"))"
-
-disk=$work/disk.raw
-share=$work/share
-mkdir -p "$share/deb"
-cp --sparse=always "$image/disk.raw" "$disk"
-cp "$here/guest/steps.sh" "$share/steps.sh"
-[ -z "$deb" ] || cp "$deb" "$share/deb/"
-
-# Phase 1's trap: a plain sysctl.d file, written straight into the run's disk.
-printf '# tests/vm phase 1: the reboot trap\nnet.netfilter.nf_conntrack_max = 1048576\n' >"$work/99-x.conf"
-printf 'cd /etc/sysctl.d\nwrite %s 99-x.conf\n' "$work/99-x.conf" | debugfs -w -f - "$disk" >/dev/null 2>&1
-debugfs -R 'cat /etc/sysctl.d/99-x.conf' "$disk" 2>/dev/null | grep -q 1048576 \
-    || { fail "could not write the trap file into the disk image"; finish; }
-
-# ---- one boot ------------------------------------------------------------
-# boot N LABEL STEP...: write phase.sh for STEPs, boot, keep the output.
-# Sets $out to the boot's output directory.
-boot() {
-    local n=$1 label=$2 s t rc=0 summary=""
-    shift 2
-    rm -rf "$share/out"
-    mkdir -p "$share/out"
-    { echo '. "$SHARE/steps.sh"'; for s in "$@"; do echo "step $s"; done; } >"$share/phase.sh"
-    echo "--- boot $n: $label"
-    t=$(date +%s)
-    "$here/boot.sh" "$image" "$disk" "$share" "$art/boot$n-console.log" "$boot_timeout" &
-    boot_pid=$!
-    wait "$boot_pid" || rc=$?
-    boot_pid=""
-    t=$(( $(date +%s) - t ))
-    out=$art/boot$n
-    cp -r "$share/out" "$out"
-    for s in "$@"; do
-        summary+=" $s $(awk '{printf "%.1f", $1 / 1000}' "$out/$s/step.ms" 2>/dev/null || echo ?) s;"
-    done
-    timing "boot $n ($label): ${t} s wall, qemu exit $rc; in guest:${summary%;}"
-    if [ "$rc" -eq 0 ] && [ "$(cat "$out/phase.rc" 2>/dev/null)" = 0 ]; then
-        pass "boot $n ran its phase script and powered off (${t} s)"
-        boot_ok=1
-    else
-        fail "boot $n: qemu exit $rc (124 = timeout), phase.rc $(cat "$out/phase.rc" 2>/dev/null || echo missing); see $art/boot$n-console.log"
-        boot_ok=0
-    fi
-}
-# After a boot's assertions: a boot that did not finish leaves the disk in an
-# unknown state, so the later boots are not worth their time.
-continue_after() {
-    [ "$boot_ok" = 1 ] && return 0
-    fail "boot $1 did not complete: later phases not run"
-    finish
-}
-is_num() { [[ $1 =~ ^[0-9]+$ ]]; }
-count() { local n; n=$(grep -c '^{' "$1" 2>/dev/null) || true; echo "${n:-0}"; }
-
-val() { cat "$out/$1" 2>/dev/null || echo "<missing>"; }  # val STEP/FILE
-expect_eq() {  # expect_eq DESC EXPECTED ACTUAL
-    if [ "$2" = "$3" ]; then pass "$1 = $3"; else fail "$1: expected $2, got $3"; fi
-}
-step_ok() {
-    if [ "$(val "$1/step.rc")" = 0 ]; then pass "$2"; else fail "$2 (rc $(val "$1/step.rc"); see $out/$1/step.log)"; fi
-}
-mono() { awk -v u="$1" -v c="$2" '$1 == u { print $c }' "$out/$3/start-order"; }
-
-# ---- phase 1: the trap -----------------------------------------------------
-steps=(trap)
-[ -z "$deb" ] || steps+=(install)
-boot 1 "phase 1 trap${deb:+, phase 2 install}" "${steps[@]}"
-max=$(val trap/nf_conntrack_max)
-echo "phase 1: sysctl.d asks for 1048576; after boot nf_conntrack_max = $max; module: $(val trap/nf_conntrack-module | cut -d' ' -f1-3)"
-if [ -s "$out/trap/nf_conntrack-module" ] && is_num "$max" && [ "$max" != 1048576 ]; then
-    pass "phase 1: nf_conntrack got loaded (by docker) and nf_conntrack_max is $max, not 1048576"
-else
-    fail "phase 1: expected nf_conntrack loaded and nf_conntrack_max != 1048576, got '$max'"
-fi
-if [ -s "$out/trap/couldnt-write" ]; then
-    pass "phase 1: journal has systemd-sysctl's line: $(sed 's/^\[[^]]*\] [^ ]* //' "$out/trap/couldnt-write" | head -n1)"
-else
-    fail "phase 1: no systemd-sysctl \"Couldn't write\" line for nf_conntrack_max in the boot journal"
-fi
-
-awk 'function t(v) { return v > 0 ? sprintf("%9.3f s", v / 1e6) : "        -  " }
-      { printf "%-24s start %s  exit %s\n", $1, t($2), t($3) }' \
-    "$out/trap/start-order" >"$art/start-order-trap.txt" 2>/dev/null || true
-continue_after 1
-if [ -z "$deb" ]; then
-    echo "SKIP: phases 2-4 need the .deb (argument, \$CONNTRACK_GUARD_DEB or target/debian/)"
-    if [ "${CI:-}" = true ]; then fail "no .deb for phases 2-4 in CI"; fi
-    finish
-fi
-
-step_ok install "phase 2: installed $(basename "$deb") ($(val install/install-method))"
-if grep -q "/etc/conntrack-guard/conntrack-guard.toml" "$out/install/conffiles" 2>/dev/null; then
-    pass "phase 2: /etc/conntrack-guard/conntrack-guard.toml is a registered conffile"
-else
-    fail "phase 2: /etc/conntrack-guard/conntrack-guard.toml is not among the package's conffiles"
-fi
-
-# ---- phase 2: the cure ---------------------------------------------------
-boot 2 "phase 2 install, phase 3 edit + reinstall" installed upgrade
-d=installed
-if grep -i nf_conntrack "$out/$d/apply-journal" 2>/dev/null | grep -qi load; then
-    pass "phase 2: conntrack-guard-apply loaded nf_conntrack: $(grep -i nf_conntrack "$out/$d/apply-journal" | grep -i load | head -n1 | cut -d' ' -f5-)"
-else
-    fail "phase 2: conntrack-guard-apply's journal does not mention loading nf_conntrack"
-fi
-expect_eq "phase 2: nf_conntrack_max" 1048576 "$(val $d/nf_conntrack_max)"
-expect_eq "phase 2: nf_conntrack_buckets" 262144 "$(val $d/nf_conntrack_buckets)"
-expect_eq "phase 2: nf_conntrack_udp_timeout" 10 "$(val $d/nf_conntrack_udp_timeout)"
-expect_eq "phase 2: nf_conntrack_udp_timeout_stream" 15 "$(val $d/nf_conntrack_udp_timeout_stream)"
-a_start=$(mono conntrack-guard-apply 2 $d) a_exit=$(mono conntrack-guard-apply 3 $d) k_start=$(mono docker 2 $d)
-is_num "$a_start" || a_start=0; is_num "$a_exit" || a_exit=0; is_num "$k_start" || k_start=0
-if [ "${a_start:-0}" -gt 0 ] && [ "${k_start:-0}" -gt 0 ] && [ "$a_start" -lt "$k_start" ]; then
-    pass "phase 2: conntrack-guard-apply started (${a_start} us) before docker.service (${k_start} us)"
-else
-    fail "phase 2: conntrack-guard-apply start '${a_start}' is not before docker.service start '${k_start}'"
-fi
-if [ "${a_exit:-0}" -gt 0 ] && [ "${k_start:-0}" -gt 0 ] && [ "$a_exit" -lt "$k_start" ]; then
-    pass "phase 2: conntrack-guard-apply exited (${a_exit} us) before docker.service started"
-else
-    fail "phase 2: conntrack-guard-apply exit '${a_exit}' is not before docker.service start '${k_start}'"
-fi
-expect_eq "phase 2: systemctl is-active conntrack-guard" active "$(val $d/is-active)"
-if grep -q 'Status: "conntrack ' "$out/$d/status" 2>/dev/null; then
-    pass "phase 2: systemctl status shows $(grep -o 'Status: "conntrack .*' "$out/$d/status" | head -n1)"
-else
-    fail "phase 2: systemctl status conntrack-guard has no 'Status: \"conntrack ' line"
-fi
-if grep '"MESSAGE_ID":"ba7a39ca12884f2a90d09a1b1fc069d6"' "$out/$d/apply-journal.json" 2>/dev/null | grep -q '"CONNTRACK_MAX"'; then
-    pass "phase 2: apply summary in the journal (MESSAGE_ID ba7a39ca..., CONNTRACK_MAX)"
-else
-    fail "phase 2: no journal entry of conntrack-guard-apply with MESSAGE_ID ba7a39ca12884f2a90d09a1b1fc069d6 and CONNTRACK_MAX ($(count "$out/$d/summary-any.json") such entries in the whole boot journal)"
-fi
-if grep -q '"MESSAGE_ID":"ae526c3a34f744e499ba6f5654837c9f"' "$out/$d/watch-journal.json" 2>/dev/null; then
-    pass "phase 2: watchdog start in the journal (MESSAGE_ID ae526c3a...)"
-else
-    fail "phase 2: no journal entry of conntrack-guard with MESSAGE_ID ae526c3a34f744e499ba6f5654837c9f ($(count "$out/$d/started-any.json") such entries in the whole boot journal)"
-fi
-if [ -f "$out/$d/failed-units" ] && [ ! -s "$out/$d/failed-units" ]; then
-    pass "phase 2: systemctl --failed lists 0 units"
-else
-    fail "phase 2: failed units: $(tr '\n' ';' <"$out/$d/failed-units" 2>/dev/null)"
-fi
-# For the README.
-cp "$out/$d/status" "$art/status-conntrack-guard.txt" 2>/dev/null || true
-cp "$out/$d/journal" "$art/journal-conntrack-guard.txt" 2>/dev/null || true
-awk 'function t(v) { return v > 0 ? sprintf("%9.3f s", v / 1e6) : "        -  " }
-      { printf "%-24s start %s  exit %s\n", $1, t($2), t($3) }' \
-    "$out/$d/start-order" >"$art/start-order.txt" 2>/dev/null || true
-
-continue_after 2
-step_ok upgrade "phase 3: conffile edited and the same .deb reinstalled (dpkg -i --force-confold)"
-
-# ---- phase 3: upgrade keeps the edited conffile ---------------------------
-boot 3 "phase 3 upgrade, phase 4 remove/purge" upgraded remove
-if grep -qE '^max[[:space:]]*=[[:space:]]*524288' "$out/upgraded/conffile" 2>/dev/null; then
-    pass "phase 3: the edited conffile survived the reinstall (max = 524288)"
-else
-    fail "phase 3: the edited conffile did not survive: $(grep -E 'max' "$out/upgraded/conffile" 2>/dev/null | head -n1)"
-fi
-expect_eq "phase 3: nf_conntrack_max" 524288 "$(val upgraded/nf_conntrack_max)"
-expect_eq "phase 3: nf_conntrack_buckets (auto = max/4)" 131072 "$(val upgraded/nf_conntrack_buckets)"
-
-# ---- phase 4: remove and purge -------------------------------------------
-expect_eq "phase 4: apt-get remove exit code" 0 "$(val remove/remove-rc)"
-if [ -f "$out/remove/units-after-remove" ] && ! grep -qE ' (file|systemctl-cat) ' "$out/remove/units-after-remove"; then
-    pass "phase 4: after remove, both unit files are gone (systemctl cat shows no unit)"
-else
-    fail "phase 4: after remove: $(tr '\n' ';' <"$out/remove/units-after-remove" 2>/dev/null || echo no data)"
-fi
-if is_num "$(val remove/nf_conntrack_max)"; then
-    pass "phase 4: nf_conntrack stays loaded after remove (max = $(val remove/nf_conntrack_max))"
-else
-    fail "phase 4: nf_conntrack_max vanished after remove"
-fi
-expect_eq "phase 4: conffile after remove" present "$(val remove/conffile-after-remove)"
-expect_eq "phase 4: dpkg -P exit code" 0 "$(val remove/purge-rc)"
-expect_eq "phase 4: conffile after purge" absent "$(val remove/conffile-after-purge)"
-if [ -f "$out/remove/units-after-purge" ] && [ ! -s "$out/remove/units-after-purge" ]; then
-    pass "phase 4: after purge, no unit file, mask or enablement link is left"
-else
-    fail "phase 4: after purge: $(tr '\n' ';' <"$out/remove/units-after-purge" 2>/dev/null || echo no data)"
-fi
-
-echo "artefacts: $art"
-finish
+echo "===== tests/vm summary"
+printf '%s\n' "${summary[@]}"
+echo "$total_p passed, $total_f failed"
+exit "$rc_all"

@@ -57,6 +57,8 @@ record_order() {
 record_common() {
     wait_for_boot
     uname -r >kernel
+    (. /etc/os-release && echo "$VERSION_ID") >os-version
+    systemctl --version | head -n1 >systemd-version
     record_keys
     record_order
     systemctl --failed --no-legend --plain >failed-units 2>&1 || true
@@ -174,4 +176,173 @@ step_remove() {
     units_left >units-after-purge
     if [ -e "$CONFFILE" ]; then echo present; else echo absent; fi >conffile-after-purge
     dpkg-query -W -f '${db:Status-Abbrev}\n' conntrack-guard >dpkg-status 2>&1 || true
+}
+
+# ---- Docker scenario (issue 15, finding 5) ---------------------------------
+# A UDP responder in a real Docker bridge container, published with -p, fed
+# through Docker's own DNAT from many source ports. Needs, from the host:
+# $SHARE/docker/{udp-echo,udp-load} (static binaries) and the daemon.json
+# written into the disk (bip 198.18.5.1/24, userland-proxy false).
+# Facts only; run.sh/suite.sh asserts. Marker files hold realtime usec.
+DOCKER_PORT=6969
+DOCKER_FRONT=198.18.6.1       # on a dummy interface: a local address, not loopback
+LOAD_COUNT=2000               # per run
+LOAD_RATE=400                 # requests per second
+usec() { date +%s%6N; }
+dnat_packets() {  # packets that hit Docker's DNAT rule for the port
+    iptables -t nat -L DOCKER -n -v -x 2>/dev/null \
+        | awk -v p="dpt:$DOCKER_PORT" '$3 == "DNAT" && index($0, p) { n += $1 } END { print n + 0 }'
+}
+stat_sum() {  # stat_sum COLUMN: summed over CPUs from /proc/net/stat/nf_conntrack
+    local col=$1 line k=0 i=0 s=0 h    # (bash: the image's awk is mawk, no hex)
+    {
+        read -r line
+        for h in $line; do i=$((i + 1)); [ "$h" = "$col" ] && k=$i; done
+        while [ "$k" -gt 0 ] && read -r line; do
+            set -- $line
+            s=$((s + 0x${!k}))
+        done
+    } </proc/net/stat/nf_conntrack
+    echo "$s"
+}
+wait_watch_status() {  # until the watchdog's STATUS= is back after a restart
+    local i
+    for i in $(seq 1 30); do
+        case $(systemctl show -P StatusText conntrack-guard.service) in conntrack\ *) return 0 ;; esac
+        sleep 1
+    done
+    return 1
+}
+load() {  # load NAME BASE_PORT: one bounded run, result line in NAME
+    local b a
+    b=$(dnat_packets); echo "$(stat_sum drop) $(stat_sum early_drop)" >"$1.stat-before"
+    "$LOAD" "$DOCKER_FRONT" "$DOCKER_PORT" "$LOAD_COUNT" "$LOAD_RATE" "$2" 2 60 >"$1" 2>"$1.err"
+    a=$(dnat_packets); echo "$(stat_sum drop) $(stat_sum early_drop)" >"$1.stat-after"
+    echo $((a - b)) >"$1.dnat"
+    cat "$1"
+}
+
+step_docker() {
+    LOAD=$SHARE/docker/udp-load
+    set -x
+    cat /etc/docker/daemon.json >daemon.json
+    docker version --format '{{.Server.Version}}' >docker-version 2>&1
+    cp "$CONFFILE" conffile-orig
+    # The front address: local to the host, so a request to it goes through
+    # nat OUTPUT -> Docker's DOCKER chain -> DNAT to the container.
+    ip link add cg-front0 type dummy
+    ip addr add "$DOCKER_FRONT/24" dev cg-front0
+    ip link set cg-front0 up
+    ip -4 -o addr show docker0 >docker0-addr
+
+    # The image: one static binary, imported (no registry is reachable).
+    rm -rf /tmp/cg-img && mkdir -p /tmp/cg-img
+    install -m 0755 "$SHARE/docker/udp-echo" /tmp/cg-img/udp-echo
+    tar -C /tmp/cg-img -cf - . | docker import -c 'CMD ["/udp-echo"]' - conntrack-guard-vmtest/udp-echo:local >import-id || return 1
+    # apparmor=unconfined: the kernel has AppArmor on, but the image has no
+    # apparmor_parser to load docker-default (docker run fails without it).
+    docker run -d --name cg-udp --security-opt apparmor=unconfined \
+        -p "$DOCKER_PORT:$DOCKER_PORT/udp" conntrack-guard-vmtest/udp-echo:local >container-id || return 1
+    docker inspect -f '{{.NetworkSettings.IPAddress}}' cg-udp >container-ip
+    iptables -t nat -S >nat-rules 2>&1
+    local i
+    for i in $(seq 1 20); do  # answered through the DNAT?
+        "$LOAD" "$DOCKER_FRONT" "$DOCKER_PORT" 1 10 $((10000 + i)) 1 5 >probe 2>&1
+        grep -q ' replies=1 ' probe && break
+        sleep 1
+    done
+
+    # 1. The table made too small through the conffile. buckets = "keep"
+    # leaves the big hash the boot step made (262144): early_drop probes
+    # only 8 buckets for a victim, so a 512-entry table in that hash drops
+    # new flows outright, as a host whose max alone was lowered does.
+    # udp_timeout = 30 is the kernel's default: the entries of the load
+    # then outlive the steps up to the cure (with 10 s they expired first
+    # on an idle host, and level_ok came before the cure).
+    usec >t-start
+    printf '[conntrack]\nmax = 512\nbuckets = "keep"\nudp_timeout = 30\n\n[watch]\ninterval = "1s"\n' >"$CONFFILE"
+    cp "$CONFFILE" conffile-small
+    systemctl restart conntrack-guard-apply; echo $? >apply-small-rc
+    sysctl_value nf_conntrack_max >max-small
+    # The running watchdog still has the old interval (5 s); restart it so
+    # it samples every second from here on.
+    systemctl restart conntrack-guard
+    wait_watch_status; echo $? >watch-small-ready
+    usec >t-small
+    load load-before 20000
+    conntrack-guard status >status-small 2>&1; echo $? >status-small-rc
+    sleep 3
+    journalctl -k --no-pager -o short-monotonic | grep -c 'table full' >table-full-lines
+
+    # 2. The cure: plan for the rate, paste its [conntrack] block.
+    conntrack-guard plan --rate "$LOAD_RATE" >plan.txt 2>&1; echo $? >plan-rc
+    { sed -n '/^\[conntrack\]/,$p' plan.txt; printf '\n[watch]\ninterval = "1s"\n'; } >"$CONFFILE"
+    cp "$CONFFILE" conffile-cure
+    usec >t-cure
+    systemctl restart conntrack-guard-apply; echo $? >apply-cure-rc
+    sysctl_value nf_conntrack_max >max-cure
+    load load-after 30000
+    # Long enough for a level change and a drift check at a 1 s interval.
+    sleep 6
+    usec >t-end
+    systemctl status conntrack-guard --no-pager -l >status-after 2>&1
+
+    journalctl -b -u conntrack-guard -o json --no-pager >watch-journal.json 2>&1
+    journalctl -u conntrack-guard -u conntrack-guard-apply --no-pager -o short-precise \
+        --since "@$(( $(cat t-start) / 1000000 ))" --until "@$(( $(cat t-end) / 1000000 + 1 ))" >journal-full 2>&1
+    # Compact, for the README: without systemd's stop/accounting chatter.
+    grep -vE 'systemd\[1\]: (Stopping |Stopped |conntrack-guard[a-z-]*\.service: (Deactivated successfully|Consumed ))' \
+        journal-full >journal-excerpt
+
+    # Put things back for the later phases.
+    docker rm -f cg-udp >/dev/null
+    ip link del cg-front0
+    cp conffile-orig "$CONFFILE"
+    systemctl restart conntrack-guard-apply conntrack-guard
+    set +x
+    return 0
+}
+
+# ---- The counters hidden from the watchdog (prepares the ctnetlink fallback)
+# Facts only. Measured on trixie (systemd 257, kernel 6.12): systemd cannot
+# set up InaccessiblePaths= (nor BindReadOnlyPaths=/TemporaryFileSystem=)
+# on /proc/net/..., which is /proc/self/net, a per-process path: the unit
+# fails with 226/NAMESPACE. The step records that as well as the success.
+HIDE_DROPIN=/etc/systemd/system/conntrack-guard.service.d/zz-vmtest-hidden-stat.conf
+step_hidden_stat() {
+    set -x
+    mkdir -p "${HIDE_DROPIN%/*}" || return 1
+    printf '[Service]\nInaccessiblePaths=/proc/net/stat/nf_conntrack\n' >"$HIDE_DROPIN" || return 1
+    systemctl daemon-reload || return 1
+    usec >t-start
+    systemctl restart conntrack-guard; echo $? >restart-rc
+    local i
+    for i in $(seq 1 20); do  # until the STATUS= line, or a failed start
+        case $(systemctl show -P StatusText conntrack-guard.service) in conntrack\ *) break ;; esac
+        [ "$(systemctl show -P ExecMainStatus conntrack-guard.service)" = 0 ] || break
+        sleep 1
+    done
+    sleep 3  # a few samples
+    systemctl is-active conntrack-guard >is-active 2>&1
+    systemctl show -P ExecMainStatus conntrack-guard >exec-main-status 2>&1
+    systemctl show -P InaccessiblePaths conntrack-guard >inaccessible-paths 2>&1
+    journalctl -u conntrack-guard --no-pager -o cat --since "@$(( $(cat t-start) / 1000000 ))" \
+        | grep -m1 'Failed to set up' >namespace-error
+    local pid
+    pid=$(systemctl show -P MainPID conntrack-guard)
+    # What the service itself sees (its /proc/self is /proc/$pid).
+    if [ "${pid:-0}" -gt 0 ]; then
+        nsenter -t "$pid" -m cat "/proc/$pid/net/stat/nf_conntrack" >seen-by-service 2>&1
+    else
+        echo "no main process" >seen-by-service
+    fi
+    systemctl status conntrack-guard --no-pager -l >status 2>&1
+    journalctl -b -u conntrack-guard -o json --no-pager >watch-journal.json 2>&1
+    rm -f "$HIDE_DROPIN"
+    systemctl daemon-reload
+    systemctl reset-failed conntrack-guard
+    systemctl restart conntrack-guard
+    systemctl is-active conntrack-guard >is-active-after-removal 2>&1
+    set +x
+    return 0
 }
