@@ -7,8 +7,7 @@
 # Usage: tests/vm/run.sh [PATH/TO/conntrack-guard_*.deb]
 # Env:
 #   CONNTRACK_GUARD_VM_SUITES  releases to run (default "bookworm trixie")
-#   and everything suite.sh takes (cache, artefacts, accel, timeouts,
-#   CONNTRACK_GUARD_VM_HIDDEN_STAT).
+#   and everything suite.sh takes (cache, artefacts, accel, timeouts).
 # Prints a per-release summary and one closing "N passed, N failed" line;
 # exits non-zero if any release failed.
 set -uo pipefail

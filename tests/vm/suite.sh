@@ -14,15 +14,13 @@
 #                                  target/vm-artefacts); this release's go to <it>/SUITE
 #   CONNTRACK_GUARD_VM_ACCEL       tcg (default) or kvm
 #   CONNTRACK_GUARD_VM_BOOT_TIMEOUT  seconds per boot (default 300)
-#   CONNTRACK_GUARD_VM_HIDDEN_STAT=1 also assert that the watchdog reports
-#                                  drop numbers with /proc/net/stat/nf_conntrack
-#                                  hidden from it (needs the ctnetlink fallback)
 #
 # Boots (QEMU is restarted for each; the guest powers itself off):
 #   1: phase 1 "trap" checks, then phase 2's install of the .deb
 #   2: phase 2 "install" checks, the release's extra scenario (bookworm: the
-#      Docker incident and its cure; trixie: the stat file hidden from the
-#      watchdog), then phase 3's conffile edit + reinstall
+#      Docker incident and its cure; trixie: the boot step loads
+#      nf_conntrack_netlink and the watchdog's sandbox reads the counters
+#      over it), then phase 3's conffile edit + reinstall
 #   3: phase 3 "upgrade" checks, then phase 4 "remove/purge"
 # The guest only records facts on the 9p share; this script asserts on them.
 set -euo pipefail
@@ -110,10 +108,10 @@ cp "$here/guest/steps.sh" "$share/steps.sh"
 
 # The release's extra scenario in boot 2 (one release each keeps the run
 # short): the Docker incident on bookworm, the release the README's install
-# and Proof sections are written for; the hidden stat file on trixie.
+# and Proof sections are written for; the ctnetlink counters on trixie.
 case $suite in
     bookworm) scenario=docker ;;
-    trixie) scenario=hidden_stat ;;
+    trixie) scenario=netlink ;;
 esac
 if [ "$scenario" = docker ]; then
     # Static responder and load generator: the guest has no compiler and
@@ -292,7 +290,7 @@ awk 'function t(v) { return v > 0 ? sprintf("%9.3f s", v / 1e6) : "        -  " 
 
 case $scenario in
     docker) . "$here/assert-docker.sh" ;;
-    hidden_stat) . "$here/assert-hidden-stat.sh" ;;
+    netlink) . "$here/assert-netlink.sh" ;;
 esac
 
 continue_after 2
