@@ -22,23 +22,16 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    bind, recv, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr,
-    SockFlag, SockProtocol, SockType,
+use nix::sys::socket::{recv, setsockopt, sockopt, MsgFlags};
+
+use crate::kernel::nfnl::{
+    self, NFNL_SUBSYS_CTNETLINK, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN,
+    NLM_F_DUMP_INTR,
 };
 use nix::sys::time::{TimeVal, TimeValLike};
 
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_OVERRUN: u16 = 4;
-const NFNETLINK_V0: u8 = 0;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
 // enum ctattr_type
@@ -183,13 +176,7 @@ pub struct Progress {
 
 /// The dump request: nlmsghdr + nfgenmsg(AF_UNSPEC), no attributes.
 pub fn request(seq: u32) -> [u8; 20] {
-    let mut m = [0u8; 20];
-    m[0..4].copy_from_slice(&20u32.to_ne_bytes());
-    m[4..6].copy_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET).to_ne_bytes());
-    m[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m[8..12].copy_from_slice(&seq.to_ne_bytes());
-    m[17] = NFNETLINK_V0;
-    m
+    nfnl::dump_request(IPCTNL_MSG_CT_GET, seq)
 }
 
 /// Dump the table of the calling thread's network namespace, calling
@@ -200,23 +187,9 @@ pub fn request(seq: u32) -> [u8; 20] {
 /// the caller keeps what it has aggregated and can say it is partial.
 pub fn dump(timeout: Duration, on_entry: &mut dyn FnMut(&Entry)) -> Result<Outcome, DumpError> {
     let deadline = Instant::now() + timeout;
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkNetFilter,
-    )
-    .map_err(|e| DumpError::from_errno(e.into()))?;
-    let raw = fd.as_raw_fd();
-    bind(raw, &NetlinkAddr::new(0, 0)).map_err(|e| DumpError::from_errno(e.into()))?;
     let seq: u32 = 1;
-    sendto(
-        raw,
-        &request(seq),
-        &NetlinkAddr::new(0, 0),
-        MsgFlags::empty(),
-    )
-    .map_err(|e| DumpError::from_errno(e.into()))?;
+    let fd = nfnl::open_and_send(&request(seq)).map_err(|e| DumpError::from_errno(e.into()))?;
+    let raw = fd.as_raw_fd();
     // The kernel sizes each dump skb to at most 32 KiB (or a page more);
     // 64 KiB always holds one, and MSG_TRUNC tells if it ever did not.
     let mut buf = vec![0u8; 64 * 1024];

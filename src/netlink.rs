@@ -19,26 +19,18 @@
 //! otherwise turn into "counters unavailable".
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    bind, recv, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr,
-    SockFlag, SockProtocol, SockType,
-};
+use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
 use crate::kernel::ctcounter::{CtCounter, CtTable};
+use crate::kernel::nfnl::{self, NFNL_SUBSYS_CTNETLINK, NLMSG_DONE, NLMSG_ERROR};
 use crate::kernel::percpu::CpuIds;
 
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET_STATS_CPU: u16 = 4;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NFNETLINK_V0: u8 = 0;
 /// How long one dump may take before it counts as unanswered.
 pub const TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -96,47 +88,23 @@ pub fn netlink_available() -> Result<(), NetlinkError> {
     stats_cpu_table().map(|_| ())
 }
 
-/// Run `f` again while it fails with EINTR.
-pub fn retry_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
-    loop {
-        match f() {
-            Err(Errno::EINTR) => continue,
-            r => return r,
-        }
-    }
-}
-
-/// `recv` that a signal does not interrupt. A timeout (EAGAIN) still ends
-/// it: each retry waits at most the socket's own timeout again, and a
-/// signal storm is the caller's bound, not ours.
-pub fn recv_retrying(fd: RawFd, buf: &mut [u8]) -> nix::Result<usize> {
-    retry_eintr(|| recv(fd, buf, MsgFlags::empty()))
-}
+pub use crate::kernel::nfnl::{recv_retrying, retry_eintr};
 
 /// Open a NETLINK_NETFILTER socket, send the stats dump request, and feed
 /// each datagram of the answer to `handle` until it returns true.
 fn exchange(mut handle: impl FnMut(&[u8], u32) -> io::Result<bool>) -> io::Result<()> {
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkNetFilter,
-    )?;
-    let raw = fd.as_raw_fd();
+    let seq: u32 = 1;
+    let fd = nfnl::open_and_send(&request(seq))?;
     setsockopt(
         &fd,
         sockopt::ReceiveTimeout,
         &TimeVal::from(libc_timeval(TIMEOUT)),
     )?;
-    bind(raw, &NetlinkAddr::new(0, 0))?;
-    let seq: u32 = 1;
-    let req = request(seq);
-    retry_eintr(|| sendto(raw, &req, &NetlinkAddr::new(0, 0), MsgFlags::empty()))?;
     let mut buf = vec![0u8; 64 * 1024];
     // A dump of one message per possible CPU fits in a few reads; the bound
     // keeps a misbehaving peer from holding the sampler.
     for _ in 0..4096 {
-        let n = recv_retrying(raw, &mut buf)?;
+        let n = recv_retrying(fd.as_raw_fd(), &mut buf)?;
         if handle(&buf[..n], seq)? {
             return Ok(());
         }
@@ -164,18 +132,8 @@ fn libc_timeval(d: Duration) -> nix::libc::timeval {
 }
 
 /// The request: nlmsghdr + nfgenmsg, no attributes.
-pub fn request(seq: u32) -> Vec<u8> {
-    let mut m = Vec::with_capacity(20);
-    m.extend_from_slice(&20u32.to_ne_bytes());
-    m.extend_from_slice(
-        &((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS_CPU).to_ne_bytes(),
-    );
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    // nfgenmsg: family AF_UNSPEC, version, res_id (big endian).
-    m.extend_from_slice(&[0, NFNETLINK_V0, 0, 0]);
-    m
+pub fn request(seq: u32) -> [u8; 20] {
+    nfnl::dump_request(IPCTNL_MSG_CT_GET_STATS_CPU, seq)
 }
 
 fn u16_at(b: &[u8], i: usize) -> Option<u16> {

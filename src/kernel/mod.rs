@@ -18,6 +18,7 @@ use crate::sysroot::{PathError, SysRoot};
 
 pub mod ctcounter;
 pub mod ctstats;
+pub mod nfnl;
 pub mod percpu;
 pub mod snmp;
 pub mod softnet;
