@@ -29,11 +29,6 @@ REPO=$(cd "$HERE/../.." && pwd)
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-not_ok() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-check() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; fi; }
 
 NS_IDLE="$CTG_TAG-idle"
 NS_BUSY="$CTG_TAG-busy"
@@ -74,15 +69,7 @@ ctg_cleanup() {
     exit "$rc"
 }
 
-BIN=${CONNTRACK_GUARD_BIN:-}
-if [[ -z $BIN ]]; then
-    for b in "$REPO/target/release/conntrack-guard" "$REPO/target/debug/conntrack-guard"; do
-        if [[ -x $b ]] && [[ -z $BIN || $b -nt $BIN ]]; then BIN=$b; fi
-    done
-fi
-[[ -n $BIN && -x $BIN ]] || { not_ok "conntrack-guard binary found"; finish; }
-CG=(env -u CONNTRACK_GUARD_ROOT -u JOURNAL_STREAM -u NOTIFY_SOCKET
-    -u WATCHDOG_USEC -u WATCHDOG_PID "$BIN")
+ctg_find_bin "$REPO" || { not_ok "conntrack-guard binary found (set CONNTRACK_GUARD_BIN or build target/release)"; finish; }
 
 exec 9>/run/conntrack-guard-tests.lock
 flock -w 600 9 || { not_ok "took /run/conntrack-guard-tests.lock within 600 s"; finish; }

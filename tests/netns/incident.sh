@@ -25,15 +25,6 @@ REPO=$(cd "$HERE/../.." && pwd)
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-not_ok() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-check() { # check DESCRIPTION COMMAND...
-    local d=$1
-    shift
-    if "$@"; then ok "$d"; else not_ok "$d"; fi
-}
 # Tear down before the summary, so the summary is the last line and a
 # failed restore of the globals counts as a failure.
 finish() {
@@ -47,24 +38,8 @@ finish() {
 # Float comparisons without bc.
 fcmp() { python3 -c 'import sys,operator as o; a,op,b=sys.argv[1:]; sys.exit(0 if getattr(o,op)(float(a),float(b)) else 1)' "$1" "$2" "$3"; }
 
-BIN=${CONNTRACK_GUARD_BIN:-}
-if [[ -z $BIN ]]; then
-    # release, else debug; when both exist take the newer, so a stale
-    # release build does not shadow the one just compiled.
-    for b in "$REPO/target/release/conntrack-guard" "$REPO/target/debug/conntrack-guard"; do
-        if [[ -x $b ]] && [[ -z $BIN || $b -nt $BIN ]]; then BIN=$b; fi
-    done
-fi
-if [[ -z $BIN || ! -x $BIN ]]; then
-    not_ok "conntrack-guard binary found (set CONNTRACK_GUARD_BIN or build target/release)"
-    finish
-fi
+ctg_find_bin "$REPO" || { not_ok "conntrack-guard binary found (set CONNTRACK_GUARD_BIN or build target/release)"; finish; }
 echo "# binary: $BIN"
-
-# The tool must read the real /proc of whichever netns it runs in, print
-# events on stderr (not journald), and not talk to a service manager.
-CG=(env -u CONNTRACK_GUARD_ROOT -u JOURNAL_STREAM -u NOTIFY_SOCKET
-    -u WATCHDOG_USEC -u WATCHDOG_PID "$BIN")
 
 exec 9>/run/conntrack-guard-tests.lock
 if ! flock -w 600 9; then

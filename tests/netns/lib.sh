@@ -299,3 +299,33 @@ install_traps() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
 }
+
+# --- the scripts' shared frame ------------------------------------------------
+# Counters and checks: each script ends with "N passed, N failed".
+PASS=0
+FAIL=0
+ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
+not_ok() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
+check() { # check DESCRIPTION COMMAND...
+    local d=$1
+    shift
+    if "$@"; then ok "$d"; else not_ok "$d"; fi
+}
+
+# The binary: $CONNTRACK_GUARD_BIN, else the newer of target/release and
+# target/debug (a stale release build must not shadow the one just built).
+# Sets BIN and CG (the binary with a clean environment: the real /proc of
+# whichever netns it runs in, events on stderr, no service manager).
+# Returns non-zero when there is none.
+ctg_find_bin() {
+    local repo=$1 b
+    BIN=${CONNTRACK_GUARD_BIN:-}
+    if [[ -z $BIN ]]; then
+        for b in "$repo/target/release/conntrack-guard" "$repo/target/debug/conntrack-guard"; do
+            if [[ -x $b ]] && [[ -z $BIN || $b -nt $BIN ]]; then BIN=$b; fi
+        done
+    fi
+    CG=(env -u CONNTRACK_GUARD_ROOT -u JOURNAL_STREAM -u NOTIFY_SOCKET
+        -u WATCHDOG_USEC -u WATCHDOG_PID "$BIN")
+    [[ -n $BIN && -x $BIN ]]
+}
