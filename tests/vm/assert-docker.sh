@@ -91,6 +91,8 @@ if [ "$n" -ge 1 ] && [ "$sum" = "$kernel" ]; then
 else
     fail "docker: the drops events sum to '$sum', the kernel counted '$kernel'"
 fi
+n=$(n_events "$t_start" drops_ended)
+if [ "$n" -eq 1 ]; then pass "docker: the incident ended with one drops_ended event"; else fail "docker: $n drops_ended events (want 1)"; fi
 
 # ---- the cure: plan --rate, paste, restart the boot step -------------------
 planned=$(sed -n 's/^max = \([0-9]*\)$/\1/p' "$dk/plan.txt" 2>/dev/null | head -n1 || true)
