@@ -137,6 +137,16 @@ impl DropTracker {
     }
 }
 
+/// A measured span for people: whole seconds from one second on (the
+/// samples' jitter is noise), milliseconds below.
+fn span(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        fmt_duration(Duration::from_secs(d.as_secs_f64().round() as u64))
+    } else {
+        fmt_duration(d)
+    }
+}
+
 fn counter_fields(mut ev: Event, sig: &Signal, t: &Tally, total: bool) -> Event {
     for c in sig.counters.iter().filter(|c| t.has(c.name)) {
         let key = if total { c.total_field } else { c.delta_field };
@@ -185,9 +195,9 @@ fn window_event(
             "{}, still: {} in the last {} (peak {:.0}/s), for {} now{cpu_text} (table {}); {}",
             sig.what,
             inc.window.text(sig),
-            fmt_duration(window),
+            span(window),
             inc.window_peak,
-            fmt_duration(running),
+            span(running),
             fill.text(),
             (sig.advice)(&inc.window)
         )
@@ -227,8 +237,8 @@ fn ended_event(sig: &Signal, inc: &Incident, fill: &Fill, level: Level, now: Dur
         "{} no longer: none for {}; the incident lasted {} and counted {totals} \
          (peak {:.0}/s)",
         sig.what,
-        fmt_duration(now.saturating_sub(inc.last_loss_at)),
-        fmt_duration(lasted),
+        span(now.saturating_sub(inc.last_loss_at)),
+        span(lasted),
         inc.peak
     );
     let ev = Event::new(Priority::Notice, "drops_ended", ids::DROPS_ENDED, msg);

@@ -197,12 +197,16 @@ impl Tally {
         (s >= share).then_some((*cpu, s))
     }
 
-    /// `drop +3, early_drop +1` (every counter the kernel has).
+    /// `drop +3, early_drop +1, insert_failed +0`: the signal's first three
+    /// counters always (where the kernel has them), the others only when
+    /// they rose.
     pub fn text(&self, signal: &Signal) -> String {
         signal
             .counters
             .iter()
-            .filter(|c| self.has(c.name))
+            .enumerate()
+            .filter(|(i, c)| self.has(c.name) && (*i < 3 || self.get(c.name) > 0))
+            .map(|(_, c)| c)
             .map(|c| format!("{} +{}", c.name, self.get(c.name)))
             .collect::<Vec<_>>()
             .join(", ")

@@ -267,9 +267,14 @@ step_docker() {
     cp "$CONFFILE" conffile-small
     systemctl restart conntrack-guard-apply; echo $? >apply-small-rc
     sysctl_value nf_conntrack_max >max-small
-    # The running watchdog still has the old interval (5 s); restart it so
-    # it samples every second from here on.
-    systemctl restart conntrack-guard
+    # The boot step reloads the running watchdog (ExecStartPost=): from here
+    # on it samples every second, without a restart. Wait for the reload.
+    local r
+    for r in $(seq 1 20); do
+        journalctl -u conntrack-guard --no-pager -o cat --since "@$(( $(cat t-start) / 1000000 ))" \
+            | grep -q 'configuration reloaded' && break
+        sleep 0.5
+    done
     wait_watch_status; echo $? >watch-small-ready
     usec >t-small
     load load-before 20000
