@@ -340,10 +340,13 @@ else
 	if out=$(python3 - "$CONFFILE" <<'EOF' 2>&1
 import sys, tomllib
 want = {
-    "conntrack": {"max": 1048576, "buckets": "auto", "udp_timeout": 10, "udp_timeout_stream": 15},
+    "conntrack": {"max": 1048576, "buckets": "auto", "udp_timeout": 10, "udp_timeout_stream": 15,
+                  "max_policy": "exact", "buckets_policy": "exact"},
     "sysctl": {},
     "watch": {"interval": "5s", "warn_percent": 80, "critical_percent": 95,
-              "hysteresis_percent": 5, "reminder": "5m"},
+              "hysteresis_percent": 5, "reminder": "5m", "drops_every": "1m",
+              "triage": True, "triage_every": "10m", "namespaces": "host",
+              "namespaces_every": "1m", "restore": False, "restore_limit": 3},
     "metrics": {"textfile": ""},
 }
 got = tomllib.load(open(sys.argv[1], "rb"))
