@@ -226,13 +226,7 @@ fn window_event(
 
 fn ended_event(sig: &Signal, inc: &Incident, fill: &Fill, level: Level, now: Duration) -> Event {
     let lasted = inc.last_loss_at.saturating_sub(inc.started_at);
-    let totals = sig
-        .counters
-        .iter()
-        .filter(|c| inc.totals.has(c.name))
-        .map(|c| format!("{} {}", c.name, inc.totals.get(c.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let totals = inc.totals.text(sig).replace(" +", " ");
     let msg = format!(
         "{} no longer: none for {}; the incident lasted {} and counted {totals} \
          (peak {:.0}/s)",
