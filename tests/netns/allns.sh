@@ -71,10 +71,7 @@ ctg_cleanup() {
 
 ctg_find_bin "$REPO" || { not_ok "conntrack-guard binary found (set CONNTRACK_GUARD_BIN or build target/release)"; finish; }
 
-exec 9>/run/conntrack-guard-tests.lock
-flock -w 600 9 || { not_ok "took /run/conntrack-guard-tests.lock within 600 s"; finish; }
-install_traps
-save_globals
+ctg_take_globals || { not_ok "took /run/conntrack-guard-tests.lock within 600 s"; finish; }
 W=$(ctg_workdir)
 # Built-in thresholds: warning 80%, critical 95%.
 printf '[watch]\nwarn_percent = 80\ncritical_percent = 95\n' >"$W/allns.toml"

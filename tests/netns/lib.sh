@@ -329,3 +329,13 @@ ctg_find_bin() {
         -u WATCHDOG_USEC -u WATCHDOG_PID "$BIN")
     [[ -n $BIN && -x $BIN ]]
 }
+
+# Before touching a global value: take the shared test lock (waiting up to
+# 600 s for another suite), install the cleanup trap, and record the
+# globals. Returns non-zero when the lock could not be had.
+ctg_take_globals() {
+    exec 9>/run/conntrack-guard-tests.lock
+    flock -w 600 9 || return 1
+    install_traps
+    save_globals
+}
