@@ -182,6 +182,18 @@ impl Growth {
         self.buckets_after != self.buckets_before
     }
 
+    /// The buckets could not be written (the max was): the growth is
+    /// reported with the buckets unchanged, and why.
+    pub fn buckets_failed(&mut self, why: &str) {
+        let dropped = self.buckets_after.saturating_sub(self.buckets_before);
+        self.memory_worst = self
+            .memory_worst
+            .saturating_sub(dropped.saturating_mul(crate::kernel::slab::BUCKET_BYTES));
+        self.buckets_after = self.buckets_before;
+        self.reason
+            .push_str(&format!("; buckets not resized: {why}"));
+    }
+
     /// The `grown` event, with the stall of the bucket write when it was
     /// timed (`CONNTRACK_RESIZE_STALL_US`).
     pub fn event(&self, stall: Option<Duration>) -> Event {
@@ -228,8 +240,11 @@ pub struct GrowStep {
 }
 
 impl GrowStep {
-    /// The events in journal order, after the writes succeeded: `grown`
-    /// (with the measured bucket-resize stall) then `grow_limited`.
+    /// The events in journal order, once max was written: `grown` (with
+    /// the measured bucket-resize stall) then `grow_limited`. When the max
+    /// write failed, log the failure instead and call
+    /// [`GrowTracker::write_failed`]; when only buckets failed, call
+    /// [`Growth::buckets_failed`] first.
     pub fn events(self, stall: Option<Duration>) -> Vec<Event> {
         let mut out: Vec<Event> = self.growth.map(|g| g.event(stall)).into_iter().collect();
         out.extend(self.limited);
@@ -249,7 +264,9 @@ pub struct LimitedNote {
     pub rate_max: u64,
 }
 
-/// The growth concern: its state between samples.
+/// The growth concern: its state between samples. A restarted watchdog
+/// starts from [`GrowTracker::resumed`] with this boot's record, so a max
+/// it grew to before is still known as its own.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GrowTracker {
     /// When the last growth was decided.
@@ -353,6 +370,16 @@ impl GrowTracker {
         GrowStep {
             growth: Some(growth),
             limited,
+        }
+    }
+
+    /// A tracker that knows `max` as its own growth (from this boot's
+    /// record, [`crate::grow_state::THIS_BOOT`]), so at the budget it says
+    /// `grow_limited` once rather than taking the max for the operator's.
+    pub fn resumed(max: u64) -> Self {
+        GrowTracker {
+            ours: Some(max),
+            ..GrowTracker::default()
         }
     }
 
@@ -707,6 +734,45 @@ mod tests {
             ..full(cap)
         };
         assert_eq!(t.step(&p, &s, secs(0)), GrowStep::default());
+    }
+
+    #[test]
+    fn a_restarted_watchdog_knows_its_growth() {
+        let budget = 768 * 1024;
+        let cap = cap_max(budget, 384, |m| kernel_buckets(m / 4, 4096).max(512));
+        let s = GrowSample {
+            buckets: 512,
+            ..full(cap)
+        };
+        // Without the record: the operator's max, left alone in silence.
+        let mut t = GrowTracker::default();
+        assert_eq!(t.step(&policy(budget), &s, secs(0)), GrowStep::default());
+        // With it: said once.
+        let mut t = GrowTracker::resumed(cap);
+        let step = t.step(&policy(budget), &s, secs(0));
+        assert_eq!(step.limited.unwrap().name, "grow_limited");
+        assert_eq!(t.step(&policy(budget), &s, secs(60)), GrowStep::default());
+    }
+
+    #[test]
+    fn buckets_that_fail_are_reported_unchanged() {
+        let mut t = GrowTracker::default();
+        let s = GrowSample {
+            table_count: 10,
+            ..full(262_144)
+        };
+        let mut g = t.step(&policy(1 << 40), &s, secs(0)).growth.unwrap();
+        assert_eq!(g.buckets_after, 131_072);
+        g.buckets_failed("Permission denied");
+        assert!(!g.buckets_changed());
+        assert_eq!(g.memory_worst, worst_case_bytes(524_288, 65_536, 384));
+        assert!(g
+            .reason
+            .ends_with("; buckets not resized: Permission denied"));
+        assert_eq!(
+            g.event(Some(secs(1))).get("CONNTRACK_RESIZE_STALL_US"),
+            None
+        );
     }
 
     #[test]
