@@ -34,6 +34,10 @@ pub const DROPS_ENDED: &str = "1dc89f77f52a4c7a85508b5a8b5d76ca";
 pub const DRIFT: &str = "6413e8d64d0e4a60a660377427f403a3";
 /// A drifted value matches the configuration again.
 pub const DRIFT_CLEARED: &str = "4d4c4e6510ab47909556698e9b29d12a";
+/// The watchdog raised nf_conntrack_max (and buckets) within the budget.
+pub const GROWN: &str = "52caffdcddea48828fb9da74aedb2e03";
+/// The memory budget stops the table from growing as far as the load needs.
+pub const GROW_LIMITED: &str = "4590c578a996426a9cd4cdda5b8dbb21";
 /// The conntrack sysctl keys disappeared.
 pub const MODULE_GONE: &str = "8b8513ce70df4fc9a9f14405c50e725b";
 /// The conntrack sysctl keys are back.
@@ -67,6 +71,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("BACKLOG_DROPS", BACKLOG_DROPS),
     ("DRIFT", DRIFT),
     ("DRIFT_CLEARED", DRIFT_CLEARED),
+    ("GROWN", GROWN),
+    ("GROW_LIMITED", GROW_LIMITED),
     ("MODULE_GONE", MODULE_GONE),
     ("MODULE_BACK", MODULE_BACK),
     ("SUMMARY", SUMMARY),

@@ -15,6 +15,7 @@ pub mod config;
 pub mod ctdump;
 pub mod doctor;
 pub mod events;
+pub mod grow_state;
 pub mod hashsize;
 pub mod host;
 pub mod ids;

@@ -181,6 +181,38 @@ fn recommended_max(wanted: u64, needed: u64) -> (u64, Option<String>) {
     }
 }
 
+/// `plan`'s default `--headroom`; the watchdog's growth sizes with it too.
+pub const DEFAULT_HEADROOM: f64 = 2.0;
+
+/// The size a workload needs: what `plan` recommends, and what the
+/// watchdog grows to for the new-flow rate it sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sizing {
+    /// rate x timeout.
+    pub entries_needed: u64,
+    /// The recommended max: entries needed x headroom, rounded up to a
+    /// power of two while that fits the kernel's limit.
+    pub max: u64,
+    /// Why `max` is smaller than wanted, when the kernel's limit binds.
+    pub limited: Option<String>,
+}
+
+/// The max for `rate` new flows per second each held `timeout` seconds,
+/// with `headroom` (at least 1). Pure; a negative or NaN rate counts as 0.
+pub fn size_for(rate: f64, timeout: u64, headroom: f64) -> Sizing {
+    let rate = rate.max(0.0);
+    let entries_needed = (rate * timeout as f64).ceil().min(u64::MAX as f64) as u64;
+    let wanted = (entries_needed as f64 * headroom.max(1.0))
+        .ceil()
+        .min(u64::MAX as f64) as u64;
+    let (max, limited) = recommended_max(wanted, entries_needed);
+    Sizing {
+        entries_needed,
+        max,
+        limited,
+    }
+}
+
 /// Compute the plan. Pure.
 pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
     let two_second_rule = k.version.map(|v| v >= TWO_SECOND_RULE).unwrap_or(true);
@@ -205,11 +237,11 @@ pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
         ),
     };
     let rate = req.rate.max(0.0);
-    let entries_needed = (rate * timeout as f64).ceil().min(u64::MAX as f64) as u64;
-    let wanted = (entries_needed as f64 * req.headroom.max(1.0))
-        .ceil()
-        .min(u64::MAX as f64) as u64;
-    let (max, limited) = recommended_max(wanted, entries_needed);
+    let Sizing {
+        entries_needed,
+        max,
+        limited,
+    } = size_for(rate, timeout, req.headroom);
     let buckets = hashsize::kernel_buckets((max / 4).max(1), k.page_size);
     let current_timeout = if two_second_rule {
         k.udp_timeout.unwrap_or(DEFAULT_UDP_TIMEOUT)

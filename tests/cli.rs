@@ -202,7 +202,8 @@ fn plan_json() {
     assert_eq!(v["max"], 16384);
     assert_eq!(v["buckets"], 4096);
     assert_eq!(v["timeout"], 10);
-    assert_eq!(v["memory_entries_bytes"], 16384 * 320);
+    // The fixture's slab object (320 B) plus the extension area.
+    assert_eq!(v["memory_entries_bytes"], 16384 * (320 + 128));
 }
 
 #[test]

@@ -23,6 +23,7 @@
 pub mod counters;
 pub mod drift;
 pub mod drops;
+pub mod grow;
 pub mod health;
 pub mod level;
 pub mod netns;

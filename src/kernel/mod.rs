@@ -20,6 +20,7 @@ pub mod ctcounter;
 pub mod ctstats;
 pub mod nfnl;
 pub mod percpu;
+pub mod slab;
 pub mod snmp;
 pub mod softnet;
 pub mod sysctl;
