@@ -624,16 +624,23 @@ pub fn run(root: &SysRoot, config_path: Option<&Path>, json: bool) -> i32 {
 /// Handle `[--config PATH] status --all-netns [--json]` if that is what
 /// the arguments say; `None` leaves them to the ordinary parser.
 pub fn dispatch(args: &[OsString]) -> Option<i32> {
-    if !args.iter().any(|a| a == "--all-netns") {
+    if !args.iter().any(|a| a == "--all-netns") || args.iter().any(|a| a == "-h" || a == "--help") {
         return None;
     }
     let mut config: Option<PathBuf> = None;
     let mut json = false;
     let mut status = false;
     let mut it = args.iter();
+    // A usage error of `status` is UNKNOWN, as in plain `status`: 2 would
+    // read as CRITICAL to a monitoring system.
+    let code = if args.iter().any(|a| a == "status") {
+        Verdict::Unknown.code()
+    } else {
+        crate::exit::USAGE
+    };
     let usage = |m: String| {
         eprintln!("conntrack-guard: {m}\nTry `conntrack-guard --help`.");
-        Some(crate::exit::USAGE)
+        Some(code)
     };
     while let Some(a) = it.next() {
         let s = a.to_string_lossy();
@@ -786,9 +793,15 @@ UdpLite: 0 0 0 0 0 0 0 0 0\n";
         let a = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
         assert_eq!(dispatch(&a(&["status", "--json"])), None);
         assert_eq!(dispatch(&a(&["--all-netns"])), Some(crate::exit::USAGE));
-        assert_eq!(
-            dispatch(&a(&["status", "--all-netns", "--bogus"])),
-            Some(crate::exit::USAGE)
-        );
+        // Usage errors of `status` are UNKNOWN in every form (2 is CRITICAL).
+        for bad in [
+            &["status", "--all-netns", "--bogus"][..],
+            &["status", "--all-netns", "--window", "5s"],
+            &["--frob", "status", "--all-netns"],
+            &["--config", "/x", "status", "--all-netns", "extra"],
+        ] {
+            assert_eq!(dispatch(&a(bad)), Some(3), "{bad:?}");
+        }
+        assert_eq!(dispatch(&a(&["status", "--all-netns", "--help"])), None);
     }
 }

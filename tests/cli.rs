@@ -150,6 +150,11 @@ fn status_usage_and_config_errors_are_unknown() {
         &["status", "--json", "--json"],
         &["status", "--window", "2m"],
         &["--config", "/nonexistent/c.toml", "status", "--window=0"],
+        // --all-netns parses its own flags: the same codes.
+        &["status", "--all-netns", "--window", "5s"],
+        &["status", "--all-netns", "--bogus"],
+        &["--bogus", "status", "--all-netns"],
+        &["status", "--all-netns", "--config"],
     ] {
         let o = run(args, Some(&root));
         assert_eq!(o.status.code(), Some(3), "{args:?}: {}", text(&o));
@@ -189,6 +194,48 @@ fn missing_explicit_config_is_78() {
     let o = run(&["--config", "/nonexistent/c.toml", "apply"], Some(&root));
     assert_eq!(o.status.code(), Some(78), "{}", text(&o));
     assert!(text(&o).contains("/nonexistent/c.toml"));
+}
+
+/// Every command reads the file the global `--config` names: a missing one
+/// is an error naming it (status and doctor UNKNOWN, the others 78), and
+/// never a silent fall back to the default file.
+#[test]
+fn every_command_honours_a_missing_explicit_config() {
+    let t = tempfile::tempdir().unwrap();
+    let root = fake_root(t.path());
+    let missing = "/nonexistent/c.toml";
+    for (cmd, code) in [
+        (&["apply", "--dry-run"][..], 78),
+        (&["watch", "--interval", "1s"], 78),
+        (&["plan", "--rate", "10"], 78),
+        (&["status", "--window=0"], 3),
+        (&["status", "--all-netns"], 3),
+        (&["status", "--all-netns", "--json"], 3),
+        (&["doctor"], 3),
+        (&["doctor", "--json"], 3),
+        (&["top"], 78),
+        (&["top", "--netns", "all"], 78),
+    ] {
+        for form in [
+            &["--config", missing][..],
+            &[&format!("--config={missing}")],
+        ] {
+            let args: Vec<&str> = form.iter().copied().chain(cmd.iter().copied()).collect();
+            let o = run(&args, Some(&root));
+            assert_eq!(o.status.code(), Some(code), "{args:?}: {}", text(&o));
+            assert!(text(&o).contains(missing), "{args:?}: {}", text(&o));
+        }
+    }
+    // top reads the file it is given: a bad key in it is named.
+    let cfg = t.path().join("bad.toml");
+    fs::write(&cfg, "[watch]\nwarn_percent = \"lots\"\n").unwrap();
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    for args in [&["--config", cfg, "top"][..], &["top", "--config", cfg]] {
+        let o = run(args, Some(&root));
+        assert_eq!(o.status.code(), Some(78), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("warn_percent"), "{args:?}: {}", text(&o));
+    }
 }
 
 #[test]
