@@ -25,6 +25,7 @@ pub mod drift;
 pub mod drops;
 pub mod health;
 pub mod level;
+pub mod lower;
 pub mod netns;
 pub mod restore;
 pub mod tally;
