@@ -627,6 +627,16 @@ pub fn run(host: &Host, config_path: Option<&Path>, dry_run: bool, sink: &mut dy
             };
         }
     };
+    // The mark that this boot's apply ran, for the writer hints: left
+    // whenever the kernel was written, whatever the verdict.
+    if !dry_run {
+        if let Err(e) = crate::applied::write(&host.root) {
+            output::err(&format!(
+                "conntrack-guard: warning: cannot leave the mark that apply ran: {e} \
+                 (writer hints will say it has not run since boot)"
+            ));
+        }
+    }
     for w in &report.warnings {
         output::err(&format!("conntrack-guard: warning: {w}"));
     }

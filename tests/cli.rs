@@ -238,6 +238,47 @@ fn every_command_honours_a_missing_explicit_config() {
     }
 }
 
+/// Issue 18.3: without CAP_SYS_ADMIN (setns) `status --all-netns` is
+/// UNKNOWN and its first line names the capability and the drop-in.
+#[test]
+#[ignore = "needs root: drops CAP_SYS_ADMIN with setpriv"]
+fn all_netns_without_cap_sys_admin_is_3_naming_it() {
+    assert!(is_root(), "run as root (tests/run-all.sh)");
+    let drop = ["--bounding-set=-sys_admin", "--inh-caps=-sys_admin"];
+    let o = Command::new("setpriv")
+        .args(drop)
+        .args([BIN, "status", "--all-netns"])
+        .env_remove("CONNTRACK_GUARD_ROOT")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let first = out.lines().next().unwrap_or("");
+    for w in [
+        "CONNTRACK UNKNOWN",
+        "needs CAP_SYS_ADMIN",
+        "conntrack-guard-allns.conf",
+    ] {
+        assert!(first.contains(w), "{w} not in the first line: {out}");
+    }
+    let o = Command::new("setpriv")
+        .args(drop)
+        .args([BIN, "status", "--all-netns", "--json"])
+        .env_remove("CONNTRACK_GUARD_ROOT")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["missing_capabilities"][0], "CAP_SYS_ADMIN", "{j}");
+    assert!(j["missing_privilege"]
+        .as_str()
+        .is_some_and(|m| m.contains("conntrack-guard-allns.conf")));
+    // With the capability the same command enters them.
+    let o = run(&["status", "--all-netns", "--json"], None);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["missing_capabilities"], serde_json::json!([]), "{j}");
+}
+
 #[test]
 fn plan_json() {
     let t = tempfile::tempdir().unwrap();
