@@ -41,7 +41,8 @@ COMMANDS:
 
 OPTIONS:
     --config PATH   Config file (default /etc/conntrack-guard/conntrack-guard.toml;
-                    a missing default file means built-in defaults)
+                    a missing default file means built-in defaults, a missing
+                    PATH is an error in every command)
     -h, --help      Show this help
     -V, --version   Show the version
 

@@ -1232,10 +1232,16 @@ fn run_all(root: &SysRoot, o: &Options, warn: f64) -> i32 {
                 text.push('\n');
                 reports.push(r);
             }
-            // A namespace that went away between the scan and the read.
             Err(e) => {
                 eprintln!("conntrack-guard top: {title}: {e}");
-                code = code.max(exit::FAILURE);
+                // ctnetlink missing is the kernel's, not one namespace's:
+                // 69 as for one namespace. Anything else (most often a
+                // namespace gone between the scan and the read) is 1.
+                code = match e.exit_code() {
+                    exit::UNAVAILABLE => exit::UNAVAILABLE,
+                    _ if code == exit::UNAVAILABLE => code,
+                    _ => code.max(exit::FAILURE),
+                };
             }
         }
     }

@@ -279,6 +279,36 @@ fn all_netns_without_cap_sys_admin_is_3_naming_it() {
     assert_eq!(j["missing_capabilities"], serde_json::json!([]), "{j}");
 }
 
+/// apply on the real host leaves /run/conntrack-guard/applied; a test is
+/// not the host's boot step, so the mark is put back as it was on drop.
+/// The tests that hold one run one at a time (the lock), so none records
+/// another's mark as the host's.
+struct MarkKept(
+    Option<Vec<u8>>,
+    #[allow(dead_code)] std::sync::MutexGuard<'static, ()>,
+);
+
+impl MarkKept {
+    const PATH: &'static str = "/run/conntrack-guard/applied";
+    fn new() -> Self {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        MarkKept(fs::read(Self::PATH).ok(), lock)
+    }
+}
+
+impl Drop for MarkKept {
+    fn drop(&mut self) {
+        match &self.0 {
+            Some(b) => drop(fs::write(Self::PATH, b)),
+            None => {
+                let _ = fs::remove_file(Self::PATH);
+                let _ = fs::remove_dir("/run/conntrack-guard");
+            }
+        }
+    }
+}
+
 #[test]
 fn plan_json() {
     let t = tempfile::tempdir().unwrap();
@@ -391,6 +421,7 @@ fn netns_read(ns: Option<&str>, key: &str) -> String {
 #[test]
 #[ignore = "needs root and nf_conntrack: a real network namespace"]
 fn apply_for_real_in_a_fresh_netns() {
+    let _mark = MarkKept::new();
     let ns = Netns::new("apply");
     let host_before = (
         netns_read(None, "nf_conntrack_udp_timeout"),
@@ -482,6 +513,7 @@ fn apply_for_real_in_a_fresh_netns() {
 #[test]
 #[ignore = "needs root and nf_conntrack: a real network namespace"]
 fn kernel_rejecting_a_value_fails_that_key_only() {
+    let _mark = MarkKept::new();
     let ns = Netns::new("einval");
     let t = tempfile::tempdir().unwrap();
     // ip_default_ttl is per netns and limited to 1..255: the kernel answers 0 with EINVAL.
