@@ -300,6 +300,10 @@ pub struct Report {
     /// Microseconds since boot when the report was made (for the
     /// `table_full` ages).
     pub now_usec: Option<u64>,
+    /// The capabilities that kept namespaces from being entered.
+    pub missing_capabilities: Vec<&'static str>,
+    /// What is missing and how to grant it, when something is.
+    pub missing_privilege: Option<String>,
 }
 
 /// What was read, as values: the input of [`judge`].
@@ -315,6 +319,28 @@ pub struct Readings {
     pub kmsg: Result<Vec<TableFull>, String>,
     /// Microseconds since boot, now.
     pub now_usec: Option<u64>,
+    /// Capabilities whose lack kept namespaces from being entered, each
+    /// once, with how many namespaces each kept out.
+    pub missing: Vec<(&'static str, usize)>,
+}
+
+/// What a missing capability costs, said once for the whole report, with
+/// how to grant it: to a person at a shell, and to the service.
+fn missing_text(missing: &[(&'static str, usize)]) -> Option<String> {
+    if missing.is_empty() {
+        return None;
+    }
+    let caps: Vec<String> = missing
+        .iter()
+        .map(|(cap, n)| format!("{cap} ({n} not entered)"))
+        .collect();
+    Some(format!(
+        "cannot enter network namespaces: needs {} (root with full capabilities \
+         has them; for conntrack-guard.service install the drop-in {} as \
+         /etc/systemd/system/conntrack-guard.service.d/allns.conf)",
+        caps.join(" and "),
+        netns::ALLNS_DROPIN
+    ))
 }
 
 fn rank(v: Verdict) -> u8 {
@@ -332,7 +358,7 @@ fn rank(v: Verdict) -> u8 {
 pub fn judge(r: Readings) -> Report {
     let thresholds = r.config.as_ref().ok().map(|(t, _)| t.clone());
     let kmsg = r.kmsg.as_ref().ok();
-    let mut worst = if r.config.is_err() {
+    let mut worst = if r.config.is_err() || !r.missing.is_empty() {
         Verdict::Unknown
     } else {
         Verdict::Ok
@@ -407,6 +433,8 @@ pub fn judge(r: Readings) -> Report {
         table_full_unattributed: kmsg.and_then(|k| k.iter().find(|t| t.netns.is_none()).cloned()),
         kmsg_error: r.kmsg.err(),
         now_usec: r.now_usec,
+        missing_capabilities: r.missing.iter().map(|(c, _)| *c).collect(),
+        missing_privilege: missing_text(&r.missing),
     }
 }
 
@@ -469,6 +497,10 @@ fn summary_line(r: &Report) -> String {
     let n = r.namespaces.len();
     let head = r.namespaces.first();
     let _ = write!(s, "CONNTRACK {} - {n} network namespaces", name(r.status));
+    // First, so a monitoring system's one line says it.
+    if let Some(m) = &r.missing_privilege {
+        let _ = write!(s, ": {m}");
+    }
     if let (Some(h), Some(f)) = (head, head.and_then(|h| h.fill)) {
         let _ = write!(
             s,
@@ -570,12 +602,23 @@ pub fn read(root: &SysRoot, config_path: Option<&Path>) -> Readings {
         .map_err(|e| e.to_string());
     let found = netns::scan(root);
     // None: the namespace went away since the scan (normal, not listed).
+    let mut missing: Vec<(&'static str, usize)> = Vec::new();
     let samples: Vec<Option<Result<NsSample, String>>> = if root.is_host() {
         sample_all(&found)
             .into_iter()
             .map(|r| match r {
                 Err(e) if e.vanished() => None,
-                r => Some(r.map_err(|e| e.to_string())),
+                r => {
+                    if let Err(SampleError::Enter(e)) = &r {
+                        if let Some(cap) = e.missing_capability() {
+                            match missing.iter_mut().find(|(c, _)| *c == cap) {
+                                Some((_, n)) => *n += 1,
+                                None => missing.push((cap, 1)),
+                            }
+                        }
+                    }
+                    Some(r.map_err(|e| e.to_string()))
+                }
             })
             .collect()
     } else {
@@ -596,6 +639,7 @@ pub fn read(root: &SysRoot, config_path: Option<&Path>) -> Readings {
         vanished,
         kmsg: kmsg::read_table_full(root).map_err(|e| e.to_string()),
         now_usec: now_usec(),
+        missing,
     }
 }
 
@@ -624,16 +668,23 @@ pub fn run(root: &SysRoot, config_path: Option<&Path>, json: bool) -> i32 {
 /// Handle `[--config PATH] status --all-netns [--json]` if that is what
 /// the arguments say; `None` leaves them to the ordinary parser.
 pub fn dispatch(args: &[OsString]) -> Option<i32> {
-    if !args.iter().any(|a| a == "--all-netns") {
+    if !args.iter().any(|a| a == "--all-netns") || args.iter().any(|a| a == "-h" || a == "--help") {
         return None;
     }
     let mut config: Option<PathBuf> = None;
     let mut json = false;
     let mut status = false;
     let mut it = args.iter();
+    // A usage error of `status` is UNKNOWN, as in plain `status`: 2 would
+    // read as CRITICAL to a monitoring system.
+    let code = if args.iter().any(|a| a == "status") {
+        Verdict::Unknown.code()
+    } else {
+        crate::exit::USAGE
+    };
     let usage = |m: String| {
         eprintln!("conntrack-guard: {m}\nTry `conntrack-guard --help`.");
-        Some(crate::exit::USAGE)
+        Some(code)
     };
     while let Some(a) = it.next() {
         let s = a.to_string_lossy();
@@ -734,6 +785,7 @@ UdpLite: 0 0 0 0 0 0 0 0 0\n";
                 line: "nf_conntrack: nf_conntrack: table full in netns 3, dropping packet".into(),
             }]),
             now_usec: Some(65_000_000),
+            missing: Vec::new(),
         }
     }
 
@@ -782,13 +834,43 @@ UdpLite: 0 0 0 0 0 0 0 0 0\n";
     }
 
     #[test]
+    fn a_missing_capability_is_unknown_and_named_first() {
+        let mut rd = readings(vec![
+            (ns(1, "host"), Err("setns: EPERM".into())),
+            (ns(2, "blue"), Err("setns: EPERM".into())),
+        ]);
+        rd.missing = vec![("CAP_SYS_ADMIN", 2)];
+        let r = judge(rd);
+        assert_eq!((r.status, r.exit_code), (Verdict::Unknown, 3));
+        assert_eq!(r.missing_capabilities, ["CAP_SYS_ADMIN"]);
+        let first = text(&r).lines().next().unwrap().to_string();
+        for w in [
+            "CONNTRACK UNKNOWN - 2 network namespaces: cannot enter",
+            "CAP_SYS_ADMIN (2 not entered)",
+            "conntrack-guard-allns.conf",
+        ] {
+            assert!(first.contains(w), "{w}: {first}");
+        }
+        // Even when the readable rest is fine, the report is not OK.
+        let mut rd = readings(vec![(ns(1, "host"), smp(10, 0))]);
+        rd.missing = vec![("CAP_SYS_PTRACE", 1)];
+        assert_eq!(judge(rd).exit_code, 3);
+    }
+
+    #[test]
     fn dispatch_only_takes_all_netns() {
         let a = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
         assert_eq!(dispatch(&a(&["status", "--json"])), None);
         assert_eq!(dispatch(&a(&["--all-netns"])), Some(crate::exit::USAGE));
-        assert_eq!(
-            dispatch(&a(&["status", "--all-netns", "--bogus"])),
-            Some(crate::exit::USAGE)
-        );
+        // Usage errors of `status` are UNKNOWN in every form (2 is CRITICAL).
+        for bad in [
+            &["status", "--all-netns", "--bogus"][..],
+            &["status", "--all-netns", "--window", "5s"],
+            &["--frob", "status", "--all-netns"],
+            &["--config", "/x", "status", "--all-netns", "extra"],
+        ] {
+            assert_eq!(dispatch(&a(bad)), Some(3), "{bad:?}");
+        }
+        assert_eq!(dispatch(&a(&["status", "--all-netns", "--help"])), None);
     }
 }

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::assess::lower::check_lower_max;
 use crate::config::{Config, ConfigError, Knob, Policy, KEY_BUCKETS, KEY_COUNT, KEY_MAX};
 use crate::events::{Event, Priority, Sink};
 use crate::exit;
@@ -479,10 +480,6 @@ fn entries_in_use(host: &Host) -> Option<u64> {
         .max()
 }
 
-/// Headroom a lowered max must leave above the entries in use, in percent:
-/// less, and the first burst after the write finds the table full.
-pub const LOWER_HEADROOM_PERCENT: u64 = 20;
-
 /// What apply does with one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -511,15 +508,9 @@ pub fn decide(t: &KernelTarget, before: Option<&str>, in_use: Option<u64>) -> St
         return Step::Keep(Outcome::KeptLarger);
     }
     if let Some(count) = in_use.filter(|_| t.key == KEY_MAX) {
-        let needed = count.saturating_add(count * LOWER_HEADROOM_PERCENT / 100);
-        if want < needed {
+        if let Err(r) = check_lower_max(now, want, count) {
             return Step::Keep(Outcome::Refused {
-                reason: format!(
-                    "lowering max from {now} to {want} refused: {count} entries are in use, and \
-                     a lower max must leave {LOWER_HEADROOM_PERCENT}% headroom above them (at \
-                     least {needed}), or new flows are dropped at once; wait for the table to \
-                     drain, or set a larger max"
-                ),
+                reason: format!("{r}; wait for the table to drain, or set a larger max"),
             });
         }
     }
@@ -636,6 +627,16 @@ pub fn run(host: &Host, config_path: Option<&Path>, dry_run: bool, sink: &mut dy
             };
         }
     };
+    // The mark that this boot's apply ran, for the writer hints: left
+    // whenever the kernel was written, whatever the verdict.
+    if !dry_run {
+        if let Err(e) = crate::applied::write(&host.root) {
+            output::err(&format!(
+                "conntrack-guard: warning: cannot leave the mark that apply ran: {e} \
+                 (writer hints will say it has not run since boot)"
+            ));
+        }
+    }
     for w in &report.warnings {
         output::err(&format!("conntrack-guard: warning: {w}"));
     }

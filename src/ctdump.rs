@@ -25,7 +25,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{recv, setsockopt, sockopt, MsgFlags};
 
 use crate::kernel::nfnl::{
-    self, NFNL_SUBSYS_CTNETLINK, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN,
+    self, ErrnoMeaning, NFNL_SUBSYS_CTNETLINK, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN,
     NLM_F_DUMP_INTR,
 };
 use nix::sys::time::{TimeVal, TimeValLike};
@@ -119,14 +119,15 @@ pub enum DumpError {
 }
 
 impl DumpError {
-    fn from_errno(e: io::Error) -> Self {
-        match e.raw_os_error() {
-            Some(nix::libc::EPERM) | Some(nix::libc::EACCES) => DumpError::Permission(e),
-            Some(nix::libc::ENOENT)
-            | Some(nix::libc::EOPNOTSUPP)
-            | Some(nix::libc::EPROTONOSUPPORT)
-            | Some(nix::libc::EAFNOSUPPORT) => DumpError::Unavailable(e),
-            _ => DumpError::Io(e),
+    /// Classify an errno from the socket calls or the kernel's NLMSG_ERROR
+    /// through the one mapping both netlink readers share.
+    pub fn from_errno(e: io::Error) -> Self {
+        match nfnl::errno_meaning(e.raw_os_error()) {
+            ErrnoMeaning::NeedsCapNetAdmin => DumpError::Permission(e),
+            ErrnoMeaning::Unavailable => DumpError::Unavailable(e),
+            // A timeout before the first entry is reported as the errno it
+            // was: the time bound of a dump is the caller's (`End::Timeout`).
+            ErrnoMeaning::Timeout | ErrnoMeaning::Other => DumpError::Io(e),
         }
     }
 }
@@ -647,6 +648,12 @@ mod tests {
         assert!(matches!(r, Err(DumpError::Unavailable(_))));
         let (r, _, _) = collect(&error(1, nix::libc::ENOENT));
         assert!(matches!(r, Err(DumpError::Unavailable(_))));
+        // What nfnetlink answers when nf_conntrack_netlink is absent; it
+        // was "dump failed" (exit 1) here and "not loaded" in netlink.rs.
+        let (r, _, _) = collect(&error(1, nix::libc::EINVAL));
+        assert!(matches!(r, Err(DumpError::Unavailable(_))));
+        let (r, _, _) = collect(&error(1, nix::libc::EIO));
+        assert!(matches!(r, Err(DumpError::Io(_))));
         let (r, _, _) = collect(&error(1, 0));
         assert!(!r.unwrap(), "an ACK is not an error");
         let (r, _, _) = collect(&msg(NLMSG_ERROR, 0, 1, &i32::MIN.to_ne_bytes()));

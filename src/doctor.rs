@@ -987,29 +987,6 @@ pub fn check_ruleset(src: &dyn RulesetSource) -> Vec<Finding> {
 /// `doctor`'s usage.
 pub const USAGE: &str = "usage: conntrack-guard [--config PATH] doctor [--json] [--config PATH]";
 
-/// Recognize `[--config PATH] doctor ARGS...` so the CLI can hand doctor
-/// its own arguments. `None` when the command is not doctor.
-pub fn split_args(args: &[OsString]) -> Option<(Option<PathBuf>, &[OsString])> {
-    let mut config = None;
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].to_string_lossy();
-        if a == "doctor" {
-            return Some((config, &args[i + 1..]));
-        }
-        if a == "--config" {
-            config = Some(PathBuf::from(args.get(i + 1)?));
-            i += 2;
-        } else if let Some(v) = a.strip_prefix("--config=") {
-            config = Some(PathBuf::from(v));
-            i += 1;
-        } else {
-            return None;
-        }
-    }
-    None
-}
-
 /// Options of `doctor`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Options {
@@ -1094,13 +1071,7 @@ mod tests {
     }
 
     #[test]
-    fn splits_and_parses_args() {
-        let a = os(&["--config", "/c.toml", "doctor", "--json"]);
-        let (c, rest) = split_args(&a).unwrap();
-        assert_eq!(c, Some(PathBuf::from("/c.toml")));
-        assert_eq!(rest, &os(&["--json"])[..]);
-        assert!(split_args(&os(&["status"])).is_none());
-        assert!(split_args(&os(&["--config"])).is_none());
+    fn parses_args() {
         assert!(parse_options(&os(&["--json"])).unwrap().json);
         assert!(parse_options(&os(&["--bogus"])).is_err());
         assert!(parse_options(&os(&["--config"])).is_err());
@@ -1182,7 +1153,7 @@ mod tests {
             let _ = judge_param(&s, &["hashsize".to_string()]);
             let args: Vec<OsString> = s.split(' ').map(OsString::from).collect();
             let _ = parse_options(&args);
-            let _ = split_args(&args);
+            let _ = crate::cli::split_global(&args);
         }
     }
 }

@@ -22,6 +22,8 @@ pub const UDP_DROPS: &str = "074f0b35d13e40d9b676018d1e8ce273";
 pub const BACKLOG_DROPS: &str = "761fd3d3275c440bb690aa1fd41c0b29";
 /// A drifted value was written back ([watch] restore).
 pub const RESTORED: &str = "94a30e51ae974d9186f2212a583411ab";
+/// A restore would have lowered max below the entries in use: held back.
+pub const RESTORE_REFUSED: &str = "1a3e154b49634fb8aad60663bea9b4b3";
 /// Another writer kept rewriting a key; restoring it stopped.
 pub const DRIFT_FIGHT: &str = "9ced345635e04cd5b13faef7c3e299e1";
 /// Who fills the table: the automatic triage when the level rises.
@@ -67,6 +69,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("NETNS_FULL", NETNS_FULL),
     ("RESTORED", RESTORED),
     ("DRIFT_FIGHT", DRIFT_FIGHT),
+    ("RESTORE_REFUSED", RESTORE_REFUSED),
     ("UDP_DROPS", UDP_DROPS),
     ("BACKLOG_DROPS", BACKLOG_DROPS),
     ("DRIFT", DRIFT),

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod allns;
+pub mod applied;
 pub mod apply;
 pub mod assess;
 pub mod cli;

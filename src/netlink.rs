@@ -22,12 +22,11 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use nix::errno::Errno;
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
 use crate::kernel::ctcounter::{CtCounter, CtTable};
-use crate::kernel::nfnl::{self, NFNL_SUBSYS_CTNETLINK, NLMSG_DONE, NLMSG_ERROR};
+use crate::kernel::nfnl::{self, ErrnoMeaning, NFNL_SUBSYS_CTNETLINK, NLMSG_DONE, NLMSG_ERROR};
 use crate::kernel::percpu::CpuIds;
 
 const IPCTNL_MSG_CT_GET_STATS_CPU: u16 = 4;
@@ -60,18 +59,14 @@ pub enum NetlinkError {
 impl NetlinkError {
     /// Classify an error from the socket calls or the kernel's NLMSG_ERROR.
     pub fn from_io(e: io::Error) -> Self {
-        match e.raw_os_error().map(Errno::from_raw) {
-            Some(Errno::EPERM | Errno::EACCES) => NetlinkError::NeedsCapNetAdmin(e),
-            Some(
-                Errno::EINVAL
-                | Errno::EOPNOTSUPP
-                | Errno::ENOENT
-                | Errno::EPROTONOSUPPORT
-                | Errno::EAFNOSUPPORT,
-            ) => NetlinkError::NotLoaded(e),
-            Some(Errno::EAGAIN) => NetlinkError::Timeout(TIMEOUT),
-            _ if e.kind() == io::ErrorKind::InvalidData => NetlinkError::Malformed(e),
-            _ => NetlinkError::Io(e),
+        match nfnl::errno_meaning(e.raw_os_error()) {
+            ErrnoMeaning::NeedsCapNetAdmin => NetlinkError::NeedsCapNetAdmin(e),
+            ErrnoMeaning::Unavailable => NetlinkError::NotLoaded(e),
+            ErrnoMeaning::Timeout => NetlinkError::Timeout(TIMEOUT),
+            ErrnoMeaning::Other if e.kind() == io::ErrorKind::InvalidData => {
+                NetlinkError::Malformed(e)
+            }
+            ErrnoMeaning::Other => NetlinkError::Io(e),
         }
     }
 
@@ -226,6 +221,7 @@ fn for_each_u32_attr(payload: &[u8], mut f: impl FnMut(u16, u32)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::errno::Errno;
 
     fn attr(ty: u16, v: u32) -> Vec<u8> {
         let mut a = Vec::new();

@@ -40,8 +40,8 @@ pub const HELP: &str = "\
 conntrack-guard top - who is filling the conntrack table
 
 USAGE:
-    conntrack-guard top [--by KEY]... [-n N] [--json] [--netns PATH]
-                        [--timeout DUR] [--prefix V4LEN[,V6LEN]]
+    conntrack-guard [--config PATH] top [--by KEY]... [-n N] [--json]
+                        [--netns PATH] [--timeout DUR] [--prefix V4LEN[,V6LEN]]
 
 Reads the table once over ctnetlink (IPv4 and IPv6) and groups the entries
 as they stream. The table keeps changing while it is read: the figures are
@@ -70,6 +70,8 @@ EXIT STATUS:
     2   usage error, or PATH is not a network namespace
     69  ctnetlink unavailable (nf_conntrack_netlink absent)
     77  permission denied (needs CAP_NET_ADMIN; --netns needs root)
+    78  invalid configuration (the warning level of `--netns all`
+        comes from it), or a `--config` file that cannot be read
 ";
 
 /// A grouping dimension.
@@ -132,6 +134,8 @@ pub struct Options {
     pub prefix4: u8,
     /// IPv6 source prefix length.
     pub prefix6: u8,
+    /// `--config` given after `top` (the global one also counts).
+    pub config: Option<PathBuf>,
     /// `--help`.
     pub help: bool,
 }
@@ -146,26 +150,10 @@ impl Default for Options {
             timeout: DEFAULT_TIMEOUT,
             prefix4: 24,
             prefix6: 64,
+            config: None,
             help: false,
         }
     }
-}
-
-/// If the command line is `[--config PATH] top ...`, the arguments after
-/// `top`. The rest of the CLI never sees them.
-pub fn subcommand_args(args: &[OsString]) -> Option<&[OsString]> {
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].to_str()?;
-        if a == "--config" {
-            i += 2;
-        } else if a.starts_with("--config=") {
-            i += 1;
-        } else {
-            return (a == "top").then(|| &args[i + 1..]);
-        }
-    }
-    None
 }
 
 /// Parse the arguments after `top`.
@@ -191,6 +179,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Options, String> {
         match name.as_str() {
             "-h" | "--help" => o.help = true,
             "--json" => o.json = true,
+            "--config" => o.config = Some(PathBuf::from(value(&mut it)?)),
             "--by" => {
                 for k in value(&mut it)?.to_string_lossy().split(',') {
                     let d = Dim::parse(k.trim()).ok_or_else(|| {
@@ -1064,7 +1053,7 @@ impl Group {
 }
 
 /// `conntrack-guard top ARGS`; returns the exit code.
-pub fn run(root: &SysRoot, args: &[OsString]) -> i32 {
+pub fn run(root: &SysRoot, global_config: Option<&Path>, args: &[OsString]) -> i32 {
     let o = match parse_args(args) {
         Ok(o) => o,
         Err(e) => {
@@ -1076,8 +1065,17 @@ pub fn run(root: &SysRoot, args: &[OsString]) -> i32 {
         print!("{HELP}");
         return exit::OK;
     }
+    // Loaded like every other command does, so a missing `--config` file
+    // is an error here too, not a silent fall back to the default file.
+    let cfg = match crate::config::load(root, o.config.as_deref().or(global_config)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("conntrack-guard top: invalid configuration: {e}");
+            return exit::CONFIG;
+        }
+    };
     if o.netns.as_deref() == Some(Path::new("all")) {
-        return run_all(root, &o);
+        return run_all(root, &o, cfg.watch.warn_percent);
     }
     let c = match collect(root, o.netns.as_deref(), o.timeout, o.prefix4, o.prefix6) {
         Ok(c) => c,
@@ -1199,10 +1197,7 @@ pub fn pick(mut all: Vec<Candidate>, warn_percent: f64) -> Vec<Candidate> {
 
 /// `top --netns all`: scan the namespaces, read the fill of each, and run
 /// the aggregation in the fullest, or in each above the warning level.
-fn run_all(root: &SysRoot, o: &Options) -> i32 {
-    let warn = crate::config::load(root, None)
-        .map(|c| c.watch.warn_percent)
-        .unwrap_or(80.0);
+fn run_all(root: &SysRoot, o: &Options, warn: f64) -> i32 {
     let found = crate::netns::scan(root);
     let samples = crate::allns::sample_all(&found);
     let all: Vec<Candidate> = found
@@ -1237,10 +1232,16 @@ fn run_all(root: &SysRoot, o: &Options) -> i32 {
                 text.push('\n');
                 reports.push(r);
             }
-            // A namespace that went away between the scan and the read.
             Err(e) => {
                 eprintln!("conntrack-guard top: {title}: {e}");
-                code = code.max(exit::FAILURE);
+                // ctnetlink missing is the kernel's, not one namespace's:
+                // 69 as for one namespace. Anything else (most often a
+                // namespace gone between the scan and the read) is 1.
+                code = match e.exit_code() {
+                    exit::UNAVAILABLE => exit::UNAVAILABLE,
+                    _ if code == exit::UNAVAILABLE => code,
+                    _ => code.max(exit::FAILURE),
+                };
             }
         }
     }
@@ -1394,12 +1395,19 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_top_subcommand() {
-        let a = os(&["--config", "/x", "top", "--json"]);
-        assert_eq!(subcommand_args(&a), Some(&a[3..]));
-        assert_eq!(subcommand_args(&os(&["status", "top"])), None);
-        assert_eq!(subcommand_args(&os(&["--config=top", "plan"])), None);
-        assert_eq!(subcommand_args(&os(&["top"])).map(|r| r.len()), Some(0));
+    fn ctnetlink_unavailable_is_69_whatever_the_errno() {
+        use nix::libc::*;
+        let code = |errno| {
+            TopError::Dump(DumpError::from_errno(std::io::Error::from_raw_os_error(
+                errno,
+            )))
+            .exit_code()
+        };
+        for errno in [EINVAL, EOPNOTSUPP, ENOENT, EPROTONOSUPPORT, EAFNOSUPPORT] {
+            assert_eq!(code(errno), exit::UNAVAILABLE, "errno {errno}");
+        }
+        assert_eq!(code(EPERM), exit::NOPERM);
+        assert_eq!(code(EIO), exit::FAILURE);
     }
 
     #[test]

@@ -201,7 +201,11 @@ impl Watcher<'_> {
         evs.extend(self.triage_result());
         self.start_ns_scan(now);
         evs.extend(self.ns_scan_result(at));
-        let (restores, fights) = self.state.restore.step(&self.cfg.watch, &obs.settings, at);
+        let in_use = self.entries_in_use(&obs);
+        let (restores, fights) =
+            self.state
+                .restore
+                .step(&self.cfg.watch, &obs.settings, in_use, at);
         evs.extend(fights);
         for r in &restores {
             evs.push(restore::restored_event(r, self.write_back(r)));
@@ -340,6 +344,27 @@ impl Watcher<'_> {
         let r = self.triage.as_mut()?.poll()?;
         self.triage = None;
         Some(triage_event(r, self.state.fill.as_ref()))
+    }
+
+    /// The most entries any namespace this watchdog can see holds, for the
+    /// lowering guard of `[watch] restore`: its own count, and with
+    /// `namespaces = "all"` each one of the last scan. `None` while not
+    /// known: its own count unreadable, or the first scan not in yet
+    /// (`kmsg_seen` is set by the first scan's result).
+    fn entries_in_use(&self, obs: &assess::Observation) -> Option<u64> {
+        let assess::FillReading::Read { count, .. } = obs.fill else {
+            return None;
+        };
+        let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
+        if all && self.kmsg_seen.is_none() {
+            return None;
+        }
+        let others = self.namespaces.by_inode.values();
+        Some(
+            others
+                .filter_map(|t| t.fill.map(|f| f.count))
+                .fold(count, u64::max),
+        )
     }
 
     /// `[watch] restore`: write the configured value back and read it.

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::applied::ApplyRun;
 use crate::config::{KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT, KEY_UDP_TIMEOUT_STREAM};
 use crate::sysroot::{PathError, SysRoot};
 
@@ -962,9 +963,14 @@ pub enum Candidate {
         /// The value.
         value: String,
     },
-    /// The value is the kernel's default: the module was (re)loaded after
-    /// the apply step, or a new namespace started with defaults.
-    KernelDefault,
+    /// The value is the kernel's default. Why depends on whether the apply
+    /// step ran in this boot ([`crate::applied`]): if it did, the module
+    /// was (re)loaded after it, or a new namespace started with defaults;
+    /// if not, nothing ever set the value.
+    KernelDefault {
+        /// The apply step ran in this boot; `None`: not known.
+        apply_this_boot: Option<bool>,
+    },
     /// Other processes are hidden; a running writer could not be seen.
     ProcessesHidden,
     /// A known writer is installed as a systemd unit (seen in the file
@@ -1001,8 +1007,21 @@ impl Candidate {
                 s
             }
             Candidate::ModuleParam { at, value } => format!("{at} sets hashsize={value}"),
-            Candidate::KernelDefault => "it is the kernel default: nf_conntrack was loaded \
-                 or reloaded after conntrack-guard-apply ran"
+            Candidate::KernelDefault {
+                apply_this_boot: Some(true),
+            } => "it is the kernel default: conntrack-guard-apply ran in this boot, so \
+                 nf_conntrack was loaded or reloaded after it (or this namespace started \
+                 with defaults)"
+                .to_string(),
+            Candidate::KernelDefault {
+                apply_this_boot: Some(false),
+            } => "it is the kernel default: conntrack-guard-apply has not run since boot \
+                 (systemctl status conntrack-guard-apply)"
+                .to_string(),
+            Candidate::KernelDefault {
+                apply_this_boot: None,
+            } => "it is the kernel default (whether conntrack-guard-apply ran since boot \
+                 cannot be read)"
                 .to_string(),
             Candidate::Unit { name, at } => format!(
                 "{name} is installed ({at}); kube-proxy and k3s write the conntrack maximum \
@@ -1055,6 +1074,7 @@ pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<Hint> {
         &sysctl_settings(root, key).0,
         &scan_processes(root),
         &module_param_sources(root, key),
+        &crate::applied::read(root),
     )
 }
 
@@ -1092,6 +1112,7 @@ pub fn hint_from(
     sysctl: &[SysctlSetting],
     procs: &ProcScan,
     module: &[(String, String)],
+    apply: &ApplyRun,
 ) -> Option<Hint> {
     let mut exact = Vec::new();
     let mut other = Vec::new();
@@ -1138,7 +1159,13 @@ pub fn hint_from(
         _ => false,
     };
     if default {
-        exact.push(Candidate::KernelDefault);
+        exact.push(Candidate::KernelDefault {
+            apply_this_boot: match apply {
+                ApplyRun::ThisBoot { .. } => Some(true),
+                ApplyRun::NotThisBoot => Some(false),
+                ApplyRun::Unknown => None,
+            },
+        });
     }
     exact.extend(other);
     if procs.hidden {
@@ -1303,7 +1330,15 @@ mod tests {
                 wins: true,
             },
         ];
-        let h = hint_from(KEY_MAX, "131072", &sysctl, &ProcScan::default(), &[]).unwrap();
+        let h = hint_from(
+            KEY_MAX,
+            "131072",
+            &sysctl,
+            &ProcScan::default(),
+            &[],
+            &ApplyRun::Unknown,
+        )
+        .unwrap();
         assert_eq!(
             h.text(),
             "/etc/sysctl.d/90-k8s.conf:3 sets 131072 (applied last at boot); /etc/sysctl.d/10-a.conf:1 sets 65536"
@@ -1316,8 +1351,29 @@ mod tests {
                 "/etc/systemd/system/kube-proxy.service".into(),
             )],
         };
-        let h = hint_from(KEY_UDP_TIMEOUT, "30", &[], &procs, &[]).unwrap();
-        assert!(matches!(h.candidates[0], Candidate::KernelDefault));
+        let h = hint_from(
+            KEY_UDP_TIMEOUT,
+            "30",
+            &[],
+            &procs,
+            &[],
+            &ApplyRun::NotThisBoot,
+        )
+        .unwrap();
+        assert!(matches!(h.candidates[0], Candidate::KernelDefault { .. }));
+        // Only what is known: apply never ran, so nothing was "reloaded
+        // after" it.
+        assert!(h.text().contains("has not run since boot"), "{}", h.text());
+        assert!(!h.text().contains("reloaded"), "{}", h.text());
+        let ran = ApplyRun::ThisBoot { uptime: None };
+        let h = hint_from(KEY_UDP_TIMEOUT, "30", &[], &procs, &[], &ran).unwrap();
+        assert!(
+            h.text().contains("loaded or reloaded after it"),
+            "{}",
+            h.text()
+        );
+        let h = hint_from(KEY_UDP_TIMEOUT, "30", &[], &procs, &[], &ApplyRun::Unknown).unwrap();
+        assert!(h.text().contains("cannot be read"), "{}", h.text());
         assert!(
             h.text().contains("kube-proxy.service is installed"),
             "{}",
@@ -1325,7 +1381,7 @@ mod tests {
         );
         assert!(matches!(h.candidates[1], Candidate::Unit { .. }));
         assert!(matches!(h.candidates[2], Candidate::ProcessesHidden));
-        assert!(hint_from(KEY_MAX, "5", &[], &ProcScan::default(), &[]).is_none());
+        assert!(hint_from(KEY_MAX, "5", &[], &ProcScan::default(), &[], &ran).is_none());
     }
 
     proptest! {

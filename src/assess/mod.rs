@@ -26,6 +26,7 @@ pub mod drops;
 pub mod grow;
 pub mod health;
 pub mod level;
+pub mod lower;
 pub mod netns;
 pub mod restore;
 pub mod tally;

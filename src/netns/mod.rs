@@ -253,13 +253,41 @@ pub enum EnterError {
     Thread(String),
 }
 
-fn hint(e: &io::Error) -> &'static str {
+/// The drop-in that grants the watchdog service what entering every
+/// namespace needs (installed from packaging/conntrack-guard-allns.conf).
+pub const ALLNS_DROPIN: &str = "/usr/share/conntrack-guard/conntrack-guard-allns.conf";
+
+impl EnterError {
+    /// The capability whose lack caused this error, if that is the cause:
+    /// setns(2) into a namespace of the initial user namespace answers
+    /// EPERM without CAP_SYS_ADMIN; opening another user's
+    /// `/proc/PID/ns/net` (a ptrace read check) answers EACCES without
+    /// CAP_SYS_PTRACE.
+    pub fn missing_capability(&self) -> Option<&'static str> {
+        match self {
+            EnterError::Setns { source, .. } | EnterError::Open { source, .. } => {
+                missing_capability(source)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn missing_capability(e: &io::Error) -> Option<&'static str> {
     match e.raw_os_error() {
-        Some(nix::libc::EPERM) => {
+        Some(nix::libc::EPERM) => Some("CAP_SYS_ADMIN"),
+        Some(nix::libc::EACCES) => Some("CAP_SYS_PTRACE"),
+        _ => None,
+    }
+}
+
+fn hint(e: &io::Error) -> &'static str {
+    match missing_capability(e) {
+        Some("CAP_SYS_ADMIN") => {
             " (needs CAP_SYS_ADMIN; under systemd also RestrictNamespaces=net)"
         }
-        Some(nix::libc::EACCES) => " (needs CAP_SYS_PTRACE for another user's process)",
-        _ => "",
+        Some(_) => " (needs CAP_SYS_PTRACE for another user's process)",
+        None => "",
     }
 }
 

@@ -8,6 +8,7 @@
 #   sockets.sh   socket receive buffer drops: udp_drops events and status
 #   top.sh       issue 13: top --netns on a known 100k-entry mix
 #   restore.sh   issue 14: restore on drift against a foreign writer, with its limit
+#   restore_guard.sh  issue 18.4: restore never lowers max below the entries in use + 20%
 #   allns.sh     issue 12: status --all-netns over idle, busy and vanishing namespaces
 # Needs root, iproute2, nftables, conntrack-tools, python3, util-linux.
 # Without them: with CI=true the suite fails; otherwise it prints
@@ -42,7 +43,7 @@ passed=0
 failed=0
 log=$(mktemp /tmp/ctg-netns-run.XXXXXX)
 trap 'rm -f "$log"' EXIT
-for t in repro.sh incident.sh buckets.sh sockets.sh restore.sh top.sh allns.sh; do
+for t in repro.sh incident.sh buckets.sh sockets.sh restore.sh restore_guard.sh top.sh allns.sh; do
     echo "### $t"
     "$HERE/$t" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
