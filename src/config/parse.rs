@@ -1,43 +1,41 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! Config text into a [`Config`]: serde derives the shape (which sections
-//! and keys exist, `deny_unknown_fields`), every value arrives as a spanned
-//! [`Scalar`] whatever its type, and plain code below checks each one. So
+//! Config text into a [`Config`]. toml parses it into its spanned tree;
+//! serde derives the shape from the raw structs below, so the sections and
+//! keys are written once and unknown ones are refused (`deny_unknown_fields`)
+//! with the list of known names for "did you mean". Each value reaches the
+//! raw struct as its offset in the text, and plain code checks it there, so
 //! every error names the file, the line and the key with a message of our
-//! own rather than serde's "invalid type", and checks across two keys can
-//! name the line of either.
+//! own, and checks across two keys can name the line of either.
+//!
+//! The small deserializer over toml's tree ([`De`]) stands in for toml's own
+//! serde deserializer, which would add some 40 KiB of code to the binary
+//! for what the raw structs need: tables and offsets.
 
-use std::ops::Range;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
-use toml::de::{DeTable, DeValue};
+use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use toml::de::{DeInteger, DeTable, DeValue};
 use toml::Spanned;
 
 use super::error::ConfigError;
 use super::model::*;
 use super::values::{fmt_duration, parse_budget, parse_duration, valid_sysctl_key};
 
-/// A value as written, of any TOML type.
-#[derive(Debug)]
-enum Scalar {
-    Int(i128),
-    Float(f64),
-    Bool(bool),
-    Str(String),
-    /// "array", "table" or "datetime": never a valid value here.
-    Other(&'static str),
-}
+/// Where a value starts in the text; the checks read it from toml's tree.
+#[derive(Clone, Copy)]
+struct At(usize);
 
-type Field = Option<Spanned<Scalar>>;
+type Field = Option<At>;
 
 // The sections and their keys: adding a key starts here.
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 struct Raw {
     conntrack: RawConntrack,
-    sysctl: std::collections::BTreeMap<String, Spanned<Scalar>>,
+    sysctl: std::collections::BTreeMap<String, At>,
     watch: RawWatch,
     metrics: RawMetrics,
     grow: RawGrow,
@@ -88,41 +86,72 @@ struct RawGrow {
 
 /// Parse and validate config text. `file` is only used in errors.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-    let cx = Cx { text, file };
-    let doc = DeTable::parse(text).map_err(|e| cx.syntax_error(&e))?;
-    // A section must be a table: serde would also fill a struct from an
-    // array, by position (`conntrack = [5]` as max = 5).
-    for (name, value) in doc.get_ref() {
-        let value = value.get_ref();
-        if value.as_table().is_none() {
-            let at = Some(name.span().start);
-            let name = name.get_ref().as_ref();
-            let hint = match value {
-                DeValue::Array(_) => String::new(),
-                _ => format!(" (is `{name}` missing its [section] header?)"),
-            };
-            let found = format!("expected a [section], found a {}{hint}", value.type_str());
-            return Err(cx.error(name, at, found));
-        }
+    let doc = DeTable::parse(text).map_err(|e| syntax_error(text, file, &e))?;
+    let doc = doc.get_ref();
+    let cx = Cx { text, file, doc };
+    let raw = Raw::deserialize(De::Table(doc)).map_err(|e| cx.shape_error(e))?;
+    let mut c = Config::default();
+    // Each line: the key, the model field it sets, and its check.
+    macro_rules! set {
+        ($($sec:ident . $key:ident => $out:ident: $check:expr;)*) => {$(
+            if let Some((at, v)) = raw.$sec.$key.and_then(|At(at)| Some((at, cx.value(at)?))) {
+                let key = concat!(stringify!($sec), ".", stringify!($key));
+                c.$sec.$out = ($check)(v).map_err(|m| cx.error(key, Some(at), m))?;
+            }
+        )*};
     }
-    let raw = Raw::deserialize(toml::de::Deserializer::from(doc.clone()))
-        .map_err(|e| cx.serde_error(doc.get_ref(), &e))?;
-    cx.check(raw)
+    set! {
+        conntrack.max => max: |v| knob(v, 1, MAX_CONNTRACK_MAX);
+        conntrack.buckets => buckets: buckets;
+        conntrack.udp_timeout => udp_timeout: |v| knob(v, 1, MAX_TIMEOUT);
+        conntrack.udp_timeout_stream => udp_timeout_stream: |v| knob(v, 1, MAX_TIMEOUT);
+        conntrack.max_policy => max_policy: policy;
+        conntrack.buckets_policy => buckets_policy: policy;
+        watch.interval => interval: |v| duration(v, INTERVAL_RANGE);
+        watch.warn_percent => warn_percent: percent;
+        watch.critical_percent => critical_percent: percent;
+        watch.hysteresis_percent => hysteresis_percent: |v| number(v, HYSTERESIS_RANGE);
+        watch.reminder => reminder: |v| duration(v, REMINDER_RANGE);
+        watch.drops_every => drops_every: |v| duration(v, DROPS_EVERY_RANGE);
+        watch.restore => restore: boolean;
+        watch.restore_limit => restore_limit: restore_limit;
+        watch.triage => triage: boolean;
+        watch.triage_every => triage_every: |v| duration(v, EVERY_RANGE);
+        watch.namespaces => all_namespaces: namespaces;
+        watch.namespaces_every => namespaces_every: |v| duration(v, EVERY_RANGE);
+        metrics.textfile => textfile: textfile;
+        grow.enabled => enabled: boolean;
+        grow.budget => budget: budget;
+        grow.every => every: |v| duration(v, EVERY_RANGE);
+        grow.remember => remember: boolean;
+    }
+    for (key, At(at)) in &raw.sysctl {
+        let full = format!("sysctl.\"{key}\"");
+        let value = cx
+            .value(*at)
+            .ok_or_else(String::new)
+            .and_then(|v| sysctl_value(key, v))
+            .map_err(|m| cx.error(&full, Some(*at), m))?;
+        let line = Some(cx.line_of(*at));
+        c.sysctl.push(Extra {
+            key: key.clone(),
+            value,
+            line,
+        });
+    }
+    cx.cross_check(&c, &raw)?;
+    Ok(c)
 }
 
 struct Cx<'a> {
     text: &'a str,
     file: &'a Path,
+    doc: &'a DeTable<'a>,
 }
 
 impl Cx<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-            + 1
+        line_of(self.text, offset)
     }
 
     fn error(&self, key: &str, at: Option<usize>, message: String) -> ConfigError {
@@ -135,391 +164,234 @@ impl Cx<'_> {
         }
     }
 
-    /// A value as written in the file, for messages ("1_000", "0x10").
-    fn raw(&self, span: Range<usize>) -> &str {
-        self.text.get(span).unwrap_or("?")
+    /// The value of a section's key that starts at `at`.
+    fn value(&self, at: usize) -> Option<&DeValue<'_>> {
+        let sections = self.doc.iter().filter_map(|(_, s)| s.get_ref().as_table());
+        let mut values = sections.flat_map(|t| t.iter().map(|(_, v)| v));
+        values.find(|v| v.span().start == at).map(|v| v.get_ref())
     }
 
-    /// Check `key` if the file sets it, else keep `default`.
-    fn get<T>(
-        &self,
-        key: &str,
-        field: &Field,
-        default: T,
-        check: impl FnOnce(&Scalar, &str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
-        match field {
-            None => Ok(default),
-            Some(v) => check(v.get_ref(), self.raw(v.span()))
-                .map_err(|m| self.error(key, Some(v.span().start), m)),
-        }
-    }
-
-    /// A TOML syntax error. toml reports a repeated key as just "duplicate
-    /// key" at the repeat; the document as far as it parses names the key
-    /// and its section.
-    fn syntax_error(&self, e: &toml::de::Error) -> ConfigError {
-        let mut err = ConfigError {
-            file: self.file.to_path_buf(),
-            line: e.span().map(|s| self.line_of(s.start)),
-            key: None,
-            message: format!("TOML syntax: {}", e.message().trim()),
-            source: None,
+    /// A file whose sections or keys do not fit the raw structs.
+    fn shape_error(&self, e: DeError) -> ConfigError {
+        let name = e.path.last().map_or("", String::as_str);
+        let message = match (e.expected, e.path.len()) {
+            // serde checks the name before the value: a name at the top
+            // whose value is not a table is a key above every [section].
+            (Some(known), 1) => match self.doc.get(name).map(|v| v.get_ref()) {
+                Some(v) if v.as_table().is_none() => format!(
+                    "expected a [section], found a {} (is `{name}` missing its [section] header?)",
+                    v.type_str()
+                ),
+                _ => unknown("section", name, known),
+            },
+            (Some(known), _) => unknown("key", name, known),
+            (None, _) => e.message,
         };
-        if let (Some(span), "duplicate key") = (e.span(), e.message().trim()) {
-            if let Some((key, message)) = self.name_duplicate(span) {
-                err.key = Some(key);
-                err.message = format!("TOML syntax: {message}");
-            }
-        }
-        err
-    }
-
-    /// The `section.key` and a message for the repeated key at `span`.
-    fn name_duplicate(&self, span: Range<usize>) -> Option<(String, String)> {
-        let raw = self.text.get(span.clone())?.trim();
-        let name = raw
-            .strip_prefix('"')
-            .and_then(|r| r.strip_suffix('"'))
-            .or_else(|| raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')))
-            .unwrap_or(raw);
-        let (doc, _) = DeTable::parse_recoverable(self.text);
-        // The first definition: the last section before the repeat that
-        // holds the name.
-        let section = doc
-            .get_ref()
-            .iter()
-            .filter_map(|(s, v)| Some((s, v.get_ref().as_table()?)))
-            .filter_map(|(s, t)| {
-                let (k, _) = t.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
-                (k.span().start < span.start).then_some((s.get_ref().as_ref(), k.span().start))
-            })
-            .max_by_key(|(_, at)| *at)
-            .map(|(s, _)| s.to_string());
-        if let Some(s) = section {
-            return Some((
-                format!("{s}.{name}"),
-                format!("duplicate key `{name}` in [{s}]"),
-            ));
-        }
-        let line_start = self.text[..span.start].rfind('\n').map_or(0, |i| i + 1);
-        let header = self.text[line_start..span.start]
-            .trim_start()
-            .starts_with('[');
-        let what = if header { "section [" } else { "key `" };
-        let close = if header { "]" } else { "`" };
-        Some((name.to_string(), format!("duplicate {what}{name}{close}")))
-    }
-
-    /// An error of the derived shape: an unknown section or key, or a number
-    /// toml itself refused (an integer beyond 128 bits, a float beyond f64). toml gives the span
-    /// of the key or the value, and the names serde expected.
-    fn serde_error(&self, doc: &DeTable<'_>, e: &toml::de::Error) -> ConfigError {
-        let span = e.span().unwrap_or_default();
-        let hit = |k: &Spanned<_>, v: &Spanned<_>| k.span() == span || v.span() == span;
-        let mut found = None;
-        for (s, v) in doc {
-            let s_name = s.get_ref().as_ref();
-            if hit(s, v) {
-                found = Some((s_name.to_string(), s_name, true));
-            }
-            for (k, kv) in v.get_ref().as_table().into_iter().flatten() {
-                if hit(k, kv) {
-                    found = Some((full_key(s_name, k.get_ref()), k.get_ref().as_ref(), false));
-                }
-            }
-        }
-        let (key, name, is_section) = found.unwrap_or_default();
-        let message = match e.message().split_once(", expected ") {
-            Some((unknown_field, expected)) if unknown_field.starts_with("unknown field") => {
-                let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-                unknown(if is_section { "section" } else { "key" }, name, &known)
-            }
-            _ => format!("{} is out of range ({})", self.raw(span), e.message()),
-        };
-        ConfigError {
-            file: self.file.to_path_buf(),
-            line: e.span().map(|s| self.line_of(s.start)),
-            key: (!key.is_empty()).then_some(key),
-            message,
-            source: None,
-        }
-    }
-
-    fn check(&self, raw: Raw) -> Result<Config, ConfigError> {
-        let d = Config::default();
-        let r = &raw.conntrack;
-        let c = &d.conntrack;
-        let conntrack = Conntrack {
-            max: self.get("conntrack.max", &r.max, c.max, |v, raw| {
-                knob(v, raw, 1, MAX_CONNTRACK_MAX)
-            })?,
-            buckets: self.get("conntrack.buckets", &r.buckets, c.buckets, buckets)?,
-            udp_timeout: self.get(
-                "conntrack.udp_timeout",
-                &r.udp_timeout,
-                c.udp_timeout,
-                |v, raw| knob(v, raw, 1, MAX_TIMEOUT),
-            )?,
-            udp_timeout_stream: self.get(
-                "conntrack.udp_timeout_stream",
-                &r.udp_timeout_stream,
-                c.udp_timeout_stream,
-                |v, raw| knob(v, raw, 1, MAX_TIMEOUT),
-            )?,
-            max_policy: self.get("conntrack.max_policy", &r.max_policy, c.max_policy, policy)?,
-            buckets_policy: self.get(
-                "conntrack.buckets_policy",
-                &r.buckets_policy,
-                c.buckets_policy,
-                policy,
-            )?,
-        };
-        let r = &raw.watch;
-        let w = &d.watch;
-        let watch = Watch {
-            interval: self.get("watch.interval", &r.interval, w.interval, |v, _| {
-                duration(v, INTERVAL_RANGE)
-            })?,
-            warn_percent: self.get(
-                "watch.warn_percent",
-                &r.warn_percent,
-                w.warn_percent,
-                percent,
-            )?,
-            critical_percent: self.get(
-                "watch.critical_percent",
-                &r.critical_percent,
-                w.critical_percent,
-                percent,
-            )?,
-            hysteresis_percent: self.get(
-                "watch.hysteresis_percent",
-                &r.hysteresis_percent,
-                w.hysteresis_percent,
-                |v, raw| number(v, raw, HYSTERESIS_RANGE),
-            )?,
-            reminder: self.get("watch.reminder", &r.reminder, w.reminder, |v, _| {
-                duration(v, REMINDER_RANGE)
-            })?,
-            drops_every: self.get(
-                "watch.drops_every",
-                &r.drops_every,
-                w.drops_every,
-                |v, _| duration(v, DROPS_EVERY_RANGE),
-            )?,
-            restore: self.get("watch.restore", &r.restore, w.restore, boolean)?,
-            restore_limit: self.get(
-                "watch.restore_limit",
-                &r.restore_limit,
-                w.restore_limit,
-                |v, raw| match v {
-                    Scalar::Int(n) => int_in(*n, raw, RESTORE_LIMIT_RANGE),
-                    _ => Err(format!("expected an integer, found {}", describe(v, raw))),
-                },
-            )?,
-            triage: self.get("watch.triage", &r.triage, w.triage, boolean)?,
-            triage_every: self.get(
-                "watch.triage_every",
-                &r.triage_every,
-                w.triage_every,
-                |v, _| duration(v, EVERY_RANGE),
-            )?,
-            all_namespaces: self.get(
-                "watch.namespaces",
-                &r.namespaces,
-                w.all_namespaces,
-                |v, raw| match v {
-                    Scalar::Str(s) if s == "host" => Ok(false),
-                    Scalar::Str(s) if s == "all" => Ok(true),
-                    _ => Err(format!(
-                        "expected \"host\" or \"all\", found {}",
-                        describe(v, raw)
-                    )),
-                },
-            )?,
-            namespaces_every: self.get(
-                "watch.namespaces_every",
-                &r.namespaces_every,
-                w.namespaces_every,
-                |v, _| duration(v, EVERY_RANGE),
-            )?,
-        };
-        let metrics = Metrics {
-            textfile: self.get("metrics.textfile", &raw.metrics.textfile, None, textfile)?,
-        };
-        let r = &raw.grow;
-        let g = &d.grow;
-        let grow = Grow {
-            enabled: self.get("grow.enabled", &r.enabled, g.enabled, boolean)?,
-            budget: self.get("grow.budget", &r.budget, g.budget, |v, raw| match v {
-                Scalar::Str(s) => parse_budget(s),
-                _ => Err(format!(
-                    "expected a share of RAM such as \"2%\" or a size such as \"512MiB\", found {}",
-                    describe(v, raw)
-                )),
-            })?,
-            every: self.get("grow.every", &r.every, g.every, |v, _| {
-                duration(v, EVERY_RANGE)
-            })?,
-            remember: self.get("grow.remember", &r.remember, g.remember, boolean)?,
-        };
-        let mut sysctl = Vec::new();
-        for (key, v) in &raw.sysctl {
-            let full = full_key("sysctl", key);
-            let at = Some(v.span().start);
-            let value = sysctl_value(key, v.get_ref(), self.raw(v.span()))
-                .map_err(|m| self.error(&full, at, m))?;
-            sysctl.push(Extra {
-                key: key.clone(),
-                value,
-                line: at.map(|at| self.line_of(at)),
-            });
-        }
-        let cfg = Config {
-            conntrack,
-            sysctl,
-            watch,
-            metrics,
-            grow,
-            source: None,
-        };
-        self.cross_check(&cfg, &raw)?;
-        Ok(cfg)
+        self.error(&e.path.join("."), e.at, message)
     }
 
     /// Checks between keys. The error names `key`, at its line if the file
     /// sets it, else at the line of `other` (the key it conflicts with).
     fn cross_check(&self, cfg: &Config, raw: &Raw) -> Result<(), ConfigError> {
-        let err = |key: &str, (a, b): (&Field, &Field), message: String| {
-            let at = a.as_ref().or(b.as_ref()).map(|v| v.span().start);
-            Err(self.error(key, at, message))
+        let err = |key: &str, key_at: Field, other_at: Field, message: String| {
+            Err(self.error(key, key_at.or(other_at).map(|At(at)| at), message))
         };
-        if let (Buckets::Set(b), Knob::Set(m)) = (cfg.conntrack.buckets, cfg.conntrack.max) {
+        let (c, r) = (&cfg.conntrack, &raw.conntrack);
+        if let (Buckets::Set(b), Knob::Set(m)) = (c.buckets, c.max) {
             if b > m {
-                let r = &raw.conntrack;
-                return err(
-                    "conntrack.buckets",
-                    (&r.buckets, &r.max),
-                    format!("buckets ({b}) must not exceed max ({m}); about max/4 is usual"),
-                );
+                let why = format!("buckets ({b}) must not exceed max ({m}); about max/4 is usual");
+                return err("conntrack.buckets", r.buckets, r.max, why);
             }
         }
         let (w, r) = (&cfg.watch, &raw.watch);
-        if w.warn_percent >= w.critical_percent {
+        let (warn, crit, hyst) = (w.warn_percent, w.critical_percent, w.hysteresis_percent);
+        if warn >= crit {
+            let why = format!("warn_percent ({warn}) must be below critical_percent ({crit})");
             return err(
                 "watch.warn_percent",
-                (&r.warn_percent, &r.critical_percent),
-                format!(
-                    "warn_percent ({}) must be below critical_percent ({})",
-                    w.warn_percent, w.critical_percent
-                ),
+                r.warn_percent,
+                r.critical_percent,
+                why,
             );
         }
-        if w.hysteresis_percent >= w.warn_percent {
+        if hyst >= warn {
+            let why = format!("hysteresis_percent ({hyst}) must be below warn_percent ({warn})");
             return err(
                 "watch.hysteresis_percent",
-                (&r.hysteresis_percent, &r.warn_percent),
-                format!(
-                    "hysteresis_percent ({}) must be below warn_percent ({})",
-                    w.hysteresis_percent, w.warn_percent
-                ),
+                r.hysteresis_percent,
+                r.warn_percent,
+                why,
             );
         }
         Ok(())
     }
 }
 
-/// `section.key` as errors name it; sysctl keys are dotted, so quoted.
-fn full_key(section: &str, key: &str) -> String {
-    if section == "sysctl" {
-        format!("sysctl.\"{key}\"")
-    } else {
-        format!("{section}.{key}")
-    }
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
-fn knob(v: &Scalar, raw: &str, min: u64, max: u64) -> Result<Knob, String> {
+/// A TOML syntax error. toml reports a repeated key as just "duplicate key"
+/// at the repeat; the document as far as it parses names the key and its
+/// section.
+fn syntax_error(text: &str, file: &Path, e: &toml::de::Error) -> ConfigError {
+    let mut err = ConfigError {
+        file: file.to_path_buf(),
+        line: e.span().map(|s| line_of(text, s.start)),
+        key: None,
+        message: format!("TOML syntax: {}", e.message().trim()),
+        source: None,
+    };
+    if let (Some(span), "duplicate key") = (e.span(), e.message().trim()) {
+        if let Some((key, message)) = name_duplicate(text, span) {
+            err.key = Some(key);
+            err.message = format!("TOML syntax: {message}");
+        }
+    }
+    err
+}
+
+/// The `section.key` and a message for the repeated key at `span`.
+fn name_duplicate(text: &str, span: std::ops::Range<usize>) -> Option<(String, String)> {
+    let raw = text.get(span.clone())?.trim();
+    let name = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .or_else(|| raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')))
+        .unwrap_or(raw);
+    let (doc, _) = DeTable::parse_recoverable(text);
+    // The first definition: the last section before the repeat that holds
+    // the name.
+    let section = doc
+        .get_ref()
+        .iter()
+        .filter_map(|(s, v)| Some((s, v.get_ref().as_table()?)))
+        .filter_map(|(s, t)| {
+            let (k, _) = t.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+            (k.span().start < span.start).then_some((s.get_ref().as_ref(), k.span().start))
+        })
+        .max_by_key(|(_, at)| *at);
+    if let Some((s, _)) = section {
+        return Some((
+            format!("{s}.{name}"),
+            format!("duplicate key `{name}` in [{s}]"),
+        ));
+    }
+    let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+    let what = match text[line_start..span.start].trim_start().starts_with('[') {
+        true => format!("duplicate section [{name}]"),
+        false => format!("duplicate key `{name}`"),
+    };
+    Some((name.to_string(), what))
+}
+
+fn knob(v: &DeValue<'_>, min: u64, max: u64) -> Result<Knob, String> {
     match v {
-        Scalar::Str(s) if s == "keep" => Ok(Knob::Keep),
-        Scalar::Int(n) => int_in(*n, raw, (min, max)).map(Knob::Set),
-        _ => Err(format!(
+        DeValue::String(s) if s.as_ref() == "keep" => Ok(Knob::Keep),
+        DeValue::Integer(i) => int_in(i, min, max).map(Knob::Set),
+        other => Err(format!(
             "expected an integer or \"keep\", found {}",
-            describe(v, raw)
+            describe(other)
         )),
     }
 }
 
-fn buckets(v: &Scalar, raw: &str) -> Result<Buckets, String> {
-    match v {
-        Scalar::Str(s) if s == "auto" => Ok(Buckets::Auto),
-        _ => match knob(v, raw, 1, MAX_BUCKETS)
-            .map_err(|m| m.replace("or \"keep\"", "\"auto\" or \"keep\""))?
-        {
-            Knob::Set(b) => Ok(Buckets::Set(b)),
-            Knob::Keep => Ok(Buckets::Keep),
-        },
+fn buckets(v: &DeValue<'_>) -> Result<Buckets, String> {
+    if v.as_str() == Some("auto") {
+        return Ok(Buckets::Auto);
+    }
+    match knob(v, 1, MAX_BUCKETS).map_err(|m| m.replace("or \"keep\"", "\"auto\" or \"keep\""))? {
+        Knob::Set(b) => Ok(Buckets::Set(b)),
+        Knob::Keep => Ok(Buckets::Keep),
     }
 }
 
-fn int_in(n: i128, raw: &str, (min, max): (u64, u64)) -> Result<u64, String> {
-    match u64::try_from(n) {
-        Err(_) if n < 0 => Err(format!("must be at least {min}, found {raw}")),
-        Err(_) => Err(format!("{raw} is too large (at most {max})")),
-        Ok(n) if n < min || n > max => Err(format!("must be between {min} and {max}, found {n}")),
-        Ok(n) => Ok(n),
+fn int_in(i: &DeInteger<'_>, min: u64, max: u64) -> Result<u64, String> {
+    let raw = i.as_str();
+    if raw.starts_with('-') {
+        return Err(format!("must be at least {min}, found {raw}"));
+    }
+    let n = u64::from_str_radix(raw.trim_start_matches('+'), i.radix())
+        .map_err(|_| format!("{raw} is too large (at most {max})"))?;
+    if n < min || n > max {
+        return Err(format!("must be between {min} and {max}, found {n}"));
+    }
+    Ok(n)
+}
+
+fn restore_limit(v: &DeValue<'_>) -> Result<u64, String> {
+    let (min, max) = RESTORE_LIMIT_RANGE;
+    match v {
+        DeValue::Integer(i) => int_in(i, min, max),
+        other => Err(format!("expected an integer, found {}", describe(other))),
     }
 }
 
-fn boolean(v: &Scalar, raw: &str) -> Result<bool, String> {
+fn boolean(v: &DeValue<'_>) -> Result<bool, String> {
     match v {
-        Scalar::Bool(b) => Ok(*b),
-        _ => Err(format!(
-            "expected true or false, found {}",
-            describe(v, raw)
-        )),
+        DeValue::Boolean(b) => Ok(*b),
+        other => Err(format!("expected true or false, found {}", describe(other))),
     }
 }
 
-fn policy(v: &Scalar, raw: &str) -> Result<Policy, String> {
-    match v {
-        Scalar::Str(s) if s == "exact" => Ok(Policy::Exact),
-        Scalar::Str(s) if s == "at-least" => Ok(Policy::AtLeast),
+fn policy(v: &DeValue<'_>) -> Result<Policy, String> {
+    match v.as_str() {
+        Some("exact") => Ok(Policy::Exact),
+        Some("at-least") => Ok(Policy::AtLeast),
         _ => Err(format!(
             "expected \"exact\" or \"at-least\", found {}",
-            describe(v, raw)
+            describe(v)
         )),
     }
 }
 
-fn number(v: &Scalar, raw: &str, (min, max): (f64, f64)) -> Result<f64, String> {
-    let n = match v {
-        Scalar::Int(n) => *n as f64,
-        Scalar::Float(f) => *f,
-        _ => return Err(format!("expected a number, found {}", describe(v, raw))),
-    };
-    if n.is_finite() && n >= min && n <= max {
-        Ok(n)
-    } else {
-        Err(format!("must be between {min} and {max}, found {raw}"))
+fn namespaces(v: &DeValue<'_>) -> Result<bool, String> {
+    match v.as_str() {
+        Some("host") => Ok(false),
+        Some("all") => Ok(true),
+        _ => Err(format!(
+            "expected \"host\" or \"all\", found {}",
+            describe(v)
+        )),
     }
 }
 
-fn percent(v: &Scalar, raw: &str) -> Result<f64, String> {
-    match number(v, raw, PERCENT_RANGE)? {
+fn number(v: &DeValue<'_>, (min, max): (f64, f64)) -> Result<f64, String> {
+    let n = match v {
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+            .ok()
+            .map(|n| n as f64),
+        DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+        other => return Err(format!("expected a number, found {}", describe(other))),
+    };
+    match n {
+        Some(n) if n.is_finite() && n >= min && n <= max => Ok(n),
+        _ => Err(format!(
+            "must be between {min} and {max}, found {}",
+            raw_of(v)
+        )),
+    }
+}
+
+fn percent(v: &DeValue<'_>) -> Result<f64, String> {
+    match number(v, PERCENT_RANGE)? {
         n if n <= 0.0 => Err("must be above 0".into()),
         n => Ok(n),
     }
 }
 
-fn duration(v: &Scalar, (min, max): (Duration, Duration)) -> Result<Duration, String> {
+fn duration(v: &DeValue<'_>, (min, max): (Duration, Duration)) -> Result<Duration, String> {
     let d = match v {
-        Scalar::Str(s) => parse_duration(s),
-        Scalar::Int(n) => parse_duration(&n.to_string()),
-        Scalar::Float(f) => parse_duration(&f.to_string()),
-        _ => Err(format!(
+        DeValue::String(s) => parse_duration(s.as_ref()),
+        DeValue::Integer(_) | DeValue::Float(_) => parse_duration(&raw_of(v)),
+        other => Err(format!(
             "expected a duration such as \"5s\", found {}",
-            describe(v, "")
+            describe(other)
         )),
     }?;
     if d < min || d > max {
@@ -533,43 +405,51 @@ fn duration(v: &Scalar, (min, max): (Duration, Duration)) -> Result<Duration, St
     Ok(d)
 }
 
-fn textfile(v: &Scalar, raw: &str) -> Result<Option<PathBuf>, String> {
-    match v {
-        Scalar::Str(s) if s.is_empty() => Ok(None),
-        Scalar::Str(s) if !s.starts_with('/') || s.ends_with('/') || s.contains('\0') => {
+fn textfile(v: &DeValue<'_>) -> Result<Option<PathBuf>, String> {
+    match v.as_str() {
+        Some("") => Ok(None),
+        Some(s) if !s.starts_with('/') || s.ends_with('/') || s.contains('\0') => {
             Err(format!("must be an absolute file path, found {s:?}"))
         }
-        Scalar::Str(s) => Ok(Some(PathBuf::from(s))),
-        _ => Err(format!(
-            "expected a path string, found {}",
-            describe(v, raw)
+        Some(s) => Ok(Some(PathBuf::from(s))),
+        None => Err(format!("expected a path string, found {}", describe(v))),
+    }
+}
+
+fn budget(v: &DeValue<'_>) -> Result<Budget, String> {
+    match v.as_str() {
+        Some(s) => parse_budget(s),
+        None => Err(format!(
+            "expected a share of RAM such as \"2%\" or a size such as \"512MiB\", found {}",
+            describe(v)
         )),
     }
 }
 
-fn sysctl_value(key: &str, v: &Scalar, raw: &str) -> Result<String, String> {
+fn sysctl_value(key: &str, v: &DeValue<'_>) -> Result<String, String> {
     valid_sysctl_key(key)?;
-    if [
+    let managed = [
         KEY_MAX,
         KEY_BUCKETS,
         KEY_UDP_TIMEOUT,
         KEY_UDP_TIMEOUT_STREAM,
         KEY_COUNT,
-    ]
-    .contains(&key)
-    {
+    ];
+    if managed.contains(&key) {
         return Err("is managed by the [conntrack] section; set it there".into());
     }
     match v {
-        Scalar::Int(n) => Ok(n.to_string()),
-        Scalar::Str(s) if s.is_empty() || s.contains(['\n', '\r', '\0']) => {
+        DeValue::Integer(i) => i128::from_str_radix(i.as_str(), i.radix())
+            .map(|n| n.to_string())
+            .map_err(|_| format!("{} is out of range", i.as_str())),
+        DeValue::String(s) if s.is_empty() || s.contains(['\n', '\r', '\0']) => {
             Err("value must be non-empty and on one line".into())
         }
-        Scalar::Str(s) => Ok(s.clone()),
-        Scalar::Bool(b) => Ok(u8::from(*b).to_string()),
-        _ => Err(format!(
+        DeValue::String(s) => Ok(s.to_string()),
+        DeValue::Boolean(b) => Ok(u8::from(*b).to_string()),
+        other => Err(format!(
             "expected an integer or a string, found {}",
-            describe(v, raw)
+            describe(other)
         )),
     }
 }
@@ -590,13 +470,26 @@ fn unknown(what: &str, word: &str, known: &[&str]) -> String {
     }
 }
 
-fn describe(v: &Scalar, raw: &str) -> String {
+fn describe(v: &DeValue<'_>) -> String {
     match v {
-        Scalar::Str(s) => format!("the string {s:?}"),
-        Scalar::Int(_) => format!("the integer {raw}"),
-        Scalar::Float(_) => format!("the float {raw}"),
-        Scalar::Bool(b) => format!("the boolean {b}"),
-        Scalar::Other(what) => format!("a {what}"),
+        DeValue::String(s) => format!("the string {:?}", s.as_ref()),
+        DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
+            format!("the {} {}", v.type_str(), raw_of(v))
+        }
+        other => format!("a {}", other.type_str()),
+    }
+}
+
+fn raw_of(v: &DeValue<'_>) -> String {
+    match v {
+        DeValue::Integer(i) => match i.radix() {
+            10 => i.as_str().to_string(),
+            r => format!("{} (base {r})", i.as_str()),
+        },
+        DeValue::Float(f) => f.as_str().to_string(),
+        DeValue::Boolean(b) => b.to_string(),
+        DeValue::String(s) => format!("{:?}", s.as_ref()),
+        other => other.type_str().to_string(),
     }
 }
 
@@ -615,59 +508,147 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ScalarVisitor)
+/// What serde found wrong with the shape: the keys down to it, where, and
+/// for an unknown name the names it knows.
+#[derive(Debug, Default)]
+struct DeError {
+    path: Vec<String>,
+    at: Option<usize>,
+    expected: Option<&'static [&'static str]>,
+    message: String,
+}
+
+impl DeError {
+    /// Each table on the way up adds its key in front.
+    fn in_key(mut self, name: &str, at: usize) -> Self {
+        self.path.insert(0, name.to_string());
+        self.at.get_or_insert(at);
+        self
     }
 }
 
-struct ScalarVisitor;
+impl fmt::Display for DeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
-impl<'de> Visitor<'de> for ScalarVisitor {
-    type Value = Scalar;
+impl std::error::Error for DeError {}
 
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a TOML value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
-        Ok(Scalar::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
-        Ok(Scalar::Int(v.into()))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
-        Ok(Scalar::Int(v.into()))
-    }
-    fn visit_i128<E>(self, v: i128) -> Result<Scalar, E> {
-        Ok(Scalar::Int(v))
-    }
-    // Beyond i128 it is too large for every key; the message quotes the text.
-    fn visit_u128<E>(self, v: u128) -> Result<Scalar, E> {
-        Ok(Scalar::Int(i128::try_from(v).unwrap_or(i128::MAX)))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
-        Ok(Scalar::Float(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
-        Ok(Scalar::Str(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
-        Ok(Scalar::Str(v))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Scalar, A::Error> {
-        while a.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Scalar::Other("array"))
-    }
-    // toml hands a datetime over as a map with one private key.
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Scalar, A::Error> {
-        let mut what = "table";
-        while let Some(k) = a.next_key::<String>()? {
-            if k.contains("datetime") {
-                what = "datetime";
-            }
-            a.next_value::<IgnoredAny>()?;
+impl de::Error for DeError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        DeError {
+            message: msg.to_string(),
+            ..DeError::default()
         }
-        Ok(Scalar::Other(what))
+    }
+    fn unknown_field(_: &str, expected: &'static [&'static str]) -> Self {
+        DeError {
+            expected: Some(expected),
+            ..DeError::default()
+        }
+    }
+}
+
+/// toml's tree as serde sees it here: a table is a map, anything else is
+/// its offset (an [`At`]).
+#[derive(Clone, Copy)]
+enum De<'a> {
+    Table(&'a DeTable<'a>),
+    Value(&'a Spanned<DeValue<'a>>),
+}
+
+impl<'de> Deserializer<'de> for De<'_> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+        match self {
+            De::Table(t) => v.visit_map(Entries {
+                iter: t.iter(),
+                value: None,
+            }),
+            De::Value(x) => v.visit_u64(x.span().start as u64),
+        }
+    }
+
+    // A section must be a table: an array would fill a struct by position.
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, DeError> {
+        self.deserialize_map(v)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+        match self {
+            De::Value(x) => match x.get_ref() {
+                DeValue::Table(t) => De::Table(t).deserialize_any(v),
+                other => Err(de::Error::custom(format!(
+                    "expected a [section], found a {}",
+                    other.type_str()
+                ))),
+            },
+            De::Table(_) => self.deserialize_any(v),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
+        v.visit_some(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct newtype_struct seq tuple tuple_struct
+        enum identifier ignored_any
+    }
+}
+
+struct Entries<'a, I> {
+    iter: I,
+    value: Option<(&'a str, &'a Spanned<DeValue<'a>>)>,
+}
+
+impl<'de, 'a, I> MapAccess<'de> for Entries<'a, I>
+where
+    I: Iterator<
+        Item = (
+            &'a Spanned<toml::de::DeString<'a>>,
+            &'a Spanned<DeValue<'a>>,
+        ),
+    >,
+{
+    type Error = DeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let Some((k, v)) = self.iter.next() else {
+            return Ok(None);
+        };
+        let name = k.get_ref().as_ref();
+        self.value = Some((name, v));
+        let key: de::value::StrDeserializer<'_, DeError> = name.into_deserializer();
+        seed.deserialize(key)
+            .map(Some)
+            .map_err(|e| e.in_key(name, k.span().start))
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+        let (name, v) = self
+            .value
+            .take()
+            .ok_or_else(|| de::Error::custom("no value"))?;
+        seed.deserialize(De::Value(v))
+            .map_err(|e| e.in_key(name, v.span().start))
+    }
+}
+
+impl<'de> Deserialize<'de> for At {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(|at| At(at as usize))
     }
 }
 
