@@ -856,7 +856,23 @@ textfile = "/var/lib/prometheus/node-exporter/conntrack.prom"
         }
 
         #[test]
-        fn parse_never_panics_tomlish(s in "(\\[(conntrack|watch|sysctl|metrics)\\]\n)?([a-z_\"\\.]{1,20} = (-?[0-9]{1,25}|\"[a-z0-9 .]{0,8}\"|[0-9]\\.[0-9]|true)\n){0,5}") {
+        fn grow_errors_name_the_key_and_line(budget in "[ -!#-\\[\\]-~]{0,12}", every in "[0-9a-z.]{0,6}") {
+            let text = format!("[grow]\nbudget = {budget:?}\nevery = {every:?}\n");
+            match p(&text) {
+                Ok(c) => proptest::prop_assert!(c.grow.every >= Duration::from_secs(1)),
+                Err(e) => {
+                    let want = match e.key.as_deref() {
+                        Some("grow.budget") => Some(2),
+                        Some("grow.every") => Some(3),
+                        _ => None,
+                    };
+                    proptest::prop_assert!(want.is_some() && e.line == want, "{e}");
+                }
+            }
+        }
+
+        #[test]
+        fn parse_never_panics_tomlish(s in "(\\[(conntrack|watch|sysctl|metrics|grow)\\]\n)?([a-z_\"\\.]{1,20} = (-?[0-9]{1,25}|\"[a-z0-9 .]{0,8}\"|[0-9]\\.[0-9]|true)\n){0,5}") {
             let _ = p(&s);
         }
 
