@@ -15,7 +15,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
+use serde::de::{self, IntoDeserializer, Visitor};
 use serde::{Deserialize, Deserializer};
 use toml::de::{DeInteger, DeTable, DeValue};
 use toml::Spanned;
@@ -23,6 +23,8 @@ use toml::Spanned;
 use super::error::ConfigError;
 use super::model::*;
 use super::values::{fmt_duration, parse_budget, parse_duration, valid_sysctl_key};
+
+const POLICIES: [(&str, Policy); 2] = [("exact", Policy::Exact), ("at-least", Policy::AtLeast)];
 
 /// Where a value starts in the text; the checks read it from toml's tree.
 #[derive(Clone, Copy)]
@@ -105,8 +107,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         conntrack.buckets => buckets: buckets;
         conntrack.udp_timeout => udp_timeout: |v| knob(v, 1, MAX_TIMEOUT);
         conntrack.udp_timeout_stream => udp_timeout_stream: |v| knob(v, 1, MAX_TIMEOUT);
-        conntrack.max_policy => max_policy: policy;
-        conntrack.buckets_policy => buckets_policy: policy;
+        conntrack.max_policy => max_policy: |v| choice(v, POLICIES);
+        conntrack.buckets_policy => buckets_policy: |v| choice(v, POLICIES);
         watch.interval => interval: |v| duration(v, INTERVAL_RANGE);
         watch.warn_percent => warn_percent: percent;
         watch.critical_percent => critical_percent: percent;
@@ -117,7 +119,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         watch.restore_limit => restore_limit: restore_limit;
         watch.triage => triage: boolean;
         watch.triage_every => triage_every: |v| duration(v, EVERY_RANGE);
-        watch.namespaces => all_namespaces: namespaces;
+        watch.namespaces => all_namespaces: |v| choice(v, [("host", false), ("all", true)]);
         watch.namespaces_every => namespaces_every: |v| duration(v, EVERY_RANGE);
         metrics.textfile => textfile: textfile;
         grow.enabled => enabled: boolean;
@@ -125,19 +127,12 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         grow.every => every: |v| duration(v, EVERY_RANGE);
         grow.remember => remember: boolean;
     }
-    for (key, At(at)) in &raw.sysctl {
-        let full = format!("sysctl.\"{key}\"");
-        let value = cx
-            .value(*at)
-            .ok_or_else(String::new)
-            .and_then(|v| sysctl_value(key, v))
-            .map_err(|m| cx.error(&full, Some(*at), m))?;
-        let line = Some(line_of(text, *at));
-        c.sysctl.push(Extra {
-            key: key.clone(),
-            value,
-            line,
-        });
+    for (key, &At(at)) in &raw.sysctl {
+        let value = cx.value(at).ok_or_else(String::new);
+        let value = value.and_then(|v| sysctl_value(key, v));
+        let value = value.map_err(|m| cx.error(&format!("sysctl.\"{key}\""), Some(at), m))?;
+        let (key, line) = (key.clone(), Some(line_of(text, at)));
+        c.sysctl.push(Extra { key, value, line });
     }
     cx.cross_check(&c, &raw)?;
     Ok(c)
@@ -183,7 +178,15 @@ impl Cx<'_> {
             (Some(known), _) => unknown("key", name, known),
             (None, _) => e.message,
         };
-        self.error(&e.path.join("."), e.at, message)
+        // The line of the innermost key the path reaches.
+        let (mut table, mut at) = (Some(self.doc), None);
+        for name in &e.path {
+            let Some((k, v)) = table.and_then(|t| t.get_key_value(name.as_str())) else {
+                break;
+            };
+            (table, at) = (v.get_ref().as_table(), Some(k.span().start));
+        }
+        self.error(&e.path.join("."), at, message)
     }
 
     /// Checks between keys. The error names `key`, at its line if the file
@@ -224,12 +227,7 @@ impl Cx<'_> {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
+    text.bytes().take(offset).filter(|b| *b == b'\n').count() + 1
 }
 
 /// A TOML syntax error. toml reports a repeated key as just "duplicate key"
@@ -335,25 +333,12 @@ fn boolean(v: &DeValue<'_>) -> Result<bool, String> {
     }
 }
 
-fn policy(v: &DeValue<'_>) -> Result<Policy, String> {
+/// One of two words, as in `max_policy` and `namespaces`.
+fn choice<T: Copy>(v: &DeValue<'_>, [(a, x), (b, y)]: [(&str, T); 2]) -> Result<T, String> {
     match v.as_str() {
-        Some("exact") => Ok(Policy::Exact),
-        Some("at-least") => Ok(Policy::AtLeast),
-        _ => Err(format!(
-            "expected \"exact\" or \"at-least\", found {}",
-            describe(v)
-        )),
-    }
-}
-
-fn namespaces(v: &DeValue<'_>) -> Result<bool, String> {
-    match v.as_str() {
-        Some("host") => Ok(false),
-        Some("all") => Ok(true),
-        _ => Err(format!(
-            "expected \"host\" or \"all\", found {}",
-            describe(v)
-        )),
+        Some(s) if s == a => Ok(x),
+        Some(s) if s == b => Ok(y),
+        _ => Err(format!("expected {a:?} or {b:?}, found {}", describe(v))),
     }
 }
 
@@ -504,23 +489,13 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// What serde found wrong with the shape: the keys down to it, where, and
-/// for an unknown name the names it knows.
+/// What serde found wrong with the shape: the keys down to it and, for an
+/// unknown name, the names it knows.
 #[derive(Debug, Default)]
 struct DeError {
     path: Vec<String>,
-    at: Option<usize>,
     expected: Option<&'static [&'static str]>,
     message: String,
-}
-
-impl DeError {
-    /// Each table on the way up adds its key in front.
-    fn in_key(mut self, name: &str, at: usize) -> Self {
-        self.path.insert(0, name.to_string());
-        self.at.get_or_insert(at);
-        self
-    }
 }
 
 impl fmt::Display for DeError {
@@ -538,8 +513,9 @@ impl de::Error for DeError {
             ..DeError::default()
         }
     }
-    fn unknown_field(_: &str, expected: &'static [&'static str]) -> Self {
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
         DeError {
+            path: vec![field.to_string()],
             expected: Some(expected),
             ..DeError::default()
         }
@@ -547,11 +523,18 @@ impl de::Error for DeError {
 }
 
 /// toml's tree as serde sees it here: a table is a map, anything else is
-/// its offset (an [`At`]).
+/// its offset (an [`At`]). A value knows its key, for errors.
 #[derive(Clone, Copy)]
 enum De<'a> {
     Table(&'a DeTable<'a>),
-    Value(&'a Spanned<DeValue<'a>>),
+    Value(&'a str, &'a Spanned<DeValue<'a>>),
+}
+
+impl<'de> IntoDeserializer<'de, DeError> for De<'_> {
+    type Deserializer = Self;
+    fn into_deserializer(self) -> Self {
+        self
+    }
 }
 
 impl<'de> Deserializer<'de> for De<'_> {
@@ -559,11 +542,16 @@ impl<'de> Deserializer<'de> for De<'_> {
 
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
         match self {
-            De::Table(t) => v.visit_map(Entries {
-                iter: t.iter(),
-                value: None,
-            }),
-            De::Value(x) => v.visit_u64(x.span().start as u64),
+            De::Table(t) => {
+                let entries = t.iter().map(|(k, v)| {
+                    let name: &str = k.get_ref().as_ref();
+                    (name, De::Value(name, v))
+                });
+                let mut map = de::value::MapDeserializer::new(entries);
+                let out = v.visit_map(&mut map)?;
+                map.end().map(|()| out)
+            }
+            De::Value(_, x) => v.visit_u64(x.span().start as u64),
         }
     }
 
@@ -578,16 +566,20 @@ impl<'de> Deserializer<'de> for De<'_> {
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
-        match self {
-            De::Value(x) => match x.get_ref() {
-                DeValue::Table(t) => De::Table(t).deserialize_any(v),
-                other => Err(de::Error::custom(format!(
-                    "expected a [section], found a {}",
-                    other.type_str()
-                ))),
-            },
-            De::Table(_) => self.deserialize_any(v),
+        let De::Value(name, x) = self else {
+            return self.deserialize_any(v);
+        };
+        match x.get_ref() {
+            DeValue::Table(t) => De::Table(t).deserialize_any(v),
+            other => Err(de::Error::custom(format!(
+                "expected a [section], found a {}",
+                other.type_str()
+            ))),
         }
+        .map_err(|mut e: DeError| {
+            e.path.insert(0, name.to_string());
+            e
+        })
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
@@ -598,47 +590,6 @@ impl<'de> Deserializer<'de> for De<'_> {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
         bytes byte_buf unit unit_struct newtype_struct seq tuple tuple_struct
         enum identifier ignored_any
-    }
-}
-
-struct Entries<'a, I> {
-    iter: I,
-    value: Option<(&'a str, &'a Spanned<DeValue<'a>>)>,
-}
-
-impl<'de, 'a, I> MapAccess<'de> for Entries<'a, I>
-where
-    I: Iterator<
-        Item = (
-            &'a Spanned<toml::de::DeString<'a>>,
-            &'a Spanned<DeValue<'a>>,
-        ),
-    >,
-{
-    type Error = DeError;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
-        let Some((k, v)) = self.iter.next() else {
-            return Ok(None);
-        };
-        let name = k.get_ref().as_ref();
-        self.value = Some((name, v));
-        let key: de::value::StrDeserializer<'_, DeError> = name.into_deserializer();
-        seed.deserialize(key)
-            .map(Some)
-            .map_err(|e| e.in_key(name, k.span().start))
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let (name, v) = self
-            .value
-            .take()
-            .ok_or_else(|| de::Error::custom("no value"))?;
-        seed.deserialize(De::Value(v))
-            .map_err(|e| e.in_key(name, v.span().start))
     }
 }
 
