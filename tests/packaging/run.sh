@@ -348,6 +348,7 @@ want = {
               "triage": True, "triage_every": "10m", "namespaces": "host",
               "namespaces_every": "1m", "restore": False, "restore_limit": 3},
     "metrics": {"textfile": ""},
+    "grow": {"enabled": True, "budget": "2%", "every": "10s", "remember": True},
 }
 got = tomllib.load(open(sys.argv[1], "rb"))
 if got != want:
