@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{self, parse_duration};
-use crate::events::default_sink;
 use crate::exit;
 use crate::host::Host;
-use crate::output;
+use crate::report::events::default_sink;
+use crate::report::output;
 use crate::sysroot::SysRoot;
 
 /// The `--help` text.
@@ -128,7 +128,7 @@ impl UsageError {
     /// The exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self.command.as_deref() {
-            Some("status") => crate::status::Verdict::Unknown.code(),
+            Some("status") => crate::cmd::status::Verdict::Unknown.code(),
             _ => exit::USAGE,
         }
     }
@@ -388,15 +388,15 @@ pub fn split_global(args: &[OsString]) -> Option<(Option<PathBuf>, &OsStr, &[OsS
 
 /// Run the command line; returns the exit code.
 pub fn run(args: &[OsString]) -> i32 {
-    // doctor and top parse their own options (src/doctor.rs, src/top.rs).
+    // doctor and top parse their own options (src/cmd/doctor.rs, src/cmd/top.rs).
     if let Some((config, word, rest)) = split_global(args) {
         match word.as_bytes() {
-            b"doctor" => return crate::doctor::main(&SysRoot::from_env(), config, rest),
-            b"top" => return crate::top::run(&SysRoot::from_env(), config.as_deref(), rest),
+            b"doctor" => return crate::cmd::doctor::main(&SysRoot::from_env(), config, rest),
+            b"top" => return crate::cmd::top::run(&SysRoot::from_env(), config.as_deref(), rest),
             _ => {}
         }
     }
-    if let Some(code) = crate::allns::dispatch(args) {
+    if let Some(code) = crate::netns::allns::dispatch(args) {
         return code;
     }
     let inv = match parse_args(args) {
@@ -418,17 +418,19 @@ pub fn run(args: &[OsString]) -> i32 {
             exit::FAILURE,
         ),
         Command::Apply { dry_run } => {
-            crate::apply::run(&host, inv.config.as_deref(), dry_run, &mut *default_sink())
+            crate::cmd::apply::run(&host, inv.config.as_deref(), dry_run, &mut *default_sink())
         }
         Command::Plan {
             rate,
             timeout,
             headroom,
             json,
-        } => crate::plan::run(root, inv.config.as_deref(), rate, timeout, headroom, json),
-        Command::Watch { interval } => crate::watch::run(&host, inv.config.as_deref(), interval),
+        } => crate::cmd::plan::run(root, inv.config.as_deref(), rate, timeout, headroom, json),
+        Command::Watch { interval } => {
+            crate::cmd::watch::run(&host, inv.config.as_deref(), interval)
+        }
         Command::Status { json, window } => {
-            crate::status::run(&host, inv.config.as_deref(), json, window)
+            crate::cmd::status::run(&host, inv.config.as_deref(), json, window)
         }
     }
 }

@@ -15,9 +15,9 @@ use std::time::Duration;
 use super::tally::{Signal, Tally};
 use super::{fill_fields, Fill, Level, Thresholds};
 use crate::config::fmt_duration;
-use crate::events::{Event, Priority};
-use crate::ids;
 use crate::kernel::percpu::HOT_CPU_SHARE;
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
 
 /// One incident: from the first loss until a whole window without one.
 #[derive(Debug, Clone, PartialEq)]

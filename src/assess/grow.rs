@@ -9,7 +9,7 @@
 //!   max (max is one global ceiling each namespace's count is held
 //!   against), or drop, early_drop or insert_failed rising in any of them;
 //! - **how much**: the larger of 2 x max and what `plan` sizes for the
-//!   new-flow rate seen ([`crate::plan::size_for`]), capped by the budget
+//!   new-flow rate seen ([`crate::assess::sizing::size_for`]), capped by the budget
 //!   and the kernel's limit; buckets towards max / 4 as the kernel rounds
 //!   them, but only while a live resize is cheap (it rehashes every entry
 //!   under a global lock), else they are left for the next boot;
@@ -24,13 +24,13 @@
 
 use std::time::Duration;
 
+use crate::assess::sizing::{size_for, DEFAULT_HEADROOM};
 use crate::config::MAX_CONNTRACK_MAX;
-use crate::events::{Event, Priority};
-use crate::hashsize::kernel_buckets;
-use crate::ids;
+use crate::kernel::hashsize::kernel_buckets;
 use crate::kernel::slab::{worst_case_bytes, DEFAULT_ENTRY_BYTES};
-use crate::plan::{size_for, DEFAULT_HEADROOM};
-use crate::table::human_bytes;
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
+use crate::report::table::human_bytes;
 
 /// Entries above which buckets are not resized live. The resize rehashes
 /// every entry of the global table with bottom halves off, stalling packets
@@ -94,7 +94,7 @@ pub struct GrowSample {
     /// New flows per second over the last window, when known.
     pub new_flow_rate: Option<f64>,
     /// The timeout that holds those flows (`nf_conntrack_udp_timeout` on
-    /// kernels with the 2-second rule, see [`crate::plan`]), seconds.
+    /// kernels with the 2-second rule, see [`crate::assess::sizing`]), seconds.
     pub udp_timeout: u64,
     /// Bytes per entry ([`crate::kernel::slab::entry_bytes`]); 0 means
     /// unknown and counts as the default.
@@ -374,7 +374,7 @@ impl GrowTracker {
     }
 
     /// A tracker that knows `max` as its own growth (from this boot's
-    /// record, [`crate::grow_state::THIS_BOOT`]), so at the budget it says
+    /// record, [`crate::state::grown::THIS_BOOT`]), so at the budget it says
     /// `grow_limited` once rather than taking the max for the operator's.
     pub fn resumed(max: u64) -> Self {
         GrowTracker {

@@ -5,8 +5,8 @@
 //! its keep-alive.
 
 use super::{fill_fields, Fill, FillReading, Level};
-use crate::events::{Event, Priority};
-use crate::ids;
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
 
 /// The health concern.
 #[derive(Debug, Clone, Default, PartialEq)]

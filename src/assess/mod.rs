@@ -29,19 +29,20 @@ pub mod level;
 pub mod lower;
 pub mod netns;
 pub mod restore;
+pub mod sizing;
 pub mod tally;
 pub mod trend;
 
 use std::time::Duration;
 
 use crate::config::{fmt_duration, Watch};
-use crate::events::{Event, Priority};
-use crate::ids;
 use crate::kernel::ctstats::CtTable;
 use crate::kernel::same_value;
 use crate::kernel::snmp::UdpStats;
 use crate::kernel::softnet::SoftnetTable;
-use crate::stats::CounterSource;
+use crate::kernel::stats::CounterSource;
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
 
 pub use counters::{BacklogTracker, CtTracker, UdpTracker};
 pub use drift::{DriftTracker, REMEDY};

@@ -13,9 +13,9 @@ use super::counters::CtTracker;
 use super::drops::DropTracker;
 use super::level::LevelTracker;
 use super::{Fill, Fullness, Level, Thresholds, CONNTRACK};
-use crate::allns::{NsSample, SampleError};
-use crate::events::Event;
+use crate::netns::allns::{NsSample, SampleError};
 use crate::netns::Namespace;
+use crate::report::events::Event;
 
 /// One watched namespace.
 #[derive(Debug, Clone, Default)]

@@ -21,8 +21,8 @@ use std::time::Duration;
 use super::lower::{check_lower_max, LowerRefused, LOWER_HEADROOM_PERCENT};
 use super::Setting;
 use crate::config::{Watch, KEY_MAX};
-use crate::events::{Event, Priority};
-use crate::ids;
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
 
 /// The restore limit counts within this window.
 pub const RESTORE_WINDOW: Duration = Duration::from_secs(3600);

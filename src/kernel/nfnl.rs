@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! The nfnetlink plumbing both ctnetlink readers share: the per-CPU
-//! statistics dump ([`crate::netlink`]) and the table dump
-//! ([`crate::ctdump`]). Message constants, the dump request, the socket,
+//! statistics dump ([`crate::kernel::netlink`]) and the table dump
+//! ([`crate::kernel::ctdump`]). Message constants, the dump request, the socket,
 //! and system calls that a signal does not interrupt.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -61,8 +61,8 @@ pub fn open_and_send(req: &[u8]) -> nix::Result<OwnedFd> {
 }
 
 /// What an errno from a ctnetlink socket call, or from the kernel's
-/// NLMSG_ERROR, means. Both readers ([`crate::netlink`] and
-/// [`crate::ctdump`]) classify through [`errno_meaning`], so one errno
+/// NLMSG_ERROR, means. Both readers ([`crate::kernel::netlink`] and
+/// [`crate::kernel::ctdump`]) classify through [`errno_meaning`], so one errno
 /// never means "not loaded" to one and "failed" to the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrnoMeaning {

@@ -14,7 +14,7 @@
 //! normal on a host that starts and stops containers, and is reported as
 //! [`EnterError::Vanished`], not as a failure.
 
-pub mod kmsg;
+pub mod allns;
 pub mod owner;
 
 use std::collections::BTreeMap;

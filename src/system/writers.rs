@@ -8,8 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::applied::ApplyRun;
 use crate::config::{KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT, KEY_UDP_TIMEOUT_STREAM};
+use crate::state::applied::ApplyRun;
 use crate::sysroot::{PathError, SysRoot};
 
 /// The directories systemd-sysctl reads, in precedence order: a file in an
@@ -964,7 +964,7 @@ pub enum Candidate {
         value: String,
     },
     /// The value is the kernel's default. Why depends on whether the apply
-    /// step ran in this boot ([`crate::applied`]): if it did, the module
+    /// step ran in this boot ([`crate::state::applied`]): if it did, the module
     /// was (re)loaded after it, or a new namespace started with defaults;
     /// if not, nothing ever set the value.
     KernelDefault {
@@ -1074,7 +1074,7 @@ pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<Hint> {
         &sysctl_settings(root, key).0,
         &scan_processes(root),
         &module_param_sources(root, key),
-        &crate::applied::read(root),
+        &crate::state::applied::read(root),
     )
 }
 

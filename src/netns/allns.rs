@@ -18,7 +18,7 @@
 //! cadence, every N samples:
 //!
 //! ```no_run
-//! use conntrack_guard::{allns, netns, sysroot::SysRoot};
+//! use conntrack_guard::{netns::{self, allns}, sysroot::SysRoot};
 //! let root = SysRoot::host();
 //! let found = netns::scan(&root); // links and inodes only; opens nothing
 //! for (ns, r) in found.iter().zip(allns::sample_all(&found)) {
@@ -38,12 +38,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::assess::{Level, Thresholds};
+use crate::cmd::status::Verdict;
 use crate::config::{self, KEY_COUNT, KEY_MAX};
 use crate::kernel::ctstats::{parse_ct_stat, CtCounter, CtTable};
-use crate::netns::kmsg::{self, TableFull};
+use crate::kernel::kmsg::{self, TableFull};
+use crate::kernel::stats::CounterSource;
 use crate::netns::{self, EnterError, Namespace, Owner};
-use crate::stats::CounterSource;
-use crate::status::Verdict;
 use crate::sysroot::SysRoot;
 
 /// A namespace's UDP receive errors since it was created (`Udp:` in its
@@ -159,7 +159,7 @@ impl SampleError {
 /// `/proc/thread-self/net/stat/nf_conntrack`. The one place the counter
 /// layer is called from, so it can be swapped.
 pub fn counters_here() -> Result<(CtTable, CounterSource), String> {
-    match crate::netlink::stats_cpu_table() {
+    match crate::kernel::netlink::stats_cpu_table() {
         Ok(t) => Ok((t, CounterSource::Netlink)),
         Err(nl) => {
             let root = SysRoot::host();

@@ -12,16 +12,16 @@ use std::time::Duration;
 
 use crate::assess::lower::check_lower_max;
 use crate::config::{Config, ConfigError, Knob, Policy, KEY_BUCKETS, KEY_COUNT, KEY_MAX};
-use crate::events::{Event, Priority, Sink};
 use crate::exit;
-use crate::hashsize::{self, KernelTarget};
 use crate::host::Host;
-use crate::ids;
+use crate::kernel::hashsize::{self, KernelTarget};
+use crate::kernel::module::{self, ModuleError, ModuleState};
 use crate::kernel::{entry_bytes, kernel_u64, ram_bytes, read_current, same_value};
-use crate::module::{self, ModuleError, ModuleState};
-use crate::output;
+use crate::report::events::{Event, Priority, Sink};
+use crate::report::ids;
+use crate::report::output;
+use crate::report::table::human_bytes;
 use crate::sysroot::{PathError, SysRoot, HASHSIZE_PARAM};
-use crate::table::human_bytes;
 
 /// Which way a write moves a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -473,7 +473,7 @@ fn entries_in_use(host: &Host) -> Option<u64> {
         return own;
     }
     let found = crate::netns::scan(&host.root);
-    crate::allns::sample_all(&found)
+    crate::netns::allns::sample_all(&found)
         .into_iter()
         .filter_map(|s| s.ok().map(|s| s.count))
         .chain(own)
@@ -630,7 +630,7 @@ pub fn run(host: &Host, config_path: Option<&Path>, dry_run: bool, sink: &mut dy
     // The mark that this boot's apply ran, for the writer hints: left
     // whenever the kernel was written, whatever the verdict.
     if !dry_run {
-        if let Err(e) = crate::applied::write(&host.root) {
+        if let Err(e) = crate::state::applied::write(&host.root) {
             output::err(&format!(
                 "conntrack-guard: warning: cannot leave the mark that apply ran: {e} \
                  (writer hints will say it has not run since boot)"

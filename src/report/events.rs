@@ -46,7 +46,7 @@ pub struct Event {
     pub priority: Priority,
     /// Short name, e.g. `level_warning` (the `CONNTRACK_EVENT` field).
     pub name: &'static str,
-    /// Stable MESSAGE_ID from [`crate::ids`].
+    /// Stable MESSAGE_ID from [`crate::report::ids`].
     pub id: &'static str,
     /// Human text.
     pub message: String,

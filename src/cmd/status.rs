@@ -32,9 +32,9 @@ use crate::kernel::ctstats::{CtCounter, CtTable};
 use crate::kernel::percpu::{CounterSet, DeltaTracker, HOT_CPU_SHARE};
 use crate::kernel::snmp::UdpStats;
 use crate::kernel::softnet::{SoftnetCounter, SoftnetTable};
+use crate::kernel::stats::CounterSource;
 use crate::observe;
-use crate::output;
-use crate::stats::CounterSource;
+use crate::report::output;
 
 /// Monitoring-plugins states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -828,7 +828,7 @@ pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readin
         .iter()
         .filter(|s| !s.ok())
         .filter_map(|s| {
-            let h = crate::writers::hint(&host.root, &s.key, s.actual.as_deref()?)?;
+            let h = crate::system::writers::hint(&host.root, &s.key, s.actual.as_deref()?)?;
             Some((s.key.clone(), h.text())).filter(|(_, t)| !t.is_empty())
         })
         .collect();

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 pub use sd_notify::NotifyState;
 
-use crate::events::{Event, Priority};
-use crate::ids;
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
 
 /// Talks to the service manager.
 #[derive(Debug)]

@@ -12,10 +12,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::assess::{Fill, Level};
-use crate::events::{Event, Priority};
-use crate::ids;
 use crate::kernel::snmp::UdpStats;
-use crate::stats::CounterSource;
+use crate::kernel::stats::CounterSource;
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
 use crate::sysroot::write_atomic;
 
 /// What one sample contributes to the metrics.

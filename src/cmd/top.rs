@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! `conntrack-guard top`: who is filling the table.
 //!
-//! One ctnetlink dump of a namespace's table ([`crate::ctdump`]), grouped
+//! One ctnetlink dump of a namespace's table ([`crate::kernel::ctdump`]), grouped
 //! while it streams: by protocol and original destination port, by state,
 //! by source prefix, by NAT, by zone and by mark. Each dimension keeps at
 //! most [`GROUP_CAP`] distinct groups; entries of groups first seen after
@@ -24,10 +24,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::ctdump::IPS_SRC_NAT;
-use crate::ctdump::{self, DumpError, End, Entry, IPS_ASSURED, IPS_DST_NAT, IPS_SEEN_REPLY};
 use crate::exit;
-use crate::nsenter::{self, NetnsError};
+use crate::kernel::ctdump::IPS_SRC_NAT;
+use crate::kernel::ctdump::{
+    self, DumpError, End, Entry, IPS_ASSURED, IPS_DST_NAT, IPS_SEEN_REPLY,
+};
+use crate::kernel::nsenter::{self, NetnsError};
 use crate::sysroot::SysRoot;
 
 /// Distinct groups kept per dimension.
@@ -1199,7 +1201,7 @@ pub fn pick(mut all: Vec<Candidate>, warn_percent: f64) -> Vec<Candidate> {
 /// the aggregation in the fullest, or in each above the warning level.
 fn run_all(root: &SysRoot, o: &Options, warn: f64) -> i32 {
     let found = crate::netns::scan(root);
-    let samples = crate::allns::sample_all(&found);
+    let samples = crate::netns::allns::sample_all(&found);
     let all: Vec<Candidate> = found
         .iter()
         .zip(samples)
@@ -1323,7 +1325,7 @@ mod tests {
     }
 
     use super::*;
-    use crate::ctdump::Tuple;
+    use crate::kernel::ctdump::Tuple;
 
     fn os(a: &[&str]) -> Vec<OsString> {
         a.iter().map(OsString::from).collect()

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{self, Config, KEY_BUCKETS, KEY_MAX};
-use crate::ruleset::{self, CommandRuleset, FileRuleset, RulesetSource};
 use crate::sysroot::SysRoot;
-use crate::writers::{self, KubeProxyConntrack, WriterKind};
+use crate::system::ruleset::{self, CommandRuleset, FileRuleset, RulesetSource};
+use crate::system::writers::{self, KubeProxyConntrack, WriterKind};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -306,7 +306,9 @@ pub fn check_modules_load(root: &SysRoot) -> Vec<Finding> {
         .flatten()
         .map(|s| s.trim().to_string());
     let kernel = KernelModules {
-        version: release.as_deref().and_then(crate::plan::parse_version),
+        version: release
+            .as_deref()
+            .and_then(crate::kernel::facts::parse_version),
         known: release.as_deref().and_then(|r| known_modules(root, r)),
         release: release.as_deref().unwrap_or("(unknown)"),
     };

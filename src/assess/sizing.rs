@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! `conntrack-guard plan`: size the table from the workload.
+//! Sizing the table from the workload: the pure part of `plan`, also used
+//! by the watchdog's growth ([`crate::assess::grow`]).
 //!
 //! The entries a workload holds are new flows per second times the timeout
 //! that really holds such a flow. Since Linux 5.15 (netfilter commit "udp:
@@ -10,19 +11,12 @@
 //! `nf_conntrack_udp_timeout`. Older kernels moved every replied flow to the
 //! stream timeout.
 
-use std::path::Path;
-
 use serde::Serialize;
 
-use crate::config::{
-    Config, KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT, KEY_UDP_TIMEOUT_STREAM, MAX_CONNTRACK_MAX,
-};
-use crate::exit;
-use crate::hashsize;
-use crate::kernel::{entry_bytes, kernel_u64};
-use crate::output;
-use crate::sysroot::SysRoot;
-use crate::table::human_bytes;
+use crate::config::{Config, MAX_CONNTRACK_MAX};
+pub use crate::kernel::facts::{parse_version, KernelFacts};
+use crate::kernel::hashsize;
+use crate::report::table::human_bytes;
 
 /// The first kernel with the 2-second rule.
 pub const TWO_SECOND_RULE: (u32, u32) = (5, 15);
@@ -30,57 +24,6 @@ pub const TWO_SECOND_RULE: (u32, u32) = (5, 15);
 pub const DEFAULT_UDP_TIMEOUT: u64 = 30;
 /// See [`DEFAULT_UDP_TIMEOUT`].
 pub const DEFAULT_UDP_TIMEOUT_STREAM: u64 = 120;
-
-/// What plan needs to know about the running kernel.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KernelFacts {
-    /// (major, minor) from osrelease.
-    pub version: Option<(u32, u32)>,
-    /// The release string.
-    pub release: Option<String>,
-    /// Current nf_conntrack_max.
-    pub max: Option<u64>,
-    /// Current buckets.
-    pub buckets: Option<u64>,
-    /// Current udp timeout.
-    pub udp_timeout: Option<u64>,
-    /// Current udp stream timeout.
-    pub udp_timeout_stream: Option<u64>,
-    /// Bytes per entry.
-    pub entry_bytes: u64,
-    /// Page size: the kernel rounds the bucket count up to a page of
-    /// pointers.
-    pub page_size: u64,
-}
-
-impl KernelFacts {
-    /// Read them through the root.
-    pub fn read(root: &SysRoot) -> Self {
-        let release = root
-            .read_opt("proc/sys/kernel/osrelease")
-            .ok()
-            .flatten()
-            .map(|s| s.trim().to_string());
-        KernelFacts {
-            version: release.as_deref().and_then(parse_version),
-            release,
-            max: kernel_u64(root, KEY_MAX),
-            buckets: kernel_u64(root, KEY_BUCKETS),
-            udp_timeout: kernel_u64(root, KEY_UDP_TIMEOUT),
-            udp_timeout_stream: kernel_u64(root, KEY_UDP_TIMEOUT_STREAM),
-            entry_bytes: entry_bytes(root),
-            page_size: hashsize::page_size(),
-        }
-    }
-}
-
-/// "6.18.0-1-amd64" -> (6, 18).
-pub fn parse_version(release: &str) -> Option<(u32, u32)> {
-    let mut it = release.split(|c: char| !c.is_ascii_digit());
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next()?.parse().ok()?;
-    Some((major, minor))
-}
 
 /// The plan request.
 #[derive(Debug, Clone, PartialEq)]
@@ -361,40 +304,6 @@ impl Plan {
         s.push_str(&self.config_block);
         s
     }
-}
-
-/// `plan` against the kernel under `root`; returns the exit code.
-pub fn run(
-    root: &SysRoot,
-    config_path: Option<&Path>,
-    rate: f64,
-    timeout: Option<u64>,
-    headroom: f64,
-    json: bool,
-) -> i32 {
-    let cfg = match crate::config::load(root, config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            output::err(&format!("conntrack-guard: invalid configuration: {e}"));
-            return exit::CONFIG;
-        }
-    };
-    let facts = KernelFacts::read(root);
-    let p = plan(
-        &Request {
-            rate,
-            timeout,
-            headroom,
-        },
-        &cfg,
-        &facts,
-    );
-    let text = if json {
-        serde_json::to_string_pretty(&p).unwrap_or_default() + "\n"
-    } else {
-        p.text()
-    };
-    output::out_or(&text, exit::OK, exit::FAILURE)
 }
 
 #[cfg(test)]

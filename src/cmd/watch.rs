@@ -26,20 +26,21 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
-use crate::allns::{self, NsSample, SampleError as NsError};
 use crate::assess::netns::NsTrackers;
 use crate::assess::{self, restore, status_line, State, Thresholds};
+use crate::cmd::top;
 use crate::config::{self, fmt_duration, Config};
-use crate::events::{default_sink, Event, Priority, Sink};
 use crate::host::Host;
-use crate::ids;
-use crate::metrics::{self, Textfile};
-use crate::netns::{self, kmsg::TableFull, Namespace};
-use crate::notify::{Notifier, NotifyState};
+use crate::kernel::kmsg::{self, TableFull};
+use crate::netns::allns::{self, NsSample, SampleError as NsError};
+use crate::netns::{self, Namespace};
 use crate::observe;
+use crate::report::events::{default_sink, Event, Priority, Sink};
+use crate::report::ids;
+use crate::report::metrics::{self, Textfile};
+use crate::report::notify::{Notifier, NotifyState};
 use crate::sysroot::DEFAULT_CONFIG;
-use crate::top;
-use crate::writers;
+use crate::system::writers;
 
 /// Waits shorter than this are plain sleeps (see [`SignalWait::wait`]).
 const SHORT_WAIT: Duration = Duration::from_millis(20);
@@ -271,7 +272,7 @@ impl Watcher<'_> {
             .spawn(move || {
                 let found = netns::scan(&root);
                 let samples = allns::sample_all(&found);
-                let kmsg = netns::kmsg::read_table_full(&root).unwrap_or_default();
+                let kmsg = kmsg::read_table_full(&root).unwrap_or_default();
                 let _ = tx.send((found.into_iter().zip(samples).collect(), kmsg));
             });
         if started.is_ok() {
@@ -608,14 +609,14 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
     let cfg = match config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
-            crate::output::err(&format!("conntrack-guard: invalid configuration: {e}"));
+            crate::report::output::err(&format!("conntrack-guard: invalid configuration: {e}"));
             return crate::exit::CONFIG;
         }
     };
     let mut signals = match SignalWait::install() {
         Ok(s) => s,
         Err(e) => {
-            crate::output::err(&format!(
+            crate::report::output::err(&format!(
                 "conntrack-guard: cannot install signal handlers: {e}"
             ));
             return crate::exit::FAILURE;
