@@ -6,9 +6,12 @@
 //! sd_notify, the metrics textfile) and sleeps. The sleep waits on the
 //! signal self-pipe with a timeout, so SIGTERM ends a one-hour interval at
 //! once, and it is cut into pieces of half `WATCHDOG_USEC` so systemd gets a
-//! keep-alive in time whatever the interval. Keep-alives are sent only while
-//! the last sample succeeded: if sampling keeps failing, systemd's watchdog
-//! restarts the service.
+//! keep-alive in time whatever the interval. The keep-alive means "the loop
+//! is alive", nothing more: `READY=1` follows the first sample whatever it
+//! read, and `WATCHDOG=1` goes out on schedule while the loop runs, also
+//! while nf_conntrack is absent or unreadable (a restart would not bring it
+//! back, and would lose the incident state). The kernel's state is in
+//! `STATUS=` and the journal; only a hung loop misses a keep-alive.
 //!
 //! "drops N" in the `STATUS=` line counts the increases of `drop` (and
 //! "early_drops" those of `early_drop`) seen since this watchdog started,
@@ -209,23 +212,23 @@ impl Watcher<'_> {
         self.name_the_writer(&mut evs);
         Self::emit_all(sink, evs);
         let line = self.status_line();
+        let mut states = Vec::with_capacity(3);
+        if !self.ready_sent {
+            states.push(NotifyState::Ready);
+        }
+        states.push(NotifyState::Status(&line));
+        if self.notifier.watchdog_every().is_some() {
+            states.push(NotifyState::Watchdog);
+        }
+        // READY=1 is retried with the next sample until it went out.
+        if self.notify(sink, &states) {
+            self.ready_sent = true;
+        }
+        self.last_ping = now;
+        // The metrics need a fill: without one the textfile keeps its last
+        // timestamp, which is how a scraper sees that the data is stale.
         if self.state.healthy() {
-            let mut states = Vec::with_capacity(3);
-            if !self.ready_sent {
-                states.push(NotifyState::Ready);
-            }
-            states.push(NotifyState::Status(&line));
-            if self.notifier.watchdog_every().is_some() {
-                states.push(NotifyState::Watchdog);
-            }
-            // READY=1 is retried with the next sample until it went out.
-            if self.notify(sink, &states) {
-                self.ready_sent = true;
-            }
-            self.last_ping = now;
             self.write_metrics(sink, &obs);
-        } else {
-            self.notify(sink, &[NotifyState::Status(&line)]);
         }
     }
 
@@ -411,10 +414,9 @@ impl Watcher<'_> {
 
     fn reload(&mut self, sink: &mut dyn Sink) {
         // systemd stays in "reloading" until READY=1 follows RELOADING=1.
-        // Before the first good sample READY=1 has not been sent and must
-        // not be (it means "watching"), so a reload then is not announced:
-        // the service is still starting, and the first good sample sends
-        // READY=1 with the new configuration in force.
+        // Before the first sample READY=1 has not been sent, so a reload
+        // then is not announced: the service is still starting, and the
+        // first sample sends READY=1 with the new configuration in force.
         let announce = self.ready_sent;
         if announce {
             let mut states = vec![NotifyState::Reloading];
@@ -483,12 +485,12 @@ impl Watcher<'_> {
         self.notify(sink, &states);
     }
 
-    /// When to wake next: the next sample, or the next keep-alive while
-    /// healthy, whichever comes first.
+    /// When to wake next: the next sample, or the next keep-alive,
+    /// whichever comes first.
     fn wake_at(&self) -> Instant {
         match self.notifier.watchdog_every() {
-            Some(every) if self.state.healthy() => self.next_sample.min(self.last_ping + every),
-            _ => self.next_sample,
+            Some(every) => self.next_sample.min(self.last_ping + every),
+            None => self.next_sample,
         }
     }
 
@@ -514,7 +516,7 @@ impl Watcher<'_> {
             }
             if let Some(every) = self.notifier.watchdog_every() {
                 let now = Instant::now();
-                if self.state.healthy() && now >= self.last_ping + every && now < self.next_sample {
+                if now >= self.last_ping + every && now < self.next_sample {
                     self.last_ping = now;
                     self.notify(sink, &[NotifyState::Watchdog]);
                 }

@@ -131,7 +131,7 @@ fn module_vanishes_and_returns() {
     let (mut w, mut n) = root.watch_notified("0.05");
     n.status("(100/1000)");
     root.unload();
-    n.status("conntrack unavailable");
+    n.status("nf_conntrack not loaded: waiting for it");
     n.samples(5);
     assert!(w.alive());
     root.reload_module();

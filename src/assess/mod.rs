@@ -417,7 +417,9 @@ pub fn flush(mut s: State) -> (State, Vec<Event>) {
 pub fn status_line(s: &State) -> String {
     let h = &s.health;
     let head = match (&s.fill, h.gone, &h.fault) {
-        (_, true, _) => "conntrack unavailable (nf_conntrack keys are gone)".to_string(),
+        (_, true, _) => {
+            "nf_conntrack not loaded: waiting for it (its sysctl keys are gone)".to_string()
+        }
         (_, _, Some(why)) => format!("conntrack unreadable ({why})"),
         (Some(f), _, _) => format!("conntrack {} · {}", f.text(), s.level().name()),
         (None, _, _) => "conntrack not sampled yet".to_string(),
@@ -744,7 +746,7 @@ mod tests {
         };
         let (s, _) = assess(&t, s, &gone, secs(1));
         assert!(!s.healthy());
-        assert!(status_line(&s).starts_with("conntrack unavailable"));
+        assert!(status_line(&s).starts_with("nf_conntrack not loaded: waiting for it"));
         let (s, _) = assess(&t, s, &obs(1, 10), secs(2));
         assert!(s.healthy());
         let (s, evs) = assess(&t, s, &obs(1, 0), secs(3));
