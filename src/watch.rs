@@ -146,7 +146,22 @@ struct Watcher<'a> {
     last_ns_scan: Option<Instant>,
     namespaces: NsTrackers,
     kmsg_seen: Option<BTreeMap<u64, u64>>,
+    /// The writer search running now, if any (see `name_the_writer`).
+    hints: Option<HintJob>,
 }
+
+/// A writer search on its own thread and the events waiting for it.
+struct HintJob {
+    rx: mpsc::Receiver<Vec<String>>,
+    held: Vec<Event>,
+    deadline: Instant,
+}
+
+/// How often held drift events look for their hint.
+const HINT_POLL: Duration = Duration::from_millis(50);
+
+/// How long drift events wait for the name of the other writer.
+pub const HINT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One namespace scan's results.
 type Scan = (Vec<(Namespace, Result<NsSample, NsError>)>, Vec<TableFull>);
@@ -209,7 +224,8 @@ impl Watcher<'_> {
         for r in &restores {
             evs.push(restore::restored_event(r, self.write_back(r)));
         }
-        self.name_the_writer(&mut evs);
+        evs.extend(self.hint_result(now));
+        let evs = self.name_the_writer(evs, now);
         Self::emit_all(sink, evs);
         let line = self.status_line();
         let mut states = Vec::with_capacity(3);
@@ -359,28 +375,89 @@ impl Watcher<'_> {
 
     /// Drift events say who else writes the key, where that can be known
     /// (sysctl.d files, kube-proxy and friends, the module parameter). Only
-    /// run when such an event goes out: it reads /proc and /etc.
-    fn name_the_writer(&self, evs: &mut [Event]) {
-        for ev in evs
-            .iter_mut()
-            .filter(|e| matches!(e.name, "drift" | "drift_fight" | "restored"))
-        {
-            let key = ev.get("CONNTRACK_KEY").map(str::to_string);
-            let foreign = ev
-                .get("CONNTRACK_ACTUAL")
-                .or(ev.get("CONNTRACK_FOREIGN"))
-                .map(str::to_string);
-            let (Some(key), Some(foreign)) = (key, foreign) else {
-                continue;
-            };
-            if let Some(h) = writers::hint(&self.host.root, &key, &foreign) {
-                let text = h.text();
-                if !text.is_empty() {
-                    ev.message
-                        .push_str(&format!("; who else writes it: {text}"));
-                    ev.fields.push(("CONNTRACK_WRITER_HINT", text));
-                }
+    /// run when such an event goes out. The search reads /proc/*/cmdline,
+    /// which can hang on a process in D state, so it runs on a thread of
+    /// its own: the events wait for it at most [`HINT_TIMEOUT`], then go
+    /// out without the hint. One search at a time: while one is still
+    /// running (or hung), new events go out at once, without a hint.
+    /// Returns the events to emit now.
+    fn name_the_writer(&mut self, evs: Vec<Event>, now: Instant) -> Vec<Event> {
+        let wants = |e: &Event| {
+            matches!(e.name, "drift" | "drift_fight" | "restored")
+                && e.get("CONNTRACK_KEY").is_some()
+                && e.get("CONNTRACK_ACTUAL")
+                    .or(e.get("CONNTRACK_FOREIGN"))
+                    .is_some()
+        };
+        if self.hints.is_some() || !evs.iter().any(wants) {
+            return evs;
+        }
+        let (held, now_out): (Vec<Event>, Vec<Event>) = evs.into_iter().partition(wants);
+        let asks: Vec<(String, String)> = held
+            .iter()
+            .map(|e| {
+                let foreign = e.get("CONNTRACK_ACTUAL").or(e.get("CONNTRACK_FOREIGN"));
+                (
+                    e.get("CONNTRACK_KEY").unwrap_or_default().to_string(),
+                    foreign.unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let root = self.host.root.clone();
+        let (tx, rx) = mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("ctg-writers".into())
+            .spawn(move || {
+                let texts: Vec<String> = asks
+                    .iter()
+                    .map(|(key, foreign)| {
+                        writers::hint(&root, key, foreign).map_or_else(String::new, |h| h.text())
+                    })
+                    .collect();
+                let _ = tx.send(texts);
+            });
+        match started {
+            Ok(_) => {
+                self.hints = Some(HintJob {
+                    rx,
+                    held,
+                    deadline: now + HINT_TIMEOUT,
+                });
+                now_out
             }
+            // No thread (TasksMax): the events without the hint.
+            Err(_) => now_out.into_iter().chain(held).collect(),
+        }
+    }
+
+    /// The held drift events, once their hints are in or their time is up.
+    fn hint_result(&mut self, now: Instant) -> Vec<Event> {
+        let Some(job) = self.hints.as_mut() else {
+            return Vec::new();
+        };
+        match job.rx.try_recv() {
+            Ok(texts) => {
+                let mut held = std::mem::take(&mut job.held);
+                for (ev, text) in held.iter_mut().zip(texts) {
+                    if !text.is_empty() {
+                        ev.message
+                            .push_str(&format!("; who else writes it: {text}"));
+                        ev.fields.push(("CONNTRACK_WRITER_HINT", text));
+                    }
+                }
+                self.hints = None;
+                held
+            }
+            Err(mpsc::TryRecvError::Disconnected) => {
+                let held = std::mem::take(&mut job.held);
+                self.hints = None;
+                held
+            }
+            // Still searching: past the bound the events go out without
+            // the hint; the job stays until the thread returns, so a hung
+            // search never has a second one piled on it.
+            Err(mpsc::TryRecvError::Empty) if now >= job.deadline => std::mem::take(&mut job.held),
+            Err(mpsc::TryRecvError::Empty) => Vec::new(),
         }
     }
 
@@ -488,14 +565,23 @@ impl Watcher<'_> {
     /// When to wake next: the next sample, or the next keep-alive,
     /// whichever comes first.
     fn wake_at(&self) -> Instant {
-        match self.notifier.watchdog_every() {
+        let mut at = match self.notifier.watchdog_every() {
             Some(every) => self.next_sample.min(self.last_ping + every),
             None => self.next_sample,
+        };
+        // Held drift events go out when their hint is in or its bound is
+        // up; look every HINT_POLL until then.
+        if self.hints.as_ref().is_some_and(|j| !j.held.is_empty()) {
+            at = at.min(Instant::now() + HINT_POLL);
         }
+        at
     }
 
     fn run(&mut self, signals: &mut SignalWait, sink: &mut dyn Sink) -> i32 {
         loop {
+            // Events the journal did not take yet (it stalled): never
+            // waited for, tried again on every turn.
+            sink.retry();
             let got = signals.wait(Duration::ZERO);
             if got.stop {
                 break;
@@ -514,6 +600,8 @@ impl Watcher<'_> {
             if got.reload {
                 self.reload(sink);
             }
+            let held = self.hint_result(Instant::now());
+            Self::emit_all(sink, held);
             if let Some(every) = self.notifier.watchdog_every() {
                 let now = Instant::now();
                 if now >= self.last_ping + every && now < self.next_sample {
@@ -521,6 +609,10 @@ impl Watcher<'_> {
                     self.notify(sink, &[NotifyState::Watchdog]);
                 }
             }
+        }
+        // Held drift events go out without waiting for their hint.
+        if let Some(job) = self.hints.take() {
+            Self::emit_all(sink, job.held);
         }
         let (state, evs) = assess::flush(std::mem::take(&mut self.state));
         self.state = state;
@@ -532,9 +624,15 @@ impl Watcher<'_> {
                 NotifyState::Status("stopping on signal"),
             ],
         );
+        // What the journal still holds back gets a moment, not forever:
+        // systemd's stop timeout is the hard bound.
+        sink.drain(JOURNAL_DRAIN_AT_EXIT);
         crate::exit::OK
     }
 }
+
+/// How long the exit waits for a stalled journal to take held events.
+const JOURNAL_DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
 
 /// The bound of one triage read.
 pub const TRIAGE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -624,6 +722,7 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
         last_ns_scan: None,
         namespaces: NsTrackers::default(),
         kmsg_seen: None,
+        hints: None,
     };
     w.run(&mut signals, &mut *sink)
 }
