@@ -148,7 +148,14 @@ struct Watcher<'a> {
     kmsg_seen: Option<BTreeMap<u64, u64>>,
     /// The writer search running now, if any (see `name_the_writer`).
     hints: Option<HintJob>,
+    /// What the last namespace scan could not enter for want of a
+    /// capability (None before the first scan), and whether that was said.
+    ns_denied: Option<Option<&'static str>>,
+    ns_denied_logged: bool,
 }
+
+/// The drop-in that grants what `namespaces = "all"` needs, as installed.
+pub const ALLNS_DROPIN: &str = "/usr/share/conntrack-guard/conntrack-guard-allns.conf";
 
 /// A writer search on its own thread and the events waiting for it.
 struct HintJob {
@@ -163,8 +170,13 @@ const HINT_POLL: Duration = Duration::from_millis(50);
 /// How long drift events wait for the name of the other writer.
 pub const HINT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One namespace scan's results.
-type Scan = (Vec<(Namespace, Result<NsSample, NsError>)>, Vec<TableFull>);
+/// One namespace scan's results, and the capability that kept it out of
+/// other namespaces, if one did.
+type Scan = (
+    Vec<(Namespace, Result<NsSample, NsError>)>,
+    Vec<TableFull>,
+    Option<&'static str>,
+);
 
 impl Watcher<'_> {
     fn emit_all(sink: &mut dyn Sink, evs: impl IntoIterator<Item = Event>) {
@@ -284,10 +296,20 @@ impl Watcher<'_> {
         let started = std::thread::Builder::new()
             .name("ctg-netns".into())
             .spawn(move || {
+                // Without CAP_SYS_ADMIN every setns fails: do not try (one
+                // thread per namespace per scan, for nothing).
+                if netns::lacks_sys_admin(&root) == Some(true) {
+                    let _ = tx.send((Vec::new(), Vec::new(), Some(netns::CAP_SYS_ADMIN_NAME)));
+                    return;
+                }
                 let found = netns::scan(&root);
                 let samples = allns::sample_all(&found);
+                let denied = samples.iter().find_map(|r| match r {
+                    Err(NsError::Enter(e)) => e.missing_capability(),
+                    _ => None,
+                });
                 let kmsg = netns::kmsg::read_table_full(&root).unwrap_or_default();
-                let _ = tx.send((found.into_iter().zip(samples).collect(), kmsg));
+                let _ = tx.send((found.into_iter().zip(samples).collect(), kmsg, denied));
             });
         if started.is_ok() {
             self.ns_scan = Some(rx);
@@ -299,7 +321,7 @@ impl Watcher<'_> {
         let Some(rx) = &self.ns_scan else {
             return Vec::new();
         };
-        let (scan, kmsg) = match rx.try_recv() {
+        let (scan, kmsg, denied) = match rx.try_recv() {
             Ok(r) => r,
             Err(mpsc::TryRecvError::Empty) => return Vec::new(),
             Err(mpsc::TryRecvError::Disconnected) => {
@@ -309,6 +331,7 @@ impl Watcher<'_> {
         };
         self.ns_scan = None;
         let mut evs = self.namespaces.step(&self.thresholds, &scan, at);
+        evs.extend(self.ns_access(denied));
         // "table full in netns N": which container that is. Lines from
         // before the first scan are history, not news.
         let first = self.kmsg_seen.is_none();
@@ -344,12 +367,45 @@ impl Watcher<'_> {
         evs
     }
 
+    /// A scan was kept out of other namespaces by a missing capability
+    /// (`denied`), or was not: remember it for the status line, and say
+    /// it once per start (a capability does not come back without one).
+    fn ns_access(&mut self, denied: Option<&'static str>) -> Option<Event> {
+        self.ns_denied = Some(denied);
+        let cap = denied?;
+        if self.ns_denied_logged {
+            return None;
+        }
+        self.ns_denied_logged = true;
+        Some(
+            Event::new(
+                Priority::Warning,
+                "netns_unavailable",
+                ids::NETNS_UNAVAILABLE,
+                format!(
+                    "[watch] namespaces = \"all\" is set, but this process cannot enter other \
+                     network namespaces: it lacks {cap}; only the host's table is watched. \
+                     {ALLNS_DROPIN} grants it: install it as \
+                     /etc/systemd/system/conntrack-guard.service.d/allns.conf, then \
+                     systemctl daemon-reload && systemctl restart conntrack-guard"
+                ),
+            )
+            .field("CONNTRACK_MISSING_CAPABILITY", cap)
+            .field("CONNTRACK_DROPIN", ALLNS_DROPIN),
+        )
+    }
+
     /// The `STATUS=` line, with the namespaces when all are watched.
     fn status_line(&self) -> String {
         let mut line = status_line(&self.state);
         if self.cfg.watch.all_namespaces && self.host.kernel_access {
             line.push_str(" · ");
-            line.push_str(&self.namespaces.status());
+            match self.ns_denied {
+                Some(Some(cap)) if self.namespaces.by_inode.is_empty() => {
+                    line.push_str(&format!("netns: no access (needs {cap})"));
+                }
+                _ => line.push_str(&self.namespaces.status()),
+            }
         }
         line
     }
@@ -617,6 +673,8 @@ impl Watcher<'_> {
         let (state, evs) = assess::flush(std::mem::take(&mut self.state));
         self.state = state;
         Self::emit_all(sink, evs);
+        let at = Instant::now().duration_since(self.start);
+        Self::emit_all(sink, self.namespaces.flush(at));
         self.notify(
             sink,
             &[
@@ -723,6 +781,8 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
         namespaces: NsTrackers::default(),
         kmsg_seen: None,
         hints: None,
+        ns_denied: None,
+        ns_denied_logged: false,
     };
     w.run(&mut signals, &mut *sink)
 }
