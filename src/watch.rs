@@ -152,6 +152,8 @@ struct Watcher<'a> {
     /// capability (None before the first scan), and whether that was said.
     ns_denied: Option<Option<&'static str>>,
     ns_denied_logged: bool,
+    /// Saving the totals failed (said once).
+    totals_failing: bool,
 }
 
 /// The drop-in that grants what `namespaces = "all"` needs, as installed.
@@ -543,6 +545,29 @@ impl Watcher<'_> {
         if let Some(ev) = tf.write(&text) {
             sink.emit(&ev);
         }
+        // The totals just exported, for the next process (see
+        // metrics::SavedTotals). Said once when it fails, and once when it
+        // works again.
+        match metrics::save_totals(&self.host.root, &self.state.saved_totals()) {
+            Ok(()) if self.totals_failing => {
+                self.totals_failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !self.totals_failing => {
+                self.totals_failing = true;
+                sink.emit(&Event::new(
+                    Priority::Warning,
+                    "fault",
+                    ids::FAULT,
+                    format!(
+                        "cannot keep the metrics' totals for the next start ({e}); after a \
+                         restart the *_total counters may start lower (the unit's \
+                         RuntimeDirectory=conntrack-guard keeps them)"
+                    ),
+                ));
+            }
+            Err(_) => {}
+        }
     }
 
     fn reload(&mut self, sink: &mut dyn Sink) {
@@ -783,6 +808,13 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
         hints: None,
         ns_denied: None,
         ns_denied_logged: false,
+        totals_failing: false,
     };
+    // Continue the metrics' totals of the previous process of this boot.
+    if w.textfile.is_some() {
+        if let Some(saved) = metrics::load_totals(root) {
+            w.state.resume_totals(saved);
+        }
+    }
     w.run(&mut signals, &mut *sink)
 }

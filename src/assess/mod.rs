@@ -302,6 +302,25 @@ impl State {
         .collect()
     }
 
+    /// The per-CPU counter state behind the metrics' totals, for the next
+    /// watchdog process (see [`crate::metrics::save_totals`]).
+    pub fn saved_totals(&self) -> crate::metrics::SavedTotals {
+        crate::metrics::SavedTotals {
+            conntrack: self.counters.deltas.save(),
+            softnet: self.backlog.deltas.save(),
+        }
+    }
+
+    /// Continue a previous process's totals (same boot).
+    pub fn resume_totals(&mut self, saved: crate::metrics::SavedTotals) {
+        if let Some(s) = saved.conntrack {
+            self.counters.deltas.resume(s);
+        }
+        if let Some(s) = saved.softnet {
+            self.backlog.deltas.resume(s);
+        }
+    }
+
     /// Full, or rising towards full, as of the last sample.
     pub fn fullness(&self) -> Fullness {
         Fullness {
