@@ -491,13 +491,14 @@ echo "$CUR_MAX" >"$NF/nf_conntrack_max"
 sleep 1.5
 
 # --- the keep-alive says "the loop runs" (issue 18.1, 18.2) -------------------------------
-# A test drop-in: a 2 s watchdog, and nf_conntrack's keys hidden from the
-# watchdog (InaccessiblePaths=). It must start (Type=notify: READY=1 without
-# a fill), keep its keep-alives for more than 3 periods without a restart,
-# and say why in its status line.
+# A test drop-in: a 2 s watchdog, and a root without nf_conntrack's keys
+# (CONNTRACK_GUARD_ROOT: the kernel as it looks before the module is
+# loaded; InaccessiblePaths= would give EACCES, a different fault). It must
+# start (Type=notify: READY=1 without a fill), keep its keep-alives for
+# more than 3 periods without a restart, and say why in its status line.
 WD_DROPIN=/etc/systemd/system/conntrack-guard.service.d/90-test-watchdog.conf
-in_sd mkdir -p /etc/systemd/system/conntrack-guard.service.d
-in_sd sh -c "printf '%s\n' '[Service]' 'WatchdogSec=2s' 'InaccessiblePaths=/proc/sys/net/netfilter' >$WD_DROPIN"
+in_sd mkdir -p /etc/systemd/system/conntrack-guard.service.d /run/ctg-noct/proc/sys/net /run/ctg-noct/etc
+in_sd sh -c "printf '%s\n' '[Service]' 'WatchdogSec=2s' 'Environment=CONNTRACK_GUARD_ROOT=/run/ctg-noct' >$WD_DROPIN"
 sctl daemon-reload >/dev/null 2>&1
 NR0=$(prop conntrack-guard.service NRestarts)
 sctl restart conntrack-guard.service >"$W/restart-noct.out" 2>&1
@@ -576,7 +577,7 @@ check "after SIGCONT the journal has the held events ($ST_HELD drift events rece
     test "${ST_HELD:-0}" -gt 0 -a "${ST_LOST:-0}" -gt 0
 check "... and the watchdog is still the same process" \
     test "$(sctl is-active conntrack-guard.service)/$(prop conntrack-guard.service MainPID)" == "active/$PID_STALL"
-in_sd rm -f "$WD_DROPIN"
+in_sd rm -rf "$WD_DROPIN" /run/ctg-noct
 sctl daemon-reload >/dev/null 2>&1
 sctl restart conntrack-guard.service >/dev/null 2>&1
 sd_wait_active conntrack-guard.service 30
