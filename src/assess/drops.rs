@@ -131,6 +131,23 @@ impl DropTracker {
         }
     }
 
+    /// The drop point goes away (a namespace that vanished, or the
+    /// watchdog stops watching it): the window's losses not logged yet,
+    /// then the incident's `drops_ended`, so every incident is closed.
+    pub fn close(
+        &mut self,
+        sig: &'static Signal,
+        fill: Option<&Fill>,
+        level: Level,
+        now: Duration,
+    ) -> Vec<Event> {
+        let mut out = self.flush(sig, fill, level, now);
+        if let (Some(inc), Some(f)) = (self.incident.take(), fill) {
+            out.push(ended_event(sig, &inc, f, level, now));
+        }
+        out
+    }
+
     /// A drop incident is in progress.
     pub fn active(&self) -> bool {
         self.incident.is_some()

@@ -6,9 +6,12 @@
 //! sd_notify, the metrics textfile) and sleeps. The sleep waits on the
 //! signal self-pipe with a timeout, so SIGTERM ends a one-hour interval at
 //! once, and it is cut into pieces of half `WATCHDOG_USEC` so systemd gets a
-//! keep-alive in time whatever the interval. Keep-alives are sent only while
-//! the last sample succeeded: if sampling keeps failing, systemd's watchdog
-//! restarts the service.
+//! keep-alive in time whatever the interval. The keep-alive means "the loop
+//! is alive", nothing more: `READY=1` follows the first sample whatever it
+//! read, and `WATCHDOG=1` goes out on schedule while the loop runs, also
+//! while nf_conntrack is absent or unreadable (a restart would not bring it
+//! back, and would lose the incident state). The kernel's state is in
+//! `STATUS=` and the journal; only a hung loop misses a keep-alive.
 //!
 //! "drops N" in the `STATUS=` line counts the increases of `drop` (and
 //! "early_drops" those of `early_drop`) seen since this watchdog started,
@@ -144,10 +147,39 @@ struct Watcher<'a> {
     last_ns_scan: Option<Instant>,
     namespaces: NsTrackers,
     kmsg_seen: Option<BTreeMap<u64, u64>>,
+    /// The writer search running now, if any (see `name_the_writer`).
+    hints: Option<HintJob>,
+    /// What the last namespace scan could not enter for want of a
+    /// capability (None before the first scan), and whether that was said.
+    ns_denied: Option<Option<&'static str>>,
+    ns_denied_logged: bool,
+    /// Saving the totals failed (said once).
+    totals_failing: bool,
 }
 
-/// One namespace scan's results.
-type Scan = (Vec<(Namespace, Result<NsSample, NsError>)>, Vec<TableFull>);
+/// The drop-in that grants what `namespaces = "all"` needs, as installed.
+pub const ALLNS_DROPIN: &str = "/usr/share/conntrack-guard/conntrack-guard-allns.conf";
+
+/// A writer search on its own thread and the events waiting for it.
+struct HintJob {
+    rx: mpsc::Receiver<Vec<String>>,
+    held: Vec<Event>,
+    deadline: Instant,
+}
+
+/// How often held drift events look for their hint.
+const HINT_POLL: Duration = Duration::from_millis(50);
+
+/// How long drift events wait for the name of the other writer.
+pub const HINT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One namespace scan's results, and the capability that kept it out of
+/// other namespaces, if one did.
+type Scan = (
+    Vec<(Namespace, Result<NsSample, NsError>)>,
+    Vec<TableFull>,
+    Option<&'static str>,
+);
 
 impl Watcher<'_> {
     fn emit_all(sink: &mut dyn Sink, evs: impl IntoIterator<Item = Event>) {
@@ -211,26 +243,27 @@ impl Watcher<'_> {
         for r in &restores {
             evs.push(restore::restored_event(r, self.write_back(r)));
         }
-        self.name_the_writer(&mut evs);
+        evs.extend(self.hint_result(now));
+        let evs = self.name_the_writer(evs, now);
         Self::emit_all(sink, evs);
         let line = self.status_line();
+        let mut states = Vec::with_capacity(3);
+        if !self.ready_sent {
+            states.push(NotifyState::Ready);
+        }
+        states.push(NotifyState::Status(&line));
+        if self.notifier.watchdog_every().is_some() {
+            states.push(NotifyState::Watchdog);
+        }
+        // READY=1 is retried with the next sample until it went out.
+        if self.notify(sink, &states) {
+            self.ready_sent = true;
+        }
+        self.last_ping = now;
+        // The metrics need a fill: without one the textfile keeps its last
+        // timestamp, which is how a scraper sees that the data is stale.
         if self.state.healthy() {
-            let mut states = Vec::with_capacity(3);
-            if !self.ready_sent {
-                states.push(NotifyState::Ready);
-            }
-            states.push(NotifyState::Status(&line));
-            if self.notifier.watchdog_every().is_some() {
-                states.push(NotifyState::Watchdog);
-            }
-            // READY=1 is retried with the next sample until it went out.
-            if self.notify(sink, &states) {
-                self.ready_sent = true;
-            }
-            self.last_ping = now;
             self.write_metrics(sink, &obs);
-        } else {
-            self.notify(sink, &[NotifyState::Status(&line)]);
         }
     }
 
@@ -270,10 +303,20 @@ impl Watcher<'_> {
         let started = std::thread::Builder::new()
             .name("ctg-netns".into())
             .spawn(move || {
+                // Without CAP_SYS_ADMIN every setns fails: do not try (one
+                // thread per namespace per scan, for nothing).
+                if netns::lacks_sys_admin(&root) == Some(true) {
+                    let _ = tx.send((Vec::new(), Vec::new(), Some(netns::CAP_SYS_ADMIN_NAME)));
+                    return;
+                }
                 let found = netns::scan(&root);
                 let samples = allns::sample_all(&found);
+                let denied = samples.iter().find_map(|r| match r {
+                    Err(NsError::Enter(e)) => e.missing_capability(),
+                    _ => None,
+                });
                 let kmsg = kmsg::read_table_full(&root).unwrap_or_default();
-                let _ = tx.send((found.into_iter().zip(samples).collect(), kmsg));
+                let _ = tx.send((found.into_iter().zip(samples).collect(), kmsg, denied));
             });
         if started.is_ok() {
             self.ns_scan = Some(rx);
@@ -285,7 +328,7 @@ impl Watcher<'_> {
         let Some(rx) = &self.ns_scan else {
             return Vec::new();
         };
-        let (scan, kmsg) = match rx.try_recv() {
+        let (scan, kmsg, denied) = match rx.try_recv() {
             Ok(r) => r,
             Err(mpsc::TryRecvError::Empty) => return Vec::new(),
             Err(mpsc::TryRecvError::Disconnected) => {
@@ -295,6 +338,7 @@ impl Watcher<'_> {
         };
         self.ns_scan = None;
         let mut evs = self.namespaces.step(&self.thresholds, &scan, at);
+        evs.extend(self.ns_access(denied));
         // "table full in netns N": which container that is. Lines from
         // before the first scan are history, not news.
         let first = self.kmsg_seen.is_none();
@@ -330,12 +374,45 @@ impl Watcher<'_> {
         evs
     }
 
+    /// A scan was kept out of other namespaces by a missing capability
+    /// (`denied`), or was not: remember it for the status line, and say
+    /// it once per start (a capability does not come back without one).
+    fn ns_access(&mut self, denied: Option<&'static str>) -> Option<Event> {
+        self.ns_denied = Some(denied);
+        let cap = denied?;
+        if self.ns_denied_logged {
+            return None;
+        }
+        self.ns_denied_logged = true;
+        Some(
+            Event::new(
+                Priority::Warning,
+                "netns_unavailable",
+                ids::NETNS_UNAVAILABLE,
+                format!(
+                    "[watch] namespaces = \"all\" is set, but this process cannot enter other \
+                     network namespaces: it lacks {cap}; only the host's table is watched. \
+                     {ALLNS_DROPIN} grants it: install it as \
+                     /etc/systemd/system/conntrack-guard.service.d/allns.conf, then \
+                     systemctl daemon-reload && systemctl restart conntrack-guard"
+                ),
+            )
+            .field("CONNTRACK_MISSING_CAPABILITY", cap)
+            .field("CONNTRACK_DROPIN", ALLNS_DROPIN),
+        )
+    }
+
     /// The `STATUS=` line, with the namespaces when all are watched.
     fn status_line(&self) -> String {
         let mut line = status_line(&self.state);
         if self.cfg.watch.all_namespaces && self.host.kernel_access {
             line.push_str(" · ");
-            line.push_str(&self.namespaces.status());
+            match self.ns_denied {
+                Some(Some(cap)) if self.namespaces.by_inode.is_empty() => {
+                    line.push_str(&format!("netns: no access (needs {cap})"));
+                }
+                _ => line.push_str(&self.namespaces.status()),
+            }
         }
         line
     }
@@ -382,28 +459,89 @@ impl Watcher<'_> {
 
     /// Drift events say who else writes the key, where that can be known
     /// (sysctl.d files, kube-proxy and friends, the module parameter). Only
-    /// run when such an event goes out: it reads /proc and /etc.
-    fn name_the_writer(&self, evs: &mut [Event]) {
-        for ev in evs
-            .iter_mut()
-            .filter(|e| matches!(e.name, "drift" | "drift_fight" | "restored"))
-        {
-            let key = ev.get("CONNTRACK_KEY").map(str::to_string);
-            let foreign = ev
-                .get("CONNTRACK_ACTUAL")
-                .or(ev.get("CONNTRACK_FOREIGN"))
-                .map(str::to_string);
-            let (Some(key), Some(foreign)) = (key, foreign) else {
-                continue;
-            };
-            if let Some(h) = writers::hint(&self.host.root, &key, &foreign) {
-                let text = h.text();
-                if !text.is_empty() {
-                    ev.message
-                        .push_str(&format!("; who else writes it: {text}"));
-                    ev.fields.push(("CONNTRACK_WRITER_HINT", text));
-                }
+    /// run when such an event goes out. The search reads /proc/*/cmdline,
+    /// which can hang on a process in D state, so it runs on a thread of
+    /// its own: the events wait for it at most [`HINT_TIMEOUT`], then go
+    /// out without the hint. One search at a time: while one is still
+    /// running (or hung), new events go out at once, without a hint.
+    /// Returns the events to emit now.
+    fn name_the_writer(&mut self, evs: Vec<Event>, now: Instant) -> Vec<Event> {
+        let wants = |e: &Event| {
+            matches!(e.name, "drift" | "drift_fight" | "restored")
+                && e.get("CONNTRACK_KEY").is_some()
+                && e.get("CONNTRACK_ACTUAL")
+                    .or(e.get("CONNTRACK_FOREIGN"))
+                    .is_some()
+        };
+        if self.hints.is_some() || !evs.iter().any(wants) {
+            return evs;
+        }
+        let (held, now_out): (Vec<Event>, Vec<Event>) = evs.into_iter().partition(wants);
+        let asks: Vec<(String, String)> = held
+            .iter()
+            .map(|e| {
+                let foreign = e.get("CONNTRACK_ACTUAL").or(e.get("CONNTRACK_FOREIGN"));
+                (
+                    e.get("CONNTRACK_KEY").unwrap_or_default().to_string(),
+                    foreign.unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let root = self.host.root.clone();
+        let (tx, rx) = mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("ctg-writers".into())
+            .spawn(move || {
+                let texts: Vec<String> = asks
+                    .iter()
+                    .map(|(key, foreign)| {
+                        writers::hint(&root, key, foreign).map_or_else(String::new, |h| h.text())
+                    })
+                    .collect();
+                let _ = tx.send(texts);
+            });
+        match started {
+            Ok(_) => {
+                self.hints = Some(HintJob {
+                    rx,
+                    held,
+                    deadline: now + HINT_TIMEOUT,
+                });
+                now_out
             }
+            // No thread (TasksMax): the events without the hint.
+            Err(_) => now_out.into_iter().chain(held).collect(),
+        }
+    }
+
+    /// The held drift events, once their hints are in or their time is up.
+    fn hint_result(&mut self, now: Instant) -> Vec<Event> {
+        let Some(job) = self.hints.as_mut() else {
+            return Vec::new();
+        };
+        match job.rx.try_recv() {
+            Ok(texts) => {
+                let mut held = std::mem::take(&mut job.held);
+                for (ev, text) in held.iter_mut().zip(texts) {
+                    if !text.is_empty() {
+                        ev.message
+                            .push_str(&format!("; who else writes it: {text}"));
+                        ev.fields.push(("CONNTRACK_WRITER_HINT", text));
+                    }
+                }
+                self.hints = None;
+                held
+            }
+            Err(mpsc::TryRecvError::Disconnected) => {
+                let held = std::mem::take(&mut job.held);
+                self.hints = None;
+                held
+            }
+            // Still searching: past the bound the events go out without
+            // the hint; the job stays until the thread returns, so a hung
+            // search never has a second one piled on it.
+            Err(mpsc::TryRecvError::Empty) if now >= job.deadline => std::mem::take(&mut job.held),
+            Err(mpsc::TryRecvError::Empty) => Vec::new(),
         }
     }
 
@@ -433,14 +571,36 @@ impl Watcher<'_> {
         if let Some(ev) = tf.write(&text) {
             sink.emit(&ev);
         }
+        // The totals just exported, for the next process (see
+        // metrics::SavedTotals). Said once when it fails, and once when it
+        // works again.
+        match metrics::save_totals(&self.host.root, &self.state.saved_totals()) {
+            Ok(()) if self.totals_failing => {
+                self.totals_failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !self.totals_failing => {
+                self.totals_failing = true;
+                sink.emit(&Event::new(
+                    Priority::Warning,
+                    "fault",
+                    ids::FAULT,
+                    format!(
+                        "cannot keep the metrics' totals for the next start ({e}); after a \
+                         restart the *_total counters may start lower (the unit's \
+                         RuntimeDirectory=conntrack-guard keeps them)"
+                    ),
+                ));
+            }
+            Err(_) => {}
+        }
     }
 
     fn reload(&mut self, sink: &mut dyn Sink) {
         // systemd stays in "reloading" until READY=1 follows RELOADING=1.
-        // Before the first good sample READY=1 has not been sent and must
-        // not be (it means "watching"), so a reload then is not announced:
-        // the service is still starting, and the first good sample sends
-        // READY=1 with the new configuration in force.
+        // Before the first sample READY=1 has not been sent, so a reload
+        // then is not announced: the service is still starting, and the
+        // first sample sends READY=1 with the new configuration in force.
         let announce = self.ready_sent;
         if announce {
             let mut states = vec![NotifyState::Reloading];
@@ -509,17 +669,26 @@ impl Watcher<'_> {
         self.notify(sink, &states);
     }
 
-    /// When to wake next: the next sample, or the next keep-alive while
-    /// healthy, whichever comes first.
+    /// When to wake next: the next sample, or the next keep-alive,
+    /// whichever comes first.
     fn wake_at(&self) -> Instant {
-        match self.notifier.watchdog_every() {
-            Some(every) if self.state.healthy() => self.next_sample.min(self.last_ping + every),
-            _ => self.next_sample,
+        let mut at = match self.notifier.watchdog_every() {
+            Some(every) => self.next_sample.min(self.last_ping + every),
+            None => self.next_sample,
+        };
+        // Held drift events go out when their hint is in or its bound is
+        // up; look every HINT_POLL until then.
+        if self.hints.as_ref().is_some_and(|j| !j.held.is_empty()) {
+            at = at.min(Instant::now() + HINT_POLL);
         }
+        at
     }
 
     fn run(&mut self, signals: &mut SignalWait, sink: &mut dyn Sink) -> i32 {
         loop {
+            // Events the journal did not take yet (it stalled): never
+            // waited for, tried again on every turn.
+            sink.retry();
             let got = signals.wait(Duration::ZERO);
             if got.stop {
                 break;
@@ -538,17 +707,25 @@ impl Watcher<'_> {
             if got.reload {
                 self.reload(sink);
             }
+            let held = self.hint_result(Instant::now());
+            Self::emit_all(sink, held);
             if let Some(every) = self.notifier.watchdog_every() {
                 let now = Instant::now();
-                if self.state.healthy() && now >= self.last_ping + every && now < self.next_sample {
+                if now >= self.last_ping + every && now < self.next_sample {
                     self.last_ping = now;
                     self.notify(sink, &[NotifyState::Watchdog]);
                 }
             }
         }
+        // Held drift events go out without waiting for their hint.
+        if let Some(job) = self.hints.take() {
+            Self::emit_all(sink, job.held);
+        }
         let (state, evs) = assess::flush(std::mem::take(&mut self.state));
         self.state = state;
         Self::emit_all(sink, evs);
+        let at = Instant::now().duration_since(self.start);
+        Self::emit_all(sink, self.namespaces.flush(at));
         self.notify(
             sink,
             &[
@@ -556,9 +733,15 @@ impl Watcher<'_> {
                 NotifyState::Status("stopping on signal"),
             ],
         );
+        // What the journal still holds back gets a moment, not forever:
+        // systemd's stop timeout is the hard bound.
+        sink.drain(JOURNAL_DRAIN_AT_EXIT);
         crate::exit::OK
     }
 }
+
+/// How long the exit waits for a stalled journal to take held events.
+const JOURNAL_DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
 
 /// The bound of one triage read.
 pub const TRIAGE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -600,9 +783,26 @@ fn triage_event(
     }
 }
 
+/// The watchdog's short-lived threads (triage, namespace scan, writer
+/// search) each get a glibc malloc arena of their own when they overlap,
+/// and arenas are never given back: measured in the soak (tests/netns/
+/// soak.sh), RSS rose about 7% in steps at minutes 4-5 as overlaps first
+/// happened. One arena keeps a long-running daemon's memory flat; the
+/// threads allocate little and seldom, so the lock costs nothing.
+#[allow(unsafe_code)]
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; called before any
+    // thread of ours exists.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Run the watchdog until SIGTERM or SIGINT. `interval` (from
 /// `--interval`) overrides the configuration, also across reloads.
 pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) -> i32 {
+    one_malloc_arena();
     let root = &host.root;
     let config_stamp =
         stamp(&config_path.map_or_else(|| root.path(DEFAULT_CONFIG), Path::to_path_buf));
@@ -648,6 +848,16 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
         last_ns_scan: None,
         namespaces: NsTrackers::default(),
         kmsg_seen: None,
+        hints: None,
+        ns_denied: None,
+        ns_denied_logged: false,
+        totals_failing: false,
     };
+    // Continue the metrics' totals of the previous process of this boot.
+    if w.textfile.is_some() {
+        if let Some(saved) = metrics::load_totals(root) {
+            w.state.resume_totals(saved);
+        }
+    }
     w.run(&mut signals, &mut *sink)
 }

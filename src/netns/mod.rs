@@ -273,9 +273,24 @@ impl EnterError {
     }
 }
 
+/// The capability setns(2) into another network namespace needs.
+pub const CAP_SYS_ADMIN_NAME: &str = "CAP_SYS_ADMIN";
+
+/// Whether this process lacks CAP_SYS_ADMIN in its effective set, from
+/// `proc/self/status` under the root: without it no other network
+/// namespace can be entered, whoever owns it (root included, e.g. under
+/// `capsh --drop=cap_sys_admin`). `None` when the set cannot be read (then
+/// the setns errors themselves tell).
+pub fn lacks_sys_admin(root: &SysRoot) -> Option<bool> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let status = root.read_opt("proc/self/status").ok().flatten()?;
+    let caps = crate::sysroot::parse_cap_eff(&status)?;
+    Some(caps & (1 << CAP_SYS_ADMIN) == 0)
+}
+
 fn missing_capability(e: &io::Error) -> Option<&'static str> {
     match e.raw_os_error() {
-        Some(nix::libc::EPERM) => Some("CAP_SYS_ADMIN"),
+        Some(nix::libc::EPERM) => Some(CAP_SYS_ADMIN_NAME),
         Some(nix::libc::EACCES) => Some("CAP_SYS_PTRACE"),
         _ => None,
     }

@@ -6,7 +6,15 @@
 //! `log` facade, because the facade has no "crit" level and the critical
 //! level event must carry PRIORITY=2. systemd-journal-logger remains the
 //! backend for ordinary log lines and tells us whether stderr is the journal.
+//!
+//! The journal socket is non-blocking: a stalled journald (stopped, or
+//! slow under a log storm) must never stall the watchdog's loop, or systemd
+//! would kill it for a missed keep-alive and the incident state would be
+//! lost. Datagrams the socket does not take wait in a small queue; beyond
+//! it, events are counted, and once the journal takes datagrams again one
+//! event says how many could not be written.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -141,7 +149,17 @@ fn quote_if_needed(v: &str) -> String {
 /// Where events go.
 pub trait Sink {
     /// Emit one event. Must not fail: a sink that cannot deliver falls back.
+    /// Must not block: the watchdog's loop calls it.
     fn emit(&mut self, ev: &Event);
+
+    /// Try again to deliver what is held back (called on every turn of the
+    /// loop). Sinks that hold nothing back do nothing.
+    fn retry(&mut self) {}
+
+    /// At exit: deliver what is held back, waiting at most `bound`.
+    fn drain(&mut self, bound: std::time::Duration) {
+        let _ = bound;
+    }
 }
 
 /// Events to stderr, one line each.
@@ -156,14 +174,24 @@ impl Sink for StderrSink {
 /// The journald socket.
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
-/// Events to journald; on any send error, the event goes to stderr instead
-/// (which systemd also captures), so none is lost.
+/// Datagrams held while the journal does not take them. Small: an event is
+/// about 0.5 KiB, and the kernel's own socket queue holds more before this
+/// one is used.
+pub const JOURNAL_QUEUE: usize = 64;
+
+/// Events to journald. A full socket (`EAGAIN`: journald is not reading)
+/// queues the datagram, up to [`JOURNAL_QUEUE`], then counts it as lost;
+/// any other send error sends the event to the fallback (stderr, which
+/// systemd also captures).
 pub struct JournalSink {
     sock: UnixDatagram,
     socket: PathBuf,
     identifier: String,
     warned: bool,
     fallback: Box<dyn Sink>,
+    queue: VecDeque<Vec<u8>>,
+    /// Events neither sent nor queued since the journal stalled.
+    lost: u64,
 }
 
 impl JournalSink {
@@ -175,31 +203,120 @@ impl JournalSink {
     /// Send to the socket at `socket`, falling back to `fallback` (tests use
     /// a socket of their own, never the real journal).
     pub fn at(socket: &Path, fallback: Box<dyn Sink>) -> io::Result<Self> {
+        let sock = UnixDatagram::unbound()?;
+        sock.set_nonblocking(true)?;
         Ok(JournalSink {
-            sock: UnixDatagram::unbound()?,
+            sock,
             socket: socket.to_path_buf(),
             identifier: "conntrack-guard".into(),
             warned: false,
             fallback,
+            queue: VecDeque::new(),
+            lost: 0,
         })
     }
+
+    /// Events neither sent nor queued so far in this stall.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Datagrams waiting for the journal.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// One non-blocking send.
+    fn send(&self, datagram: &[u8]) -> io::Result<()> {
+        self.sock.send_to(datagram, &self.socket).map(|_| ())
+    }
+
+    /// Send the queue in order, then the count of lost events. True when
+    /// nothing is held back any more.
+    fn send_held(&mut self) -> bool {
+        while let Some(d) = self.queue.front() {
+            match self.send(d) {
+                Ok(()) => {
+                    self.queue.pop_front();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                // The socket went away while events waited: they are
+                // counted, and the count goes to the fallback below.
+                Err(_) => {
+                    self.queue.pop_front();
+                    self.lost += 1;
+                }
+            }
+        }
+        if self.lost > 0 {
+            let ev = lost_event(self.lost);
+            match self.send(&ev.to_journal(&self.identifier)) {
+                Ok(()) => self.lost = 0,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => {
+                    self.fallback.emit(&ev);
+                    self.lost = 0;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// "N events could not be written".
+fn lost_event(n: u64) -> Event {
+    Event::new(
+        Priority::Warning,
+        "fault",
+        crate::report::ids::FAULT,
+        format!(
+            "{n} events could not be written: the journal did not accept them \
+             (journald stalled or overloaded) and the queue of {JOURNAL_QUEUE} was full; \
+             the watchdog kept running"
+        ),
+    )
+    .field("CONNTRACK_EVENTS_LOST", n)
 }
 
 impl Sink for JournalSink {
     fn emit(&mut self, ev: &Event) {
-        if let Err(e) = self
-            .sock
-            .send_to(&ev.to_journal(&self.identifier), &self.socket)
-        {
-            if !self.warned {
-                self.warned = true;
-                let _ = writeln!(
-                    io::stderr(),
-                    "conntrack-guard: cannot send to {} ({e}); events go to stderr",
-                    self.socket.display()
-                );
+        let datagram = ev.to_journal(&self.identifier);
+        // Keep the order: nothing overtakes what is already waiting.
+        if self.send_held() {
+            match self.send(&datagram) {
+                Ok(()) => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    if !self.warned {
+                        self.warned = true;
+                        let _ = writeln!(
+                            io::stderr(),
+                            "conntrack-guard: cannot send to {} ({e}); events go to stderr",
+                            self.socket.display()
+                        );
+                    }
+                    self.fallback.emit(ev);
+                    return;
+                }
             }
-            self.fallback.emit(ev);
+        }
+        if self.queue.len() < JOURNAL_QUEUE {
+            self.queue.push_back(datagram);
+        } else {
+            self.lost += 1;
+        }
+    }
+
+    fn retry(&mut self) {
+        if !self.queue.is_empty() || self.lost > 0 {
+            self.send_held();
+        }
+    }
+
+    fn drain(&mut self, bound: std::time::Duration) {
+        let end = std::time::Instant::now() + bound;
+        while !self.send_held() && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 }
@@ -259,6 +376,71 @@ mod tests {
         s.emit(&b);
         assert!(s.warned);
         assert_eq!(*got.borrow(), vec![a, b]);
+    }
+
+    /// A journal that does not read: the socket's own queue fills (its
+    /// length is net.unix.max_dgram_qlen), then ours, then events are
+    /// counted; emit never blocks. Once it reads again, every queued event
+    /// arrives in order, followed by one "N events could not be written".
+    #[test]
+    fn a_stalled_journal_never_blocks_and_the_loss_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sock");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let got = std::rc::Rc::default();
+        let mut s = JournalSink::at(&path, Box::new(Collect(Rc::clone(&got)))).unwrap();
+        let n = 2000u64;
+        let t0 = std::time::Instant::now();
+        for i in 0..n {
+            s.emit(&Event::new(Priority::Info, "x", "id", format!("event {i}")));
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(2),
+            "emit blocked"
+        );
+        assert_eq!(s.queued(), JOURNAL_QUEUE);
+        let lost = s.lost();
+        assert!(lost > 0, "the socket took all {n}");
+        server.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut seen = Vec::new();
+        let read_all = |seen: &mut Vec<String>, buf: &mut [u8]| {
+            while let Ok(len) = server.recv(buf) {
+                seen.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+            }
+        };
+        read_all(&mut seen, &mut buf);
+        // Drained step by step, as the loop does with retry().
+        for _ in 0..100 {
+            s.retry();
+            read_all(&mut seen, &mut buf);
+            if s.queued() == 0 && s.lost() == 0 {
+                break;
+            }
+        }
+        assert_eq!(s.queued(), 0);
+        assert_eq!(s.lost(), 0);
+        let delivered = seen.len() as u64 - 1;
+        assert_eq!(delivered + lost, n, "every event is delivered or counted");
+        let last = seen.last().unwrap();
+        assert!(
+            last.contains(&format!("MESSAGE={lost} events could not be written")),
+            "{last}"
+        );
+        assert!(last.contains(&format!("CONNTRACK_EVENTS_LOST={lost}")));
+        // In order, no gaps among the delivered ones but the counted.
+        let first_numbers: Vec<u64> = seen[..seen.len() - 1]
+            .iter()
+            .map(|d| {
+                let m = d.lines().find(|l| l.starts_with("MESSAGE=event ")).unwrap();
+                m["MESSAGE=event ".len()..].parse().unwrap()
+            })
+            .collect();
+        assert!(first_numbers.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            got.borrow().is_empty(),
+            "a stall is not a reason for stderr"
+        );
     }
 
     #[test]

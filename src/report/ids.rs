@@ -55,6 +55,9 @@ pub const RELOAD: &str = "0cdbd1b3304a4b76b95934de5d832e56";
 /// A sample, sd_notify or the metrics textfile failed.
 pub const FAULT: &str = "added0a9e80c4d5f853289718bbb178b";
 
+/// `[watch] namespaces = "all"` without the capability to enter them.
+pub const NETNS_UNAVAILABLE: &str = "234f6812e0184517ac87e4c493460c25";
+
 /// Every ID with its short name, for the catalog check.
 pub const ALL: &[(&str, &str)] = &[
     ("APPLIED", APPLIED),
@@ -67,6 +70,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("DROPS_ENDED", DROPS_ENDED),
     ("TRIAGE", TRIAGE),
     ("NETNS_FULL", NETNS_FULL),
+    ("NETNS_UNAVAILABLE", NETNS_UNAVAILABLE),
     ("RESTORED", RESTORED),
     ("DRIFT_FIGHT", DRIFT_FIGHT),
     ("RESTORE_REFUSED", RESTORE_REFUSED),

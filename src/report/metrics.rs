@@ -12,11 +12,87 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::assess::{Fill, Level};
+use crate::kernel::percpu::Saved;
 use crate::kernel::snmp::UdpStats;
 use crate::kernel::stats::CounterSource;
 use crate::report::events::{Event, Priority};
 use crate::report::ids;
-use crate::sysroot::write_atomic;
+use crate::sysroot::{write_atomic, PathError, SysRoot};
+
+/// Where the `*_total` counters' state outlives the watchdog process:
+/// under /run (gone at reboot, like the kernel's counters), in the unit's
+/// RuntimeDirectory= (kept across restarts by RuntimeDirectoryPreserve=).
+pub const TOTALS_FILE: &str = "run/conntrack-guard/totals.json";
+
+/// The kernel's id of this boot: a saved state from another boot is void.
+const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";
+
+/// The per-CPU state behind the `*_total` counters, kept across restarts
+/// of the watchdog.
+///
+/// Why: the exported totals are wrap-extended (each CPU's u32 counter is
+/// followed with wrapping deltas). A new process without this state starts
+/// from the raw per-CPU sum, which is lower after any wrap, and a falling
+/// `*_total` reads as a counter reset (`increase()` jumps). With it, the
+/// next process adds each CPU's wrapping increase since the saved raw
+/// values to the saved totals, so the totals never fall while the kernel's
+/// counters did not reset. Chosen over exporting the raw sum (which falls
+/// at every wrap) and over a persisted offset alone (it cannot tell the
+/// increase during the downtime without the per-CPU raw values). Written
+/// with every metrics write, only when a textfile is configured; keyed by
+/// the boot id; counters that read lower than saved on a CPU far from the
+/// wrap point are taken as reset and the state is dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedTotals {
+    /// The conntrack counters.
+    pub conntrack: Option<Saved>,
+    /// The softnet backlog counters.
+    pub softnet: Option<Saved>,
+}
+
+/// The file's form: the state and the boot it belongs to.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TotalsFile {
+    boot_id: String,
+    #[serde(flatten)]
+    totals: SavedTotals,
+}
+
+fn boot_id(root: &SysRoot) -> Option<String> {
+    let id = root.read_opt(BOOT_ID).ok().flatten()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// The state a previous watchdog process of this boot left, if any. A
+/// missing, unreadable or foreign file is no state: the totals then start
+/// from the kernel's sums, as on a first start.
+pub fn load_totals(root: &SysRoot) -> Option<SavedTotals> {
+    let boot = boot_id(root)?;
+    let text = root.read_opt(TOTALS_FILE).ok().flatten()?;
+    let file: TotalsFile = serde_json::from_str(&text).ok()?;
+    (file.boot_id == boot).then_some(file.totals)
+}
+
+/// Keep the state for the next process. Nothing is written without a boot
+/// id (it could not be told apart from the next boot's), nor without the
+/// directory: the unit's RuntimeDirectory= makes it; a watchdog run by hand
+/// leaves nothing behind in /run.
+pub fn save_totals(root: &SysRoot, totals: &SavedTotals) -> Result<(), PathError> {
+    let Some(boot_id) = boot_id(root) else {
+        return Ok(());
+    };
+    let path = root.path(TOTALS_FILE);
+    if !path.parent().is_some_and(Path::is_dir) {
+        return Ok(());
+    }
+    let file = TotalsFile {
+        boot_id,
+        totals: totals.clone(),
+    };
+    let text = serde_json::to_string(&file).unwrap_or_default();
+    write_atomic(&path, text.as_bytes())
+}
 
 /// What one sample contributes to the metrics.
 #[derive(Debug, Clone)]
