@@ -234,6 +234,17 @@ def chaintoolong(ns):
     return sum(vals) if vals else "unknown"
 
 
+def slab_objects():
+    """Allocated nf_conntrack objects of every netns together: the rehash
+    moves all of them, whichever netns they belong to (the hash table is
+    global). SLUB's sysfs file; absent on other allocators."""
+    try:
+        with open("/sys/kernel/slab/nf_conntrack/objects") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return "unknown"
+
+
 def delta(a, b):
     if a is None or b is None:
         return ""
@@ -385,7 +396,8 @@ def cmd_measure(args):
                 entries = wait_steady(args.host_ns, deadline)
                 ctl = chaintoolong(args.host_ns)
                 print(f"filled {made} flows in {time.monotonic() - t:.1f} s: {entries} entries "
-                      f"(chaintoolong so far: {ctl})", flush=True)
+                      f"(chaintoolong so far: {ctl}; nf_conntrack slab objects, all netns: "
+                      f"{slab_objects()})", flush=True)
             else:
                 entries = have
             if abs(entries - size) > size // 50 + 20:

@@ -105,11 +105,16 @@ python3 "$HERE/bench.py" meta "$W/meta.json" \
     --container "$(systemd-detect-virt --container 2>/dev/null || echo none)" || exit 1
 ctg_log "load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-python3 "$HERE/stall.py" measure --client-ns "$NS_CLIENT" --host-ns "$NS_HOST" \
+# In the background with `wait`: bash runs its INT/TERM trap only after a
+# foreground child ends, and the trap's teardown must reach stall.py (TERM:
+# it restores max and buckets itself, then exits) without waiting for the
+# whole run.
+ctg_spawn python3 "$HERE/stall.py" measure --client-ns "$NS_CLIENT" --host-ns "$NS_HOST" \
     --fill "$FILL" --fill-src "$(IFS=,; echo "${srcs[*]}")" --fill-dst "$CTG_HOST_IP:6970" \
     --ping-target "$CTG_HOST_IP:$CTG_PORT" --ping-bind "$CTG_CLIENT_IP:5999" \
     --sizes "$SIZES" --buckets "$BUCKETS" --repeats "$REPEATS" \
     --workdir "$W" --meta "$W/meta.json" --out "$OUT" --rt-prio "$RT_PRIO" --max-seconds 1800
+wait "${CTG_PIDS[-1]}"
 rc=$?
 ctg_teardown || rc=1
 echo
