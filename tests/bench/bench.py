@@ -40,6 +40,12 @@
       anonymous pages (heap, stacks, anonymous mappings, and the
       copy-on-write pages inside file mappings).
 
+  bench.py symbols UNSTRIPPED_BINARY [--top N]
+      Where the code bytes of an unstripped build go: text symbols
+      (nm --size-sort -S -C) summed by crate, std's backtrace symbolizer
+      (gimli, addr2line, rustc_demangle, miniz_oxide) as one group, the
+      stable-sort instantiations, and the N largest functions.
+
   bench.py size-report RESULTS_DIR [--bin NAME]
       The short report of tests/bench/size.sh: binary size, apply vs
       sysctl -p, watch VmHWM with the breakdown by mapping.
@@ -896,6 +902,65 @@ def cmd_smaps(args):
     return 0
 
 
+BACKTRACE = ("gimli", "addr2line", "rustc_demangle", "miniz_oxide", "backtrace_rs")
+
+
+def symbol_crate(name):
+    """The crate a demangled symbol belongs to, by its first path segment.
+
+    `<T as Trait>::f` counts for T's crate. Generic code of core/alloc
+    instantiated for another crate's types still counts as core/alloc,
+    except that anything mentioning the backtrace symbolizer counts there.
+    """
+    if "short_backtrace" not in name and any(k in name for k in BACKTRACE):
+        return "(std backtrace symbolizer)"
+    m = re.match(r"^<+(?:&mut |&|\*const |\*mut |dyn |\[)*([A-Za-z_][A-Za-z0-9_]*)", name) \
+        or re.match(r"^([A-Za-z_][A-Za-z0-9_]*)::", name)
+    if not m:
+        return "(C, compiler-builtins, other)"
+    c = m.group(1)
+    if c in ("u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128",
+             "isize", "f32", "f64", "str", "char", "bool", "T", "F", "mut"):
+        return "core (impls on primitives)"
+    return c
+
+
+def cmd_symbols(args):
+    import subprocess
+    out = subprocess.run(["nm", "--size-sort", "-S", "-C", args.binary],
+                         capture_output=True, text=True, check=True).stdout
+    crates, fns, sort = {}, [], 0
+    for line in out.splitlines():
+        p = line.split(" ", 3)
+        if len(p) < 4 or p[2] not in "Tt":
+            continue
+        size, name = int(p[1], 16), p[3]
+        c = symbol_crate(name)
+        crates[c] = crates.get(c, 0) + size
+        fns.append((size, name))
+        if "core::slice::sort::" in name and c != "(std backtrace symbolizer)":
+            sort += size
+    total = sum(crates.values())
+    print(f"text symbols: {total} bytes")
+    for c, v in sorted(crates.items(), key=lambda kv: -kv[1]):
+        if v >= 1024:
+            print(f"  {v:8d}  {100 * v / total:5.1f}%  {c}")
+    print(f"  stable-sort instantiations outside the symbolizer: {sort} bytes")
+    mods = {}
+    for size, name in fns:
+        m = re.match(r"^<?conntrack_guard::([a-z_0-9]+)", name)
+        if m:
+            mods[m.group(1)] = mods.get(m.group(1), 0) + size
+    print("conntrack_guard by module:")
+    for k, v in sorted(mods.items(), key=lambda kv: -kv[1]):
+        if v >= 1024:
+            print(f"  {v:8d}  {k}")
+    print(f"largest {args.top} functions:")
+    for size, name in sorted(fns, reverse=True)[:args.top]:
+        print(f"  {size:8d}  {name[:110]}")
+    return 0
+
+
 def cmd_size_report(args):
     res = args.results
     t = Table()
@@ -984,13 +1049,16 @@ def main():
     p = sub.add_parser("smaps")
     p.add_argument("smaps")
     p.add_argument("--bin", default="conntrack-guard")
+    p = sub.add_parser("symbols")
+    p.add_argument("binary")
+    p.add_argument("--top", type=int, default=15)
     p = sub.add_parser("size-report")
     p.add_argument("results")
     p.add_argument("--bin", default="conntrack-guard", help="the binary's file name, for smaps")
     args = ap.parse_args()
     return {"stamp": cmd_stamp, "poll-fill": cmd_poll_fill,
             "report": cmd_report, "top-report": cmd_top_report, "meta": cmd_meta,
-            "events": cmd_events, "paired": cmd_paired, "smaps": cmd_smaps,
+            "events": cmd_events, "paired": cmd_paired, "smaps": cmd_smaps, "symbols": cmd_symbols,
             "size-report": cmd_size_report}[args.cmd](args)
 
 

@@ -4,6 +4,7 @@
 # Issue 19, "smaller and lighter": the figures in one command.
 #
 #   tests/bench/size.sh [--bin PATH] [--runs N] [--samples N] [--results DIR]
+#   tests/bench/size.sh --attribute
 #
 # Builds the release binary (or takes --bin PATH) and prints:
 #   - the stripped binary's size (target <= 0.8 MiB);
@@ -23,24 +24,37 @@
 # parts: root, nf_conntrack, hyperfine, python3, strace. Sysctls are only
 # rewritten with the values they already have and restored by run.sh's trap.
 # Results go to target/size-results (or --results DIR).
+#
+# --attribute builds an unstripped copy of the release binary (same
+# profile, strip = false, into target/size-unstripped) and prints where its
+# code bytes go, by crate, by module of conntrack-guard, and the largest
+# functions (bench.py symbols). No root needed; nothing else is measured.
 
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
-BIN="" RUNS=300 SAMPLES=10000 RES=$ROOT/target/size-results
+BIN="" RUNS=300 SAMPLES=10000 RES=$ROOT/target/size-results ATTRIBUTE=0
 while (($#)); do
     case $1 in
     --bin) BIN=$2; shift ;;
     --runs) RUNS=$2; shift ;;
     --samples) SAMPLES=$2; shift ;;
     --results) RES=$2; shift ;;
-    -h | --help) sed -n '3,25p' "$0"; exit 0 ;;
+    --attribute) ATTRIBUTE=1 ;;
+    -h | --help) sed -n '3,31p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
 done
 [[ $RUNS =~ ^[0-9]+$ ]] && ((RUNS >= 10 && RUNS <= 2000)) || { echo "--runs must be 10..2000" >&2; exit 2; }
+
+if ((ATTRIBUTE)); then
+    echo "[size] building an unstripped release binary into target/size-unstripped" >&2
+    (cd "$ROOT" && CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --locked --quiet \
+        --target-dir "$ROOT/target/size-unstripped") || { echo "cargo build failed" >&2; exit 1; }
+    exec python3 "$HERE/bench.py" symbols "$ROOT/target/size-unstripped/release/conntrack-guard" --top 20
+fi
 
 if [[ -z $BIN ]]; then
     echo "[size] building the release binary" >&2
