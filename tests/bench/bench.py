@@ -27,7 +27,7 @@
       Print the stamped lines of FILE whose event is NAME as JSON lines
       (monotonic_ns plus the KEY=value fields).
 
-  bench.py paired OUT --a CMD --b CMD [--runs N] [--warmup W]
+  bench.py paired OUT --a CMD --b CMD [--runs N] [--warmup W] [--env K=V]
       Start CMD A and CMD B in turn (A B A B ...), each as a whole
       process with its output thrown away, and time each from spawn to
       reap. Writes the medians and the median of the per-pair ratios
@@ -793,38 +793,49 @@ def plot_top_svg(rows, out, meta):
 # paired whole-process timing, smaps breakdown, size report (issue 19)
 
 
-def spawn_wait_ns(argv, devnull):
-    """Wall time of one whole process, spawn to reap, in ns."""
+def spawn_wait_ns(argv, devnull, env=None):
+    """Wall time of one whole process, spawn to reap, in ns, its exit
+    code, and its CPU time (user + system, the kernel's accounting) in ns."""
     t0 = time.perf_counter_ns()
-    pid = os.posix_spawnp(argv[0], argv, os.environ,
+    pid = os.posix_spawnp(argv[0], argv, os.environ if env is None else env,
                           file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
                                         (os.POSIX_SPAWN_DUP2, devnull, 1),
                                         (os.POSIX_SPAWN_DUP2, devnull, 2)])
-    _, status = os.waitpid(pid, 0)
+    _, status, ru = os.wait4(pid, 0)
     t1 = time.perf_counter_ns()
-    return t1 - t0, os.waitstatus_to_exitcode(status)
+    return t1 - t0, os.waitstatus_to_exitcode(status), int((ru.ru_utime + ru.ru_stime) * 1e9)
 
 
 def cmd_paired(args):
     a, b = shlex.split(args.a), shlex.split(args.b)
+    env = dict(os.environ)
+    for kv in args.env:
+        k, _, v = kv.partition("=")
+        env[k] = v
     devnull = os.open(os.devnull, os.O_RDWR)
     for _ in range(args.warmup):
-        spawn_wait_ns(a, devnull)
-        spawn_wait_ns(b, devnull)
-    ta, tb, bad = [], [], 0
+        spawn_wait_ns(a, devnull, env)
+        spawn_wait_ns(b, devnull, env)
+    ta, tb, ca, cb, bad = [], [], [], [], 0
     for _ in range(args.runs):
-        x, ra = spawn_wait_ns(a, devnull)
-        y, rb = spawn_wait_ns(b, devnull)
+        x, ra, cx = spawn_wait_ns(a, devnull, env)
+        y, rb, cy = spawn_wait_ns(b, devnull, env)
         bad += (ra != 0) + (rb != 0)
         ta.append(x)
         tb.append(y)
+        ca.append(cx)
+        cb.append(cy)
     ratios = sorted(x / y for x, y in zip(ta, tb))
     q = lambda v, f: sorted(v)[int(f * (len(v) - 1))]
-    out = {"a": args.a, "b": args.b, "runs": args.runs, "nonzero_exits": bad,
+    out = {"a": args.a, "b": args.b, "env": args.env, "runs": args.runs, "nonzero_exits": bad,
            "a_median_ns": statistics.median(ta), "b_median_ns": statistics.median(tb),
            "a_min_ns": min(ta), "b_min_ns": min(tb),
            "ratio_median": statistics.median(ratios),
-           "ratio_p25": q(ratios, 0.25), "ratio_p75": q(ratios, 0.75)}
+           "ratio_p25": q(ratios, 0.25), "ratio_p75": q(ratios, 0.75),
+           # CPU time is less disturbed than wall time by other work on
+           # the same cores (it misses time spent waiting for a core).
+           "a_cpu_median_ns": statistics.median(ca), "b_cpu_median_ns": statistics.median(cb),
+           "cpu_ratio": statistics.median(ca) / max(1, statistics.median(cb))}
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
     return 0 if bad == 0 else 1
@@ -972,15 +983,23 @@ def cmd_size_report(args):
         t.section("binary")
         t.add("stripped release binary", f"{b['bytes']} bytes",
               f"{b['bytes'] / 1048576:.3f} MiB, {b.get('file', '')}; target ≤ 0.8 MiB (838861 bytes)")
-    p = load(os.path.join(res, "apply-paired.json"))
     a = hf_medians(os.path.join(res, "apply.json"))
-    if p or a:
+    pairs = [(f, load(os.path.join(res, f))) for f in ("apply-paired-c.json", "apply-paired.json")]
+    if a or any(p for _, p in pairs):
         t.section("apply vs sysctl -p FILE, the same 4 keys at their current values (whole process)")
-    if p:
-        t.add("apply, paired A/B", fmt_time(p["a_median_ns"] * 1e-9), f"median of {p['runs']} runs")
-        t.add("sysctl -p, paired A/B", fmt_time(p["b_median_ns"] * 1e-9))
-        t.add("apply / sysctl -p (median of pair ratios)", fmt_ratio(p["ratio_median"]),
+    for f, p in pairs:
+        if not p:
+            continue
+        where = ("LC_ALL=C (procps loads no locale files)" if f == "apply-paired-c.json"
+                 else f"the caller's locale (LANG={os.environ.get('LANG', '')})")
+        t.add(f"A B A B, {where}", "", "")
+        t.add("  apply", fmt_time(p["a_median_ns"] * 1e-9), f"median of {p['runs']} runs")
+        t.add("  sysctl -p", fmt_time(p["b_median_ns"] * 1e-9))
+        t.add("  apply / sysctl -p (median of pair ratios)", fmt_ratio(p["ratio_median"]),
               f"IQR {p['ratio_p25']:.2f}-{p['ratio_p75']:.2f}; target ≤ 1.00")
+        if "cpu_ratio" in p:
+            t.add("  the same in CPU time (user + system)", fmt_ratio(p["cpu_ratio"]),
+                  f"{fmt_time(p['a_cpu_median_ns'] * 1e-9)} / {fmt_time(p['b_cpu_median_ns'] * 1e-9)}")
     if a:
         cg = a.get("conntrack-guard apply", {}).get("median")
         pp = a.get("sysctl -p", {}).get("median")
@@ -1046,6 +1065,8 @@ def main():
     p.add_argument("--b", required=True)
     p.add_argument("--runs", type=int, default=300)
     p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--env", action="append", default=[], metavar="K=V",
+                   help="set K=V for both commands (repeatable)")
     p = sub.add_parser("smaps")
     p.add_argument("smaps")
     p.add_argument("--bin", default="conntrack-guard")
