@@ -1005,7 +1005,8 @@ def cmd_size_report(args):
         pp = a.get("sysctl -p", {}).get("median")
         fl = a.get("conntrack-guard --version", {}).get("median")
         t.add("apply / sysctl -p (hyperfine medians)", fmt_ratio(ratio(cg, pp)),
-              f"{fmt_time(cg)} / {fmt_time(pp)}; --version {fmt_time(fl)}")
+              f"{fmt_time(cg)} / {fmt_time(pp)}; --version {fmt_time(fl)}; "
+              "one command after the other, so it drifts with the machine: quote the pairs")
     m = load(os.path.join(res, "memory.json"))
     sm = os.path.join(res, "watch-smaps-raw.txt")
     if m:

@@ -70,6 +70,7 @@ CONNTRACK_GUARD_BIN=$BIN BENCH_RESULTS=$RES "$HERE/run.sh" --no-build --no-profi
     --only apply,size,memory --apply-runs "$RUNS" --samples "$SAMPLES" >"$RES/run.log" 2>&1
 rc=$?
 grep -E '^(ok|FAIL|SKIP)' "$RES/run.log" | grep -v '^ok' >&2
+echo "binary: $BIN"
 python3 "$HERE/bench.py" size-report "$RES" --bin "$(basename "$BIN")"
 tail -1 "$RES/run.log"
 echo "raw results: $RES (run.sh's log: $RES/run.log)"
