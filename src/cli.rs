@@ -396,7 +396,7 @@ pub fn run(args: &[OsString]) -> i32 {
             _ => {}
         }
     }
-    if let Some(code) = crate::netns::allns::dispatch(args) {
+    if let Some(code) = crate::cmd::status::allns::dispatch(args) {
         return code;
     }
     let inv = match parse_args(args) {

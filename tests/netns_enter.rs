@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use conntrack_guard::netns;
-use conntrack_guard::netns::allns;
+use conntrack_guard::netns::sample as allns;
 use conntrack_guard::sysroot::SysRoot;
 
 struct Ns(String);

@@ -15,7 +15,7 @@ use super::counters::CtTracker;
 use super::drops::DropTracker;
 use super::level::LevelTracker;
 use super::{Fill, Fullness, Level, Thresholds, CONNTRACK};
-use crate::netns::allns::{NsSample, SampleError};
+use crate::netns::sample::{NsSample, SampleError};
 use crate::netns::Namespace;
 use crate::report::events::Event;
 

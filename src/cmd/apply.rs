@@ -473,7 +473,7 @@ fn entries_in_use(host: &Host) -> Option<u64> {
         return own;
     }
     let found = crate::netns::scan(&host.root);
-    crate::netns::allns::sample_all(&found)
+    crate::netns::sample::sample_all(&found)
         .into_iter()
         .filter_map(|s| s.ok().map(|s| s.count))
         .chain(own)

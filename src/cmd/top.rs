@@ -1201,7 +1201,7 @@ pub fn pick(mut all: Vec<Candidate>, warn_percent: f64) -> Vec<Candidate> {
 /// the aggregation in the fullest, or in each above the warning level.
 fn run_all(root: &SysRoot, o: &Options, warn: f64) -> i32 {
     let found = crate::netns::scan(root);
-    let samples = crate::netns::allns::sample_all(&found);
+    let samples = crate::netns::sample::sample_all(&found);
     let all: Vec<Candidate> = found
         .iter()
         .zip(samples)

@@ -35,7 +35,7 @@ use crate::cmd::top;
 use crate::config::{self, fmt_duration, Config};
 use crate::host::Host;
 use crate::kernel::kmsg::{self, TableFull};
-use crate::netns::allns::{self, NsSample, SampleError as NsError};
+use crate::netns::sample::{self, NsSample, SampleError as NsError};
 use crate::netns::{self, Namespace};
 use crate::observe;
 use crate::report::events::{default_sink, Event, Priority, Sink};
@@ -310,7 +310,7 @@ impl Watcher<'_> {
                     return;
                 }
                 let found = netns::scan(&root);
-                let samples = allns::sample_all(&found);
+                let samples = sample::sample_all(&found);
                 let denied = samples.iter().find_map(|r| match r {
                     Err(NsError::Enter(e)) => e.missing_capability(),
                     _ => None,

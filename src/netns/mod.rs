@@ -14,8 +14,8 @@
 //! normal on a host that starts and stops containers, and is reported as
 //! [`EnterError::Vanished`], not as a failure.
 
-pub mod allns;
 pub mod owner;
+pub mod sample;
 
 use std::collections::BTreeMap;
 use std::fs::File;

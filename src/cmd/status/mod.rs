@@ -17,6 +17,8 @@
 //! entry before checking it against max, and lowering max leaves the
 //! entries in place, so it happens on a healthy kernel and means over-full.
 
+pub mod allns;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
