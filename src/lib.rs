@@ -19,6 +19,7 @@ pub mod report;
 pub mod state;
 pub mod sysroot;
 pub mod system;
+pub mod triage;
 
 /// Exit codes, as documented in `--help`, the README and conntrack-guard(8).
 pub mod exit {

@@ -31,7 +31,6 @@ use signal_hook::iterator::exfiltrator::SignalOnly;
 
 use crate::assess::netns::NsTrackers;
 use crate::assess::{self, restore, status_line, State, Thresholds};
-use crate::cmd::top;
 use crate::config::{self, fmt_duration, Config};
 use crate::host::Host;
 use crate::kernel::kmsg::{self, TableFull};
@@ -44,6 +43,7 @@ use crate::report::metrics::{self, Textfile};
 use crate::report::notify::{Notifier, NotifyState};
 use crate::sysroot::DEFAULT_CONFIG;
 use crate::system::writers;
+use crate::triage;
 
 /// Waits shorter than this are plain sleeps (see [`SignalWait::wait`]).
 const SHORT_WAIT: Duration = Duration::from_millis(20);
@@ -137,7 +137,7 @@ struct Watcher<'a> {
     ready_sent: bool,
     notifier: Notifier,
     /// The triage running now, if any, and when the last one started.
-    triage: Option<top::Triage>,
+    triage: Option<triage::Triage>,
     last_triage: Option<Instant>,
     /// `[watch] namespaces = "all"`: the scan running now, when the last
     /// one started, the trackers, and the last "table full in netns" line
@@ -278,7 +278,7 @@ impl Watcher<'_> {
             .map_or(true, |t| now.duration_since(t) >= w.triage_every);
         if w.triage && self.host.kernel_access && self.triage.is_none() && due {
             self.last_triage = Some(now);
-            self.triage = Some(top::Triage::start(
+            self.triage = Some(triage::Triage::start(
                 self.host.root.clone(),
                 None,
                 TRIAGE_TIMEOUT,
@@ -747,7 +747,7 @@ const JOURNAL_DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
 pub const TRIAGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn triage_event(
-    r: Result<top::TriageSummary, top::TopError>,
+    r: Result<triage::TriageSummary, triage::ReadError>,
     fill: Option<&assess::Fill>,
 ) -> Event {
     let table = fill

@@ -2,7 +2,7 @@
 #![no_main]
 
 use conntrack_guard::kernel::ctdump::{parse_datagram, parse_entry, Progress};
-use conntrack_guard::cmd::top::{advise, Aggregator, Dim};
+use conntrack_guard::triage::{advise, Aggregator, Dim};
 use libfuzzer_sys::fuzz_target;
 
 // A CT dump datagram through the parser and into the aggregation, then
