@@ -116,6 +116,7 @@ ctg_spawn python3 "$HERE/stall.py" measure --client-ns "$NS_CLIENT" --host-ns "$
     --workdir "$W" --meta "$W/meta.json" --out "$OUT" --rt-prio "$RT_PRIO" --max-seconds 1800
 wait "${CTG_PIDS[-1]}"
 rc=$?
+((rc == 0)) || echo "stall.sh: stall.py measure exited $rc (its message is above); the table below has what it measured" >&2
 ctg_teardown || rc=1
 echo
 python3 "$HERE/stall.py" report "$OUT" --svg "$SVG"
