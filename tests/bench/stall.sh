@@ -61,7 +61,7 @@ while (($#)); do
     --out) OUT=$2; shift ;;
     --svg) SVG=$2; shift ;;
     --rt-prio) RT_PRIO=$2; shift ;;
-    -h | --help) sed -n '3,40p' "$0"; exit 0 ;;
+    -h | --help) sed -n '3,41p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
