@@ -5,16 +5,17 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::assess::Fill;
 use crate::exit;
+use crate::report::output;
 use crate::sysroot::SysRoot;
 use crate::triage::agg::share;
-pub use crate::triage::Dim;
+use crate::triage::Dim;
 use crate::triage::{self, Collected, DimReport, Group, GROUP_CAP};
 
 /// Default time bound of one dump.
@@ -269,7 +270,9 @@ impl Report {
             self.elapsed_ms as f64 / 1000.0
         );
         let fill = match (self.count_after, self.max) {
-            (Some(c), Some(m)) if m > 0 => format!(" ({:.0}% full)", c as f64 * 100.0 / m as f64),
+            (Some(count), Some(max)) if max > 0 => {
+                format!(" ({:.0}% full)", Fill { count, max }.percent())
+            }
             _ => String::new(),
         };
         let _ = writeln!(
@@ -409,17 +412,16 @@ pub fn run(root: &SysRoot, global_config: Option<&Path>, args: &[OsString]) -> i
     } else {
         r.text()
     };
-    // EPIPE (`| head`) is a normal end for a pipe citizen.
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    // A closed pipe (`| head`) is a normal end for a pipe citizen.
+    let code = output::out_or(&text, exit::OK, exit::FAILURE);
     if r.complete {
-        exit::OK
-    } else {
-        eprintln!(
-            "conntrack-guard top: partial result: {}",
-            r.partial.as_deref().unwrap_or("")
-        );
-        exit::FAILURE
+        return code;
     }
+    eprintln!(
+        "conntrack-guard top: partial result: {}",
+        r.partial.as_deref().unwrap_or("")
+    );
+    exit::FAILURE
 }
 
 /// One namespace `--netns all` may read: its inode, owner, fill percent
@@ -458,7 +460,11 @@ fn run_all(root: &SysRoot, o: &Options, warn: f64) -> i32 {
             Some(Candidate {
                 inode: ns.inode,
                 label: ns.owner.label(),
-                percent: s.count as f64 * 100.0 / s.max.max(1) as f64,
+                percent: Fill {
+                    count: s.count,
+                    max: s.max,
+                }
+                .percent(),
                 enter: ns.enter.clone(),
             })
         })
@@ -500,8 +506,7 @@ fn run_all(root: &SysRoot, o: &Options, warn: f64) -> i32 {
     } else {
         text
     };
-    let _ = std::io::stdout().lock().write_all(out.as_bytes());
-    code
+    output::out_or(&out, code, exit::FAILURE)
 }
 
 #[cfg(test)]

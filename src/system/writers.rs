@@ -495,7 +495,28 @@ pub struct Found<T> {
     pub at: String,
 }
 
+/// The conntrack fields of a KubeProxyConfiguration, as (config key,
+/// command-line flag), in the order of [`KubeProxyConntrack::set`].
+const KP_FIELDS: [(&str, &str); 4] = [
+    ("maxPerCore", "conntrack-max-per-core"),
+    ("min", "conntrack-min"),
+    ("udpTimeout", "conntrack-udp-timeout"),
+    ("udpStreamTimeout", "conntrack-udp-timeout-stream"),
+];
+
 impl KubeProxyConntrack {
+    /// Set field `i` of [`KP_FIELDS`] from its text, found `at`; a value
+    /// that does not parse leaves it unset.
+    fn set(&mut self, i: usize, v: &str, at: &str) {
+        let at = at.to_string();
+        match i {
+            0 => self.max_per_core = v.parse().ok().map(|value| Found { value, at }),
+            1 => self.min = v.parse().ok().map(|value| Found { value, at }),
+            2 => self.udp_timeout = parse_go_duration(v).map(|value| Found { value, at }),
+            _ => self.udp_stream_timeout = parse_go_duration(v).map(|value| Found { value, at }),
+        }
+    }
+
     /// The nf_conntrack_max it writes on `cpus` CPUs, or `None` when it
     /// leaves the key alone (maxPerCore 0): max(maxPerCore × CPUs, min).
     pub fn max_written(&self, cpus: u64) -> Option<u64> {
@@ -614,26 +635,8 @@ fn set_kp_field(out: &mut KubeProxyConntrack, item: &str, at: &str) {
         return;
     };
     let v = unquote(v.trim().trim_end_matches(',').trim_end_matches('}'));
-    let found = |value| Found {
-        value,
-        at: at.to_string(),
-    };
-    match unquote(k) {
-        "maxPerCore" => out.max_per_core = v.parse().ok().map(found),
-        "min" => out.min = v.parse().ok().map(found),
-        "udpTimeout" => {
-            out.udp_timeout = parse_go_duration(v).map(|value| Found {
-                value,
-                at: at.to_string(),
-            })
-        }
-        "udpStreamTimeout" => {
-            out.udp_stream_timeout = parse_go_duration(v).map(|value| Found {
-                value,
-                at: at.to_string(),
-            })
-        }
-        _ => {}
+    if let Some(i) = KP_FIELDS.iter().position(|(name, _)| *name == unquote(k)) {
+        out.set(i, v, at);
     }
 }
 
@@ -686,26 +689,16 @@ pub fn parse_kube_proxy_args(args: &[String]) -> (Option<String>, KubeProxyConnt
             None => (a, args.get(i + 1).cloned()),
         };
         let consumed = !a.contains('=');
-        let at = || "command line".to_string();
-        let mut used = true;
-        match (name, value) {
-            ("config", Some(v)) => config = Some(v),
-            ("conntrack-max-per-core", Some(v)) => {
-                out.max_per_core = v.parse().ok().map(|value| Found { value, at: at() })
+        let field = KP_FIELDS.iter().position(|(_, flag)| *flag == name);
+        match (name, field, value) {
+            ("config", _, Some(v)) => config = Some(v),
+            (_, Some(f), Some(v)) => out.set(f, &v, "command line"),
+            _ => {
+                i += 1;
+                continue;
             }
-            ("conntrack-min", Some(v)) => {
-                out.min = v.parse().ok().map(|value| Found { value, at: at() })
-            }
-            ("conntrack-udp-timeout", Some(v)) => {
-                out.udp_timeout = parse_go_duration(&v).map(|value| Found { value, at: at() })
-            }
-            ("conntrack-udp-timeout-stream", Some(v)) => {
-                out.udp_stream_timeout =
-                    parse_go_duration(&v).map(|value| Found { value, at: at() })
-            }
-            _ => used = false,
         }
-        i += if used && consumed { 2 } else { 1 };
+        i += if consumed { 2 } else { 1 };
     }
     (config, out)
 }
@@ -718,15 +711,11 @@ pub fn k3s_kube_proxy_args(text: &str) -> Vec<String> {
     for tok in text.split(|c: char| c.is_whitespace() || c == '\0' || c == ',' || c == '[') {
         let t = tok.trim_matches(|c| c == '"' || c == '\'' || c == ']');
         let t = t.strip_prefix("--kube-proxy-arg=").unwrap_or(t);
-        for name in [
-            "conntrack-max-per-core=",
-            "conntrack-min=",
-            "conntrack-udp-timeout=",
-            "conntrack-udp-timeout-stream=",
-        ] {
-            if t.starts_with(name) {
-                out.push(format!("--{t}"));
-            }
+        if KP_FIELDS
+            .iter()
+            .any(|(_, flag)| t.strip_prefix(flag).is_some_and(|r| r.starts_with('=')))
+        {
+            out.push(format!("--{t}"));
         }
     }
     out
@@ -772,18 +761,23 @@ pub const WRITER_UNITS: &[&str] = &[
     "calico-node.service",
 ];
 
+/// Where systemd looks for system units, in precedence order.
+pub const UNIT_DIRS: &[&str] = &[
+    "etc/systemd/system",
+    "run/systemd/system",
+    "usr/local/lib/systemd/system",
+    "usr/lib/systemd/system",
+    "lib/systemd/system",
+];
+
 /// Unit files of known writers, in the directories systemd loads units from.
 pub fn writer_units(root: &SysRoot) -> Vec<(String, String)> {
-    let dirs = [
-        "etc/systemd/system",
-        "run/systemd/system",
-        "usr/local/lib/systemd/system",
-        "usr/lib/systemd/system",
-        "lib/systemd/system",
-    ];
     let mut out: Vec<(String, String)> = Vec::new();
     for unit in WRITER_UNITS {
-        if let Some(dir) = dirs.iter().find(|d| root.exists(&format!("{d}/{unit}"))) {
+        if let Some(dir) = UNIT_DIRS
+            .iter()
+            .find(|d| root.exists(&format!("{d}/{unit}")))
+        {
             out.push((unit.to_string(), format!("/{dir}/{unit}")));
         }
     }
@@ -898,19 +892,12 @@ fn read_k3s(root: &SysRoot, args: &[String], w: &mut WriterProcess) {
     w.conntrack = flags;
 }
 
+/// A flag overrides the config file's field.
 fn merge(into: &mut KubeProxyConntrack, flags: KubeProxyConntrack) {
-    if flags.max_per_core.is_some() {
-        into.max_per_core = flags.max_per_core;
-    }
-    if flags.min.is_some() {
-        into.min = flags.min;
-    }
-    if flags.udp_timeout.is_some() {
-        into.udp_timeout = flags.udp_timeout;
-    }
-    if flags.udp_stream_timeout.is_some() {
-        into.udp_stream_timeout = flags.udp_stream_timeout;
-    }
+    into.max_per_core = flags.max_per_core.or(into.max_per_core.take());
+    into.min = flags.min.or(into.min.take());
+    into.udp_timeout = flags.udp_timeout.or(into.udp_timeout.take());
+    into.udp_stream_timeout = flags.udp_stream_timeout.or(into.udp_stream_timeout.take());
 }
 
 /// Count a CPU list such as `0-3,6,8-9`; `None` if malformed.
@@ -1054,12 +1041,6 @@ impl Hint {
             .map(Candidate::text)
             .collect::<Vec<_>>()
             .join("; ")
-    }
-}
-
-impl std::fmt::Display for Hint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.text())
     }
 }
 

@@ -21,9 +21,11 @@ use serde::Serialize;
 
 pub use agg::{advise, Aggregator, Dim, DimReport, Group, PortStats, GROUP_CAP};
 
+use crate::config::{KEY_COUNT, KEY_MAX, KEY_UDP_TIMEOUT};
 use crate::exit;
 use crate::kernel::ctdump::{self, DumpError, End};
 use crate::kernel::nsenter::{self, NetnsError};
+use crate::kernel::sysctl::kernel_u64;
 use crate::sysroot::SysRoot;
 
 /// Why the table could not be read.
@@ -75,10 +77,6 @@ pub struct Collected {
     pub elapsed: Duration,
 }
 
-fn sysctl_u64(root: &SysRoot, key: &str) -> Option<u64> {
-    root.read_sysctl(key).ok().flatten()?.trim().parse().ok()
-}
-
 /// Read and group the table of `netns` (or the caller's namespace), within
 /// `timeout`. The sysctls are read on the same thread as the dump, so they
 /// come from the same namespace.
@@ -94,13 +92,13 @@ pub fn collect(
     }
     let work = || -> Result<Collected, ReadError> {
         let mut agg = Aggregator::new(prefix4, prefix6, GROUP_CAP);
-        let count_before = sysctl_u64(root, "net.netfilter.nf_conntrack_count");
-        let max = sysctl_u64(root, "net.netfilter.nf_conntrack_max");
-        let udp_timeout = sysctl_u64(root, "net.netfilter.nf_conntrack_udp_timeout");
+        let count_before = kernel_u64(root, KEY_COUNT);
+        let max = kernel_u64(root, KEY_MAX);
+        let udp_timeout = kernel_u64(root, KEY_UDP_TIMEOUT);
         let t0 = Instant::now();
         let outcome = ctdump::dump(timeout, &mut |e| agg.add(e))?;
         let elapsed = t0.elapsed();
-        let count_after = sysctl_u64(root, "net.netfilter.nf_conntrack_count");
+        let count_after = kernel_u64(root, KEY_COUNT);
         Ok(Collected {
             agg,
             outcome,
