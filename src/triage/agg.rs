@@ -510,21 +510,14 @@ impl Aggregator {
         }
         d
     }
+}
 
-    fn top_port(&self) -> Option<(PortKey, PortStats)> {
-        self.dport
-            .map
-            .iter()
-            .max_by(|a, b| a.1.count.cmp(&b.1.count).then(b.0.cmp(a.0)))
-            .map(|(k, v)| (*k, *v))
-    }
-
-    fn top_plain<K: Ord + Copy>(b: &Bounded<K, u64>) -> Option<(K, u64)> {
-        b.map
-            .iter()
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(k, v)| (*k, *v))
-    }
+/// The largest group of `b` by `count`, the smallest key on a tie.
+fn largest<K: Ord + Copy, V: Copy>(b: &Bounded<K, V>, count: impl Fn(&V) -> u64) -> Option<(K, V)> {
+    b.map
+        .iter()
+        .max_by(|x, y| count(x.1).cmp(&count(y.1)).then(y.0.cmp(x.0)))
+        .map(|(k, v)| (*k, *v))
 }
 
 /// "What this suggests": remedies for the patterns that have one. Pure:
@@ -535,7 +528,7 @@ pub fn advise(a: &Aggregator, udp_timeout: Option<u64>) -> Vec<String> {
     if total < 100 {
         return out;
     }
-    if let Some((k, s)) = a.top_port() {
+    if let Some((k, s)) = largest(&a.dport, |s| s.count) {
         let sh = share(s.count, total);
         if k.proto == 17 && sh >= 0.5 && share(s.unassured, s.count) >= 0.8 {
             let timeout = udp_timeout
@@ -565,7 +558,7 @@ pub fn advise(a: &Aggregator, udp_timeout: Option<u64>) -> Vec<String> {
             out.push(m);
         }
     }
-    if let Some((k, n)) = Aggregator::top_plain(&a.source) {
+    if let Some((k, n)) = largest(&a.source, |n| *n) {
         let sh = share(n, total);
         if sh >= 0.5 && (a.source.map.len() > 1 || a.source.other > 0) {
             let p = if k.family == 6 { a.prefix6 } else { a.prefix4 };

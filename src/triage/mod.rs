@@ -237,11 +237,6 @@ impl Triage {
         self.done = true;
         Some(r)
     }
-
-    /// True once the result was taken.
-    pub fn finished(&self) -> bool {
-        self.done
-    }
 }
 
 #[cfg(test)]
@@ -308,6 +303,6 @@ pub(crate) mod tests {
             std::thread::sleep(Duration::from_millis(5));
         };
         assert!(matches!(r, Err(ReadError::NotHost)));
-        assert!(t.poll().is_none() && t.finished());
+        assert!(t.poll().is_none(), "the result comes once");
     }
 }
