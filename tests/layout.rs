@@ -170,29 +170,32 @@ fn command_of(rel: &Path) -> Option<String> {
 }
 
 /// Names of the commands `code` names: `cmd::X` (as in `crate::cmd::X`,
-/// or after `use crate::cmd`), and `super::X` from a file directly in
-/// `cmd/`.
-fn commands_named(code: &str, in_cmd_dir: bool) -> Vec<String> {
+/// or after `use crate::cmd`), and `super::X` with as many `super::` as
+/// lead from the file's module up to `cmd` (`depth`: 1 in `cmd/top.rs`
+/// and `cmd/status/mod.rs`, 2 in `cmd/status/allns.rs`).
+fn commands_named(code: &str, depth: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut scan = |prefix: &str| {
         for (i, _) in code.match_indices(prefix) {
-            // `cmd::` as a path segment, not the end of `xcmd::`.
+            // A path segment of its own: not the end of `xcmd::`, nor the
+            // tail of a longer `super::super::` chain.
             let glued = code[..i]
                 .chars()
                 .next_back()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && !code[..i].ends_with("crate::");
             let name: String = code[i + prefix.len()..]
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            if !glued && !name.is_empty() && name != "self" {
+            if !glued && !name.is_empty() && name != "self" && name != "super" {
                 out.push(name);
             }
         }
     };
     scan("cmd::");
-    if in_cmd_dir {
-        scan("super::");
+    if depth > 0 {
+        scan(&"super::".repeat(depth));
     }
     out.sort();
     out.dedup();
@@ -227,8 +230,9 @@ fn violations(src: &Path) -> Vec<String> {
         let rel = path.strip_prefix(src).unwrap_or(&path).to_path_buf();
         let shown = rel.display();
         if let Some(me) = command_of(&rel) {
-            let in_cmd_dir = rel.components().count() == 2;
-            for other in commands_named(&code, in_cmd_dir) {
+            // How many `super::` lead from this module up to `cmd`.
+            let depth = rel.components().count() - 1 - usize::from(rel.ends_with("mod.rs"));
+            for other in commands_named(&code, depth) {
                 if other != me {
                     bad.push(format!(
                         "src/{shown}: command `{me}` imports command `{other}`"
@@ -340,8 +344,9 @@ fn the_checker_catches_each_kind_of_bad_import() {
     );
     put(
         "cmd/status/allns.rs",
-        "use super::Verdict;\nuse crate::cmd::status::run;\n",
+        "use super::Verdict;\nuse crate::cmd::status::run;\nuse super::super::watch;\n",
     );
+    put("cmd/status/mod.rs", "pub mod allns;\nuse super::apply;\n");
     let bad = violations(src);
     let expect = [
         "src/cmd/watch.rs: command `watch` imports command `top`",
@@ -355,6 +360,8 @@ fn the_checker_catches_each_kind_of_bad_import() {
         "src/netns/owner.rs: only cli.rs and the commands may use `crate::cmd`",
         "src/cmd/plan.rs: command `plan` imports command `apply`",
         "src/kernel/ctdump.rs: kernel must not use `crate::triage`",
+        "src/cmd/status/allns.rs: command `status` imports command `watch`",
+        "src/cmd/status/mod.rs: command `status` imports command `apply`",
     ];
     for e in expect {
         assert!(bad.iter().any(|b| b == e), "not caught: {e}\ngot: {bad:#?}");
