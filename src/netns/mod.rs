@@ -22,6 +22,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -83,6 +84,25 @@ pub fn scan(root: &SysRoot) -> Vec<Namespace> {
     scan_with_stats(root).0
 }
 
+/// Owners named by earlier scans. Naming a container reads its runtime's
+/// state (podman's `containers.json` lists every container), and that
+/// answer holds while the namespace lives: the watchdog's periodic scan
+/// reads it once per namespace, not once per namespace per scan. Keyed by
+/// inode, lowest pid and bind name, so a reused inode (another namespace)
+/// is named afresh; holds only the namespaces of the last scan.
+#[derive(Debug, Default)]
+pub struct OwnerCache {
+    root: PathBuf,
+    owners: BTreeMap<OwnerKey, Owner>,
+}
+
+/// A namespace as the cache knows it: inode, lowest pid, bind name.
+type OwnerKey = (u64, Option<u32>, Option<String>);
+
+/// The cache behind [`scan`]. It lives here, not with the caller, because
+/// the watchdog scans on a fresh thread each time.
+static OWNERS: Mutex<Option<OwnerCache>> = Mutex::new(None);
+
 #[derive(Default)]
 struct Found {
     pid: Option<u32>,
@@ -92,6 +112,23 @@ struct Found {
 
 /// [`scan`], with the counts of what could not be read.
 pub fn scan_with_stats(root: &SysRoot) -> (Vec<Namespace>, ScanStats) {
+    let mut cache = OWNERS.lock().ok().and_then(|mut c| c.take());
+    let found = scan_with(root, cache.get_or_insert_with(OwnerCache::default));
+    if let Ok(mut c) = OWNERS.lock() {
+        *c = cache;
+    }
+    found
+}
+
+/// [`scan_with_stats`], naming owners through `cache`.
+pub fn scan_with(root: &SysRoot, cache: &mut OwnerCache) -> (Vec<Namespace>, ScanStats) {
+    if cache.root != root.path("") {
+        *cache = OwnerCache {
+            root: root.path(""),
+            owners: BTreeMap::new(),
+        };
+    }
+    let mut named = BTreeMap::new();
     let mut stats = ScanStats::default();
     let mut found: BTreeMap<u64, Found> = BTreeMap::new();
     // PID 1's namespace is "the host", even when this tool runs elsewhere
@@ -103,8 +140,17 @@ pub fn scan_with_stats(root: &SysRoot) -> (Vec<Namespace>, ScanStats) {
     find_bind_mounts(root, &mut found);
     let mut out: Vec<Namespace> = found
         .into_iter()
-        .filter_map(|(inode, f)| namespace(root, inode, f, Some(inode) == host))
+        .filter_map(|(inode, f)| {
+            let ns = namespace(root, inode, f, Some(inode) == host, &mut cache.owners)?;
+            // A container whose name cannot be read yet (still starting)
+            // is asked again next scan.
+            if ns.owner.id.is_none() || ns.owner.name.is_some() {
+                named.insert((inode, ns.pid, ns.bind_name.clone()), ns.owner.clone());
+            }
+            Some(ns)
+        })
         .collect();
+    cache.owners = named;
     out.sort_by_key(|n| (!n.host, n.inode));
     (out, stats)
 }
@@ -169,7 +215,13 @@ fn find_bind_mounts(root: &SysRoot, found: &mut BTreeMap<u64, Found>) {
 
 /// The namespace `inode` as found: entered through its bind mount, else
 /// its first process; `None` when it has neither.
-fn namespace(root: &SysRoot, inode: u64, f: Found, is_host: bool) -> Option<Namespace> {
+fn namespace(
+    root: &SysRoot,
+    inode: u64,
+    f: Found,
+    is_host: bool,
+    known: &mut BTreeMap<OwnerKey, Owner>,
+) -> Option<Namespace> {
     let enter = match (&f.bind, f.pid) {
         (Some((_, p)), _) => p.clone(),
         (None, Some(pid)) => root.path(&format!("proc/{pid}/ns/net")),
@@ -179,7 +231,9 @@ fn namespace(root: &SysRoot, inode: u64, f: Found, is_host: bool) -> Option<Name
     Some(Namespace {
         inode,
         host: is_host,
-        owner: owner_of(root, is_host, f.pid, bind_name.as_deref()),
+        owner: known
+            .remove(&(inode, f.pid, bind_name.clone()))
+            .unwrap_or_else(|| owner_of(root, is_host, f.pid, bind_name.as_deref())),
         processes: f.processes,
         pid: f.pid,
         bind_name,
@@ -389,5 +443,57 @@ mod tests {
         assert_eq!(parse_ns_link("mnt:[4026531840]"), None);
         assert_eq!(parse_ns_link("net:[x]"), None);
         assert_eq!(parse_ns_link("net:[4026531840"), None);
+    }
+
+    #[test]
+    fn owners_are_read_once_per_namespace() {
+        const ID: &str = "a17c3e5f7b9d1e3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a3c5e7b9d1f";
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        let process = |pid: u32, inode: u64, cgroup: &str| {
+            let p = r.join(format!("proc/{pid}"));
+            std::fs::create_dir_all(p.join("ns")).unwrap();
+            std::os::unix::fs::symlink(format!("net:[{inode}]"), p.join("ns/net")).unwrap();
+            std::fs::write(p.join("cgroup"), cgroup).unwrap();
+        };
+        let list = r.join("var/lib/containers/storage/overlay-containers");
+        std::fs::create_dir_all(&list).unwrap();
+        let name = |n: &str| {
+            let text = format!(r#"[{{"id": "{ID}", "names": ["{n}"]}}]"#);
+            std::fs::write(list.join("containers.json"), text).unwrap();
+        };
+        let podman = format!("0::/machine.slice/libpod-{ID}.scope\n");
+        process(1, 10, "0::/init.scope\n");
+        process(500, 20, &podman);
+        name("web");
+        let root = SysRoot::at(r);
+        let mut cache = OwnerCache::default();
+        let owner = |cache: &mut OwnerCache| {
+            let (found, _) = scan_with(&root, cache);
+            assert_eq!(found.len(), 2);
+            found[1].owner.name.clone()
+        };
+        assert_eq!(owner(&mut cache).as_deref(), Some("web"));
+        // Renamed on disk: the same namespace keeps the name read first,
+        // which shows the state file was not read again.
+        name("api");
+        assert_eq!(owner(&mut cache).as_deref(), Some("web"));
+        // Another first process (a reused inode looks the same): read again.
+        std::fs::remove_dir_all(r.join("proc/500")).unwrap();
+        process(600, 20, &podman);
+        assert_eq!(owner(&mut cache).as_deref(), Some("api"));
+        // A container whose name cannot be read yet is asked again.
+        std::fs::remove_dir_all(r.join("proc/600")).unwrap();
+        process(700, 20, &podman);
+        std::fs::remove_file(list.join("containers.json")).unwrap();
+        assert_eq!(owner(&mut cache), None);
+        name("db");
+        assert_eq!(owner(&mut cache).as_deref(), Some("db"));
+        // Another root starts afresh.
+        let other = tempfile::tempdir().unwrap();
+        assert!(scan_with(&SysRoot::at(other.path()), &mut cache)
+            .0
+            .is_empty());
+        assert!(cache.owners.is_empty());
     }
 }
