@@ -93,7 +93,7 @@ pub fn scan(root: &SysRoot) -> Vec<Namespace> {
 #[derive(Debug, Default)]
 pub struct OwnerCache {
     root: PathBuf,
-    owners: BTreeMap<OwnerKey, Owner>,
+    owners: Vec<(OwnerKey, Owner)>,
 }
 
 /// A namespace as the cache knows it: inode, lowest pid, bind name.
@@ -125,10 +125,10 @@ pub fn scan_with(root: &SysRoot, cache: &mut OwnerCache) -> (Vec<Namespace>, Sca
     if cache.root != root.path("") {
         *cache = OwnerCache {
             root: root.path(""),
-            owners: BTreeMap::new(),
+            owners: Vec::new(),
         };
     }
-    let mut named = BTreeMap::new();
+    let mut named = Vec::new();
     let mut stats = ScanStats::default();
     let mut found: BTreeMap<u64, Found> = BTreeMap::new();
     // PID 1's namespace is "the host", even when this tool runs elsewhere
@@ -141,11 +141,11 @@ pub fn scan_with(root: &SysRoot, cache: &mut OwnerCache) -> (Vec<Namespace>, Sca
     let mut out: Vec<Namespace> = found
         .into_iter()
         .filter_map(|(inode, f)| {
-            let ns = namespace(root, inode, f, Some(inode) == host, &mut cache.owners)?;
+            let ns = namespace(root, inode, f, Some(inode) == host, &cache.owners)?;
             // A container whose name cannot be read yet (still starting)
             // is asked again next scan.
             if ns.owner.id.is_none() || ns.owner.name.is_some() {
-                named.insert((inode, ns.pid, ns.bind_name.clone()), ns.owner.clone());
+                named.push(((inode, ns.pid, ns.bind_name.clone()), ns.owner.clone()));
             }
             Some(ns)
         })
@@ -220,7 +220,7 @@ fn namespace(
     inode: u64,
     f: Found,
     is_host: bool,
-    known: &mut BTreeMap<OwnerKey, Owner>,
+    known: &[(OwnerKey, Owner)],
 ) -> Option<Namespace> {
     let enter = match (&f.bind, f.pid) {
         (Some((_, p)), _) => p.clone(),
@@ -232,8 +232,12 @@ fn namespace(
         inode,
         host: is_host,
         owner: known
-            .remove(&(inode, f.pid, bind_name.clone()))
-            .unwrap_or_else(|| owner_of(root, is_host, f.pid, bind_name.as_deref())),
+            .iter()
+            .find(|(k, _)| k.0 == inode && k.1 == f.pid && k.2 == bind_name)
+            .map_or_else(
+                || owner_of(root, is_host, f.pid, bind_name.as_deref()),
+                |(_, o)| o.clone(),
+            ),
         processes: f.processes,
         pid: f.pid,
         bind_name,
