@@ -14,7 +14,7 @@ use crate::assess::lower::check_lower_max;
 use crate::config::{Config, ConfigError, Knob, Policy, KEY_BUCKETS, KEY_COUNT, KEY_MAX};
 use crate::exit;
 use crate::host::Host;
-use crate::kernel::hashsize::{self, KernelTarget};
+use crate::kernel::hashsize::KernelTarget;
 use crate::kernel::module::{self, ModuleError, ModuleState};
 use crate::kernel::{entry_bytes, kernel_u64, ram_bytes, read_current, same_value};
 use crate::report::events::{Event, Priority, Sink};
@@ -393,7 +393,11 @@ pub fn apply(
     if !dry_run {
         warnings.extend(ensure_ctnetlink(host));
     }
-    let targets = hashsize::targets(cfg, host.page_size);
+    // A max the watchdog grew this boot is the target, not the configured
+    // one: a restart of this step (a config reload) never shrinks it.
+    let (targets, boot) = crate::observe::targets(host, cfg);
+    warnings.extend(boot.ignored.clone());
+    let grown_note = boot.grown().map(|r| r.describe());
     let lowering_max = targets.iter().any(|t| {
         t.key == KEY_MAX
             && matches!(
@@ -417,6 +421,9 @@ pub fn apply(
             outcome: Outcome::Unchanged,
             note: t.rounding_note(),
         };
+        if t.key == KEY_MAX {
+            row.note = row.note.or(grown_note.clone());
+        }
         match decide(t, before.as_deref(), in_use) {
             Step::Keep(outcome) => {
                 // A dry run leaves the "after" column empty: nothing was done.
@@ -427,7 +434,11 @@ pub fn apply(
                 row.outcome = Outcome::WouldSet;
             }
             Step::Write(d) if dry_run => row.outcome = Outcome::WouldChange(d),
-            Step::Write(d) => row = write_and_verify(root, t, before, d),
+            Step::Write(d) => {
+                let note = row.note.take();
+                row = write_and_verify(root, t, before, d);
+                row.note = row.note.or(note);
+            }
         }
         rows.push(row);
     }

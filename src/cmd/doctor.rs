@@ -164,6 +164,7 @@ pub fn check(root: &SysRoot, cfg: &Config, rules: &dyn RulesetSource) -> Report 
     f.extend(check_units(root));
     f.extend(check_writers(root, cfg));
     f.extend(check_ruleset(rules));
+    f.extend(check_grow(root, cfg));
     Report::new(f)
 }
 
@@ -760,6 +761,39 @@ pub fn check_units(root: &SysRoot) -> Vec<Finding> {
 }
 
 // ---------------------------------------------------------------------
+
+/// What the watchdog grew this boot ([`crate::observe::this_boot`], the
+/// one judgement the watchdog, `status` and `apply` make too): a trusted
+/// record is expected, not drift; one that is not trusted is said. Nothing
+/// when there is no record.
+pub fn check_grow(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
+    const C: &str = "grow";
+    let boot = crate::observe::this_boot(root, cfg);
+    let at = format!("/{}", crate::state::grown::THIS_BOOT);
+    let mut out = Vec::new();
+    if let Some(r) = boot.grown() {
+        out.push(
+            Finding::new(
+                C,
+                Severity::Ok,
+                format!(
+                    "the watchdog grew max to {} this boot ({}): expected, not drift",
+                    r.max,
+                    r.describe()
+                ),
+            )
+            .at(&at),
+        );
+    }
+    if let Some(why) = boot.ignored {
+        out.push(
+            Finding::new(C, Severity::Warning, why)
+                .at(&at)
+                .fix("systemctl restart conntrack-guard-apply (applies the configured max and discards the record)"),
+        );
+    }
+    out
+}
 
 /// Known processes that write our keys.
 pub fn check_writers(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
