@@ -792,7 +792,67 @@ pub fn check_grow(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
                 .fix("systemctl restart conntrack-guard-apply (applies the configured max and discards the record)"),
         );
     }
+    out.extend(check_budget(root, cfg));
     out
+}
+
+/// The configured max against `[grow] budget`: above it, the max is kept
+/// as configured (the operator said so) but the watchdog never grows it,
+/// which the operator may not expect. Nothing with growth off, or when the
+/// budget is a share of RAM that cannot be read.
+fn check_budget(root: &SysRoot, cfg: &Config) -> Option<Finding> {
+    const C: &str = "grow";
+    let max = cfg.conntrack.max.value().filter(|_| cfg.grow.enabled)?;
+    if matches!(cfg.grow.budget, config::Budget::Percent(_))
+        && crate::kernel::ram_bytes(root).is_none()
+    {
+        return None;
+    }
+    let page = crate::kernel::hashsize::page_size();
+    let buckets = cfg
+        .conntrack
+        .buckets_value()
+        .map(|b| crate::kernel::hashsize::kernel_buckets(b, page))
+        .or_else(|| crate::kernel::kernel_u64(root, KEY_BUCKETS))
+        .unwrap_or(0);
+    let v = crate::assess::sizing::budget_view(
+        &cfg.grow.budget.to_string(),
+        crate::state::grown::budget_bytes(root, cfg.grow.budget),
+        crate::kernel::slab::entry_bytes(root),
+        page,
+        max,
+        buckets,
+    );
+    let at = cfg.source_name();
+    Some(if v.fits {
+        Finding::new(
+            C,
+            Severity::Ok,
+            format!(
+                "the configured max fits the {} ({}); the watchdog may grow it up to {}",
+                v.budget_text(),
+                v.worst_text(),
+                v.max_allowed
+            ),
+        )
+        .at(at)
+    } else {
+        Finding::new(
+            C,
+            Severity::Warning,
+            format!(
+                "the configured max already exceeds the {}: {}; it is kept as configured, \
+                 and the watchdog never grows it",
+                v.budget_text(),
+                v.worst_text()
+            ),
+        )
+        .at(at)
+        .fix(format!(
+            "raise [grow] budget to at least {}, or lower [conntrack] max",
+            crate::report::table::human_bytes(v.worst_case_bytes)
+        ))
+    })
 }
 
 /// Known processes that write our keys.
