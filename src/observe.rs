@@ -66,28 +66,31 @@ pub fn this_boot(root: &SysRoot, cfg: &Config) -> ThisBoot {
     };
     let budget = grown::budget_bytes(root, cfg.grow.budget);
     let cap = grown::this_boot_cap(&record, budget, crate::kernel::slab::entry_bytes(root));
-    let ignored = match cfg.conntrack.max.value() {
-        None => Some("max is \"keep\": nothing grown is expected".to_string()),
+    let above_budget = |max: u64, cap: u64| {
+        format!(
+            "this boot's growth record says max {max}, above the {} budget \
+             (at most {cap}): the configured max is expected",
+            cfg.grow.budget
+        )
+    };
+    let (trusted, ignored) = match cfg.conntrack.max.value() {
+        // max = "keep" is not compared with anything: the record only says
+        // what the watchdog did, within the budget or not.
+        None if record.max <= cap => (true, None),
+        None => (false, Some(above_budget(record.max, cap))),
         Some(c) => match grown::verdict(&record, c, cap) {
-            grown::Verdict::Use(_) => None,
-            grown::Verdict::NotAbove => None,
-            grown::Verdict::ConfigChanged { then, now } => Some(format!(
-                "this boot's growth record grew from max {then}, configured now {now}: \
-                 the configured max is expected"
-            )),
-            grown::Verdict::AboveBudget { max, cap } => Some(format!(
-                "this boot's growth record says max {max}, above the {} budget \
-                 (at most {cap}): the configured max is expected",
-                cfg.grow.budget
-            )),
+            grown::Verdict::Use(_) => (true, None),
+            grown::Verdict::NotAbove => (false, None),
+            grown::Verdict::ConfigChanged { then, now } => (
+                false,
+                Some(format!(
+                    "this boot's growth record grew from max {then}, configured now {now}: \
+                     the configured max is expected"
+                )),
+            ),
+            grown::Verdict::AboveBudget { max, cap } => (false, Some(above_budget(max, cap))),
         },
     };
-    let trusted = cfg
-        .conntrack
-        .max
-        .value()
-        .and_then(|c| grown::trusted(&record, c, cap))
-        .is_some();
     ThisBoot {
         record: Some(record),
         trusted,
@@ -293,7 +296,8 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", &p).unwrap();
         let boot = this_boot(&host.root, &cfg(""));
         assert!(boot.ignored.unwrap().contains("symbolic link"));
-        // max = "keep": nothing to grow from, nothing expected of it.
+        // max = "keep": nothing is compared; the record says what happened
+        // (within the budget), and no target changes.
         grown::write(
             &host.root,
             grown::THIS_BOOT,
@@ -302,6 +306,8 @@ mod tests {
         .unwrap();
         let keep = parse("[conntrack]\nmax = \"keep\"\n", Path::new("t.toml")).unwrap();
         let boot = this_boot(&host.root, &keep);
-        assert!(!boot.trusted);
+        assert!(boot.trusted && boot.ignored.is_none(), "{boot:?}");
+        let t = targets(&host, &keep).0;
+        assert!(t.iter().all(|t| t.key != KEY_MAX && t.key != KEY_BUCKETS));
     }
 }
