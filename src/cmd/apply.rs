@@ -446,6 +446,16 @@ pub fn apply(
         if t.key == KEY_MAX {
             row.note = row.note.or(grown_note.clone());
         }
+        if t.key == KEY_BUCKETS && t.requested.is_none() {
+            // Buckets above the configured ones come with the grown max.
+            let configured = cfg
+                .conntrack
+                .buckets_value()
+                .map(|b| kernel_buckets(b, host.page_size).to_string());
+            if grown_record.is_some() && configured.as_deref() != Some(t.value.as_str()) {
+                row.note = Some("with the grown max".into());
+            }
+        }
         match decide(t, before.as_deref(), in_use) {
             Step::Keep(outcome) => {
                 // A dry run leaves the "after" column empty: nothing was done.
