@@ -544,7 +544,7 @@ pub struct StartInputs {
     pub configured_max: Option<u64>,
     /// The configured buckets as the kernel stores them; `None` for keep.
     pub configured_buckets: Option<u64>,
-    /// `[grow] remember`.
+    /// `[grow] remember` (and `enabled`).
     pub remember: bool,
     /// The budget in bytes on this machine.
     pub budget_bytes: u64,
@@ -564,7 +564,9 @@ pub fn start(root: &SysRoot, cfg: &Config, page_size: u64) -> Start {
             .conntrack
             .buckets_value()
             .map(|b| kernel_buckets(b, page_size)),
-        remember: cfg.grow.remember,
+        // Growth turned off: a boot does not start from an old growth
+        // either (that would be a change the operator just switched off).
+        remember: cfg.grow.remember && cfg.grow.enabled,
         budget_bytes: grown::budget_bytes(root, cfg.grow.budget),
         budget: cfg.grow.budget.to_string(),
         entry_bytes: slab::entry_bytes(root),
