@@ -29,6 +29,7 @@ const FILES: [&str; 5] = [
 struct Kept {
     saved: Vec<(&'static str, Option<Vec<u8>>)>,
     var_lib_existed: bool,
+    run_existed: bool,
     _lock: nix::fcntl::Flock<fs::File>,
 }
 
@@ -38,6 +39,7 @@ impl Kept {
         Kept {
             saved: FILES.iter().map(|p| (*p, fs::read(p).ok())).collect(),
             var_lib_existed: Path::new("/var/lib/conntrack-guard").exists(),
+            run_existed: Path::new("/run/conntrack-guard").exists(),
             _lock: lock,
         }
     }
@@ -53,6 +55,9 @@ impl Drop for Kept {
         }
         if !self.var_lib_existed {
             let _ = fs::remove_dir("/var/lib/conntrack-guard");
+        }
+        if !self.run_existed {
+            let _ = fs::remove_dir("/run/conntrack-guard");
         }
     }
 }
