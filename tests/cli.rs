@@ -279,33 +279,41 @@ fn all_netns_without_cap_sys_admin_is_3_naming_it() {
     assert_eq!(j["missing_capabilities"], serde_json::json!([]), "{j}");
 }
 
-/// apply on the real host leaves /run/conntrack-guard/applied; a test is
-/// not the host's boot step, so the mark is put back as it was on drop.
-/// The tests that hold one run one at a time (the lock), so none records
-/// another's mark as the host's.
+/// apply on the real host leaves /run/conntrack-guard/applied and the
+/// bytes per entry it measured (entry-bytes); a test is not the host's
+/// boot step, so both are put back as they were on drop. The tests that
+/// hold one run one at a time (the lock), so none records another's files
+/// as the host's.
 struct MarkKept(
-    Option<Vec<u8>>,
+    Vec<(&'static str, Option<Vec<u8>>)>,
     #[allow(dead_code)] std::sync::MutexGuard<'static, ()>,
 );
 
 impl MarkKept {
-    const PATH: &'static str = "/run/conntrack-guard/applied";
+    const PATHS: [&'static str; 2] = [
+        "/run/conntrack-guard/applied",
+        "/run/conntrack-guard/entry-bytes",
+    ];
     fn new() -> Self {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let lock = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-        MarkKept(fs::read(Self::PATH).ok(), lock)
+        MarkKept(
+            Self::PATHS.iter().map(|p| (*p, fs::read(p).ok())).collect(),
+            lock,
+        )
     }
 }
 
 impl Drop for MarkKept {
     fn drop(&mut self) {
-        match &self.0 {
-            Some(b) => drop(fs::write(Self::PATH, b)),
-            None => {
-                let _ = fs::remove_file(Self::PATH);
-                let _ = fs::remove_dir("/run/conntrack-guard");
+        for (path, before) in &self.0 {
+            match before {
+                Some(b) => drop(fs::write(path, b)),
+                None => drop(fs::remove_file(path)),
             }
         }
+        // Only when empty: it may hold other files of the host's.
+        let _ = fs::remove_dir("/run/conntrack-guard");
     }
 }
 
