@@ -63,8 +63,10 @@ fn constant_rss_and_fds_at_one_millisecond() {
     churn(Instant::now() + Duration::from_millis(3000), &mut i);
     let (rss2, fd2) = (rss_kib(pid), fds(pid));
     let samples2 = n.seen().len();
+    // Enough samples that a per-sample leak shows; not a speed test (a
+    // loaded debug build samples far fewer than 3000 in 3 s).
     assert!(
-        samples2 - samples1 > 1000,
+        samples2 - samples1 > 200,
         "only {} samples",
         samples2 - samples1
     );
