@@ -5,13 +5,13 @@
 //! written. Exit codes are the monitoring-plugin ones: 0 OK, 1 WARNING,
 //! 2 CRITICAL, 3 UNKNOWN (a usage error is UNKNOWN too).
 
-use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
 use crate::config::{self, Config, KEY_BUCKETS, KEY_MAX};
+use crate::host::Host;
 use crate::sysroot::SysRoot;
 use crate::system::ruleset::{self, CommandRuleset, FileRuleset, RulesetSource};
 use crate::system::writers::{self, KubeProxyConntrack, WriterKind};
@@ -986,73 +986,26 @@ pub fn check_ruleset(src: &dyn RulesetSource) -> Vec<Finding> {
 
 // ---------------------------------------------------------------------
 
-/// `doctor`'s usage.
-pub const USAGE: &str = "usage: conntrack-guard [--config PATH] doctor [--json] [--config PATH]";
+/// `conntrack-guard doctor --help`.
+pub const HELP: &str = "usage: conntrack-guard [--config PATH] doctor [--json] [--config PATH]\n";
 
-/// Options of `doctor`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Options {
-    /// `--json`.
-    pub json: bool,
-    /// `--config`.
-    pub config: Option<PathBuf>,
-    /// `--help`.
-    pub help: bool,
-}
-
-/// Parse doctor's own arguments.
-pub fn parse_options(args: &[OsString]) -> Result<Options, String> {
-    let mut o = Options::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let s = a.to_string_lossy();
-        match s.as_ref() {
-            "--json" => o.json = true,
-            "-h" | "--help" => o.help = true,
-            "--config" => {
-                o.config = Some(PathBuf::from(it.next().ok_or("--config needs a value")?))
-            }
-            _ => match s.strip_prefix("--config=") {
-                Some(v) if !v.is_empty() => o.config = Some(PathBuf::from(v)),
-                _ => return Err(format!("unknown argument {s:?} for doctor")),
-            },
-        }
-    }
-    Ok(o)
-}
-
-/// `conntrack-guard doctor`: parse, check, print; returns the exit code.
-pub fn main(root: &SysRoot, global_config: Option<PathBuf>, args: &[OsString]) -> i32 {
-    let opts = match parse_options(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("conntrack-guard: {e}\n{USAGE}");
-            return Severity::Unknown.code();
-        }
-    };
-    if opts.help {
-        println!("{USAGE}");
-        return 0;
-    }
-    let config_path = opts.config.or(global_config);
-    let cfg = match config::load(root, config_path.as_deref()) {
+/// `conntrack-guard doctor`: check and print; returns the exit code
+/// (UNKNOWN for a configuration that cannot be read).
+pub fn run(host: &Host, config_path: Option<&Path>, json: bool) -> i32 {
+    let root = &host.root;
+    let cfg = match config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("conntrack-guard: invalid configuration: {e}");
             return Severity::Unknown.code();
         }
     };
-    let rules: Box<dyn RulesetSource> = if root.is_host() {
+    let rules: Box<dyn RulesetSource> = if host.kernel_access {
         Box::new(CommandRuleset)
     } else {
         Box::new(FileRuleset(root.clone()))
     };
-    run(root, &cfg, rules.as_ref(), opts.json)
-}
-
-/// Check and print; returns the exit code.
-pub fn run(root: &SysRoot, cfg: &Config, rules: &dyn RulesetSource, json: bool) -> i32 {
-    let report = check(root, cfg, rules);
+    let report = check(root, &cfg, rules.as_ref());
     let text = if json {
         serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
     } else {
@@ -1067,17 +1020,6 @@ pub fn run(root: &SysRoot, cfg: &Config, rules: &dyn RulesetSource, json: bool) 
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    fn os(v: &[&str]) -> Vec<OsString> {
-        v.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn parses_args() {
-        assert!(parse_options(&os(&["--json"])).unwrap().json);
-        assert!(parse_options(&os(&["--bogus"])).is_err());
-        assert!(parse_options(&os(&["--config"])).is_err());
-    }
 
     #[test]
     fn unit_deps() {
@@ -1153,9 +1095,6 @@ mod tests {
             let _ = parse_modules_load(&s);
             let _ = parse_module_index(&s);
             let _ = judge_param(&s, &["hashsize".to_string()]);
-            let args: Vec<OsString> = s.split(' ').map(OsString::from).collect();
-            let _ = parse_options(&args);
-            let _ = crate::cli::split_global(&args);
         }
     }
 }

@@ -6,19 +6,20 @@ use std::path::Path;
 
 use crate::assess::sizing::{plan, Request};
 use crate::exit;
+use crate::host::Host;
 use crate::kernel::facts::KernelFacts;
 use crate::report::output;
-use crate::sysroot::SysRoot;
 
-/// `plan` against the kernel under `root`; returns the exit code.
+/// `plan` against the kernel of `host`; returns the exit code.
 pub fn run(
-    root: &SysRoot,
+    host: &Host,
     config_path: Option<&Path>,
     rate: f64,
     timeout: Option<u64>,
     headroom: f64,
     json: bool,
 ) -> i32 {
+    let root = &host.root;
     let cfg = match crate::config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {

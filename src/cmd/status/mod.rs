@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::assess::tally::{self, Signal, Tally};
+use crate::assess::verdict::{plugin_line, Perf, Verdict};
 use crate::assess::{FillReading, Level, Setting, Thresholds, BACKLOG, CONNTRACK, SOCKET};
 use crate::config::{self, fmt_duration};
 use crate::host::Host;
@@ -37,50 +38,6 @@ use crate::kernel::softnet::{SoftnetCounter, SoftnetTable};
 use crate::kernel::stats::CounterSource;
 use crate::observe;
 use crate::report::output;
-
-/// Monitoring-plugins states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Verdict {
-    /// 0.
-    Ok,
-    /// 1.
-    Warning,
-    /// 2.
-    Critical,
-    /// 3.
-    Unknown,
-}
-
-impl Verdict {
-    /// The exit code.
-    pub fn code(self) -> i32 {
-        match self {
-            Verdict::Ok => 0,
-            Verdict::Warning => 1,
-            Verdict::Critical => 2,
-            Verdict::Unknown => 3,
-        }
-    }
-
-    fn rank(self) -> u8 {
-        match self {
-            Verdict::Ok => 0,
-            Verdict::Warning => 1,
-            Verdict::Unknown => 2,
-            Verdict::Critical => 3,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Verdict::Ok => "OK",
-            Verdict::Warning => "WARNING",
-            Verdict::Critical => "CRITICAL",
-            Verdict::Unknown => "UNKNOWN",
-        }
-    }
-}
 
 /// One problem found, with its weight.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -314,11 +271,7 @@ pub fn judge(r: &Readings) -> Report {
         .as_ref()
         .map(|after| judge_window(r, after, &mut problems));
     let settings = judge_settings(r, &mut problems);
-    let status = problems
-        .iter()
-        .map(|p| p.severity)
-        .max_by_key(|v| v.rank())
-        .unwrap_or(Verdict::Ok);
+    let status = Verdict::worst_of(problems.iter().map(|p| p.severity));
     Report {
         status,
         exit_code: status.code(),
@@ -615,7 +568,6 @@ pub fn text(r: &Report) -> String {
 
 /// `CONNTRACK OK - ... | perfdata`, with its newline.
 fn summary_line(r: &Report) -> String {
-    let mut s = String::new();
     let summary = match (r.count, r.max, r.fill) {
         (Some(c), Some(m), Some(f)) => format!(
             "{:.1}% full ({c}/{m}), level {}",
@@ -631,22 +583,14 @@ fn summary_line(r: &Report) -> String {
         .find(|p| p.severity == r.status)
         .map(|p| format!("; {}", p.message))
         .unwrap_or_default();
-    let _ = write!(
-        s,
-        "CONNTRACK {} - {summary}{first_problem}",
-        r.status.name()
-    );
-    if let (Some(c), Some(m), Some(f)) = (r.count, r.max, r.fill) {
-        let _ = write!(
-            s,
-            " | fill={:.2}%;{};{};0;100 entries={c};;;0;{m}",
-            f * 100.0,
-            r.warn_percent.unwrap_or(0.0),
-            r.critical_percent.unwrap_or(0.0)
-        );
-    }
-    s.push('\n');
-    s
+    let perf = match (r.count, r.max, r.fill) {
+        (Some(c), Some(m), Some(f)) => vec![
+            Perf::percent("fill", f, r.warn_percent, r.critical_percent),
+            Perf::count("entries", c, Some(m)),
+        ],
+        _ => Vec::new(),
+    };
+    plugin_line(r.status, &format!("{summary}{first_problem}"), &perf)
 }
 
 /// The fill bar, the level and whether the module is loaded.
@@ -847,24 +791,41 @@ pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readin
     }
 }
 
-/// `conntrack-guard status`.
-pub fn run(host: &Host, config_path: Option<&Path>, json: bool, window: Duration) -> i32 {
-    let report = judge(&read(host, config_path, window));
+/// `conntrack-guard status`, or with `all_netns` every namespace
+/// ([`allns`]); returns the exit code.
+pub fn run(
+    host: &Host,
+    config_path: Option<&Path>,
+    json: bool,
+    window: Duration,
+    all_netns: bool,
+) -> i32 {
+    if all_netns {
+        let r = allns::judge(allns::read(host, config_path));
+        return emit(&r, json, allns::text, r.exit_code);
+    }
+    let r = judge(&read(host, config_path, window));
+    emit(&r, json, text, r.exit_code)
+}
+
+/// Print `report` as JSON or text; a failed write is UNKNOWN.
+fn emit<R: Serialize>(report: &R, json: bool, text: fn(&R) -> String, code: i32) -> i32 {
     let unknown = Verdict::Unknown.code();
-    if json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(j) => output::out_or(&(j + "\n"), report.exit_code, unknown),
+    let out = if json {
+        match serde_json::to_string_pretty(report) {
+            Ok(j) => j + "\n",
             Err(e) => {
                 let j = format!(
                     "{{\"status\":\"UNKNOWN\",\"exit_code\":3,\"error\":{:?}}}\n",
                     e.to_string()
                 );
-                output::out_or(&j, unknown, unknown)
+                return output::out_or(&j, unknown, unknown);
             }
         }
     } else {
-        output::out_or(&text(&report), report.exit_code, unknown)
-    }
+        text(report)
+    };
+    output::out_or(&out, code, unknown)
 }
 
 #[cfg(test)]
