@@ -64,6 +64,12 @@ impl Verdict {
     }
 }
 
+/// A verdict as `ok`, `warning`, `critical` or `unknown` (doctor's JSON),
+/// for `#[serde(serialize_with)]`.
+pub fn lowercase<S: serde::Serializer>(v: &Verdict, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&v.name().to_ascii_lowercase())
+}
+
 impl From<Level> for Verdict {
     fn from(l: Level) -> Self {
         match l {

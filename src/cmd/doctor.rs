@@ -5,63 +5,20 @@
 //! written. Exit codes are the monitoring-plugin ones: 0 OK, 1 WARNING,
 //! 2 CRITICAL, 3 UNKNOWN (a usage error is UNKNOWN too).
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::Serialize;
 
 use crate::config::{self, Config, KEY_BUCKETS, KEY_MAX};
 use crate::host::Host;
+use crate::report::output;
 use crate::sysroot::SysRoot;
 use crate::system::ruleset::{self, CommandRuleset, FileRuleset, RulesetSource};
 use crate::system::writers::{self, KubeProxyConntrack, WriterKind};
 
-/// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Checked, nothing wrong.
-    Ok,
-    /// A trap that will bite later (at reboot, at a restart).
-    Warning,
-    /// Breaks the service or the table now or at the next start.
-    Critical,
-    /// Could not be checked.
-    Unknown,
-}
-
-impl Severity {
-    /// The monitoring-plugin exit code.
-    pub fn code(self) -> i32 {
-        match self {
-            Severity::Ok => 0,
-            Severity::Warning => 1,
-            Severity::Critical => 2,
-            Severity::Unknown => 3,
-        }
-    }
-
-    /// CRITICAL beats UNKNOWN beats WARNING (as in `status`): a known
-    /// breakage is the most urgent news even when another check failed.
-    fn rank(self) -> u8 {
-        match self {
-            Severity::Ok => 0,
-            Severity::Warning => 1,
-            Severity::Unknown => 2,
-            Severity::Critical => 3,
-        }
-    }
-
-    /// Upper-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Severity::Ok => "OK",
-            Severity::Warning => "WARNING",
-            Severity::Critical => "CRITICAL",
-            Severity::Unknown => "UNKNOWN",
-        }
-    }
-}
+/// How bad a finding is: the monitoring-plugin verdict of `status`,
+/// written in lower case in doctor's JSON.
+pub use crate::assess::verdict::Verdict as Severity;
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,6 +27,7 @@ pub struct Finding {
     /// `writers`, `ruleset`.
     pub check: &'static str,
     /// How bad.
+    #[serde(serialize_with = "crate::assess::verdict::lowercase")]
     pub severity: Severity,
     /// Where (`file:line`, a unit, a rule), when it applies.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,6 +78,7 @@ impl Finding {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
     /// Overall state.
+    #[serde(serialize_with = "crate::assess::verdict::lowercase")]
     pub verdict: Severity,
     /// Findings, in check order.
     pub findings: Vec<Finding>,
@@ -128,11 +87,7 @@ pub struct Report {
 impl Report {
     /// Build from findings.
     pub fn new(findings: Vec<Finding>) -> Self {
-        let verdict = findings
-            .iter()
-            .map(|f| f.severity)
-            .max_by_key(|s| s.rank())
-            .unwrap_or(Severity::Ok);
+        let verdict = Severity::worst_of(findings.iter().map(|f| f.severity));
         Report { verdict, findings }
     }
 
@@ -1006,14 +961,8 @@ pub fn run(host: &Host, config_path: Option<&Path>, json: bool) -> i32 {
         Box::new(FileRuleset(root.clone()))
     };
     let report = check(root, &cfg, rules.as_ref());
-    let text = if json {
-        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
-    } else {
-        report.text()
-    };
-    // EPIPE (doctor | head) is a normal end.
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
-    report.verdict.code()
+    let unknown = Severity::Unknown.code();
+    output::report(&report, json, Report::text, report.verdict.code(), unknown)
 }
 
 #[cfg(test)]

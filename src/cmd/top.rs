@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -30,6 +29,7 @@ use crate::kernel::ctdump::{
     self, DumpError, End, Entry, IPS_ASSURED, IPS_DST_NAT, IPS_SEEN_REPLY,
 };
 use crate::kernel::nsenter::{self, NetnsError};
+use crate::report::output;
 use crate::sysroot::SysRoot;
 
 /// Distinct groups kept per dimension.
@@ -995,22 +995,15 @@ pub fn run(host: &Host, config_path: Option<&Path>, o: &Options) -> i32 {
         |p| p.display().to_string(),
     );
     let r = c.report(&ns, &o.by, o.n);
-    let text = if o.json {
-        serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
-    } else {
-        r.text()
-    };
-    // EPIPE (`| head`) is a normal end for a pipe citizen.
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    let code = output::report(&r, o.json, Report::text, exit::OK, exit::FAILURE);
     if r.complete {
-        exit::OK
-    } else {
-        eprintln!(
-            "conntrack-guard top: partial result: {}",
-            r.partial.as_deref().unwrap_or("")
-        );
-        exit::FAILURE
+        return code;
     }
+    eprintln!(
+        "conntrack-guard top: partial result: {}",
+        r.partial.as_deref().unwrap_or("")
+    );
+    exit::FAILURE
 }
 
 // ---------------------------------------------------------------- triage
@@ -1151,13 +1144,7 @@ fn run_all(root: &SysRoot, o: &Options, warn: f64) -> i32 {
             }
         }
     }
-    let out = if o.json {
-        serde_json::to_string_pretty(&reports).unwrap_or_default() + "\n"
-    } else {
-        text
-    };
-    let _ = std::io::stdout().lock().write_all(out.as_bytes());
-    code
+    output::report(&reports, o.json, |_| text, code, exit::FAILURE)
 }
 
 /// Run the aggregation once with a deadline and summarise it.

@@ -800,32 +800,14 @@ pub fn run(
     window: Duration,
     all_netns: bool,
 ) -> i32 {
+    // A report that cannot be written is UNKNOWN.
+    let unknown = Verdict::Unknown.code();
     if all_netns {
         let r = allns::judge(allns::read(host, config_path));
-        return emit(&r, json, allns::text, r.exit_code);
+        return output::report(&r, json, allns::text, r.exit_code, unknown);
     }
     let r = judge(&read(host, config_path, window));
-    emit(&r, json, text, r.exit_code)
-}
-
-/// Print `report` as JSON or text; a failed write is UNKNOWN.
-fn emit<R: Serialize>(report: &R, json: bool, text: fn(&R) -> String, code: i32) -> i32 {
-    let unknown = Verdict::Unknown.code();
-    let out = if json {
-        match serde_json::to_string_pretty(report) {
-            Ok(j) => j + "\n",
-            Err(e) => {
-                let j = format!(
-                    "{{\"status\":\"UNKNOWN\",\"exit_code\":3,\"error\":{:?}}}\n",
-                    e.to_string()
-                );
-                return output::out_or(&j, unknown, unknown);
-            }
-        }
-    } else {
-        text(report)
-    };
-    output::out_or(&out, code, unknown)
+    output::report(&r, json, text, r.exit_code, unknown)
 }
 
 #[cfg(test)]
