@@ -951,7 +951,7 @@ pub fn run(host: &Host, config_path: Option<&Path>, json: bool) -> i32 {
     let cfg = match config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("conntrack-guard: invalid configuration: {e}");
+            output::err(&format!("conntrack-guard: invalid configuration: {e}"));
             return Severity::Unknown.code();
         }
     };
