@@ -37,5 +37,10 @@ pub fn run(
         &cfg,
         &facts,
     );
-    output::report(&p, json, |p| p.text(), exit::OK, exit::FAILURE)
+    let text = if json {
+        serde_json::to_string_pretty(&p).unwrap_or_default() + "\n"
+    } else {
+        p.text()
+    };
+    output::out_or(&text, exit::OK, exit::FAILURE)
 }
