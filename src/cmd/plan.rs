@@ -9,6 +9,7 @@ use crate::exit;
 use crate::host::Host;
 use crate::kernel::facts::KernelFacts;
 use crate::report::output;
+use crate::sysroot::SysRoot;
 
 /// `plan` against the kernel of `host`; returns the exit code.
 pub fn run(
@@ -19,7 +20,7 @@ pub fn run(
     headroom: f64,
     json: bool,
 ) -> i32 {
-    let root = &host.root;
+    let root: &SysRoot = &host.root;
     let cfg = match crate::config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
