@@ -791,8 +791,8 @@ pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readin
     }
 }
 
-/// `conntrack-guard status`, or with `all_netns` every namespace
-/// ([`allns`]); returns the exit code.
+/// `conntrack-guard status`.
+/// With `all_netns`, every namespace ([`allns`]). Returns the exit code.
 pub fn run(
     host: &Host,
     config_path: Option<&Path>,
