@@ -1,19 +1,24 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Command-line parsing and dispatch; each command module owns its `run`.
-//! A small hand-written parser: four subcommands with a handful of flags do
-//! not justify a parser crate in a boot-time binary.
+//! The one parser of the program: every command's flags, `--config`
+//! wherever it stands, `--` and `--help`, for all six commands. Hand-written:
+//! the tokenizing is thirty lines, and a parser crate would still leave the
+//! per-command checks (ranges, repeats, the exit code of a usage error) here
+//! while adding to a boot-time binary.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::assess::verdict::Verdict;
+use crate::cmd::{self, doctor, top};
 use crate::config::{self, parse_duration};
 use crate::exit;
 use crate::host::Host;
 use crate::report::events::default_sink;
 use crate::report::output;
-use crate::sysroot::SysRoot;
+use crate::triage;
 
 /// The `--help` text.
 pub const HELP: &str = "\
@@ -67,7 +72,7 @@ EXIT STATUS (status, doctor):
     configuration, or a usage error: never 2, which means CRITICAL)
 ";
 
-/// Parsed command line.
+/// Parsed command line: each command with its options.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// `apply`.
@@ -80,12 +85,14 @@ pub enum Command {
         /// `--interval`.
         interval: Option<Duration>,
     },
-    /// `status`.
+    /// `status`, or `status --all-netns`.
     Status {
         /// `--json`.
         json: bool,
-        /// `--window`.
+        /// `--window` (plain status only).
         window: Duration,
+        /// `--all-netns`.
+        all_netns: bool,
     },
     /// `plan`.
     Plan {
@@ -98,8 +105,15 @@ pub enum Command {
         /// `--json`.
         json: bool,
     },
-    /// `--help`.
-    Help,
+    /// `doctor`.
+    Doctor {
+        /// `--json`.
+        json: bool,
+    },
+    /// `top`.
+    Top(top::Options),
+    /// `--help`: the text of the program, or of the command it follows.
+    Help(&'static str),
     /// `--version`.
     Version,
 }
@@ -107,14 +121,15 @@ pub enum Command {
 /// Command plus global options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invocation {
-    /// `--config`.
+    /// `--config` (before or after the command word).
     pub config: Option<PathBuf>,
     /// The command.
     pub command: Command,
 }
 
-/// A command-line error. `status` reports it as UNKNOWN (3), as monitoring
-/// plugins do, since 2 would read as CRITICAL; every other command uses 2.
+/// A command-line error. `status` and `doctor` report it as UNKNOWN (3),
+/// as monitoring plugins do, since 2 would read as CRITICAL; every other
+/// command uses 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct UsageError {
@@ -128,12 +143,22 @@ impl UsageError {
     /// The exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self.command.as_deref() {
-            Some("status") => crate::cmd::status::Verdict::Unknown.code(),
+            Some("status" | "doctor") => Verdict::Unknown.code(),
             _ => exit::USAGE,
         }
     }
+
+    /// The message for stderr, pointing at the help that fits.
+    pub fn text(&self) -> String {
+        let help = match self.command.as_deref() {
+            Some(c @ ("top" | "doctor")) => format!("conntrack-guard {c} --help"),
+            _ => "conntrack-guard --help".into(),
+        };
+        format!("conntrack-guard: {self}\nTry `{help}`.")
+    }
 }
 
+/// Options that take a value: inline (`--name=V`) or the next argument.
 const TAKES_VALUE: &[&str] = &[
     "--config",
     "--interval",
@@ -141,11 +166,16 @@ const TAKES_VALUE: &[&str] = &[
     "--rate",
     "--timeout",
     "--headroom",
+    "--by",
+    "-n",
+    "--netns",
+    "--prefix",
 ];
 
 /// Parse arguments (without argv[0]). Paths stay `OsString` from argv to
 /// open(), so a non-UTF-8 file name reaches the file system unchanged.
-/// `--` ends the options. A flag given twice is an error that names it.
+/// `--` ends the options. A flag given twice is an error that names it
+/// (except `top --by`, which adds up).
 pub fn parse_args(args: &[OsString]) -> Result<Invocation, UsageError> {
     let mut config: Option<PathBuf> = None;
     let mut sub: Option<String> = None;
@@ -165,28 +195,30 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation, UsageError> {
     };
     while let Some(arg) = it.next() {
         let bytes = arg.as_bytes();
-        if !options_done && bytes == b"--" {
+        let is_option = !options_done && bytes.len() > 1 && bytes[0] == b'-';
+        if is_option && bytes == b"--" {
             options_done = true;
-            continue;
-        }
-        if !options_done && (bytes == b"-h" || bytes == b"--help") {
+        } else if is_option && (bytes == b"-h" || bytes == b"--help") {
+            let text = match sub.as_deref() {
+                Some("top") => top::HELP,
+                Some("doctor") => doctor::HELP,
+                _ => HELP,
+            };
             return Ok(Invocation {
                 config,
-                command: Command::Help,
+                command: Command::Help(text),
             });
-        }
-        if !options_done && (bytes == b"-V" || bytes == b"--version") {
+        } else if is_option && (bytes == b"-V" || bytes == b"--version") {
             return Ok(Invocation {
                 config,
                 command: Command::Version,
             });
-        }
-        if !options_done && bytes.starts_with(b"--") {
+        } else if is_option {
             let (name, value) = option(bytes, &mut it).map_err(|m| fail(&sub, m))?;
             let repeated = if name == "--config" {
                 config.is_some()
             } else {
-                flags.iter().any(|(n, _)| *n == name)
+                name != "--by" && flags.iter().any(|(n, _)| *n == name)
             };
             if repeated {
                 return Err(fail(&sub, format!("{name} given more than once")));
@@ -202,14 +234,13 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation, UsageError> {
         }
     }
     let Some(sub) = sub else {
-        return Err(fail(
-            &None,
-            "no command given (apply, watch, status or plan)".into(),
-        ));
+        return Err(fail(&None, format!("no command given ({COMMANDS})")));
     };
     let command = command(&sub, flags).map_err(|m| fail(&Some(sub.clone()), m))?;
     Ok(Invocation { config, command })
 }
+
+const COMMANDS: &str = "apply, watch, status, plan, doctor or top";
 
 /// The option `bytes` (`--name` or `--name=value`) with its value: inline,
 /// else the next argument for an option in `TAKES_VALUE`.
@@ -222,7 +253,10 @@ fn option(
         None => (bytes, None),
     };
     // Option names are ASCII; lossy only matters for the message.
-    let name = String::from_utf8_lossy(name).into_owned();
+    let name = match String::from_utf8_lossy(name).as_ref() {
+        "--top" => "-n".to_string(),
+        n => n.to_string(),
+    };
     let value = if TAKES_VALUE.contains(&name.as_str()) {
         Some(match inline {
             Some(v) => v.to_os_string(),
@@ -243,49 +277,71 @@ fn option(
 struct Flags(Vec<(String, Option<OsString>)>);
 
 impl Flags {
-    /// The flag `name` with its value, removed; `None` if absent.
-    fn take(&mut self, name: &str) -> Option<Option<OsString>> {
+    /// The value of the flag `name`, removed; `None` if absent.
+    fn take(&mut self, name: &str) -> Option<OsString> {
         let i = self.0.iter().position(|(n, _)| n == name)?;
-        Some(self.0.remove(i).1)
+        Some(self.0.remove(i).1.unwrap_or_default())
+    }
+
+    /// Whether the switch `name` was given (removed).
+    fn flag(&mut self, name: &str) -> bool {
+        self.take(name).is_some()
     }
 }
 
 /// The command `sub` with its flags; every flag must be used.
 fn command(sub: &str, flags: Vec<(String, Option<OsString>)>) -> Result<Command, String> {
-    let mut flags = Flags(flags);
+    let mut f = Flags(flags);
+    let mut label = sub.to_string();
     let command = match sub {
         "apply" => Command::Apply {
-            dry_run: flags.take("--dry-run").is_some(),
+            dry_run: f.flag("--dry-run"),
         },
         "watch" => Command::Watch {
-            interval: flags.take("--interval").map(interval).transpose()?,
+            interval: f.take("--interval").map(interval).transpose()?,
         },
-        "status" => status_command(&mut flags)?,
-        "plan" => plan_command(&mut flags)?,
-        other => {
-            return Err(format!(
-                "unknown command {other:?} (apply, watch, status or plan)"
-            ))
+        "status" => {
+            let all_netns = f.flag("--all-netns");
+            let json = f.flag("--json");
+            let window = if all_netns {
+                label.push_str(" --all-netns");
+                Duration::ZERO
+            } else {
+                match f.take("--window") {
+                    Some(v) => window(v)?,
+                    None => Duration::from_secs(1),
+                }
+            };
+            Command::Status {
+                json,
+                window,
+                all_netns,
+            }
         }
+        "plan" => plan_command(&mut f)?,
+        "doctor" => Command::Doctor {
+            json: f.flag("--json"),
+        },
+        "top" => Command::Top(top_command(&mut f)?),
+        other => return Err(format!("unknown command {other:?} ({COMMANDS})")),
     };
-    if let Some((name, _)) = flags.0.first() {
-        return Err(format!("unknown option {name} for {sub}"));
+    if let Some((name, _)) = f.0.first() {
+        return Err(format!("unknown argument {name} for {label}"));
     }
     Ok(command)
 }
 
-// Values other than paths are numbers and durations: UTF-8 or wrong.
-fn text(v: Option<OsString>, name: &str) -> Result<String, String> {
-    let v = v.unwrap_or_default();
+// Values other than paths are numbers, durations and names: UTF-8 or wrong.
+fn text(v: OsString, name: &str) -> Result<String, String> {
     v.into_string()
         .map_err(|v| format!("{name}: expected a number or duration, got {v:?}"))
 }
 
-fn dur(v: Option<OsString>, name: &str) -> Result<Duration, String> {
+fn dur(v: OsString, name: &str) -> Result<Duration, String> {
     parse_duration(&text(v, name)?).map_err(|e| format!("{name}: {e}"))
 }
 
-fn num(v: Option<OsString>, name: &str) -> Result<f64, String> {
+fn num(v: OsString, name: &str) -> Result<f64, String> {
     let v = text(v, name)?;
     match v.parse::<f64>() {
         Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
@@ -294,7 +350,7 @@ fn num(v: Option<OsString>, name: &str) -> Result<f64, String> {
 }
 
 /// `watch --interval`, within `config::INTERVAL_RANGE`.
-fn interval(v: Option<OsString>) -> Result<Duration, String> {
+fn interval(v: OsString) -> Result<Duration, String> {
     let d = dur(v, "--interval")?;
     let (min, max) = config::INTERVAL_RANGE;
     if d < min || d > max {
@@ -307,29 +363,22 @@ fn interval(v: Option<OsString>) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn status_command(flags: &mut Flags) -> Result<Command, String> {
-    let json = flags.take("--json").is_some();
-    let window = match flags.take("--window") {
-        Some(v) => {
-            let d = dur(v, "--window")?;
-            if d > Duration::from_secs(60) {
-                return Err("--window must be at most 60s".into());
-            }
-            d
-        }
-        None => Duration::from_secs(1),
-    };
-    Ok(Command::Status { json, window })
+/// `status --window`, at most a minute.
+fn window(v: OsString) -> Result<Duration, String> {
+    let d = dur(v, "--window")?;
+    if d > Duration::from_secs(60) {
+        return Err("--window must be at most 60s".into());
+    }
+    Ok(d)
 }
 
-fn plan_command(flags: &mut Flags) -> Result<Command, String> {
+fn plan_command(f: &mut Flags) -> Result<Command, String> {
     let rate = num(
-        flags
-            .take("--rate")
+        f.take("--rate")
             .ok_or("plan needs --rate N (new UDP flows per second)")?,
         "--rate",
     )?;
-    let timeout = match flags.take("--timeout") {
+    let timeout = match f.take("--timeout") {
         Some(v) => {
             let t = num(v, "--timeout")?;
             if !(1.0..=86_400.0).contains(&t) {
@@ -339,7 +388,7 @@ fn plan_command(flags: &mut Flags) -> Result<Command, String> {
         }
         None => None,
     };
-    let headroom = match flags.take("--headroom") {
+    let headroom = match f.take("--headroom") {
         Some(v) => {
             let h = num(v, "--headroom")?;
             if !(1.0..=100.0).contains(&h) {
@@ -353,85 +402,107 @@ fn plan_command(flags: &mut Flags) -> Result<Command, String> {
         rate,
         timeout,
         headroom,
-        json: flags.take("--json").is_some(),
+        json: f.flag("--json"),
     })
 }
 
-/// The global options before the command word (`--config PATH` or
-/// `--config=PATH`, at most once), the word, and the arguments after it.
-/// `None` when the part before the word holds anything else, or no word
-/// follows: [`parse_args`] then reports it. doctor and top parse their own
-/// flags after the word; this is where they get the global `--config`, so
-/// it means the same for every command.
-pub fn split_global(args: &[OsString]) -> Option<(Option<PathBuf>, &OsStr, &[OsString])> {
-    let mut config: Option<PathBuf> = None;
-    let mut i = 0;
-    while let Some(a) = args.get(i) {
-        let bytes = a.as_bytes();
-        let value = if bytes == b"--config" {
-            i += 1;
-            args.get(i)?.clone()
-        } else if let Some(v) = bytes.strip_prefix(b"--config=") {
-            OsStr::from_bytes(v).to_os_string()
-        } else if bytes.starts_with(b"-") {
-            return None;
-        } else {
-            return Some((config, a.as_os_str(), &args[i + 1..]));
-        };
-        if config.replace(PathBuf::from(value)).is_some() {
-            return None;
-        }
-        i += 1;
+/// A length between 0 and `max` bits.
+fn prefix(v: &str, family: &str, max: u8) -> Result<u8, String> {
+    match v.trim().parse::<u8>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("--prefix: bad {family} length {v:?} (0 to {max})")),
     }
-    None
+}
+
+fn top_command(f: &mut Flags) -> Result<top::Options, String> {
+    let mut o = top::Options {
+        json: f.flag("--json"),
+        ..top::Options::default()
+    };
+    while let Some(v) = f.take("--by") {
+        for k in v.to_string_lossy().split(',') {
+            let d = triage::Dim::parse(k.trim()).ok_or_else(|| {
+                format!("--by: unknown key {k:?} (dport, state, source, nat, zone, mark)")
+            })?;
+            if !o.by.contains(&d) {
+                o.by.push(d);
+            }
+        }
+    }
+    if let Some(v) = f.take("-n") {
+        let v = v.to_string_lossy();
+        o.n = match v.parse::<usize>() {
+            Ok(n) if (1..=triage::GROUP_CAP).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "-n: expected 1 to {}, got {v:?}",
+                    triage::GROUP_CAP
+                ))
+            }
+        };
+    }
+    if let Some(v) = f.take("--netns") {
+        if v.is_empty() {
+            return Err("--netns needs a path".into());
+        }
+        o.netns = Some(PathBuf::from(v));
+    }
+    if let Some(v) = f.take("--timeout") {
+        let d = dur(v, "--timeout")?;
+        if d < Duration::from_millis(10) || d > Duration::from_secs(600) {
+            return Err("--timeout must be between 10ms and 10m".into());
+        }
+        o.timeout = d;
+    }
+    if let Some(v) = f.take("--prefix") {
+        let v = v.to_string_lossy();
+        let (v4, v6) = match v.split_once(',') {
+            Some((a, b)) => (a, Some(b)),
+            None => (v.as_ref(), None),
+        };
+        o.prefix4 = prefix(v4, "IPv4", 32)?;
+        if let Some(v6) = v6 {
+            o.prefix6 = prefix(v6, "IPv6", 128)?;
+        }
+    }
+    Ok(o)
 }
 
 /// Run the command line; returns the exit code.
 pub fn run(args: &[OsString]) -> i32 {
-    // doctor and top parse their own options (src/cmd/doctor.rs, src/cmd/top.rs).
-    if let Some((config, word, rest)) = split_global(args) {
-        match word.as_bytes() {
-            b"doctor" => return crate::cmd::doctor::main(&SysRoot::from_env(), config, rest),
-            b"top" => return crate::cmd::top::run(&SysRoot::from_env(), config.as_deref(), rest),
-            _ => {}
-        }
-    }
-    if let Some(code) = crate::cmd::status::allns::dispatch(args) {
-        return code;
-    }
     let inv = match parse_args(args) {
         Ok(i) => i,
         Err(e) => {
-            output::err(&format!(
-                "conntrack-guard: {e}\nTry `conntrack-guard --help`."
-            ));
+            output::err(&e.text());
             return e.exit_code();
         }
     };
-    let host = Host::from_env();
-    let root = &host.root;
+    let config = inv.config.as_deref();
+    let host = || Host::from_env();
     match inv.command {
-        Command::Help => output::out_or(HELP, exit::OK, exit::FAILURE),
+        Command::Help(text) => output::out_or(text, exit::OK, exit::FAILURE),
         Command::Version => output::out_or(
             &format!("conntrack-guard {}\n", env!("CARGO_PKG_VERSION")),
             exit::OK,
             exit::FAILURE,
         ),
         Command::Apply { dry_run } => {
-            crate::cmd::apply::run(&host, inv.config.as_deref(), dry_run, &mut *default_sink())
+            cmd::apply::run(&host(), config, dry_run, &mut *default_sink())
         }
+        Command::Watch { interval } => cmd::watch::run(&host(), config, interval),
+        Command::Status {
+            json,
+            window,
+            all_netns,
+        } => cmd::status::run(&host(), config, json, window, all_netns),
         Command::Plan {
             rate,
             timeout,
             headroom,
             json,
-        } => crate::cmd::plan::run(root, inv.config.as_deref(), rate, timeout, headroom, json),
-        Command::Watch { interval } => {
-            crate::cmd::watch::run(&host, inv.config.as_deref(), interval)
-        }
-        Command::Status { json, window } => {
-            crate::cmd::status::run(&host, inv.config.as_deref(), json, window)
-        }
+        } => cmd::plan::run(&host(), config, rate, timeout, headroom, json),
+        Command::Doctor { json } => doctor::run(&host(), config, json),
+        Command::Top(o) => top::run(&host(), config, &o),
     }
 }
 
@@ -470,9 +541,86 @@ mod tests {
             p(&["status", "--json"]).unwrap().command,
             Command::Status {
                 json: true,
-                window: Duration::from_secs(1)
+                window: Duration::from_secs(1),
+                all_netns: false
             }
         );
+        // --config after the word is the same global option.
+        let i = p(&["status", "--all-netns", "--config=/c.toml"]).unwrap();
+        assert_eq!(i.config, Some(PathBuf::from("/c.toml")));
+        assert!(matches!(
+            i.command,
+            Command::Status {
+                all_netns: true,
+                json: false,
+                ..
+            }
+        ));
+        assert_eq!(
+            p(&["doctor", "--json"]).unwrap().command,
+            Command::Doctor { json: true }
+        );
+        assert_eq!(
+            p(&["top"]).unwrap().command,
+            Command::Top(top::Options::default())
+        );
+        for (args, text) in [
+            (&["--help"][..], HELP),
+            (&["--help", "top"], HELP),
+            (&["status", "--all-netns", "--help"], HELP),
+            (&["top", "-h"], top::HELP),
+            (&["--config", "/x", "doctor", "--help"], doctor::HELP),
+        ] {
+            assert_eq!(p(args).unwrap().command, Command::Help(text), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn parses_top_options() {
+        let Command::Top(o) = p(&[
+            "top",
+            "--by",
+            "dport,state",
+            "--by=nat",
+            "-n",
+            "3",
+            "--json",
+            "--netns",
+            "/run/netns/x",
+            "--timeout",
+            "2s",
+            "--prefix",
+            "16,48",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not top");
+        };
+        use crate::triage::Dim;
+        assert_eq!(o.by, vec![Dim::Dport, Dim::State, Dim::Nat]);
+        assert_eq!((o.n, o.json, o.prefix4, o.prefix6), (3, true, 16, 48));
+        assert_eq!(o.netns, Some(PathBuf::from("/run/netns/x")));
+        assert_eq!(o.timeout, Duration::from_secs(2));
+        let Command::Top(o) = p(&["top", "--top=7"]).unwrap().command else {
+            panic!("not top");
+        };
+        assert_eq!(o.n, 7);
+        for bad in [
+            &["top", "--by", "colour"][..],
+            &["top", "-n", "0"],
+            &["top", "-n"],
+            &["top", "--prefix", "33"],
+            &["top", "--prefix", "24,129"],
+            &["top", "--timeout", "1h"],
+            &["top", "--netns", ""],
+            &["top", "extra"],
+            &["top", "--window", "1s"],
+        ] {
+            let e = p(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+            assert!(e.text().contains("top --help"), "{bad:?}: {}", e.text());
+        }
     }
 
     #[test]
@@ -537,49 +685,46 @@ mod tests {
     }
 
     #[test]
-    fn splits_the_global_part() {
-        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
-        let a = os(&["--config", "/c.toml", "doctor", "--json"]);
-        let (c, w, rest) = split_global(&a).unwrap();
-        assert_eq!(
-            (c, w, rest),
-            (
-                Some(PathBuf::from("/c.toml")),
-                OsStr::new("doctor"),
-                &a[3..]
-            )
-        );
-        let a = os(&["--config=/x", "top"]);
-        let (c, w, rest) = split_global(&a).unwrap();
-        assert_eq!(
-            (c, w, rest.len()),
-            (Some(PathBuf::from("/x")), OsStr::new("top"), 0)
-        );
-        let a = os(&["--config=top", "plan"]);
-        assert_eq!(split_global(&a).unwrap().1, OsStr::new("plan"));
-        assert_eq!(split_global(&os(&["top"])).unwrap().0, None);
-        for bad in [
-            &["--config"][..],
-            &["--config", "/x"],
-            &["--config", "/a", "--config=/b", "top"],
-            &["--json", "top"],
-            &[],
-        ] {
-            assert!(split_global(&os(bad)).is_none(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn status_usage_errors_are_unknown() {
         for bad in [
             &["status", "--bogus"][..],
             &["status", "--window"],
             &["--config", "/x", "status", "extra"],
             &["--frob", "status"],
+            // The --all-netns mode: the same codes.
+            &["status", "--all-netns", "--bogus"],
+            &["status", "--all-netns", "--window", "5s"],
+            &["--frob", "status", "--all-netns"],
+            &["--config", "/x", "status", "--all-netns", "extra"],
+            &["status", "--all-netns", "--config"],
+            // doctor is a monitoring check too.
+            &["doctor", "--bogus"],
+            &["doctor", "--config"],
         ] {
             assert_eq!(p(bad).unwrap_err().exit_code(), 3, "{bad:?}");
         }
-        assert_eq!(p(&["plan"]).unwrap_err().exit_code(), 2);
-        assert_eq!(p(&[]).unwrap_err().exit_code(), 2);
+        let e = p(&["status", "--all-netns", "--window=1s"]).unwrap_err();
+        assert_eq!(
+            e.message,
+            "unknown argument --window for status --all-netns"
+        );
+        let e = p(&["doctor", "--bogus"]).unwrap_err();
+        assert!(e.message.contains("unknown argument"), "{e}");
+        for bad in [
+            &["plan"][..],
+            &[],
+            &["--all-netns"],
+            &["apply", "--all-netns"],
+        ] {
+            assert_eq!(p(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parser_never_panics(s in "\\PC*") {
+            let args: Vec<OsString> = s.split(' ').map(OsString::from).collect();
+            let _ = parse_args(&args);
+        }
     }
 }

@@ -32,6 +32,7 @@ pub mod restore;
 pub mod sizing;
 pub mod tally;
 pub mod trend;
+pub mod verdict;
 
 use std::time::Duration;
 

@@ -5,63 +5,20 @@
 //! written. Exit codes are the monitoring-plugin ones: 0 OK, 1 WARNING,
 //! 2 CRITICAL, 3 UNKNOWN (a usage error is UNKNOWN too).
 
-use std::ffi::OsString;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
 use crate::config::{self, Config, KEY_BUCKETS, KEY_MAX};
+use crate::host::Host;
+use crate::report::output;
 use crate::sysroot::SysRoot;
 use crate::system::ruleset::{self, CommandRuleset, FileRuleset, RulesetSource};
 use crate::system::writers::{self, KubeProxyConntrack, WriterKind};
 
-/// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Checked, nothing wrong.
-    Ok,
-    /// A trap that will bite later (at reboot, at a restart).
-    Warning,
-    /// Breaks the service or the table now or at the next start.
-    Critical,
-    /// Could not be checked.
-    Unknown,
-}
-
-impl Severity {
-    /// The monitoring-plugin exit code.
-    pub fn code(self) -> i32 {
-        match self {
-            Severity::Ok => 0,
-            Severity::Warning => 1,
-            Severity::Critical => 2,
-            Severity::Unknown => 3,
-        }
-    }
-
-    /// CRITICAL beats UNKNOWN beats WARNING (as in `status`): a known
-    /// breakage is the most urgent news even when another check failed.
-    fn rank(self) -> u8 {
-        match self {
-            Severity::Ok => 0,
-            Severity::Warning => 1,
-            Severity::Unknown => 2,
-            Severity::Critical => 3,
-        }
-    }
-
-    /// Upper-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Severity::Ok => "OK",
-            Severity::Warning => "WARNING",
-            Severity::Critical => "CRITICAL",
-            Severity::Unknown => "UNKNOWN",
-        }
-    }
-}
+/// How bad a finding is: the monitoring-plugin verdict of `status`,
+/// written in lower case in doctor's JSON.
+pub use crate::assess::verdict::Verdict as Severity;
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,6 +27,7 @@ pub struct Finding {
     /// `writers`, `ruleset`.
     pub check: &'static str,
     /// How bad.
+    #[serde(serialize_with = "crate::assess::verdict::lowercase")]
     pub severity: Severity,
     /// Where (`file:line`, a unit, a rule), when it applies.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,6 +78,7 @@ impl Finding {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
     /// Overall state.
+    #[serde(serialize_with = "crate::assess::verdict::lowercase")]
     pub verdict: Severity,
     /// Findings, in check order.
     pub findings: Vec<Finding>,
@@ -128,11 +87,7 @@ pub struct Report {
 impl Report {
     /// Build from findings.
     pub fn new(findings: Vec<Finding>) -> Self {
-        let verdict = findings
-            .iter()
-            .map(|f| f.severity)
-            .max_by_key(|s| s.rank())
-            .unwrap_or(Severity::Ok);
+        let verdict = Severity::worst_of(findings.iter().map(|f| f.severity));
         Report { verdict, findings }
     }
 
@@ -1080,98 +1035,34 @@ pub fn check_ruleset(src: &dyn RulesetSource) -> Vec<Finding> {
 
 // ---------------------------------------------------------------------
 
-/// `doctor`'s usage.
-pub const USAGE: &str = "usage: conntrack-guard [--config PATH] doctor [--json] [--config PATH]";
+/// `conntrack-guard doctor --help`.
+pub const HELP: &str = "usage: conntrack-guard [--config PATH] doctor [--json] [--config PATH]\n";
 
-/// Options of `doctor`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Options {
-    /// `--json`.
-    pub json: bool,
-    /// `--config`.
-    pub config: Option<PathBuf>,
-    /// `--help`.
-    pub help: bool,
-}
-
-/// Parse doctor's own arguments.
-pub fn parse_options(args: &[OsString]) -> Result<Options, String> {
-    let mut o = Options::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let s = a.to_string_lossy();
-        match s.as_ref() {
-            "--json" => o.json = true,
-            "-h" | "--help" => o.help = true,
-            "--config" => {
-                o.config = Some(PathBuf::from(it.next().ok_or("--config needs a value")?))
-            }
-            _ => match s.strip_prefix("--config=") {
-                Some(v) if !v.is_empty() => o.config = Some(PathBuf::from(v)),
-                _ => return Err(format!("unknown argument {s:?} for doctor")),
-            },
-        }
-    }
-    Ok(o)
-}
-
-/// `conntrack-guard doctor`: parse, check, print; returns the exit code.
-pub fn main(root: &SysRoot, global_config: Option<PathBuf>, args: &[OsString]) -> i32 {
-    let opts = match parse_options(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("conntrack-guard: {e}\n{USAGE}");
-            return Severity::Unknown.code();
-        }
-    };
-    if opts.help {
-        println!("{USAGE}");
-        return 0;
-    }
-    let config_path = opts.config.or(global_config);
-    let cfg = match config::load(root, config_path.as_deref()) {
+/// `conntrack-guard doctor`: check and print; returns the exit code
+/// (UNKNOWN for a configuration that cannot be read).
+pub fn run(host: &Host, config_path: Option<&Path>, json: bool) -> i32 {
+    let root = &host.root;
+    let cfg = match config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("conntrack-guard: invalid configuration: {e}");
+            output::err(&format!("conntrack-guard: invalid configuration: {e}"));
             return Severity::Unknown.code();
         }
     };
-    let rules: Box<dyn RulesetSource> = if root.is_host() {
+    let rules: Box<dyn RulesetSource> = if host.kernel_access {
         Box::new(CommandRuleset)
     } else {
         Box::new(FileRuleset(root.clone()))
     };
-    run(root, &cfg, rules.as_ref(), opts.json)
-}
-
-/// Check and print; returns the exit code.
-pub fn run(root: &SysRoot, cfg: &Config, rules: &dyn RulesetSource, json: bool) -> i32 {
-    let report = check(root, cfg, rules);
-    let text = if json {
-        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
-    } else {
-        report.text()
-    };
-    // EPIPE (doctor | head) is a normal end.
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
-    report.verdict.code()
+    let report = check(root, &cfg, rules.as_ref());
+    let unknown = Severity::Unknown.code();
+    output::report(&report, json, Report::text, report.verdict.code(), unknown)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    fn os(v: &[&str]) -> Vec<OsString> {
-        v.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn parses_args() {
-        assert!(parse_options(&os(&["--json"])).unwrap().json);
-        assert!(parse_options(&os(&["--bogus"])).is_err());
-        assert!(parse_options(&os(&["--config"])).is_err());
-    }
 
     #[test]
     fn unit_deps() {
@@ -1247,9 +1138,6 @@ mod tests {
             let _ = parse_modules_load(&s);
             let _ = parse_module_index(&s);
             let _ = judge_param(&s, &["hashsize".to_string()]);
-            let args: Vec<OsString> = s.split(' ').map(OsString::from).collect();
-            let _ = parse_options(&args);
-            let _ = crate::cli::split_global(&args);
         }
     }
 }

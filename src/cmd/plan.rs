@@ -7,19 +7,21 @@ use std::path::Path;
 use crate::assess::sizing::{budget_view, plan, BudgetView, Request};
 use crate::config::Config;
 use crate::exit;
+use crate::host::Host;
 use crate::kernel::facts::KernelFacts;
 use crate::report::output;
 use crate::sysroot::SysRoot;
 
-/// `plan` against the kernel under `root`; returns the exit code.
+/// `plan` against the kernel of `host`; returns the exit code.
 pub fn run(
-    root: &SysRoot,
+    host: &Host,
     config_path: Option<&Path>,
     rate: f64,
     timeout: Option<u64>,
     headroom: f64,
     json: bool,
 ) -> i32 {
+    let root: &SysRoot = &host.root;
     let cfg = match crate::config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {

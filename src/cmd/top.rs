@@ -3,7 +3,6 @@
 //! namespace's table through [`crate::triage`], printed as a table per
 //! dimension or as JSON; `--netns all` reads the fullest namespaces.
 
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,11 +11,12 @@ use serde::Serialize;
 
 use crate::assess::Fill;
 use crate::exit;
+use crate::host::Host;
 use crate::report::output;
 use crate::sysroot::SysRoot;
 use crate::triage::agg::share;
-use crate::triage::Dim;
-use crate::triage::{self, Collected, DimReport, Group, GROUP_CAP};
+use crate::triage::{self, Collected, DimReport, Group};
+pub use crate::triage::{Dim, GROUP_CAP};
 
 /// Default time bound of one dump.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,7 +60,7 @@ EXIT STATUS:
         comes from it), or a `--config` file that cannot be read
 ";
 
-/// Parsed `top` options.
+/// `top`'s options (parsed by [`crate::cli`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// Requested dimensions; empty means the default set.
@@ -77,10 +77,6 @@ pub struct Options {
     pub prefix4: u8,
     /// IPv6 source prefix length.
     pub prefix6: u8,
-    /// `--config` given after `top` (the global one also counts).
-    pub config: Option<PathBuf>,
-    /// `--help`.
-    pub help: bool,
 }
 
 impl Default for Options {
@@ -93,91 +89,8 @@ impl Default for Options {
             timeout: DEFAULT_TIMEOUT,
             prefix4: 24,
             prefix6: 64,
-            config: None,
-            help: false,
         }
     }
-}
-
-/// Parse the arguments after `top`.
-pub fn parse_args(args: &[OsString]) -> Result<Options, String> {
-    let mut o = Options::default();
-    let mut it = args.iter();
-    while let Some(raw) = it.next() {
-        // --netns keeps its path as OsString; everything else is text.
-        let a = raw.to_string_lossy();
-        let (name, inline) = match a.split_once('=') {
-            Some((n, v)) if n.starts_with('-') => (n.to_string(), Some(v.to_string())),
-            _ => (a.to_string(), None),
-        };
-        let value = |it: &mut std::slice::Iter<OsString>| -> Result<OsString, String> {
-            match &inline {
-                Some(v) => Ok(OsString::from(v)),
-                None => it
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| format!("{name} needs a value")),
-            }
-        };
-        match name.as_str() {
-            "-h" | "--help" => o.help = true,
-            "--json" => o.json = true,
-            "--config" => o.config = Some(PathBuf::from(value(&mut it)?)),
-            "--by" => {
-                for k in value(&mut it)?.to_string_lossy().split(',') {
-                    let d = Dim::parse(k.trim()).ok_or_else(|| {
-                        format!("--by: unknown key {k:?} (dport, state, source, nat, zone, mark)")
-                    })?;
-                    if !o.by.contains(&d) {
-                        o.by.push(d);
-                    }
-                }
-            }
-            "-n" | "--top" => {
-                let v = value(&mut it)?.to_string_lossy().into_owned();
-                o.n = match v.parse::<usize>() {
-                    Ok(n) if (1..=GROUP_CAP).contains(&n) => n,
-                    _ => return Err(format!("-n: expected 1 to {GROUP_CAP}, got {v:?}")),
-                };
-            }
-            "--netns" => {
-                // A separate argument keeps its bytes (paths need not be
-                // UTF-8); only `--netns=PATH` goes through lossy text.
-                let v = value(&mut it)?;
-                if v.is_empty() {
-                    return Err("--netns needs a path".into());
-                }
-                o.netns = Some(PathBuf::from(v));
-            }
-            "--timeout" => {
-                let v = value(&mut it)?.to_string_lossy().into_owned();
-                let d = crate::config::parse_duration(&v).map_err(|e| format!("--timeout: {e}"))?;
-                if d < Duration::from_millis(10) || d > Duration::from_secs(600) {
-                    return Err("--timeout must be between 10ms and 10m".into());
-                }
-                o.timeout = d;
-            }
-            "--prefix" => {
-                let v = value(&mut it)?.to_string_lossy().into_owned();
-                let (v4, v6) = match v.split_once(',') {
-                    Some((a, b)) => (a, Some(b)),
-                    None => (v.as_str(), None),
-                };
-                o.prefix4 = match v4.trim().parse::<u8>() {
-                    Ok(n) if n <= 32 => n,
-                    _ => return Err(format!("--prefix: bad IPv4 length {v4:?} (0 to 32)")),
-                };
-                if let Some(v6) = v6 {
-                    o.prefix6 = match v6.trim().parse::<u8>() {
-                        Ok(n) if n <= 128 => n,
-                        _ => return Err(format!("--prefix: bad IPv6 length {v6:?} (0 to 128)")),
-                    };
-                }
-            }
-            _ => return Err(format!("unknown option {a:?} for top")),
-        }
-    }
-    Ok(o)
 }
 
 /// Everything `top` prints.
@@ -370,22 +283,12 @@ impl Group {
     }
 }
 
-/// `conntrack-guard top ARGS`; returns the exit code.
-pub fn run(root: &SysRoot, global_config: Option<&Path>, args: &[OsString]) -> i32 {
-    let o = match parse_args(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("conntrack-guard top: {e}\nTry `conntrack-guard top --help`.");
-            return exit::USAGE;
-        }
-    };
-    if o.help {
-        print!("{HELP}");
-        return exit::OK;
-    }
+/// `conntrack-guard top`; returns the exit code.
+pub fn run(host: &Host, config_path: Option<&Path>, o: &Options) -> i32 {
+    let root = &host.root;
     // Loaded like every other command does, so a missing `--config` file
     // is an error here too, not a silent fall back to the default file.
-    let cfg = match crate::config::load(root, o.config.as_deref().or(global_config)) {
+    let cfg = match crate::config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("conntrack-guard top: invalid configuration: {e}");
@@ -393,7 +296,7 @@ pub fn run(root: &SysRoot, global_config: Option<&Path>, args: &[OsString]) -> i
         }
     };
     if o.netns.as_deref() == Some(Path::new("all")) {
-        return run_all(root, &o, cfg.watch.warn_percent);
+        return run_all(root, o, cfg.watch.warn_percent);
     }
     let c = match triage::collect(root, o.netns.as_deref(), o.timeout, o.prefix4, o.prefix6) {
         Ok(c) => c,
@@ -528,46 +431,6 @@ mod tests {
         let got = pick(vec![c(1, 10.0), c(2, 30.0)], 80.0);
         assert_eq!(got.iter().map(|c| c.inode).collect::<Vec<_>>(), vec![2]);
         assert!(pick(Vec::new(), 80.0).is_empty());
-    }
-
-    fn os(a: &[&str]) -> Vec<OsString> {
-        a.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn parses_options() {
-        let o = parse_args(&os(&[
-            "--by",
-            "dport,state",
-            "--by=nat",
-            "-n",
-            "3",
-            "--json",
-            "--netns",
-            "/run/netns/x",
-            "--timeout",
-            "2s",
-            "--prefix",
-            "16,48",
-        ]))
-        .unwrap();
-        assert_eq!(o.by, vec![Dim::Dport, Dim::State, Dim::Nat]);
-        assert_eq!((o.n, o.json, o.prefix4, o.prefix6), (3, true, 16, 48));
-        assert_eq!(o.netns, Some(PathBuf::from("/run/netns/x")));
-        assert_eq!(o.timeout, Duration::from_secs(2));
-        assert_eq!(parse_args(&[]).unwrap(), Options::default());
-        for bad in [
-            &["--by", "colour"][..],
-            &["-n", "0"],
-            &["-n"],
-            &["--prefix", "33"],
-            &["--prefix", "24,129"],
-            &["--timeout", "1h"],
-            &["--netns", ""],
-            &["extra"],
-        ] {
-            assert!(parse_args(&os(bad)).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

@@ -37,3 +37,28 @@ pub fn out_or(text: &str, code: i32, failed: i32) -> i32 {
         }
     }
 }
+
+/// Print a command's report: pretty JSON (with its newline) when `json`,
+/// else `text(report)`; then [`out_or`]. The one JSON writer of the
+/// commands. Serializing plain report structs does not fail; if it ever
+/// did, the error is printed as a JSON object and `failed` returned.
+pub fn report<R: serde::Serialize + ?Sized>(
+    report: &R,
+    json: bool,
+    text: impl FnOnce(&R) -> String,
+    code: i32,
+    failed: i32,
+) -> i32 {
+    let out = if json {
+        match serde_json::to_string_pretty(report) {
+            Ok(j) => j + "\n",
+            Err(e) => {
+                let j = format!("{{\"exit_code\":{failed},\"error\":{:?}}}\n", e.to_string());
+                return out_or(&j, failed, failed);
+            }
+        }
+    } else {
+        text(report)
+    };
+    out_or(&out, code, failed)
+}

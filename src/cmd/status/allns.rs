@@ -9,20 +9,18 @@
 //! the worst: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 //!
 
-use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
+use crate::assess::verdict::{plugin_line, Perf, Verdict};
 use crate::assess::{Level, Thresholds};
-use crate::cmd::status::Verdict;
-use crate::config::{self};
+use crate::config;
+use crate::host::Host;
 use crate::kernel::kmsg::{self, TableFull};
 use crate::netns::sample::*;
 use crate::netns::{self, Namespace, Owner};
-use crate::sysroot::SysRoot;
 
 /// One namespace in the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -125,15 +123,6 @@ fn missing_text(missing: &[(&'static str, usize)]) -> Option<String> {
     ))
 }
 
-fn rank(v: Verdict) -> u8 {
-    match v {
-        Verdict::Ok => 0,
-        Verdict::Warning => 1,
-        Verdict::Unknown => 2,
-        Verdict::Critical => 3,
-    }
-}
-
 /// Judge every namespace and the whole. Pure. As in `status`, CRITICAL
 /// beats UNKNOWN beats WARNING; a configuration that cannot be read is
 /// UNKNOWN.
@@ -161,11 +150,7 @@ pub fn judge(r: Readings) -> Report {
                     if let Some(t) = &thresholds {
                         let lv = Level::of(f * 100.0, t);
                         level = Some(lv);
-                        status = match lv {
-                            Level::Ok => Verdict::Ok,
-                            Level::Warning => Verdict::Warning,
-                            Level::Critical => Verdict::Critical,
-                        };
+                        status = lv.into();
                     }
                     if x.count > x.max {
                         status = Verdict::Critical;
@@ -174,9 +159,7 @@ pub fn judge(r: Readings) -> Report {
                 Ok(_) => error = Some("nf_conntrack_max is 0".to_string()),
                 Err(e) => error = Some(e.clone()),
             }
-            if rank(status) > rank(worst) {
-                worst = status;
-            }
+            worst = worst.worst(status);
             NsRow {
                 inode: ns.inode,
                 host: ns.host,
@@ -217,15 +200,6 @@ pub fn judge(r: Readings) -> Report {
         now_usec: r.now_usec,
         missing_capabilities: r.missing.iter().map(|(c, _)| *c).collect(),
         missing_privilege: missing_text(&r.missing),
-    }
-}
-
-fn name(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Ok => "OK",
-        Verdict::Warning => "WARNING",
-        Verdict::Critical => "CRITICAL",
-        Verdict::Unknown => "UNKNOWN",
     }
 }
 
@@ -275,14 +249,14 @@ pub fn text(r: &Report) -> String {
 /// `CONNTRACK OK - N network namespaces, fullest ... | perfdata`, with its
 /// newline.
 fn summary_line(r: &Report) -> String {
-    let mut s = String::new();
     let n = r.namespaces.len();
-    let head = r.namespaces.first();
-    let _ = write!(s, "CONNTRACK {} - {n} network namespaces", name(r.status));
+    let mut s = format!("{n} network namespaces");
     // First, so a monitoring system's one line says it.
     if let Some(m) = &r.missing_privilege {
         let _ = write!(s, ": {m}");
     }
+    let head = r.namespaces.first();
+    let mut perf = Vec::new();
     if let (Some(h), Some(f)) = (head, head.and_then(|h| h.fill)) {
         let _ = write!(
             s,
@@ -293,18 +267,12 @@ fn summary_line(r: &Report) -> String {
             h.inode,
             h.label
         );
+        perf = vec![
+            Perf::percent("fill_max", f, r.warn_percent, r.critical_percent),
+            Perf::count("namespaces", n as u64, None),
+        ];
     }
-    if let Some(f) = head.and_then(|h| h.fill) {
-        let _ = write!(
-            s,
-            " | fill_max={:.2}%;{};{};0;100 namespaces={n}",
-            f * 100.0,
-            r.warn_percent.unwrap_or(0.0),
-            r.critical_percent.unwrap_or(0.0)
-        );
-    }
-    s.push('\n');
-    s
+    plugin_line(r.status, &s, &perf)
 }
 
 /// One namespace's row, then its read errors and last "table full" line.
@@ -316,7 +284,7 @@ fn row_lines(s: &mut String, row: &NsRow, now_usec: Option<u64>) {
     let _ = writeln!(
         s,
         "  {:<8} {:>12} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}  {:<8}  {}{}",
-        name(row.status),
+        row.status.name(),
         row.inode,
         row.fill
             .map_or("-".into(), |f| format!("{:.1}%", f * 100.0)),
@@ -378,14 +346,15 @@ fn now_usec() -> Option<u64> {
 
 /// Scan, then sample every namespace. Under a test root nothing is
 /// entered: the rows carry the owners and an error.
-pub fn read(root: &SysRoot, config_path: Option<&Path>) -> Readings {
+pub fn read(host: &Host, config_path: Option<&Path>) -> Readings {
+    let root = &host.root;
     let cfg = config::load(root, config_path)
         .map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name()))
         .map_err(|e| e.to_string());
     let found = netns::scan(root);
     // None: the namespace went away since the scan (normal, not listed).
     let mut missing: Vec<(&'static str, usize)> = Vec::new();
-    let samples: Vec<Option<Result<NsSample, String>>> = if root.is_host() {
+    let samples: Vec<Option<Result<NsSample, String>>> = if host.kernel_access {
         sample_all(&found)
             .into_iter()
             .map(|r| match r {
@@ -425,76 +394,12 @@ pub fn read(root: &SysRoot, config_path: Option<&Path>) -> Readings {
     }
 }
 
-/// `status --all-netns [--json]`; returns the exit code.
-pub fn run(root: &SysRoot, config_path: Option<&Path>, json: bool) -> i32 {
-    let report = judge(read(root, config_path));
-    let out = if json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(j) => j + "\n",
-            Err(e) => {
-                println!(
-                    "{{\"status\":\"UNKNOWN\",\"exit_code\":3,\"error\":{:?}}}",
-                    e.to_string()
-                );
-                return Verdict::Unknown.code();
-            }
-        }
-    } else {
-        text(&report)
-    };
-    // A closed pipe (| head) is a normal end, not a panic.
-    let _ = io::Write::write_all(&mut io::stdout().lock(), out.as_bytes());
-    report.exit_code
-}
-
-/// Handle `[--config PATH] status --all-netns [--json]` if that is what
-/// the arguments say; `None` leaves them to the ordinary parser.
-pub fn dispatch(args: &[OsString]) -> Option<i32> {
-    if !args.iter().any(|a| a == "--all-netns") || args.iter().any(|a| a == "-h" || a == "--help") {
-        return None;
-    }
-    let mut config: Option<PathBuf> = None;
-    let mut json = false;
-    let mut status = false;
-    let mut it = args.iter();
-    // A usage error of `status` is UNKNOWN, as in plain `status`: 2 would
-    // read as CRITICAL to a monitoring system.
-    let code = if args.iter().any(|a| a == "status") {
-        Verdict::Unknown.code()
-    } else {
-        crate::exit::USAGE
-    };
-    let usage = |m: String| {
-        eprintln!("conntrack-guard: {m}\nTry `conntrack-guard --help`.");
-        Some(code)
-    };
-    while let Some(a) = it.next() {
-        let s = a.to_string_lossy();
-        match s.as_ref() {
-            "--all-netns" => {}
-            "--json" => json = true,
-            "status" if !status => status = true,
-            "--config" => match it.next() {
-                Some(p) => config = Some(PathBuf::from(p)),
-                None => return usage("--config needs a value".into()),
-            },
-            _ => match s.strip_prefix("--config=") {
-                Some(p) => config = Some(PathBuf::from(p)),
-                None => return usage(format!("unexpected argument {s:?} for status --all-netns")),
-            },
-        }
-    }
-    if !status {
-        return usage("--all-netns belongs to status".into());
-    }
-    Some(run(&SysRoot::from_env(), config.as_deref(), json))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernel::stats::CounterSource;
     use crate::netns::Runtime;
+    use std::path::PathBuf;
     use std::time::Duration;
 
     const SNMP: &str = "Ip: Forwarding DefaultTTL InReceives\nIp: 1 64 10\n\
@@ -638,22 +543,5 @@ UdpLite: 0 0 0 0 0 0 0 0 0\n";
         let mut rd = readings(vec![(ns(1, "host"), smp(10, 0))]);
         rd.missing = vec![("CAP_SYS_PTRACE", 1)];
         assert_eq!(judge(rd).exit_code, 3);
-    }
-
-    #[test]
-    fn dispatch_only_takes_all_netns() {
-        let a = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
-        assert_eq!(dispatch(&a(&["status", "--json"])), None);
-        assert_eq!(dispatch(&a(&["--all-netns"])), Some(crate::exit::USAGE));
-        // Usage errors of `status` are UNKNOWN in every form (2 is CRITICAL).
-        for bad in [
-            &["status", "--all-netns", "--bogus"][..],
-            &["status", "--all-netns", "--window", "5s"],
-            &["--frob", "status", "--all-netns"],
-            &["--config", "/x", "status", "--all-netns", "extra"],
-        ] {
-            assert_eq!(dispatch(&a(bad)), Some(3), "{bad:?}");
-        }
-        assert_eq!(dispatch(&a(&["status", "--all-netns", "--help"])), None);
     }
 }

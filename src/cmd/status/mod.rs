@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use crate::assess::sizing::{budget_view, BudgetView};
 use crate::assess::tally::{self, Signal, Tally};
+use crate::assess::verdict::{plugin_line, Perf, Verdict};
 use crate::assess::{FillReading, Level, Setting, Thresholds, BACKLOG, CONNTRACK, SOCKET};
 use crate::config::{self, fmt_duration};
 use crate::host::Host;
@@ -40,50 +41,6 @@ use crate::observe;
 use crate::report::output;
 use crate::report::table::human_bytes;
 use crate::state::grown::{self, Remembered};
-
-/// Monitoring-plugins states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Verdict {
-    /// 0.
-    Ok,
-    /// 1.
-    Warning,
-    /// 2.
-    Critical,
-    /// 3.
-    Unknown,
-}
-
-impl Verdict {
-    /// The exit code.
-    pub fn code(self) -> i32 {
-        match self {
-            Verdict::Ok => 0,
-            Verdict::Warning => 1,
-            Verdict::Critical => 2,
-            Verdict::Unknown => 3,
-        }
-    }
-
-    fn rank(self) -> u8 {
-        match self {
-            Verdict::Ok => 0,
-            Verdict::Warning => 1,
-            Verdict::Unknown => 2,
-            Verdict::Critical => 3,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Verdict::Ok => "OK",
-            Verdict::Warning => "WARNING",
-            Verdict::Critical => "CRITICAL",
-            Verdict::Unknown => "UNKNOWN",
-        }
-    }
-}
 
 /// One problem found, with its weight.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -369,11 +326,7 @@ pub fn judge(r: &Readings) -> Report {
         .as_ref()
         .map(|after| judge_window(r, after, &mut problems));
     let settings = judge_settings(r, &mut problems);
-    let status = problems
-        .iter()
-        .map(|p| p.severity)
-        .max_by_key(|v| v.rank())
-        .unwrap_or(Verdict::Ok);
+    let status = Verdict::worst_of(problems.iter().map(|p| p.severity));
     Report {
         status,
         exit_code: status.code(),
@@ -674,7 +627,6 @@ pub fn text(r: &Report) -> String {
 
 /// `CONNTRACK OK - ... | perfdata`, with its newline.
 fn summary_line(r: &Report) -> String {
-    let mut s = String::new();
     let summary = match (r.count, r.max, r.fill) {
         (Some(c), Some(m), Some(f)) => format!(
             "{:.1}% full ({c}/{m}), level {}",
@@ -690,22 +642,14 @@ fn summary_line(r: &Report) -> String {
         .find(|p| p.severity == r.status)
         .map(|p| format!("; {}", p.message))
         .unwrap_or_default();
-    let _ = write!(
-        s,
-        "CONNTRACK {} - {summary}{first_problem}",
-        r.status.name()
-    );
-    if let (Some(c), Some(m), Some(f)) = (r.count, r.max, r.fill) {
-        let _ = write!(
-            s,
-            " | fill={:.2}%;{};{};0;100 entries={c};;;0;{m}",
-            f * 100.0,
-            r.warn_percent.unwrap_or(0.0),
-            r.critical_percent.unwrap_or(0.0)
-        );
-    }
-    s.push('\n');
-    s
+    let perf = match (r.count, r.max, r.fill) {
+        (Some(c), Some(m), Some(f)) => vec![
+            Perf::percent("fill", f, r.warn_percent, r.critical_percent),
+            Perf::count("entries", c, Some(m)),
+        ],
+        _ => Vec::new(),
+    };
+    plugin_line(r.status, &format!("{summary}{first_problem}"), &perf)
 }
 
 /// The fill bar, the level and whether the module is loaded.
@@ -979,23 +923,22 @@ fn grow_lines(s: &mut String, g: &GrowReport) {
 }
 
 /// `conntrack-guard status`.
-pub fn run(host: &Host, config_path: Option<&Path>, json: bool, window: Duration) -> i32 {
-    let report = judge(&read(host, config_path, window));
+/// With `all_netns`, every namespace ([`allns`]). Returns the exit code.
+pub fn run(
+    host: &Host,
+    config_path: Option<&Path>,
+    json: bool,
+    window: Duration,
+    all_netns: bool,
+) -> i32 {
+    // A report that cannot be written is UNKNOWN.
     let unknown = Verdict::Unknown.code();
-    if json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(j) => output::out_or(&(j + "\n"), report.exit_code, unknown),
-            Err(e) => {
-                let j = format!(
-                    "{{\"status\":\"UNKNOWN\",\"exit_code\":3,\"error\":{:?}}}\n",
-                    e.to_string()
-                );
-                output::out_or(&j, unknown, unknown)
-            }
-        }
-    } else {
-        output::out_or(&text(&report), report.exit_code, unknown)
+    if all_netns {
+        let r = allns::judge(allns::read(host, config_path));
+        return output::report(&r, json, allns::text, r.exit_code, unknown);
     }
+    let r = judge(&read(host, config_path, window));
+    output::report(&r, json, text, r.exit_code, unknown)
 }
 
 #[cfg(test)]
