@@ -11,7 +11,7 @@ use std::time::Instant;
 use conntrack_guard::kernel::ctstats::{read_ct_counters, read_ct_stat, KernelNetlink};
 use conntrack_guard::kernel::snmp::read_udp;
 use conntrack_guard::kernel::softnet::read_softnet;
-use conntrack_guard::kernel::stats::read_fill;
+use conntrack_guard::kernel::sysctl::read_fill;
 use conntrack_guard::sysroot::SysRoot;
 
 fn stats(mut v: Vec<f64>) -> (f64, f64) {

@@ -9,12 +9,13 @@
 use crate::assess::{FillReading, Observation, Setting};
 use crate::config::Config;
 use crate::host::Host;
+use crate::kernel::ctstats::CounterSource;
 use crate::kernel::ctstats::{read_ct_counters, CtTable};
 use crate::kernel::hashsize::{self, KernelTarget};
 use crate::kernel::read_current;
 use crate::kernel::snmp::{read_udp, UdpStats};
 use crate::kernel::softnet::{read_softnet, SoftnetTable};
-use crate::kernel::stats::{read_fill, CounterSource, SampleError};
+use crate::kernel::sysctl::{read_fill, SysctlError};
 use crate::state::grown::{self, Remembered};
 use crate::sysroot::SysRoot;
 
@@ -22,7 +23,7 @@ use crate::sysroot::SysRoot;
 pub fn fill(root: &SysRoot) -> FillReading {
     match read_fill(root) {
         Ok((count, max)) => FillReading::Read { count, max },
-        Err(e @ SampleError::NoConntrack(_)) => FillReading::Gone(e.to_string()),
+        Err(e @ SysctlError::Absent(_)) => FillReading::Gone(e.to_string()),
         Err(e) => FillReading::Fault(e.to_string()),
     }
 }

@@ -8,12 +8,12 @@ use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
+use conntrack_guard::kernel::ctstats::CounterSource;
 use conntrack_guard::kernel::ctstats::{read_ct_counters, read_ct_stat, CtCounter, KernelNetlink};
 use conntrack_guard::kernel::netlink::{netlink_available, stats_cpu_table};
 use conntrack_guard::kernel::percpu::CounterSet;
 use conntrack_guard::kernel::snmp::read_udp_in;
 use conntrack_guard::kernel::softnet::{read_softnet, SoftnetCounter};
-use conntrack_guard::kernel::stats::CounterSource;
 use conntrack_guard::sysroot::SysRoot;
 
 mod common;

@@ -37,11 +37,11 @@ pub mod verdict;
 use std::time::Duration;
 
 use crate::config::{fmt_duration, Watch};
+use crate::kernel::ctstats::CounterSource;
 use crate::kernel::ctstats::CtTable;
 use crate::kernel::same_value;
 use crate::kernel::snmp::UdpStats;
 use crate::kernel::softnet::SoftnetTable;
-use crate::kernel::stats::CounterSource;
 use crate::report::events::{Event, Priority};
 use crate::report::ids;
 

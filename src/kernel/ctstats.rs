@@ -39,11 +39,52 @@
 
 use crate::kernel::netlink::NetlinkError;
 use crate::kernel::percpu::{CounterSet, CpuIds};
-use crate::kernel::stats::{CounterSource, StatError};
 use crate::kernel::{read_parse, FileError};
 use crate::sysroot::{SysRoot, STAT_FILE};
 
 pub use crate::kernel::ctcounter::{CtCounter, CtTable};
+
+/// A stat file that could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatError {
+    /// No header line.
+    #[error("empty stat file")]
+    Empty,
+    /// A header without the columns we need.
+    #[error("stat header has no `{0}` column")]
+    MissingColumn(&'static str),
+    /// A line with the wrong number of words.
+    #[error("line {line}: {found} words, header has {expected}")]
+    Ragged {
+        /// 1-based line.
+        line: usize,
+        /// Words found.
+        found: usize,
+        /// Words expected.
+        expected: usize,
+    },
+    /// A word that is not hex.
+    #[error("line {line}: {word:?} is not a hex number")]
+    NotHex {
+        /// 1-based line.
+        line: usize,
+        /// The word.
+        word: String,
+    },
+    /// A header but no CPU lines.
+    #[error("stat file has a header but no CPU lines")]
+    NoCpus,
+}
+
+/// Where the counters came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterSource {
+    /// `/proc/net/stat/nf_conntrack`.
+    Procfs,
+    /// ctnetlink `IPCTNL_MSG_CT_GET_STATS_CPU`.
+    Netlink,
+}
 
 /// Parse `/proc/net/stat/nf_conntrack`: a header of column names, then one
 /// row per *possible* CPU in order (`ct_cpu_seq_start` walks

@@ -8,9 +8,9 @@
 //!   `/proc/net/stat/nf_conntrack`, with the source handed in by the caller;
 //! - [`snmp`]: UDP socket drops from `/proc/net/snmp` and `/proc/net/snmp6`
 //!   (per network namespace);
-//! - [`softnet`]: input backlog drops from `/proc/net/softnet_stat` (global).
-//!
-//! These sit beside the older [`crate::kernel::stats`] API until the consumers move.
+//! - [`softnet`]: input backlog drops from `/proc/net/softnet_stat` (global);
+//! - [`sysctl`]: one numeric sysctl reader (the fill among them), with the
+//!   kernel's rounding of the hash size in [`hashsize`].
 
 use std::path::PathBuf;
 
@@ -30,10 +30,11 @@ pub mod percpu;
 pub mod slab;
 pub mod snmp;
 pub mod softnet;
-pub mod stats;
 pub mod sysctl;
 
-pub use sysctl::{entry_bytes, kernel_u64, parse_memtotal, ram_bytes, read_current, same_value};
+pub use sysctl::{
+    entry_bytes, kernel_u64, parse_memtotal, ram_bytes, read_current, read_u64, same_value,
+};
 
 /// Why a kernel file could not be turned into values.
 #[derive(Debug, thiserror::Error)]

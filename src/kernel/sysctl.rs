@@ -1,11 +1,52 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Readers of single kernel values used by several commands: a sysctl as
-//! text or number (the bucket count falling back to the module parameter)
-//! and the RAM. Thin: each is one read through [`SysRoot`] and a parse of
-//! the text.
+//! text or number (the bucket count falling back to the module parameter),
+//! the fill (count and max) and the RAM. Thin: each is one read through
+//! [`SysRoot`] and a parse of the text. The kernel's rounding of what is
+//! written sits beside them in [`super::hashsize`].
 
-use crate::config::KEY_BUCKETS;
+use std::path::PathBuf;
+
+use crate::config::{KEY_BUCKETS, KEY_COUNT, KEY_MAX};
 use crate::sysroot::{PathError, SysRoot, HASHSIZE_PARAM};
+
+/// Why a numeric sysctl could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SysctlError {
+    /// The key does not exist: nf_conntrack is not loaded (or gone), or
+    /// this kernel has no such key.
+    #[error("{} does not exist (nf_conntrack not loaded?)", .0.display())]
+    Absent(PathBuf),
+    /// It exists but could not be read.
+    #[error(transparent)]
+    Io(#[from] PathError),
+    /// It held something that is not a number.
+    #[error("{}: {value:?} is not a number", path.display())]
+    NotNumber {
+        /// The file.
+        path: PathBuf,
+        /// What it held (at most 40 characters).
+        value: String,
+    },
+}
+
+/// A numeric sysctl of the reader's namespace (sysctl files resolve
+/// against the opening thread's netns).
+pub fn read_u64(root: &SysRoot, key: &str) -> Result<u64, SysctlError> {
+    let v = root
+        .read_sysctl(key)?
+        .ok_or_else(|| SysctlError::Absent(root.sysctl_path(key)))?;
+    v.parse().map_err(|_| SysctlError::NotNumber {
+        path: root.sysctl_path(key),
+        value: v.chars().take(40).collect(),
+    })
+}
+
+/// Count and max, both re-read every time (max can change). A max of 0
+/// is returned as read: the fill's judges say what it means.
+pub fn read_fill(root: &SysRoot) -> Result<(u64, u64), SysctlError> {
+    Ok((read_u64(root, KEY_COUNT)?, read_u64(root, KEY_MAX)?))
+}
 
 // Bytes per entry live in `slab`, one figure for every command.
 pub use super::slab::{entry_bytes, DEFAULT_ENTRY_BYTES};
@@ -29,9 +70,10 @@ pub fn parse_memtotal(text: &str) -> Option<u64> {
         .map(|kb| kb.saturating_mul(1024))
 }
 
-/// A numeric sysctl, or `None` when absent or not a number.
+/// [`read_u64`] where the reason does not matter: `None` when absent,
+/// unreadable or not a number.
 pub fn kernel_u64(root: &SysRoot, key: &str) -> Option<u64> {
-    root.read_sysctl(key).ok().flatten()?.parse().ok()
+    read_u64(root, key).ok()
 }
 
 /// The current value of a key; buckets fall back to the module parameter,

@@ -25,14 +25,11 @@
 //! }
 //! ```
 
-use std::io;
-use std::path::PathBuf;
-
 use serde::Serialize;
 
-use crate::config::{KEY_COUNT, KEY_MAX};
+use crate::kernel::ctstats::CounterSource;
 use crate::kernel::ctstats::{parse_ct_stat, CtCounter, CtTable};
-use crate::kernel::stats::CounterSource;
+use crate::kernel::sysctl::{read_fill, SysctlError};
 use crate::netns::{self, EnterError, Namespace};
 use crate::sysroot::SysRoot;
 
@@ -126,15 +123,9 @@ pub enum SampleError {
     /// Entering failed (or it vanished: [`SampleError::vanished`]).
     #[error(transparent)]
     Enter(#[from] EnterError),
-    /// A file inside could not be read.
-    #[error("{}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
+    /// Count or max inside could not be read.
+    #[error(transparent)]
+    Read(#[from] SysctlError),
 }
 
 impl SampleError {
@@ -169,23 +160,7 @@ pub fn counters_here() -> Result<(CtTable, CounterSource), String> {
 /// Read the calling thread's namespace. Real kernel only.
 fn read_here() -> Result<NsSample, SampleError> {
     let root = SysRoot::host();
-    let num = |key: &str| -> Result<u64, SampleError> {
-        let path = root.sysctl_path(key);
-        let bad = |m: &str| SampleError::Read {
-            path: path.clone(),
-            source: io::Error::new(io::ErrorKind::InvalidData, m.to_string()),
-        };
-        match root.read_sysctl(key) {
-            Ok(Some(v)) => v.parse().map_err(|_| bad("not a number")),
-            Ok(None) => Err(bad("absent (nf_conntrack not loaded?)")),
-            Err(e) => Err(SampleError::Read {
-                path: e.path,
-                source: e.source,
-            }),
-        }
-    };
-    let count = num(KEY_COUNT)?;
-    let max = num(KEY_MAX)?;
+    let (count, max) = read_fill(&root)?;
     let (table, counters_source, counters_error) = match counters_here() {
         Ok((t, s)) => (Some(t), Some(s), None),
         Err(e) => (None, None, Some(e)),

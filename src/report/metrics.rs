@@ -12,9 +12,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::assess::{Fill, Level};
+use crate::kernel::ctstats::CounterSource;
 use crate::kernel::percpu::Saved;
 use crate::kernel::snmp::UdpStats;
-use crate::kernel::stats::CounterSource;
 use crate::report::events::{Event, Priority};
 use crate::report::ids;
 use crate::sysroot::{write_atomic, PathError, SysRoot};

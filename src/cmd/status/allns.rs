@@ -397,7 +397,7 @@ pub fn read(host: &Host, config_path: Option<&Path>) -> Readings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::stats::CounterSource;
+    use crate::kernel::ctstats::CounterSource;
     use crate::netns::Runtime;
     use std::path::PathBuf;
     use std::time::Duration;

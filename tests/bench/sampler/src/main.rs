@@ -52,7 +52,8 @@ use conntrack_guard::kernel::snmp::read_udp;
 use conntrack_guard::kernel::softnet::read_softnet;
 use conntrack_guard::kernel::netlink;
 use conntrack_guard::observe;
-use conntrack_guard::kernel::stats::{read_fill, CounterSource};
+use conntrack_guard::kernel::ctstats::CounterSource;
+use conntrack_guard::kernel::sysctl::read_fill;
 use conntrack_guard::sysroot::SysRoot;
 
 const COUNT: &str = "proc/sys/net/netfilter/nf_conntrack_count";
