@@ -32,11 +32,15 @@ use crate::report::events::{Event, Priority};
 use crate::report::ids;
 use crate::report::table::human_bytes;
 
-/// Entries above which buckets are not resized live. The resize rehashes
-/// every entry of the global table with bottom halves off, stalling packets
-/// on every CPU for a time that grows with the table; the figure is to be
-/// set from the stall measured at 10k, 100k and 1M entries (tests/bench).
-pub const LIVE_RESIZE_LIMIT: u64 = 100_000;
+/// Entries up to which buckets are resized live with max. The resize
+/// rehashes every entry of the global table with bottom halves off,
+/// stalling packets on every CPU; measured (README "Bucket resize stall",
+/// tests/bench/stall.sh) at about 10 ms plus 0.45 µs per entry: 13 ms
+/// median at 10 000 entries, 62 ms at 100 000, 472 ms at 1 000 000. At
+/// 50 000 entries the stall stays near 35-50 ms, which a UDP service
+/// absorbs as jitter; above it max is raised alone and the buckets wait
+/// for the next boot, where apply sizes them before the table fills.
+pub const LIVE_RESIZE_LIMIT: u64 = 50_000;
 
 /// How growth is bounded. Plain values: the caller builds it from the
 /// `[grow]` and `[watch]` sections and the RAM.
@@ -48,7 +52,8 @@ pub struct GrowPolicy {
     pub every: Duration,
     /// Grow when the fullest namespace reaches this fill (percent).
     pub critical_percent: f64,
-    /// Buckets are resized live only while the table holds fewer entries.
+    /// Buckets are resized live only while the table holds at most this
+    /// many entries.
     pub live_resize_limit: u64,
     /// The headroom `plan` sizes the new-flow rate with.
     pub headroom: f64,
@@ -112,7 +117,7 @@ impl GrowSample {
 
     /// Whether a bucket resize is cheap enough to do now.
     fn resize_live(&self, p: &GrowPolicy) -> bool {
-        self.buckets > 0 && self.table_count < p.live_resize_limit
+        self.buckets > 0 && self.table_count <= p.live_resize_limit
     }
 
     /// Buckets at `max`: towards max / 4 as the kernel rounds them when
@@ -392,9 +397,23 @@ impl GrowTracker {
         self.limited = None;
     }
 
-    /// The status-line fragment, `grown ×2 since start`, once grown.
+    /// The status-line fragment: `grown ×2 since start` once this process
+    /// grew the table; before that, `grown to 524288 earlier this boot`
+    /// when it resumed from this boot's record (which keeps the last growth,
+    /// not how many there were).
     pub fn status_fragment(&self) -> Option<String> {
-        (self.grown > 0).then(|| format!("grown ×{} since start", self.grown))
+        match (self.grown, self.ours) {
+            (0, Some(max)) => Some(format!("grown to {max} earlier this boot")),
+            (0, None) => None,
+            (n, _) => Some(format!("grown ×{n} since start")),
+        }
+    }
+
+    /// Whether `max` is the one the last `grow_limited` left the table at:
+    /// the budget binds now (the metrics' `grow_limited` gauge).
+    pub fn at_budget(&self, max: u64) -> bool {
+        self.limited
+            .is_some_and(|l| l.max == max && self.ours == Some(max))
     }
 
     fn limited_again(&self, note: LimitedNote) -> bool {
@@ -458,7 +477,7 @@ mod tests {
             budget_bytes: budget,
             every: Duration::from_secs(10),
             critical_percent: 95.0,
-            live_resize_limit: 100_000,
+            live_resize_limit: LIVE_RESIZE_LIMIT,
             headroom: 2.0,
         }
     }
@@ -749,9 +768,16 @@ mod tests {
         assert_eq!(t.step(&policy(budget), &s, secs(0)), GrowStep::default());
         // With it: said once.
         let mut t = GrowTracker::resumed(cap);
+        assert_eq!(
+            t.status_fragment().as_deref(),
+            Some(format!("grown to {cap} earlier this boot").as_str())
+        );
+        assert!(!t.at_budget(cap));
         let step = t.step(&policy(budget), &s, secs(0));
         assert_eq!(step.limited.unwrap().name, "grow_limited");
         assert_eq!(t.step(&policy(budget), &s, secs(60)), GrowStep::default());
+        assert!(t.at_budget(cap));
+        assert!(!t.at_budget(cap + 1));
     }
 
     #[test]

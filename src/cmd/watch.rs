@@ -29,11 +29,13 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
-use crate::assess::netns::NsTrackers;
+use crate::assess::grow::{GrowPolicy, GrowSample, GrowStep, GrowTracker, Growth};
+use crate::assess::netns::{NsTracker, NsTrackers};
 use crate::assess::{self, restore, status_line, State, Thresholds};
 use crate::cmd::top;
-use crate::config::{self, fmt_duration, Config};
+use crate::config::{self, fmt_duration, Config, Knob, KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT};
 use crate::host::Host;
+use crate::kernel::ctstats::CtCounter;
 use crate::kernel::kmsg::{self, TableFull};
 use crate::netns::sample::{self, NsSample, SampleError as NsError};
 use crate::netns::{self, Namespace};
@@ -42,6 +44,7 @@ use crate::report::events::{default_sink, Event, Priority, Sink};
 use crate::report::ids;
 use crate::report::metrics::{self, Textfile};
 use crate::report::notify::{Notifier, NotifyState};
+use crate::state::grown::{self, Remembered};
 use crate::sysroot::DEFAULT_CONFIG;
 use crate::system::writers;
 
@@ -155,6 +158,8 @@ struct Watcher<'a> {
     ns_denied_logged: bool,
     /// Saving the totals failed (said once).
     totals_failing: bool,
+    /// `[grow]`: raising max on its own (see the Growth section below).
+    grower: Grower,
 }
 
 /// The drop-in that grants what `namespaces = "all"` needs, as installed.
@@ -225,6 +230,7 @@ impl Watcher<'_> {
         }
         let at = now.duration_since(self.start);
         let level_before = self.state.level();
+        let drops_before = self.state.counters.since_start.clone();
         let (state, mut evs) =
             assess::assess(&self.thresholds, std::mem::take(&mut self.state), &obs, at);
         self.state = state;
@@ -243,6 +249,7 @@ impl Watcher<'_> {
         for r in &restores {
             evs.push(restore::restored_event(r, self.write_back(r)));
         }
+        evs.extend(self.grow(&obs, &drops_before, at, now));
         evs.extend(self.hint_result(now));
         let evs = self.name_the_writer(evs, now);
         Self::emit_all(sink, evs);
@@ -414,6 +421,10 @@ impl Watcher<'_> {
                 _ => line.push_str(&self.namespaces.status()),
             }
         }
+        if let Some(grown) = self.grower.tracker.status_fragment() {
+            line.push_str(" · ");
+            line.push_str(&grown);
+        }
         line
     }
 
@@ -566,6 +577,11 @@ impl Watcher<'_> {
             udp: obs.udp.as_ref().ok(),
             softnet: if obs.softnet.is_ok() { &softnet } else { &[] },
             drift: self.state.drifted() > 0,
+            grow: self.cfg.grow.enabled.then(|| metrics::GrowMetrics {
+                grown: self.grower.tracker.grown,
+                budget_bytes: self.grower.budget_bytes,
+                limited: self.grower.tracker.at_budget(fill.max),
+            }),
             timestamp,
         });
         if let Some(ev) = tf.write(&text) {
@@ -740,6 +756,261 @@ impl Watcher<'_> {
     }
 }
 
+// --- Growth ([grow], issue 20) -------------------------------------------
+//
+// Each sample, the pure GrowTracker decides from plain values; this section
+// gathers them (the fullest watched namespace, the rises of the loss
+// counters in any of them, the new-flow rate), writes what it decided (max,
+// then buckets, timing that write: the packet stall of the rehash), and
+// keeps the record under /run (and /var/lib with `remember`) that apply,
+// status and doctor read so the grown max is not taken for drift. Two small
+// sysctl writes: done on the loop, they never wait for anything but the
+// kernel, and the bucket rehash is bounded by the live-resize limit.
+
+/// Growth's state between samples.
+#[derive(Debug, Default)]
+struct Grower {
+    tracker: GrowTracker,
+    /// The `insert` total and when it was read, for the new-flow rate.
+    last_insert: Option<(u64, Instant)>,
+    /// Each watched namespace's drop totals as last seen, by inode.
+    ns_seen: BTreeMap<u64, [u64; 3]>,
+    /// Bytes per entry, read from the slab once (its size is fixed while
+    /// the kernel runs).
+    entry_bytes: Option<u64>,
+    /// The budget in bytes at the last sample (for the metrics).
+    budget_bytes: u64,
+    /// The configured max the first growth of this boot started from, as
+    /// this boot's record says (a `max = "keep"` configuration has none of
+    /// its own).
+    configured: Option<u64>,
+}
+
+impl Grower {
+    /// Start from this boot's record: a max grown by an earlier process of
+    /// this watchdog stays its own. A record that cannot be read is said
+    /// once and otherwise ignored.
+    fn resume(&mut self, root: &crate::sysroot::SysRoot) -> Option<Event> {
+        match grown::read(root, grown::THIS_BOOT) {
+            Ok(Some(r)) => {
+                self.tracker = GrowTracker::resumed(r.max);
+                self.configured = Some(r.configured);
+                None
+            }
+            Ok(None) => None,
+            Err(e) => Some(Event::new(
+                Priority::Warning,
+                "fault",
+                ids::FAULT,
+                format!("ignoring this boot's growth record: {e}"),
+            )),
+        }
+    }
+}
+
+/// The rises of drop, early_drop and insert_failed since the last look,
+/// summed over namespaces, from each one's totals since it was first
+/// watched; `seen` becomes `now` (a namespace gone is forgotten, a new one
+/// counts from zero, as its totals do).
+fn ns_rises(
+    seen: &mut BTreeMap<u64, [u64; 3]>,
+    now: impl Iterator<Item = (u64, [u64; 3])>,
+) -> [u64; 3] {
+    let mut rises = [0u64; 3];
+    let mut next = BTreeMap::new();
+    for (inode, totals) in now {
+        let before = seen.get(&inode).copied().unwrap_or_default();
+        for (r, (n, b)) in rises.iter_mut().zip(totals.iter().zip(before)) {
+            *r = r.saturating_add(n.saturating_sub(b));
+        }
+        next.insert(inode, totals);
+    }
+    *seen = next;
+    rises
+}
+
+/// New flows per second from two readings of the `insert` total. `None`
+/// without a previous reading, when no time passed, or while the total
+/// stays 0 (kernels since 5.x no longer count inserts: unknown, not zero).
+fn flow_rate(last: Option<(u64, Instant)>, total: u64, now: Instant) -> Option<f64> {
+    let (before, then) = last?;
+    let secs = now.saturating_duration_since(then).as_secs_f64();
+    (total > 0 && secs > 0.0).then(|| total.saturating_sub(before) as f64 / secs)
+}
+
+/// The fullest of the host's table (`host`, count) and the fullest other
+/// namespace: its count and label. max is one global ceiling, so counts
+/// compare directly.
+fn fullest(host: u64, other: Option<(u64, &NsTracker)>) -> (u64, String) {
+    match other.and_then(|(inode, t)| Some((inode, t, t.fill?.count))) {
+        Some((inode, t, count)) if count > host => (count, format!("netns {inode} ({})", t.label)),
+        _ => (host, "host".to_string()),
+    }
+}
+
+/// The record of a growth, for /run and /var/lib.
+fn record(g: &Growth, configured: u64, at: u64) -> Remembered {
+    Remembered {
+        max: g.max_after,
+        buckets: g.buckets_after,
+        configured,
+        at,
+        reason: g.reason.clone(),
+    }
+}
+
+impl Watcher<'_> {
+    /// One growth step: decide, write, read back, record; the events.
+    fn grow(
+        &mut self,
+        obs: &assess::Observation,
+        drops_before: &assess::Tally,
+        at: Duration,
+        now: Instant,
+    ) -> Vec<Event> {
+        if !self.cfg.grow.enabled {
+            return Vec::new();
+        }
+        let assess::FillReading::Read { count, max } = obs.fill else {
+            return Vec::new();
+        };
+        let root = &self.host.root;
+        let g = &mut self.grower;
+        let rate = self
+            .state
+            .counters
+            .deltas
+            .monotonic(CtCounter::Insert)
+            .and_then(|total| {
+                let rate = flow_rate(g.last_insert, total, now);
+                g.last_insert = Some((total, now));
+                rate
+            });
+        let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
+        let ns = if all {
+            ns_rises(&mut g.ns_seen, self.namespaces.drops_since_start())
+        } else {
+            [0; 3]
+        };
+        let after = &self.state.counters.since_start;
+        let rise = |i: usize, name: &str| {
+            after
+                .get(name)
+                .saturating_sub(drops_before.get(name))
+                .saturating_add(ns[i])
+        };
+        let (fullest_count, fullest_label) =
+            fullest(count, all.then(|| self.namespaces.worst()).flatten());
+        let others: u64 = if all {
+            self.namespaces
+                .by_inode
+                .values()
+                .filter_map(|t| t.fill.map(|f| f.count))
+                .sum()
+        } else {
+            0
+        };
+        g.budget_bytes = self
+            .cfg
+            .grow
+            .budget
+            .bytes(crate::kernel::ram_bytes(root).unwrap_or(0));
+        let sample = GrowSample {
+            max,
+            buckets: crate::kernel::kernel_u64(root, KEY_BUCKETS).unwrap_or(0),
+            page_size: self.host.page_size,
+            fullest_count,
+            fullest_label,
+            table_count: count.saturating_add(others),
+            drop: rise(0, "drop"),
+            early_drop: rise(1, "early_drop"),
+            insert_failed: rise(2, "insert_failed"),
+            new_flow_rate: rate,
+            udp_timeout: crate::kernel::kernel_u64(root, KEY_UDP_TIMEOUT).unwrap_or(30),
+            entry_bytes: *g
+                .entry_bytes
+                .get_or_insert_with(|| crate::kernel::slab::entry_bytes(root)),
+        };
+        let policy = GrowPolicy::new(
+            g.budget_bytes,
+            self.cfg.grow.every,
+            self.cfg.watch.critical_percent,
+        );
+        let mut step = g.tracker.step(&policy, &sample, at);
+        let Some(growth) = step.growth.as_mut() else {
+            return step.events(None);
+        };
+        if let Err(e) = root.write_sysctl(KEY_MAX, &growth.max_after.to_string()) {
+            g.tracker.write_failed();
+            return vec![Event::new(
+                Priority::Err,
+                "fault",
+                ids::FAULT,
+                format!(
+                    "cannot grow nf_conntrack_max {} → {} ({}): {e}; the watchdog needs \
+                     CAP_NET_ADMIN and write access to /proc/sys/net/netfilter \
+                     (the shipped unit's ReadWritePaths=); tried again after [grow] every",
+                    growth.max_before, growth.max_after, growth.reason
+                ),
+            )
+            .field("CONNTRACK_KEY", KEY_MAX)];
+        }
+        let mut stall = None;
+        if growth.buckets_changed() {
+            let started = Instant::now();
+            match root.write_sysctl(KEY_BUCKETS, &growth.buckets_after.to_string()) {
+                // The write returns once every entry is rehashed: its time
+                // bounds the stall packets saw (README "Bucket resize stall").
+                Ok(()) => stall = Some(started.elapsed()),
+                Err(e) => growth.buckets_failed(&e.to_string()),
+            }
+        }
+        // What the kernel stores is what is recorded and reported.
+        if let Some(v) = crate::kernel::kernel_u64(root, KEY_MAX).filter(|v| *v != growth.max_after)
+        {
+            growth.reason.push_str(&format!("; max read back as {v}"));
+            growth.max_after = v;
+        }
+        if growth.buckets_changed() {
+            if let Some(v) = crate::kernel::kernel_u64(root, KEY_BUCKETS) {
+                growth.buckets_after = v;
+            }
+        }
+        let configured = match self.cfg.conntrack.max {
+            Knob::Set(m) => m,
+            _ => *g.configured.get_or_insert(growth.max_before),
+        };
+        let when = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let rec = record(growth, configured, when);
+        let mut evs = GrowStep {
+            growth: step.growth.take(),
+            limited: step.limited.take(),
+        }
+        .events(stall);
+        let mut places = vec![grown::THIS_BOOT];
+        if self.cfg.grow.remember {
+            places.push(grown::REMEMBERED);
+        }
+        for rel in places {
+            if let Err(e) = grown::write(root, rel, &rec) {
+                evs.push(Event::new(
+                    Priority::Warning,
+                    "fault",
+                    ids::FAULT,
+                    format!(
+                        "cannot record the growth to {} in {e}; status and apply may \
+                         take the grown max for drift",
+                        rec.max
+                    ),
+                ));
+            }
+        }
+        evs
+    }
+}
+
 /// How long the exit waits for a stalled journal to take held events.
 const JOURNAL_DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
 
@@ -852,7 +1123,12 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
         ns_denied: None,
         ns_denied_logged: false,
         totals_failing: false,
+        grower: Grower::default(),
     };
+    // A restarted watchdog knows the max it grew to earlier this boot.
+    if let Some(ev) = w.grower.resume(root) {
+        sink.emit(&ev);
+    }
     // Continue the metrics' totals of the previous process of this boot.
     if w.textfile.is_some() {
         if let Some(saved) = metrics::load_totals(root) {
@@ -860,4 +1136,88 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
         }
     }
     w.run(&mut signals, &mut *sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_rises_are_summed_since_the_last_look() {
+        let mut seen = BTreeMap::new();
+        // First look: each namespace's totals since it was first watched
+        // are rises (they start from 0 at its first scan).
+        let r = ns_rises(&mut seen, [(1, [2, 0, 0]), (2, [0, 5, 1])].into_iter());
+        assert_eq!(r, [2, 5, 1]);
+        // Nothing new: no rise.
+        let r = ns_rises(&mut seen, [(1, [2, 0, 0]), (2, [0, 5, 1])].into_iter());
+        assert_eq!(r, [0, 0, 0]);
+        // Namespace 2 gone, 3 new, 1 rises: a vanished namespace never
+        // makes a rise negative.
+        let r = ns_rises(&mut seen, [(1, [7, 1, 0]), (3, [0, 0, 4])].into_iter());
+        assert_eq!(r, [5, 1, 4]);
+        assert_eq!(seen.len(), 2);
+        // Namespace 2 back under the same inode counts from zero again.
+        let r = ns_rises(&mut seen, [(2, [0, 1, 0])].into_iter());
+        assert_eq!(r, [0, 1, 0]);
+    }
+
+    #[test]
+    fn flow_rate_needs_two_readings_and_a_counting_kernel() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(flow_rate(None, 100, t1), None);
+        assert_eq!(flow_rate(Some((100, t0)), 2100, t1), Some(1000.0));
+        // No time passed.
+        assert_eq!(flow_rate(Some((100, t1)), 2100, t1), None);
+        // Kernels that no longer count inserts: unknown, not 0 flows/s.
+        assert_eq!(flow_rate(Some((0, t0)), 0, t1), None);
+        // A reset total (module reloaded) is not a negative rate.
+        assert_eq!(flow_rate(Some((5000, t0)), 10, t1), Some(0.0));
+    }
+
+    #[test]
+    fn the_fullest_namespace_names_itself() {
+        let mut t = NsTracker::default();
+        t.label = "docker web".into();
+        t.fill = Some(assess::Fill {
+            count: 900,
+            max: 1000,
+        });
+        assert_eq!(
+            fullest(100, Some((4026532246, &t))),
+            (900, "netns 4026532246 (docker web)".into())
+        );
+        assert_eq!(fullest(950, Some((4026532246, &t))), (950, "host".into()));
+        assert_eq!(fullest(10, None), (10, "host".into()));
+        // A namespace not read yet does not count.
+        t.fill = None;
+        assert_eq!(fullest(10, Some((1, &t))), (10, "host".into()));
+    }
+
+    #[test]
+    fn the_record_says_what_when_why_and_from_what() {
+        let g = Growth {
+            max_before: 1024,
+            max_after: 2048,
+            buckets_before: 512,
+            buckets_after: 1024,
+            reason: "early_drop +12".into(),
+            memory_worst: 0,
+            budget: 0,
+        };
+        let r = record(&g, 1024, 1_765_000_000);
+        assert_eq!(
+            r,
+            Remembered {
+                max: 2048,
+                buckets: 1024,
+                configured: 1024,
+                at: 1_765_000_000,
+                reason: "early_drop +12".into(),
+            }
+        );
+        // What is written reads back the same (the other readers' view).
+        assert_eq!(grown::parse(&r.format()), Ok(r));
+    }
 }
