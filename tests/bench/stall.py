@@ -44,6 +44,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # no __pycache__ beside the sources in git
 import bench  # noqa: E402  (one plot style: nice_up/steps125/esc/meta live there)
 
 SYSCTL = "/proc/sys/net/netfilter"

@@ -61,7 +61,7 @@ while (($#)); do
     --out) OUT=$2; shift ;;
     --svg) SVG=$2; shift ;;
     --rt-prio) RT_PRIO=$2; shift ;;
-    -h | --help) sed -n '3,40p' "$0"; exit 0 ;;
+    -h | --help) sed -n '3,41p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -116,6 +116,7 @@ ctg_spawn python3 "$HERE/stall.py" measure --client-ns "$NS_CLIENT" --host-ns "$
     --workdir "$W" --meta "$W/meta.json" --out "$OUT" --rt-prio "$RT_PRIO" --max-seconds 1800
 wait "${CTG_PIDS[-1]}"
 rc=$?
+((rc == 0)) || echo "stall.sh: stall.py measure exited $rc (its message is above); the table below has what it measured" >&2
 ctg_teardown || rc=1
 echo
 python3 "$HERE/stall.py" report "$OUT" --svg "$SVG"
