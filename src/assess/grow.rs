@@ -25,7 +25,9 @@
 use std::time::Duration;
 
 use crate::assess::sizing::{size_for, DEFAULT_HEADROOM};
+use crate::assess::Setting;
 use crate::config::MAX_CONNTRACK_MAX;
+use crate::config::{KEY_BUCKETS, KEY_MAX};
 use crate::kernel::hashsize::kernel_buckets;
 use crate::kernel::slab::{worst_case_bytes, DEFAULT_ENTRY_BYTES};
 use crate::report::events::{Event, Priority};
@@ -466,6 +468,59 @@ fn limited_event(p: &GrowPolicy, s: &GrowSample, trigger: &str, needed: u64, liv
         .field("CONNTRACK_GROW_REASON", trigger)
 }
 
+/// The watchdog's own growth is not drift: where it grew max (and
+/// buckets) above what the configuration expects, the grown value becomes
+/// the expected one, so the watchdog neither reports its own growth as
+/// drift nor lets `[watch] restore` write the configured, lower value back
+/// over it. A kernel value below the grown one (a foreign writer lowered
+/// it) is still drift against the grown value. `own` is the growth this
+/// process made or resumed: (max, buckets).
+pub fn own_growth(settings: &mut [Setting], own: Option<(u64, u64)>) {
+    let Some((max, buckets)) = own else { return };
+    for set in settings {
+        let grown = match set.key.as_str() {
+            KEY_MAX => max,
+            KEY_BUCKETS => buckets,
+            _ => continue,
+        };
+        if set.expected.trim().parse::<u64>().is_ok_and(|e| grown > e) {
+            set.expected = grown.to_string();
+        }
+    }
+}
+
+/// New flows per second seen over a window, from readings of `seen`: the
+/// entries held in every watched namespace plus the running sum of the
+/// drop, early_drop and insert_failed rises. Each new flow either takes an
+/// entry, evicts one early, or is refused, so the rise of `seen` is a lower
+/// bound on new flows (entries expiring meanwhile make it lower still) that
+/// works on kernels that no longer count `insert`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlowWindow {
+    readings: std::collections::VecDeque<(Duration, u64)>,
+}
+
+impl FlowWindow {
+    /// Add the reading at `at` (time since start), forget those older than
+    /// `window`, and return the rate from the oldest kept reading, if one
+    /// is older than this one. A fall (entries expired) is 0, not negative.
+    pub fn rate(&mut self, at: Duration, seen: u64, window: Duration) -> Option<f64> {
+        while self
+            .readings
+            .front()
+            .is_some_and(|(t, _)| at.saturating_sub(*t) > window)
+        {
+            self.readings.pop_front();
+        }
+        let rate = self.readings.front().and_then(|&(t, before)| {
+            let secs = at.saturating_sub(t).as_secs_f64();
+            (secs > 0.0).then(|| seen.saturating_sub(before) as f64 / secs)
+        });
+        self.readings.push_back((at, seen));
+        rate
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -899,5 +954,56 @@ mod tests {
                 let _ = step.events(Some(Duration::from_micros(7)));
             }
         }
+    }
+
+    #[test]
+    fn own_growth_is_expected_not_drift() {
+        let set = |key: &str, expected: &str, actual: &str| Setting {
+            key: key.into(),
+            expected: expected.into(),
+            actual: Some(actual.into()),
+            at_least: false,
+        };
+        let mut s = vec![
+            set(KEY_MAX, "1024", "65536"),
+            set(KEY_BUCKETS, "1024", "16384"),
+            set("net.netfilter.nf_conntrack_udp_timeout", "10", "30"),
+        ];
+        own_growth(&mut s, None);
+        assert!(!s[0].ok());
+        own_growth(&mut s, Some((65536, 16384)));
+        assert!(s[0].ok() && s[1].ok());
+        // Other keys are untouched: their drift is still drift.
+        assert!(!s[2].ok());
+        // A foreign writer lowering the grown max is drift against it.
+        let mut s = vec![set(KEY_MAX, "1024", "2048")];
+        own_growth(&mut s, Some((65536, 0)));
+        assert_eq!(s[0].expected, "65536");
+        assert!(!s[0].ok());
+        // A configured max above the growth stays what is expected.
+        let mut s = vec![set(KEY_MAX, "1000000", "65536")];
+        own_growth(&mut s, Some((65536, 0)));
+        assert_eq!(s[0].expected, "1000000");
+        // Buckets never grown (0) expect the configured value.
+        let mut s = vec![set(KEY_BUCKETS, "1024", "1024")];
+        own_growth(&mut s, Some((65536, 0)));
+        assert_eq!(s[0].expected, "1024");
+    }
+
+    #[test]
+    fn flow_window_rates_from_its_oldest_reading() {
+        let mut w = FlowWindow::default();
+        let win = secs(2);
+        assert_eq!(w.rate(secs(0), 0, win), None);
+        assert_eq!(w.rate(secs(1), 1000, win), Some(1000.0));
+        assert_eq!(w.rate(secs(2), 1500, win), Some(750.0));
+        // The reading at 0 is out of the window now.
+        assert_eq!(w.rate(secs(3), 2500, win), Some(750.0));
+        // Entries expiring faster than new ones come: 0, not negative.
+        assert_eq!(w.rate(secs(4), 100, win), Some(0.0));
+        // No time passed.
+        let mut w = FlowWindow::default();
+        w.rate(secs(5), 10, win);
+        assert_eq!(w.rate(secs(5), 20, win), None);
     }
 }

@@ -29,7 +29,9 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
-use crate::assess::grow::{GrowPolicy, GrowSample, GrowStep, GrowTracker, Growth};
+use crate::assess::grow::{
+    own_growth, FlowWindow, GrowPolicy, GrowSample, GrowStep, GrowTracker, Growth,
+};
 use crate::assess::netns::{NsTracker, NsTrackers};
 use crate::assess::{self, restore, status_line, State, Thresholds};
 use crate::cmd::top;
@@ -217,6 +219,7 @@ impl Watcher<'_> {
         self.last_sample = now;
         self.next_sample = now + self.interval;
         let mut obs = observe::observe(self.host, &self.cfg);
+        own_growth(&mut obs.settings, self.grower.own);
         // A setting that differs from the configuration may have just been
         // applied from a newer file (`systemctl restart
         // conntrack-guard-apply` after an edit, or a hand-run apply): follow
@@ -227,6 +230,7 @@ impl Watcher<'_> {
         {
             self.reload(sink);
             obs = observe::observe(self.host, &self.cfg);
+            own_growth(&mut obs.settings, self.grower.own);
         }
         let at = now.duration_since(self.start);
         let level_before = self.state.level();
@@ -249,7 +253,7 @@ impl Watcher<'_> {
         for r in &restores {
             evs.push(restore::restored_event(r, self.write_back(r)));
         }
-        evs.extend(self.grow(&obs, &drops_before, at, now));
+        evs.extend(self.grow_on_sample(&obs, &drops_before, at, now));
         evs.extend(self.hint_result(now));
         let evs = self.name_the_writer(evs, now);
         Self::emit_all(sink, evs);
@@ -633,6 +637,10 @@ impl Watcher<'_> {
             Ok(cfg) => {
                 // A new configuration is a new start for keys given up on.
                 self.state.restore = Default::default();
+                // A changed budget or max may say grow_limited again.
+                if cfg.grow != self.cfg.grow || cfg.conntrack.max != self.cfg.conntrack.max {
+                    self.grower.tracker.limited = None;
+                }
                 self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
                 self.thresholds = Thresholds::new(&cfg.watch, self.interval);
                 let same_file = match (&self.textfile, &cfg.metrics.textfile) {
@@ -697,6 +705,11 @@ impl Watcher<'_> {
         if self.hints.as_ref().is_some_and(|j| !j.held.is_empty()) {
             at = at.min(Instant::now() + HINT_POLL);
         }
+        // A namespace scan's result is taken as soon as it is in (see
+        // `ns_arrived`).
+        if self.ns_scan.is_some() {
+            at = at.min(Instant::now() + HINT_POLL);
+        }
         at
     }
 
@@ -725,6 +738,7 @@ impl Watcher<'_> {
             }
             let held = self.hint_result(Instant::now());
             Self::emit_all(sink, held);
+            self.ns_arrived(sink);
             if let Some(every) = self.notifier.watchdog_every() {
                 let now = Instant::now();
                 if now >= self.last_ping + every && now < self.next_sample {
@@ -773,6 +787,17 @@ struct Grower {
     tracker: GrowTracker,
     /// The `insert` total and when it was read, for the new-flow rate.
     last_insert: Option<(u64, Instant)>,
+    /// Entries plus losses over the last window: the new-flow rate where
+    /// the kernel does not count inserts.
+    window: FlowWindow,
+    /// The running sum of the loss-counter rises (for `window`).
+    losses: u64,
+    /// The host's count at the last sample (a namespace scan that finishes
+    /// between samples is held against it).
+    last_host_count: Option<u64>,
+    /// The max and buckets this watchdog grew the table to (this process,
+    /// or an earlier one this boot): expected from then on, not drift.
+    own: Option<(u64, u64)>,
     /// Each watched namespace's drop totals as last seen, by inode.
     ns_seen: BTreeMap<u64, [u64; 3]>,
     /// Bytes per entry, read from the slab once (its size is fixed while
@@ -794,6 +819,7 @@ impl Grower {
         match grown::read(root, grown::THIS_BOOT) {
             Ok(Some(r)) => {
                 self.tracker = GrowTracker::resumed(r.max);
+                self.own = Some((r.max, r.buckets));
                 self.configured = Some(r.configured);
                 None
             }
@@ -860,45 +886,70 @@ fn record(g: &Growth, configured: u64, at: u64) -> Remembered {
 }
 
 impl Watcher<'_> {
-    /// One growth step: decide, write, read back, record; the events.
-    fn grow(
+    /// One growth step on a sample: the host's fill and loss-counter rises
+    /// from this observation, the namespaces' from the last scan.
+    fn grow_on_sample(
         &mut self,
         obs: &assess::Observation,
         drops_before: &assess::Tally,
         at: Duration,
         now: Instant,
     ) -> Vec<Event> {
-        if !self.cfg.grow.enabled {
-            return Vec::new();
-        }
         let assess::FillReading::Read { count, max } = obs.fill else {
             return Vec::new();
         };
+        let after = &self.state.counters.since_start;
+        let rises = ["drop", "early_drop", "insert_failed"]
+            .map(|name| after.get(name).saturating_sub(drops_before.get(name)));
+        self.grower.last_host_count = Some(count);
+        self.grow(count, max, rises, at, now)
+    }
+
+    /// A namespace scan finished between samples: its events now, and a
+    /// growth decided on it at once rather than an interval later (the
+    /// namespaces are read only once per `namespaces_every`; a full one
+    /// drops packets until then). The host's count is the last sample's;
+    /// max is read afresh, as a growth of the last sample changed it.
+    fn ns_arrived(&mut self, sink: &mut dyn Sink) {
+        if self.ns_scan.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let at = now.duration_since(self.start);
+        let mut evs = self.ns_scan_result(at);
+        if self.ns_scan.is_some() {
+            return; // still scanning
+        }
+        let max = crate::kernel::kernel_u64(&self.host.root, KEY_MAX);
+        if let (Some(count), Some(max)) = (self.grower.last_host_count, max) {
+            evs.extend(self.grow(count, max, [0; 3], at, now));
+        }
+        Self::emit_all(sink, evs);
+    }
+
+    /// One growth step: decide, write, read back, record; the events.
+    /// `count` and `max` are the host's, `host_rises` its drop,
+    /// early_drop and insert_failed rises since the last step.
+    fn grow(
+        &mut self,
+        count: u64,
+        max: u64,
+        host_rises: [u64; 3],
+        at: Duration,
+        now: Instant,
+    ) -> Vec<Event> {
+        if !self.cfg.grow.enabled {
+            return Vec::new();
+        }
         let root = &self.host.root;
         let g = &mut self.grower;
-        let rate = self
-            .state
-            .counters
-            .deltas
-            .monotonic(CtCounter::Insert)
-            .and_then(|total| {
-                let rate = flow_rate(g.last_insert, total, now);
-                g.last_insert = Some((total, now));
-                rate
-            });
         let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
         let ns = if all {
             ns_rises(&mut g.ns_seen, self.namespaces.drops_since_start())
         } else {
             [0; 3]
         };
-        let after = &self.state.counters.since_start;
-        let rise = |i: usize, name: &str| {
-            after
-                .get(name)
-                .saturating_sub(drops_before.get(name))
-                .saturating_add(ns[i])
-        };
+        let rises: [u64; 3] = std::array::from_fn(|i| host_rises[i].saturating_add(ns[i]));
         let (fullest_count, fullest_label) =
             fullest(count, all.then(|| self.namespaces.worst()).flatten());
         let others: u64 = if all {
@@ -909,6 +960,33 @@ impl Watcher<'_> {
                 .sum()
         } else {
             0
+        };
+        let table_count = count.saturating_add(others);
+        // New flows per second: the kernel's `insert` count where it still
+        // counts, else (and at least) what the entries and losses show over
+        // the last window, long enough to hold two namespace scans.
+        let inserted = self
+            .state
+            .counters
+            .deltas
+            .monotonic(CtCounter::Insert)
+            .and_then(|total| {
+                let rate = flow_rate(g.last_insert, total, now);
+                g.last_insert = Some((total, now));
+                rate
+            });
+        g.losses = g.losses.saturating_add(rises.iter().sum());
+        let window = if all {
+            self.interval.max(self.cfg.watch.namespaces_every) * 2
+        } else {
+            self.interval * 2
+        };
+        let seen = g
+            .window
+            .rate(at, table_count.saturating_add(g.losses), window);
+        let rate = match (inserted, seen) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
         };
         g.budget_bytes = self
             .cfg
@@ -921,10 +999,10 @@ impl Watcher<'_> {
             page_size: self.host.page_size,
             fullest_count,
             fullest_label,
-            table_count: count.saturating_add(others),
-            drop: rise(0, "drop"),
-            early_drop: rise(1, "early_drop"),
-            insert_failed: rise(2, "insert_failed"),
+            table_count,
+            drop: rises[0],
+            early_drop: rises[1],
+            insert_failed: rises[2],
             new_flow_rate: rate,
             udp_timeout: crate::kernel::kernel_u64(root, KEY_UDP_TIMEOUT).unwrap_or(30),
             entry_bytes: *g
@@ -984,6 +1062,7 @@ impl Watcher<'_> {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let rec = record(growth, configured, when);
+        g.own = Some((rec.max, rec.buckets));
         let mut evs = GrowStep {
             growth: step.growth.take(),
             limited: step.limited.take(),
