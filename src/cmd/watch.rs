@@ -348,6 +348,7 @@ impl Watcher<'_> {
             }
         };
         self.ns_scan = None;
+        self.grower.scans += 1;
         let mut evs = self.namespaces.step(&self.thresholds, &scan, at);
         evs.extend(self.ns_access(denied));
         // "table full in netns N": which container that is. Lines from
@@ -798,6 +799,13 @@ struct Grower {
     /// The max and buckets this watchdog grew the table to (this process,
     /// or an earlier one this boot): expected from then on, not drift.
     own: Option<(u64, u64)>,
+    /// Namespace scan results taken, and how many of them the last growth
+    /// step had seen.
+    scans: u64,
+    scans_used: u64,
+    /// Scan results whose loss rises do not trigger a growth (they were
+    /// read before the last growth took effect).
+    absorb: u8,
     /// Each watched namespace's drop totals as last seen, by inode.
     ns_seen: BTreeMap<u64, [u64; 3]>,
     /// Bytes per entry, read from the slab once (its size is fixed while
@@ -942,6 +950,7 @@ impl Watcher<'_> {
             return Vec::new();
         }
         let root = &self.host.root;
+        let scanning = self.ns_scan.is_some();
         let g = &mut self.grower;
         let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
         let ns = if all {
@@ -950,6 +959,16 @@ impl Watcher<'_> {
             [0; 3]
         };
         let rises: [u64; 3] = std::array::from_fn(|i| host_rises[i].saturating_add(ns[i]));
+        // A scan read while or just before the table grew still shows the
+        // drops the growth answered: they count as flows, not as a reason
+        // to grow again (seen here: a second doubling one scan later).
+        let fresh_scan = std::mem::replace(&mut g.scans_used, g.scans) != g.scans;
+        let trigger_rises = if fresh_scan && g.absorb > 0 {
+            g.absorb -= 1;
+            host_rises
+        } else {
+            rises
+        };
         let (fullest_count, fullest_label) =
             fullest(count, all.then(|| self.namespaces.worst()).flatten());
         let others: u64 = if all {
@@ -1000,9 +1019,9 @@ impl Watcher<'_> {
             fullest_count,
             fullest_label,
             table_count,
-            drop: rises[0],
-            early_drop: rises[1],
-            insert_failed: rises[2],
+            drop: trigger_rises[0],
+            early_drop: trigger_rises[1],
+            insert_failed: trigger_rises[2],
             new_flow_rate: rate,
             udp_timeout: crate::kernel::kernel_u64(root, KEY_UDP_TIMEOUT).unwrap_or(30),
             entry_bytes: *g
@@ -1063,6 +1082,9 @@ impl Watcher<'_> {
             .map_or(0, |d| d.as_secs());
         let rec = record(growth, configured, when);
         g.own = Some((rec.max, rec.buckets));
+        // The scan running now (if any) and the next one read drops from
+        // before this growth.
+        g.absorb = if scanning { 2 } else { 1 };
         let mut evs = GrowStep {
             growth: step.growth.take(),
             limited: step.limited.take(),
