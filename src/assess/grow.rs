@@ -16,7 +16,8 @@
 //! - **bounded**: at most one growth per `every`; nothing is ever lowered;
 //!   a max the operator set at or above the budget is left alone;
 //! - **said once**: when the budget binds, one `grow_limited`, then silence
-//!   until the budget, the max or the load changes.
+//!   until the budget, the max or the load changes (what it needs more than
+//!   doubles).
 //!
 //! Pure: the caller samples, calls [`GrowTracker::step`], writes what the
 //! returned [`Growth`] says (max first, then buckets, timing that write),
@@ -260,7 +261,7 @@ impl GrowStep {
 }
 
 /// The `grow_limited` already logged, and what it was about: logged again
-/// only when one of these changes (the load only when it rises).
+/// only when one of these changes (the load only when what it needs more than doubles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitedNote {
     /// The budget's cap on max.
@@ -421,7 +422,14 @@ impl GrowTracker {
     fn limited_again(&self, note: LimitedNote) -> bool {
         match self.limited {
             None => true,
-            Some(l) => l.cap != note.cap || l.max != note.max || note.rate_max > l.rate_max,
+            // The rate is estimated over a window that starts before a
+            // ramp-up: its plan size climbs a rounding step or two while
+            // the load settles. Only more than twice the need said is news.
+            Some(l) => {
+                l.cap != note.cap
+                    || l.max != note.max
+                    || note.rate_max > l.rate_max.saturating_mul(2)
+            }
         }
     }
 }
@@ -779,6 +787,9 @@ mod tests {
             Some("524288")
         );
         assert_eq!(t.step(&p, &at_cap, secs(2010)), GrowStep::default());
+        // Plan's size one rounding step up (at most twice): no news.
+        at_cap.new_flow_rate = Some(9000.0);
+        assert_eq!(t.step(&p, &at_cap, secs(2015)), GrowStep::default());
         // A lower rate is no news.
         at_cap.new_flow_rate = Some(10.0);
         assert_eq!(t.step(&p, &at_cap, secs(2020)), GrowStep::default());

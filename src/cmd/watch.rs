@@ -638,9 +638,15 @@ impl Watcher<'_> {
             Ok(cfg) => {
                 // A new configuration is a new start for keys given up on.
                 self.state.restore = Default::default();
-                // A changed budget or max may say grow_limited again.
+                // A changed budget or max may say grow_limited again; an
+                // edited max forgets the growth (as apply does with the
+                // records): the max the operator wrote is expected again.
                 if cfg.grow != self.cfg.grow || cfg.conntrack.max != self.cfg.conntrack.max {
                     self.grower.tracker.limited = None;
+                }
+                if cfg.conntrack.max != self.cfg.conntrack.max {
+                    self.grower.tracker.ours = None;
+                    self.grower.own = None;
                 }
                 self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
                 self.thresholds = Thresholds::new(&cfg.watch, self.interval);
