@@ -309,7 +309,12 @@ podman_try() {
     done
     # --network none: a private netns of its own and nothing on the host.
     # Bounded: the container sleeps 60 s at most.
-    timeout 60 podman --cgroup-manager=cgroupfs run -d --name "$PODMAN_CTR" \
+    # runc, not Debian's default crun: crun refuses a host with cgroup v1
+    # and v2 mounted side by side ("cgroups in hybrid mode not supported"),
+    # as this CI machine has; .ci/run installs runc.
+    local rt=()
+    command -v runc >/dev/null && rt=(--runtime "$(command -v runc)")
+    timeout 60 podman "${rt[@]}" --cgroup-manager=cgroupfs run -d --name "$PODMAN_CTR" \
         --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
         --rootfs "$rootfs" /bin/sleep 60 2>&1 >/dev/null | tail -n 1
     [[ ${PIPESTATUS[0]} == 0 ]]
