@@ -295,3 +295,78 @@ fn text_for_people() {
         "{text}"
     );
 }
+
+/// Issue 20: the budget, the headroom left, and what the watchdog grew this
+/// boot (its record under /run), which is expected, not drift.
+#[test]
+fn budget_headroom_and_the_grown_record() {
+    let root = FakeRoot::new();
+    std::fs::create_dir_all(root.path().join("run/conntrack-guard")).unwrap();
+    root.write("proc/meminfo", "MemTotal: 1048576 kB\n");
+    root.config("[conntrack]\nmax = 1000\n\n[grow]\nbudget = \"1MiB\"\n");
+    // Before growing: no record, max 1000 at 384 B + 512 buckets x 8 B.
+    let (code, v) = json(&root, &[]);
+    assert_eq!(code, 0, "{v}");
+    let b = &v["grow"]["budget"];
+    assert_eq!(b["budget_bytes"], 1 << 20);
+    assert_eq!(b["entry_bytes"], 384);
+    assert_eq!(b["worst_case_bytes"], 1000 * 384 + 512 * 8);
+    assert_eq!(b["headroom_bytes"], (1 << 20) - 1000 * 384 - 512 * 8);
+    assert_eq!(b["fits"], true);
+    // 1 MiB holds 2709 entries at 384 B with 1024 buckets (max / 4 as the
+    // kernel rounds it, to a page of 512) x 8 B.
+    assert_eq!(b["max_allowed"], 2709);
+    assert!(v["grow"]["grown"].is_null(), "{v}");
+
+    // The watchdog grew max to 2048 and recorded it.
+    root.sysctl("nf_conntrack_max", "2048");
+    root.write(
+        "run/conntrack-guard/grown",
+        "max=2048\nbuckets=512\nconfigured=1000\nat=1796652180\nreason=fill 96% in host\n",
+    );
+    let (code, v) = json(&root, &[]);
+    assert_eq!(code, 0, "grown is not drift: {v}");
+    let g = &v["grow"]["grown"];
+    assert_eq!(g["max"], 2048);
+    assert_eq!(g["configured"], 1000);
+    assert_eq!(g["at_utc"], "2026-12-07 14:03 UTC");
+    assert_eq!(g["reason"], "fill 96% in host");
+    assert_eq!(v["grow"]["budget"]["max"], 2048);
+    let (_, text, _) = status(&root, &["--window", "0"]);
+    assert!(
+        text.contains(
+            "  grown     to 2048 on 2026-12-07 14:03 UTC after fill 96% in host; configured 1000"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  budget    [grow] budget 1MiB = 1.0 MiB; worst case at max 2048: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("; the budget allows max up to 2709"),
+        "{text}"
+    );
+
+    // A smaller budget: the grown max is no longer trusted, so it is drift.
+    root.config("[conntrack]\nmax = 1000\n\n[grow]\nbudget = \"512KiB\"\n");
+    let (code, v) = json(&root, &[]);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["grow"]["grown"].is_null());
+    assert!(v["grow"]["record_ignored"]
+        .as_str()
+        .unwrap()
+        .contains("above the 512KiB budget"));
+    assert_eq!(v["grow"]["budget"]["fits"], false);
+    let (_, text, _) = status(&root, &["--window", "0"]);
+    assert!(text.contains("OVER the budget by "), "{text}");
+
+    // A budget in percent without a readable RAM figure: said, not guessed.
+    std::fs::remove_file(root.path().join("proc/meminfo")).unwrap();
+    root.config("[conntrack]\nmax = 1000\n");
+    let (_, text, _) = status(&root, &["--window", "0"]);
+    assert!(
+        text.contains("  budget    unknown (RAM unreadable)"),
+        "{text}"
+    );
+}

@@ -13,9 +13,11 @@
 
 use serde::Serialize;
 
+use crate::assess::grow::boot_cap;
 use crate::config::{Config, MAX_CONNTRACK_MAX};
 pub use crate::kernel::facts::{parse_version, KernelFacts};
 use crate::kernel::hashsize;
+use crate::kernel::slab::worst_case_bytes;
 use crate::report::table::human_bytes;
 
 /// The first kernel with the 2-second rule.
@@ -74,6 +76,10 @@ pub struct Plan {
     pub policy_reason: String,
     /// The `[conntrack]` block to paste.
     pub config_block: String,
+    /// The recommended max against the `[grow]` budget on this machine
+    /// (set by the caller, which knows the RAM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetView>,
 }
 
 /// Pick the timeout that holds a short request/response flow on this
@@ -228,6 +234,79 @@ pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
         max_policy,
         policy_reason,
         config_block,
+        budget: None,
+    }
+}
+
+/// The table against the `[grow]` budget: what `status` shows for the
+/// current max, `plan` for the recommended one, `doctor` for the
+/// configured one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BudgetView {
+    /// `[grow] budget` as configured ("2%", "512MiB").
+    pub budget: String,
+    /// The budget in bytes on this machine.
+    pub budget_bytes: u64,
+    /// Bytes per entry counted ([`crate::kernel::slab::entry_bytes`]).
+    pub entry_bytes: u64,
+    /// The max judged.
+    pub max: u64,
+    /// The buckets with it.
+    pub buckets: u64,
+    /// Worst-case memory at `max` and `buckets`: every entry in use.
+    pub worst_case_bytes: u64,
+    /// What is left of the budget at `max`; 0 when over it.
+    pub headroom_bytes: u64,
+    /// Whether `max` fits the budget.
+    pub fits: bool,
+    /// The largest max the budget allows here, buckets sized with it as
+    /// apply does at boot (max / 4, never fewer than `buckets`): how far
+    /// the watchdog may grow and the next boot start from.
+    pub max_allowed: u64,
+}
+
+/// Judge `max` (with `buckets`) against a budget of `budget_bytes`. Pure.
+pub fn budget_view(
+    budget: &str,
+    budget_bytes: u64,
+    entry_bytes: u64,
+    page_size: u64,
+    max: u64,
+    buckets: u64,
+) -> BudgetView {
+    let worst = worst_case_bytes(max, buckets, entry_bytes);
+    BudgetView {
+        budget: budget.to_string(),
+        budget_bytes,
+        entry_bytes,
+        max,
+        buckets,
+        worst_case_bytes: worst,
+        headroom_bytes: budget_bytes.saturating_sub(worst),
+        fits: worst <= budget_bytes,
+        max_allowed: boot_cap(budget_bytes, entry_bytes, buckets, page_size),
+    }
+}
+
+impl BudgetView {
+    /// `[grow] budget 2% = 491.5 MiB`.
+    pub fn budget_text(&self) -> String {
+        format!(
+            "[grow] budget {} = {}",
+            self.budget,
+            human_bytes(self.budget_bytes)
+        )
+    }
+
+    /// `worst case at max 524288: 192.3 MiB (384 B per entry + buckets)`.
+    pub fn worst_text(&self) -> String {
+        format!(
+            "worst case at max {}: {} ({} B per entry + {} buckets x 8 B)",
+            self.max,
+            human_bytes(self.worst_case_bytes),
+            self.entry_bytes,
+            self.buckets
+        )
     }
 }
 
@@ -292,6 +371,24 @@ impl Plan {
             "policy:            max_policy = \"{}\": {}\n",
             self.max_policy, self.policy_reason
         ));
+        if let Some(b) = &self.budget {
+            let verdict = if b.fits {
+                format!("the recommended max fits ({})", b.worst_text())
+            } else {
+                format!(
+                    "the recommended max does NOT fit ({}): configured, apply still sets \
+                     it, and the watchdog never grows past it; raise [grow] budget to at \
+                     least {} to cover it",
+                    b.worst_text(),
+                    human_bytes(b.worst_case_bytes)
+                )
+            };
+            s.push_str(&format!(
+                "budget:            {} allows max up to {} here; {verdict}\n",
+                b.budget_text(),
+                b.max_allowed
+            ));
+        }
         s.push_str(
             "drop points:       these settings size the conntrack table; UDP is also \
              dropped silently when a socket's receive buffer is full (SO_RCVBUF, \
@@ -416,5 +513,44 @@ mod tests {
         assert_eq!(parse_version("6.18.0-1-amd64"), Some((6, 18)));
         assert_eq!(parse_version("5.4.0"), Some((5, 4)));
         assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn budget_view_says_what_fits() {
+        let v = budget_view("512MiB", 512 << 20, 384, 4096, 262_144, 65_536);
+        assert_eq!(v.worst_case_bytes, 262_144 * 384 + 65_536 * 8);
+        assert!(v.fits);
+        assert_eq!(v.headroom_bytes, (512 << 20) - v.worst_case_bytes);
+        // The cap counts buckets at max / 4 as the kernel rounds them.
+        let cap = v.max_allowed;
+        let worst =
+            |m: u64| worst_case_bytes(m, hashsize::kernel_buckets(m / 4, 4096).max(65_536), 384);
+        assert!(
+            worst(cap) <= 512 << 20 && worst(cap + 1) > 512 << 20,
+            "{cap}"
+        );
+        assert_eq!(v.budget_text(), "[grow] budget 512MiB = 512.0 MiB");
+        // Over: no headroom, not a wrapped number.
+        let v = budget_view("1MiB", 1 << 20, 384, 4096, 262_144, 65_536);
+        assert!(!v.fits);
+        assert_eq!(v.headroom_bytes, 0);
+        // Plan's text names the budget and the verdict.
+        let mut p = plan(
+            &Request {
+                rate: 750.0,
+                timeout: None,
+                headroom: 2.0,
+            },
+            &Config::default(),
+            &k((6, 18)),
+        );
+        assert!(!p.text().contains("budget:"));
+        p.budget = Some(budget_view("1MiB", 1 << 20, 320, 4096, p.max, p.buckets));
+        let t = p.text();
+        assert!(
+            t.contains("budget:            [grow] budget 1MiB = 1.0 MiB allows max up to "),
+            "{t}"
+        );
+        assert!(t.contains("the recommended max does NOT fit"), "{t}");
     }
 }

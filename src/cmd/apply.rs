@@ -14,13 +14,14 @@ use crate::assess::lower::check_lower_max;
 use crate::config::{Config, ConfigError, Knob, Policy, KEY_BUCKETS, KEY_COUNT, KEY_MAX};
 use crate::exit;
 use crate::host::Host;
-use crate::kernel::hashsize::{self, KernelTarget};
+use crate::kernel::hashsize::{self, kernel_buckets, KernelTarget};
 use crate::kernel::module::{self, ModuleError, ModuleState};
-use crate::kernel::{entry_bytes, kernel_u64, ram_bytes, read_current, same_value};
+use crate::kernel::{entry_bytes, kernel_u64, ram_bytes, read_current, same_value, slab};
 use crate::report::events::{Event, Priority, Sink};
 use crate::report::ids;
 use crate::report::output;
 use crate::report::table::human_bytes;
+use crate::state::grown::{self, Remembered};
 use crate::sysroot::{PathError, SysRoot, HASHSIZE_PARAM};
 
 /// Which way a write moves a value.
@@ -110,6 +111,11 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// Config source, for messages.
     pub source: String,
+    /// The grown max this run started from instead of the configured one.
+    pub grown: Option<(Remembered, GrownFrom)>,
+    /// What happened to the growth records (discarded, written), for the
+    /// operator: not warnings.
+    pub notes: Vec<String>,
 }
 
 /// Why apply stopped before writing.
@@ -223,6 +229,9 @@ impl Report {
         for r in self.failed() {
             let _ = write!(s, "; {} failed", r.key);
         }
+        if let Some((r, from)) = &self.grown {
+            let _ = write!(s, "; max {} {} ({})", r.max, from.describe(), r.describe());
+        }
         s
     }
 
@@ -250,6 +259,13 @@ impl Report {
                     r.after.clone().or(r.before.clone()).unwrap_or_default(),
                 );
             }
+        }
+        if let Some((r, _)) = &self.grown {
+            ev = ev
+                .field("CONNTRACK_GROWN_MAX", r.max)
+                .field("CONNTRACK_CONFIGURED_MAX", r.configured)
+                .field("CONNTRACK_GROWN_AT", grown::fmt_utc(r.at))
+                .field("CONNTRACK_GROW_REASON", &r.reason);
         }
         ev = ev
             .field("CONNTRACK_CHANGED", self.changed())
@@ -382,18 +398,28 @@ pub fn apply(
     wait: Duration,
 ) -> Result<Report, ApplyError> {
     let root = &host.root;
-    let module = module::ensure(
-        root,
-        host.loader.as_ref(),
-        cfg.conntrack.buckets_value(),
-        dry_run,
-        wait,
-    )?;
+    let start = start(root, cfg, host.page_size);
+    let buckets_at_load = match &start.grown {
+        Some((r, _)) if r.buckets > 0 => Some(r.buckets),
+        _ => cfg.conntrack.buckets_value(),
+    };
+    let module = module::ensure(root, host.loader.as_ref(), buckets_at_load, dry_run, wait)?;
     let mut warnings = preflight(root, cfg, &module)?;
+    warnings.extend(start.warnings.iter().cloned());
     if !dry_run {
         warnings.extend(ensure_ctnetlink(host));
     }
-    let targets = hashsize::targets(cfg, host.page_size);
+    // A max the watchdog grew (this boot, or remembered from an earlier
+    // one) is the target, not the configured one: a restart of this step
+    // (a config reload) never shrinks it, and a boot starts from it.
+    let grown_record = start.grown.as_ref().map(|(r, _)| r);
+    let targets = grown::expected_targets(
+        hashsize::targets(cfg, host.page_size),
+        grown_record,
+        cfg.conntrack.max.value(),
+        u64::MAX,
+    );
+    let grown_note = grown_record.map(Remembered::describe);
     let lowering_max = targets.iter().any(|t| {
         t.key == KEY_MAX
             && matches!(
@@ -417,6 +443,9 @@ pub fn apply(
             outcome: Outcome::Unchanged,
             note: t.rounding_note(),
         };
+        if t.key == KEY_MAX {
+            row.note = row.note.or(grown_note.clone());
+        }
         match decide(t, before.as_deref(), in_use) {
             Step::Keep(outcome) => {
                 // A dry run leaves the "after" column empty: nothing was done.
@@ -427,17 +456,262 @@ pub fn apply(
                 row.outcome = Outcome::WouldSet;
             }
             Step::Write(d) if dry_run => row.outcome = Outcome::WouldChange(d),
-            Step::Write(d) => row = write_and_verify(root, t, before, d),
+            Step::Write(d) => {
+                let note = row.note.take();
+                row = write_and_verify(root, t, before, d);
+                row.note = row.note.or(note);
+            }
         }
         rows.push(row);
     }
+    let mut notes = Vec::new();
+    if !dry_run {
+        notes.extend(start.record(root, &rows, &mut warnings));
+        handoff_entry_bytes(root, &mut warnings);
+    }
+    notes.extend(start.notes(dry_run));
     Ok(Report {
         rows,
         module,
         dry_run,
         warnings,
         source: cfg.source_name(),
+        grown: start.grown,
+        notes,
     })
+}
+
+/// Hand the bytes per entry measured here (root reads the slab) to the
+/// watchdog, which cannot: its growth budget then counts the same figure
+/// as `plan`, `status` and this step.
+fn handoff_entry_bytes(root: &SysRoot, warnings: &mut Vec<String>) {
+    if let Some(n) = slab::measured_entry_bytes(root) {
+        if let Err(e) = slab::write_handoff(root, n) {
+            warnings.push(format!(
+                "cannot hand the measured {n} B per entry to the watchdog: {e} \
+                 (it counts {} B per entry)",
+                slab::DEFAULT_ENTRY_BYTES
+            ));
+        }
+    }
+}
+
+/// Where a run's max comes from when it is not the configured one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrownFrom {
+    /// The watchdog grew it earlier this boot ([`grown::THIS_BOOT`]).
+    ThisBoot,
+    /// Remembered from an earlier boot ([`grown::REMEMBERED`]).
+    Remembered,
+}
+
+impl GrownFrom {
+    fn describe(self) -> &'static str {
+        match self {
+            GrownFrom::ThisBoot => "as grown by the watchdog this boot",
+            GrownFrom::Remembered => "remembered from an earlier boot",
+        }
+    }
+}
+
+/// What apply starts from: the configured max, or a grown one, and what to
+/// do with the growth records. Decided before anything is written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Start {
+    /// The grown max (and the buckets to set with it) to apply, and where it
+    /// comes from.
+    pub grown: Option<(Remembered, GrownFrom)>,
+    /// Records that are not used, said as warnings.
+    pub warnings: Vec<String>,
+    /// Records to remove on a real run, each with why.
+    pub forget: Vec<(&'static str, String)>,
+}
+
+/// The inputs of [`decide_start`], read by [`start`].
+#[derive(Debug, Clone)]
+pub struct StartInputs {
+    /// The configured max; `None` for `max = "keep"`.
+    pub configured_max: Option<u64>,
+    /// The configured buckets as the kernel stores them; `None` for keep.
+    pub configured_buckets: Option<u64>,
+    /// `[grow] remember`.
+    pub remember: bool,
+    /// The budget in bytes on this machine.
+    pub budget_bytes: u64,
+    /// The budget as configured, for messages.
+    pub budget: String,
+    /// Bytes per entry.
+    pub entry_bytes: u64,
+    /// The page size the kernel rounds buckets to.
+    pub page_size: u64,
+}
+
+/// Read the growth records and decide [`Start`].
+pub fn start(root: &SysRoot, cfg: &Config, page_size: u64) -> Start {
+    let inputs = StartInputs {
+        configured_max: cfg.conntrack.max.value(),
+        configured_buckets: cfg
+            .conntrack
+            .buckets_value()
+            .map(|b| kernel_buckets(b, page_size)),
+        remember: cfg.grow.remember,
+        budget_bytes: grown::budget_bytes(root, cfg.grow.budget),
+        budget: cfg.grow.budget.to_string(),
+        entry_bytes: slab::entry_bytes(root),
+        page_size,
+    };
+    let this_boot = crate::observe::this_boot(root, cfg);
+    // The remembered file is read only when it can matter.
+    let remembered = || grown::read(root, grown::REMEMBERED).map_err(|e| e.to_string());
+    decide_start(&inputs, &this_boot, remembered)
+}
+
+/// Decide [`Start`] from this boot's record as every reader judges it
+/// ([`crate::observe::this_boot`]) and, with `remember`, the remembered
+/// one, read through `remembered` only when needed. Pure but for that
+/// read:
+/// - this boot's trusted record wins: the watchdog grew it after this
+///   boot's apply, so a rerun keeps it;
+/// - a record of either kind grown from another configured max is
+///   discarded: editing max in the conffile is the operator deciding again;
+/// - a remembered max above the configured one, within the budget as
+///   apply sizes it at boot ([`crate::assess::grow::boot_cap`]), is
+///   started from, buckets with it (towards max / 4, never fewer than
+///   configured);
+/// - anything unreadable, hostile or above the budget is ignored with a
+///   warning (the remembered file is left for a person to look at).
+pub fn decide_start(
+    i: &StartInputs,
+    this_boot: &crate::observe::ThisBoot,
+    remembered: impl FnOnce() -> Result<Option<Remembered>, String>,
+) -> Start {
+    let mut st = Start::default();
+    let Some(configured) = i.configured_max else {
+        return st;
+    };
+    if let Some(r) = this_boot.grown() {
+        st.grown = Some((r.clone(), GrownFrom::ThisBoot));
+        return st;
+    }
+    if let Some(r) = &this_boot.record {
+        if r.configured != configured {
+            let why = format!(
+                "max is configured {configured} now, not {}: the max {} grown from it is forgotten",
+                r.configured, r.max
+            );
+            st.forget.push((grown::THIS_BOOT, why.clone()));
+            st.forget.push((grown::REMEMBERED, why));
+            return st;
+        }
+    }
+    if let Some(why) = &this_boot.ignored {
+        st.warnings.push(format!("{why}; the record is replaced"));
+        st.forget
+            .push((grown::THIS_BOOT, "this boot's record was not usable".into()));
+    }
+    if !i.remember {
+        return st;
+    }
+    let r = match remembered() {
+        Ok(Some(r)) => r,
+        Ok(None) => return st,
+        Err(e) => {
+            st.warnings.push(format!(
+                "ignoring the remembered growth: {e}; the configured max {configured} \
+                 applies (remove the file to silence this)"
+            ));
+            return st;
+        }
+    };
+    let cap = crate::assess::grow::boot_cap(
+        i.budget_bytes,
+        i.entry_bytes,
+        i.configured_buckets.unwrap_or(0),
+        i.page_size,
+    );
+    match grown::verdict(&r, configured, cap) {
+        grown::Verdict::Use(max) => {
+            let buckets = i
+                .configured_buckets
+                .map_or(0, |b| kernel_buckets(max / 4, i.page_size).max(b));
+            st.grown = Some((
+                Remembered {
+                    max,
+                    buckets,
+                    configured,
+                    ..r
+                },
+                GrownFrom::Remembered,
+            ));
+        }
+        grown::Verdict::ConfigChanged { then, now } => st.forget.push((
+            grown::REMEMBERED,
+            format!(
+                "max is configured {now} now, not {then}: the remembered max {} ({}) \
+                 is forgotten",
+                r.max,
+                r.describe()
+            ),
+        )),
+        grown::Verdict::AboveBudget { max, cap } => st.warnings.push(format!(
+            "ignoring the remembered max {max} ({}): above the {} budget, which allows \
+             at most {cap} here; the configured max {configured} applies",
+            r.describe(),
+            i.budget
+        )),
+        grown::Verdict::NotAbove => st.warnings.push(format!(
+            "ignoring the remembered max {}: not above the configured {configured}",
+            r.max
+        )),
+    }
+    st
+}
+
+impl Start {
+    /// After the writes of a real run: forget what is to be forgotten, and
+    /// write this boot's record when a remembered max was applied (its max
+    /// row verified), so the watchdog, `status` and `doctor` expect it.
+    /// Returns notes; failures become warnings.
+    fn record(&self, root: &SysRoot, rows: &[Row], warnings: &mut Vec<String>) -> Vec<String> {
+        let mut notes = Vec::new();
+        for (rel, why) in &self.forget {
+            match grown::remove(root, rel) {
+                Ok(true) => notes.push(format!("{why} (removed /{rel})")),
+                Ok(false) => {}
+                Err(e) => warnings.push(format!("cannot forget the growth: {e}")),
+            }
+        }
+        let verified = rows.iter().any(|r| {
+            r.key == KEY_MAX
+                && matches!(
+                    r.outcome,
+                    Outcome::Changed(_) | Outcome::Unchanged | Outcome::KeptLarger
+                )
+        });
+        if let Some((r, GrownFrom::Remembered)) = &self.grown {
+            if verified {
+                if let Err(e) = grown::write(root, grown::THIS_BOOT, r) {
+                    warnings.push(format!(
+                        "cannot record the remembered max for this boot: {e}; the watchdog \
+                         and status may take {} for drift",
+                        r.max
+                    ));
+                }
+            }
+        }
+        notes
+    }
+
+    /// The notes a dry run gives instead of acting.
+    fn notes(&self, dry_run: bool) -> Vec<String> {
+        if !dry_run {
+            return Vec::new();
+        }
+        self.forget
+            .iter()
+            .map(|(rel, why)| format!("{why} (would remove /{rel})"))
+            .collect()
+    }
 }
 
 /// The watchdog reads the conntrack counters over ctnetlink first, which
@@ -640,6 +914,9 @@ pub fn run(host: &Host, config_path: Option<&Path>, dry_run: bool, sink: &mut dy
     for w in &report.warnings {
         output::err(&format!("conntrack-guard: warning: {w}"));
     }
+    for n in &report.notes {
+        output::err(&format!("conntrack-guard: {n}"));
+    }
     let mut text = report.table();
     // Under systemd, stdout is the journal too and the summary goes there as
     // a structured entry below; print it only where people read stdout.
@@ -678,6 +955,158 @@ mod tests {
     fn value_comparison_ignores_tabs() {
         assert!(same_value("4096\t87380\t6291456", "4096 87380 6291456"));
         assert!(!same_value("10", "15"));
+    }
+
+    fn inputs() -> StartInputs {
+        StartInputs {
+            configured_max: Some(262_144),
+            configured_buckets: Some(65_536),
+            remember: true,
+            budget_bytes: 512 << 20,
+            budget: "512MiB".into(),
+            entry_bytes: 384,
+            page_size: 4096,
+        }
+    }
+
+    fn rec(max: u64, configured: u64) -> Remembered {
+        Remembered {
+            max,
+            buckets: 65_536,
+            configured,
+            at: 1_796_652_180,
+            reason: "early_drop +1234".into(),
+        }
+    }
+
+    fn boot(
+        r: Option<Remembered>,
+        trusted: bool,
+        ignored: Option<&str>,
+    ) -> crate::observe::ThisBoot {
+        crate::observe::ThisBoot {
+            record: r,
+            trusted,
+            ignored: ignored.map(String::from),
+            cap: u64::MAX,
+        }
+    }
+
+    #[test]
+    fn a_boot_starts_from_the_remembered_max_with_buckets_for_it() {
+        let st = decide_start(&inputs(), &boot(None, false, None), || {
+            Ok(Some(rec(524_288, 262_144)))
+        });
+        let (r, from) = st.grown.unwrap();
+        assert_eq!(from, GrownFrom::Remembered);
+        assert_eq!(
+            (r.max, r.buckets, r.configured),
+            (524_288, 131_072, 262_144)
+        );
+        assert_eq!(r.reason, "early_drop +1234");
+        assert!(st.warnings.is_empty() && st.forget.is_empty());
+    }
+
+    #[test]
+    fn this_boots_record_wins_and_the_remembered_file_is_not_read() {
+        let st = decide_start(
+            &inputs(),
+            &boot(Some(rec(1_048_576, 262_144)), true, None),
+            || panic!("not read"),
+        );
+        assert_eq!(
+            st.grown.unwrap(),
+            (rec(1_048_576, 262_144), GrownFrom::ThisBoot)
+        );
+    }
+
+    #[test]
+    fn editing_max_forgets_both_records() {
+        let mut i = inputs();
+        i.configured_max = Some(300_000);
+        let st = decide_start(
+            &i,
+            &boot(Some(rec(524_288, 262_144)), false, Some("x")),
+            || panic!("not read"),
+        );
+        assert!(st.grown.is_none());
+        let rels: Vec<_> = st.forget.iter().map(|(r, _)| *r).collect();
+        assert_eq!(rels, [grown::THIS_BOOT, grown::REMEMBERED]);
+        assert!(st.forget[0].1.contains("configured 300000 now, not 262144"));
+        // At boot (no record under /run): the remembered one alone.
+        let st = decide_start(&i, &boot(None, false, None), || {
+            Ok(Some(rec(524_288, 262_144)))
+        });
+        assert!(st.grown.is_none());
+        assert_eq!(st.forget.len(), 1);
+        assert_eq!(st.forget[0].0, grown::REMEMBERED);
+        assert!(st.forget[0]
+            .1
+            .contains("remembered max 524288 (grown on 2026-12-07 14:03 UTC"));
+    }
+
+    #[test]
+    fn hostile_or_over_budget_is_ignored_with_a_warning() {
+        let st = decide_start(&inputs(), &boot(None, false, None), || {
+            Err("/var/lib/conntrack-guard/grown: is a symbolic link; not followed".into())
+        });
+        assert!(st.grown.is_none() && st.forget.is_empty());
+        assert!(
+            st.warnings[0].contains("symbolic link"),
+            "{:?}",
+            st.warnings
+        );
+        // 512 MiB holds about 1.38M entries at 384 B plus buckets.
+        let st = decide_start(&inputs(), &boot(None, false, None), || {
+            Ok(Some(rec(2_097_152, 262_144)))
+        });
+        assert!(st.grown.is_none());
+        assert!(
+            st.warnings[0].contains("above the 512MiB budget, which allows at most 13"),
+            "{:?}",
+            st.warnings
+        );
+        // RAM unknown with a share of it: nothing is trusted.
+        let mut i = inputs();
+        i.budget_bytes = 0;
+        let st = decide_start(&i, &boot(None, false, None), || {
+            Ok(Some(rec(524_288, 262_144)))
+        });
+        assert!(st.grown.is_none());
+        // Not above the configured max.
+        let st = decide_start(&inputs(), &boot(None, false, None), || {
+            Ok(Some(rec(100, 262_144)))
+        });
+        assert!(st.grown.is_none() && st.warnings[0].contains("not above"));
+    }
+
+    #[test]
+    fn remember_false_or_max_keep_ignores_the_remembered_file() {
+        let mut i = inputs();
+        i.remember = false;
+        let st = decide_start(&i, &boot(None, false, None), || panic!("not read"));
+        assert_eq!(st, Start::default());
+        let mut i = inputs();
+        i.configured_max = None;
+        let st = decide_start(&i, &boot(Some(rec(524_288, 262_144)), false, None), || {
+            panic!("not read")
+        });
+        assert_eq!(st, Start::default());
+    }
+
+    #[test]
+    fn an_unusable_record_of_this_boot_is_replaced() {
+        let st = decide_start(
+            &inputs(),
+            &boot(
+                None,
+                false,
+                Some("ignoring this boot's growth record: garbage"),
+            ),
+            || Ok(None),
+        );
+        assert_eq!(st.forget[0].0, grown::THIS_BOOT);
+        assert!(st.warnings[0].contains("garbage; the record is replaced"));
     }
 
     #[test]

@@ -164,6 +164,7 @@ pub fn check(root: &SysRoot, cfg: &Config, rules: &dyn RulesetSource) -> Report 
     f.extend(check_units(root));
     f.extend(check_writers(root, cfg));
     f.extend(check_ruleset(rules));
+    f.extend(check_grow(root, cfg));
     Report::new(f)
 }
 
@@ -760,6 +761,99 @@ pub fn check_units(root: &SysRoot) -> Vec<Finding> {
 }
 
 // ---------------------------------------------------------------------
+
+/// What the watchdog grew this boot ([`crate::observe::this_boot`], the
+/// one judgement the watchdog, `status` and `apply` make too): a trusted
+/// record is expected, not drift; one that is not trusted is said. Nothing
+/// when there is no record.
+pub fn check_grow(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
+    const C: &str = "grow";
+    let boot = crate::observe::this_boot(root, cfg);
+    let at = format!("/{}", crate::state::grown::THIS_BOOT);
+    let mut out = Vec::new();
+    if let Some(r) = boot.grown() {
+        out.push(
+            Finding::new(
+                C,
+                Severity::Ok,
+                format!(
+                    "the watchdog grew max to {} this boot ({}): expected, not drift",
+                    r.max,
+                    r.describe()
+                ),
+            )
+            .at(&at),
+        );
+    }
+    if let Some(why) = boot.ignored {
+        out.push(
+            Finding::new(C, Severity::Warning, why)
+                .at(&at)
+                .fix("systemctl restart conntrack-guard-apply (applies the configured max and discards the record)"),
+        );
+    }
+    out.extend(check_budget(root, cfg));
+    out
+}
+
+/// The configured max against `[grow] budget`: above it, the max is kept
+/// as configured (the operator said so) but the watchdog never grows it,
+/// which the operator may not expect. Nothing with growth off, or when the
+/// budget is a share of RAM that cannot be read.
+fn check_budget(root: &SysRoot, cfg: &Config) -> Option<Finding> {
+    const C: &str = "grow";
+    let max = cfg.conntrack.max.value().filter(|_| cfg.grow.enabled)?;
+    if matches!(cfg.grow.budget, config::Budget::Percent(_))
+        && crate::kernel::ram_bytes(root).is_none()
+    {
+        return None;
+    }
+    let page = crate::kernel::hashsize::page_size();
+    let buckets = cfg
+        .conntrack
+        .buckets_value()
+        .map(|b| crate::kernel::hashsize::kernel_buckets(b, page))
+        .or_else(|| crate::kernel::kernel_u64(root, KEY_BUCKETS))
+        .unwrap_or(0);
+    let v = crate::assess::sizing::budget_view(
+        &cfg.grow.budget.to_string(),
+        crate::state::grown::budget_bytes(root, cfg.grow.budget),
+        crate::kernel::slab::entry_bytes(root),
+        page,
+        max,
+        buckets,
+    );
+    let at = cfg.source_name();
+    Some(if v.fits {
+        Finding::new(
+            C,
+            Severity::Ok,
+            format!(
+                "the configured max fits the {} ({}); the watchdog may grow it up to {}",
+                v.budget_text(),
+                v.worst_text(),
+                v.max_allowed
+            ),
+        )
+        .at(at)
+    } else {
+        Finding::new(
+            C,
+            Severity::Warning,
+            format!(
+                "the configured max already exceeds the {}: {}; it is kept as configured, \
+                 and the watchdog never grows it",
+                v.budget_text(),
+                v.worst_text()
+            ),
+        )
+        .at(at)
+        .fix(format!(
+            "raise [grow] budget to at least {}, or lower [conntrack] max",
+            crate::report::table::human_bytes(v.worst_case_bytes)
+        ))
+    })
+}
 
 /// Known processes that write our keys.
 pub fn check_writers(root: &SysRoot, cfg: &Config) -> Vec<Finding> {

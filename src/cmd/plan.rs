@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use crate::assess::sizing::{plan, Request};
+use crate::assess::sizing::{budget_view, plan, BudgetView, Request};
+use crate::config::Config;
 use crate::exit;
 use crate::kernel::facts::KernelFacts;
 use crate::report::output;
@@ -27,7 +28,7 @@ pub fn run(
         }
     };
     let facts = KernelFacts::read(root);
-    let p = plan(
+    let mut p = plan(
         &Request {
             rate,
             timeout,
@@ -36,10 +37,34 @@ pub fn run(
         &cfg,
         &facts,
     );
+    p.budget = budget(root, &cfg, &facts, p.max, p.buckets);
     let text = if json {
         serde_json::to_string_pretty(&p).unwrap_or_default() + "\n"
     } else {
         p.text()
     };
     output::out_or(&text, exit::OK, exit::FAILURE)
+}
+
+/// The recommended max against `[grow] budget` on this machine; `None`
+/// with growth off, or when the budget is a share of RAM that cannot be
+/// read.
+fn budget(
+    root: &SysRoot,
+    cfg: &Config,
+    facts: &KernelFacts,
+    max: u64,
+    buckets: u64,
+) -> Option<BudgetView> {
+    let bytes = crate::state::grown::budget_bytes(root, cfg.grow.budget);
+    (cfg.grow.enabled && bytes > 0).then(|| {
+        budget_view(
+            &cfg.grow.budget.to_string(),
+            bytes,
+            facts.entry_bytes,
+            facts.page_size,
+            max,
+            buckets,
+        )
+    })
 }

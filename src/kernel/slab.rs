@@ -23,7 +23,7 @@
 //! `nf_conntrack` object plus one `kmalloc-128` object: 384 B.
 
 use crate::kernel::{read_parse, FileError};
-use crate::sysroot::SysRoot;
+use crate::sysroot::{write_atomic, PathError, SysRoot};
 
 /// The slab statistics, relative to the root.
 pub const SLABINFO: &str = "proc/slabinfo";
@@ -44,6 +44,13 @@ pub const EXTENSION_BYTES: u64 = 128;
 /// [`EXTENSION_BYTES`], the 384 B a NATed entry measured here. Within the
 /// write-up's 300-400 B estimate.
 pub const DEFAULT_ENTRY_BYTES: u64 = DEFAULT_OBJECT_BYTES + EXTENSION_BYTES;
+/// Where apply, which runs as root, leaves the bytes per entry it measured
+/// for the watchdog, which cannot read the slab (0400): relative to the
+/// root, under /run so a new kernel measures again.
+pub const HANDOFF: &str = "run/conntrack-guard/entry-bytes";
+/// A handed-off figure outside this range is not believed: `struct
+/// nf_conn` has been 200-320 B on every kernel since 4.x.
+const HANDOFF_RANGE: std::ops::RangeInclusive<u64> = 64..=65_536;
 /// Bytes per hash bucket: one `hlist_nulls_head` pointer, allocated up front
 /// for every bucket whether used or not.
 pub const BUCKET_BYTES: u64 = 8;
@@ -135,10 +142,46 @@ pub fn entry_bytes_of(object: Option<u64>) -> u64 {
         .saturating_add(EXTENSION_BYTES)
 }
 
-/// Bytes per entry on the kernel under `root`: the measured slab object
-/// plus the extension area, or [`DEFAULT_ENTRY_BYTES`].
+/// Bytes per entry measured on the running kernel (the slab object plus the
+/// extension area), `None` when the slab cannot be read: the figure apply
+/// hands off ([`write_handoff`]), never the handed-off one itself.
+pub fn measured_entry_bytes(root: &SysRoot) -> Option<u64> {
+    object_bytes(root).map(|o| entry_bytes_of(Some(o)))
+}
+
+/// Parse the handed-off figure: one number in a believable range.
+pub fn parse_handoff(text: &str) -> Option<u64> {
+    text.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| HANDOFF_RANGE.contains(n))
+}
+
+/// The figure apply handed off under `root`, if any and believable.
+pub fn read_handoff(root: &SysRoot) -> Option<u64> {
+    parse_handoff(&root.read_opt(HANDOFF).ok().flatten()?)
+}
+
+/// Hand `entry_bytes` off to the watchdog: written atomically under
+/// `root`, the directory created when missing.
+pub fn write_handoff(root: &SysRoot, entry_bytes: u64) -> Result<(), PathError> {
+    let path = root.path(HANDOFF);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| PathError {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    write_atomic(&path, format!("{entry_bytes}\n").as_bytes())
+}
+
+/// Bytes per entry on the kernel under `root`: measured from the slab where
+/// this process may read it, else what apply measured this boot
+/// ([`HANDOFF`]), else [`DEFAULT_ENTRY_BYTES`].
 pub fn entry_bytes(root: &SysRoot) -> u64 {
-    entry_bytes_of(object_bytes(root))
+    measured_entry_bytes(root)
+        .or_else(|| read_handoff(root))
+        .unwrap_or(DEFAULT_ENTRY_BYTES)
 }
 
 /// Worst-case memory of the table: every entry of `max` in use, plus the
@@ -232,6 +275,37 @@ kmalloc-128         4288   4288    128   32    1 : tunables    0    0    0 : sla
         // Garbage in slabinfo falls through to sysfs.
         std::fs::write(dir.path().join(SLABINFO), "garbage").unwrap();
         assert_eq!(object_bytes(&root), Some(256));
+    }
+
+    #[test]
+    fn the_watchdog_takes_what_apply_measured() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SysRoot::at(dir.path());
+        assert_eq!(measured_entry_bytes(&root), None);
+        // Apply, as root, measured 320 + 128 and handed it off.
+        write_handoff(&root, 448).unwrap();
+        assert_eq!(read_handoff(&root), Some(448));
+        assert_eq!(entry_bytes(&root), 448);
+        // A slab this process can read wins over the handoff.
+        let slab = dir.path().join(SLAB_DIR);
+        std::fs::create_dir_all(&slab).unwrap();
+        std::fs::write(slab.join("slab_size"), "256\n").unwrap();
+        assert_eq!(entry_bytes(&root), 384);
+        std::fs::remove_file(slab.join("slab_size")).unwrap();
+        // Garbage or an unbelievable figure: the default.
+        for bad in [
+            "",
+            "zz",
+            "0",
+            "63",
+            "65537",
+            "-384",
+            "99999999999999999999999",
+        ] {
+            std::fs::write(root.path(HANDOFF), bad).unwrap();
+            assert_eq!(entry_bytes(&root), DEFAULT_ENTRY_BYTES, "{bad:?}");
+        }
+        assert_eq!(parse_handoff(" 384\n"), Some(384));
     }
 
     #[test]

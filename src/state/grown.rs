@@ -23,7 +23,10 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use crate::config::MAX_CONNTRACK_MAX;
+use crate::assess::grow::cap_max;
+use crate::config::{Budget, KEY_BUCKETS, KEY_MAX, MAX_CONNTRACK_MAX};
+use crate::kernel::hashsize::KernelTarget;
+use crate::kernel::ram_bytes;
 use crate::sysroot::{write_atomic, PathError, SysRoot};
 
 /// Remembered across boots, relative to the root.
@@ -246,6 +249,68 @@ pub fn trusted(r: &Remembered, configured_max: u64, cap_max: u64) -> Option<u64>
         Verdict::Use(m) => Some(m),
         _ => None,
     }
+}
+
+/// The budget in bytes on the machine under `root`: `[grow] budget` of its
+/// MemTotal. 0 (nothing fits, nothing trusted) when the budget is a share
+/// of RAM and RAM cannot be read, as the watchdog counts it.
+pub fn budget_bytes(root: &SysRoot, budget: Budget) -> u64 {
+    budget.bytes(ram_bytes(root).unwrap_or(0))
+}
+
+/// The budget's cap on a max grown this boot: the largest max whose worst
+/// case fits with the buckets the record says the table has (the watchdog
+/// grew max within that; buckets it did not resize stay as they were).
+pub fn this_boot_cap(r: &Remembered, budget_bytes: u64, entry_bytes: u64) -> u64 {
+    cap_max(budget_bytes, entry_bytes, |_| r.buckets)
+}
+
+/// The max to expect in the kernel: the record's when it is trusted (grown
+/// from this same configured max, above it, within `cap_max`), else the
+/// configured one. Pure; what every reader (the watchdog's drift and
+/// restore, `status`, `doctor`, `apply`) compares against, so a grown max
+/// is never drift.
+pub fn expected_max(r: Option<&Remembered>, configured_max: u64, cap_max: u64) -> u64 {
+    r.and_then(|r| trusted(r, configured_max, cap_max))
+        .unwrap_or(configured_max)
+}
+
+/// The kernel targets with the grown values in place of the configured
+/// ones: max as [`expected_max`] says, and buckets when a trusted record
+/// has more than configured (the watchdog resized them with max). Buckets
+/// come only with a trusted max: a record that is not trusted changes
+/// nothing. `configured_max` is `None` for `max = "keep"`, which has no
+/// target to grow. Pure.
+pub fn expected_targets(
+    mut targets: Vec<KernelTarget>,
+    r: Option<&Remembered>,
+    configured_max: Option<u64>,
+    cap_max: u64,
+) -> Vec<KernelTarget> {
+    let Some(r) = r.filter(|r| {
+        configured_max
+            .and_then(|c| trusted(r, c, cap_max))
+            .is_some()
+    }) else {
+        return targets;
+    };
+    for t in &mut targets {
+        let grown = match t.key.as_str() {
+            KEY_MAX => Some(r.max),
+            KEY_BUCKETS => t
+                .value
+                .parse::<u64>()
+                .ok()
+                .filter(|b| r.buckets > *b)
+                .map(|_| r.buckets),
+            _ => None,
+        };
+        if let Some(v) = grown {
+            t.value = v.to_string();
+            t.requested = None;
+        }
+    }
+    targets
 }
 
 /// Why a state file was not read.
@@ -476,6 +541,79 @@ mod tests {
         };
         assert_eq!(verdict(&low, 262_144, 1 << 30), Verdict::NotAbove);
         assert_eq!(trusted(&low, 262_144, 1 << 30), None);
+    }
+
+    fn target(key: &str, value: u64) -> KernelTarget {
+        KernelTarget {
+            key: key.into(),
+            value: value.to_string(),
+            requested: None,
+            policy: crate::config::Policy::Exact,
+        }
+    }
+
+    #[test]
+    fn the_grown_max_is_expected_only_when_trusted() {
+        let r = sample();
+        assert_eq!(expected_max(Some(&r), 262_144, 1 << 30), 524_288);
+        assert_eq!(expected_max(None, 262_144, 1 << 30), 262_144);
+        // Above the cap, grown from another max, or not above: configured.
+        assert_eq!(expected_max(Some(&r), 262_144, 524_287), 262_144);
+        assert_eq!(expected_max(Some(&r), 300_000, 1 << 30), 300_000);
+        assert_eq!(expected_max(Some(&r), 600_000, 1 << 30), 600_000);
+        // The cap of this boot counts the record's buckets.
+        let cap = this_boot_cap(&r, 524_288 * 384 + 131_072 * 8, 384);
+        assert_eq!(cap, 524_288);
+        assert_eq!(expected_max(Some(&r), 262_144, cap), 524_288);
+        let cap = this_boot_cap(&r, 524_288 * 384 + 131_072 * 8 - 1, 384);
+        assert_eq!(expected_max(Some(&r), 262_144, cap), 262_144);
+    }
+
+    #[test]
+    fn expected_targets_take_max_and_larger_buckets() {
+        let configured = || {
+            vec![
+                target(KEY_BUCKETS, 65_536),
+                target(KEY_MAX, 262_144),
+                target("net.netfilter.nf_conntrack_udp_timeout", 10),
+            ]
+        };
+        let r = sample();
+        let t = expected_targets(configured(), Some(&r), Some(262_144), 1 << 30);
+        assert_eq!(t[0].value, "131072");
+        assert_eq!(t[1].value, "524288");
+        assert_eq!(t[2].value, "10");
+        // Buckets the watchdog left alone: the configured ones stay.
+        let same = Remembered {
+            buckets: 65_536,
+            ..sample()
+        };
+        let t = expected_targets(configured(), Some(&same), Some(262_144), 1 << 30);
+        assert_eq!(
+            (t[0].value.as_str(), t[1].value.as_str()),
+            ("65536", "524288")
+        );
+        // Not trusted, no record, or max = "keep": the configuration as is.
+        for (rec, conf, cap) in [
+            (Some(&r), Some(262_144), 1),
+            (Some(&r), Some(100), 1 << 30),
+            (None, Some(262_144), 1 << 30),
+            (Some(&r), None, 1 << 30),
+        ] {
+            assert_eq!(expected_targets(configured(), rec, conf, cap), configured());
+        }
+    }
+
+    #[test]
+    fn budget_of_this_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SysRoot::at(dir.path());
+        // RAM unknown: a share of it is nothing; a size is a size.
+        assert_eq!(budget_bytes(&root, Budget::Percent(2.0)), 0);
+        assert_eq!(budget_bytes(&root, Budget::Bytes(1 << 20)), 1 << 20);
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        std::fs::write(dir.path().join("proc/meminfo"), "MemTotal: 1048576 kB\n").unwrap();
+        assert_eq!(budget_bytes(&root, Budget::Percent(50.0)), 1 << 29);
     }
 
     #[test]

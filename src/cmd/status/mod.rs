@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::assess::sizing::{budget_view, BudgetView};
 use crate::assess::tally::{self, Signal, Tally};
 use crate::assess::{FillReading, Level, Setting, Thresholds, BACKLOG, CONNTRACK, SOCKET};
 use crate::config::{self, fmt_duration};
@@ -37,6 +38,8 @@ use crate::kernel::softnet::{SoftnetCounter, SoftnetTable};
 use crate::kernel::stats::CounterSource;
 use crate::observe;
 use crate::report::output;
+use crate::report::table::human_bytes;
+use crate::state::grown::{self, Remembered};
 
 /// Monitoring-plugins states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -198,8 +201,58 @@ pub struct Report {
     pub critical_percent: Option<f64>,
     /// The configuration used.
     pub config: Option<String>,
+    /// Growth: the budget, the headroom left and what was grown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grow: Option<GrowReport>,
     /// Everything that is not OK.
     pub problems: Vec<Problem>,
+}
+
+/// Growth in the report: the current max against `[grow] budget`, and this
+/// boot's growth record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GrowReport {
+    /// `[grow] enabled`.
+    pub enabled: bool,
+    /// The current max against the budget; `None` when the budget is a
+    /// share of RAM that cannot be read.
+    pub budget: Option<BudgetView>,
+    /// What the watchdog grew this boot, when it did and the record is
+    /// trusted.
+    pub grown: Option<GrownRow>,
+    /// Why a growth record there is not trusted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_ignored: Option<String>,
+}
+
+/// This boot's growth record, for the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GrownRow {
+    /// The grown max.
+    pub max: u64,
+    /// Buckets then.
+    pub buckets: u64,
+    /// The configured max it grew from.
+    pub configured: u64,
+    /// When, seconds since the epoch.
+    pub at: u64,
+    /// When, `2026-12-07 14:03 UTC`.
+    pub at_utc: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl From<&Remembered> for GrownRow {
+    fn from(r: &Remembered) -> Self {
+        GrownRow {
+            max: r.max,
+            buckets: r.buckets,
+            configured: r.configured,
+            at: r.at,
+            at_utc: grown::fmt_utc(r.at),
+            reason: r.reason.clone(),
+        }
+    }
 }
 
 /// What was read, as values: the input of [`judge`].
@@ -219,6 +272,8 @@ pub struct Readings {
     pub settings: Vec<Setting>,
     /// Who else writes a drifted key: key -> hint.
     pub writer_hints: BTreeMap<String, String>,
+    /// Growth, when the configuration and the fill were read.
+    pub grow: Option<GrowReport>,
 }
 
 /// The counters of the three drop points at one moment.
@@ -336,6 +391,7 @@ pub fn judge(r: &Readings) -> Report {
         warn_percent: thresholds.map(|t| t.warn_percent),
         critical_percent: thresholds.map(|t| t.critical_percent),
         config: source,
+        grow: r.grow.clone(),
         problems,
     }
 }
@@ -604,6 +660,9 @@ pub fn text(r: &Report) -> String {
         rising_lines(&mut s, x);
     }
     settings_lines(&mut s, r);
+    if let Some(g) = &r.grow {
+        grow_lines(&mut s, g);
+    }
     if !r.problems.is_empty() {
         let _ = writeln!(s, "  problems");
         for p in &r.problems {
@@ -834,7 +893,12 @@ pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readin
             Some((s.key.clone(), h.text())).filter(|(_, t)| !t.is_empty())
         })
         .collect();
+    let grow = match (&cfg, &fill) {
+        (Ok(c), FillReading::Read { max, .. }) => Some(grow_report(host, c, *max)),
+        _ => None,
+    };
     Readings {
+        grow,
         config: cfg
             .map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name()))
             .map_err(|e| e.to_string()),
@@ -844,6 +908,73 @@ pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readin
         window,
         settings,
         writer_hints,
+    }
+}
+
+/// Growth as this host has it: the current `max` against the budget, and
+/// this boot's record as every reader judges it.
+fn grow_report(host: &Host, cfg: &config::Config, max: u64) -> GrowReport {
+    let root = &host.root;
+    let bytes = grown::budget_bytes(root, cfg.grow.budget);
+    let percent_unknown = matches!(cfg.grow.budget, config::Budget::Percent(_))
+        && crate::kernel::ram_bytes(root).is_none();
+    let buckets = crate::kernel::kernel_u64(root, config::KEY_BUCKETS).unwrap_or(0);
+    let boot = observe::this_boot(root, cfg);
+    GrowReport {
+        enabled: cfg.grow.enabled,
+        budget: (!percent_unknown).then(|| {
+            budget_view(
+                &cfg.grow.budget.to_string(),
+                bytes,
+                crate::kernel::slab::entry_bytes(root),
+                host.page_size,
+                max,
+                buckets,
+            )
+        }),
+        grown: boot.grown().map(GrownRow::from),
+        record_ignored: boot.ignored,
+    }
+}
+
+/// The `grow` and `grown` lines.
+fn grow_lines(s: &mut String, g: &GrowReport) {
+    let off = if g.enabled {
+        ""
+    } else {
+        " (growth off: [grow] enabled = false)"
+    };
+    match &g.budget {
+        Some(b) => {
+            let left = if b.fits {
+                format!("headroom {}", human_bytes(b.headroom_bytes))
+            } else {
+                format!(
+                    "OVER the budget by {}: kept as configured, never grown",
+                    human_bytes(b.worst_case_bytes.saturating_sub(b.budget_bytes))
+                )
+            };
+            let _ = writeln!(
+                s,
+                "  budget    {}; {}; {left}; the budget allows max up to {}{off}",
+                b.budget_text(),
+                b.worst_text(),
+                b.max_allowed
+            );
+        }
+        None => {
+            let _ = writeln!(s, "  budget    unknown (RAM unreadable){off}");
+        }
+    }
+    if let Some(r) = &g.grown {
+        let _ = writeln!(
+            s,
+            "  grown     to {} on {} after {}; configured {}",
+            r.max, r.at_utc, r.reason, r.configured
+        );
+    }
+    if let Some(why) = &g.record_ignored {
+        let _ = writeln!(s, "  grown     {why}");
     }
 }
 
@@ -904,6 +1035,7 @@ mod tests {
                 at_least: false,
             }],
             writer_hints: BTreeMap::new(),
+            grow: None,
         }
     }
 
