@@ -648,6 +648,7 @@ impl Watcher<'_> {
                     self.grower.tracker.ours = None;
                     self.grower.own = None;
                 }
+                self.grower.write_failing = false;
                 self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
                 self.thresholds = Thresholds::new(&cfg.watch, self.interval);
                 let same_file = match (&self.textfile, &cfg.metrics.textfile) {
@@ -812,6 +813,8 @@ struct Grower {
     /// Scan results whose loss rises do not trigger a growth (they were
     /// read before the last growth took effect).
     absorb: u8,
+    /// Writing max failed and was said (once until a write works).
+    write_failing: bool,
     /// Each watched namespace's drop totals as last seen, by inode.
     ns_seen: BTreeMap<u64, [u64; 3]>,
     /// Bytes per entry, read from the slab once (its size is fixed while
@@ -1045,19 +1048,28 @@ impl Watcher<'_> {
         };
         if let Err(e) = root.write_sysctl(KEY_MAX, &growth.max_after.to_string()) {
             g.tracker.write_failed();
+            // Tried again after [grow] every, but said once until a write
+            // works (or a reload): in a network namespace other than the
+            // initial one max is read-only for good, and a sandbox without
+            // the path stays so until restarted.
+            if std::mem::replace(&mut g.write_failing, true) {
+                return Vec::new();
+            }
             return vec![Event::new(
                 Priority::Err,
                 "fault",
                 ids::FAULT,
                 format!(
                     "cannot grow nf_conntrack_max {} → {} ({}): {e}; the watchdog needs \
-                     CAP_NET_ADMIN and write access to /proc/sys/net/netfilter \
-                     (the shipped unit's ReadWritePaths=); tried again after [grow] every",
+                     the initial network namespace, CAP_NET_ADMIN and write access to \
+                     /proc/sys/net/netfilter (the shipped unit's ReadWritePaths=); tried \
+                     again after [grow] every, said again once it works",
                     growth.max_before, growth.max_after, growth.reason
                 ),
             )
             .field("CONNTRACK_KEY", KEY_MAX)];
         }
+        g.write_failing = false;
         let mut stall = None;
         if growth.buckets_changed() {
             let started = Instant::now();

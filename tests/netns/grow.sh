@@ -18,6 +18,8 @@
 #   budget  a budget that allows one step (max 3072 at 384 B per entry):
 #           max at the cap, exactly one grown and one grow_limited, and no
 #           further growth while the load goes on.
+#   child   a watchdog in the "host" netns (max is read-only there): one
+#           fault saying it cannot grow, not one per [grow] every.
 #
 # Changes nf_conntrack_max (and may change buckets) globally for about two
 # minutes (the whole script: about 95 s); both are restored on exit, INT and TERM (lib.sh's
@@ -286,6 +288,23 @@ check "budget: no further growth under more load (max $(<"$CTG_SYSCTL_DIR/nf_con
     test "$(<"$CTG_SYSCTL_DIR/nf_conntrack_max")" -eq 3072
 check "budget: still one grown and one grow_limited" \
     test "$(count_events "$W/budget.err" grown)/$(count_events "$W/budget.err" grow_limited)" = 1/1
+ctg_stop_pid "$WATCH_PID"
+
+# ---- child ------------------------------------------------------------------
+# A watchdog in a network namespace other than the initial one cannot
+# write max (0444 there): it says so once, not every [grow] every.
+fresh
+config true "2%" false | sed '/^namespaces/d' >"$W/child.toml"
+ctg_spawn ip netns exec "$NS_HOST" "${CG[@]}" --config "$W/child.toml" watch --interval 0.5 >"$W/child.out" 2>"$W/child.err"
+WATCH_PID=${CTG_PIDS[-1]}
+sleep 1
+udpload 4000 "$LOAD_RATE" 20000 >/dev/null
+sleep 2.5
+CHILD_FAULTS=$(grep -c ': EVENT=fault .*cannot grow nf_conntrack_max' "$W/child.err")
+check "child: the watchdog in the host netns said once that it cannot grow max ($CHILD_FAULTS)" \
+    test "$CHILD_FAULTS" -eq 1
+check "child: max still 1024 (got $(<"$CTG_SYSCTL_DIR/nf_conntrack_max"))" \
+    test "$(<"$CTG_SYSCTL_DIR/nf_conntrack_max")" -eq 1024
 ctg_stop_pid "$WATCH_PID"
 
 echo "# figures: loss_off=${OFF_LOSS}% loss_on=${ON_LOSS}% samples_to_grow=${SAMPLES}" \
