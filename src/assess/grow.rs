@@ -16,7 +16,8 @@
 //! - **bounded**: at most one growth per `every`; nothing is ever lowered;
 //!   a max the operator set at or above the budget is left alone;
 //! - **said once**: when the budget binds, one `grow_limited`, then silence
-//!   until the budget, the max or the load changes.
+//!   until the budget, the max or the load changes (what it needs more than
+//!   doubles).
 //!
 //! Pure: the caller samples, calls [`GrowTracker::step`], writes what the
 //! returned [`Growth`] says (max first, then buckets, timing that write),
@@ -25,18 +26,24 @@
 use std::time::Duration;
 
 use crate::assess::sizing::{size_for, DEFAULT_HEADROOM};
+use crate::assess::Setting;
 use crate::config::MAX_CONNTRACK_MAX;
+use crate::config::{KEY_BUCKETS, KEY_MAX};
 use crate::kernel::hashsize::kernel_buckets;
 use crate::kernel::slab::{worst_case_bytes, DEFAULT_ENTRY_BYTES};
 use crate::report::events::{Event, Priority};
 use crate::report::ids;
 use crate::report::table::human_bytes;
 
-/// Entries above which buckets are not resized live. The resize rehashes
-/// every entry of the global table with bottom halves off, stalling packets
-/// on every CPU for a time that grows with the table; the figure is to be
-/// set from the stall measured at 10k, 100k and 1M entries (tests/bench).
-pub const LIVE_RESIZE_LIMIT: u64 = 100_000;
+/// Entries up to which buckets are resized live with max. The resize
+/// rehashes every entry of the global table with bottom halves off,
+/// stalling packets on every CPU; measured (README "Bucket resize stall",
+/// tests/bench/stall.sh) at about 10 ms plus 0.45 µs per entry: 13 ms
+/// median at 10 000 entries, 62 ms at 100 000, 472 ms at 1 000 000. At
+/// 50 000 entries the stall stays near 35-50 ms, which a UDP service
+/// absorbs as jitter; above it max is raised alone and the buckets wait
+/// for the next boot, where apply sizes them before the table fills.
+pub const LIVE_RESIZE_LIMIT: u64 = 50_000;
 
 /// How growth is bounded. Plain values: the caller builds it from the
 /// `[grow]` and `[watch]` sections and the RAM.
@@ -48,7 +55,8 @@ pub struct GrowPolicy {
     pub every: Duration,
     /// Grow when the fullest namespace reaches this fill (percent).
     pub critical_percent: f64,
-    /// Buckets are resized live only while the table holds fewer entries.
+    /// Buckets are resized live only while the table holds at most this
+    /// many entries.
     pub live_resize_limit: u64,
     /// The headroom `plan` sizes the new-flow rate with.
     pub headroom: f64,
@@ -112,7 +120,7 @@ impl GrowSample {
 
     /// Whether a bucket resize is cheap enough to do now.
     fn resize_live(&self, p: &GrowPolicy) -> bool {
-        self.buckets > 0 && self.table_count < p.live_resize_limit
+        self.buckets > 0 && self.table_count <= p.live_resize_limit
     }
 
     /// Buckets at `max`: towards max / 4 as the kernel rounds them when
@@ -253,7 +261,7 @@ impl GrowStep {
 }
 
 /// The `grow_limited` already logged, and what it was about: logged again
-/// only when one of these changes (the load only when it rises).
+/// only when one of these changes (the load only when what it needs more than doubles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitedNote {
     /// The budget's cap on max.
@@ -392,15 +400,36 @@ impl GrowTracker {
         self.limited = None;
     }
 
-    /// The status-line fragment, `grown ×2 since start`, once grown.
+    /// The status-line fragment: `grown ×2 since start` once this process
+    /// grew the table; before that, `grown to 524288 earlier this boot`
+    /// when it resumed from this boot's record (which keeps the last growth,
+    /// not how many there were).
     pub fn status_fragment(&self) -> Option<String> {
-        (self.grown > 0).then(|| format!("grown ×{} since start", self.grown))
+        match (self.grown, self.ours) {
+            (0, Some(max)) => Some(format!("grown to {max} earlier this boot")),
+            (0, None) => None,
+            (n, _) => Some(format!("grown ×{n} since start")),
+        }
+    }
+
+    /// Whether `max` is the one the last `grow_limited` left the table at:
+    /// the budget binds now (the metrics' `grow_limited` gauge).
+    pub fn at_budget(&self, max: u64) -> bool {
+        self.limited
+            .is_some_and(|l| l.max == max && self.ours == Some(max))
     }
 
     fn limited_again(&self, note: LimitedNote) -> bool {
         match self.limited {
             None => true,
-            Some(l) => l.cap != note.cap || l.max != note.max || note.rate_max > l.rate_max,
+            // The rate is estimated over a window that starts before a
+            // ramp-up: its plan size climbs a rounding step or two while
+            // the load settles. Only more than twice the need said is news.
+            Some(l) => {
+                l.cap != note.cap
+                    || l.max != note.max
+                    || note.rate_max > l.rate_max.saturating_mul(2)
+            }
         }
     }
 }
@@ -447,6 +476,59 @@ fn limited_event(p: &GrowPolicy, s: &GrowSample, trigger: &str, needed: u64, liv
         .field("CONNTRACK_GROW_REASON", trigger)
 }
 
+/// The watchdog's own growth is not drift: where it grew max (and
+/// buckets) above what the configuration expects, the grown value becomes
+/// the expected one, so the watchdog neither reports its own growth as
+/// drift nor lets `[watch] restore` write the configured, lower value back
+/// over it. A kernel value below the grown one (a foreign writer lowered
+/// it) is still drift against the grown value. `own` is the growth this
+/// process made or resumed: (max, buckets).
+pub fn own_growth(settings: &mut [Setting], own: Option<(u64, u64)>) {
+    let Some((max, buckets)) = own else { return };
+    for set in settings {
+        let grown = match set.key.as_str() {
+            KEY_MAX => max,
+            KEY_BUCKETS => buckets,
+            _ => continue,
+        };
+        if set.expected.trim().parse::<u64>().is_ok_and(|e| grown > e) {
+            set.expected = grown.to_string();
+        }
+    }
+}
+
+/// New flows per second seen over a window, from readings of `seen`: the
+/// entries held in every watched namespace plus the running sum of the
+/// drop, early_drop and insert_failed rises. Each new flow either takes an
+/// entry, evicts one early, or is refused, so the rise of `seen` is a lower
+/// bound on new flows (entries expiring meanwhile make it lower still) that
+/// works on kernels that no longer count `insert`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlowWindow {
+    readings: std::collections::VecDeque<(Duration, u64)>,
+}
+
+impl FlowWindow {
+    /// Add the reading at `at` (time since start), forget those older than
+    /// `window`, and return the rate from the oldest kept reading, if one
+    /// is older than this one. A fall (entries expired) is 0, not negative.
+    pub fn rate(&mut self, at: Duration, seen: u64, window: Duration) -> Option<f64> {
+        while self
+            .readings
+            .front()
+            .is_some_and(|(t, _)| at.saturating_sub(*t) > window)
+        {
+            self.readings.pop_front();
+        }
+        let rate = self.readings.front().and_then(|&(t, before)| {
+            let secs = at.saturating_sub(t).as_secs_f64();
+            (secs > 0.0).then(|| seen.saturating_sub(before) as f64 / secs)
+        });
+        self.readings.push_back((at, seen));
+        rate
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,7 +540,7 @@ mod tests {
             budget_bytes: budget,
             every: Duration::from_secs(10),
             critical_percent: 95.0,
-            live_resize_limit: 100_000,
+            live_resize_limit: LIVE_RESIZE_LIMIT,
             headroom: 2.0,
         }
     }
@@ -705,6 +787,9 @@ mod tests {
             Some("524288")
         );
         assert_eq!(t.step(&p, &at_cap, secs(2010)), GrowStep::default());
+        // Plan's size one rounding step up (at most twice): no news.
+        at_cap.new_flow_rate = Some(9000.0);
+        assert_eq!(t.step(&p, &at_cap, secs(2015)), GrowStep::default());
         // A lower rate is no news.
         at_cap.new_flow_rate = Some(10.0);
         assert_eq!(t.step(&p, &at_cap, secs(2020)), GrowStep::default());
@@ -749,9 +834,16 @@ mod tests {
         assert_eq!(t.step(&policy(budget), &s, secs(0)), GrowStep::default());
         // With it: said once.
         let mut t = GrowTracker::resumed(cap);
+        assert_eq!(
+            t.status_fragment().as_deref(),
+            Some(format!("grown to {cap} earlier this boot").as_str())
+        );
+        assert!(!t.at_budget(cap));
         let step = t.step(&policy(budget), &s, secs(0));
         assert_eq!(step.limited.unwrap().name, "grow_limited");
         assert_eq!(t.step(&policy(budget), &s, secs(60)), GrowStep::default());
+        assert!(t.at_budget(cap));
+        assert!(!t.at_budget(cap + 1));
     }
 
     #[test]
@@ -873,5 +965,56 @@ mod tests {
                 let _ = step.events(Some(Duration::from_micros(7)));
             }
         }
+    }
+
+    #[test]
+    fn own_growth_is_expected_not_drift() {
+        let set = |key: &str, expected: &str, actual: &str| Setting {
+            key: key.into(),
+            expected: expected.into(),
+            actual: Some(actual.into()),
+            at_least: false,
+        };
+        let mut s = vec![
+            set(KEY_MAX, "1024", "65536"),
+            set(KEY_BUCKETS, "1024", "16384"),
+            set("net.netfilter.nf_conntrack_udp_timeout", "10", "30"),
+        ];
+        own_growth(&mut s, None);
+        assert!(!s[0].ok());
+        own_growth(&mut s, Some((65536, 16384)));
+        assert!(s[0].ok() && s[1].ok());
+        // Other keys are untouched: their drift is still drift.
+        assert!(!s[2].ok());
+        // A foreign writer lowering the grown max is drift against it.
+        let mut s = vec![set(KEY_MAX, "1024", "2048")];
+        own_growth(&mut s, Some((65536, 0)));
+        assert_eq!(s[0].expected, "65536");
+        assert!(!s[0].ok());
+        // A configured max above the growth stays what is expected.
+        let mut s = vec![set(KEY_MAX, "1000000", "65536")];
+        own_growth(&mut s, Some((65536, 0)));
+        assert_eq!(s[0].expected, "1000000");
+        // Buckets never grown (0) expect the configured value.
+        let mut s = vec![set(KEY_BUCKETS, "1024", "1024")];
+        own_growth(&mut s, Some((65536, 0)));
+        assert_eq!(s[0].expected, "1024");
+    }
+
+    #[test]
+    fn flow_window_rates_from_its_oldest_reading() {
+        let mut w = FlowWindow::default();
+        let win = secs(2);
+        assert_eq!(w.rate(secs(0), 0, win), None);
+        assert_eq!(w.rate(secs(1), 1000, win), Some(1000.0));
+        assert_eq!(w.rate(secs(2), 1500, win), Some(750.0));
+        // The reading at 0 is out of the window now.
+        assert_eq!(w.rate(secs(3), 2500, win), Some(750.0));
+        // Entries expiring faster than new ones come: 0, not negative.
+        assert_eq!(w.rate(secs(4), 100, win), Some(0.0));
+        // No time passed.
+        let mut w = FlowWindow::default();
+        w.rate(secs(5), 10, win);
+        assert_eq!(w.rate(secs(5), 20, win), None);
     }
 }

@@ -121,6 +121,19 @@ impl NsTrackers {
             .collect()
     }
 
+    /// Each namespace's drop, early_drop and insert_failed increases since
+    /// it was first scanned, by inode (growth takes the rises between two
+    /// scans from these).
+    pub fn drops_since_start(&self) -> impl Iterator<Item = (u64, [u64; 3])> + '_ {
+        self.by_inode.iter().map(|(inode, t)| {
+            let c = &t.counters.since_start;
+            (
+                *inode,
+                [c.get("drop"), c.get("early_drop"), c.get("insert_failed")],
+            )
+        })
+    }
+
     /// The fullest watched namespace.
     pub fn worst(&self) -> Option<(u64, &NsTracker)> {
         self.by_inode

@@ -29,10 +29,14 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
-use crate::assess::netns::NsTrackers;
+use crate::assess::grow::{
+    own_growth, FlowWindow, GrowPolicy, GrowSample, GrowStep, GrowTracker, Growth,
+};
+use crate::assess::netns::{NsTracker, NsTrackers};
 use crate::assess::{self, restore, status_line, State, Thresholds};
-use crate::config::{self, fmt_duration, Config};
+use crate::config::{self, fmt_duration, Config, Knob, KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT};
 use crate::host::Host;
+use crate::kernel::ctstats::CtCounter;
 use crate::kernel::kmsg::{self, TableFull};
 use crate::netns::sample::{self, NsSample, SampleError as NsError};
 use crate::netns::{self, Namespace};
@@ -41,6 +45,7 @@ use crate::report::events::{default_sink, Event, Priority, Sink};
 use crate::report::ids;
 use crate::report::metrics::{self, Textfile};
 use crate::report::notify::{Notifier, NotifyState};
+use crate::state::grown::{self, Remembered};
 use crate::sysroot::DEFAULT_CONFIG;
 use crate::system::writers;
 use crate::triage;
@@ -155,6 +160,8 @@ struct Watcher<'a> {
     ns_denied_logged: bool,
     /// Saving the totals failed (said once).
     totals_failing: bool,
+    /// `[grow]`: raising max on its own (see the Growth section below).
+    grower: Grower,
 }
 
 /// The drop-in that grants what `namespaces = "all"` needs, as installed.
@@ -212,6 +219,7 @@ impl Watcher<'_> {
         self.last_sample = now;
         self.next_sample = now + self.interval;
         let mut obs = observe::observe(self.host, &self.cfg);
+        own_growth(&mut obs.settings, self.grower.own);
         // A setting that differs from the configuration may have just been
         // applied from a newer file (`systemctl restart
         // conntrack-guard-apply` after an edit, or a hand-run apply): follow
@@ -222,9 +230,11 @@ impl Watcher<'_> {
         {
             self.reload(sink);
             obs = observe::observe(self.host, &self.cfg);
+            own_growth(&mut obs.settings, self.grower.own);
         }
         let at = now.duration_since(self.start);
         let level_before = self.state.level();
+        let drops_before = self.state.counters.since_start.clone();
         let (state, mut evs) =
             assess::assess(&self.thresholds, std::mem::take(&mut self.state), &obs, at);
         self.state = state;
@@ -243,6 +253,7 @@ impl Watcher<'_> {
         for r in &restores {
             evs.push(restore::restored_event(r, self.write_back(r)));
         }
+        evs.extend(self.grow_on_sample(&obs, &drops_before, at, now));
         evs.extend(self.hint_result(now));
         let evs = self.name_the_writer(evs, now);
         Self::emit_all(sink, evs);
@@ -337,6 +348,7 @@ impl Watcher<'_> {
             }
         };
         self.ns_scan = None;
+        self.grower.scans += 1;
         let mut evs = self.namespaces.step(&self.thresholds, &scan, at);
         evs.extend(self.ns_access(denied));
         // "table full in netns N": which container that is. Lines from
@@ -413,6 +425,10 @@ impl Watcher<'_> {
                 }
                 _ => line.push_str(&self.namespaces.status()),
             }
+        }
+        if let Some(grown) = self.grower.tracker.status_fragment() {
+            line.push_str(" · ");
+            line.push_str(&grown);
         }
         line
     }
@@ -566,6 +582,11 @@ impl Watcher<'_> {
             udp: obs.udp.as_ref().ok(),
             softnet: if obs.softnet.is_ok() { &softnet } else { &[] },
             drift: self.state.drifted() > 0,
+            grow: self.cfg.grow.enabled.then(|| metrics::GrowMetrics {
+                grown: self.grower.tracker.grown,
+                budget_bytes: self.grower.budget_bytes,
+                limited: self.grower.tracker.at_budget(fill.max),
+            }),
             timestamp,
         });
         if let Some(ev) = tf.write(&text) {
@@ -617,6 +638,17 @@ impl Watcher<'_> {
             Ok(cfg) => {
                 // A new configuration is a new start for keys given up on.
                 self.state.restore = Default::default();
+                // A changed budget or max may say grow_limited again; an
+                // edited max forgets the growth (as apply does with the
+                // records): the max the operator wrote is expected again.
+                if cfg.grow != self.cfg.grow || cfg.conntrack.max != self.cfg.conntrack.max {
+                    self.grower.tracker.limited = None;
+                }
+                if cfg.conntrack.max != self.cfg.conntrack.max {
+                    self.grower.tracker.ours = None;
+                    self.grower.own = None;
+                }
+                self.grower.write_failing = false;
                 self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
                 self.thresholds = Thresholds::new(&cfg.watch, self.interval);
                 let same_file = match (&self.textfile, &cfg.metrics.textfile) {
@@ -681,6 +713,11 @@ impl Watcher<'_> {
         if self.hints.as_ref().is_some_and(|j| !j.held.is_empty()) {
             at = at.min(Instant::now() + HINT_POLL);
         }
+        // A namespace scan's result is taken as soon as it is in (see
+        // `ns_arrived`).
+        if self.ns_scan.is_some() {
+            at = at.min(Instant::now() + HINT_POLL);
+        }
         at
     }
 
@@ -709,6 +746,7 @@ impl Watcher<'_> {
             }
             let held = self.hint_result(Instant::now());
             Self::emit_all(sink, held);
+            self.ns_arrived(sink);
             if let Some(every) = self.notifier.watchdog_every() {
                 let now = Instant::now();
                 if now >= self.last_ping + every && now < self.next_sample {
@@ -737,6 +775,358 @@ impl Watcher<'_> {
         // systemd's stop timeout is the hard bound.
         sink.drain(JOURNAL_DRAIN_AT_EXIT);
         crate::exit::OK
+    }
+}
+
+// --- Growth ([grow], issue 20) -------------------------------------------
+//
+// Each sample, the pure GrowTracker decides from plain values; this section
+// gathers them (the fullest watched namespace, the rises of the loss
+// counters in any of them, the new-flow rate), writes what it decided (max,
+// then buckets, timing that write: the packet stall of the rehash), and
+// keeps the record under /run (and /var/lib with `remember`) that apply,
+// status and doctor read so the grown max is not taken for drift. Two small
+// sysctl writes: done on the loop, they never wait for anything but the
+// kernel, and the bucket rehash is bounded by the live-resize limit.
+
+/// Growth's state between samples.
+#[derive(Debug, Default)]
+struct Grower {
+    tracker: GrowTracker,
+    /// The `insert` total and when it was read, for the new-flow rate.
+    last_insert: Option<(u64, Instant)>,
+    /// Entries plus losses over the last window: the new-flow rate where
+    /// the kernel does not count inserts.
+    window: FlowWindow,
+    /// The running sum of the loss-counter rises (for `window`).
+    losses: u64,
+    /// The host's count at the last sample (a namespace scan that finishes
+    /// between samples is held against it).
+    last_host_count: Option<u64>,
+    /// The max and buckets this watchdog grew the table to (this process,
+    /// or an earlier one this boot): expected from then on, not drift.
+    own: Option<(u64, u64)>,
+    /// Namespace scan results taken, and how many of them the last growth
+    /// step had seen.
+    scans: u64,
+    scans_used: u64,
+    /// Scan results whose loss rises do not trigger a growth (they were
+    /// read before the last growth took effect).
+    absorb: u8,
+    /// Writing max failed and was said (once until a write works).
+    write_failing: bool,
+    /// Each watched namespace's drop totals as last seen, by inode.
+    ns_seen: BTreeMap<u64, [u64; 3]>,
+    /// Bytes per entry, read from the slab once (its size is fixed while
+    /// the kernel runs).
+    entry_bytes: Option<u64>,
+    /// The budget in bytes at the last sample (for the metrics).
+    budget_bytes: u64,
+    /// The configured max the first growth of this boot started from, as
+    /// this boot's record says (a `max = "keep"` configuration has none of
+    /// its own).
+    configured: Option<u64>,
+}
+
+impl Grower {
+    /// Start from this boot's record: a max grown by an earlier process of
+    /// this watchdog stays its own. A record that cannot be read is said
+    /// once and otherwise ignored.
+    fn resume(&mut self, root: &crate::sysroot::SysRoot) -> Option<Event> {
+        match grown::read(root, grown::THIS_BOOT) {
+            Ok(Some(r)) => {
+                self.tracker = GrowTracker::resumed(r.max);
+                self.own = Some((r.max, r.buckets));
+                self.configured = Some(r.configured);
+                None
+            }
+            Ok(None) => None,
+            Err(e) => Some(Event::new(
+                Priority::Warning,
+                "fault",
+                ids::FAULT,
+                format!("ignoring this boot's growth record: {e}"),
+            )),
+        }
+    }
+}
+
+/// The rises of drop, early_drop and insert_failed since the last look,
+/// summed over namespaces, from each one's totals since it was first
+/// watched; `seen` becomes `now` (a namespace gone is forgotten, a new one
+/// counts from zero, as its totals do).
+fn ns_rises(
+    seen: &mut BTreeMap<u64, [u64; 3]>,
+    now: impl Iterator<Item = (u64, [u64; 3])>,
+) -> [u64; 3] {
+    let mut rises = [0u64; 3];
+    let mut next = BTreeMap::new();
+    for (inode, totals) in now {
+        let before = seen.get(&inode).copied().unwrap_or_default();
+        for (r, (n, b)) in rises.iter_mut().zip(totals.iter().zip(before)) {
+            *r = r.saturating_add(n.saturating_sub(b));
+        }
+        next.insert(inode, totals);
+    }
+    *seen = next;
+    rises
+}
+
+/// New flows per second from two readings of the `insert` total. `None`
+/// without a previous reading, when no time passed, or while the total
+/// stays 0 (kernels since 5.x no longer count inserts: unknown, not zero).
+fn flow_rate(last: Option<(u64, Instant)>, total: u64, now: Instant) -> Option<f64> {
+    let (before, then) = last?;
+    let secs = now.saturating_duration_since(then).as_secs_f64();
+    (total > 0 && secs > 0.0).then(|| total.saturating_sub(before) as f64 / secs)
+}
+
+/// The fullest of the host's table (`host`, count) and the fullest other
+/// namespace: its count and label. max is one global ceiling, so counts
+/// compare directly.
+fn fullest(host: u64, other: Option<(u64, &NsTracker)>) -> (u64, String) {
+    match other.and_then(|(inode, t)| Some((inode, t, t.fill?.count))) {
+        Some((inode, t, count)) if count > host => (count, format!("netns {inode} ({})", t.label)),
+        _ => (host, "host".to_string()),
+    }
+}
+
+/// The record of a growth, for /run and /var/lib.
+fn record(g: &Growth, configured: u64, at: u64) -> Remembered {
+    Remembered {
+        max: g.max_after,
+        buckets: g.buckets_after,
+        configured,
+        at,
+        reason: g.reason.clone(),
+    }
+}
+
+impl Watcher<'_> {
+    /// One growth step on a sample: the host's fill and loss-counter rises
+    /// from this observation, the namespaces' from the last scan.
+    fn grow_on_sample(
+        &mut self,
+        obs: &assess::Observation,
+        drops_before: &assess::Tally,
+        at: Duration,
+        now: Instant,
+    ) -> Vec<Event> {
+        let assess::FillReading::Read { count, max } = obs.fill else {
+            return Vec::new();
+        };
+        let after = &self.state.counters.since_start;
+        let rises = ["drop", "early_drop", "insert_failed"]
+            .map(|name| after.get(name).saturating_sub(drops_before.get(name)));
+        self.grower.last_host_count = Some(count);
+        self.grow(count, max, rises, at, now)
+    }
+
+    /// A namespace scan finished between samples: its events now, and a
+    /// growth decided on it at once rather than an interval later (the
+    /// namespaces are read only once per `namespaces_every`; a full one
+    /// drops packets until then). The host's count is the last sample's;
+    /// max is read afresh, as a growth of the last sample changed it.
+    fn ns_arrived(&mut self, sink: &mut dyn Sink) {
+        if self.ns_scan.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let at = now.duration_since(self.start);
+        let mut evs = self.ns_scan_result(at);
+        if self.ns_scan.is_some() {
+            return; // still scanning
+        }
+        let max = crate::kernel::kernel_u64(&self.host.root, KEY_MAX);
+        if let (Some(count), Some(max)) = (self.grower.last_host_count, max) {
+            evs.extend(self.grow(count, max, [0; 3], at, now));
+        }
+        Self::emit_all(sink, evs);
+    }
+
+    /// One growth step: decide, write, read back, record; the events.
+    /// `count` and `max` are the host's, `host_rises` its drop,
+    /// early_drop and insert_failed rises since the last step.
+    fn grow(
+        &mut self,
+        count: u64,
+        max: u64,
+        host_rises: [u64; 3],
+        at: Duration,
+        now: Instant,
+    ) -> Vec<Event> {
+        if !self.cfg.grow.enabled {
+            return Vec::new();
+        }
+        let root = &self.host.root;
+        let scanning = self.ns_scan.is_some();
+        let g = &mut self.grower;
+        let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
+        let ns = if all {
+            ns_rises(&mut g.ns_seen, self.namespaces.drops_since_start())
+        } else {
+            [0; 3]
+        };
+        let rises: [u64; 3] = std::array::from_fn(|i| host_rises[i].saturating_add(ns[i]));
+        // A scan read while or just before the table grew still shows the
+        // drops the growth answered: they count as flows, not as a reason
+        // to grow again (seen here: a second doubling one scan later).
+        let fresh_scan = std::mem::replace(&mut g.scans_used, g.scans) != g.scans;
+        let trigger_rises = if fresh_scan && g.absorb > 0 {
+            g.absorb -= 1;
+            host_rises
+        } else {
+            rises
+        };
+        let (fullest_count, fullest_label) =
+            fullest(count, all.then(|| self.namespaces.worst()).flatten());
+        let others: u64 = if all {
+            self.namespaces
+                .by_inode
+                .values()
+                .filter_map(|t| t.fill.map(|f| f.count))
+                .sum()
+        } else {
+            0
+        };
+        let table_count = count.saturating_add(others);
+        // New flows per second: the kernel's `insert` count where it still
+        // counts, else (and at least) what the entries and losses show over
+        // the last window, long enough to hold two namespace scans.
+        let inserted = self
+            .state
+            .counters
+            .deltas
+            .monotonic(CtCounter::Insert)
+            .and_then(|total| {
+                let rate = flow_rate(g.last_insert, total, now);
+                g.last_insert = Some((total, now));
+                rate
+            });
+        g.losses = g.losses.saturating_add(rises.iter().sum());
+        let window = if all {
+            self.interval.max(self.cfg.watch.namespaces_every) * 2
+        } else {
+            self.interval * 2
+        };
+        let seen = g
+            .window
+            .rate(at, table_count.saturating_add(g.losses), window);
+        let rate = match (inserted, seen) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        g.budget_bytes = self
+            .cfg
+            .grow
+            .budget
+            .bytes(crate::kernel::ram_bytes(root).unwrap_or(0));
+        let sample = GrowSample {
+            max,
+            buckets: crate::kernel::kernel_u64(root, KEY_BUCKETS).unwrap_or(0),
+            page_size: self.host.page_size,
+            fullest_count,
+            fullest_label,
+            table_count,
+            drop: trigger_rises[0],
+            early_drop: trigger_rises[1],
+            insert_failed: trigger_rises[2],
+            new_flow_rate: rate,
+            udp_timeout: crate::kernel::kernel_u64(root, KEY_UDP_TIMEOUT).unwrap_or(30),
+            entry_bytes: *g
+                .entry_bytes
+                .get_or_insert_with(|| crate::kernel::slab::entry_bytes(root)),
+        };
+        let policy = GrowPolicy::new(
+            g.budget_bytes,
+            self.cfg.grow.every,
+            self.cfg.watch.critical_percent,
+        );
+        let mut step = g.tracker.step(&policy, &sample, at);
+        let Some(growth) = step.growth.as_mut() else {
+            return step.events(None);
+        };
+        if let Err(e) = root.write_sysctl(KEY_MAX, &growth.max_after.to_string()) {
+            g.tracker.write_failed();
+            // Tried again after [grow] every, but said once until a write
+            // works (or a reload): in a network namespace other than the
+            // initial one max is read-only for good, and a sandbox without
+            // the path stays so until restarted.
+            if std::mem::replace(&mut g.write_failing, true) {
+                return Vec::new();
+            }
+            return vec![Event::new(
+                Priority::Err,
+                "fault",
+                ids::FAULT,
+                format!(
+                    "cannot grow nf_conntrack_max {} → {} ({}): {e}; the watchdog needs \
+                     the initial network namespace, CAP_NET_ADMIN and write access to \
+                     /proc/sys/net/netfilter (the shipped unit's ReadWritePaths=); tried \
+                     again after [grow] every, said again once it works",
+                    growth.max_before, growth.max_after, growth.reason
+                ),
+            )
+            .field("CONNTRACK_KEY", KEY_MAX)];
+        }
+        g.write_failing = false;
+        let mut stall = None;
+        if growth.buckets_changed() {
+            let started = Instant::now();
+            match root.write_sysctl(KEY_BUCKETS, &growth.buckets_after.to_string()) {
+                // The write returns once every entry is rehashed: its time
+                // bounds the stall packets saw (README "Bucket resize stall").
+                Ok(()) => stall = Some(started.elapsed()),
+                Err(e) => growth.buckets_failed(&e.to_string()),
+            }
+        }
+        // What the kernel stores is what is recorded and reported.
+        if let Some(v) = crate::kernel::kernel_u64(root, KEY_MAX).filter(|v| *v != growth.max_after)
+        {
+            growth.reason.push_str(&format!("; max read back as {v}"));
+            growth.max_after = v;
+        }
+        if growth.buckets_changed() {
+            if let Some(v) = crate::kernel::kernel_u64(root, KEY_BUCKETS) {
+                growth.buckets_after = v;
+            }
+        }
+        let configured = match self.cfg.conntrack.max {
+            Knob::Set(m) => m,
+            _ => *g.configured.get_or_insert(growth.max_before),
+        };
+        let when = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let rec = record(growth, configured, when);
+        g.own = Some((rec.max, rec.buckets));
+        // The scan running now (if any) and the next one read drops from
+        // before this growth.
+        g.absorb = if scanning { 2 } else { 1 };
+        let mut evs = GrowStep {
+            growth: step.growth.take(),
+            limited: step.limited.take(),
+        }
+        .events(stall);
+        let mut places = vec![grown::THIS_BOOT];
+        if self.cfg.grow.remember {
+            places.push(grown::REMEMBERED);
+        }
+        for rel in places {
+            if let Err(e) = grown::write(root, rel, &rec) {
+                evs.push(Event::new(
+                    Priority::Warning,
+                    "fault",
+                    ids::FAULT,
+                    format!(
+                        "cannot record the growth to {} in {e}; status and apply may \
+                         take the grown max for drift",
+                        rec.max
+                    ),
+                ));
+            }
+        }
+        evs
     }
 }
 
@@ -852,7 +1242,12 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
         ns_denied: None,
         ns_denied_logged: false,
         totals_failing: false,
+        grower: Grower::default(),
     };
+    // A restarted watchdog knows the max it grew to earlier this boot.
+    if let Some(ev) = w.grower.resume(root) {
+        sink.emit(&ev);
+    }
     // Continue the metrics' totals of the previous process of this boot.
     if w.textfile.is_some() {
         if let Some(saved) = metrics::load_totals(root) {
@@ -860,4 +1255,88 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
         }
     }
     w.run(&mut signals, &mut *sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_rises_are_summed_since_the_last_look() {
+        let mut seen = BTreeMap::new();
+        // First look: each namespace's totals since it was first watched
+        // are rises (they start from 0 at its first scan).
+        let r = ns_rises(&mut seen, [(1, [2, 0, 0]), (2, [0, 5, 1])].into_iter());
+        assert_eq!(r, [2, 5, 1]);
+        // Nothing new: no rise.
+        let r = ns_rises(&mut seen, [(1, [2, 0, 0]), (2, [0, 5, 1])].into_iter());
+        assert_eq!(r, [0, 0, 0]);
+        // Namespace 2 gone, 3 new, 1 rises: a vanished namespace never
+        // makes a rise negative.
+        let r = ns_rises(&mut seen, [(1, [7, 1, 0]), (3, [0, 0, 4])].into_iter());
+        assert_eq!(r, [5, 1, 4]);
+        assert_eq!(seen.len(), 2);
+        // Namespace 2 back under the same inode counts from zero again.
+        let r = ns_rises(&mut seen, [(2, [0, 1, 0])].into_iter());
+        assert_eq!(r, [0, 1, 0]);
+    }
+
+    #[test]
+    fn flow_rate_needs_two_readings_and_a_counting_kernel() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(flow_rate(None, 100, t1), None);
+        assert_eq!(flow_rate(Some((100, t0)), 2100, t1), Some(1000.0));
+        // No time passed.
+        assert_eq!(flow_rate(Some((100, t1)), 2100, t1), None);
+        // Kernels that no longer count inserts: unknown, not 0 flows/s.
+        assert_eq!(flow_rate(Some((0, t0)), 0, t1), None);
+        // A reset total (module reloaded) is not a negative rate.
+        assert_eq!(flow_rate(Some((5000, t0)), 10, t1), Some(0.0));
+    }
+
+    #[test]
+    fn the_fullest_namespace_names_itself() {
+        let mut t = NsTracker::default();
+        t.label = "docker web".into();
+        t.fill = Some(assess::Fill {
+            count: 900,
+            max: 1000,
+        });
+        assert_eq!(
+            fullest(100, Some((4026532246, &t))),
+            (900, "netns 4026532246 (docker web)".into())
+        );
+        assert_eq!(fullest(950, Some((4026532246, &t))), (950, "host".into()));
+        assert_eq!(fullest(10, None), (10, "host".into()));
+        // A namespace not read yet does not count.
+        t.fill = None;
+        assert_eq!(fullest(10, Some((1, &t))), (10, "host".into()));
+    }
+
+    #[test]
+    fn the_record_says_what_when_why_and_from_what() {
+        let g = Growth {
+            max_before: 1024,
+            max_after: 2048,
+            buckets_before: 512,
+            buckets_after: 1024,
+            reason: "early_drop +12".into(),
+            memory_worst: 0,
+            budget: 0,
+        };
+        let r = record(&g, 1024, 1_765_000_000);
+        assert_eq!(
+            r,
+            Remembered {
+                max: 2048,
+                buckets: 1024,
+                configured: 1024,
+                at: 1_765_000_000,
+                reason: "early_drop +12".into(),
+            }
+        );
+        // What is written reads back the same (the other readers' view).
+        assert_eq!(grown::parse(&r.format()), Ok(r));
+    }
 }

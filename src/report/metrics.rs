@@ -94,6 +94,19 @@ pub fn save_totals(root: &SysRoot, totals: &SavedTotals) -> Result<(), PathError
     write_atomic(&path, text.as_bytes())
 }
 
+/// The watchdog's own growth of the table (`[grow]`). The max it grew to
+/// is `conntrack_guard_entries_limit`, like any max.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrowMetrics {
+    /// Growths since this watchdog started.
+    pub grown: u32,
+    /// `[grow] budget` in bytes.
+    pub budget_bytes: u64,
+    /// The table is at the budget after a growth (a `grow_limited` was
+    /// logged and still holds).
+    pub limited: bool,
+}
+
 /// What one sample contributes to the metrics.
 #[derive(Debug, Clone)]
 pub struct Snapshot<'a> {
@@ -112,6 +125,8 @@ pub struct Snapshot<'a> {
     pub softnet: &'a [(&'static str, u64)],
     /// Any configured setting drifted.
     pub drift: bool,
+    /// Growth, when `[grow] enabled`.
+    pub grow: Option<GrowMetrics>,
     /// Unix time of the sample, seconds.
     pub timestamp: f64,
 }
@@ -184,6 +199,9 @@ pub fn render(s: &Snapshot<'_>) -> String {
             s.softnet.iter().copied(),
         );
     }
+    if let Some(g) = s.grow {
+        grow_metrics(&mut o, g);
+    }
     gauge(
         &mut o,
         "conntrack_guard_settings_drift",
@@ -224,6 +242,29 @@ fn fill_metrics(o: &mut String, s: &Snapshot<'_>) {
         "conntrack_guard_level",
         "Fill level with hysteresis: 0 ok, 1 warning, 2 critical.",
         s.level.gauge(),
+    );
+}
+
+/// Growth: how often, within what, and whether the budget binds.
+fn grow_metrics(o: &mut String, g: GrowMetrics) {
+    metric(
+        o,
+        "conntrack_guard_grown_total",
+        "counter",
+        "Times the watchdog raised nf_conntrack_max itself ([grow]) since it started.",
+    );
+    let _ = writeln!(o, "conntrack_guard_grown_total {}", g.grown);
+    gauge(
+        o,
+        "conntrack_guard_grow_budget_bytes",
+        "[grow] budget: the worst-case memory the table may take at a grown max, bytes.",
+        g.budget_bytes,
+    );
+    gauge(
+        o,
+        "conntrack_guard_grow_limited",
+        "1 while the table sits at the [grow] budget after a growth the load wanted larger (grow_limited).",
+        u8::from(g.limited),
     );
 }
 
@@ -349,6 +390,11 @@ mod tests {
             udp: Some(&udp),
             softnet: &[("dropped", 11), ("time_squeeze", 12)],
             drift: true,
+            grow: Some(GrowMetrics {
+                grown: 2,
+                budget_bytes: 536_870_912,
+                limited: true,
+            }),
             timestamp: 1_700_000_000.25,
         });
         for line in [
@@ -366,6 +412,10 @@ mod tests {
             "conntrack_guard_softnet_total{counter=\"dropped\"} 11",
             "conntrack_guard_softnet_total{counter=\"time_squeeze\"} 12",
             "conntrack_guard_settings_drift 1",
+            "conntrack_guard_grown_total 2",
+            "# TYPE conntrack_guard_grown_total counter",
+            "conntrack_guard_grow_budget_bytes 536870912",
+            "conntrack_guard_grow_limited 1",
             "conntrack_guard_last_sample_timestamp_seconds 1700000000.250",
             "# TYPE conntrack_guard_stat_total counter",
         ] {

@@ -111,6 +111,10 @@ restore_limit = 3
 namespaces = "all"
 namespaces_every = "1s"
 triage = false
+
+# The guard under test, not growth: a full namespace would grow max.
+[grow]
+enabled = false
 EOF2
 chmod 600 "$W/guard.toml"
 

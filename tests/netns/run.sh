@@ -12,6 +12,9 @@
 #   allns.sh     issue 12: status --all-netns over idle, busy and vanishing namespaces
 #   watch_allns.sh  issue 18: namespaces = "all" without CAP_SYS_ADMIN; a namespace
 #                deleted mid-incident gets its drops_ended
+#   grow.sh      issue 20: the watchdog grows the table in the incident (loss with
+#                grow off and on, grown within 2 samples), a one-step budget gives
+#                one grow_limited, a reload after growth shrinks nothing
 #   soak.sh      issue 18: 10 minutes of watch (all namespaces, triage) under
 #                churn and load; fds, threads and RSS end within 5% of the start
 # Needs root, iproute2, nftables, conntrack-tools, python3, util-linux, capsh.
@@ -47,7 +50,7 @@ passed=0
 failed=0
 log=$(mktemp /tmp/ctg-netns-run.XXXXXX)
 trap 'rm -f "$log"' EXIT
-for t in repro.sh incident.sh buckets.sh sockets.sh restore.sh restore_guard.sh top.sh allns.sh watch_allns.sh soak.sh; do
+for t in repro.sh incident.sh buckets.sh sockets.sh restore.sh restore_guard.sh top.sh allns.sh watch_allns.sh grow.sh soak.sh; do
     echo "### $t"
     "$HERE/$t" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}

@@ -123,7 +123,7 @@ table ip ctg_watch_allns {
 EOF
 ino_busy=$(stat -L -c %i "/run/netns/$NS_BUSY")
 set_global_max "$GLOBAL_MAX"
-printf '[conntrack]\nmax = "keep"\nbuckets = "keep"\nudp_timeout = "keep"\nudp_timeout_stream = "keep"\n[watch]\nnamespaces = "all"\nnamespaces_every = "1s"\ndrops_every = "1h"\ntriage = false\n' >"$W/vanish.toml"
+printf '[conntrack]\nmax = "keep"\nbuckets = "keep"\nudp_timeout = "keep"\nudp_timeout_stream = "keep"\n[watch]\nnamespaces = "all"\nnamespaces_every = "1s"\ndrops_every = "1h"\ntriage = false\n[grow]\nenabled = false\n' >"$W/vanish.toml"
 chmod 600 "$W/vanish.toml"
 "${CG[@]}" --config "$W/vanish.toml" watch --interval 0.2 >"$W/vanish.out" 2>"$W/vanish.err" &
 VANISH=$!

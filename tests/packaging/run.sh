@@ -304,6 +304,7 @@ for expr in 'conntrack_guard_fill_ratio > 0.8' \
 	'increase(conntrack_guard_udp_errors_total{counter="rcvbuf_errors"}[5m]) > 0' \
 	'increase(conntrack_guard_softnet_total{counter="dropped"}[5m]) > 0' \
 	'conntrack_guard_settings_drift == 1' \
+	'conntrack_guard_grow_limited == 1' \
 	'time() - conntrack_guard_last_sample_timestamp_seconds > 60'; do
 	if grep -qF "expr: $expr" "$RULES"; then
 		pass "alert rule present: $expr"

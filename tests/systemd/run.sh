@@ -20,8 +20,9 @@
 # when they started and what they saw.
 #
 # Then: ordering, values, watchdog status line, journal fields, empty
-# capability set, reload, upgrade, remove, purge and install on a running
-# system. Real `systemctl status` / `journalctl` output is saved in
+# capability set, reload, growth (the watchdog raises max itself and keeps
+# its records across restarts), upgrade, remove, purge and install on a
+# running system. Real `systemctl status` / `journalctl` output is saved in
 # ${CONNTRACK_GUARD_ARTEFACTS:-target/systemd-artefacts}.
 #
 # Env: CONNTRACK_GUARD_DEB (default: newest target/debian/*.deb),
@@ -179,6 +180,12 @@ printf '[watch]\nwarn_percent = "lots"\n' >"$P/ctg/conntrack-guard-broken.toml"
 EDIT_UDP=$((WANT_UDP + 2))
 WARN_EDIT=60
 write_config "$WARN_EDIT" | sed "s/^udp_timeout = .*/udp_timeout = $EDIT_UDP/" >"$P/ctg/conntrack-guard-edit.toml"
+# Growth (issue 20): a max of 512 for the watchdog to grow, all namespaces
+# watched every second, at most one growth a second.
+{
+    write_config "$WARN_AFTER" | sed 's/^max = .*/max = 512/; s/^buckets = .*/buckets = "keep"/'
+    printf '%s\n' 'namespaces = "all"' 'namespaces_every = "1s"' 'triage = false' '' '[grow]' 'every = "1s"'
+} >"$P/ctg/conntrack-guard-grow.toml"
 
 # Runs chrooted in the new root before boot (pid1.sh). Never fails the
 # boot: results are recorded for the assertions.
@@ -593,6 +600,112 @@ in_sd rm -rf "$WD_DROPIN" /run/ctg-noct
 sctl daemon-reload >/dev/null 2>&1
 sctl restart conntrack-guard.service >/dev/null 2>&1
 sd_wait_active conntrack-guard.service 30
+
+# --- growth (issue 20) ----------------------------------------------------------------
+# The shipped unit grows the table itself: it writes nf_conntrack_max
+# through ReadWritePaths=/proc/sys/net/netfilter with CAP_NET_ADMIN as a
+# dynamic user, and keeps this boot's record in /run/conntrack-guard (file
+# 0644; `status` run by root reads it) and the remembered one in
+# StateDirectory=. The table is filled in a network namespace created in
+# the booted system (entries inserted over ctnetlink there, no traffic),
+# watched with namespaces = "all" (the shipped allns drop-in), against a
+# global max lowered to 512 by the boot step. Then: a restart of the boot
+# step (which chowns both directories to its user: the same one, User=)
+# and of the watchdog keep the grown max, with no drift.
+GROW_NS=ctg-sd-grow
+GROW_DROPIN=/etc/systemd/system/conntrack-guard.service.d/allns.conf
+in_sd mkdir -p /etc/systemd/system/conntrack-guard.service.d
+in_sd cp /usr/share/conntrack-guard/conntrack-guard-allns.conf "$GROW_DROPIN"
+# The allns drop-in's BindReadOnlyPaths=/dev/kmsg fails this sandbox here
+# (226/NAMESPACE: "/run/systemd/unit-root/dev/kmsg: No such file or
+# directory" under PrivateDevices=yes on systemd 252); growth does not need
+# the kernel log, so the test drops that one bind.
+GROW_DROPIN2=/etc/systemd/system/conntrack-guard.service.d/zz-test-no-kmsg.conf
+in_sd sh -c "printf '%s\n' '[Service]' 'BindReadOnlyPaths=' >$GROW_DROPIN2"
+in_sd install -m 0644 /ctg/conntrack-guard-grow.toml /etc/conntrack-guard/conntrack-guard.toml
+in_sd ip netns add "$GROW_NS"
+sctl daemon-reload >/dev/null 2>&1
+sctl restart conntrack-guard-apply.service >"$W/grow-apply.out" 2>&1
+check "with max = 512 configured, the boot step set the global max to 512 (got $(<$NF/nf_conntrack_max))" \
+    test "$(<$NF/nf_conntrack_max)" == 512
+sctl restart conntrack-guard.service >"$W/grow-restart.out" 2>&1
+sd_wait_active conntrack-guard.service 30
+sleep 2.5   # the first namespace scan
+GROW_CURSOR=$(jctl -u conntrack-guard -n 1 --show-cursor -o cat 2>/dev/null | sed -n 's/^-- cursor: //p')
+# 500 of 512 (98%): critical. Bounded: 500 inserts.
+SD_TIMEOUT=60 in_sd ip netns exec "$GROW_NS" sh -c 'i=0; while [ $i -lt 500 ]; do
+    conntrack -I -p udp -s 198.18.3.1 -d 198.18.3.2 --sport $((20000 + i)) --dport 53 --timeout 300 >/dev/null 2>&1
+    i=$((i + 1)); done'
+GROW_COUNT=$(in_sd ip netns exec "$GROW_NS" cat "$NF/nf_conntrack_count")
+for i in $(seq 1 50); do   # up to 10 s
+    [[ $(<$NF/nf_conntrack_max) -gt 512 ]] && break
+    sleep 0.2
+done
+sleep 1
+GROWN_MAX=$(<$NF/nf_conntrack_max)
+check "the watchdog grew the global max from 512 (now $GROWN_MAX; the namespace holds $GROW_COUNT entries)" \
+    test "$GROWN_MAX" -gt 512
+jctl -u conntrack-guard -o json ${GROW_CURSOR:+--after-cursor="$GROW_CURSOR"} >"$ART/journal-grown.json" 2>/dev/null
+jcheck_file() { # DESC FILE ARGS... (for journal-check.py)
+    local desc=$1 file=$2
+    shift 2
+    check "$desc" bash -c 'f=$1; shift; python3 "$0" "$@" <"$f"' "$HERE/journal-check.py" "$file" "$@"
+}
+jcheck_file "journal: grown (MESSAGE_ID 52caffdc…, warning) with CONNTRACK_MAX_BEFORE=512, CONNTRACK_MAX_AFTER=$GROWN_MAX, buckets, reason, memory, budget" \
+    "$ART/journal-grown.json" 52caffdcddea48828fb9da74aedb2e03 CONNTRACK_MAX_BEFORE=512 \
+    "CONNTRACK_MAX_AFTER=$GROWN_MAX" CONNTRACK_BUCKETS_BEFORE CONNTRACK_BUCKETS_AFTER \
+    CONNTRACK_GROW_REASON CONNTRACK_MEMORY_WORST CONNTRACK_GROW_BUDGET PRIORITY=4
+check "this boot's record /run/conntrack-guard/grown says max=$GROWN_MAX" \
+    in_sd grep -qx "max=$GROWN_MAX" /run/conntrack-guard/grown
+check "the remembered record /var/lib/conntrack-guard/grown says max=$GROWN_MAX (StateDirectory=)" \
+    in_sd grep -qx "max=$GROWN_MAX" /var/lib/conntrack-guard/grown
+WUID=$(in_sd awk '/^Uid:/ {print $2}' "/proc/$(prop conntrack-guard.service MainPID)/status")
+# DynamicUser= with RuntimeDirectoryPreserve=yes: systemd keeps the
+# directory in /run/private (0700 root) behind the /run/conntrack-guard
+# link, as it does /var/lib/private for StateDirectory=. Root and the
+# units' user get in; no one else.
+in_sd stat -L -c '%n %U(%u) %a' /run/conntrack-guard /run/conntrack-guard/grown /var/lib/private/conntrack-guard \
+    /var/lib/private/conntrack-guard/grown >"$ART/grown-ownership.txt" 2>&1
+in_sd readlink /run/conntrack-guard >>"$ART/grown-ownership.txt" 2>&1
+check "the record is 0644 in a 0755 directory owned by the watchdog's user ($WUID)" \
+    bash -c 'grep -q "^/run/conntrack-guard [^ ]*($1) 755$" "$2" && grep -q "^/run/conntrack-guard/grown [^ ]*($1) 644$" "$2" || { cat "$2"; exit 1; }' \
+    _ "$WUID" "$ART/grown-ownership.txt"
+in_sd /usr/bin/conntrack-guard status --json >"$ART/status-after-growth.json" 2>"$W/grow-status.err"
+check "status --json (root, as an operator runs it) reads this boot's record (grow.grown.max = $GROWN_MAX)" \
+    python3 -c 'import json,sys; g=json.load(open(sys.argv[1]))["grow"]["grown"]; sys.exit(0 if g and g["max"]==int(sys.argv[2]) else 1)' \
+    "$ART/status-after-growth.json" "$GROWN_MAX"
+sctl status conntrack-guard.service >"$ART/systemctl-status-grown.txt" 2>&1
+check "the status line says \"grown ×1 since start\"" \
+    grep -qE '^ +Status: ".* · grown ×1 since start' "$ART/systemctl-status-grown.txt"
+# Both units restart: the boot step first (systemd chowns the directories
+# to its user, which is the watchdog's: User=), then the watchdog.
+sctl restart conntrack-guard-apply.service >"$W/grow-apply2.out" 2>&1
+check "a restart of the boot step keeps the grown max (configured 512, kernel $(<$NF/nf_conntrack_max))" \
+    test "$(<$NF/nf_conntrack_max)" == "$GROWN_MAX"
+in_sd stat -L -c '%u' /run/conntrack-guard /var/lib/private/conntrack-guard >"$W/grow-owner.txt" 2>&1
+check "... and leaves /run/conntrack-guard and the state directory owned by the watchdog's user ($WUID): it can still write its records" \
+    bash -c '[[ $(sort -u "$1") == "$2" ]] || { cat "$1"; exit 1; }' _ "$W/grow-owner.txt" "$WUID"
+sctl restart conntrack-guard.service >/dev/null 2>&1
+sd_wait_active conntrack-guard.service 30
+sleep 3
+sctl status conntrack-guard.service >"$ART/systemctl-status-grown-restarted.txt" 2>&1
+check "a restarted watchdog knows the max as its own: \"grown to $GROWN_MAX earlier this boot\"" \
+    grep -qE "^ +Status: \".* · grown to $GROWN_MAX earlier this boot" "$ART/systemctl-status-grown-restarted.txt"
+jctl -u conntrack-guard -o json ${GROW_CURSOR:+--after-cursor="$GROW_CURSOR"} >"$ART/journal-grown.json" 2>/dev/null
+check "no drift and no restore after the growth and both restarts (MESSAGE_ID 6413e8d6…)" \
+    bash -c '! grep -q 6413e8d64d0e4a60a660377427f403a3 "$1" || { python3 "$0" 6413e8d64d0e4a60a660377427f403a3 <"$1"; exit 1; }' \
+    "$HERE/journal-check.py" "$ART/journal-grown.json"
+check "the max is still $GROWN_MAX" test "$(<$NF/nf_conntrack_max)" == "$GROWN_MAX"
+# Back as before: forget the growth, the previous file, no drop-in.
+in_sd ip netns del "$GROW_NS"
+in_sd rm -f "$GROW_DROPIN" "$GROW_DROPIN2" /run/conntrack-guard/grown /var/lib/conntrack-guard/grown
+in_sd install -m 0644 /ctg/conntrack-guard-reload.toml /etc/conntrack-guard/conntrack-guard.toml
+echo "$CUR_MAX" >"$NF/nf_conntrack_max"
+sctl daemon-reload >/dev/null 2>&1
+sctl restart conntrack-guard-apply.service >/dev/null 2>&1
+sctl restart conntrack-guard.service >/dev/null 2>&1
+sd_wait_active conntrack-guard.service 30
+check "after the growth test the global max is back to $CUR_MAX" test "$(<$NF/nf_conntrack_max)" == "$CUR_MAX"
 
 # --- artefacts --------------------------------------------------------------------------
 sleep 1
