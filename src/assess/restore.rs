@@ -205,8 +205,8 @@ pub fn restored_event(r: &Restore, result: Result<String, String>) -> Event {
             "fault",
             ids::FAULT,
             format!(
-                "could not restore {}: {why} (the watchdog needs write access to \
-                 /proc/sys/net/netfilter: see /usr/share/conntrack-guard/conntrack-guard-restore.conf)",
+                "could not restore {}: {why} (the watchdog needs CAP_NET_ADMIN and write access to \
+                 /proc/sys/net/netfilter, as the shipped unit's ReadWritePaths= gives)",
                 r.key
             ),
         )
