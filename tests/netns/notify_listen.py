@@ -4,7 +4,8 @@
 
   notify_listen.py SOCKET_PATH SECONDS OUT_JSON
 
-Binds SOCKET_PATH, collects for at most SECONDS, then writes
+Binds SOCKET_PATH, collects until the sender says STOPPING=1 (or for at
+most SECONDS), then writes
 {"messages": [[t, text], ...], "max_ping_gap": s} to OUT_JSON, where the
 gap is the longest time between two WATCHDOG=1 keep-alives.
 """
@@ -30,6 +31,10 @@ while time.monotonic() < end:
     except socket.timeout:
         continue
     msgs.append([time.monotonic(), data.decode("utf-8", "replace")])
+    # The watchdog's last word: the socket must outlive it, or its final
+    # notify fails (and is logged as a fault).
+    if "STOPPING=1" in msgs[-1][1].split("\n"):
+        break
 pings = [t for t, m in msgs if "WATCHDOG=1" in m.split("\n")]
 gap = max((b - a for a, b in zip(pings, pings[1:])), default=None)
 json.dump({"messages": msgs, "pings": len(pings), "max_ping_gap": gap}, open(out, "w"))

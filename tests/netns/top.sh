@@ -119,7 +119,7 @@ check "partial says so on stderr" grep -q "partial" "$W/partial.err"
 set_global_max $((count * 100 / 85))
 printf '[conntrack]\nmax = "keep"\nbuckets = "keep"\nudp_timeout = "keep"\nudp_timeout_stream = "keep"\n' >"$W/triage.toml"
 chmod 600 "$W/triage.toml"
-python3 "$HERE/notify_listen.py" "$W/notify.sock" 6 "$W/notify.json" &
+python3 "$HERE/notify_listen.py" "$W/notify.sock" 20 "$W/notify.json" &
 LISTEN=$!
 CTG_PIDS+=($LISTEN)
 sleep 0.3

@@ -75,7 +75,7 @@ ip netns add "$NS_OTHER" || { not_ok "ip netns add $NS_OTHER"; finish; }
 MINE+=("$NS_OTHER")
 printf '[conntrack]\nmax = "keep"\nbuckets = "keep"\nudp_timeout = "keep"\nudp_timeout_stream = "keep"\n[watch]\nnamespaces = "all"\nnamespaces_every = "1s"\ntriage = false\n' >"$W/nocap.toml"
 chmod 600 "$W/nocap.toml"
-python3 "$HERE/notify_listen.py" "$W/notify.sock" 6 "$W/notify.json" &
+python3 "$HERE/notify_listen.py" "$W/notify.sock" 20 "$W/notify.json" &
 LISTEN=$!
 for ((i = 0; i < 50; i++)); do [[ -S $W/notify.sock ]] && break; sleep 0.05; done
 # capsh --drop takes CAP_SYS_ADMIN out of the bounding set, so the shell it
