@@ -111,7 +111,7 @@ cp /etc/resolv.conf "$root/etc/resolv.conf"
 # repository's target/, so the package lands in target/$triple/debian/.
 chroot "$root" env -i PATH=/usr/bin:/bin HOME=/root LC_ALL=C.UTF-8 CARGO_HOME=/cargo-home \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-    sh -c "cd /src && cargo deb --locked --target $triple" >&2
+    sh -c "cd /src && cargo deb --locked --target $triple --output target/$triple/debian/" >&2
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/Cargo.toml" | head -n1)
 deb=$repo/target/$triple/debian/conntrack-guard_${version}-1_arm64.deb
@@ -123,5 +123,8 @@ chroot "$root" setpriv --reuid=65534 --regid=65534 --clear-groups \
     env -i PATH=/usr/bin:/bin HOME=/tmp TMPDIR=/tmp lintian --pedantic "/src/${deb#"$repo"/}" \
     >"${deb%/*}/lintian-trixie.txt" 2>&1 || true
 log "lintian --pedantic (Debian 13): $([ -s "${deb%/*}/lintian-trixie.txt" ] && cat "${deb%/*}/lintian-trixie.txt" || echo "nothing")"
+# cargo-deb 3.6 also puts the package into target/debian/, where the amd64
+# package is looked for (tests/run-all.sh takes the newest there).
+rm -f "$repo"/target/debian/conntrack-guard_*_arm64.deb
 log "built $deb"
 echo "$deb"
