@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 # tests/vm: the arm64 package itself, before it boots (issue 21). Sourced by
-# suite.sh for trixie-arm64 with $deb set; uses pass, fail, $art and $work.
+# suite.sh for trixie-arm64 with $deb set; uses pass, fail, expect_eq and $art.
 
 pk=$art/arm64-deb
 rm -rf "$pk" && mkdir -p "$pk"
@@ -33,8 +33,8 @@ fi
 # lintian as an unprivileged user (as tests/packaging does): Debian 12's on
 # this host, and Debian 13's that packaging/arm64.sh ran in its chroot.
 if command -v lintian >/dev/null; then
-    mkdir -p "$work/lintian-home" && chmod 1777 "$work/lintian-home"
-    HOME=$work/lintian-home TMPDIR=$work/lintian-home \
+    mkdir -p "$pk/lintian-home" && chmod 1777 "$pk" "$pk/lintian-home"
+    HOME=$pk/lintian-home TMPDIR=$pk/lintian-home \
         setpriv --reuid=65534 --regid=65534 --clear-groups lintian --pedantic "$deb" >"$pk/lintian-host.txt" 2>&1 || true
     if [ ! -s "$pk/lintian-host.txt" ]; then
         pass "arm64 .deb: lintian --pedantic ($(lintian --version)) prints nothing"

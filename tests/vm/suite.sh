@@ -51,6 +51,10 @@ art=${CONNTRACK_GUARD_VM_ARTEFACTS:-$repo/target/vm-artefacts}/$suite
 passed=0 failed=0
 pass() { passed=$((passed + 1)); echo "PASS: $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+expect_eq() {  # expect_eq DESC EXPECTED ACTUAL
+    if [ "$2" = "$3" ]; then pass "$1 = $3"; else fail "$1: expected $2, got $3"; fi
+}
+is_num() { [[ $1 =~ ^[0-9]+$ ]]; }
 finish() {
     echo "$passed passed, $failed failed"
     [ "$failed" -eq 0 ]
@@ -245,13 +249,9 @@ continue_after() {
     fail "boot $1 did not complete: later phases not run"
     finish
 }
-is_num() { [[ $1 =~ ^[0-9]+$ ]]; }
 count() { local n; n=$(grep -c '^{' "$1" 2>/dev/null) || true; echo "${n:-0}"; }
 
 val() { cat "$out/$1" 2>/dev/null || echo "<missing>"; }  # val STEP/FILE
-expect_eq() {  # expect_eq DESC EXPECTED ACTUAL
-    if [ "$2" = "$3" ]; then pass "$1 = $3"; else fail "$1: expected $2, got $3"; fi
-}
 step_ok() {
     if [ "$(val "$1/step.rc")" = 0 ]; then pass "$2"; else fail "$2 (rc $(val "$1/step.rc"); see $out/$1/step.log)"; fi
 }
