@@ -11,7 +11,7 @@ use std::time::Instant;
 use conntrack_guard::kernel::ctstats::{read_ct_counters, read_ct_stat, KernelNetlink};
 use conntrack_guard::kernel::snmp::read_udp;
 use conntrack_guard::kernel::softnet::read_softnet;
-use conntrack_guard::stats::read_fill;
+use conntrack_guard::kernel::stats::read_fill;
 use conntrack_guard::sysroot::SysRoot;
 
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
@@ -40,7 +40,7 @@ fn main() {
             black_box(read_softnet(&root).unwrap());
         }),
         ("ct_netlink", &|| {
-            black_box(conntrack_guard::netlink::stats_cpu_table().unwrap());
+            black_box(conntrack_guard::kernel::netlink::stats_cpu_table().unwrap());
         }),
         ("ct_procfs_table", &|| {
             black_box(read_ct_stat(&root).unwrap());

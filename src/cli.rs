@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{self, parse_duration};
-use crate::events::default_sink;
 use crate::exit;
 use crate::host::Host;
-use crate::output;
+use crate::report::events::default_sink;
+use crate::report::output;
 use crate::sysroot::SysRoot;
 
 /// The `--help` text.
@@ -41,7 +41,8 @@ COMMANDS:
 
 OPTIONS:
     --config PATH   Config file (default /etc/conntrack-guard/conntrack-guard.toml;
-                    a missing default file means built-in defaults)
+                    a missing default file means built-in defaults, a missing
+                    PATH is an error in every command)
     -h, --help      Show this help
     -V, --version   Show the version
 
@@ -127,7 +128,7 @@ impl UsageError {
     /// The exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self.command.as_deref() {
-            Some("status") => crate::status::Verdict::Unknown.code(),
+            Some("status") => crate::cmd::status::Verdict::Unknown.code(),
             _ => exit::USAGE,
         }
     }
@@ -356,16 +357,46 @@ fn plan_command(flags: &mut Flags) -> Result<Command, String> {
     })
 }
 
+/// The global options before the command word (`--config PATH` or
+/// `--config=PATH`, at most once), the word, and the arguments after it.
+/// `None` when the part before the word holds anything else, or no word
+/// follows: [`parse_args`] then reports it. doctor and top parse their own
+/// flags after the word; this is where they get the global `--config`, so
+/// it means the same for every command.
+pub fn split_global(args: &[OsString]) -> Option<(Option<PathBuf>, &OsStr, &[OsString])> {
+    let mut config: Option<PathBuf> = None;
+    let mut i = 0;
+    while let Some(a) = args.get(i) {
+        let bytes = a.as_bytes();
+        let value = if bytes == b"--config" {
+            i += 1;
+            args.get(i)?.clone()
+        } else if let Some(v) = bytes.strip_prefix(b"--config=") {
+            OsStr::from_bytes(v).to_os_string()
+        } else if bytes.starts_with(b"-") {
+            return None;
+        } else {
+            return Some((config, a.as_os_str(), &args[i + 1..]));
+        };
+        if config.replace(PathBuf::from(value)).is_some() {
+            return None;
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Run the command line; returns the exit code.
 pub fn run(args: &[OsString]) -> i32 {
-    // doctor parses its own options (src/doctor.rs).
-    if let Some((config, rest)) = crate::doctor::split_args(args) {
-        return crate::doctor::main(&SysRoot::from_env(), config, rest);
+    // doctor and top parse their own options (src/cmd/doctor.rs, src/cmd/top.rs).
+    if let Some((config, word, rest)) = split_global(args) {
+        match word.as_bytes() {
+            b"doctor" => return crate::cmd::doctor::main(&SysRoot::from_env(), config, rest),
+            b"top" => return crate::cmd::top::run(&SysRoot::from_env(), config.as_deref(), rest),
+            _ => {}
+        }
     }
-    if let Some(rest) = crate::top::subcommand_args(args) {
-        return crate::top::run(&SysRoot::from_env(), rest);
-    }
-    if let Some(code) = crate::allns::dispatch(args) {
+    if let Some(code) = crate::cmd::status::allns::dispatch(args) {
         return code;
     }
     let inv = match parse_args(args) {
@@ -387,17 +418,19 @@ pub fn run(args: &[OsString]) -> i32 {
             exit::FAILURE,
         ),
         Command::Apply { dry_run } => {
-            crate::apply::run(&host, inv.config.as_deref(), dry_run, &mut *default_sink())
+            crate::cmd::apply::run(&host, inv.config.as_deref(), dry_run, &mut *default_sink())
         }
         Command::Plan {
             rate,
             timeout,
             headroom,
             json,
-        } => crate::plan::run(root, inv.config.as_deref(), rate, timeout, headroom, json),
-        Command::Watch { interval } => crate::watch::run(&host, inv.config.as_deref(), interval),
+        } => crate::cmd::plan::run(root, inv.config.as_deref(), rate, timeout, headroom, json),
+        Command::Watch { interval } => {
+            crate::cmd::watch::run(&host, inv.config.as_deref(), interval)
+        }
         Command::Status { json, window } => {
-            crate::status::run(&host, inv.config.as_deref(), json, window)
+            crate::cmd::status::run(&host, inv.config.as_deref(), json, window)
         }
     }
 }
@@ -500,6 +533,39 @@ mod tests {
                 format!("{flag} given more than once"),
                 "{args:?}"
             );
+        }
+    }
+
+    #[test]
+    fn splits_the_global_part() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let a = os(&["--config", "/c.toml", "doctor", "--json"]);
+        let (c, w, rest) = split_global(&a).unwrap();
+        assert_eq!(
+            (c, w, rest),
+            (
+                Some(PathBuf::from("/c.toml")),
+                OsStr::new("doctor"),
+                &a[3..]
+            )
+        );
+        let a = os(&["--config=/x", "top"]);
+        let (c, w, rest) = split_global(&a).unwrap();
+        assert_eq!(
+            (c, w, rest.len()),
+            (Some(PathBuf::from("/x")), OsStr::new("top"), 0)
+        );
+        let a = os(&["--config=top", "plan"]);
+        assert_eq!(split_global(&a).unwrap().1, OsStr::new("plan"));
+        assert_eq!(split_global(&os(&["top"])).unwrap().0, None);
+        for bad in [
+            &["--config"][..],
+            &["--config", "/x"],
+            &["--config", "/a", "--config=/b", "top"],
+            &["--json", "top"],
+            &[],
+        ] {
+            assert!(split_global(&os(bad)).is_none(), "{bad:?}");
         }
     }
 

@@ -7,7 +7,7 @@
 //! a test: a test builds its own `Host`.
 
 use crate::kernel::ctstats::{CtNetlink, KernelNetlink, NoNetlink};
-use crate::module::{KmodLoader, ModuleLoader, NoLoader};
+use crate::kernel::module::{KmodLoader, ModuleLoader, NoLoader};
 use crate::sysroot::SysRoot;
 
 /// Everything kernel-facing a command needs.
@@ -32,7 +32,7 @@ impl Host {
             root: SysRoot::host(),
             loader: Box::new(KmodLoader),
             netlink: Box::new(KernelNetlink),
-            page_size: crate::hashsize::page_size(),
+            page_size: crate::kernel::hashsize::page_size(),
             kernel_access: true,
         }
     }
@@ -44,7 +44,7 @@ impl Host {
             root,
             loader: Box::new(NoLoader),
             netlink: Box::new(NoNetlink),
-            page_size: crate::hashsize::page_size(),
+            page_size: crate::kernel::hashsize::page_size(),
             kernel_access: false,
         }
     }

@@ -7,35 +7,18 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-pub mod allns;
-pub mod apply;
 pub mod assess;
 pub mod cli;
+pub mod cmd;
 pub mod config;
-pub mod ctdump;
-pub mod doctor;
-pub mod events;
-pub mod hashsize;
 pub mod host;
-pub mod ids;
 pub mod kernel;
-pub mod metrics;
-pub mod module;
-pub mod netlink;
 pub mod netns;
-pub mod notify;
-pub mod nsenter;
 pub mod observe;
-pub mod output;
-pub mod plan;
-pub mod ruleset;
-pub mod stats;
-pub mod status;
+pub mod report;
+pub mod state;
 pub mod sysroot;
-pub mod table;
-pub mod top;
-pub mod watch;
-pub mod writers;
+pub mod system;
 
 /// Exit codes, as documented in `--help`, the README and conntrack-guard(8).
 pub mod exit {

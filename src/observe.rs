@@ -8,13 +8,13 @@
 
 use crate::assess::{FillReading, Observation, Setting};
 use crate::config::Config;
-use crate::hashsize;
 use crate::host::Host;
 use crate::kernel::ctstats::{read_ct_counters, CtTable};
+use crate::kernel::hashsize;
 use crate::kernel::read_current;
 use crate::kernel::snmp::{read_udp, UdpStats};
 use crate::kernel::softnet::{read_softnet, SoftnetTable};
-use crate::stats::{read_fill, CounterSource, SampleError};
+use crate::kernel::stats::{read_fill, CounterSource, SampleError};
 use crate::sysroot::SysRoot;
 
 /// Read count and max, classified for [`crate::assess::assess`].

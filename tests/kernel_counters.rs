@@ -9,11 +9,11 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use conntrack_guard::kernel::ctstats::{read_ct_counters, read_ct_stat, CtCounter, KernelNetlink};
+use conntrack_guard::kernel::netlink::{netlink_available, stats_cpu_table};
 use conntrack_guard::kernel::percpu::CounterSet;
 use conntrack_guard::kernel::snmp::read_udp_in;
 use conntrack_guard::kernel::softnet::{read_softnet, SoftnetCounter};
-use conntrack_guard::netlink::{netlink_available, stats_cpu_table};
-use conntrack_guard::stats::CounterSource;
+use conntrack_guard::kernel::stats::CounterSource;
 use conntrack_guard::sysroot::SysRoot;
 
 mod common;
@@ -215,7 +215,7 @@ fn without_cap_net_admin_netlink_says_so_and_procfs_answers() {
     assert!(
         matches!(
             e,
-            conntrack_guard::netlink::NetlinkError::NeedsCapNetAdmin(_)
+            conntrack_guard::kernel::netlink::NetlinkError::NeedsCapNetAdmin(_)
         ),
         "{e:?}"
     );

@@ -15,7 +15,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use conntrack_guard::netlink::recv_retrying;
+use conntrack_guard::kernel::netlink::recv_retrying;
 
 type Pthread = nix::libc::pthread_t;
 
@@ -109,7 +109,7 @@ fn netlink_dump_survives_a_signal_storm() {
         tx.send(pthread_self()).unwrap();
         let mut n = 0;
         while stop_rx.try_recv().is_err() {
-            conntrack_guard::netlink::stats_cpu_table().expect("dump under signals");
+            conntrack_guard::kernel::netlink::stats_cpu_table().expect("dump under signals");
             n += 1;
         }
         n

@@ -9,8 +9,8 @@
 use conntrack_guard::host::Host;
 use conntrack_guard::kernel::ctstats::{parse_ct_stat, CtCounter, KernelNetlink};
 use conntrack_guard::kernel::percpu::CounterSet;
+use conntrack_guard::kernel::stats::CounterSource;
 use conntrack_guard::observe;
-use conntrack_guard::stats::CounterSource;
 use conntrack_guard::sysroot::SysRoot;
 
 mod common;

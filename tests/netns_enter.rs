@@ -7,8 +7,8 @@ mod common;
 
 use std::process::Command;
 
-use conntrack_guard::allns;
 use conntrack_guard::netns;
+use conntrack_guard::netns::sample as allns;
 use conntrack_guard::sysroot::SysRoot;
 
 struct Ns(String);

@@ -93,6 +93,63 @@ fn warning_for_level_and_for_drift() {
     );
 }
 
+/// Issue 18.7: a writer hint says only what it knows. Where apply never
+/// ran in this boot, a kernel default is not blamed on a module reload
+/// "after conntrack-guard-apply ran".
+#[test]
+fn kernel_default_hint_knows_whether_apply_ran() {
+    let root = FakeRoot::new();
+    root.sysctl("nf_conntrack_udp_timeout", "30");
+    std::fs::create_dir_all(root.path().join("proc/sys/kernel/random")).unwrap();
+    root.write(
+        "proc/sys/kernel/random/boot_id",
+        "3f2c8a4e-5b1d-4c6e-9a7f-0e1d2c3b4a59\n",
+    );
+    let hint = |v: &serde_json::Value| {
+        v["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["ok"] == false)
+            .and_then(|s| s["writer_hint"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (code, v) = json(&root, &[]);
+    assert_eq!(code, 1, "{v}");
+    let h = hint(&v);
+    assert!(
+        h.contains("conntrack-guard-apply has not run since boot"),
+        "{h}"
+    );
+    assert!(!h.contains("reloaded"), "{h}");
+    // A mark from an earlier boot (a kept /run) is not this boot's.
+    std::fs::create_dir_all(root.path().join("run/conntrack-guard")).unwrap();
+    root.write(
+        "run/conntrack-guard/applied",
+        "boot_id=0d4b9c57-7a5e-4f0e-9d59-0c1b2f3a4e5d\n",
+    );
+    let (_, v) = json(&root, &[]);
+    assert!(hint(&v).contains("has not run since boot"), "{v}");
+    // apply (for real, under this root) leaves this boot's mark.
+    let o = root.cmd(&["apply"]).output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let mark = std::fs::read_to_string(root.path().join("run/conntrack-guard/applied")).unwrap();
+    assert!(
+        mark.contains("boot_id=3f2c8a4e-5b1d-4c6e-9a7f-0e1d2c3b4a59"),
+        "{mark}"
+    );
+    root.sysctl("nf_conntrack_udp_timeout", "30");
+    let (_, v) = json(&root, &[]);
+    let h = hint(&v);
+    assert!(
+        h.contains("ran in this boot, so nf_conntrack was loaded or reloaded after it"),
+        "{h}"
+    );
+    let (_, text, _) = status(&root, &["--window", "0"]);
+    assert!(text.contains("ran in this boot"), "{text}");
+}
+
 #[test]
 fn critical_for_level_over_max_and_rising_drops() {
     let root = FakeRoot::new();

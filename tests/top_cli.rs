@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use conntrack_guard::ctdump::{parse_datagram, DumpError, Progress};
+use conntrack_guard::cmd::top::Triage;
+use conntrack_guard::kernel::ctdump::{parse_datagram, DumpError, Progress};
 use conntrack_guard::sysroot::SysRoot;
-use conntrack_guard::top::Triage;
 
 const BIN: &str = env!("CARGO_BIN_EXE_conntrack-guard");
 

@@ -131,7 +131,7 @@ fn module_vanishes_and_returns() {
     let (mut w, mut n) = root.watch_notified("0.05");
     n.status("(100/1000)");
     root.unload();
-    n.status("conntrack unavailable");
+    n.status("nf_conntrack not loaded: waiting for it");
     n.samples(5);
     assert!(w.alive());
     root.reload_module();
@@ -217,4 +217,67 @@ fn drift_reported_once_per_change_and_cleared() {
     assert!(first
         .message()
         .contains("systemctl restart conntrack-guard-apply"));
+}
+
+/// The writer search for a drift event reads /proc/*/comm and cmdline; one
+/// that hangs (a process in D state; here a FIFO nobody writes) must not
+/// hold up the loop: keep-alives go on, and the drift event goes out
+/// without the hint once the bound (2 s) is up. A later drift does not
+/// wait behind the hung search.
+#[test]
+fn a_hung_process_scan_does_not_block_the_loop() {
+    let root = FakeRoot::new();
+    let pid_dir = root.path().join("proc/77");
+    std::fs::create_dir_all(&pid_dir).unwrap();
+    nix::unistd::mkfifo(&pid_dir.join("comm"), nix::sys::stat::Mode::S_IRUSR).unwrap();
+    let mut n = NotifySocket::new();
+    let mut cmd = root.cmd(&["watch", "--interval", "0.05"]);
+    cmd.env("NOTIFY_SOCKET", &n.path)
+        .env("WATCHDOG_USEC", "200000");
+    let mut w = Running::spawn(cmd);
+    n.status("settings ok");
+    let t0 = std::time::Instant::now();
+    root.sysctl("nf_conntrack_udp_timeout", "30");
+    n.status("settings DRIFT (1 key)");
+    let drift = w
+        .wait_event(Duration::from_secs(6), |e| e.name == "drift")
+        .expect("drift event despite the hung scan");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "held for the bound: {took:?}"
+    );
+    assert!(drift.get("CONNTRACK_WRITER_HINT").is_none(), "{drift:?}");
+    // Keep-alives never paused while the scan hung.
+    let pings: Vec<std::time::Instant> = n
+        .seen()
+        .into_iter()
+        .filter(|(t, m)| *t > t0 && m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(t, _)| t)
+        .collect();
+    assert!(pings.len() >= 10, "{} keep-alives", pings.len());
+    for pair in pings.windows(2) {
+        assert!(
+            pair[1] - pair[0] < Duration::from_millis(200),
+            "{:?}",
+            pair[1] - pair[0]
+        );
+    }
+    let t1 = std::time::Instant::now();
+    root.sysctl("nf_conntrack_max", "2000");
+    w.wait_event(Duration::from_secs(5), |e| {
+        e.name == "drift" && e.get("CONNTRACK_ACTUAL") == Some("2000")
+    })
+    .expect("second drift");
+    assert!(
+        t1.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t1.elapsed()
+    );
+    let (st, took) = w.term();
+    assert_eq!(st.code(), Some(0));
+    assert!(
+        took < Duration::from_secs(2),
+        "exit not held by the hung thread: {took:?}"
+    );
 }

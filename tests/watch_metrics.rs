@@ -217,3 +217,63 @@ fn read_only_directory_reported_once() {
     assert_eq!(w.names().iter().filter(|n| *n == "fault").count(), 1);
     assert!(!prom.exists());
 }
+
+/// The stat file with these per-CPU raw `drop` values.
+fn drops_per_cpu(root: &FakeRoot, cpus: &[u32]) {
+    let mut text = format!("{HEADER}\n");
+    for d in cpus {
+        text.push_str(&format!(
+            "000003e8  00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 {d:08x} 00000000 00000000  00000000 00000000 00000000 00000000\n"
+        ));
+    }
+    root.write(STAT, &text);
+}
+
+const DROP_TOTAL: &str = "conntrack_guard_stat_total{counter=\"drop\"}";
+
+/// `*_total` never falls across a restart of the watchdog in the same boot
+/// (issue 18.9): CPU 0's u32 drop counter wraps under one process, counts
+/// on while none runs, and the next process continues the total from the
+/// state kept in run/conntrack-guard/ instead of restarting from the raw
+/// sum (which is almost 2^32 lower). Another boot id starts afresh.
+#[test]
+fn totals_never_fall_across_a_restart_after_a_wrap() {
+    let root = FakeRoot::new();
+    std::fs::create_dir_all(root.path().join("proc/sys/kernel/random")).unwrap();
+    root.write("proc/sys/kernel/random/boot_id", "boot-1\n");
+    std::fs::create_dir_all(root.path().join("run/conntrack-guard")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let prom = out.path().join("conntrack.prom");
+    config_with_textfile(&root, &prom);
+    let near = u32::MAX - 15;
+    drops_per_cpu(&root, &[near, 16]);
+    let first = u64::from(near) + 16;
+
+    let mut w = Running::spawn(root.cmd(&["watch", "--interval", "0.05"]));
+    wait_metrics(&prom, |m| m[DROP_TOTAL] == first as f64);
+    drops_per_cpu(&root, &[32, 16]); // CPU 0 wraps: +48
+    wait_metrics(&prom, |m| m[DROP_TOTAL] == (first + 48) as f64);
+    let (st, _) = w.term();
+    assert_eq!(st.code(), Some(0));
+    let saved = std::fs::read_to_string(root.path().join("run/conntrack-guard/totals.json"))
+        .expect("state kept");
+    assert!(saved.contains("\"boot_id\":\"boot-1\""), "{saved}");
+
+    // While no watchdog runs, CPU 0 counts +5.
+    drops_per_cpu(&root, &[37, 16]);
+    std::fs::remove_file(&prom).unwrap();
+    let mut w = Running::spawn(root.cmd(&["watch", "--interval", "0.05"]));
+    let m = wait_metrics(&prom, |_| true);
+    assert_eq!(m[DROP_TOTAL], (first + 48 + 5) as f64, "continued, not 53");
+    let (st, _) = w.term();
+    assert_eq!(st.code(), Some(0));
+    assert!(!w.names().contains(&"fault".to_string()), "{:?}", w.lines());
+
+    // Another boot: the kept state is not this boot's counters.
+    root.write("proc/sys/kernel/random/boot_id", "boot-2\n");
+    std::fs::remove_file(&prom).unwrap();
+    let mut w = Running::spawn(root.cmd(&["watch", "--interval", "0.05"]));
+    let m = wait_metrics(&prom, |_| true);
+    assert_eq!(m[DROP_TOTAL], 53.0);
+    w.term();
+}

@@ -6,12 +6,12 @@
 
 use super::tally::{self, Tally};
 use super::{fill_fields, Fill, Level};
-use crate::events::{Event, Priority};
-use crate::ids;
 use crate::kernel::ctstats::{CtCounter, CtTable};
 use crate::kernel::percpu::DeltaTracker;
 use crate::kernel::snmp::UdpStats;
 use crate::kernel::softnet::{SoftnetCounter, SoftnetTable};
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
 
 /// Said once per outage of one source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

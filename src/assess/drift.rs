@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::Setting;
-use crate::events::{Event, Priority};
-use crate::ids;
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
 
 /// What a drift event tells the operator to do.
 pub const REMEDY: &str = "systemctl restart conntrack-guard-apply";

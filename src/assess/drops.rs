@@ -15,9 +15,9 @@ use std::time::Duration;
 use super::tally::{Signal, Tally};
 use super::{fill_fields, Fill, Level, Thresholds};
 use crate::config::fmt_duration;
-use crate::events::{Event, Priority};
-use crate::ids;
 use crate::kernel::percpu::HOT_CPU_SHARE;
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
 
 /// One incident: from the first loss until a whole window without one.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +129,23 @@ impl DropTracker {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// The drop point goes away (a namespace that vanished, or the
+    /// watchdog stops watching it): the window's losses not logged yet,
+    /// then the incident's `drops_ended`, so every incident is closed.
+    pub fn close(
+        &mut self,
+        sig: &'static Signal,
+        fill: Option<&Fill>,
+        level: Level,
+        now: Duration,
+    ) -> Vec<Event> {
+        let mut out = self.flush(sig, fill, level, now);
+        if let (Some(inc), Some(f)) = (self.incident.take(), fill) {
+            out.push(ended_event(sig, &inc, f, level, now));
+        }
+        out
     }
 
     /// A drop incident is in progress.

@@ -1,19 +1,20 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Whether sampling works: the first good sample, the module going away and
 //! coming back, readings that make no sense, and a count above max. Each is
-//! said once per change; `healthy` decides whether systemd's watchdog gets
-//! its keep-alive.
+//! said once per change. `healthy` decides whether the metrics are written;
+//! systemd's keep-alive does not depend on it (it says the loop runs, see
+//! [`crate::cmd::watch`]).
 
 use super::{fill_fields, Fill, FillReading, Level};
-use crate::events::{Event, Priority};
-use crate::ids;
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
 
 /// The health concern.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HealthTracker {
     /// A good sample has been seen (READY=1 was due).
     pub started: bool,
-    /// The last sample read the fill: ping the watchdog.
+    /// The last sample read a usable fill.
     pub healthy: bool,
     /// The conntrack keys are gone (module_gone was logged).
     pub gone: bool,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::{fill_fields, Fill, Fullness, Thresholds};
 use crate::config::fmt_duration;
-use crate::events::{Event, Priority};
-use crate::ids;
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
 
 /// Fill level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]

@@ -23,23 +23,26 @@
 pub mod counters;
 pub mod drift;
 pub mod drops;
+pub mod grow;
 pub mod health;
 pub mod level;
+pub mod lower;
 pub mod netns;
 pub mod restore;
+pub mod sizing;
 pub mod tally;
 pub mod trend;
 
 use std::time::Duration;
 
 use crate::config::{fmt_duration, Watch};
-use crate::events::{Event, Priority};
-use crate::ids;
 use crate::kernel::ctstats::CtTable;
 use crate::kernel::same_value;
 use crate::kernel::snmp::UdpStats;
 use crate::kernel::softnet::SoftnetTable;
-use crate::stats::CounterSource;
+use crate::kernel::stats::CounterSource;
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
 
 pub use counters::{BacklogTracker, CtTracker, UdpTracker};
 pub use drift::{DriftTracker, REMEDY};
@@ -302,6 +305,25 @@ impl State {
         .collect()
     }
 
+    /// The per-CPU counter state behind the metrics' totals, for the next
+    /// watchdog process (see [`crate::report::metrics::save_totals`]).
+    pub fn saved_totals(&self) -> crate::report::metrics::SavedTotals {
+        crate::report::metrics::SavedTotals {
+            conntrack: self.counters.deltas.save(),
+            softnet: self.backlog.deltas.save(),
+        }
+    }
+
+    /// Continue a previous process's totals (same boot).
+    pub fn resume_totals(&mut self, saved: crate::report::metrics::SavedTotals) {
+        if let Some(s) = saved.conntrack {
+            self.counters.deltas.resume(s);
+        }
+        if let Some(s) = saved.softnet {
+            self.backlog.deltas.resume(s);
+        }
+    }
+
     /// Full, or rising towards full, as of the last sample.
     pub fn fullness(&self) -> Fullness {
         Fullness {
@@ -417,7 +439,9 @@ pub fn flush(mut s: State) -> (State, Vec<Event>) {
 pub fn status_line(s: &State) -> String {
     let h = &s.health;
     let head = match (&s.fill, h.gone, &h.fault) {
-        (_, true, _) => "conntrack unavailable (nf_conntrack keys are gone)".to_string(),
+        (_, true, _) => {
+            "nf_conntrack not loaded: waiting for it (its sysctl keys are gone)".to_string()
+        }
         (_, _, Some(why)) => format!("conntrack unreadable ({why})"),
         (Some(f), _, _) => format!("conntrack {} · {}", f.text(), s.level().name()),
         (None, _, _) => "conntrack not sampled yet".to_string(),
@@ -744,7 +768,7 @@ mod tests {
         };
         let (s, _) = assess(&t, s, &gone, secs(1));
         assert!(!s.healthy());
-        assert!(status_line(&s).starts_with("conntrack unavailable"));
+        assert!(status_line(&s).starts_with("nf_conntrack not loaded: waiting for it"));
         let (s, _) = assess(&t, s, &obs(1, 10), secs(2));
         assert!(s.healthy());
         let (s, evs) = assess(&t, s, &obs(1, 0), secs(3));

@@ -4,7 +4,9 @@
 //! namespace's own count against the global max. A namespace's events carry
 //! `CONNTRACK_NETNS` and its owner (runtime, container name and id), and
 //! say so in their message. A namespace that disappears leaves the set
-//! without a word: containers come and go.
+//! without a level event (containers come and go), but a drop incident in
+//! it is closed: the losses held back in its window and its `drops_ended`
+//! are logged, as they are for every namespace when the watchdog stops.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,9 +15,9 @@ use super::counters::CtTracker;
 use super::drops::DropTracker;
 use super::level::LevelTracker;
 use super::{Fill, Fullness, Level, Thresholds, CONNTRACK};
-use crate::allns::{NsSample, SampleError};
-use crate::events::Event;
+use crate::netns::sample::{NsSample, SampleError};
 use crate::netns::Namespace;
+use crate::report::events::Event;
 
 /// One watched namespace.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +26,8 @@ pub struct NsTracker {
     pub label: String,
     /// The last fill read.
     pub fill: Option<Fill>,
+    /// The namespace as last seen, to tag the events that close it.
+    pub ns: Option<Namespace>,
     level: LevelTracker,
     counters: CtTracker,
     drops: DropTracker,
@@ -33,6 +37,16 @@ impl NsTracker {
     /// The current level.
     pub fn level(&self) -> Level {
         self.level.level
+    }
+
+    /// The namespace is gone or no longer watched: close its incident.
+    fn close(mut self, now: Duration) -> Vec<Event> {
+        let level = self.level();
+        let evs = self.drops.close(&CONNTRACK, self.fill.as_ref(), level, now);
+        match &self.ns {
+            Some(ns) => evs.into_iter().map(|ev| tag(ev, ns)).collect(),
+            None => evs,
+        }
     }
 }
 
@@ -45,7 +59,7 @@ pub struct NsTrackers {
 
 impl NsTrackers {
     /// One scan's results. Namespaces not in it, or that vanished while it
-    /// ran, are forgotten.
+    /// ran, are forgotten, their drop incidents closed.
     pub fn step(
         &mut self,
         t: &Thresholds,
@@ -57,8 +71,12 @@ impl NsTrackers {
         for (ns, sample) in scan.iter().filter(|(ns, _)| !ns.host) {
             let mut tr = self.by_inode.remove(&ns.inode).unwrap_or_default();
             tr.label = ns.owner.label();
+            tr.ns = Some(ns.clone());
             match sample {
-                Err(e) if e.vanished() => continue,
+                Err(e) if e.vanished() => {
+                    out.extend(tr.close(now));
+                    continue;
+                }
                 // Unreadable this time (a race with the runtime): keep the
                 // state, say nothing; the next scan tries again.
                 Err(_) => {}
@@ -89,8 +107,18 @@ impl NsTrackers {
             }
             keep.insert(ns.inode, tr);
         }
-        self.by_inode = keep;
+        for (_, gone) in std::mem::replace(&mut self.by_inode, keep) {
+            out.extend(gone.close(now));
+        }
         out
+    }
+
+    /// At exit: close every namespace's drop incident.
+    pub fn flush(&mut self, now: Duration) -> Vec<Event> {
+        std::mem::take(&mut self.by_inode)
+            .into_values()
+            .flat_map(|t| t.close(now))
+            .collect()
     }
 
     /// The fullest watched namespace.
@@ -210,6 +238,48 @@ mod tests {
         assert!(tr
             .status()
             .starts_with("netns 1 watched, worst docker tracker (42) 100.0%"));
+    }
+
+    /// A namespace that vanishes mid-incident: the drops held back in its
+    /// window are logged, then its drops_ended, tagged with its owner; at
+    /// exit the same for every namespace still watched.
+    #[test]
+    fn a_vanished_namespace_closes_its_incident() {
+        let cfg = Config::default();
+        let mut t = Thresholds::new(&cfg.watch, Duration::from_secs(1));
+        t.drops_every = Duration::from_secs(60);
+        let mut tr = NsTrackers::default();
+        let mut evs = Vec::new();
+        for (i, drop) in [0, 10, 25].into_iter().enumerate() {
+            let scan = vec![
+                (ns(42, false), sample(500, drop)),
+                (ns(43, false), sample(500, drop)),
+            ];
+            evs.extend(tr.step(&t, &scan, Duration::from_secs(i as u64)));
+        }
+        let names: Vec<&str> = evs.iter().map(|e| e.name).collect();
+        assert_eq!(names, vec!["drops", "drops"], "first drop of each at once");
+        // 43 goes away with 15 drops held back in its window.
+        let evs = tr.step(
+            &t,
+            &[(ns(42, false), sample(500, 25))],
+            Duration::from_secs(3),
+        );
+        let names: Vec<&str> = evs.iter().map(|e| e.name).collect();
+        assert_eq!(names, vec!["drops", "drops_ended"], "{evs:?}");
+        assert_eq!(evs[0].get("CONNTRACK_DROP_DELTA"), Some("15"));
+        for e in &evs {
+            assert_eq!(e.get("CONNTRACK_NETNS"), Some("43"));
+            assert!(e.message.starts_with("netns 43 (docker tracker): "));
+        }
+        // At exit, 42's incident is closed too: its 15 held back, then
+        // the end.
+        let evs = tr.flush(Duration::from_secs(4));
+        let names: Vec<&str> = evs.iter().map(|e| e.name).collect();
+        assert_eq!(names, vec!["drops", "drops_ended"], "{evs:?}");
+        assert!(evs.iter().all(|e| e.get("CONNTRACK_NETNS") == Some("42")));
+        assert!(tr.by_inode.is_empty());
+        assert!(tr.flush(Duration::from_secs(5)).is_empty());
     }
 
     #[test]

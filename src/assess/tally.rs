@@ -66,7 +66,7 @@ pub static CONNTRACK: Signal = Signal {
     point: "conntrack",
     what: "conntrack dropped flows",
     event: "drops",
-    id: crate::ids::DROPS,
+    id: crate::report::ids::DROPS,
     counters: &[
         counter!("drop", "DROP", true),
         counter!("early_drop", "EARLY_DROP", true),
@@ -84,7 +84,7 @@ pub static SOCKET: Signal = Signal {
     point: "socket",
     what: "UDP sockets dropped datagrams (socket receive buffer)",
     event: "udp_drops",
-    id: crate::ids::UDP_DROPS,
+    id: crate::report::ids::UDP_DROPS,
     counters: &[
         counter!("rcvbuf_errors", "UDP_RCVBUF_ERRORS", true),
         counter!("in_errors", "UDP_IN_ERRORS", false),
@@ -100,7 +100,7 @@ pub static BACKLOG: Signal = Signal {
     point: "backlog",
     what: "the input backlog dropped packets",
     event: "backlog_drops",
-    id: crate::ids::BACKLOG_DROPS,
+    id: crate::report::ids::BACKLOG_DROPS,
     counters: &[
         counter!("dropped", "BACKLOG_DROPPED", true),
         counter!("time_squeeze", "TIME_SQUEEZE", false),

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::error::ConfigError;
 use super::model::{Config, MAX_CONFIG_BYTES};
-use super::walk::parse;
+use super::parse::parse;
 use crate::sysroot::{PathError, SysRoot, DEFAULT_CONFIG};
 
 /// Load the configuration: `explicit` (from `--config`), else the rooted

@@ -2,27 +2,31 @@
 //! The configuration file.
 //!
 //! - [`model`]: the types, their defaults and the range of every key;
-//! - [`walk`]: the walk over toml's spanned document tree, which keeps each
-//!   key's position so every error names the file, the line and the key;
+//! - [`values`]: the value syntaxes (durations, budgets, sysctl names),
+//!   shared with the command line;
+//! - [`parse`]: serde derives the sections and keys (unknown ones are
+//!   refused); each value keeps its span and is checked in plain code, so
+//!   every error names the file, the line and the key;
 //! - [`load`]: opens the file once, checks ownership on that descriptor and
 //!   reads it with a size limit.
 //!
 //! A typo must never leave the kernel untuned silently, so unknown keys are
-//! errors, not warnings. The files import only downwards (model and values
-//! import nothing of the config; walk imports them; load imports walk);
-//! this file only re-exports.
+//! errors, not warnings. The files import only downwards (model imports
+//! nothing of the config; values imports model; parse imports both; load
+//! imports parse); this file only re-exports.
 //!
-//! Adding a key: a field and its default in `model.rs`, one entry in the
-//! section's key table in `walk.rs`, and a line in conntrack-guard.toml(5).
+//! Adding a key: a field and its default in `model.rs`, a field in the
+//! section's raw struct and its check in `parse.rs`, a commented line in
+//! packaging/conntrack-guard.toml and in conntrack-guard.toml(5).
 
 mod error;
 mod load;
 mod model;
+mod parse;
 mod values;
-mod walk;
 
 pub use error::ConfigError;
 pub use load::{check_ownership, load};
 pub use model::*;
-pub use values::{fmt_duration, parse_duration, valid_sysctl_key};
-pub use walk::parse;
+pub use parse::parse;
+pub use values::{fmt_duration, parse_budget, parse_duration, valid_sysctl_key};

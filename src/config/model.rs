@@ -24,12 +24,15 @@ pub const PERCENT_RANGE: (f64, f64) = (0.0, 100.0);
 /// `[watch] drops_every`.
 pub const DROPS_EVERY_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(86_400));
-/// `[watch] triage_every` and `namespaces_every`.
+/// `[watch] triage_every` and `namespaces_every`, `[grow] every`.
 pub const EVERY_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(86_400));
 /// `[watch] restore_limit`: restores of one key per hour.
 pub const RESTORE_LIMIT_RANGE: (u64, u64) = (1, 60);
 /// `[watch] hysteresis_percent`.
 pub const HYSTERESIS_RANGE: (f64, f64) = (0.0, 50.0);
+/// `[grow] budget` as a size: above 0 and below 1 PiB (a larger figure is
+/// a typo, not a budget).
+pub const BUDGET_MAX_BYTES: u64 = 1 << 50;
 
 /// sysctl keys of the four conntrack settings.
 pub const KEY_MAX: &str = "net.netfilter.nf_conntrack_max";
@@ -169,17 +172,81 @@ pub struct Metrics {
     pub textfile: Option<PathBuf>,
 }
 
+/// `[grow] budget`: the most memory the table may cost at its grown max.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// A share of RAM (MemTotal), in percent: above 0, at most 100.
+    Percent(f64),
+    /// A fixed size in bytes.
+    Bytes(u64),
+}
+
+impl Budget {
+    /// The budget in bytes on a machine with `mem_total` bytes of RAM
+    /// (MemTotal of /proc/meminfo, which is given in KiB, times 1024).
+    pub fn bytes(self, mem_total: u64) -> u64 {
+        match self {
+            // f64 is exact for every RAM size below 8 PiB; the cast floors.
+            Budget::Percent(p) => (mem_total as f64 * p / 100.0) as u64,
+            Budget::Bytes(b) => b,
+        }
+    }
+}
+
+/// Written the way the config accepts it: "2%", "512MiB", "1000B".
+impl std::fmt::Display for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Budget::Percent(p) => write!(f, "{p}%"),
+            Budget::Bytes(b) => {
+                let (n, unit) = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")]
+                    .into_iter()
+                    .find(|(shift, _)| b != 0 && b % (1u64 << shift) == 0)
+                    .map_or((b, "B"), |(shift, unit)| (b >> shift, unit));
+                write!(f, "{n}{unit}")
+            }
+        }
+    }
+}
+
+/// The `[grow]` section: raising nf_conntrack_max on its own when the
+/// table fills, within a memory budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grow {
+    /// Grow at all.
+    pub enabled: bool,
+    /// The worst-case memory of the table at the grown max.
+    pub budget: Budget,
+    /// At most one growth per this long.
+    pub every: Duration,
+    /// The next boot starts from the grown value.
+    pub remember: bool,
+}
+
+impl Default for Grow {
+    fn default() -> Self {
+        Grow {
+            enabled: true,
+            budget: Budget::Percent(2.0),
+            every: Duration::from_secs(10),
+            remember: true,
+        }
+    }
+}
+
 /// A whole, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `[conntrack]`.
     pub conntrack: Conntrack,
-    /// `[sysctl]`, in file order.
+    /// `[sysctl]`, sorted by key (toml's table order).
     pub sysctl: Vec<Extra>,
     /// `[watch]`.
     pub watch: Watch,
     /// `[metrics]`.
     pub metrics: Metrics,
+    /// `[grow]`.
+    pub grow: Grow,
     /// Where it came from; `None` for the built-in defaults.
     pub source: Option<PathBuf>,
 }
@@ -211,6 +278,7 @@ impl Default for Config {
                 namespaces_every: Duration::from_secs(60),
             },
             metrics: Metrics::default(),
+            grow: Grow::default(),
             source: None,
         }
     }

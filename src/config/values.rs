@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! Value syntaxes shared by the config file and the command line: durations
-//! and sysctl key names.
+//! Value syntaxes shared by the config file and the command line: durations,
+//! memory budgets and sysctl key names.
 
 use std::time::Duration;
+
+use super::model::{Budget, BUDGET_MAX_BYTES};
 
 /// Check a `[sysctl]` key: dotted, each part made of `[A-Za-z0-9_-]`, so it
 /// maps to a path strictly inside /proc/sys (no `/`, `..`, spaces or
@@ -71,6 +73,48 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parse a memory budget: a share of RAM ("2%", "0.5%", above 0 and at
+/// most 100) or a size with a binary unit ("512MiB", "2GiB", "1.5G"; B,
+/// K/KiB, M/MiB, G/GiB, T/TiB, all powers of 1024 as in systemd's
+/// MemoryMax=). A bare number is refused: bytes or percent would be a guess.
+pub fn parse_budget(s: &str) -> Result<Budget, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = |why: &str| format!("bad budget {s:?}: {why}");
+    let n: f64 = num
+        .parse()
+        .map_err(|_| bad("expected a share of RAM such as \"2%\" or a size such as \"512MiB\""))?;
+    if n <= 0.0 {
+        return Err(bad("must be above 0"));
+    }
+    let shift = match unit.trim() {
+        "%" if n <= 100.0 => return Ok(Budget::Percent(n)),
+        "%" => return Err(bad("a share of RAM is at most 100%")),
+        "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        "" => return Err(bad("needs a unit: % of RAM, or B, KiB, MiB, GiB or TiB")),
+        other => {
+            return Err(bad(&format!(
+                "unknown unit {other:?} (use %, B, KiB, MiB, GiB or TiB)"
+            )))
+        }
+    };
+    let bytes = n * (1u64 << shift) as f64;
+    if bytes < 1.0 {
+        return Err(bad("must be at least 1 byte"));
+    }
+    if bytes >= BUDGET_MAX_BYTES as f64 {
+        return Err(bad("must be below 1 PiB"));
+    }
+    Ok(Budget::Bytes(bytes as u64))
+}
+
 /// Print a duration the way the config accepts it.
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -107,6 +151,47 @@ mod tests {
     }
 
     #[test]
+    fn budgets() {
+        let ok = |s: &str| parse_budget(s).unwrap();
+        assert_eq!(ok("2%"), Budget::Percent(2.0));
+        assert_eq!(ok("0.5%"), Budget::Percent(0.5));
+        assert_eq!(ok("100%"), Budget::Percent(100.0));
+        assert_eq!(ok("512MiB"), Budget::Bytes(512 << 20));
+        assert_eq!(ok("2GiB"), Budget::Bytes(2 << 30));
+        assert_eq!(ok("1G"), Budget::Bytes(1 << 30));
+        assert_eq!(ok("1.5K"), Budget::Bytes(1536));
+        assert_eq!(ok("4096B"), Budget::Bytes(4096));
+        for (bad, why) in [
+            ("0", "above 0"),
+            ("0%", "above 0"),
+            ("0MiB", "above 0"),
+            ("200%", "at most 100%"),
+            ("-1MiB", "expected a share of RAM"),
+            ("512", "needs a unit"),
+            ("2MB", "unknown unit"),
+            ("lots", "expected a share of RAM"),
+            ("", "expected a share of RAM"),
+            ("0.1B", "at least 1 byte"),
+            ("2048TiB", "below 1 PiB"),
+            ("1e3MiB", "unknown unit"),
+        ] {
+            let e = parse_budget(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn budget_resolves_against_ram_and_prints_as_written() {
+        let ram = 24 << 30;
+        assert_eq!(Budget::Percent(2.0).bytes(ram), 515_396_075);
+        assert_eq!(Budget::Percent(100.0).bytes(ram), ram);
+        assert_eq!(Budget::Bytes(512 << 20).bytes(ram), 512 << 20);
+        for s in ["2%", "0.5%", "512MiB", "2GiB", "1536B", "3KiB", "1TiB"] {
+            assert_eq!(parse_budget(s).unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
     fn sysctl_keys() {
         assert!(valid_sysctl_key("net.core.rmem_max").is_ok());
         assert!(valid_sysctl_key("net.ipv4.conf.eth-0.rp_filter").is_ok());
@@ -129,6 +214,15 @@ mod tests {
         #[test]
         fn duration_never_panics(s in "\\PC{0,30}") {
             let _ = parse_duration(&s);
+        }
+
+        #[test]
+        fn budget_never_panics_and_stays_in_range(s in "[0-9.]{0,25}(%|B|K|KiB|M|MiB|G|GiB|T|TiB|\\PC{0,3})") {
+            match parse_budget(&s) {
+                Ok(Budget::Percent(p)) => assert!(p > 0.0 && p <= 100.0, "{s:?}"),
+                Ok(Budget::Bytes(b)) => assert!((1..BUDGET_MAX_BYTES).contains(&b), "{s:?}"),
+                Err(_) => {}
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! `struct ip_conntrack_stat` with its procfs column and its ctnetlink
 //! attribute, and [`CtTable`] holds one reading per CPU. Both sources
 //! ([`crate::kernel::ctstats`] for procfs and the choice between them,
-//! [`crate::netlink`] for the socket) build on this; it imports neither.
+//! [`crate::kernel::netlink`] for the socket) build on this; it imports neither.
 
 use crate::kernel::percpu::{CounterSet, CpuTable};
 

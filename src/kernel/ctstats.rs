@@ -37,10 +37,10 @@
 //! every row and is not a per-CPU counter; the columns printed as constant
 //! 0 (`new`, `ignore`, `delete`, `searched`) are not mapped either.
 
+use crate::kernel::netlink::NetlinkError;
 use crate::kernel::percpu::{CounterSet, CpuIds};
+use crate::kernel::stats::{CounterSource, StatError};
 use crate::kernel::{read_parse, FileError};
-use crate::netlink::NetlinkError;
-use crate::stats::{CounterSource, StatError};
 use crate::sysroot::{SysRoot, STAT_FILE};
 
 pub use crate::kernel::ctcounter::{CtCounter, CtTable};
@@ -108,7 +108,7 @@ pub struct KernelNetlink;
 
 impl CtNetlink for KernelNetlink {
     fn stats_cpu(&self) -> Result<CtTable, NetlinkError> {
-        crate::netlink::stats_cpu_table()
+        crate::kernel::netlink::stats_cpu_table()
     }
 }
 

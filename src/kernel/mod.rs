@@ -10,18 +10,27 @@
 //!   (per network namespace);
 //! - [`softnet`]: input backlog drops from `/proc/net/softnet_stat` (global).
 //!
-//! These sit beside the older [`crate::stats`] API until the consumers move.
+//! These sit beside the older [`crate::kernel::stats`] API until the consumers move.
 
 use std::path::PathBuf;
 
 use crate::sysroot::{PathError, SysRoot};
 
 pub mod ctcounter;
+pub mod ctdump;
 pub mod ctstats;
+pub mod facts;
+pub mod hashsize;
+pub mod kmsg;
+pub mod module;
+pub mod netlink;
 pub mod nfnl;
+pub mod nsenter;
 pub mod percpu;
+pub mod slab;
 pub mod snmp;
 pub mod softnet;
+pub mod stats;
 pub mod sysctl;
 
 pub use sysctl::{entry_bytes, kernel_u64, parse_memtotal, ram_bytes, read_current, same_value};

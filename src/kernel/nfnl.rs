@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! The nfnetlink plumbing both ctnetlink readers share: the per-CPU
-//! statistics dump ([`crate::netlink`]) and the table dump
-//! ([`crate::ctdump`]). Message constants, the dump request, the socket,
+//! statistics dump ([`crate::kernel::netlink`]) and the table dump
+//! ([`crate::kernel::ctdump`]). Message constants, the dump request, the socket,
 //! and system calls that a signal does not interrupt.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -60,6 +60,44 @@ pub fn open_and_send(req: &[u8]) -> nix::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// What an errno from a ctnetlink socket call, or from the kernel's
+/// NLMSG_ERROR, means. Both readers ([`crate::kernel::netlink`] and
+/// [`crate::kernel::ctdump`]) classify through [`errno_meaning`], so one errno
+/// never means "not loaded" to one and "failed" to the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrnoMeaning {
+    /// The sender lacks CAP_NET_ADMIN in this netns: nfnetlink checks it
+    /// on every message (`netlink_net_capable`), answering EPERM.
+    NeedsCapNetAdmin,
+    /// ctnetlink is not there: `nfnetlink_rcv_msg` refuses a message of a
+    /// subsystem it has no client for with EINVAL (EOPNOTSUPP on the batch
+    /// path, ENOENT where the module request failed); `socket()` fails
+    /// with EPROTONOSUPPORT without nfnetlink and EAFNOSUPPORT without
+    /// netlink itself.
+    Unavailable,
+    /// No answer within the socket's receive timeout.
+    Timeout,
+    /// Anything else: a real failure.
+    Other,
+}
+
+/// Classify `errno` (a positive error number, `None` for an error that
+/// carries none). Pure.
+pub fn errno_meaning(errno: Option<i32>) -> ErrnoMeaning {
+    match errno.map(Errno::from_raw) {
+        Some(Errno::EPERM | Errno::EACCES) => ErrnoMeaning::NeedsCapNetAdmin,
+        Some(
+            Errno::EINVAL
+            | Errno::EOPNOTSUPP
+            | Errno::ENOENT
+            | Errno::EPROTONOSUPPORT
+            | Errno::EAFNOSUPPORT,
+        ) => ErrnoMeaning::Unavailable,
+        Some(Errno::EAGAIN) => ErrnoMeaning::Timeout,
+        _ => ErrnoMeaning::Other,
+    }
+}
+
 /// Run `f` again while it fails with EINTR.
 pub fn retry_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
     loop {
@@ -89,5 +127,21 @@ mod tests {
         assert_eq!(u16::from_ne_bytes(r[6..8].try_into().unwrap()), 0x301);
         assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 7);
         assert_eq!(&r[16..20], &[0, 0, 0, 0], "AF_UNSPEC, version 0, res_id 0");
+    }
+
+    #[test]
+    fn errno_mapping() {
+        use nix::libc::*;
+        for e in [EPERM, EACCES] {
+            assert_eq!(errno_meaning(Some(e)), ErrnoMeaning::NeedsCapNetAdmin);
+        }
+        for e in [EINVAL, EOPNOTSUPP, ENOENT, EPROTONOSUPPORT, EAFNOSUPPORT] {
+            assert_eq!(errno_meaning(Some(e)), ErrnoMeaning::Unavailable, "{e}");
+        }
+        assert_eq!(errno_meaning(Some(EAGAIN)), ErrnoMeaning::Timeout);
+        for e in [EIO, ENOBUFS, EBADF, 0, -1, i32::MAX] {
+            assert_eq!(errno_meaning(Some(e)), ErrnoMeaning::Other, "{e}");
+        }
+        assert_eq!(errno_meaning(None), ErrnoMeaning::Other);
     }
 }

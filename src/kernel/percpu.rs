@@ -248,7 +248,32 @@ pub struct DeltaTracker<K> {
     last_ids: Option<CpuIds>,
     last_len: usize,
     monotonic: Vec<Option<u64>>,
+    /// A previous watchdog's state, for the first reading (see
+    /// [`DeltaTracker::resume`]).
+    resume: Option<Saved>,
 }
+
+/// What a [`DeltaTracker`] hands to the next watchdog process so that its
+/// monotonic totals continue instead of restarting from the raw per-CPU
+/// sum (which is lower after a u32 wrap: a Prometheus counter must not
+/// fall while the kernel's counters did not reset). The last raw value of
+/// every counter on every CPU, and the totals that go with them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Saved {
+    /// Rows were identified by the kernel's CPU number (not by position).
+    pub kernel_ids: bool,
+    /// `(cpu, values in CounterSet order)`.
+    pub rows: Vec<(u32, Vec<Option<u32>>)>,
+    /// The monotonic totals, in CounterSet order.
+    pub totals: Vec<Option<u64>>,
+}
+
+/// A per-CPU value below this that reads lower later was reset, not
+/// wrapped: a wrap from below 2^31 takes over 2^31 events on one CPU in the
+/// time the watchdog was down. (The kernel resets the conntrack counters
+/// only with a new nf_conntrack; softnet's only with a reboot, which the
+/// boot id catches.)
+const RESET_BELOW: u32 = 1 << 31;
 
 impl<K: CounterSet> Default for DeltaTracker<K> {
     fn default() -> Self {
@@ -264,12 +289,83 @@ impl<K: CounterSet> DeltaTracker<K> {
             last_ids: None,
             last_len: 0,
             monotonic: vec![None; K::ALL.len()],
+            resume: None,
         }
+    }
+
+    /// The state to hand to the next watchdog process; `None` before the
+    /// first reading.
+    pub fn save(&self) -> Option<Saved> {
+        let ids = self.last_ids?;
+        Some(Saved {
+            kernel_ids: ids == CpuIds::Kernel,
+            rows: self
+                .last
+                .iter()
+                .map(|r| (r.cpu, r.values.clone()))
+                .collect(),
+            totals: self.monotonic.clone(),
+        })
+    }
+
+    /// Continue a previous process's totals from its [`Saved`] state (same
+    /// boot): the first reading stays a baseline for the windows (a restart
+    /// does not report what happened while it was down as a new increase),
+    /// but the totals become the saved ones plus each CPU's wrapping
+    /// increase since. A saved state that does not fit the first reading
+    /// (other CPU identification, a counter that was reset) is dropped and
+    /// the totals start from the raw sum, as without one.
+    pub fn resume(&mut self, saved: Saved) {
+        if saved.totals.len() == K::ALL.len()
+            && saved.rows.iter().all(|r| r.1.len() == K::ALL.len())
+        {
+            self.resume = Some(saved);
+        }
+    }
+
+    /// The totals a saved state gives for this first reading, if it fits.
+    fn resumed_totals(saved: &Saved, table: &CpuTable<K>) -> Option<Vec<Option<u64>>> {
+        let kernel_ids = table.ids == CpuIds::Kernel;
+        if saved.kernel_ids != kernel_ids || (!kernel_ids && saved.rows.len() != table.len()) {
+            return None;
+        }
+        let mut out = saved.totals.clone();
+        for (j, total) in out.iter_mut().enumerate() {
+            let mut sum = 0u64;
+            let mut seen = false;
+            for row in &table.rows {
+                let Some(now) = row.values[j] else { continue };
+                seen = true;
+                let then = saved
+                    .rows
+                    .iter()
+                    .find(|r| r.0 == row.cpu)
+                    .and_then(|r| r.1[j]);
+                sum += match then {
+                    Some(then) if now < then && then < RESET_BELOW => return None,
+                    Some(then) => u64::from(delta_u32(now, then)),
+                    // A CPU (or counter) the previous process did not see:
+                    // everything it counted is new to the total.
+                    None => u64::from(now),
+                };
+            }
+            *total = match (*total, seen) {
+                (Some(t), true) => Some(t.saturating_add(sum)),
+                (Some(t), false) => Some(t),
+                (None, _) => table.total(K::ALL[j]),
+            };
+        }
+        Some(out)
     }
 
     /// Take a reading; return what changed since the previous one.
     pub fn step(&mut self, table: &CpuTable<K>) -> Window<K> {
         let baseline = self.last_ids.is_none();
+        let resumed = self
+            .resume
+            .take()
+            .filter(|_| baseline)
+            .and_then(|s| Self::resumed_totals(&s, table));
         // Rows known only by position cannot be matched once their number
         // changes; neither can rows across a change of identification.
         let rebase = self.last_ids != Some(table.ids)
@@ -312,8 +408,12 @@ impl<K: CounterSet> DeltaTracker<K> {
             self.monotonic[j] = match (self.monotonic[j], sums[j]) {
                 (Some(m), Some(s)) => Some(m.saturating_add(s)),
                 (Some(m), None) => Some(m),
-                // First sight of this counter: start at its since-boot total.
-                (None, _) => table.total(*k),
+                // First sight of this counter: continue a previous
+                // process's total, else start at its since-boot sum.
+                (None, _) => match &resumed {
+                    Some(r) => r[j].or_else(|| table.total(*k)),
+                    None => table.total(*k),
+                },
             };
         }
         self.last_ids = Some(table.ids);
@@ -368,6 +468,88 @@ pub(crate) mod tests {
             }
         }
         t
+    }
+
+    /// A restart of the watchdog (a new tracker) after a u32 wrap: with the
+    /// saved state the total continues, across another wrap during the
+    /// downtime too; without it, it would restart from the raw sum, almost
+    /// 2^32 lower.
+    #[test]
+    fn totals_stay_monotonic_across_a_restart_after_a_wrap() {
+        let high = u32::MAX - 200;
+        let mut before = DeltaTracker::new();
+        before.step(&table(
+            CpuIds::Kernel,
+            &[(0, Some(u32::MAX - 9), Some(7)), (1, Some(high), None)],
+        ));
+        // CPU 0 wraps (+30), CPU 1 counts +5.
+        before.step(&table(
+            CpuIds::Kernel,
+            &[(0, Some(20), Some(7)), (1, Some(high + 5), None)],
+        ));
+        let exported = before.monotonic(T::A).unwrap();
+        assert_eq!(exported, u64::from(u32::MAX) - 9 + u64::from(high) + 35);
+        let saved = before.save().unwrap();
+        // Through the file, as the next process reads it.
+        let saved: Saved = serde_json::from_str(&serde_json::to_string(&saved).unwrap()).unwrap();
+
+        // The restart: CPU 0 +50 in the downtime, CPU 1 wraps (196 up to
+        // 2^32, then 10), and a CPU 2 comes online with 3.
+        let now = table(
+            CpuIds::Kernel,
+            &[
+                (0, Some(70), Some(9)),
+                (1, Some(10), None),
+                (2, Some(3), None),
+            ],
+        );
+        let mut naive = DeltaTracker::new();
+        naive.step(&now);
+        assert!(
+            naive.monotonic(T::A).unwrap() < exported,
+            "the defect: a fall"
+        );
+
+        let mut after = DeltaTracker::new();
+        after.resume(saved);
+        let w = after.step(&now);
+        assert!(w.is_baseline(), "the downtime is not a new window");
+        let downtime = 50 + (196 + 10) + 3;
+        assert_eq!(after.monotonic(T::A), Some(exported + downtime));
+        assert_eq!(after.monotonic(T::B), Some(7 + 2));
+        // And it goes on from there.
+        after.step(&table(
+            CpuIds::Kernel,
+            &[
+                (0, Some(71), Some(9)),
+                (1, Some(10), None),
+                (2, Some(3), None),
+            ],
+        ));
+        assert_eq!(after.monotonic(T::A), Some(exported + downtime + 1));
+    }
+
+    /// Counters that restarted from zero (a new nf_conntrack while the
+    /// watchdog was down) are a reset: the saved totals are dropped.
+    #[test]
+    fn a_reset_during_the_restart_drops_the_saved_totals() {
+        let mut before = DeltaTracker::new();
+        before.step(&table(CpuIds::Kernel, &[(0, Some(5000), None)]));
+        let saved = before.save().unwrap();
+        let mut after = DeltaTracker::new();
+        after.resume(saved);
+        after.step(&table(CpuIds::Kernel, &[(0, Some(12), None)]));
+        assert_eq!(after.monotonic(T::A), Some(12));
+        // Row-order tables of another length cannot be matched either.
+        let mut before = DeltaTracker::new();
+        before.step(&table(CpuIds::RowOrder, &[(0, Some(5), None)]));
+        let mut after = DeltaTracker::new();
+        after.resume(before.save().unwrap());
+        after.step(&table(
+            CpuIds::RowOrder,
+            &[(0, Some(9), None), (1, Some(4), None)],
+        ));
+        assert_eq!(after.monotonic(T::A), Some(13));
     }
 
     #[test]

@@ -1,30 +1,19 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Readers of single kernel values used by several commands: a sysctl as
-//! text or number (the bucket count falling back to the module parameter),
-//! the size of one conntrack entry, and the RAM. Thin: each is one read
-//! through [`SysRoot`] and a parse of the text.
+//! text or number (the bucket count falling back to the module parameter)
+//! and the RAM. Thin: each is one read through [`SysRoot`] and a parse of
+//! the text.
 
 use crate::config::KEY_BUCKETS;
 use crate::sysroot::{PathError, SysRoot, HASHSIZE_PARAM};
 
-/// Bytes per entry when the slab size cannot be read (the write-up's
-/// estimate is 300-400).
-pub const DEFAULT_ENTRY_BYTES: u64 = 384;
+// Bytes per entry live in `slab`, one figure for every command.
+pub use super::slab::{entry_bytes, DEFAULT_ENTRY_BYTES};
 
 /// Whether the value read back means the same as the target: the kernel
 /// prints multi-value sysctls with tabs where we wrote spaces.
 pub fn same_value(actual: &str, target: &str) -> bool {
     actual.split_whitespace().eq(target.split_whitespace())
-}
-
-/// Bytes per conntrack entry from the slab, or the default.
-pub fn entry_bytes(root: &SysRoot) -> u64 {
-    root.read_opt("sys/kernel/slab/nf_conntrack/object_size")
-        .ok()
-        .flatten()
-        .and_then(|s| s.trim().parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(DEFAULT_ENTRY_BYTES)
 }
 
 /// MemTotal in bytes, from /proc/meminfo.

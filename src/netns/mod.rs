@@ -14,8 +14,8 @@
 //! normal on a host that starts and stops containers, and is reported as
 //! [`EnterError::Vanished`], not as a failure.
 
-pub mod kmsg;
 pub mod owner;
+pub mod sample;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -253,13 +253,56 @@ pub enum EnterError {
     Thread(String),
 }
 
-fn hint(e: &io::Error) -> &'static str {
+/// The drop-in that grants the watchdog service what entering every
+/// namespace needs (installed from packaging/conntrack-guard-allns.conf).
+pub const ALLNS_DROPIN: &str = "/usr/share/conntrack-guard/conntrack-guard-allns.conf";
+
+impl EnterError {
+    /// The capability whose lack caused this error, if that is the cause:
+    /// setns(2) into a namespace of the initial user namespace answers
+    /// EPERM without CAP_SYS_ADMIN; opening another user's
+    /// `/proc/PID/ns/net` (a ptrace read check) answers EACCES without
+    /// CAP_SYS_PTRACE.
+    pub fn missing_capability(&self) -> Option<&'static str> {
+        match self {
+            EnterError::Setns { source, .. } | EnterError::Open { source, .. } => {
+                missing_capability(source)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The capability setns(2) into another network namespace needs.
+pub const CAP_SYS_ADMIN_NAME: &str = "CAP_SYS_ADMIN";
+
+/// Whether this process lacks CAP_SYS_ADMIN in its effective set, from
+/// `proc/self/status` under the root: without it no other network
+/// namespace can be entered, whoever owns it (root included, e.g. under
+/// `capsh --drop=cap_sys_admin`). `None` when the set cannot be read (then
+/// the setns errors themselves tell).
+pub fn lacks_sys_admin(root: &SysRoot) -> Option<bool> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let status = root.read_opt("proc/self/status").ok().flatten()?;
+    let caps = crate::sysroot::parse_cap_eff(&status)?;
+    Some(caps & (1 << CAP_SYS_ADMIN) == 0)
+}
+
+fn missing_capability(e: &io::Error) -> Option<&'static str> {
     match e.raw_os_error() {
-        Some(nix::libc::EPERM) => {
+        Some(nix::libc::EPERM) => Some(CAP_SYS_ADMIN_NAME),
+        Some(nix::libc::EACCES) => Some("CAP_SYS_PTRACE"),
+        _ => None,
+    }
+}
+
+fn hint(e: &io::Error) -> &'static str {
+    match missing_capability(e) {
+        Some("CAP_SYS_ADMIN") => {
             " (needs CAP_SYS_ADMIN; under systemd also RestrictNamespaces=net)"
         }
-        Some(nix::libc::EACCES) => " (needs CAP_SYS_PTRACE for another user's process)",
-        _ => "",
+        Some(_) => " (needs CAP_SYS_PTRACE for another user's process)",
+        None => "",
     }
 }
 

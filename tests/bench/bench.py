@@ -26,6 +26,29 @@
   bench.py events FILE NAME
       Print the stamped lines of FILE whose event is NAME as JSON lines
       (monotonic_ns plus the KEY=value fields).
+
+  bench.py paired OUT --a CMD --b CMD [--runs N] [--warmup W] [--env K=V]
+      Start CMD A and CMD B in turn (A B A B ...), each as a whole
+      process with its output thrown away, and time each from spawn to
+      reap. Writes the medians and the median of the per-pair ratios
+      A/B to OUT (JSON). Pairing keeps the ratio fair on a machine whose
+      speed drifts (other builds on the same cores).
+
+  bench.py smaps SMAPS [--bin NAME]
+      Print the resident memory of one process by mapping from a copy of
+      /proc/PID/smaps: file pages (the binary, libc, ld.so, others) and
+      anonymous pages (heap, stacks, anonymous mappings, and the
+      copy-on-write pages inside file mappings).
+
+  bench.py symbols UNSTRIPPED_BINARY [--top N]
+      Where the code bytes of an unstripped build go: text symbols
+      (nm --size-sort -S -C) summed by crate, std's backtrace symbolizer
+      (gimli, addr2line, rustc_demangle, miniz_oxide) as one group, the
+      stable-sort instantiations, and the N largest functions.
+
+  bench.py size-report RESULTS_DIR [--bin NAME]
+      The short report of tests/bench/size.sh: binary size, apply vs
+      sysctl -p, watch VmHWM with the breakdown by mapping.
 """
 
 import argparse
@@ -766,6 +789,246 @@ def plot_top_svg(rows, out, meta):
     os.replace(tmp, out)
 
 
+# --------------------------------------------------------------------------
+# paired whole-process timing, smaps breakdown, size report (issue 19)
+
+
+def spawn_wait_ns(argv, devnull, env=None):
+    """Wall time of one whole process, spawn to reap, in ns, its exit
+    code, and its CPU time (user + system, the kernel's accounting) in ns."""
+    t0 = time.perf_counter_ns()
+    pid = os.posix_spawnp(argv[0], argv, os.environ if env is None else env,
+                          file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
+                                        (os.POSIX_SPAWN_DUP2, devnull, 1),
+                                        (os.POSIX_SPAWN_DUP2, devnull, 2)])
+    _, status, ru = os.wait4(pid, 0)
+    t1 = time.perf_counter_ns()
+    return t1 - t0, os.waitstatus_to_exitcode(status), int((ru.ru_utime + ru.ru_stime) * 1e9)
+
+
+def cmd_paired(args):
+    a, b = shlex.split(args.a), shlex.split(args.b)
+    env = dict(os.environ)
+    for kv in args.env:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for _ in range(args.warmup):
+        spawn_wait_ns(a, devnull, env)
+        spawn_wait_ns(b, devnull, env)
+    ta, tb, ca, cb, bad = [], [], [], [], 0
+    for _ in range(args.runs):
+        x, ra, cx = spawn_wait_ns(a, devnull, env)
+        y, rb, cy = spawn_wait_ns(b, devnull, env)
+        bad += (ra != 0) + (rb != 0)
+        ta.append(x)
+        tb.append(y)
+        ca.append(cx)
+        cb.append(cy)
+    ratios = sorted(x / y for x, y in zip(ta, tb))
+    q = lambda v, f: sorted(v)[int(f * (len(v) - 1))]
+    out = {"a": args.a, "b": args.b, "env": args.env, "runs": args.runs, "nonzero_exits": bad,
+           "a_median_ns": statistics.median(ta), "b_median_ns": statistics.median(tb),
+           "a_min_ns": min(ta), "b_min_ns": min(tb),
+           "ratio_median": statistics.median(ratios),
+           "ratio_p25": q(ratios, 0.25), "ratio_p75": q(ratios, 0.75),
+           # CPU time is less disturbed than wall time by other work on
+           # the same cores (it misses time spent waiting for a core).
+           "a_cpu_median_ns": statistics.median(ca), "b_cpu_median_ns": statistics.median(cb),
+           "cpu_ratio": statistics.median(ca) / max(1, statistics.median(cb))}
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    return 0 if bad == 0 else 1
+
+
+def smaps_mappings(path):
+    """[(pathname, {field: kB})] for each mapping of a smaps copy."""
+    maps = []
+    for line in open(path):
+        f = line.split()
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+$", f[0]) and len(f) >= 5:
+            maps.append((" ".join(f[5:]), {}))
+        elif maps and len(f) >= 2 and f[0].endswith(":") and f[1].isdigit():
+            maps[-1][1][f[0][:-1]] = int(f[1])
+    return maps
+
+
+def smaps_breakdown(path, binname="conntrack-guard"):
+    """{"file": {what: kB}, "anon": {what: kB}}: Rss split by mapping.
+
+    A file mapping's Rss is its file pages plus its copy-on-write pages
+    (the smaps field Anonymous: relocations, .data, .bss); those count as
+    anonymous, under the file's name.
+    """
+    def who(name):
+        base = os.path.basename(name.split(" (deleted)")[0])
+        if base == binname:
+            return "binary"
+        if re.match(r"libc\.so", base):
+            return "libc"
+        if re.match(r"ld-linux.*\.so", base):
+            return "ld.so"
+        return base
+    file, anon = {}, {}
+    for name, v in smaps_mappings(path):
+        rss, an = v.get("Rss", 0), v.get("Anonymous", 0)
+        if name.startswith("["):
+            kind = ("heap" if name == "[heap]" else
+                    "stacks" if name.startswith("[stack") else
+                    "vdso/vvar" if name in ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]") else name)
+            if kind == "vdso/vvar":
+                file[kind] = file.get(kind, 0) + rss
+            else:
+                anon[kind] = anon.get(kind, 0) + rss
+        elif name == "":
+            anon["anonymous mappings"] = anon.get("anonymous mappings", 0) + rss
+        else:
+            w = who(name)
+            file[w] = file.get(w, 0) + rss - an
+            if an:
+                anon[f"copy-on-write in {w}"] = anon.get(f"copy-on-write in {w}", 0) + an
+    return {"file": file, "anon": anon}
+
+
+def smaps_rows(bd):
+    """Rows (label, KiB) for printing, file pages then anonymous."""
+    rows = []
+    order = ["binary", "libc", "ld.so"]
+    f = bd["file"]
+    rows.append(("file-backed, total", sum(f.values())))
+    for k in order + sorted((k for k in f if k not in order), key=lambda k: -f[k]):
+        if k in f and f[k]:
+            rows.append((f"  {k}", f[k]))
+    a = bd["anon"]
+    rows.append(("anonymous, total", sum(a.values())))
+    for k in sorted(a, key=lambda k: -a[k]):
+        if a[k]:
+            rows.append((f"  {k}", a[k]))
+    return rows
+
+
+def cmd_smaps(args):
+    for label, kib in smaps_rows(smaps_breakdown(args.smaps, args.bin)):
+        print(f"{label:<40} {kib:>6} KiB")
+    return 0
+
+
+BACKTRACE = ("gimli", "addr2line", "rustc_demangle", "miniz_oxide", "backtrace_rs")
+
+
+def symbol_crate(name):
+    """The crate a demangled symbol belongs to, by its first path segment.
+
+    `<T as Trait>::f` counts for T's crate. Generic code of core/alloc
+    instantiated for another crate's types still counts as core/alloc,
+    except that anything mentioning the backtrace symbolizer counts there.
+    """
+    if "short_backtrace" not in name and any(k in name for k in BACKTRACE):
+        return "(std backtrace symbolizer)"
+    m = re.match(r"^<+(?:&mut |&|\*const |\*mut |dyn |\[)*([A-Za-z_][A-Za-z0-9_]*)", name) \
+        or re.match(r"^([A-Za-z_][A-Za-z0-9_]*)::", name)
+    if not m:
+        return "(C, compiler-builtins, other)"
+    c = m.group(1)
+    if c in ("u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128",
+             "isize", "f32", "f64", "str", "char", "bool", "T", "F", "mut"):
+        return "core (impls on primitives)"
+    return c
+
+
+def cmd_symbols(args):
+    import subprocess
+    out = subprocess.run(["nm", "--size-sort", "-S", "-C", args.binary],
+                         capture_output=True, text=True, check=True).stdout
+    crates, fns, sort = {}, [], 0
+    for line in out.splitlines():
+        p = line.split(" ", 3)
+        if len(p) < 4 or p[2] not in "Tt":
+            continue
+        size, name = int(p[1], 16), p[3]
+        c = symbol_crate(name)
+        crates[c] = crates.get(c, 0) + size
+        fns.append((size, name))
+        if "core::slice::sort::" in name and c != "(std backtrace symbolizer)":
+            sort += size
+    total = sum(crates.values())
+    print(f"text symbols: {total} bytes")
+    for c, v in sorted(crates.items(), key=lambda kv: -kv[1]):
+        if v >= 1024:
+            print(f"  {v:8d}  {100 * v / total:5.1f}%  {c}")
+    print(f"  stable-sort instantiations outside the symbolizer: {sort} bytes")
+    mods = {}
+    for size, name in fns:
+        m = re.match(r"^<?conntrack_guard::([a-z_0-9]+)", name)
+        if m:
+            mods[m.group(1)] = mods.get(m.group(1), 0) + size
+    print("conntrack_guard by module:")
+    for k, v in sorted(mods.items(), key=lambda kv: -kv[1]):
+        if v >= 1024:
+            print(f"  {v:8d}  {k}")
+    print(f"largest {args.top} functions:")
+    for size, name in sorted(fns, reverse=True)[:args.top]:
+        print(f"  {size:8d}  {name[:110]}")
+    return 0
+
+
+def cmd_size_report(args):
+    res = args.results
+    t = Table()
+    meta = load(os.path.join(res, "meta.json")) or {}
+    print(f"conntrack-guard size and weight (issue 19), {meta.get('date', '?')}: "
+          f"{meta.get('machine', '')}; commit {meta.get('commit', '?')}")
+    b = load(os.path.join(res, "binary.json"))
+    if b:
+        t.section("binary")
+        t.add("stripped release binary", f"{b['bytes']} bytes",
+              f"{b['bytes'] / 1048576:.3f} MiB, {b.get('file', '')}; target ≤ 0.8 MiB (838861 bytes)")
+    a = hf_medians(os.path.join(res, "apply.json"))
+    pairs = [(f, load(os.path.join(res, f))) for f in ("apply-paired-c.json", "apply-paired.json")]
+    if a or any(p for _, p in pairs):
+        t.section("apply vs sysctl -p FILE, the same 4 keys at their current values (whole process)")
+    for f, p in pairs:
+        if not p:
+            continue
+        where = ("LC_ALL=C (procps loads no locale files)" if f == "apply-paired-c.json"
+                 else f"the caller's locale (LANG={os.environ.get('LANG', '')})")
+        t.add(f"A B A B, {where}", "", "")
+        t.add("  apply", fmt_time(p["a_median_ns"] * 1e-9), f"median of {p['runs']} runs")
+        t.add("  sysctl -p", fmt_time(p["b_median_ns"] * 1e-9))
+        t.add("  apply / sysctl -p (median of pair ratios)", fmt_ratio(p["ratio_median"]),
+              f"IQR {p['ratio_p25']:.2f}-{p['ratio_p75']:.2f}; target ≤ 1.00")
+        if "cpu_ratio" in p:
+            t.add("  the same in CPU time (user + system)", fmt_ratio(p["cpu_ratio"]),
+                  f"{fmt_time(p['a_cpu_median_ns'] * 1e-9)} / {fmt_time(p['b_cpu_median_ns'] * 1e-9)}")
+    if a:
+        cg = a.get("conntrack-guard apply", {}).get("median")
+        pp = a.get("sysctl -p", {}).get("median")
+        fl = a.get("conntrack-guard --version", {}).get("median")
+        t.add("apply / sysctl -p (hyperfine medians)", fmt_ratio(ratio(cg, pp)),
+              f"{fmt_time(cg)} / {fmt_time(pp)}; --version {fmt_time(fl)}; "
+              "one command after the other, so it drifts with the machine: quote the pairs")
+    m = load(os.path.join(res, "memory.json"))
+    sm = os.path.join(res, "watch-smaps-raw.txt")
+    if m:
+        t.section(f"watch --interval 1ms after {m.get('watch_samples', '?')} samples (real kernel)")
+        t.add("VmHWM", f"{m.get('watch_kib')} KiB", fmt_mib(m.get("watch_kib")))
+        try:
+            for line in open(os.path.join(res, "watch-status.txt")):
+                k, v = line.split(":", 1)
+                if k != "VmHWM":
+                    t.add(k, v.strip())
+        except OSError:
+            pass
+    if os.path.exists(sm):
+        bd = smaps_breakdown(sm, args.bin)
+        t.section("resident memory by mapping at the end (Rss, KiB)")
+        for label, kib in smaps_rows(bd):
+            note = "target ≤ 256 KiB" if label == "anonymous, total" else ""
+            t.add(label, str(kib), note)
+    t.print()
+    return 0
+
+
 def esc(s):
     return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -797,10 +1060,28 @@ def main():
     p = sub.add_parser("events")
     p.add_argument("file")
     p.add_argument("name")
+    p = sub.add_parser("paired")
+    p.add_argument("out")
+    p.add_argument("--a", required=True)
+    p.add_argument("--b", required=True)
+    p.add_argument("--runs", type=int, default=300)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--env", action="append", default=[], metavar="K=V",
+                   help="set K=V for both commands (repeatable)")
+    p = sub.add_parser("smaps")
+    p.add_argument("smaps")
+    p.add_argument("--bin", default="conntrack-guard")
+    p = sub.add_parser("symbols")
+    p.add_argument("binary")
+    p.add_argument("--top", type=int, default=15)
+    p = sub.add_parser("size-report")
+    p.add_argument("results")
+    p.add_argument("--bin", default="conntrack-guard", help="the binary's file name, for smaps")
     args = ap.parse_args()
     return {"stamp": cmd_stamp, "poll-fill": cmd_poll_fill,
             "report": cmd_report, "top-report": cmd_top_report, "meta": cmd_meta,
-            "events": cmd_events}[args.cmd](args)
+            "events": cmd_events, "paired": cmd_paired, "smaps": cmd_smaps, "symbols": cmd_symbols,
+            "size-report": cmd_size_report}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 #   tests/bench/run.sh [--quick] [--sizes "1000 3000 10000 30000 100000"]
 #                      [--cycles N] [--no-profiles] [--no-build]
 #                      [--only apply,sampler,sample10,size,memory,netns,profiles]
+#                      [--samples N] [--apply-runs N]
 #
 #   1. apply vs `sysctl -p FILE` vs `systemd-sysctl FILE` (hyperfine), the
 #      four conntrack keys written with their current values;
@@ -20,8 +21,9 @@
 #   3. the sample, `conntrack -C` and `conntrack -L | wc -l` at several
 #      table sizes in the host netns of the DNAT topology; draws
 #      tests/bench/sample-cost.svg;
-#   4. peak RSS of `watch --interval 1ms` after 10 000 samples vs earlyoom
-#      and prometheus-node-exporter (conntrack collector only);
+#   4. peak RSS of `watch --interval 1ms` after 10 000 samples (--samples)
+#      vs earlyoom and prometheus-node-exporter (conntrack collector only),
+#      and a copy of watch's smaps for the breakdown by mapping;
 #   5. the stripped release binary, and what each release-profile option
 #      buys: seven builds into target/bench-profile, one option changed at a
 #      time (about 2 minutes; --no-profiles skips them);
@@ -35,6 +37,8 @@
 # default routes). Raw results go to target/bench-results/. The timings are
 # measurements, not pass/fail; the closing "N passed, N failed" counts only
 # sanity checks. Exit status is 0 unless the harness itself broke.
+# CONNTRACK_GUARD_BIN and BENCH_RESULTS choose another binary and results
+# directory (tests/bench/size.sh uses both).
 
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -56,7 +60,9 @@ while (($#)); do
     --no-profiles) PROFILES=0 ;;
     --no-build) BUILD=0 ;;
     --only) ONLY=",$2,"; shift ;;
-    -h | --help) sed -n '3,37p' "$0"; exit 0 ;;
+    --samples) WATCH_SAMPLES_ARG=$2; shift ;;
+    --apply-runs) APPLY_RUNS_ARG=$2; shift ;;
+    -h | --help) sed -n '3,42p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -69,6 +75,16 @@ done
 APPLY_RUNS=300 SAMPLER_ITERS=20000 SIZE_ITERS=5000 WATCH_SAMPLES=10000 SAMPLE10_ITERS=3000
 if ((QUICK)); then
     APPLY_RUNS=50 SAMPLER_ITERS=3000 SIZE_ITERS=1000 SAMPLE10_ITERS=500
+fi
+if [[ -n ${WATCH_SAMPLES_ARG:-} ]]; then
+    [[ $WATCH_SAMPLES_ARG =~ ^[0-9]+$ ]] && ((WATCH_SAMPLES_ARG >= 100 && WATCH_SAMPLES_ARG <= 50000)) ||
+        { echo "--samples must be 100..50000" >&2; exit 2; }
+    WATCH_SAMPLES=$WATCH_SAMPLES_ARG
+fi
+if [[ -n ${APPLY_RUNS_ARG:-} ]]; then
+    [[ $APPLY_RUNS_ARG =~ ^[0-9]+$ ]] && ((APPLY_RUNS_ARG >= 10 && APPLY_RUNS_ARG <= 2000)) ||
+        { echo "--apply-runs must be 10..2000" >&2; exit 2; }
+    APPLY_RUNS=$APPLY_RUNS_ARG
 fi
 
 BIN=${CONNTRACK_GUARD_BIN:-$ROOT/target/release/conntrack-guard}
@@ -143,7 +159,7 @@ if ((BUILD)); then
         log "WARNING: the sampler did not build"
 fi
 check h "release binary exists" test -x "$BIN"
-check h "sampler exists" test -x "$SAMPLER"
+if want sampler || want sample10 || want netns; then check h "sampler exists" test -x "$SAMPLER"; fi
 [[ -x $BIN ]] || exit 1
 
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -205,6 +221,18 @@ bench_apply() {
         -n "conntrack-guard --version" "$BIN --version" \
         "${probes[@]}" >"$RES/apply-hyperfine.txt" 2>&1
     check h "hyperfine ran the apply comparison" test -s "$RES/apply.json"
+    # hyperfine runs all of one command, then all of the next: on cores
+    # shared with builds the machine's speed drifts between them. The same
+    # two commands taken in turn, A B A B, give a ratio per pair.
+    check h "apply and sysctl -p ran in turn, every run exit 0" \
+        python3 "$BENCH_PY" paired "$RES/apply-paired.json" --runs "$APPLY_RUNS" \
+        --a "$BIN --config $cfg apply" --b "sysctl -p $sc"
+    # procps calls setlocale: under a UTF-8 LANG it opens a dozen locale
+    # files per run, which conntrack-guard never does. LC_ALL=C is the
+    # kinder case for procps, so the target is held against that too.
+    check h "apply and sysctl -p ran in turn under LC_ALL=C" \
+        python3 "$BENCH_PY" paired "$RES/apply-paired-c.json" --runs "$APPLY_RUNS" --env LC_ALL=C \
+        --a "$BIN --config $cfg apply" --b "sysctl -p $sc"
 
     # Where the time goes: system calls and shared objects per process.
     local n_cg n_pp n_sd
@@ -322,6 +350,9 @@ bench_memory() {
              END {for (k in r) if (r[k] > 0) printf "%s %d\n", k, r[k]}' "/proc/$pid/smaps" |
             sort -k2 -rn >"$RES/watch-smaps.txt"
         grep -E '^(VmHWM|VmRSS|RssAnon|RssFile):' "/proc/$pid/status" >"$RES/watch-status.txt"
+        # The whole smaps, for the split into file and anonymous pages per
+        # mapping (bench.py smaps).
+        cp "/proc/$pid/smaps" "$RES/watch-smaps-raw.txt"
         check h "watch ran ${WATCH_SAMPLES} samples (estimated $samples from syscr, $per reads/sample)" \
             test "$samples" -ge "$WATCH_SAMPLES"
         ctg_stop_pid "$pid"

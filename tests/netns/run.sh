@@ -8,8 +8,13 @@
 #   sockets.sh   socket receive buffer drops: udp_drops events and status
 #   top.sh       issue 13: top --netns on a known 100k-entry mix
 #   restore.sh   issue 14: restore on drift against a foreign writer, with its limit
+#   restore_guard.sh  issue 18.4: restore never lowers max below the entries in use + 20%
 #   allns.sh     issue 12: status --all-netns over idle, busy and vanishing namespaces
-# Needs root, iproute2, nftables, conntrack-tools, python3, util-linux.
+#   watch_allns.sh  issue 18: namespaces = "all" without CAP_SYS_ADMIN; a namespace
+#                deleted mid-incident gets its drops_ended
+#   soak.sh      issue 18: 10 minutes of watch (all namespaces, triage) under
+#                churn and load; fds, threads and RSS end within 5% of the start
+# Needs root, iproute2, nftables, conntrack-tools, python3, util-linux, capsh.
 # Without them: with CI=true the suite fails; otherwise it prints
 # "SKIP: reason" and exits 0.
 set -u
@@ -42,7 +47,7 @@ passed=0
 failed=0
 log=$(mktemp /tmp/ctg-netns-run.XXXXXX)
 trap 'rm -f "$log"' EXIT
-for t in repro.sh incident.sh buckets.sh sockets.sh restore.sh top.sh allns.sh; do
+for t in repro.sh incident.sh buckets.sh sockets.sh restore.sh restore_guard.sh top.sh allns.sh watch_allns.sh soak.sh; do
     echo "### $t"
     "$HERE/$t" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}

@@ -241,18 +241,18 @@ else
 fi
 
 # ----------------------------------------------------------------- catalog
-ids_code=$(sed -n 's/^pub const \([A-Z_]*\): &str = "\([0-9a-f]\{32\}\)";/\2/p' src/ids.rs | sort)
+ids_code=$(sed -n 's/^pub const \([A-Z_]*\): &str = "\([0-9a-f]\{32\}\)";/\2/p' src/report/ids.rs | sort)
 ids_catalog=$(sed -n 's/^-- \([0-9a-f]\{32\}\)\( .*\)\{0,1\}$/\1/p' "$CATALOG" | sort)
 n_code=$(printf '%s\n' "$ids_code" | grep -c .)
 dups=$(printf '%s\n' "$ids_catalog" | uniq -d | tr '\n' ' ')
 only_code=$(comm -23 <(printf '%s\n' "$ids_code" | sort -u) <(printf '%s\n' "$ids_catalog" | sort -u) | tr '\n' ' ')
 only_catalog=$(comm -13 <(printf '%s\n' "$ids_code" | sort -u) <(printf '%s\n' "$ids_catalog" | sort -u) | tr '\n' ' ')
 if [ "$n_code" -lt 1 ]; then
-	fail "catalog: no MESSAGE_IDs found in src/ids.rs"
+	fail "catalog: no MESSAGE_IDs found in src/report/ids.rs"
 elif [ -n "$dups$only_code$only_catalog" ]; then
 	fail "catalog: duplicated [$dups] no entry [$only_code] no ID in code [$only_catalog]"
 else
-	pass "catalog: each of the $n_code MESSAGE_IDs in src/ids.rs has exactly one entry, and no other entry exists"
+	pass "catalog: each of the $n_code MESSAGE_IDs in src/report/ids.rs has exactly one entry, and no other entry exists"
 fi
 # Each entry should say what to do and point at the sizing tools where
 # the remedy is a larger table.
@@ -311,12 +311,12 @@ for expr in 'conntrack_guard_fill_ratio > 0.8' \
 		fail "alert rule missing: $expr"
 	fi
 done
-# Every metric a rule uses is one the watchdog writes (src/metrics.rs).
+# Every metric a rule uses is one the watchdog writes (src/report/metrics.rs).
 unknown_metrics=""
 for m in $(grep -o 'conntrack_guard_[a-z_]*' "$RULES" | sort -u); do
-	grep -q "\"$m\"" src/metrics.rs || unknown_metrics="$unknown_metrics $m"
+	grep -q "\"$m\"" src/report/metrics.rs || unknown_metrics="$unknown_metrics $m"
 done
-if [ -z "$unknown_metrics" ]; then pass "every metric the rules use is written by src/metrics.rs"; else fail "rules use metrics nobody writes:$unknown_metrics"; fi
+if [ -z "$unknown_metrics" ]; then pass "every metric the rules use is written by src/report/metrics.rs"; else fail "rules use metrics nobody writes:$unknown_metrics"; fi
 
 # ---------------------------------------------------------------- conffile
 # Every setting line carries an explanation: the nearest non-blank line
@@ -348,6 +348,7 @@ want = {
               "triage": True, "triage_every": "10m", "namespaces": "host",
               "namespaces_every": "1m", "restore": False, "restore_limit": 3},
     "metrics": {"textfile": ""},
+    "grow": {"enabled": True, "budget": "2%", "every": "10s", "remember": True},
 }
 got = tomllib.load(open(sys.argv[1], "rb"))
 if got != want:

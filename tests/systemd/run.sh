@@ -490,6 +490,110 @@ sctl daemon-reload >/dev/null 2>&1
 echo "$CUR_MAX" >"$NF/nf_conntrack_max"
 sleep 1.5
 
+# --- the keep-alive says "the loop runs" (issue 18.1, 18.2) -------------------------------
+# A test drop-in: a 2 s watchdog, and a root without nf_conntrack's keys
+# (CONNTRACK_GUARD_ROOT: the kernel as it looks before the module is
+# loaded; InaccessiblePaths= would give EACCES, a different fault). It must
+# start (Type=notify: READY=1 without a fill), keep its keep-alives for
+# more than 3 periods without a restart, and say why in its status line.
+WD_DROPIN=/etc/systemd/system/conntrack-guard.service.d/90-test-watchdog.conf
+in_sd mkdir -p /etc/systemd/system/conntrack-guard.service.d /run/ctg-noct/proc/sys/net /run/ctg-noct/etc
+in_sd sh -c "printf '%s\n' '[Service]' 'WatchdogSec=2s' 'Environment=CONNTRACK_GUARD_ROOT=/run/ctg-noct' >$WD_DROPIN"
+sctl daemon-reload >/dev/null 2>&1
+NR0=$(prop conntrack-guard.service NRestarts)
+sctl restart conntrack-guard.service >"$W/restart-noct.out" 2>&1
+RC=$?
+check "with nf_conntrack hidden from it, systemctl restart conntrack-guard succeeds: READY=1 came (rc=$RC)" test "$RC" == 0
+PID_NOCT=$(prop conntrack-guard.service MainPID)
+sleep 7   # 3.5 watchdog periods
+sctl status conntrack-guard.service >"$ART/systemctl-status-no-conntrack.txt" 2>&1
+NR1=$(prop conntrack-guard.service NRestarts)
+check "... still active after 3.5 watchdog periods, same MainPID ($PID_NOCT), NRestarts unchanged ($NR0 -> $NR1)" \
+    test "$(sctl is-active conntrack-guard.service)/$(prop conntrack-guard.service MainPID)/$NR1" == "active/$PID_NOCT/$NR0"
+check "... and its status line says why: \"nf_conntrack not loaded: waiting for it\"" \
+    grep -E '^ +Status: "nf_conntrack not loaded: waiting for it' "$ART/systemctl-status-no-conntrack.txt"
+grep -E '^ +Status:' "$ART/systemctl-status-no-conntrack.txt" | sed 's/^ */# /'
+
+# A stalled journald (SIGSTOP) for 3 watchdog periods while the watchdog
+# produces events (nf_conntrack_max and the two UDP timeouts flip between
+# two values every 25 ms and the watchdog samples every 50 ms: drift and
+# drift_cleared events). Its journal socket must not block it: no restart,
+# same process (a blocking send stops the loop once the socket's queue is
+# full; net.unix.max_dgram_qlen is 10 in this network namespace unless
+# set). After SIGCONT the held events, and a count of any beyond the
+# watchdog's own queue, reach the journal.
+in_sd sh -c "printf '%s\n' '[Service]' 'WatchdogSec=2s' 'ExecStart=' 'ExecStart=/usr/bin/conntrack-guard watch --interval 0.05' >$WD_DROPIN"
+sctl daemon-reload >/dev/null 2>&1
+sctl restart conntrack-guard.service >/dev/null 2>&1
+sleep 2
+NR0=$(prop conntrack-guard.service NRestarts)
+PID_STALL=$(prop conntrack-guard.service MainPID)
+JPID=$(prop systemd-journald.service MainPID)
+STALL_CURSOR=$(jctl -u conntrack-guard -n 1 --show-cursor -o cat 2>/dev/null | sed -n 's/^-- cursor: //p')
+FLIP_MAX=$((CUR_MAX - 4096))
+UDP_NOW=$(<$NF/nf_conntrack_udp_timeout)
+STREAM_NOW=$(<$NF/nf_conntrack_udp_timeout_stream)
+# Three watched keys flip together: three events per change. Bounded: 300
+# rounds, about 15 s.
+( for i in $(seq 1 300); do
+      echo "$FLIP_MAX" >"$NF/nf_conntrack_max"
+      echo $((UDP_NOW + 1)) >"$NF/nf_conntrack_udp_timeout"
+      echo $((STREAM_NOW + 1)) >"$NF/nf_conntrack_udp_timeout_stream"
+      sleep 0.025
+      echo "$CUR_MAX" >"$NF/nf_conntrack_max"
+      echo "$UDP_NOW" >"$NF/nf_conntrack_udp_timeout"
+      echo "$STREAM_NOW" >"$NF/nf_conntrack_udp_timeout_stream"
+      sleep 0.025
+  done ) &
+FLIPPER=$!
+sleep 1
+in_sd kill -STOP "$JPID"
+TSTOP=$(sd_now_ms)
+sleep 7   # 3.5 watchdog periods
+NR1=$(prop conntrack-guard.service NRestarts)
+STATE_STALL="$(sctl is-active conntrack-guard.service)/$(prop conntrack-guard.service MainPID)/$NR1"
+in_sd kill -CONT "$JPID"
+TCONT=$(sd_now_ms)
+wait "$FLIPPER" 2>/dev/null
+echo "$CUR_MAX" >"$NF/nf_conntrack_max"
+echo "$UDP_NOW" >"$NF/nf_conntrack_udp_timeout"
+echo "$STREAM_NOW" >"$NF/nf_conntrack_udp_timeout_stream"
+check "journald stopped for $((TCONT - TSTOP)) ms while events were produced: the watchdog was not restarted (active, MainPID $PID_STALL, NRestarts $NR0)" \
+    test "$STATE_STALL" == "active/$PID_STALL/$NR0"
+sleep 3
+jctl -u conntrack-guard -o json ${STALL_CURSOR:+--after-cursor="$STALL_CURSOR"} >"$ART/journal-stall.json" 2>/dev/null
+STALL_SUMMARY=$(python3 - "$ART/journal-stall.json" "$TSTOP" "$TCONT" <<'PYEOF'
+import json, sys
+path, tstop, tcont = sys.argv[1], int(sys.argv[2]) * 1000, int(sys.argv[3]) * 1000
+drift = held = 0
+lost = None
+for line in open(path):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if e.get("CONNTRACK_EVENT") in ("drift", "drift_cleared"):
+        drift += 1
+        # Sent while journald was stopped: the event's own time (SYSLOG
+        # timestamp is not sent; _SOURCE_REALTIME is absent too), so
+        # count what journald received right after SIGCONT.
+        if int(e.get("__REALTIME_TIMESTAMP", 0)) >= tcont:
+            held += 1
+    if "events could not be written" in e.get("MESSAGE", ""):
+        lost = e.get("CONNTRACK_EVENTS_LOST")
+print(f"{drift} {held} {lost or 0}")
+PYEOF
+)
+read -r ST_DRIFT ST_HELD ST_LOST <<<"$STALL_SUMMARY"
+check "after SIGCONT the journal has the held events ($ST_HELD drift events received after SIGCONT, $ST_DRIFT in all; ${ST_LOST:-0} counted as not written)" \
+    test "${ST_HELD:-0}" -gt 10
+check "... and the watchdog is still the same process" \
+    test "$(sctl is-active conntrack-guard.service)/$(prop conntrack-guard.service MainPID)" == "active/$PID_STALL"
+in_sd rm -rf "$WD_DROPIN" /run/ctg-noct
+sctl daemon-reload >/dev/null 2>&1
+sctl restart conntrack-guard.service >/dev/null 2>&1
+sd_wait_active conntrack-guard.service 30
+
 # --- artefacts --------------------------------------------------------------------------
 sleep 1
 sctl status conntrack-guard.service >"$ART/systemctl-status-conntrack-guard.txt" 2>&1

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 #![no_main]
 
-use conntrack_guard::ctdump::{parse_datagram, parse_entry, Progress};
-use conntrack_guard::top::{advise, Aggregator, Dim};
+use conntrack_guard::kernel::ctdump::{parse_datagram, parse_entry, Progress};
+use conntrack_guard::cmd::top::{advise, Aggregator, Dim};
 use libfuzzer_sys::fuzz_target;
 
 // A CT dump datagram through the parser and into the aggregation, then

@@ -7,5 +7,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut table = CtTable::new(CpuIds::Kernel);
-    let _ = conntrack_guard::netlink::parse_stats_cpu(data, 1, &mut table);
+    let _ = conntrack_guard::kernel::netlink::parse_stats_cpu(data, 1, &mut table);
 });

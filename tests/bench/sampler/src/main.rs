@@ -45,14 +45,14 @@ use nix::sys::socket::{
 
 use conntrack_guard::assess::{self, State, Thresholds};
 use conntrack_guard::config::Config;
-use conntrack_guard::hashsize;
+use conntrack_guard::kernel::hashsize;
 use conntrack_guard::host::Host;
 use conntrack_guard::kernel::ctstats::{read_ct_counters, read_ct_stat, KernelNetlink, NoNetlink};
 use conntrack_guard::kernel::snmp::read_udp;
 use conntrack_guard::kernel::softnet::read_softnet;
-use conntrack_guard::netlink;
+use conntrack_guard::kernel::netlink;
 use conntrack_guard::observe;
-use conntrack_guard::stats::{read_fill, CounterSource};
+use conntrack_guard::kernel::stats::{read_fill, CounterSource};
 use conntrack_guard::sysroot::SysRoot;
 
 const COUNT: &str = "proc/sys/net/netfilter/nf_conntrack_count";

@@ -1,0 +1,877 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Growth: the watchdog raises `nf_conntrack_max` itself, within a memory
+//! budget, when the table fills or drops (issue 20, "When and how much").
+//!
+//! max is only a ceiling: raising it allocates nothing until entries fill
+//! it, so the safe answer to a full table is a higher ceiling, bounded by
+//! the worst-case memory the operator allows. The rules, each a line below:
+//! - **trigger**: the fullest watched namespace at `critical_percent` of
+//!   max (max is one global ceiling each namespace's count is held
+//!   against), or drop, early_drop or insert_failed rising in any of them;
+//! - **how much**: the larger of 2 x max and what `plan` sizes for the
+//!   new-flow rate seen ([`crate::assess::sizing::size_for`]), capped by the budget
+//!   and the kernel's limit; buckets towards max / 4 as the kernel rounds
+//!   them, but only while a live resize is cheap (it rehashes every entry
+//!   under a global lock), else they are left for the next boot;
+//! - **bounded**: at most one growth per `every`; nothing is ever lowered;
+//!   a max the operator set at or above the budget is left alone;
+//! - **said once**: when the budget binds, one `grow_limited`, then silence
+//!   until the budget, the max or the load changes.
+//!
+//! Pure: the caller samples, calls [`GrowTracker::step`], writes what the
+//! returned [`Growth`] says (max first, then buckets, timing that write),
+//! and logs [`GrowStep::events`] with the stall it measured.
+
+use std::time::Duration;
+
+use crate::assess::sizing::{size_for, DEFAULT_HEADROOM};
+use crate::config::MAX_CONNTRACK_MAX;
+use crate::kernel::hashsize::kernel_buckets;
+use crate::kernel::slab::{worst_case_bytes, DEFAULT_ENTRY_BYTES};
+use crate::report::events::{Event, Priority};
+use crate::report::ids;
+use crate::report::table::human_bytes;
+
+/// Entries above which buckets are not resized live. The resize rehashes
+/// every entry of the global table with bottom halves off, stalling packets
+/// on every CPU for a time that grows with the table; the figure is to be
+/// set from the stall measured at 10k, 100k and 1M entries (tests/bench).
+pub const LIVE_RESIZE_LIMIT: u64 = 100_000;
+
+/// How growth is bounded. Plain values: the caller builds it from the
+/// `[grow]` and `[watch]` sections and the RAM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrowPolicy {
+    /// Worst-case memory the table may take at the grown max, in bytes.
+    pub budget_bytes: u64,
+    /// At most one growth per this long.
+    pub every: Duration,
+    /// Grow when the fullest namespace reaches this fill (percent).
+    pub critical_percent: f64,
+    /// Buckets are resized live only while the table holds fewer entries.
+    pub live_resize_limit: u64,
+    /// The headroom `plan` sizes the new-flow rate with.
+    pub headroom: f64,
+}
+
+impl GrowPolicy {
+    /// A policy with [`LIVE_RESIZE_LIMIT`] and plan's default headroom.
+    pub fn new(budget_bytes: u64, every: Duration, critical_percent: f64) -> Self {
+        GrowPolicy {
+            budget_bytes,
+            every,
+            critical_percent,
+            live_resize_limit: LIVE_RESIZE_LIMIT,
+            headroom: DEFAULT_HEADROOM,
+        }
+    }
+}
+
+/// What one sample saw, as plain values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrowSample {
+    /// nf_conntrack_max now.
+    pub max: u64,
+    /// nf_conntrack_buckets now (0 when unknown: then never resized).
+    pub buckets: u64,
+    /// The page size (the kernel rounds buckets to a page of pointers).
+    pub page_size: u64,
+    /// The count of the fullest watched namespace.
+    pub fullest_count: u64,
+    /// Which namespace that is, e.g. `host` or `netns 4026532246
+    /// (container tracker)`.
+    pub fullest_label: String,
+    /// Entries in the whole hash table, every namespace together: a bucket
+    /// resize rehashes all of them. The fullest count when nothing better
+    /// is known.
+    pub table_count: u64,
+    /// Rise of `drop` in this sample, all watched namespaces together.
+    pub drop: u64,
+    /// Rise of `early_drop`, likewise.
+    pub early_drop: u64,
+    /// Rise of `insert_failed`, likewise.
+    pub insert_failed: u64,
+    /// New flows per second over the last window, when known.
+    pub new_flow_rate: Option<f64>,
+    /// The timeout that holds those flows (`nf_conntrack_udp_timeout` on
+    /// kernels with the 2-second rule, see [`crate::assess::sizing`]), seconds.
+    pub udp_timeout: u64,
+    /// Bytes per entry ([`crate::kernel::slab::entry_bytes`]); 0 means
+    /// unknown and counts as the default.
+    pub entry_bytes: u64,
+}
+
+impl GrowSample {
+    fn entry_bytes(&self) -> u64 {
+        if self.entry_bytes == 0 {
+            DEFAULT_ENTRY_BYTES
+        } else {
+            self.entry_bytes
+        }
+    }
+
+    /// Whether a bucket resize is cheap enough to do now.
+    fn resize_live(&self, p: &GrowPolicy) -> bool {
+        self.buckets > 0 && self.table_count < p.live_resize_limit
+    }
+
+    /// Buckets at `max`: towards max / 4 as the kernel rounds them when
+    /// resized live, never fewer than now.
+    fn buckets_at(&self, max: u64, live: bool) -> u64 {
+        if live {
+            kernel_buckets(max / 4, self.page_size).max(self.buckets)
+        } else {
+            self.buckets
+        }
+    }
+}
+
+/// The largest max whose worst-case memory fits `budget_bytes`, with
+/// `buckets_at` giving the bucket count at a max (monotonic). At most the
+/// kernel's limit; 0 when not even an empty table fits.
+pub fn cap_max(budget_bytes: u64, entry_bytes: u64, buckets_at: impl Fn(u64) -> u64) -> u64 {
+    let fits = |m: u64| worst_case_bytes(m, buckets_at(m), entry_bytes) <= budget_bytes;
+    if !fits(0) {
+        return 0;
+    }
+    // Worst-case memory only rises with max: binary search, 31 steps.
+    let (mut lo, mut hi) = (0, MAX_CONNTRACK_MAX);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+/// The budget's cap at boot, where apply sizes buckets with max (to max /
+/// 4, as the kernel rounds it, never below `buckets`): what a remembered
+/// max is checked against.
+pub fn boot_cap(budget_bytes: u64, entry_bytes: u64, buckets: u64, page_size: u64) -> u64 {
+    cap_max(budget_bytes, entry_bytes, |m| {
+        kernel_buckets(m / 4, page_size).max(buckets)
+    })
+}
+
+/// One growth to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Growth {
+    /// max before.
+    pub max_before: u64,
+    /// max to write (always above `max_before`).
+    pub max_after: u64,
+    /// Buckets before.
+    pub buckets_before: u64,
+    /// Buckets to write when different (never fewer than before).
+    pub buckets_after: u64,
+    /// Why, e.g. `fill 96% in host, early_drop +1234`, with a note when
+    /// buckets are left for the next boot or the budget capped it.
+    pub reason: String,
+    /// Worst-case memory at the new max and buckets, bytes.
+    pub memory_worst: u64,
+    /// The budget, bytes.
+    pub budget: u64,
+}
+
+impl Growth {
+    /// Whether buckets are to be written too.
+    pub fn buckets_changed(&self) -> bool {
+        self.buckets_after != self.buckets_before
+    }
+
+    /// The buckets could not be written (the max was): the growth is
+    /// reported with the buckets unchanged, and why.
+    pub fn buckets_failed(&mut self, why: &str) {
+        let dropped = self.buckets_after.saturating_sub(self.buckets_before);
+        self.memory_worst = self
+            .memory_worst
+            .saturating_sub(dropped.saturating_mul(crate::kernel::slab::BUCKET_BYTES));
+        self.buckets_after = self.buckets_before;
+        self.reason
+            .push_str(&format!("; buckets not resized: {why}"));
+    }
+
+    /// The `grown` event, with the stall of the bucket write when it was
+    /// timed (`CONNTRACK_RESIZE_STALL_US`).
+    pub fn event(&self, stall: Option<Duration>) -> Event {
+        let buckets = if self.buckets_changed() {
+            format!(", buckets {} → {}", self.buckets_before, self.buckets_after)
+        } else {
+            String::new()
+        };
+        let stall_text = stall
+            .filter(|_| self.buckets_changed())
+            .map(|d| format!(" (the resize stalled packets for {} µs)", d.as_micros()))
+            .unwrap_or_default();
+        let msg = format!(
+            "conntrack table grown: max {} → {}{buckets}{stall_text} after {}; \
+             worst case {} of the {} budget",
+            self.max_before,
+            self.max_after,
+            self.reason,
+            human_bytes(self.memory_worst),
+            human_bytes(self.budget)
+        );
+        let ev = Event::new(Priority::Warning, "grown", ids::GROWN, msg)
+            .field("CONNTRACK_MAX_BEFORE", self.max_before)
+            .field("CONNTRACK_MAX_AFTER", self.max_after)
+            .field("CONNTRACK_BUCKETS_BEFORE", self.buckets_before)
+            .field("CONNTRACK_BUCKETS_AFTER", self.buckets_after)
+            .field("CONNTRACK_GROW_REASON", &self.reason)
+            .field("CONNTRACK_MEMORY_WORST", self.memory_worst)
+            .field("CONNTRACK_GROW_BUDGET", self.budget);
+        match stall.filter(|_| self.buckets_changed()) {
+            Some(d) => ev.field("CONNTRACK_RESIZE_STALL_US", d.as_micros()),
+            None => ev,
+        }
+    }
+}
+
+/// What one sample decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GrowStep {
+    /// The growth to write, if any.
+    pub growth: Option<Growth>,
+    /// The `grow_limited` event, when the budget binds (once).
+    pub limited: Option<Event>,
+}
+
+impl GrowStep {
+    /// The events in journal order, once max was written: `grown` (with
+    /// the measured bucket-resize stall) then `grow_limited`. When the max
+    /// write failed, log the failure instead and call
+    /// [`GrowTracker::write_failed`]; when only buckets failed, call
+    /// [`Growth::buckets_failed`] first.
+    pub fn events(self, stall: Option<Duration>) -> Vec<Event> {
+        let mut out: Vec<Event> = self.growth.map(|g| g.event(stall)).into_iter().collect();
+        out.extend(self.limited);
+        out
+    }
+}
+
+/// The `grow_limited` already logged, and what it was about: logged again
+/// only when one of these changes (the load only when it rises).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitedNote {
+    /// The budget's cap on max.
+    pub cap: u64,
+    /// The max the table was left at.
+    pub max: u64,
+    /// What plan sized for the new-flow rate then (0 when unknown).
+    pub rate_max: u64,
+}
+
+/// The growth concern: its state between samples. A restarted watchdog
+/// starts from [`GrowTracker::resumed`] with this boot's record, so a max
+/// it grew to before is still known as its own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GrowTracker {
+    /// When the last growth was decided.
+    pub last_at: Option<Duration>,
+    /// Growths since the watchdog started.
+    pub grown: u32,
+    /// The max the last growth set: a max at the cap that the watchdog
+    /// did not set is the operator's, and is left alone in silence.
+    pub ours: Option<u64>,
+    /// The last `grow_limited`.
+    pub limited: Option<LimitedNote>,
+}
+
+impl GrowTracker {
+    /// One sample: grow, say the budget binds, or nothing.
+    pub fn step(&mut self, p: &GrowPolicy, s: &GrowSample, now: Duration) -> GrowStep {
+        let Some(trigger) = trigger(p, s) else {
+            return GrowStep::default();
+        };
+        if s.max == 0 || s.max >= MAX_CONNTRACK_MAX {
+            return GrowStep::default();
+        }
+        if self
+            .last_at
+            .is_some_and(|at| now.saturating_sub(at) < p.every)
+        {
+            return GrowStep::default();
+        }
+        let bpe = s.entry_bytes();
+        let live = s.resize_live(p);
+        let cap = cap_max(p.budget_bytes, bpe, |m| s.buckets_at(m, live));
+        let rate_max = s
+            .new_flow_rate
+            .map(|r| size_for(r, s.udp_timeout, p.headroom).max)
+            .unwrap_or(0);
+        let needed = s.max.saturating_mul(2).max(rate_max).min(MAX_CONNTRACK_MAX);
+        let note = LimitedNote {
+            cap,
+            max: s.max,
+            rate_max,
+        };
+        if cap <= s.max {
+            // At the budget already: the operator's max is kept in silence;
+            // the max we grew to is said once more only when something
+            // changed since the last word.
+            let limited = (self.ours == Some(s.max) && self.limited_again(note))
+                .then(|| limited_event(p, s, &trigger, needed, live));
+            if limited.is_some() {
+                self.limited = Some(note);
+            }
+            return GrowStep {
+                growth: None,
+                limited,
+            };
+        }
+        let max_after = needed.min(cap);
+        let target = kernel_buckets(max_after / 4, s.page_size);
+        let buckets_after = s.buckets_at(max_after, live);
+        let mut reason = trigger.clone();
+        if rate_max > s.max.saturating_mul(2) {
+            reason.push_str(&format!(
+                "; sized by plan for {:.0} new flows/s held {} s",
+                s.new_flow_rate.unwrap_or(0.0),
+                s.udp_timeout
+            ));
+        }
+        if max_after < needed {
+            reason.push_str(&format!("; capped by the budget (wanted {needed})"));
+        }
+        if !live && s.buckets > 0 && target > s.buckets {
+            reason.push_str(&format!(
+                "; buckets stay {} until the next boot: a live resize of {} entries \
+                 (limit {}) would stall packets",
+                s.buckets, s.table_count, p.live_resize_limit
+            ));
+        }
+        let growth = Growth {
+            max_before: s.max,
+            max_after,
+            buckets_before: s.buckets,
+            buckets_after,
+            reason,
+            memory_worst: worst_case_bytes(max_after, buckets_after, bpe),
+            budget: p.budget_bytes,
+        };
+        self.last_at = Some(now);
+        self.grown = self.grown.saturating_add(1);
+        self.ours = Some(max_after);
+        let limited = (max_after < needed).then(|| {
+            let after = GrowSample {
+                max: max_after,
+                buckets: buckets_after,
+                ..s.clone()
+            };
+            self.limited = Some(LimitedNote {
+                max: max_after,
+                ..note
+            });
+            limited_event(p, &after, &trigger, needed, live)
+        });
+        GrowStep {
+            growth: Some(growth),
+            limited,
+        }
+    }
+
+    /// A tracker that knows `max` as its own growth (from this boot's
+    /// record, [`crate::state::grown::THIS_BOOT`]), so at the budget it says
+    /// `grow_limited` once rather than taking the max for the operator's.
+    pub fn resumed(max: u64) -> Self {
+        GrowTracker {
+            ours: Some(max),
+            ..GrowTracker::default()
+        }
+    }
+
+    /// The caller could not write the growth: it does not count and is not
+    /// ours. The `every` interval still holds, so a failing write is tried
+    /// at most once per interval.
+    pub fn write_failed(&mut self) {
+        self.grown = self.grown.saturating_sub(1);
+        self.ours = None;
+        self.limited = None;
+    }
+
+    /// The status-line fragment, `grown ×2 since start`, once grown.
+    pub fn status_fragment(&self) -> Option<String> {
+        (self.grown > 0).then(|| format!("grown ×{} since start", self.grown))
+    }
+
+    fn limited_again(&self, note: LimitedNote) -> bool {
+        match self.limited {
+            None => true,
+            Some(l) => l.cap != note.cap || l.max != note.max || note.rate_max > l.rate_max,
+        }
+    }
+}
+
+/// Why to grow, or `None`: `fill 96% in host`, `early_drop +1234`, ...
+fn trigger(p: &GrowPolicy, s: &GrowSample) -> Option<String> {
+    let mut parts = Vec::new();
+    let fill = s.fullest_count as f64 * 100.0 / s.max.max(1) as f64;
+    if fill >= p.critical_percent {
+        parts.push(format!("fill {fill:.0}% in {}", s.fullest_label));
+    }
+    for (name, rise) in [
+        ("drop", s.drop),
+        ("early_drop", s.early_drop),
+        ("insert_failed", s.insert_failed),
+    ] {
+        if rise > 0 {
+            parts.push(format!("{name} +{rise}"));
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// `grow_limited`: the budget, what it allows, and what the load needs.
+fn limited_event(p: &GrowPolicy, s: &GrowSample, trigger: &str, needed: u64, live: bool) -> Event {
+    let bpe = s.entry_bytes();
+    let worst = worst_case_bytes(s.max, s.buckets, bpe);
+    let need_bytes = worst_case_bytes(needed, s.buckets_at(needed, live), bpe);
+    let msg = format!(
+        "conntrack table at its memory budget: max {} may take {} of the {} budget; \
+         {trigger}; max {needed} would need {}. Raise [grow] budget, or shorten \
+         the UDP timeouts so fewer entries are held",
+        s.max,
+        human_bytes(worst),
+        human_bytes(p.budget_bytes),
+        human_bytes(need_bytes)
+    );
+    Event::new(Priority::Warning, "grow_limited", ids::GROW_LIMITED, msg)
+        .field("CONNTRACK_MAX", s.max)
+        .field("CONNTRACK_GROW_NEEDED", needed)
+        .field("CONNTRACK_MEMORY_WORST", worst)
+        .field("CONNTRACK_MEMORY_NEEDED", need_bytes)
+        .field("CONNTRACK_GROW_BUDGET", p.budget_bytes)
+        .field("CONNTRACK_GROW_REASON", trigger)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn policy(budget: u64) -> GrowPolicy {
+        GrowPolicy {
+            budget_bytes: budget,
+            every: Duration::from_secs(10),
+            critical_percent: 95.0,
+            live_resize_limit: 100_000,
+            headroom: 2.0,
+        }
+    }
+
+    /// A full host table of `max` with buckets max / 4, nothing dropped.
+    fn full(max: u64) -> GrowSample {
+        GrowSample {
+            max,
+            buckets: kernel_buckets(max / 4, 4096),
+            page_size: 4096,
+            fullest_count: max,
+            fullest_label: "host".into(),
+            table_count: max,
+            drop: 0,
+            early_drop: 0,
+            insert_failed: 0,
+            new_flow_rate: None,
+            udp_timeout: 30,
+            entry_bytes: 384,
+        }
+    }
+
+    fn quiet(max: u64) -> GrowSample {
+        GrowSample {
+            fullest_count: max / 2,
+            table_count: max / 2,
+            ..full(max)
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn no_trigger_no_growth() {
+        let mut t = GrowTracker::default();
+        assert_eq!(
+            t.step(&policy(1 << 40), &quiet(1024), secs(0)),
+            GrowStep::default()
+        );
+        // 94% is below the critical 95%.
+        let s = GrowSample {
+            fullest_count: 962,
+            ..quiet(1024)
+        };
+        assert_eq!(t.step(&policy(1 << 40), &s, secs(0)), GrowStep::default());
+        assert_eq!(t.status_fragment(), None);
+    }
+
+    #[test]
+    fn fill_doubles_max_and_buckets_towards_a_quarter() {
+        let mut t = GrowTracker::default();
+        let s = GrowSample {
+            fullest_count: 1000,
+            fullest_label: "netns 4026532246 (container tracker)".into(),
+            ..quiet(1024)
+        };
+        let g = t.step(&policy(1 << 40), &s, secs(0)).growth.unwrap();
+        assert_eq!((g.max_before, g.max_after), (1024, 2048));
+        // 2048 / 4 = 512: one page of bucket pointers.
+        assert_eq!((g.buckets_before, g.buckets_after), (512, 512));
+        assert!(!g.buckets_changed());
+        assert_eq!(g.reason, "fill 98% in netns 4026532246 (container tracker)");
+        assert_eq!(g.memory_worst, 2048 * 384 + 512 * 8);
+        let ev = g.event(None);
+        assert_eq!(ev.name, "grown");
+        assert_eq!(ev.id, ids::GROWN);
+        assert_eq!(ev.priority, Priority::Warning);
+        assert_eq!(ev.get("CONNTRACK_MAX_BEFORE"), Some("1024"));
+        assert_eq!(ev.get("CONNTRACK_MAX_AFTER"), Some("2048"));
+        assert_eq!(ev.get("CONNTRACK_BUCKETS_AFTER"), Some("512"));
+        assert_eq!(ev.get("CONNTRACK_GROW_BUDGET"), Some("1099511627776"));
+        assert_eq!(ev.get("CONNTRACK_RESIZE_STALL_US"), None);
+        assert_eq!(t.status_fragment().as_deref(), Some("grown ×1 since start"));
+    }
+
+    #[test]
+    fn drops_trigger_and_buckets_round_as_the_kernel_does() {
+        let mut t = GrowTracker::default();
+        // max 250000 with 62976 buckets; 2x = 500000, / 4 = 125000, which
+        // the kernel stores as 125440 (a multiple of 512).
+        let s = GrowSample {
+            max: 250_000,
+            buckets: 62_976,
+            early_drop: 1234,
+            drop: 7,
+            table_count: 50_000,
+            ..quiet(250_000)
+        };
+        let step = t.step(&policy(1 << 40), &s, secs(0));
+        let g = step.growth.clone().unwrap();
+        assert_eq!(g.max_after, 500_000);
+        assert_eq!(g.buckets_after, 125_440);
+        assert_eq!(g.reason, "drop +7, early_drop +1234");
+        let evs = step.events(Some(Duration::from_micros(1500)));
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].get("CONNTRACK_RESIZE_STALL_US"), Some("1500"));
+        assert!(
+            evs[0].message.contains("buckets 62976 → 125440"),
+            "{}",
+            evs[0].message
+        );
+        assert!(evs[0].message.contains("1500 µs"), "{}", evs[0].message);
+        // 64 KiB pages: multiples of 8192.
+        let mut t = GrowTracker::default();
+        let s64 = GrowSample {
+            page_size: 65_536,
+            ..s
+        };
+        let g = t.step(&policy(1 << 40), &s64, secs(0)).growth.unwrap();
+        assert_eq!(g.buckets_after, 131_072);
+    }
+
+    #[test]
+    fn big_tables_keep_their_buckets_for_the_next_boot() {
+        let mut t = GrowTracker::default();
+        let s = GrowSample {
+            table_count: 250_000,
+            ..full(262_144)
+        };
+        let g = t.step(&policy(1 << 40), &s, secs(0)).growth.unwrap();
+        assert_eq!(g.max_after, 524_288);
+        assert_eq!(g.buckets_after, 65_536, "no live resize of 250k entries");
+        assert!(
+            g.reason.contains(
+                "buckets stay 65536 until the next boot: a live resize of 250000 entries"
+            ),
+            "{}",
+            g.reason
+        );
+        // The stall is not reported when buckets did not change.
+        assert_eq!(
+            g.event(Some(secs(1))).get("CONNTRACK_RESIZE_STALL_US"),
+            None
+        );
+        // Unknown buckets are never written.
+        let mut t = GrowTracker::default();
+        let g = t
+            .step(
+                &policy(1 << 40),
+                &GrowSample {
+                    buckets: 0,
+                    ..full(1024)
+                },
+                secs(0),
+            )
+            .growth
+            .unwrap();
+        assert_eq!(g.buckets_after, 0);
+        assert!(!g.buckets_changed());
+    }
+
+    #[test]
+    fn rate_sizes_when_larger_than_doubling() {
+        let mut t = GrowTracker::default();
+        // 1000 flows/s x 30 s = 30000, x2 headroom = 60000 -> 65536 (plan).
+        let s = GrowSample {
+            new_flow_rate: Some(1000.0),
+            ..full(1024)
+        };
+        let g = t.step(&policy(1 << 40), &s, secs(0)).growth.unwrap();
+        assert_eq!(g.max_after, size_for(1000.0, 30, 2.0).max);
+        assert_eq!(g.max_after, 65_536);
+        assert_eq!(g.buckets_after, 16_384);
+        assert!(g
+            .reason
+            .contains("sized by plan for 1000 new flows/s held 30 s"));
+        // A low rate does not shrink the step below doubling.
+        let mut t = GrowTracker::default();
+        let s = GrowSample {
+            new_flow_rate: Some(1.0),
+            ..full(100_000)
+        };
+        let g = t.step(&policy(1 << 40), &s, secs(0)).growth.unwrap();
+        assert_eq!(g.max_after, 200_000);
+        assert!(!g.reason.contains("plan"));
+    }
+
+    #[test]
+    fn at_most_once_per_every() {
+        let p = policy(1 << 40);
+        let mut t = GrowTracker::default();
+        let mut s = full(1024);
+        let mut at = Vec::new();
+        for i in 0..=30u64 {
+            if let Some(g) = t.step(&p, &s, secs(i)).growth {
+                at.push(i);
+                s = full(g.max_after);
+            }
+        }
+        assert_eq!(at, vec![0, 10, 20, 30]);
+        assert_eq!(s.max, 1024 << 4);
+        assert_eq!(t.grown, 4);
+    }
+
+    #[test]
+    fn capped_then_one_limited_then_silence() {
+        let budget = 768 * 1024; // about 2000 entries at 384 B
+        let p = policy(budget);
+        let mut t = GrowTracker::default();
+        let step = t.step(&p, &full(1024), secs(0));
+        let g = step.growth.clone().unwrap();
+        // (786432 - 512 buckets x 8) / 384 = 2037.3
+        let cap = cap_max(budget, 384, |m| kernel_buckets(m / 4, 4096).max(512));
+        assert_eq!(cap, 2037);
+        assert_eq!(g.max_after, cap);
+        assert!(g.memory_worst <= budget);
+        assert!(
+            g.reason.contains("capped by the budget (wanted 2048)"),
+            "{}",
+            g.reason
+        );
+        let evs = step.events(None);
+        assert_eq!(
+            evs.iter().map(|e| e.name).collect::<Vec<_>>(),
+            vec!["grown", "grow_limited"]
+        );
+        let l = &evs[1];
+        assert_eq!(l.id, ids::GROW_LIMITED);
+        assert_eq!(l.priority, Priority::Warning);
+        assert_eq!(l.get("CONNTRACK_GROW_BUDGET"), Some("786432"));
+        assert_eq!(l.get("CONNTRACK_GROW_NEEDED"), Some("2048"));
+        assert_eq!(l.get("CONNTRACK_MAX"), Some(cap.to_string().as_str()));
+        assert!(
+            l.message.contains("of the 768.0 KiB budget"),
+            "{}",
+            l.message
+        );
+        // Full at the cap, drops going on: nothing more, ever, while
+        // nothing changes.
+        let mut at_cap = full(cap);
+        at_cap.buckets = g.buckets_after;
+        at_cap.drop = 50;
+        for i in 1..100u64 {
+            assert_eq!(t.step(&p, &at_cap, secs(i * 10)), GrowStep::default());
+        }
+        // The load rises (plan wants more for the new rate): said again, once.
+        at_cap.new_flow_rate = Some(5000.0);
+        let step = t.step(&p, &at_cap, secs(2000));
+        assert!(step.growth.is_none());
+        assert_eq!(
+            step.limited.unwrap().get("CONNTRACK_GROW_NEEDED"),
+            Some("524288")
+        );
+        assert_eq!(t.step(&p, &at_cap, secs(2010)), GrowStep::default());
+        // A lower rate is no news.
+        at_cap.new_flow_rate = Some(10.0);
+        assert_eq!(t.step(&p, &at_cap, secs(2020)), GrowStep::default());
+        // A larger budget: grows again.
+        let g = t
+            .step(&policy(4 * MIB), &at_cap, secs(2030))
+            .growth
+            .unwrap();
+        assert!(g.max_after > cap);
+    }
+
+    #[test]
+    fn operator_max_above_the_budget_is_left_alone_silently() {
+        let p = policy(MIB);
+        let mut t = GrowTracker::default();
+        for i in 0..10u64 {
+            let s = GrowSample {
+                drop: 100,
+                ..full(262_144)
+            };
+            assert_eq!(t.step(&p, &s, secs(i * 60)), GrowStep::default());
+        }
+        // Exactly at the cap, too.
+        let cap = cap_max(MIB, 384, |m| kernel_buckets(m / 4, 4096).max(512));
+        let s = GrowSample {
+            buckets: 512,
+            ..full(cap)
+        };
+        assert_eq!(t.step(&p, &s, secs(0)), GrowStep::default());
+    }
+
+    #[test]
+    fn a_restarted_watchdog_knows_its_growth() {
+        let budget = 768 * 1024;
+        let cap = cap_max(budget, 384, |m| kernel_buckets(m / 4, 4096).max(512));
+        let s = GrowSample {
+            buckets: 512,
+            ..full(cap)
+        };
+        // Without the record: the operator's max, left alone in silence.
+        let mut t = GrowTracker::default();
+        assert_eq!(t.step(&policy(budget), &s, secs(0)), GrowStep::default());
+        // With it: said once.
+        let mut t = GrowTracker::resumed(cap);
+        let step = t.step(&policy(budget), &s, secs(0));
+        assert_eq!(step.limited.unwrap().name, "grow_limited");
+        assert_eq!(t.step(&policy(budget), &s, secs(60)), GrowStep::default());
+    }
+
+    #[test]
+    fn buckets_that_fail_are_reported_unchanged() {
+        let mut t = GrowTracker::default();
+        let s = GrowSample {
+            table_count: 10,
+            ..full(262_144)
+        };
+        let mut g = t.step(&policy(1 << 40), &s, secs(0)).growth.unwrap();
+        assert_eq!(g.buckets_after, 131_072);
+        g.buckets_failed("Permission denied");
+        assert!(!g.buckets_changed());
+        assert_eq!(g.memory_worst, worst_case_bytes(524_288, 65_536, 384));
+        assert!(g
+            .reason
+            .ends_with("; buckets not resized: Permission denied"));
+        assert_eq!(
+            g.event(Some(secs(1))).get("CONNTRACK_RESIZE_STALL_US"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_failed_write_does_not_count() {
+        let p = policy(1 << 40);
+        let mut t = GrowTracker::default();
+        assert!(t.step(&p, &full(1024), secs(0)).growth.is_some());
+        t.write_failed();
+        assert_eq!(t.grown, 0);
+        assert_eq!(t.ours, None);
+        // Retried after `every`, not before.
+        assert!(t.step(&p, &full(1024), secs(5)).growth.is_none());
+        assert!(t.step(&p, &full(1024), secs(10)).growth.is_some());
+    }
+
+    #[test]
+    fn kernel_limit_and_garbage_do_not_panic_or_overflow() {
+        let p = policy(u64::MAX);
+        let mut t = GrowTracker::default();
+        let g = t
+            .step(&p, &full(MAX_CONNTRACK_MAX - 1), secs(0))
+            .growth
+            .unwrap();
+        assert_eq!(g.max_after, MAX_CONNTRACK_MAX);
+        let mut t = GrowTracker::default();
+        assert_eq!(
+            t.step(&p, &full(MAX_CONNTRACK_MAX), secs(0)),
+            GrowStep::default()
+        );
+        assert_eq!(t.step(&p, &full(0), secs(0)), GrowStep::default());
+        let s = GrowSample {
+            new_flow_rate: Some(f64::NAN),
+            entry_bytes: 0,
+            page_size: 0,
+            ..full(1024)
+        };
+        let g = t.step(&p, &s, secs(0)).growth.unwrap();
+        assert_eq!(g.max_after, 2048);
+        assert_eq!(cap_max(0, 384, |_| 512), 0);
+        assert_eq!(cap_max(u64::MAX, 384, |_| 512), MAX_CONNTRACK_MAX);
+    }
+
+    #[test]
+    fn boot_cap_fits_the_budget() {
+        let cap = boot_cap(64 * MIB, 384, 512, 4096);
+        let used = worst_case_bytes(cap, kernel_buckets(cap / 4, 4096).max(512), 384);
+        assert!(used <= 64 * MIB);
+        let over = worst_case_bytes(cap + 1, kernel_buckets((cap + 1) / 4, 4096).max(512), 384);
+        assert!(over > 64 * MIB);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_above_the_budget_never_lower(
+            budget in 0u64..(1 << 36),
+            max in 1u64..(1 << 31),
+            buckets_sel in 0u64..4,
+            count_pct in 0u64..120,
+            drop in 0u64..3,
+            rate in proptest::option::of(0.0f64..1e7),
+            table_count in 0u64..300_000,
+            bpe in 0u64..2000,
+            page_sel in 0u64..3,
+            steps in 1usize..6,
+        ) {
+            let page_size = [4096, 16_384, 65_536][page_sel as usize];
+            let buckets = [0, 512, max / 4, max][buckets_sel as usize];
+            let p = policy(budget);
+            let mut t = GrowTracker::default();
+            let mut s = GrowSample {
+                max,
+                buckets,
+                page_size,
+                fullest_count: max / 100 * count_pct,
+                fullest_label: "host".into(),
+                table_count,
+                drop,
+                early_drop: 0,
+                insert_failed: 0,
+                new_flow_rate: rate,
+                udp_timeout: 30,
+                entry_bytes: bpe,
+            };
+            for i in 0..steps {
+                let step = t.step(&p, &s, secs(i as u64 * 10));
+                if let Some(g) = &step.growth {
+                    proptest::prop_assert!(g.max_after > g.max_before);
+                    proptest::prop_assert!(g.buckets_after >= g.buckets_before);
+                    proptest::prop_assert!(g.max_after <= MAX_CONNTRACK_MAX);
+                    proptest::prop_assert!(g.memory_worst <= budget, "{} > {}", g.memory_worst, budget);
+                    proptest::prop_assert_eq!(
+                        g.memory_worst,
+                        worst_case_bytes(g.max_after, g.buckets_after, s.entry_bytes())
+                    );
+                    s.max = g.max_after;
+                    s.buckets = g.buckets_after;
+                }
+                let _ = step.events(Some(Duration::from_micros(7)));
+            }
+        }
+    }
+}

@@ -1,0 +1,691 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `conntrack-guard apply`: make sure the module is present, write every
+//! configured key, read each one back and verify it.
+//!
+//! All checks that can fail on the configuration (keys that do not exist,
+//! memory cost) run before the first write, so a bad config writes nothing.
+//! After that, a failed key does not stop the others: the report is complete.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::assess::lower::check_lower_max;
+use crate::config::{Config, ConfigError, Knob, Policy, KEY_BUCKETS, KEY_COUNT, KEY_MAX};
+use crate::exit;
+use crate::host::Host;
+use crate::kernel::hashsize::{self, KernelTarget};
+use crate::kernel::module::{self, ModuleError, ModuleState};
+use crate::kernel::{entry_bytes, kernel_u64, ram_bytes, read_current, same_value};
+use crate::report::events::{Event, Priority, Sink};
+use crate::report::ids;
+use crate::report::output;
+use crate::report::table::human_bytes;
+use crate::sysroot::{PathError, SysRoot, HASHSIZE_PARAM};
+
+/// Which way a write moves a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// To a larger number.
+    Raise,
+    /// To a smaller number: always said, never a side effect.
+    Lower,
+    /// Not numbers (a multi-value sysctl).
+    Change,
+}
+
+/// The outcome of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Already at its target; not written.
+    Unchanged,
+    /// `at-least`: the kernel's value is larger and stays.
+    KeptLarger,
+    /// Written and verified.
+    Changed(Direction),
+    /// Dry run: would be written.
+    WouldChange(Direction),
+    /// Not written: lowering max below the entries in use would start
+    /// dropping new flows at once.
+    Refused {
+        /// Why, with the count.
+        reason: String,
+    },
+    /// Dry run: the module is absent, so the value is not known yet.
+    WouldSet,
+    /// Could not be set or verified.
+    Failed {
+        /// Why.
+        reason: String,
+        /// errno of the failed write, if any.
+        errno: Option<i32>,
+    },
+}
+
+impl Outcome {
+    fn label(&self) -> &str {
+        match self {
+            Outcome::Unchanged => "unchanged",
+            Outcome::KeptLarger => "kept (larger)",
+            Outcome::Changed(Direction::Raise) => "raised",
+            Outcome::Changed(Direction::Lower) => "lowered",
+            Outcome::Changed(Direction::Change) => "changed",
+            Outcome::WouldChange(Direction::Raise) => "would raise",
+            Outcome::WouldChange(Direction::Lower) => "would lower",
+            Outcome::WouldChange(Direction::Change) => "would change",
+            Outcome::WouldSet => "would set",
+            Outcome::Refused { .. } => "REFUSED",
+            Outcome::Failed { .. } => "FAILED",
+        }
+    }
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Dotted key.
+    pub key: String,
+    /// Value before, if readable.
+    pub before: Option<String>,
+    /// Target.
+    pub target: String,
+    /// Value read back after writing (empty in a dry run).
+    pub after: Option<String>,
+    /// Result.
+    pub outcome: Outcome,
+    /// Why the target differs from the configured value, if it does.
+    pub note: Option<String>,
+}
+
+/// What apply did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// One row per key.
+    pub rows: Vec<Row>,
+    /// Module state.
+    pub module: ModuleState,
+    /// Dry run?
+    pub dry_run: bool,
+    /// Non-fatal warnings (memory above 10% of RAM, ...).
+    pub warnings: Vec<String>,
+    /// Config source, for messages.
+    pub source: String,
+}
+
+/// Why apply stopped before writing.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Bad configuration (78).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Conntrack cannot be had (69) or loading was refused (77).
+    #[error(transparent)]
+    Module(#[from] ModuleError),
+}
+
+impl Report {
+    /// How many keys changed.
+    pub fn changed(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Changed(_)))
+            .count()
+    }
+
+    /// The failed rows.
+    pub fn failed(&self) -> impl Iterator<Item = &Row> {
+        self.rows
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed { .. } | Outcome::Refused { .. }))
+    }
+
+    /// 0 when every key verified, 77 when a failure was a permission
+    /// problem (EACCES, EPERM, EROFS), else 1.
+    pub fn exit_code(&self) -> i32 {
+        let mut code = 0;
+        for r in self.failed() {
+            if let Outcome::Failed { errno: Some(e), .. } = r.outcome {
+                if is_permission(e) {
+                    return 77;
+                }
+            }
+            code = 1;
+        }
+        code
+    }
+
+    /// The table for people.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let w = self
+            .rows
+            .iter()
+            .map(|r| r.key.len())
+            .max()
+            .unwrap_or(3)
+            .max(3);
+        let _ = writeln!(
+            s,
+            "{:w$}  {:>10}  {:>10}  {:>10}  RESULT",
+            "KEY", "BEFORE", "TARGET", "AFTER"
+        );
+        for r in &self.rows {
+            let _ = write!(
+                s,
+                "{:w$}  {:>10}  {:>10}  {:>10}  {}",
+                r.key,
+                r.before
+                    .as_deref()
+                    .map(compact)
+                    .unwrap_or_else(|| "-".into()),
+                compact(&r.target),
+                r.after.as_deref().map(compact).unwrap_or_default(),
+                r.outcome.label()
+            );
+            if let Outcome::Failed { reason, .. } | Outcome::Refused { reason } = &r.outcome {
+                let _ = write!(s, ": {reason}");
+            }
+            if let Some(note) = &r.note {
+                let _ = write!(s, " ({note})");
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    /// The one-line summary.
+    pub fn summary(&self) -> String {
+        let failed = self.failed().count();
+        let verb = if self.dry_run {
+            "dry run"
+        } else if failed > 0 {
+            "apply FAILED"
+        } else {
+            "settings applied"
+        };
+        let done = if self.dry_run {
+            let would = self
+                .rows
+                .iter()
+                .filter(|r| matches!(r.outcome, Outcome::WouldChange(_) | Outcome::WouldSet))
+                .count();
+            format!("{would} would change, nothing written")
+        } else {
+            format!("{} changed, {failed} failed", self.changed())
+        };
+        let mut s = format!(
+            "{verb}: {} key{} from {}, {done}; {}",
+            self.rows.len(),
+            if self.rows.len() == 1 { "" } else { "s" },
+            self.source,
+            self.module.describe()
+        );
+        for r in self.failed() {
+            let _ = write!(s, "; {} failed", r.key);
+        }
+        s
+    }
+
+    /// The journal entry for the summary.
+    pub fn event(&self) -> Event {
+        let failed = self.failed().count();
+        let (prio, name, id) = if failed > 0 {
+            (Priority::Err, "apply_failed", ids::APPLY_FAILED)
+        } else {
+            (Priority::Info, "applied", ids::APPLIED)
+        };
+        let mut ev = Event::new(prio, name, id, self.summary());
+        for (field, key) in [
+            ("CONNTRACK_MAX", KEY_MAX),
+            ("CONNTRACK_BUCKETS", KEY_BUCKETS),
+            ("CONNTRACK_UDP_TIMEOUT", crate::config::KEY_UDP_TIMEOUT),
+            (
+                "CONNTRACK_UDP_TIMEOUT_STREAM",
+                crate::config::KEY_UDP_TIMEOUT_STREAM,
+            ),
+        ] {
+            if let Some(r) = self.rows.iter().find(|r| r.key == key) {
+                ev = ev.field(
+                    field,
+                    r.after.clone().or(r.before.clone()).unwrap_or_default(),
+                );
+            }
+        }
+        ev = ev
+            .field("CONNTRACK_CHANGED", self.changed())
+            .field("CONNTRACK_FAILED", failed)
+            .field(
+                "CONNTRACK_MODULE",
+                match self.module {
+                    ModuleState::Present => "present",
+                    ModuleState::Loaded(_) => "loaded",
+                    ModuleState::WouldLoad(_) => "absent",
+                },
+            );
+        ev
+    }
+}
+
+fn compact(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn is_permission(errno: i32) -> bool {
+    matches!(
+        errno,
+        nix::libc::EACCES | nix::libc::EPERM | nix::libc::EROFS
+    )
+}
+
+/// Memory at a full table: entries plus the bucket array (8 bytes each).
+pub fn memory_cost(max: u64, buckets: u64, entry_bytes: u64) -> u64 {
+    max.saturating_mul(entry_bytes)
+        .saturating_add(buckets.saturating_mul(8))
+}
+
+/// The verdict on memory: error above 50% of RAM, warning above 10%.
+pub fn memory_verdict(cost: u64, ram: u64) -> Result<Option<String>, String> {
+    let pct = cost as f64 * 100.0 / ram.max(1) as f64;
+    let text = format!(
+        "a full table would use {} of kernel memory ({pct:.1}% of {} RAM)",
+        human_bytes(cost),
+        human_bytes(ram)
+    );
+    if pct > 50.0 {
+        Err(format!("{text}; more than 50% is refused, lower max"))
+    } else if pct > 10.0 {
+        Ok(Some(format!("{text}; more than 10% is a lot")))
+    } else {
+        Ok(None)
+    }
+}
+
+fn config_error(cfg: &Config, line: Option<usize>, key: &str, message: String) -> ConfigError {
+    ConfigError {
+        file: cfg
+            .source
+            .clone()
+            .unwrap_or_else(|| "built-in defaults".into()),
+        line,
+        key: Some(key.to_string()),
+        message,
+        source: None,
+    }
+}
+
+/// Checks that need the kernel, run before any write: every `[sysctl]` key
+/// exists, and the table fits in memory. Returns warnings.
+pub fn preflight(
+    root: &SysRoot,
+    cfg: &Config,
+    module: &ModuleState,
+) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    let module_absent = matches!(module, ModuleState::WouldLoad(_));
+    for e in &cfg.sysctl {
+        // In a dry run without the module, netfilter keys cannot be checked yet.
+        if module_absent && e.key.starts_with("net.netfilter.") {
+            continue;
+        }
+        match root
+            .check_sysctl(&e.key)
+            .and_then(|()| root.read_sysctl(&e.key))
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(config_error(
+                    cfg,
+                    e.line,
+                    &format!("sysctl.\"{}\"", e.key),
+                    format!(
+                        "no such kernel setting ({} does not exist)",
+                        root.sysctl_path(&e.key).display()
+                    ),
+                ))
+            }
+            Err(err) => {
+                return Err(config_error(
+                    cfg,
+                    e.line,
+                    &format!("sysctl.\"{}\"", e.key),
+                    err.to_string(),
+                ))
+            }
+        }
+    }
+    let c = &cfg.conntrack;
+    let max = c.max.value().or_else(|| kernel_u64(root, KEY_MAX));
+    let buckets = c
+        .buckets_value()
+        .or_else(|| kernel_u64(root, KEY_BUCKETS))
+        .unwrap_or(0);
+    if let (Some(max), Some(ram)) = (max, ram_bytes(root)) {
+        let cost = memory_cost(max, buckets, entry_bytes(root));
+        match memory_verdict(cost, ram) {
+            Ok(Some(w)) => warnings.push(w),
+            Ok(None) => {}
+            Err(e) if matches!(c.max, Knob::Set(_)) => {
+                return Err(config_error(cfg, None, "conntrack.max", e));
+            }
+            Err(e) => warnings.push(e),
+        }
+    }
+    Ok(warnings)
+}
+
+/// Run apply on `host`. `wait` bounds the wait for the keys after loading
+/// the module; the bucket count is rounded to the host's page size.
+pub fn apply(
+    host: &Host,
+    cfg: &Config,
+    dry_run: bool,
+    wait: Duration,
+) -> Result<Report, ApplyError> {
+    let root = &host.root;
+    let module = module::ensure(
+        root,
+        host.loader.as_ref(),
+        cfg.conntrack.buckets_value(),
+        dry_run,
+        wait,
+    )?;
+    let mut warnings = preflight(root, cfg, &module)?;
+    if !dry_run {
+        warnings.extend(ensure_ctnetlink(host));
+    }
+    let targets = hashsize::targets(cfg, host.page_size);
+    let lowering_max = targets.iter().any(|t| {
+        t.key == KEY_MAX
+            && matches!(
+                (kernel_u64(root, KEY_MAX), t.value.parse::<u64>()),
+                (Some(now), Ok(want)) if want < now
+            )
+    });
+    let in_use = if lowering_max {
+        entries_in_use(host)
+    } else {
+        None
+    };
+    let mut rows = Vec::with_capacity(targets.len());
+    for t in &targets {
+        let before = read_current(root, &t.key).ok().flatten();
+        let mut row = Row {
+            key: t.key.clone(),
+            before: before.clone(),
+            target: t.value.clone(),
+            after: None,
+            outcome: Outcome::Unchanged,
+            note: t.rounding_note(),
+        };
+        match decide(t, before.as_deref(), in_use) {
+            Step::Keep(outcome) => {
+                // A dry run leaves the "after" column empty: nothing was done.
+                row.after = if dry_run { None } else { before };
+                row.outcome = outcome;
+            }
+            Step::Write(_) if dry_run && matches!(module, ModuleState::WouldLoad(_)) => {
+                row.outcome = Outcome::WouldSet;
+            }
+            Step::Write(d) if dry_run => row.outcome = Outcome::WouldChange(d),
+            Step::Write(d) => row = write_and_verify(root, t, before, d),
+        }
+        rows.push(row);
+    }
+    Ok(Report {
+        rows,
+        module,
+        dry_run,
+        warnings,
+        source: cfg.source_name(),
+    })
+}
+
+/// The watchdog reads the conntrack counters over ctnetlink first, which
+/// lives in the module nf_conntrack_netlink. This step holds CAP_SYS_MODULE
+/// and the watchdog does not, so load it here when the kernel says it is
+/// missing. Never fatal: without it the watchdog falls back to procfs.
+fn ensure_ctnetlink(host: &Host) -> Option<String> {
+    match host.netlink.stats_cpu() {
+        Err(e) if e.is_not_loaded() && host.root.exists("proc/modules") => {
+            match host.loader.load(CTNETLINK_MODULE, "") {
+                Ok(()) => None,
+                Err(e) => Some(format!(
+                    "could not load {CTNETLINK_MODULE} ({e}); the watchdog reads the \
+                     counters from /proc/net/stat/nf_conntrack where that exists"
+                )),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The module that carries ctnetlink.
+pub const CTNETLINK_MODULE: &str = "nf_conntrack_netlink";
+
+/// The most entries any network namespace holds: max is global and each
+/// namespace's count is held against it. This namespace's count always;
+/// every other namespace's too when this process may enter them (root on
+/// the real machine: a hand-run `apply`). The boot step, a dynamic user,
+/// sees its own namespace, which at boot is nearly empty anyway.
+fn entries_in_use(host: &Host) -> Option<u64> {
+    let own = kernel_u64(&host.root, KEY_COUNT);
+    if !(host.kernel_access && nix::unistd::geteuid().is_root()) {
+        return own;
+    }
+    let found = crate::netns::scan(&host.root);
+    crate::netns::sample::sample_all(&found)
+        .into_iter()
+        .filter_map(|s| s.ok().map(|s| s.count))
+        .chain(own)
+        .max()
+}
+
+/// What apply does with one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Leave it, with this outcome.
+    Keep(Outcome),
+    /// Write it.
+    Write(Direction),
+}
+
+/// Decide one key from its target, the kernel's value and the entries in
+/// use in this namespace. Pure.
+pub fn decide(t: &KernelTarget, before: Option<&str>, in_use: Option<u64>) -> Step {
+    let Some(before) = before else {
+        return Step::Write(Direction::Change);
+    };
+    if same_value(before, &t.value) {
+        return Step::Keep(Outcome::Unchanged);
+    }
+    let (Ok(now), Ok(want)) = (before.trim().parse::<u64>(), t.value.parse::<u64>()) else {
+        return Step::Write(Direction::Change);
+    };
+    if want > now {
+        return Step::Write(Direction::Raise);
+    }
+    if t.policy == Policy::AtLeast {
+        return Step::Keep(Outcome::KeptLarger);
+    }
+    if let Some(count) = in_use.filter(|_| t.key == KEY_MAX) {
+        if let Err(r) = check_lower_max(now, want, count) {
+            return Step::Keep(Outcome::Refused {
+                reason: format!("{r}; wait for the table to drain, or set a larger max"),
+            });
+        }
+    }
+    Step::Write(Direction::Lower)
+}
+
+fn write_and_verify(
+    root: &SysRoot,
+    t: &KernelTarget,
+    before: Option<String>,
+    direction: Direction,
+) -> Row {
+    let mut row = Row {
+        key: t.key.clone(),
+        before,
+        target: t.value.clone(),
+        after: None,
+        outcome: Outcome::Changed(direction),
+        note: t.rounding_note(),
+    };
+    let mut written = root.write_sysctl(&t.key, &t.value);
+    // The bucket sysctl is writable only from the initial netns and only
+    // since 4.x; the module parameter resizes the same table.
+    if t.key == KEY_BUCKETS && written.is_err() && root.exists(HASHSIZE_PARAM) {
+        let fallback = root.write(HASHSIZE_PARAM, &t.value);
+        if fallback.is_ok() {
+            written = Ok(());
+        }
+    }
+    if let Err(e) = written {
+        row.outcome = Outcome::Failed {
+            reason: write_reason(&e),
+            errno: e.errno(),
+        };
+        row.after = read_current(root, &t.key).ok().flatten();
+        return row;
+    }
+    match read_current(root, &t.key) {
+        Ok(Some(v)) if same_value(&v, &t.value) => row.after = Some(v),
+        Ok(Some(v)) => {
+            row.outcome = Outcome::Failed {
+                reason: format!(
+                    "wrote {} but the kernel reads back {}",
+                    t.value,
+                    compact(&v)
+                ),
+                errno: None,
+            };
+            row.after = Some(v);
+        }
+        Ok(None) => {
+            row.outcome = Outcome::Failed {
+                reason: format!(
+                    "{} vanished after the write",
+                    root.sysctl_path(&t.key).display()
+                ),
+                errno: None,
+            }
+        }
+        Err(e) => {
+            row.outcome = Outcome::Failed {
+                reason: format!("read-back failed: {e}"),
+                errno: e.errno(),
+            }
+        }
+    }
+    row
+}
+
+fn write_reason(e: &PathError) -> String {
+    match e.errno() {
+        Some(nix::libc::EROFS) => format!(
+            "{e}: /proc/sys is read-only here; inside a container? run `conntrack-guard apply` on the host"
+        ),
+        Some(nix::libc::EACCES) | Some(nix::libc::EPERM) => {
+            let who = if nix::unistd::geteuid().is_root() {
+                "as root: in a child network namespace this key is read-only, or CAP_NET_ADMIN is missing"
+            } else {
+                "not running as root: needs root with CAP_NET_ADMIN"
+            };
+            format!("{e} ({who})")
+        }
+        Some(nix::libc::EINVAL) => format!("{e}: the kernel rejected the value"),
+        Some(nix::libc::ENOENT) => format!("{e}: no such key"),
+        _ => e.to_string(),
+    }
+}
+
+/// `apply` on `host`, reporting to `sink`; returns the exit code.
+pub fn run(host: &Host, config_path: Option<&Path>, dry_run: bool, sink: &mut dyn Sink) -> i32 {
+    let cfg = match crate::config::load(&host.root, config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            output::err(&format!(
+                "conntrack-guard: invalid configuration: {e}\nNothing was written."
+            ));
+            return exit::CONFIG;
+        }
+    };
+    let report = match apply(host, &cfg, dry_run, Duration::from_secs(5)) {
+        Ok(r) => r,
+        Err(ApplyError::Config(e)) => {
+            output::err(&format!(
+                "conntrack-guard: invalid configuration: {e}\nNothing was written."
+            ));
+            return exit::CONFIG;
+        }
+        Err(ApplyError::Module(e)) => {
+            output::err(&format!("conntrack-guard: {e}\nNothing was written."));
+            return if e.is_permission() {
+                exit::NOPERM
+            } else {
+                exit::UNAVAILABLE
+            };
+        }
+    };
+    // The mark that this boot's apply ran, for the writer hints: left
+    // whenever the kernel was written, whatever the verdict.
+    if !dry_run {
+        if let Err(e) = crate::state::applied::write(&host.root) {
+            output::err(&format!(
+                "conntrack-guard: warning: cannot leave the mark that apply ran: {e} \
+                 (writer hints will say it has not run since boot)"
+            ));
+        }
+    }
+    for w in &report.warnings {
+        output::err(&format!("conntrack-guard: warning: {w}"));
+    }
+    let mut text = report.table();
+    // Under systemd, stdout is the journal too and the summary goes there as
+    // a structured entry below; print it only where people read stdout.
+    if dry_run || !systemd_journal_logger::connected_to_journal() {
+        text.push_str(&report.summary());
+        text.push('\n');
+    }
+    // The kernel is already written: a failed stdout must not hide that
+    // from the journal, and does not change the verdict.
+    let _ = output::out(&text)
+        .map_err(|e| output::err(&format!("conntrack-guard: cannot write to stdout: {e}")));
+    if !dry_run {
+        sink.emit(&report.event());
+    }
+    report.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::parse_memtotal;
+
+    #[test]
+    fn memory_thresholds() {
+        let gib = 1u64 << 30;
+        assert_eq!(memory_verdict(gib / 20, gib).unwrap(), None);
+        assert!(memory_verdict(gib / 5, gib).unwrap().is_some());
+        assert!(memory_verdict(gib * 3 / 5, gib).is_err());
+        assert_eq!(
+            memory_cost(1_048_576, 262_144, 384),
+            1_048_576 * 384 + 262_144 * 8
+        );
+    }
+
+    #[test]
+    fn value_comparison_ignores_tabs() {
+        assert!(same_value("4096\t87380\t6291456", "4096 87380 6291456"));
+        assert!(!same_value("10", "15"));
+    }
+
+    #[test]
+    fn meminfo() {
+        assert_eq!(
+            parse_memtotal("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
+            Some(24_576_000 * 1024)
+        );
+        assert_eq!(parse_memtotal("garbage"), None);
+    }
+}

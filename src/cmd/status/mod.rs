@@ -1,0 +1,976 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `conntrack-guard status`: a one-shot health snapshot for people and for
+//! Nagios-style monitoring.
+//!
+//! The counters are read twice, `--window` apart, so "rising now" is judged
+//! on this window only: drops from last week (the totals since boot, shown
+//! separately) must not make today's check critical.
+//!
+//! Exit codes follow the monitoring-plugins convention: 0 OK, 1 WARNING
+//! (warning level, or a configured value drifted), 2 CRITICAL (critical
+//! level, or drop/early_drop/insert_failed rising now), 3 UNKNOWN (the
+//! configuration or the kernel values could not be read). When several
+//! apply, CRITICAL wins over UNKNOWN, which wins over WARNING: a table known
+//! to be full is the most urgent news even if the counters are unreadable.
+//!
+//! A count above max is not treated as unreadable: the kernel counts a new
+//! entry before checking it against max, and lowering max leaves the
+//! entries in place, so it happens on a healthy kernel and means over-full.
+
+pub mod allns;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::assess::tally::{self, Signal, Tally};
+use crate::assess::{FillReading, Level, Setting, Thresholds, BACKLOG, CONNTRACK, SOCKET};
+use crate::config::{self, fmt_duration};
+use crate::host::Host;
+use crate::kernel::ctstats::{CtCounter, CtTable};
+use crate::kernel::percpu::{CounterSet, DeltaTracker, HOT_CPU_SHARE};
+use crate::kernel::snmp::UdpStats;
+use crate::kernel::softnet::{SoftnetCounter, SoftnetTable};
+use crate::kernel::stats::CounterSource;
+use crate::observe;
+use crate::report::output;
+
+/// Monitoring-plugins states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    /// 0.
+    Ok,
+    /// 1.
+    Warning,
+    /// 2.
+    Critical,
+    /// 3.
+    Unknown,
+}
+
+impl Verdict {
+    /// The exit code.
+    pub fn code(self) -> i32 {
+        match self {
+            Verdict::Ok => 0,
+            Verdict::Warning => 1,
+            Verdict::Critical => 2,
+            Verdict::Unknown => 3,
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Verdict::Ok => 0,
+            Verdict::Warning => 1,
+            Verdict::Unknown => 2,
+            Verdict::Critical => 3,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK",
+            Verdict::Warning => "WARNING",
+            Verdict::Critical => "CRITICAL",
+            Verdict::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// One problem found, with its weight.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    /// How bad.
+    pub severity: Verdict,
+    /// What, for a person.
+    pub message: String,
+}
+
+/// Counter increases over the window, per drop point.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rising {
+    /// The window, seconds.
+    pub window_seconds: f64,
+    /// Conntrack counters (drop, early_drop, insert_failed, chaintoolong,
+    /// ...: those the kernel has), at the top level.
+    #[serde(flatten)]
+    pub conntrack: BTreeMap<&'static str, u64>,
+    /// UDP socket counters of this namespace (rcvbuf_errors, in_errors).
+    pub socket: BTreeMap<&'static str, u64>,
+    /// Input backlog counters (dropped, time_squeeze).
+    pub backlog: BTreeMap<&'static str, u64>,
+    /// Where packets are dying in this window: "conntrack table", "socket
+    /// receive buffer", "input backlog".
+    pub drop_points: Vec<&'static str>,
+    /// The loss per CPU, when some drop point lost packets and the source
+    /// is per CPU.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_cpu: Vec<CpuLoss>,
+}
+
+/// One CPU's losses in the window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CpuLoss {
+    /// The CPU.
+    pub cpu: u32,
+    /// conntrack drop + early_drop + insert_failed + chaintoolong.
+    pub conntrack: u64,
+    /// softnet dropped.
+    pub backlog: u64,
+}
+
+/// The UDP counters of this namespace since boot (IPv4 + IPv6).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SocketTotals {
+    /// Socket receive buffer full.
+    pub rcvbuf_errors: Option<u64>,
+    /// Every receive drop (includes rcvbuf_errors).
+    pub in_errors: Option<u64>,
+    /// Datagrams to a port nothing listens on: not loss.
+    pub no_ports: Option<u64>,
+}
+
+/// A configured setting, for the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SettingRow {
+    /// Dotted key.
+    pub key: String,
+    /// Configured value.
+    pub expected: String,
+    /// Kernel value; null when absent.
+    pub actual: Option<String>,
+    /// Whether they match.
+    pub ok: bool,
+    /// Who else writes this key, where that can be known (drifted keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer_hint: Option<String>,
+}
+
+impl From<&Setting> for SettingRow {
+    fn from(s: &Setting) -> Self {
+        SettingRow {
+            key: s.key.clone(),
+            expected: s.expected.clone(),
+            actual: s.actual.clone(),
+            ok: s.ok(),
+            writer_hint: None,
+        }
+    }
+}
+
+/// The whole snapshot (the `--json` output).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// OK, WARNING, CRITICAL or UNKNOWN.
+    pub status: Verdict,
+    /// The exit code.
+    pub exit_code: i32,
+    /// nf_conntrack_count.
+    pub count: Option<u64>,
+    /// nf_conntrack_max.
+    pub max: Option<u64>,
+    /// count / max (above 1 when max was lowered below the count).
+    pub fill: Option<f64>,
+    /// ok, warning or critical (no hysteresis: one sample).
+    pub level: Option<Level>,
+    /// The conntrack keys exist.
+    pub module_loaded: bool,
+    /// Conntrack counter totals since boot (those the kernel has).
+    pub counters: Option<BTreeMap<&'static str, u64>>,
+    /// Where the counters came from.
+    pub counters_source: Option<CounterSource>,
+    /// UDP socket counters of this namespace since boot.
+    pub sockets: Option<SocketTotals>,
+    /// Input backlog counters since boot, all CPUs.
+    pub backlog: Option<BTreeMap<&'static str, u64>>,
+    /// Increases over the window, when measured.
+    pub rising: Option<Rising>,
+    /// Every configured setting.
+    pub settings: Vec<SettingRow>,
+    /// Warning threshold, percent.
+    pub warn_percent: Option<f64>,
+    /// Critical threshold, percent.
+    pub critical_percent: Option<f64>,
+    /// The configuration used.
+    pub config: Option<String>,
+    /// Everything that is not OK.
+    pub problems: Vec<Problem>,
+}
+
+/// What was read, as values: the input of [`judge`].
+#[derive(Debug, Clone)]
+pub struct Readings {
+    /// Configuration, or its error text.
+    pub config: Result<(Thresholds, String), String>,
+    /// The (last) fill reading.
+    pub fill: FillReading,
+    /// Counters at the start of the window.
+    pub before: Counts,
+    /// Counters at the end of the window (None: no window).
+    pub after: Option<Counts>,
+    /// The window.
+    pub window: Duration,
+    /// Configured settings against the kernel.
+    pub settings: Vec<Setting>,
+    /// Who else writes a drifted key: key -> hint.
+    pub writer_hints: BTreeMap<String, String>,
+}
+
+/// The counters of the three drop points at one moment.
+#[derive(Debug, Clone)]
+pub struct Counts {
+    /// Conntrack statistics and their source.
+    pub conntrack: Result<(CtTable, CounterSource), String>,
+    /// The UDP MIB of this namespace.
+    pub udp: Result<UdpStats, String>,
+    /// The backlog statistics.
+    pub softnet: Result<SoftnetTable, String>,
+}
+
+impl Counts {
+    /// Read them now.
+    pub fn read(host: &Host) -> Self {
+        let (ct, src) = observe::conntrack_counters(host);
+        Counts {
+            conntrack: ct.and_then(|t| src.map(|s| (t, s)).ok_or_else(|| "no source".into())),
+            udp: observe::udp(host),
+            softnet: observe::softnet(host),
+        }
+    }
+}
+
+fn ct_totals(t: &CtTable) -> BTreeMap<&'static str, u64> {
+    CtCounter::ALL
+        .iter()
+        .filter(|k| CONNTRACK.counters.iter().any(|c| c.name == k.name()))
+        .filter_map(|k| Some((k.name(), t.total(*k)?)))
+        .collect()
+}
+
+fn tally_map(t: &Tally, sig: &Signal) -> BTreeMap<&'static str, u64> {
+    sig.counters
+        .iter()
+        .filter(|c| t.has(c.name))
+        .map(|c| (c.name, t.get(c.name)))
+        .collect()
+}
+
+/// The increases between two readings of each drop point (`None` where
+/// either reading failed).
+fn window_tallies(a: &Counts, b: &Counts) -> [Option<Tally>; 3] {
+    let ct = match (&a.conntrack, &b.conntrack) {
+        (Ok((x, _)), Ok((y, _))) => {
+            let mut d = DeltaTracker::<CtCounter>::new();
+            d.step(x);
+            Some(tally::conntrack(&d.step(y)))
+        }
+        _ => None,
+    };
+    let udp = match (&a.udp, &b.udp) {
+        (Ok(x), Ok(y)) => Some(tally::socket(&y.delta_since(x))),
+        _ => None,
+    };
+    let backlog = match (&a.softnet, &b.softnet) {
+        (Ok(x), Ok(y)) => {
+            let mut d = DeltaTracker::<SoftnetCounter>::new();
+            d.step(x);
+            Some(tally::backlog(&d.step(y)))
+        }
+        _ => None,
+    };
+    [ct, udp, backlog]
+}
+
+/// Decide the verdict from readings. Pure. The problems keep this order
+/// (config, fill, counter reads, drop points, drift): the text's first line
+/// names the first problem of the worst severity.
+pub fn judge(r: &Readings) -> Report {
+    let mut problems = Vec::new();
+    let (thresholds, source) = match &r.config {
+        Ok((t, s)) => (Some(t), Some(s.clone())),
+        Err(e) => {
+            problems.push(Problem::new(
+                Verdict::Unknown,
+                format!("invalid configuration: {e}"),
+            ));
+            (None, None)
+        }
+    };
+    let module_loaded = !matches!(r.fill, FillReading::Gone(_));
+    let fill = judge_fill(&r.fill, thresholds, &mut problems);
+    let last = r.after.as_ref().unwrap_or(&r.before);
+    let (counters, counters_source) = match &last.conntrack {
+        Ok((t, src)) => (Some(ct_totals(t)), Some(*src)),
+        Err(_) => (None, None),
+    };
+    judge_counter_reads(r, module_loaded, &mut problems);
+    let rising = r
+        .after
+        .as_ref()
+        .map(|after| judge_window(r, after, &mut problems));
+    let settings = judge_settings(r, &mut problems);
+    let status = problems
+        .iter()
+        .map(|p| p.severity)
+        .max_by_key(|v| v.rank())
+        .unwrap_or(Verdict::Ok);
+    Report {
+        status,
+        exit_code: status.code(),
+        count: fill.count,
+        max: fill.max,
+        fill: fill.ratio,
+        level: fill.level,
+        module_loaded,
+        counters,
+        counters_source,
+        sockets: last.udp.as_ref().ok().map(socket_totals),
+        backlog: last.softnet.as_ref().ok().map(backlog_totals),
+        rising,
+        settings,
+        warn_percent: thresholds.map(|t| t.warn_percent),
+        critical_percent: thresholds.map(|t| t.critical_percent),
+        config: source,
+        problems,
+    }
+}
+
+impl Problem {
+    fn new(severity: Verdict, message: String) -> Self {
+        Problem { severity, message }
+    }
+}
+
+/// The fill part of a report.
+#[derive(Default)]
+struct Fill {
+    count: Option<u64>,
+    max: Option<u64>,
+    ratio: Option<f64>,
+    level: Option<Level>,
+}
+
+/// The fill, its level and its problems.
+fn judge_fill(
+    reading: &FillReading,
+    thresholds: Option<&Thresholds>,
+    problems: &mut Vec<Problem>,
+) -> Fill {
+    let mut push = |severity, message: String| problems.push(Problem::new(severity, message));
+    let (c, m) = match reading {
+        FillReading::Read { max: 0, .. } => {
+            push(
+                Verdict::Unknown,
+                "nf_conntrack_max is 0: the fill cannot be computed".into(),
+            );
+            return Fill::default();
+        }
+        FillReading::Read { count, max } => (*count, *max),
+        FillReading::Gone(why) => {
+            push(Verdict::Unknown, format!("conntrack not available: {why}"));
+            return Fill::default();
+        }
+        FillReading::Fault(why) => {
+            push(Verdict::Unknown, format!("cannot read the fill: {why}"));
+            return Fill::default();
+        }
+    };
+    let ratio = c as f64 / m as f64;
+    let level = thresholds.map(|t| Level::of(ratio * 100.0, t));
+    if let (Some(lv), Some(t)) = (level, thresholds) {
+        let text = format!("{:.1}% full ({c}/{m})", ratio * 100.0);
+        match lv {
+            Level::Critical => push(
+                Verdict::Critical,
+                format!(
+                    "{text}: at or above the critical level of {}%",
+                    t.critical_percent
+                ),
+            ),
+            Level::Warning => push(
+                Verdict::Warning,
+                format!(
+                    "{text}: at or above the warning level of {}%",
+                    t.warn_percent
+                ),
+            ),
+            Level::Ok => {}
+        }
+    }
+    if c > m {
+        push(
+            Verdict::Critical,
+            format!(
+                "count {c} exceeds max {m}: the table is over-full (max was lowered \
+                 below the entries in use, or the kernel was mid-allocation)"
+            ),
+        );
+    }
+    Fill {
+        count: Some(c),
+        max: Some(m),
+        ratio: Some(ratio),
+        level,
+    }
+}
+
+fn socket_totals(u: &UdpStats) -> SocketTotals {
+    SocketTotals {
+        rcvbuf_errors: u.rcvbuf_errors(),
+        in_errors: tally::socket(u)
+            .has("in_errors")
+            .then(|| tally::socket(u).get("in_errors")),
+        no_ports: match (u.udp.no_ports, u.udp6.and_then(|m| m.no_ports)) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+        },
+    }
+}
+
+fn backlog_totals(t: &SoftnetTable) -> BTreeMap<&'static str, u64> {
+    [
+        ("dropped", SoftnetCounter::Dropped),
+        ("time_squeeze", SoftnetCounter::TimeSqueeze),
+    ]
+    .into_iter()
+    .filter_map(|(n, k)| Some((n, t.total(k)?)))
+    .collect()
+}
+
+/// Unreadable conntrack counters, at either end of the window (once).
+fn judge_counter_reads(r: &Readings, module_loaded: bool, problems: &mut Vec<Problem>) {
+    if !module_loaded {
+        return;
+    }
+    let after = r.after.as_ref().map(|a| &a.conntrack);
+    let failed = match (&r.before.conntrack, after) {
+        (Err(e), _) | (Ok(_), Some(Err(e))) => e,
+        _ => return,
+    };
+    problems.push(Problem::new(
+        Verdict::Unknown,
+        format!("cannot read the counters: {failed}"),
+    ));
+}
+
+/// What rose over the window, and its problems: the drop points losing
+/// packets now, and a CPU that carries most of the conntrack drops.
+fn judge_window(r: &Readings, after: &Counts, problems: &mut Vec<Problem>) -> Rising {
+    let [ct, udp, bl] = window_tallies(&r.before, after);
+    let points = judge_drop_points(
+        [ct.as_ref(), udp.as_ref(), bl.as_ref()],
+        &fmt_duration(r.window),
+        problems,
+    );
+    let per_cpu = if points.is_empty() {
+        Vec::new()
+    } else {
+        per_cpu_loss(ct.as_ref(), bl.as_ref())
+    };
+    if let Some((cpu, share)) = ct.as_ref().and_then(|t| t.hot_cpu(HOT_CPU_SHARE)) {
+        if !points.is_empty() {
+            problems.push(Problem::new(
+                Verdict::Critical,
+                format!(
+                    "{:.0}% of the conntrack drops are on CPU {cpu}: one RX queue or softirq \
+                     carries the load (check RSS/RPS and IRQ affinity)",
+                    share * 100.0
+                ),
+            ));
+        }
+    }
+    let map =
+        |t: &Option<Tally>, sig: &Signal| t.as_ref().map(|t| tally_map(t, sig)).unwrap_or_default();
+    Rising {
+        window_seconds: r.window.as_secs_f64(),
+        conntrack: map(&ct, &CONNTRACK),
+        socket: map(&udp, &SOCKET),
+        backlog: map(&bl, &BACKLOG),
+        drop_points: points,
+        per_cpu,
+    }
+}
+
+/// The drop points that lost packets in `window`, each with its problem.
+fn judge_drop_points(
+    [ct, udp, bl]: [Option<&Tally>; 3],
+    window: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<&'static str> {
+    let mut points = Vec::new();
+    if let Some(t) = ct.filter(|t| t.loss(&CONNTRACK) > 0) {
+        points.push("conntrack table");
+        problems.push(Problem::new(
+            Verdict::Critical,
+            format!(
+                "packets are being dropped now at the conntrack table: {} in {window}",
+                t.text(&CONNTRACK)
+            ),
+        ));
+    }
+    if let Some(t) = udp.filter(|t| t.loss(&SOCKET) > 0) {
+        points.push("socket receive buffer");
+        problems.push(Problem::new(
+            Verdict::Warning,
+            format!(
+                "UDP datagrams are being dropped now at the socket receive buffer: {} in {window}; \
+                 raise the receiver's SO_RCVBUF and net.core.rmem_max",
+                t.text(&SOCKET)
+            ),
+        ));
+    }
+    if let Some(t) = bl.filter(|t| t.loss(&BACKLOG) > 0) {
+        points.push("input backlog");
+        problems.push(Problem::new(
+            Verdict::Warning,
+            format!(
+                "packets are being dropped now at the input backlog: {} in {window}; \
+                 raise net.core.netdev_max_backlog, spread the load with RSS/RPS",
+                t.text(&BACKLOG)
+            ),
+        ));
+    }
+    points
+}
+
+/// The settings rows; each drifted key is a warning naming who else
+/// writes it, where known.
+fn judge_settings(r: &Readings, problems: &mut Vec<Problem>) -> Vec<SettingRow> {
+    let mut settings: Vec<SettingRow> = r.settings.iter().map(SettingRow::from).collect();
+    for s in settings.iter_mut().filter(|s| !s.ok) {
+        s.writer_hint = r.writer_hints.get(&s.key).cloned();
+        problems.push(Problem::new(
+            Verdict::Warning,
+            format!(
+                "{} is {} but configured as {} (drift; systemctl restart conntrack-guard-apply){}",
+                s.key,
+                s.actual.as_deref().unwrap_or("absent"),
+                s.expected,
+                s.writer_hint
+                    .as_deref()
+                    .map(|h| format!("; who else writes it: {h}"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    settings
+}
+
+fn per_cpu_loss(ct: Option<&Tally>, bl: Option<&Tally>) -> Vec<CpuLoss> {
+    let mut rows: BTreeMap<u32, CpuLoss> = BTreeMap::new();
+    for (t, is_ct) in [(ct, true), (bl, false)] {
+        for (cpu, v) in t.map(|t| t.per_cpu.as_slice()).unwrap_or_default() {
+            let row = rows.entry(*cpu).or_insert(CpuLoss {
+                cpu: *cpu,
+                conntrack: 0,
+                backlog: 0,
+            });
+            if is_ct {
+                row.conntrack += v;
+            } else {
+                row.backlog += v;
+            }
+        }
+    }
+    rows.into_values()
+        .filter(|r| r.conntrack > 0 || r.backlog > 0)
+        .collect()
+}
+
+fn bar(ratio: f64, width: usize) -> String {
+    let r = if ratio.is_finite() {
+        ratio.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let filled = ((r * width as f64).round() as usize).min(width);
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
+}
+
+/// The text for people. The first line is a monitoring-plugins summary with
+/// performance data.
+pub fn text(r: &Report) -> String {
+    let mut s = summary_line(r);
+    fill_lines(&mut s, r);
+    counters_line(&mut s, r);
+    sockets_line(&mut s, r);
+    backlog_line(&mut s, r);
+    if let Some(x) = &r.rising {
+        rising_lines(&mut s, x);
+    }
+    settings_lines(&mut s, r);
+    if !r.problems.is_empty() {
+        let _ = writeln!(s, "  problems");
+        for p in &r.problems {
+            let _ = writeln!(s, "    {:8}  {}", p.severity.name(), p.message);
+        }
+    }
+    s
+}
+
+/// `CONNTRACK OK - ... | perfdata`, with its newline.
+fn summary_line(r: &Report) -> String {
+    let mut s = String::new();
+    let summary = match (r.count, r.max, r.fill) {
+        (Some(c), Some(m), Some(f)) => format!(
+            "{:.1}% full ({c}/{m}), level {}",
+            f * 100.0,
+            r.level.map(Level::name).unwrap_or("unknown")
+        ),
+        _ => "fill unknown".to_string(),
+    };
+    // The first of the worst problems: the one that decided the status.
+    let first_problem = r
+        .problems
+        .iter()
+        .find(|p| p.severity == r.status)
+        .map(|p| format!("; {}", p.message))
+        .unwrap_or_default();
+    let _ = write!(
+        s,
+        "CONNTRACK {} - {summary}{first_problem}",
+        r.status.name()
+    );
+    if let (Some(c), Some(m), Some(f)) = (r.count, r.max, r.fill) {
+        let _ = write!(
+            s,
+            " | fill={:.2}%;{};{};0;100 entries={c};;;0;{m}",
+            f * 100.0,
+            r.warn_percent.unwrap_or(0.0),
+            r.critical_percent.unwrap_or(0.0)
+        );
+    }
+    s.push('\n');
+    s
+}
+
+/// The fill bar, the level and whether the module is loaded.
+fn fill_lines(s: &mut String, r: &Report) {
+    if let (Some(c), Some(m), Some(f)) = (r.count, r.max, r.fill) {
+        let _ = writeln!(
+            s,
+            "  fill      {} {:5.1}%  {c} of {m} entries",
+            bar(f, 20),
+            f * 100.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  level     {}{}",
+        r.level.map(Level::name).unwrap_or("unknown"),
+        match (r.warn_percent, r.critical_percent) {
+            (Some(w), Some(c)) => format!("  (warning at {w}%, critical at {c}%)"),
+            _ => String::new(),
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  module    {}",
+        if r.module_loaded {
+            "nf_conntrack loaded (its keys exist)"
+        } else {
+            "nf_conntrack NOT loaded (keys absent)"
+        }
+    );
+}
+
+fn counters_line(s: &mut String, r: &Report) {
+    let Some(c) = &r.counters else {
+        let _ = writeln!(s, "  counters  unavailable");
+        return;
+    };
+    let list = CONNTRACK
+        .counters
+        .iter()
+        .filter_map(|k| Some(format!("{} {}", k.name, c.get(k.name)?)))
+        .collect::<Vec<_>>()
+        .join("  ");
+    let _ = writeln!(
+        s,
+        "  counters  {list}  (since boot, from {})",
+        match r.counters_source {
+            Some(CounterSource::Netlink) => "ctnetlink",
+            _ => "/proc/net/stat/nf_conntrack",
+        }
+    );
+}
+
+fn sockets_line(s: &mut String, r: &Report) {
+    let Some(u) = &r.sockets else {
+        let _ = writeln!(s, "  sockets   unavailable");
+        return;
+    };
+    let n = |v: Option<u64>| v.map_or("n/a".to_string(), |v| v.to_string());
+    let _ = writeln!(
+        s,
+        "  sockets   UDP rcvbuf_errors {}  in_errors {}  (no_ports {}: not loss)  (since boot, this namespace)",
+        n(u.rcvbuf_errors),
+        n(u.in_errors),
+        n(u.no_ports)
+    );
+}
+
+fn backlog_line(s: &mut String, r: &Report) {
+    let Some(b) = &r.backlog else {
+        let _ = writeln!(s, "  backlog   unavailable");
+        return;
+    };
+    let list = b
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join("  ");
+    let _ = writeln!(s, "  backlog   {list}  (since boot, all CPUs)");
+}
+
+/// `now`: what rose over the window, and `per CPU` when something did.
+fn rising_lines(s: &mut String, x: &Rising) {
+    let now = if x.drop_points.is_empty() {
+        "no drops".to_string()
+    } else {
+        let mut parts = Vec::new();
+        for (point, map) in [
+            ("conntrack table", &x.conntrack),
+            ("socket receive buffer", &x.socket),
+            ("input backlog", &x.backlog),
+        ] {
+            if x.drop_points.contains(&point) {
+                let list = map
+                    .iter()
+                    .filter(|(_, v)| **v > 0)
+                    .map(|(k, v)| format!("{k} +{v}"))
+                    .collect::<Vec<_>>()
+                    .join("  ");
+                parts.push(format!("{point}: {list}"));
+            }
+        }
+        format!("RISING at {}", parts.join("; "))
+    };
+    let _ = writeln!(s, "  now       {now} over {:.1}s", x.window_seconds);
+    if !x.per_cpu.is_empty() {
+        let list = x
+            .per_cpu
+            .iter()
+            .map(|c| match (c.conntrack, c.backlog) {
+                (ct, 0) => format!("cpu{} {ct}", c.cpu),
+                (0, bl) => format!("cpu{} backlog {bl}", c.cpu),
+                (ct, bl) => format!("cpu{} {ct} (backlog {bl})", c.cpu),
+            })
+            .collect::<Vec<_>>()
+            .join("  ");
+        let _ = writeln!(s, "  per CPU   {list}");
+    }
+}
+
+/// The configuration name and the KEY/EXPECTED/ACTUAL table.
+fn settings_lines(s: &mut String, r: &Report) {
+    let _ = writeln!(
+        s,
+        "  settings  {}",
+        r.config.as_deref().unwrap_or("(configuration unreadable)")
+    );
+    let kw = r.settings.iter().map(|x| x.key.len()).max().unwrap_or(0);
+    let vw = r
+        .settings
+        .iter()
+        .map(|x| {
+            x.expected
+                .len()
+                .max(x.actual.as_deref().map_or(6, str::len))
+        })
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    if !r.settings.is_empty() {
+        let _ = writeln!(
+            s,
+            "    {:kw$}  {:>vw$}  {:>vw$}",
+            "KEY", "EXPECTED", "ACTUAL"
+        );
+    }
+    for x in &r.settings {
+        let _ = writeln!(
+            s,
+            "    {:kw$}  {:>vw$}  {:>vw$}  {}",
+            x.key,
+            x.expected,
+            x.actual.as_deref().unwrap_or("absent"),
+            if x.ok { "ok" } else { "DRIFT" }
+        );
+    }
+    if r.settings.is_empty() && r.config.is_some() {
+        let _ = writeln!(s, "    (none configured: every key is \"keep\")");
+    }
+}
+
+/// Read everything `status` needs. `window` zero: one sample, no "rising".
+pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readings {
+    let cfg = config::load(&host.root, config_path);
+    let before = Counts::read(host);
+    let mut fill = observe::fill(&host.root);
+    let after = if window.is_zero() {
+        None
+    } else {
+        std::thread::sleep(window);
+        // The count of the end of the window is the one reported: it is the
+        // closest to what anyone reads right after the check.
+        fill = observe::fill(&host.root);
+        Some(Counts::read(host))
+    };
+    let settings = match (&cfg, &fill) {
+        (Ok(c), FillReading::Read { .. }) => observe::settings(host, c),
+        _ => Vec::new(),
+    };
+    let writer_hints = settings
+        .iter()
+        .filter(|s| !s.ok())
+        .filter_map(|s| {
+            let h = crate::system::writers::hint(&host.root, &s.key, s.actual.as_deref()?)?;
+            Some((s.key.clone(), h.text())).filter(|(_, t)| !t.is_empty())
+        })
+        .collect();
+    Readings {
+        config: cfg
+            .map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name()))
+            .map_err(|e| e.to_string()),
+        fill,
+        before,
+        after,
+        window,
+        settings,
+        writer_hints,
+    }
+}
+
+/// `conntrack-guard status`.
+pub fn run(host: &Host, config_path: Option<&Path>, json: bool, window: Duration) -> i32 {
+    let report = judge(&read(host, config_path, window));
+    let unknown = Verdict::Unknown.code();
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => output::out_or(&(j + "\n"), report.exit_code, unknown),
+            Err(e) => {
+                let j = format!(
+                    "{{\"status\":\"UNKNOWN\",\"exit_code\":3,\"error\":{:?}}}\n",
+                    e.to_string()
+                );
+                output::out_or(&j, unknown, unknown)
+            }
+        }
+    } else {
+        output::out_or(&text(&report), report.exit_code, unknown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thresholds() -> Thresholds {
+        Thresholds::new(&config::Config::default().watch, Duration::from_secs(5))
+    }
+
+    fn counters(drop: u32) -> Counts {
+        let mut t = CtTable::new(crate::kernel::percpu::CpuIds::Kernel);
+        for cpu in 0..2 {
+            let row = t.row_mut(cpu);
+            row.set(CtCounter::Drop, if cpu == 0 { drop } else { 0 });
+            row.set(CtCounter::EarlyDrop, 0);
+            row.set(CtCounter::InsertFailed, 0);
+        }
+        Counts {
+            conntrack: Ok((t, CounterSource::Procfs)),
+            udp: Err("not in this test".into()),
+            softnet: Err("not in this test".into()),
+        }
+    }
+
+    fn readings(count: u64, max: u64) -> Readings {
+        Readings {
+            config: Ok((thresholds(), "test".into())),
+            fill: FillReading::Read { count, max },
+            before: counters(100),
+            after: Some(counters(100)),
+            window: Duration::from_secs(1),
+            settings: vec![Setting {
+                key: "net.netfilter.nf_conntrack_max".into(),
+                expected: "1000".into(),
+                actual: Some("1000".into()),
+                at_least: false,
+            }],
+            writer_hints: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(judge(&readings(100, 1000)).exit_code, 0);
+        assert_eq!(judge(&readings(800, 1000)).exit_code, 1);
+        assert_eq!(judge(&readings(950, 1000)).exit_code, 2);
+        // Old drops (totals since boot) do not count; rising ones do.
+        let mut r = readings(100, 1000);
+        r.after = Some(counters(101));
+        let rep = judge(&r);
+        assert_eq!(rep.exit_code, 2);
+        assert_eq!(rep.rising.as_ref().unwrap().conntrack["drop"], 1);
+        assert_eq!(rep.counters.unwrap()["drop"], 101);
+        // Drift.
+        let mut r = readings(100, 1000);
+        r.settings[0].actual = Some("65536".into());
+        assert_eq!(judge(&r).exit_code, 1);
+        r.settings[0].actual = None;
+        assert_eq!(judge(&r).exit_code, 1);
+    }
+
+    #[test]
+    fn unknowns() {
+        let mut r = readings(100, 0);
+        assert_eq!(judge(&r).exit_code, 3);
+        r.fill = FillReading::Gone("absent".into());
+        let rep = judge(&r);
+        assert_eq!(rep.exit_code, 3);
+        assert!(!rep.module_loaded);
+        let mut r = readings(100, 1000);
+        r.before.conntrack = Err("garbage".into());
+        r.after = None;
+        assert_eq!(judge(&r).exit_code, 3);
+        let mut r = readings(100, 1000);
+        r.config = Err("bad".into());
+        let rep = judge(&r);
+        assert_eq!(rep.exit_code, 3);
+        assert!(rep.problems[0].message.contains("invalid configuration"));
+        // Critical beats unknown; unknown beats warning.
+        let mut r = readings(990, 1000);
+        r.before.conntrack = Err("garbage".into());
+        assert_eq!(judge(&r).exit_code, 2);
+        let mut r = readings(850, 1000);
+        r.before.conntrack = Err("garbage".into());
+        assert_eq!(judge(&r).exit_code, 3);
+    }
+
+    #[test]
+    fn over_max_is_critical() {
+        let rep = judge(&readings(1025, 1024));
+        assert_eq!(rep.exit_code, 2);
+        assert!(rep
+            .problems
+            .iter()
+            .any(|p| p.message.contains("exceeds max")));
+    }
+
+    #[test]
+    fn text_has_bar_and_settings() {
+        let t = text(&judge(&readings(500, 1000)));
+        assert!(t.starts_with("CONNTRACK OK - 50.0% full (500/1000)"), "{t}");
+        assert!(t.contains("[##########----------]"), "{t}");
+        assert!(t.contains("net.netfilter.nf_conntrack_max"), "{t}");
+        assert!(t.lines().any(|l| l.trim_end().ends_with(" ok")), "{t}");
+        assert_eq!(bar(f64::NAN, 4), "[----]");
+        assert_eq!(bar(7.0, 4), "[####]");
+    }
+}

@@ -1,0 +1,863 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `conntrack-guard watch`: the watchdog service.
+//!
+//! The loop only samples ([`crate::observe`]), decides
+//! ([`crate::assess::assess`], a pure function), emits (journal or stderr,
+//! sd_notify, the metrics textfile) and sleeps. The sleep waits on the
+//! signal self-pipe with a timeout, so SIGTERM ends a one-hour interval at
+//! once, and it is cut into pieces of half `WATCHDOG_USEC` so systemd gets a
+//! keep-alive in time whatever the interval. The keep-alive means "the loop
+//! is alive", nothing more: `READY=1` follows the first sample whatever it
+//! read, and `WATCHDOG=1` goes out on schedule while the loop runs, also
+//! while nf_conntrack is absent or unreadable (a restart would not bring it
+//! back, and would lose the incident state). The kernel's state is in
+//! `STATUS=` and the journal; only a hung loop misses a keep-alive.
+//!
+//! "drops N" in the `STATUS=` line counts the increases of `drop` (and
+//! "early_drops" those of `early_drop`) seen since this watchdog started,
+//! not the totals since boot: a restart of the service acknowledges old
+//! incidents, and `status` or the metrics give the totals since boot.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::SignalOnly;
+
+use crate::assess::netns::NsTrackers;
+use crate::assess::{self, restore, status_line, State, Thresholds};
+use crate::cmd::top;
+use crate::config::{self, fmt_duration, Config};
+use crate::host::Host;
+use crate::kernel::kmsg::{self, TableFull};
+use crate::netns::sample::{self, NsSample, SampleError as NsError};
+use crate::netns::{self, Namespace};
+use crate::observe;
+use crate::report::events::{default_sink, Event, Priority, Sink};
+use crate::report::ids;
+use crate::report::metrics::{self, Textfile};
+use crate::report::notify::{Notifier, NotifyState};
+use crate::sysroot::DEFAULT_CONFIG;
+use crate::system::writers;
+
+/// Waits shorter than this are plain sleeps (see [`SignalWait::wait`]).
+const SHORT_WAIT: Duration = Duration::from_millis(20);
+
+/// Signals received while waiting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Received {
+    stop: bool,
+    reload: bool,
+}
+
+/// SIGTERM, SIGINT and SIGHUP through signal-hook's self-pipe, read with a
+/// timeout: an interruptible sleep without a second thread.
+struct SignalWait {
+    delivery: SignalDelivery<UnixStream, SignalOnly>,
+}
+
+impl SignalWait {
+    fn install() -> std::io::Result<Self> {
+        let (read, write) = UnixStream::pair()?;
+        let delivery =
+            SignalDelivery::with_pipe(read, write, SignalOnly, [SIGTERM, SIGINT, SIGHUP])?;
+        Ok(SignalWait { delivery })
+    }
+
+    /// Wait up to `timeout` for a signal (zero: just look).
+    fn wait(&mut self, timeout: Duration) -> Received {
+        if !timeout.is_zero() && timeout < SHORT_WAIT {
+            // SO_RCVTIMEO counts in jiffies (4 ms at HZ=250), too coarse for
+            // millisecond intervals; a short plain sleep delays a signal by
+            // at most SHORT_WAIT.
+            std::thread::sleep(timeout);
+        } else if !timeout.is_zero() {
+            let read = self.delivery.get_read_mut();
+            match read.set_read_timeout(Some(timeout)) {
+                // Returns on a signal's wake-up byte, on timeout or on EINTR;
+                // which one does not matter: the pending set below decides.
+                Ok(()) => {
+                    let _ = read.read(&mut [0u8; 16]);
+                }
+                Err(_) => std::thread::sleep(timeout.min(Duration::from_millis(100))),
+            }
+        }
+        let mut got = Received::default();
+        for sig in self.delivery.pending() {
+            if sig == SIGHUP {
+                got.reload = true;
+            } else {
+                got.stop = true;
+            }
+        }
+        got
+    }
+}
+
+/// What identifies one version of the configuration file: a rename (an
+/// editor's save), an in-place write or a new file all change it. `None`:
+/// the file does not exist (built-in defaults).
+type Stamp = Option<(u64, u64, i64, i64, i64, i64, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.dev(),
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.size(),
+    ))
+}
+
+/// Everything the loop carries between samples.
+struct Watcher<'a> {
+    host: &'a Host,
+    config_path: Option<PathBuf>,
+    /// The configuration file as it was when last loaded.
+    config_stamp: Stamp,
+    cli_interval: Option<Duration>,
+    cfg: Config,
+    interval: Duration,
+    thresholds: Thresholds,
+    textfile: Option<Textfile>,
+    state: State,
+    start: Instant,
+    last_sample: Instant,
+    next_sample: Instant,
+    last_ping: Instant,
+    ready_sent: bool,
+    notifier: Notifier,
+    /// The triage running now, if any, and when the last one started.
+    triage: Option<top::Triage>,
+    last_triage: Option<Instant>,
+    /// `[watch] namespaces = "all"`: the scan running now, when the last
+    /// one started, the trackers, and the last "table full in netns" line
+    /// seen per namespace (None before the first scan: old lines are not
+    /// news).
+    ns_scan: Option<mpsc::Receiver<Scan>>,
+    last_ns_scan: Option<Instant>,
+    namespaces: NsTrackers,
+    kmsg_seen: Option<BTreeMap<u64, u64>>,
+    /// The writer search running now, if any (see `name_the_writer`).
+    hints: Option<HintJob>,
+    /// What the last namespace scan could not enter for want of a
+    /// capability (None before the first scan), and whether that was said.
+    ns_denied: Option<Option<&'static str>>,
+    ns_denied_logged: bool,
+    /// Saving the totals failed (said once).
+    totals_failing: bool,
+}
+
+/// The drop-in that grants what `namespaces = "all"` needs, as installed.
+pub const ALLNS_DROPIN: &str = "/usr/share/conntrack-guard/conntrack-guard-allns.conf";
+
+/// A writer search on its own thread and the events waiting for it.
+struct HintJob {
+    rx: mpsc::Receiver<Vec<String>>,
+    held: Vec<Event>,
+    deadline: Instant,
+}
+
+/// How often held drift events look for their hint.
+const HINT_POLL: Duration = Duration::from_millis(50);
+
+/// How long drift events wait for the name of the other writer.
+pub const HINT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One namespace scan's results, and the capability that kept it out of
+/// other namespaces, if one did.
+type Scan = (
+    Vec<(Namespace, Result<NsSample, NsError>)>,
+    Vec<TableFull>,
+    Option<&'static str>,
+);
+
+impl Watcher<'_> {
+    fn emit_all(sink: &mut dyn Sink, evs: impl IntoIterator<Item = Event>) {
+        for ev in evs {
+            sink.emit(&ev);
+        }
+    }
+
+    fn notify(&mut self, sink: &mut dyn Sink, states: &[NotifyState<'_>]) -> bool {
+        match self.notifier.send(states) {
+            Ok(()) => true,
+            Err(ev) => {
+                if let Some(ev) = ev {
+                    sink.emit(&ev);
+                }
+                false
+            }
+        }
+    }
+
+    /// The file `config::load` reads: `--config`, else the default path.
+    fn config_file(&self) -> PathBuf {
+        self.config_path
+            .clone()
+            .unwrap_or_else(|| self.host.root.path(DEFAULT_CONFIG))
+    }
+
+    fn sample(&mut self, sink: &mut dyn Sink) {
+        let now = Instant::now();
+        self.last_sample = now;
+        self.next_sample = now + self.interval;
+        let mut obs = observe::observe(self.host, &self.cfg);
+        // A setting that differs from the configuration may have just been
+        // applied from a newer file (`systemctl restart
+        // conntrack-guard-apply` after an edit, or a hand-run apply): follow
+        // the file before calling it drift. The file is only looked at
+        // when a new drift would be logged, never on a quiet sample.
+        if self.state.drift.would_report(&obs.settings)
+            && stamp(&self.config_file()) != self.config_stamp
+        {
+            self.reload(sink);
+            obs = observe::observe(self.host, &self.cfg);
+        }
+        let at = now.duration_since(self.start);
+        let level_before = self.state.level();
+        let (state, mut evs) =
+            assess::assess(&self.thresholds, std::mem::take(&mut self.state), &obs, at);
+        self.state = state;
+        if self.state.level() > level_before {
+            self.start_triage(now);
+        }
+        evs.extend(self.triage_result());
+        self.start_ns_scan(now);
+        evs.extend(self.ns_scan_result(at));
+        let in_use = self.entries_in_use(&obs);
+        let (restores, fights) =
+            self.state
+                .restore
+                .step(&self.cfg.watch, &obs.settings, in_use, at);
+        evs.extend(fights);
+        for r in &restores {
+            evs.push(restore::restored_event(r, self.write_back(r)));
+        }
+        evs.extend(self.hint_result(now));
+        let evs = self.name_the_writer(evs, now);
+        Self::emit_all(sink, evs);
+        let line = self.status_line();
+        let mut states = Vec::with_capacity(3);
+        if !self.ready_sent {
+            states.push(NotifyState::Ready);
+        }
+        states.push(NotifyState::Status(&line));
+        if self.notifier.watchdog_every().is_some() {
+            states.push(NotifyState::Watchdog);
+        }
+        // READY=1 is retried with the next sample until it went out.
+        if self.notify(sink, &states) {
+            self.ready_sent = true;
+        }
+        self.last_ping = now;
+        // The metrics need a fill: without one the textfile keeps its last
+        // timestamp, which is how a scraper sees that the data is stale.
+        if self.state.healthy() {
+            self.write_metrics(sink, &obs);
+        }
+    }
+
+    /// The level rose: find out who fills the table, once per
+    /// `triage_every`, on its own thread (a dump of a large table takes
+    /// hundreds of milliseconds; the sampling loop and the keep-alives must
+    /// not wait for it).
+    fn start_triage(&mut self, now: Instant) {
+        let w = &self.cfg.watch;
+        let due = self
+            .last_triage
+            .map_or(true, |t| now.duration_since(t) >= w.triage_every);
+        if w.triage && self.host.kernel_access && self.triage.is_none() && due {
+            self.last_triage = Some(now);
+            self.triage = Some(top::Triage::start(
+                self.host.root.clone(),
+                None,
+                TRIAGE_TIMEOUT,
+            ));
+        }
+    }
+
+    /// Every `namespaces_every`, scan all network namespaces on a thread of
+    /// its own (200 namespaces take about 90 ms; the sampling loop and the
+    /// keep-alives must not wait).
+    fn start_ns_scan(&mut self, now: Instant) {
+        let w = &self.cfg.watch;
+        let due = self
+            .last_ns_scan
+            .map_or(true, |t| now.duration_since(t) >= w.namespaces_every);
+        if !(w.all_namespaces && self.host.kernel_access && self.ns_scan.is_none() && due) {
+            return;
+        }
+        self.last_ns_scan = Some(now);
+        let root = self.host.root.clone();
+        let (tx, rx) = mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("ctg-netns".into())
+            .spawn(move || {
+                // Without CAP_SYS_ADMIN every setns fails: do not try (one
+                // thread per namespace per scan, for nothing).
+                if netns::lacks_sys_admin(&root) == Some(true) {
+                    let _ = tx.send((Vec::new(), Vec::new(), Some(netns::CAP_SYS_ADMIN_NAME)));
+                    return;
+                }
+                let found = netns::scan(&root);
+                let samples = sample::sample_all(&found);
+                let denied = samples.iter().find_map(|r| match r {
+                    Err(NsError::Enter(e)) => e.missing_capability(),
+                    _ => None,
+                });
+                let kmsg = kmsg::read_table_full(&root).unwrap_or_default();
+                let _ = tx.send((found.into_iter().zip(samples).collect(), kmsg, denied));
+            });
+        if started.is_ok() {
+            self.ns_scan = Some(rx);
+        }
+    }
+
+    /// The namespace events, once a scan is done.
+    fn ns_scan_result(&mut self, at: Duration) -> Vec<Event> {
+        let Some(rx) = &self.ns_scan else {
+            return Vec::new();
+        };
+        let (scan, kmsg, denied) = match rx.try_recv() {
+            Ok(r) => r,
+            Err(mpsc::TryRecvError::Empty) => return Vec::new(),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                self.ns_scan = None;
+                return Vec::new();
+            }
+        };
+        self.ns_scan = None;
+        let mut evs = self.namespaces.step(&self.thresholds, &scan, at);
+        evs.extend(self.ns_access(denied));
+        // "table full in netns N": which container that is. Lines from
+        // before the first scan are history, not news.
+        let first = self.kmsg_seen.is_none();
+        let seen = self.kmsg_seen.get_or_insert_with(BTreeMap::new);
+        for line in kmsg {
+            let Some(inode) = line.netns else { continue };
+            if seen.get(&inode).is_some_and(|u| *u >= line.usec) {
+                continue;
+            }
+            seen.insert(inode, line.usec);
+            if first {
+                continue;
+            }
+            let ns = scan.iter().map(|(ns, _)| ns).find(|ns| ns.inode == inode);
+            let who = ns.map_or("a namespace that is gone now".to_string(), |n| {
+                n.owner.label()
+            });
+            let ev = Event::new(
+                Priority::Err,
+                "netns_full",
+                ids::NETNS_FULL,
+                format!(
+                    "the kernel reports the conntrack table full in netns {inode}: {who}; \
+                     its count reached the global nf_conntrack_max"
+                ),
+            )
+            .field("CONNTRACK_KERNEL_LINE", &line.line);
+            evs.push(match ns {
+                Some(ns) => assess::netns::tag(ev, ns),
+                None => ev.field("CONNTRACK_NETNS", inode),
+            });
+        }
+        evs
+    }
+
+    /// A scan was kept out of other namespaces by a missing capability
+    /// (`denied`), or was not: remember it for the status line, and say
+    /// it once per start (a capability does not come back without one).
+    fn ns_access(&mut self, denied: Option<&'static str>) -> Option<Event> {
+        self.ns_denied = Some(denied);
+        let cap = denied?;
+        if self.ns_denied_logged {
+            return None;
+        }
+        self.ns_denied_logged = true;
+        Some(
+            Event::new(
+                Priority::Warning,
+                "netns_unavailable",
+                ids::NETNS_UNAVAILABLE,
+                format!(
+                    "[watch] namespaces = \"all\" is set, but this process cannot enter other \
+                     network namespaces: it lacks {cap}; only the host's table is watched. \
+                     {ALLNS_DROPIN} grants it: install it as \
+                     /etc/systemd/system/conntrack-guard.service.d/allns.conf, then \
+                     systemctl daemon-reload && systemctl restart conntrack-guard"
+                ),
+            )
+            .field("CONNTRACK_MISSING_CAPABILITY", cap)
+            .field("CONNTRACK_DROPIN", ALLNS_DROPIN),
+        )
+    }
+
+    /// The `STATUS=` line, with the namespaces when all are watched.
+    fn status_line(&self) -> String {
+        let mut line = status_line(&self.state);
+        if self.cfg.watch.all_namespaces && self.host.kernel_access {
+            line.push_str(" · ");
+            match self.ns_denied {
+                Some(Some(cap)) if self.namespaces.by_inode.is_empty() => {
+                    line.push_str(&format!("netns: no access (needs {cap})"));
+                }
+                _ => line.push_str(&self.namespaces.status()),
+            }
+        }
+        line
+    }
+
+    /// The triage's event, once it is done.
+    fn triage_result(&mut self) -> Option<Event> {
+        let r = self.triage.as_mut()?.poll()?;
+        self.triage = None;
+        Some(triage_event(r, self.state.fill.as_ref()))
+    }
+
+    /// The most entries any namespace this watchdog can see holds, for the
+    /// lowering guard of `[watch] restore`: its own count, and with
+    /// `namespaces = "all"` each one of the last scan. `None` while not
+    /// known: its own count unreadable, or the first scan not in yet
+    /// (`kmsg_seen` is set by the first scan's result).
+    fn entries_in_use(&self, obs: &assess::Observation) -> Option<u64> {
+        let assess::FillReading::Read { count, .. } = obs.fill else {
+            return None;
+        };
+        let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
+        if all && self.kmsg_seen.is_none() {
+            return None;
+        }
+        let others = self.namespaces.by_inode.values();
+        Some(
+            others
+                .filter_map(|t| t.fill.map(|f| f.count))
+                .fold(count, u64::max),
+        )
+    }
+
+    /// `[watch] restore`: write the configured value back and read it.
+    fn write_back(&self, r: &restore::Restore) -> Result<String, String> {
+        let root = &self.host.root;
+        root.write_sysctl(&r.key, &r.value)
+            .map_err(|e| e.to_string())?;
+        match crate::kernel::read_current(root, &r.key) {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err("the key vanished after the write".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Drift events say who else writes the key, where that can be known
+    /// (sysctl.d files, kube-proxy and friends, the module parameter). Only
+    /// run when such an event goes out. The search reads /proc/*/cmdline,
+    /// which can hang on a process in D state, so it runs on a thread of
+    /// its own: the events wait for it at most [`HINT_TIMEOUT`], then go
+    /// out without the hint. One search at a time: while one is still
+    /// running (or hung), new events go out at once, without a hint.
+    /// Returns the events to emit now.
+    fn name_the_writer(&mut self, evs: Vec<Event>, now: Instant) -> Vec<Event> {
+        let wants = |e: &Event| {
+            matches!(e.name, "drift" | "drift_fight" | "restored")
+                && e.get("CONNTRACK_KEY").is_some()
+                && e.get("CONNTRACK_ACTUAL")
+                    .or(e.get("CONNTRACK_FOREIGN"))
+                    .is_some()
+        };
+        if self.hints.is_some() || !evs.iter().any(wants) {
+            return evs;
+        }
+        let (held, now_out): (Vec<Event>, Vec<Event>) = evs.into_iter().partition(wants);
+        let asks: Vec<(String, String)> = held
+            .iter()
+            .map(|e| {
+                let foreign = e.get("CONNTRACK_ACTUAL").or(e.get("CONNTRACK_FOREIGN"));
+                (
+                    e.get("CONNTRACK_KEY").unwrap_or_default().to_string(),
+                    foreign.unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let root = self.host.root.clone();
+        let (tx, rx) = mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("ctg-writers".into())
+            .spawn(move || {
+                let texts: Vec<String> = asks
+                    .iter()
+                    .map(|(key, foreign)| {
+                        writers::hint(&root, key, foreign).map_or_else(String::new, |h| h.text())
+                    })
+                    .collect();
+                let _ = tx.send(texts);
+            });
+        match started {
+            Ok(_) => {
+                self.hints = Some(HintJob {
+                    rx,
+                    held,
+                    deadline: now + HINT_TIMEOUT,
+                });
+                now_out
+            }
+            // No thread (TasksMax): the events without the hint.
+            Err(_) => now_out.into_iter().chain(held).collect(),
+        }
+    }
+
+    /// The held drift events, once their hints are in or their time is up.
+    fn hint_result(&mut self, now: Instant) -> Vec<Event> {
+        let Some(job) = self.hints.as_mut() else {
+            return Vec::new();
+        };
+        match job.rx.try_recv() {
+            Ok(texts) => {
+                let mut held = std::mem::take(&mut job.held);
+                for (ev, text) in held.iter_mut().zip(texts) {
+                    if !text.is_empty() {
+                        ev.message
+                            .push_str(&format!("; who else writes it: {text}"));
+                        ev.fields.push(("CONNTRACK_WRITER_HINT", text));
+                    }
+                }
+                self.hints = None;
+                held
+            }
+            Err(mpsc::TryRecvError::Disconnected) => {
+                let held = std::mem::take(&mut job.held);
+                self.hints = None;
+                held
+            }
+            // Still searching: past the bound the events go out without
+            // the hint; the job stays until the thread returns, so a hung
+            // search never has a second one piled on it.
+            Err(mpsc::TryRecvError::Empty) if now >= job.deadline => std::mem::take(&mut job.held),
+            Err(mpsc::TryRecvError::Empty) => Vec::new(),
+        }
+    }
+
+    fn write_metrics(&mut self, sink: &mut dyn Sink, obs: &assess::Observation) {
+        let (Some(tf), Some(fill)) = (self.textfile.as_mut(), self.state.fill.as_ref()) else {
+            return;
+        };
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let (conntrack, softnet) = (self.state.conntrack_totals(), self.state.backlog_totals());
+        let text = metrics::render(&metrics::Snapshot {
+            fill,
+            level: self.state.level(),
+            conntrack: if obs.counters.is_ok() {
+                &conntrack
+            } else {
+                &[]
+            },
+            counters_source: obs.counters_source,
+            udp: obs.udp.as_ref().ok(),
+            softnet: if obs.softnet.is_ok() { &softnet } else { &[] },
+            drift: self.state.drifted() > 0,
+            timestamp,
+        });
+        if let Some(ev) = tf.write(&text) {
+            sink.emit(&ev);
+        }
+        // The totals just exported, for the next process (see
+        // metrics::SavedTotals). Said once when it fails, and once when it
+        // works again.
+        match metrics::save_totals(&self.host.root, &self.state.saved_totals()) {
+            Ok(()) if self.totals_failing => {
+                self.totals_failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !self.totals_failing => {
+                self.totals_failing = true;
+                sink.emit(&Event::new(
+                    Priority::Warning,
+                    "fault",
+                    ids::FAULT,
+                    format!(
+                        "cannot keep the metrics' totals for the next start ({e}); after a \
+                         restart the *_total counters may start lower (the unit's \
+                         RuntimeDirectory=conntrack-guard keeps them)"
+                    ),
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn reload(&mut self, sink: &mut dyn Sink) {
+        // systemd stays in "reloading" until READY=1 follows RELOADING=1.
+        // Before the first sample READY=1 has not been sent, so a reload
+        // then is not announced: the service is still starting, and the
+        // first sample sends READY=1 with the new configuration in force.
+        let announce = self.ready_sent;
+        if announce {
+            let mut states = vec![NotifyState::Reloading];
+            if let Ok(m) = NotifyState::monotonic_usec_now() {
+                states.push(m);
+            }
+            self.notify(sink, &states);
+        }
+        // Taken before the read: a write during the read shows as a change
+        // next time, never as a missed one. An invalid file is not retried
+        // until it changes again.
+        self.config_stamp = stamp(&self.config_file());
+        match config::load(&self.host.root, self.config_path.as_deref()) {
+            Ok(cfg) => {
+                // A new configuration is a new start for keys given up on.
+                self.state.restore = Default::default();
+                self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
+                self.thresholds = Thresholds::new(&cfg.watch, self.interval);
+                let same_file = match (&self.textfile, &cfg.metrics.textfile) {
+                    (Some(t), Some(p)) => t.path() == p.as_path(),
+                    _ => false,
+                };
+                if !same_file {
+                    self.textfile = cfg.metrics.textfile.as_deref().map(Textfile::new);
+                }
+                self.next_sample = self.next_sample.min(self.last_sample + self.interval);
+                sink.emit(&Event::new(
+                    Priority::Info,
+                    "reload",
+                    ids::RELOAD,
+                    format!(
+                        "configuration reloaded from {}: interval {}, warning {}%, critical {}%, \
+                         {} watched settings",
+                        cfg.source_name(),
+                        fmt_duration(self.interval),
+                        cfg.watch.warn_percent,
+                        cfg.watch.critical_percent,
+                        cfg.targets().len()
+                    ),
+                ));
+                self.cfg = cfg;
+            }
+            Err(e) => {
+                let mut ev = Event::new(
+                    Priority::Err,
+                    "reload",
+                    ids::RELOAD,
+                    format!("invalid configuration, keeping the previous one: {e}"),
+                )
+                .field("CONNTRACK_CONFIG_FILE", e.file.display());
+                if let Some(key) = &e.key {
+                    ev = ev.field("CONNTRACK_CONFIG_KEY", key);
+                }
+                if let Some(line) = e.line {
+                    ev = ev.field("CONNTRACK_CONFIG_LINE", line);
+                }
+                sink.emit(&ev);
+            }
+        }
+        let line = self.status_line();
+        let mut states = Vec::with_capacity(2);
+        if announce {
+            states.push(NotifyState::Ready);
+        }
+        states.push(NotifyState::Status(&line));
+        self.notify(sink, &states);
+    }
+
+    /// When to wake next: the next sample, or the next keep-alive,
+    /// whichever comes first.
+    fn wake_at(&self) -> Instant {
+        let mut at = match self.notifier.watchdog_every() {
+            Some(every) => self.next_sample.min(self.last_ping + every),
+            None => self.next_sample,
+        };
+        // Held drift events go out when their hint is in or its bound is
+        // up; look every HINT_POLL until then.
+        if self.hints.as_ref().is_some_and(|j| !j.held.is_empty()) {
+            at = at.min(Instant::now() + HINT_POLL);
+        }
+        at
+    }
+
+    fn run(&mut self, signals: &mut SignalWait, sink: &mut dyn Sink) -> i32 {
+        loop {
+            // Events the journal did not take yet (it stalled): never
+            // waited for, tried again on every turn.
+            sink.retry();
+            let got = signals.wait(Duration::ZERO);
+            if got.stop {
+                break;
+            }
+            if got.reload {
+                self.reload(sink);
+            }
+            let now = Instant::now();
+            if now >= self.next_sample {
+                self.sample(sink);
+            }
+            let got = signals.wait(self.wake_at().saturating_duration_since(Instant::now()));
+            if got.stop {
+                break;
+            }
+            if got.reload {
+                self.reload(sink);
+            }
+            let held = self.hint_result(Instant::now());
+            Self::emit_all(sink, held);
+            if let Some(every) = self.notifier.watchdog_every() {
+                let now = Instant::now();
+                if now >= self.last_ping + every && now < self.next_sample {
+                    self.last_ping = now;
+                    self.notify(sink, &[NotifyState::Watchdog]);
+                }
+            }
+        }
+        // Held drift events go out without waiting for their hint.
+        if let Some(job) = self.hints.take() {
+            Self::emit_all(sink, job.held);
+        }
+        let (state, evs) = assess::flush(std::mem::take(&mut self.state));
+        self.state = state;
+        Self::emit_all(sink, evs);
+        let at = Instant::now().duration_since(self.start);
+        Self::emit_all(sink, self.namespaces.flush(at));
+        self.notify(
+            sink,
+            &[
+                NotifyState::Stopping,
+                NotifyState::Status("stopping on signal"),
+            ],
+        );
+        // What the journal still holds back gets a moment, not forever:
+        // systemd's stop timeout is the hard bound.
+        sink.drain(JOURNAL_DRAIN_AT_EXIT);
+        crate::exit::OK
+    }
+}
+
+/// How long the exit waits for a stalled journal to take held events.
+const JOURNAL_DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
+
+/// The bound of one triage read.
+pub const TRIAGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn triage_event(
+    r: Result<top::TriageSummary, top::TopError>,
+    fill: Option<&assess::Fill>,
+) -> Event {
+    let table = fill
+        .map(|f| format!(" (table {})", f.text()))
+        .unwrap_or_default();
+    match r {
+        Ok(t) => {
+            let mut ev = Event::new(
+                Priority::Warning,
+                "triage",
+                ids::TRIAGE,
+                format!("who fills the conntrack table{table}: {}", t.message),
+            )
+            .field("CONNTRACK_TRIAGE_ENTRIES", t.total)
+            .field("CONNTRACK_TRIAGE_COMPLETE", t.complete);
+            for (field, top) in [
+                ("CONNTRACK_TOP_DPORT", &t.top_dport),
+                ("CONNTRACK_TOP_STATE", &t.top_state),
+                ("CONNTRACK_TOP_SOURCE", &t.top_source),
+            ] {
+                if let Some(top) = top {
+                    ev = ev.field(field, format!("{} {:.1}%", top.key, top.share * 100.0));
+                }
+            }
+            ev
+        }
+        Err(e) => Event::new(
+            Priority::Notice,
+            "triage",
+            ids::TRIAGE,
+            format!("could not read the conntrack table to see who fills it{table}: {e}"),
+        ),
+    }
+}
+
+/// The watchdog's short-lived threads (triage, namespace scan, writer
+/// search) each get a glibc malloc arena of their own when they overlap,
+/// and arenas are never given back: measured in the soak (tests/netns/
+/// soak.sh), RSS rose about 7% in steps at minutes 4-5 as overlaps first
+/// happened. One arena keeps a long-running daemon's memory flat; the
+/// threads allocate little and seldom, so the lock costs nothing.
+#[allow(unsafe_code)]
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator tunable; called before any
+    // thread of ours exists.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// Run the watchdog until SIGTERM or SIGINT. `interval` (from
+/// `--interval`) overrides the configuration, also across reloads.
+pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) -> i32 {
+    one_malloc_arena();
+    let root = &host.root;
+    let config_stamp =
+        stamp(&config_path.map_or_else(|| root.path(DEFAULT_CONFIG), Path::to_path_buf));
+    let cfg = match config::load(root, config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            crate::report::output::err(&format!("conntrack-guard: invalid configuration: {e}"));
+            return crate::exit::CONFIG;
+        }
+    };
+    let mut signals = match SignalWait::install() {
+        Ok(s) => s,
+        Err(e) => {
+            crate::report::output::err(&format!(
+                "conntrack-guard: cannot install signal handlers: {e}"
+            ));
+            return crate::exit::FAILURE;
+        }
+    };
+    let mut sink = default_sink();
+    let cli_interval = interval;
+    let interval = cli_interval.unwrap_or(cfg.watch.interval);
+    let now = Instant::now();
+    let mut w = Watcher {
+        host,
+        config_path: config_path.map(Path::to_path_buf),
+        config_stamp,
+        cli_interval,
+        thresholds: Thresholds::new(&cfg.watch, interval),
+        textfile: cfg.metrics.textfile.as_deref().map(Textfile::new),
+        cfg,
+        interval,
+        state: State::default(),
+        start: now,
+        last_sample: now,
+        next_sample: now,
+        last_ping: now,
+        ready_sent: false,
+        notifier: Notifier::from_env(),
+        triage: None,
+        last_triage: None,
+        ns_scan: None,
+        last_ns_scan: None,
+        namespaces: NsTrackers::default(),
+        kmsg_seen: None,
+        hints: None,
+        ns_denied: None,
+        ns_denied_logged: false,
+        totals_failing: false,
+    };
+    // Continue the metrics' totals of the previous process of this boot.
+    if w.textfile.is_some() {
+        if let Some(saved) = metrics::load_totals(root) {
+            w.state.resume_totals(saved);
+        }
+    }
+    w.run(&mut signals, &mut *sink)
+}

@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Sampling every network namespace: count, max, the conntrack counters
+//! and the UDP receive errors, each read from inside the namespace.
+//!
+//! Inside a namespace, `/proc/sys/net/netfilter/nf_conntrack_count` is the
+//! entering thread's namespace's (the sysctl table is looked up from the
+//! opening task's netns), but `/proc/net` is `/proc/self/net`, the
+//! thread-group leader's: per-namespace files are read through
+//! `/proc/thread-self/net`.
+//!
+//! Used by `status --all-netns`, by `apply` (a lowered max is checked
+//! against the fullest namespace), by `top --netns all` and by the
+//! watchdog (`[watch] namespaces = "all"`), off the sampling cadence:
+//!
+//! ```no_run
+//! use conntrack_guard::{netns::{self, sample}, sysroot::SysRoot};
+//! let root = SysRoot::host();
+//! let found = netns::scan(&root); // links and inodes only; opens nothing
+//! for (ns, r) in found.iter().zip(sample::sample_all(&found)) {
+//!     match r {
+//!         Ok(s) => println!("{} {} {}/{}", ns.inode, ns.owner.label(), s.count, s.max),
+//!         Err(e) if e.vanished() => {} // gone since the scan: forget it
+//!         Err(e) => eprintln!("netns {}: {e}", ns.inode),
+//!     }
+//! }
+//! ```
+
+use std::io;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::config::{KEY_COUNT, KEY_MAX};
+use crate::kernel::ctstats::{parse_ct_stat, CtCounter, CtTable};
+use crate::kernel::stats::CounterSource;
+use crate::netns::{self, EnterError, Namespace};
+use crate::sysroot::SysRoot;
+
+/// A namespace's UDP receive errors since it was created (`Udp:` in its
+/// `/proc/net/snmp`). InErrors includes RcvbufErrors: do not add them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct UdpDrops {
+    /// Datagrams dropped because the socket's receive buffer was full.
+    pub rcvbuf_errors: u64,
+    /// All UDP receive errors (checksum, buffer, ...).
+    pub in_errors: u64,
+}
+
+/// `RcvbufErrors` and `InErrors` (IPv4 `Udp:`) from a `/proc/net/snmp`
+/// text, through the watchdog's own parser.
+pub fn parse_snmp_udp(text: &str) -> Option<UdpDrops> {
+    let (udp, _) = crate::kernel::snmp::parse_snmp(text).ok()?;
+    Some(UdpDrops {
+        rcvbuf_errors: udp.rcvbuf_errors?,
+        in_errors: udp.in_errors?,
+    })
+}
+
+/// A namespace's conntrack counters since it was created, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Counters {
+    /// Table full: the packet was dropped.
+    pub drop: u64,
+    /// An unassured entry was evicted to make room.
+    pub early_drop: u64,
+    /// An unresolved insert clash.
+    pub insert_failed: u64,
+    /// Resolved clashes, where the kernel has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clashres: Option<u64>,
+}
+
+impl Counters {
+    /// Sum a per-CPU table.
+    pub fn of(t: &CtTable) -> Self {
+        let total = |k| t.total(k).unwrap_or(0);
+        Counters {
+            drop: total(CtCounter::Drop),
+            early_drop: total(CtCounter::EarlyDrop),
+            insert_failed: total(CtCounter::InsertFailed),
+            clashres: t.total(CtCounter::ClashResolve),
+        }
+    }
+
+    /// Any loss counter is non-zero.
+    pub fn any_loss(&self) -> bool {
+        self.drop > 0 || self.early_drop > 0 || self.insert_failed > 0
+    }
+}
+
+/// What one namespace holds, read from inside it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NsSample {
+    /// Its nf_conntrack_count.
+    pub count: u64,
+    /// nf_conntrack_max (global).
+    pub max: u64,
+    /// Its counters since the namespace was created.
+    pub counters: Option<Counters>,
+    /// Where they came from.
+    pub counters_source: Option<CounterSource>,
+    /// Why they are missing.
+    pub counters_error: Option<String>,
+    /// Its UDP socket drops.
+    pub udp: Option<UdpDrops>,
+    /// The per-CPU counters behind `counters` (for the watchdog's
+    /// wrap-safe deltas).
+    #[serde(skip)]
+    pub table: Option<CtTable>,
+}
+
+impl NsSample {
+    /// Nothing uses conntrack here: no entries and no counter ever moved.
+    /// (Conntrack starts in a namespace only once a rule needs it.)
+    pub fn inactive(&self) -> bool {
+        self.count == 0
+            && self
+                .counters
+                .is_some_and(|c| !c.any_loss() && c.clashres.unwrap_or(0) == 0)
+    }
+}
+
+/// Why a namespace could not be sampled.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    /// Entering failed (or it vanished: [`SampleError::vanished`]).
+    #[error(transparent)]
+    Enter(#[from] EnterError),
+    /// A file inside could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl SampleError {
+    /// The namespace went away: normal, not a failure.
+    pub fn vanished(&self) -> bool {
+        matches!(self, SampleError::Enter(EnterError::Vanished { .. }))
+    }
+}
+
+/// The counters of the calling thread's namespace: ctnetlink
+/// (GET_STATS_CPU, on a socket made here, so in this namespace), else
+/// `/proc/thread-self/net/stat/nf_conntrack`. The one place the counter
+/// layer is called from, so it can be swapped.
+pub fn counters_here() -> Result<(CtTable, CounterSource), String> {
+    match crate::kernel::netlink::stats_cpu_table() {
+        Ok(t) => Ok((t, CounterSource::Netlink)),
+        Err(nl) => {
+            let root = SysRoot::host();
+            match root.read_opt("proc/thread-self/net/stat/nf_conntrack") {
+                Ok(Some(t)) => parse_ct_stat(&t)
+                    .map(|t| (t, CounterSource::Procfs))
+                    .map_err(|e| format!("/proc/thread-self/net/stat/nf_conntrack: {e}")),
+                Ok(None) => Err(format!(
+                    "ctnetlink: {nl}; /proc/net/stat/nf_conntrack is absent"
+                )),
+                Err(e) => Err(format!("ctnetlink: {nl}; {e}")),
+            }
+        }
+    }
+}
+
+/// Read the calling thread's namespace. Real kernel only.
+fn read_here() -> Result<NsSample, SampleError> {
+    let root = SysRoot::host();
+    let num = |key: &str| -> Result<u64, SampleError> {
+        let path = root.sysctl_path(key);
+        let bad = |m: &str| SampleError::Read {
+            path: path.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, m.to_string()),
+        };
+        match root.read_sysctl(key) {
+            Ok(Some(v)) => v.parse().map_err(|_| bad("not a number")),
+            Ok(None) => Err(bad("absent (nf_conntrack not loaded?)")),
+            Err(e) => Err(SampleError::Read {
+                path: e.path,
+                source: e.source,
+            }),
+        }
+    };
+    let count = num(KEY_COUNT)?;
+    let max = num(KEY_MAX)?;
+    let (table, counters_source, counters_error) = match counters_here() {
+        Ok((t, s)) => (Some(t), Some(s), None),
+        Err(e) => (None, None, Some(e)),
+    };
+    let counters = table.as_ref().map(Counters::of);
+    let udp = root
+        .read_opt("proc/thread-self/net/snmp")
+        .ok()
+        .flatten()
+        .and_then(|t| parse_snmp_udp(&t));
+    Ok(NsSample {
+        count,
+        max,
+        counters,
+        counters_source,
+        counters_error,
+        udp,
+        table,
+    })
+}
+
+/// Sample one namespace from inside it, on a short-lived thread. For the
+/// watchdog: call it for a namespace of a [`netns::scan`], off the
+/// sampling cadence; a [`SampleError::vanished`] result means "forget it".
+pub fn sample(ns: &Namespace) -> Result<NsSample, SampleError> {
+    netns::enter(ns, read_here)?
+}
+
+/// [`sample`] for many namespaces on one short-lived thread (cheaper than
+/// a thread each); the results are in the order given.
+pub fn sample_all(namespaces: &[Namespace]) -> Vec<Result<NsSample, SampleError>> {
+    match netns::enter_each(namespaces.to_vec(), |_| read_here()) {
+        Ok(v) => v
+            .into_iter()
+            .map(|r| r.map_err(SampleError::from).and_then(|x| x))
+            .collect(),
+        Err(e) => {
+            let msg = e.to_string();
+            namespaces
+                .iter()
+                .map(|_| Err(SampleError::Enter(EnterError::Thread(msg.clone()))))
+                .collect()
+        }
+    }
+}
