@@ -28,7 +28,7 @@ expect_eq "arm64 .deb: ELF interpreter" /lib/ld-linux-aarch64.so.1 "$interp"
 if grep -aq 'libkmod\.so\.2' "$pk/root/usr/bin/conntrack-guard"; then
     pass "arm64 .deb: the binary dlopens libkmod.so.2 by its soname (the VM shows it resolving to /usr/lib/aarch64-linux-gnu)"
 else
-    fail "arm64 .deb: no libkmod.so.2 string in the binary (src/module.rs dlopens it)"
+    fail "arm64 .deb: no libkmod.so.2 string in the binary (src/kernel/module.rs dlopens it)"
 fi
 # lintian as an unprivileged user (as tests/packaging does): Debian 12's on
 # this host, and Debian 13's that packaging/arm64.sh ran in its chroot.

@@ -327,7 +327,7 @@ assert_installed() {
     expect_eq "$ph: conntrack-guard status exit code" 0 "$(val $d/status-cli-rc)"
     if [ "$arch" = arm64 ]; then
         expect_eq "$ph: uname -m" aarch64 "$(val $d/machine)"
-        # The dlopen("libkmod.so.2") of src/module.rs resolves to the
+        # The dlopen("libkmod.so.2") of src/kernel/module.rs resolves to the
         # arm64 libkmod2 (the load above went through it).
         if grep -q 'AArch64.*=> /.*lib/aarch64-linux-gnu/libkmod\.so\.2$' "$out/$d/libkmod-ldconfig" 2>/dev/null; then
             pass "$ph: libkmod.so.2 resolves to $(sed 's/^[[:space:]]*//' "$out/$d/libkmod-ldconfig" | head -n1)"

@@ -106,7 +106,7 @@ step_installed() {
     systemctl is-active conntrack-guard.service >is-active 2>&1 || true
     conntrack-guard status >status-cli 2>&1
     echo $? >status-cli-rc
-    # Where the dlopen of libkmod.so.2 (src/module.rs) lands on this arch.
+    # Where the dlopen of libkmod.so.2 (src/kernel/module.rs) lands on this arch.
     ldconfig -p | grep -F 'libkmod.so.2 ' >libkmod-ldconfig 2>&1 || true
     uname -m >machine
     getconf PAGESIZE >page-size
