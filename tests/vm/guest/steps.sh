@@ -376,7 +376,18 @@ step_rounding() {
     sleep 4
     conntrack-guard status --json >status.json 2>status.err; echo $? >status-rc
     conntrack-guard status >status.txt 2>&1; echo $? >status-txt-rc
+    # systemd's reload job for the watchdog (apply's ExecStartPost asks for
+    # one; the watchdog also rereads a changed file by itself) was once
+    # still "reloading" here, 5 s after the watchdog's own reload line.
+    # Wait for it, bounded, and keep how long it took and PID 1's view.
+    local w=0
+    while [ "$(systemctl is-active conntrack-guard 2>&1)" = reloading ] && [ "$w" -lt 60 ]; do
+        sleep 1
+        w=$((w + 1))
+    done
+    echo "$w" >watch-reloading-s
     systemctl is-active conntrack-guard >watch-active 2>&1
+    systemctl show -p ActiveState -p SubState -p NotifyAccess -p Result conntrack-guard >watch-show 2>&1
     systemctl show -P StatusText conntrack-guard >watch-status
     journalctl -u conntrack-guard-apply --no-pager -o cat --since "@$t0" >apply-journal 2>&1
     journalctl -u conntrack-guard -o json --no-pager --since "@$t0" >watch-journal.json 2>&1
