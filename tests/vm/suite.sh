@@ -294,8 +294,12 @@ else
 fi
 
 # ---- phase 2: the cure ---------------------------------------------------
+# The Docker scenario ends with a grown, remembered max: one more boot
+# (step_grownboot) shows apply starting from it before phase 3 edits max.
+last_boot2=upgrade
+[ "$scenario" = docker ] && last_boot2=""
 if [ "$arch" = amd64 ]; then
-    boot 2 "phase 2 install, $scenario scenario, phase 3 edit + reinstall" installed "$scenario" upgrade
+    boot 2 "phase 2 install, $scenario scenario${last_boot2:+, phase 3 edit + reinstall}" installed "$scenario" $last_boot2
 else
     boot 2 "phase 2 install, bucket rounding (kernel $(cat "$image/kernel-version"))" installed rounding
 fi
@@ -386,10 +390,17 @@ if [ "$arch" = arm64 ]; then
 fi
 
 continue_after 2
+next=3
+if [ "$scenario" = docker ]; then
+    boot 3 "growth remembered across the reboot, phase 3 edit + reinstall" grownboot upgrade
+    . "$here/assert-grownboot.sh"
+    continue_after 3
+    next=4
+fi
 step_ok upgrade "phase 3: conffile edited and the same .deb reinstalled (dpkg -i --force-confold)"
 
 # ---- phase 3: upgrade keeps the edited conffile ---------------------------
-boot 3 "phase 3 upgrade, phase 4 remove/purge" upgraded remove
+boot $next "phase 3 upgrade, phase 4 remove/purge" upgraded remove
 if grep -qE '^max[[:space:]]*=[[:space:]]*524288' "$out/upgraded/conffile" 2>/dev/null; then
     pass "phase 3: the edited conffile survived the reinstall (max = 524288)"
 else
@@ -413,6 +424,11 @@ fi
 expect_eq "phase 4: conffile after remove" present "$(val remove/conffile-after-remove)"
 expect_eq "phase 4: dpkg -P exit code" 0 "$(val remove/purge-rc)"
 expect_eq "phase 4: conffile after purge" absent "$(val remove/conffile-after-purge)"
+if [ -f "$out/remove/state-after-purge" ] && [ ! -s "$out/remove/state-after-purge" ]; then
+    pass "phase 4: after purge, no /var/lib/conntrack-guard state is left"
+else
+    fail "phase 4: after purge, state left: $(tr '\n' ' ' <"$out/remove/state-after-purge" 2>/dev/null || echo no data)"
+fi
 if [ -f "$out/remove/units-after-purge" ] && [ ! -s "$out/remove/units-after-purge" ]; then
     pass "phase 4: after purge, no unit file, mask or enablement link is left"
 else

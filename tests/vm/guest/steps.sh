@@ -181,6 +181,9 @@ step_remove() {
     systemctl daemon-reload
     units_left >units-after-purge
     if [ -e "$CONFFILE" ]; then echo present; else echo absent; fi >conffile-after-purge
+    # The units' state (the remembered grown max, under DynamicUser's
+    # /var/lib/private) goes with the purge.
+    ls -d /var/lib/conntrack-guard /var/lib/private/conntrack-guard >state-after-purge 2>/dev/null || true
     dpkg-query -W -f '${db:Status-Abbrev}\n' conntrack-guard >dpkg-status 2>&1 || true
 }
 
@@ -269,7 +272,9 @@ step_docker() {
     # drops_every = "5s": the drop incident's aggregate and its drops_ended
     # come within the scenario (the default is a minute), so the events can
     # be summed against the kernel's counters before it ends.
-    printf '[conntrack]\nmax = 512\nbuckets = "keep"\nudp_timeout = 30\n\n[watch]\ninterval = "1s"\ndrops_every = "5s"\n' >"$CONFFILE"
+    # [grow] enabled = false: this part shows the incident as it is without
+    # growth (part 3 below is the same table with the shipped defaults).
+    printf '[conntrack]\nmax = 512\nbuckets = "keep"\nudp_timeout = 30\n\n[watch]\ninterval = "1s"\ndrops_every = "5s"\n\n[grow]\nenabled = false\n' >"$CONFFILE"
     cp "$CONFFILE" conffile-small
     systemctl restart conntrack-guard-apply; echo $? >apply-small-rc
     sysctl_value nf_conntrack_max >max-small
@@ -313,12 +318,59 @@ step_docker() {
     grep -vE 'systemd\[1\]: (Stopping |Stopped |conntrack-guard[a-z-]*\.service: (Deactivated successfully|Consumed ))' \
         journal-full >journal-excerpt
 
-    # Put things back for the later phases.
+    # 3. Growth (issue 20): max 512 again, now with the shipped [grow]
+    # defaults (no [grow] section), and nobody edits anything while a longer
+    # load (30 s) runs. First let the cure's entries expire (udp_timeout
+    # 30 s), so that max 512 is not a lowering apply refuses.
+    local w
+    for w in $(seq 1 90); do
+        [ "$(sysctl_value nf_conntrack_count)" -lt 300 ] && break
+        sleep 1
+    done
+    sysctl_value nf_conntrack_count >grow-count-before
+    printf '[conntrack]\nmax = 512\nudp_timeout = 30\n\n[watch]\ninterval = "1s"\ndrops_every = "5s"\n' >"$CONFFILE"
+    cp "$CONFFILE" conffile-grow
+    usec >t-grow
+    systemctl restart conntrack-guard-apply; echo $? >apply-grow-rc
+    sysctl_value nf_conntrack_max >max-grow-start
+    for r in $(seq 1 20); do
+        journalctl -u conntrack-guard --no-pager -o cat --since "@$(( $(cat t-grow) / 1000000 ))" \
+            | grep -q 'configuration reloaded' && break
+        sleep 0.5
+    done
+    wait_watch_status
+    LOAD_COUNT=12000 load load-grow 40000
+    sleep 2
+    usec >t-grow-end
+    sysctl_value nf_conntrack_max >max-grown
+    sysctl_value nf_conntrack_buckets >buckets-grown
+    cat /var/lib/conntrack-guard/grown >grown-remembered 2>&1
+    cat /run/conntrack-guard/grown >grown-this-boot 2>&1
+    conntrack-guard status >status-grown 2>&1; echo $? >status-grown-rc
+    systemctl status conntrack-guard --no-pager -l >systemctl-status-grown 2>&1
+    journalctl -b -u conntrack-guard -o json --no-pager >watch-journal.json 2>&1
+    journalctl -u conntrack-guard -u conntrack-guard-apply --no-pager -o short-precise \
+        --since "@$(( $(cat t-grow) / 1000000 ))" --until "@$(( $(cat t-grow-end) / 1000000 + 1 ))" >journal-grow 2>&1
+
+    # Put things back for the later phases, except the conffile: the grown
+    # max is remembered from max 512, and the next boot's apply must start
+    # from it (step_grownboot). Phase 3 then edits max.
     docker rm -f cg-udp >/dev/null
     ip link del cg-front0
-    cp conffile-orig "$CONFFILE"
-    systemctl restart conntrack-guard-apply conntrack-guard
     set +x
+    return 0
+}
+
+# The boot after the growth (docker scenario): apply started from the
+# remembered max, and said so.
+step_grownboot() {
+    sysctl_value nf_conntrack_max >nf_conntrack_max
+    sysctl_value nf_conntrack_buckets >nf_conntrack_buckets
+    cp "$CONFFILE" conffile
+    cat /var/lib/conntrack-guard/grown >grown-remembered 2>&1
+    journalctl -b -u conntrack-guard-apply -o cat --no-pager >apply-journal 2>&1
+    journalctl -b -u conntrack-guard-apply -o json --no-pager >apply-journal.json 2>&1
+    conntrack-guard status >status-cli 2>&1; echo $? >status-cli-rc
     return 0
 }
 
