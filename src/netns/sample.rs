@@ -29,8 +29,9 @@ use serde::Serialize;
 
 use crate::kernel::ctstats::CounterSource;
 use crate::kernel::ctstats::{parse_ct_stat, CtCounter, CtTable};
+use crate::kernel::nsenter::{self, NetnsError};
 use crate::kernel::sysctl::{read_fill, SysctlError};
-use crate::netns::{self, EnterError, Namespace};
+use crate::netns::Namespace;
 use crate::sysroot::SysRoot;
 
 /// A namespace's UDP receive errors since it was created (`Udp:` in its
@@ -122,7 +123,7 @@ impl NsSample {
 pub enum SampleError {
     /// Entering failed (or it vanished: [`SampleError::vanished`]).
     #[error(transparent)]
-    Enter(#[from] EnterError),
+    Enter(#[from] NetnsError),
     /// Count or max inside could not be read.
     #[error(transparent)]
     Read(#[from] SysctlError),
@@ -131,7 +132,7 @@ pub enum SampleError {
 impl SampleError {
     /// The namespace went away: normal, not a failure.
     pub fn vanished(&self) -> bool {
-        matches!(self, SampleError::Enter(EnterError::Vanished { .. }))
+        matches!(self, SampleError::Enter(NetnsError::Vanished { .. }))
     }
 }
 
@@ -183,26 +184,32 @@ fn read_here() -> Result<NsSample, SampleError> {
 }
 
 /// Sample one namespace from inside it, on a short-lived thread. For the
-/// watchdog: call it for a namespace of a [`netns::scan`], off the
+/// watchdog: call it for a namespace of a [`crate::netns::scan`], off the
 /// sampling cadence; a [`SampleError::vanished`] result means "forget it".
 pub fn sample(ns: &Namespace) -> Result<NsSample, SampleError> {
-    netns::enter(ns, read_here)?
+    let mut v = sample_all(std::slice::from_ref(ns));
+    v.pop()
+        .unwrap_or(Err(SampleError::Enter(NetnsError::Vanished {
+            inode: ns.inode,
+        })))
 }
 
 /// [`sample`] for many namespaces on one short-lived thread (cheaper than
 /// a thread each); the results are in the order given.
 pub fn sample_all(namespaces: &[Namespace]) -> Vec<Result<NsSample, SampleError>> {
-    match netns::enter_each(namespaces.to_vec(), |_| read_here()) {
-        Ok(v) => v
-            .into_iter()
-            .map(|r| r.map_err(SampleError::from).and_then(|x| x))
+    let found = nsenter::run_each(
+        namespaces,
+        |ns| (ns.enter.as_path(), Some(ns.inode)),
+        |_| read_here(),
+    );
+    match found {
+        Ok(v) => v.into_iter().map(|r| r?).collect(),
+        Err(e) => namespaces
+            .iter()
+            .map(|_| {
+                let e = std::io::Error::other(e.to_string());
+                Err(SampleError::Enter(NetnsError::Thread(e)))
+            })
             .collect(),
-        Err(e) => {
-            let msg = e.to_string();
-            namespaces
-                .iter()
-                .map(|_| Err(SampleError::Enter(EnterError::Thread(msg.clone()))))
-                .collect()
-        }
     }
 }

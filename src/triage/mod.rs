@@ -49,8 +49,8 @@ impl ReadError {
     /// The documented exit code.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ReadError::Netns(NetnsError::Permission { .. }) => exit::NOPERM,
-            ReadError::Netns(NetnsError::Other { .. }) => exit::FAILURE,
+            ReadError::Netns(e) if e.missing_capability().is_some() => exit::NOPERM,
+            ReadError::Netns(NetnsError::Setns { .. } | NetnsError::Thread(_)) => exit::FAILURE,
             ReadError::Netns(_) => exit::USAGE,
             ReadError::Dump(NetlinkError::NeedsCapNetAdmin(_)) => exit::NOPERM,
             ReadError::Dump(NetlinkError::NotLoaded(_)) | ReadError::NotHost => exit::UNAVAILABLE,
