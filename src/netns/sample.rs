@@ -27,8 +27,9 @@
 
 use serde::Serialize;
 
-use crate::kernel::ctstats::CounterSource;
-use crate::kernel::ctstats::{parse_ct_stat, CtCounter, CtTable};
+use crate::kernel::ctstats::{
+    read_ct_counters_at, CounterSource, CtCounter, CtTable, KernelNetlink, THREAD_STAT_FILE,
+};
 use crate::kernel::nsenter::{self, NetnsError};
 use crate::kernel::sysctl::{read_fill, SysctlError};
 use crate::netns::Namespace;
@@ -136,36 +137,18 @@ impl SampleError {
     }
 }
 
-/// The counters of the calling thread's namespace: ctnetlink
-/// (GET_STATS_CPU, on a socket made here, so in this namespace), else
-/// `/proc/thread-self/net/stat/nf_conntrack`. The one place the counter
-/// layer is called from, so it can be swapped.
-pub fn counters_here() -> Result<(CtTable, CounterSource), String> {
-    match crate::kernel::netlink::stats_cpu_table() {
-        Ok(t) => Ok((t, CounterSource::Netlink)),
-        Err(nl) => {
-            let root = SysRoot::host();
-            match root.read_opt("proc/thread-self/net/stat/nf_conntrack") {
-                Ok(Some(t)) => parse_ct_stat(&t)
-                    .map(|t| (t, CounterSource::Procfs))
-                    .map_err(|e| format!("/proc/thread-self/net/stat/nf_conntrack: {e}")),
-                Ok(None) => Err(format!(
-                    "ctnetlink: {nl}; /proc/net/stat/nf_conntrack is absent"
-                )),
-                Err(e) => Err(format!("ctnetlink: {nl}; {e}")),
-            }
-        }
-    }
-}
-
 /// Read the calling thread's namespace. Real kernel only.
 fn read_here() -> Result<NsSample, SampleError> {
     let root = SysRoot::host();
     let (count, max) = read_fill(&root)?;
-    let (table, counters_source, counters_error) = match counters_here() {
-        Ok((t, s)) => (Some(t), Some(s), None),
-        Err(e) => (None, None, Some(e)),
-    };
+    // The host's counter source and order (ctnetlink, then procfs): the
+    // socket is made on this thread, so in this namespace. Only the real
+    // kernel is ever entered, so its ctnetlink is the one to ask.
+    let (table, counters_source, counters_error) =
+        match read_ct_counters_at(&root, THREAD_STAT_FILE, &KernelNetlink) {
+            Ok(r) => (Some(r.table), Some(r.source), None),
+            Err(e) => (None, None, Some(e.to_string())),
+        };
     let counters = table.as_ref().map(Counters::of);
     let udp = root
         .read_opt("proc/thread-self/net/snmp")
