@@ -332,10 +332,9 @@ fn parse_protoinfo(b: &[u8]) -> Option<Option<u8>> {
     (!it.bad).then_some(state)
 }
 
-/// Builders for netlink test data, shared by the unit tests, the
-/// integration tests and the fuzz seeds. Not used by the tool itself.
-#[doc(hidden)]
-pub mod build {
+#[cfg(test)]
+/// Builders for the unit tests' netlink data. Not used by the tool itself.
+mod build {
     use super::*;
     use crate::kernel::nfnl::{NLMSG_DONE, NLMSG_ERROR};
 
