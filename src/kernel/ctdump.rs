@@ -7,28 +7,18 @@
 //! from the receive buffer, which is allocated once.
 //!
 //! Facts this relies on (include/uapi/linux/netfilter/nfnetlink_conntrack.h,
-//! nf_conntrack_common.h, netlink.h):
+//! nf_conntrack_common.h); the socket, the walk and the errors are
+//! [`crate::kernel::nfnl`]'s:
 //! - each entry is one `IPCTNL_MSG_CT_NEW` message: nfgenmsg, then
 //!   attributes; numbers are big endian, lengths host endian;
-//! - the kernel fills one skb per `recv`, so a slow reader never loses
-//!   entries, it only stretches the dump;
 //! - the table changes while it is dumped: entries inserted or removed
-//!   meanwhile may be missed, and a resize marks messages `NLM_F_DUMP_INTR`;
-//! - nfnetlink checks CAP_NET_ADMIN on the request: EPERM comes back as an
-//!   NLMSG_ERROR, not from `socket()`.
+//!   meanwhile may be missed, and a resize marks messages `NLM_F_DUMP_INTR`.
 
-use std::io;
-use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::sys::socket::{recv, setsockopt, sockopt, MsgFlags};
+use crate::kernel::nfnl::{self, NFNL_SUBSYS_CTNETLINK, NLM_F_DUMP_INTR};
 
-use crate::kernel::nfnl::{
-    self, ErrnoMeaning, NFNL_SUBSYS_CTNETLINK, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN,
-    NLM_F_DUMP_INTR,
-};
-use nix::sys::time::{TimeVal, TimeValLike};
+pub use crate::kernel::nfnl::{End, NetlinkError};
 
 const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
@@ -101,48 +91,6 @@ pub struct Entry {
     pub mark: u32,
 }
 
-/// Why a dump could not start or went wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum DumpError {
-    /// EPERM/EACCES: the request needs CAP_NET_ADMIN in the namespace.
-    #[error("permission denied: dumping the conntrack table needs CAP_NET_ADMIN ({0})")]
-    Permission(#[source] io::Error),
-    /// ctnetlink absent: no nfnetlink, or nf_conntrack_netlink not loaded.
-    #[error("ctnetlink is not available: nf_conntrack_netlink is not loaded or not built ({0})")]
-    Unavailable(#[source] io::Error),
-    /// Any other socket error.
-    #[error("ctnetlink dump failed: {0}")]
-    Io(#[source] io::Error),
-    /// The kernel's answer could not be parsed.
-    #[error("malformed netlink answer: {0}")]
-    Malformed(&'static str),
-}
-
-impl DumpError {
-    /// Classify an errno from the socket calls or the kernel's NLMSG_ERROR
-    /// through the one mapping both netlink readers share.
-    pub fn from_errno(e: io::Error) -> Self {
-        match nfnl::errno_meaning(e.raw_os_error()) {
-            ErrnoMeaning::NeedsCapNetAdmin => DumpError::Permission(e),
-            ErrnoMeaning::Unavailable => DumpError::Unavailable(e),
-            // A timeout before the first entry is reported as the errno it
-            // was: the time bound of a dump is the caller's (`End::Timeout`).
-            ErrnoMeaning::Timeout | ErrnoMeaning::Other => DumpError::Io(e),
-        }
-    }
-}
-
-/// How a dump ended.
-#[derive(Debug)]
-pub enum End {
-    /// NLMSG_DONE: every entry the kernel walked was delivered.
-    Done,
-    /// The time bound ran out first.
-    Timeout,
-    /// An error after some entries had been delivered.
-    Failed(DumpError),
-}
-
 /// What a dump delivered.
 #[derive(Debug)]
 pub struct Outcome {
@@ -186,40 +134,11 @@ pub fn request(seq: u32) -> [u8; 20] {
 /// Errors before the first entry (socket, permission, ctnetlink absent)
 /// come back as `Err`; later trouble ends the dump with [`End::Failed`] so
 /// the caller keeps what it has aggregated and can say it is partial.
-pub fn dump(timeout: Duration, on_entry: &mut dyn FnMut(&Entry)) -> Result<Outcome, DumpError> {
-    let deadline = Instant::now() + timeout;
-    let seq: u32 = 1;
-    let fd = nfnl::open_and_send(&request(seq)).map_err(|e| DumpError::from_errno(e.into()))?;
-    let raw = fd.as_raw_fd();
-    // The kernel sizes each dump skb to at most 32 KiB (or a page more);
-    // 64 KiB always holds one, and MSG_TRUNC tells if it ever did not.
-    let mut buf = vec![0u8; 64 * 1024];
+pub fn dump(timeout: Duration, on_entry: &mut dyn FnMut(&Entry)) -> Result<Outcome, NetlinkError> {
     let mut p = Progress::default();
-    let end = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break End::Timeout;
-        }
-        // A zero SO_RCVTIMEO means "block forever": never pass one.
-        let tv = TimeVal::microseconds(left.as_micros().clamp(1, i64::MAX as u128) as i64);
-        if let Err(e) = setsockopt(&fd, sockopt::ReceiveTimeout, &tv) {
-            break End::Failed(DumpError::Io(e.into()));
-        }
-        let n = match recv(raw, &mut buf, MsgFlags::MSG_TRUNC) {
-            Ok(n) => n,
-            Err(Errno::EAGAIN) => break End::Timeout,
-            Err(Errno::EINTR) => continue,
-            Err(e) => break End::Failed(DumpError::from_errno(e.into())),
-        };
-        if n > buf.len() {
-            break End::Failed(DumpError::Malformed("netlink datagram larger than 64 KiB"));
-        }
-        match parse_datagram(&buf[..n], seq, &mut p, on_entry) {
-            Ok(true) => break End::Done,
-            Ok(false) => {}
-            Err(e) => break End::Failed(e),
-        }
-    };
+    let end = nfnl::dump(IPCTNL_MSG_CT_GET, timeout, &mut |ty, flags, body| {
+        on_message(ty, flags, body, &mut p, on_entry)
+    });
     let end = match end {
         End::Failed(e) if p.entries == 0 => return Err(e),
         other => other,
@@ -232,12 +151,6 @@ pub fn dump(timeout: Duration, on_entry: &mut dyn FnMut(&Entry)) -> Result<Outco
     })
 }
 
-fn u16_ne(b: &[u8], i: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(i..i + 2)?.try_into().ok()?))
-}
-fn u32_ne(b: &[u8], i: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?))
-}
 fn be16(v: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
 }
@@ -246,58 +159,39 @@ fn be32(v: &[u8]) -> Option<u32> {
 }
 
 /// Parse one datagram of netlink messages, calling `on_entry` for each
-/// conntrack entry. Returns true at NLMSG_DONE. Lengths are checked
-/// everywhere: a bad message header stops the datagram with an error; a
-/// bad entry is counted in `malformed` and skipped.
+/// conntrack entry. Returns true at NLMSG_DONE. A bad message header stops
+/// the datagram with an error; a bad entry is counted in `malformed` and
+/// skipped.
 pub fn parse_datagram(
-    mut b: &[u8],
+    b: &[u8],
     seq: u32,
     p: &mut Progress,
     on_entry: &mut dyn FnMut(&Entry),
-) -> Result<bool, DumpError> {
-    while !b.is_empty() {
-        let (Some(len), Some(ty), Some(flags), Some(mseq)) =
-            (u32_ne(b, 0), u16_ne(b, 4), u16_ne(b, 6), u32_ne(b, 8))
-        else {
-            return Err(DumpError::Malformed("short netlink header"));
-        };
-        let len = len as usize;
-        if len < 16 || len > b.len() {
-            return Err(DumpError::Malformed("netlink message length out of bounds"));
-        }
-        let msg = &b[..len];
-        if mseq == seq {
-            if flags & NLM_F_DUMP_INTR != 0 {
-                p.interrupted = true;
-            }
-            match ty {
-                NLMSG_DONE => return Ok(true),
-                NLMSG_ERROR => match u32_ne(msg, 16).map(|e| (e as i32).checked_neg()) {
-                    Some(Some(0)) => {}
-                    Some(Some(errno)) if errno > 0 => {
-                        return Err(DumpError::from_errno(io::Error::from_raw_os_error(errno)))
-                    }
-                    _ => return Err(DumpError::Malformed("netlink error code out of range")),
-                },
-                NLMSG_NOOP => {}
-                NLMSG_OVERRUN => return Err(DumpError::Malformed("netlink overrun")),
-                t if t == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW => {
-                    match parse_entry(&msg[16..]) {
-                        Some(e) => {
-                            p.entries += 1;
-                            on_entry(&e);
-                        }
-                        None => p.malformed += 1,
-                    }
-                }
-                _ => {}
-            }
-        }
-        // Messages are 4-byte aligned; the last one may lack its padding.
-        let step = (len + 3) & !3;
-        b = b.get(step..).unwrap_or(&[]);
+) -> Result<bool, NetlinkError> {
+    nfnl::walk(b, seq, &mut |ty, flags, body| {
+        on_message(ty, flags, body, p, on_entry)
+    })
+}
+
+/// One data message of the dump.
+fn on_message(
+    ty: u16,
+    flags: u16,
+    body: &[u8],
+    p: &mut Progress,
+    on_entry: &mut dyn FnMut(&Entry),
+) {
+    p.interrupted |= flags & NLM_F_DUMP_INTR != 0;
+    if ty != (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW {
+        return;
     }
-    Ok(false)
+    match parse_entry(body) {
+        Some(e) => {
+            p.entries += 1;
+            on_entry(&e);
+        }
+        None => p.malformed += 1,
+    }
 }
 
 /// Attributes of one nesting level. Stops at the first malformed header
@@ -319,12 +213,15 @@ impl<'a> Iterator for Attrs<'a> {
         if self.b.is_empty() {
             return None;
         }
-        let (Some(alen), Some(aty)) = (u16_ne(self.b, 0), u16_ne(self.b, 2)) else {
+        let Some(&[l0, l1, t0, t1]) = self.b.get(..4) else {
             self.bad = true;
             self.b = &[];
             return None;
         };
-        let alen = alen as usize;
+        let (alen, aty) = (
+            usize::from(u16::from_ne_bytes([l0, l1])),
+            u16::from_ne_bytes([t0, t1]),
+        );
         if alen < 4 || alen > self.b.len() {
             self.bad = true;
             self.b = &[];
@@ -435,11 +332,11 @@ fn parse_protoinfo(b: &[u8]) -> Option<Option<u8>> {
     (!it.bad).then_some(state)
 }
 
-/// Builders for netlink test data, shared by the unit tests, the
-/// integration tests and the fuzz seeds. Not used by the tool itself.
-#[doc(hidden)]
-pub mod build {
+#[cfg(test)]
+/// Builders for the unit tests' netlink data. Not used by the tool itself.
+mod build {
     use super::*;
+    use crate::kernel::nfnl::{NLMSG_DONE, NLMSG_ERROR};
 
     /// One attribute, padded to 4 bytes.
     pub fn attr(ty: u16, value: &[u8]) -> Vec<u8> {
@@ -567,8 +464,9 @@ pub mod build {
 mod tests {
     use super::build::*;
     use super::*;
+    use crate::kernel::nfnl::NLMSG_ERROR;
 
-    fn collect(d: &[u8]) -> (Result<bool, DumpError>, Vec<Entry>, Progress) {
+    fn collect(d: &[u8]) -> (Result<bool, NetlinkError>, Vec<Entry>, Progress) {
         let mut v = Vec::new();
         let mut p = Progress::default();
         let r = parse_datagram(d, 1, &mut p, &mut |e| v.push(*e));
@@ -578,10 +476,10 @@ mod tests {
     #[test]
     fn request_is_a_ct_get_dump_for_all_families() {
         let r = request(7);
-        assert_eq!(u32_ne(&r, 0), Some(20));
-        assert_eq!(u16_ne(&r, 4), Some(0x101));
-        assert_eq!(u16_ne(&r, 6), Some(0x301));
-        assert_eq!(u32_ne(&r, 8), Some(7));
+        let ne16 = |i: usize| u16::from_ne_bytes([r[i], r[i + 1]]);
+        assert_eq!(u32::from_ne_bytes(r[0..4].try_into().unwrap()), 20);
+        assert_eq!((ne16(4), ne16(6)), (0x101, 0x301));
+        assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 7);
         assert_eq!(r[16], 0, "AF_UNSPEC");
     }
 
@@ -643,21 +541,21 @@ mod tests {
     #[test]
     fn errors_map_to_kinds() {
         let (r, _, _) = collect(&error(1, nix::libc::EPERM));
-        assert!(matches!(r, Err(DumpError::Permission(_))));
+        assert!(matches!(r, Err(NetlinkError::NeedsCapNetAdmin(_))));
         let (r, _, _) = collect(&error(1, nix::libc::EOPNOTSUPP));
-        assert!(matches!(r, Err(DumpError::Unavailable(_))));
+        assert!(matches!(r, Err(NetlinkError::NotLoaded(_))));
         let (r, _, _) = collect(&error(1, nix::libc::ENOENT));
-        assert!(matches!(r, Err(DumpError::Unavailable(_))));
+        assert!(matches!(r, Err(NetlinkError::NotLoaded(_))));
         // What nfnetlink answers when nf_conntrack_netlink is absent; it
         // was "dump failed" (exit 1) here and "not loaded" in netlink.rs.
         let (r, _, _) = collect(&error(1, nix::libc::EINVAL));
-        assert!(matches!(r, Err(DumpError::Unavailable(_))));
+        assert!(matches!(r, Err(NetlinkError::NotLoaded(_))));
         let (r, _, _) = collect(&error(1, nix::libc::EIO));
-        assert!(matches!(r, Err(DumpError::Io(_))));
+        assert!(matches!(r, Err(NetlinkError::Io(_))));
         let (r, _, _) = collect(&error(1, 0));
         assert!(!r.unwrap(), "an ACK is not an error");
         let (r, _, _) = collect(&msg(NLMSG_ERROR, 0, 1, &i32::MIN.to_ne_bytes()));
-        assert!(matches!(r, Err(DumpError::Malformed(_))));
+        assert!(matches!(r, Err(NetlinkError::Malformed(_))));
     }
 
     #[test]

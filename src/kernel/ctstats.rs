@@ -136,6 +136,11 @@ pub fn read_ct_stat(root: &SysRoot) -> Result<CtTable, FileError<StatError>> {
     read_parse(root, STAT_FILE, parse_ct_stat)
 }
 
+/// The stat file of the calling thread's network namespace. `/proc/net` is
+/// `/proc/self/net`, the thread-group leader's namespace: a thread that
+/// entered another one reads its own through `thread-self`.
+pub const THREAD_STAT_FILE: &str = "proc/thread-self/net/stat/nf_conntrack";
+
 /// Where the ctnetlink statistics come from: the kernel, or nowhere (a test
 /// root), or a fake in tests. Chosen once by the caller and handed in.
 pub trait CtNetlink {
@@ -197,6 +202,17 @@ pub fn read_ct_counters(
     root: &SysRoot,
     netlink: &dyn CtNetlink,
 ) -> Result<CtReading, CtUnavailable> {
+    read_ct_counters_at(root, STAT_FILE, netlink)
+}
+
+/// [`read_ct_counters`] with the stat file at `stat` under `root`
+/// ([`THREAD_STAT_FILE`] inside an entered namespace): the one counter
+/// source, for the host and for every namespace.
+pub fn read_ct_counters_at(
+    root: &SysRoot,
+    stat: &str,
+    netlink: &dyn CtNetlink,
+) -> Result<CtReading, CtUnavailable> {
     let netlink_error = match netlink.stats_cpu() {
         Ok(table) => {
             return Ok(CtReading {
@@ -207,7 +223,7 @@ pub fn read_ct_counters(
         }
         Err(e) => e,
     };
-    match read_ct_stat(root) {
+    match read_parse(root, stat, parse_ct_stat) {
         Ok(table) => Ok(CtReading {
             table,
             source: CounterSource::Procfs,
@@ -332,6 +348,13 @@ entries  clashres found new invalid ignore delete delete_list insert insert_fail
         assert_eq!(r.source, CounterSource::Procfs);
         let why = r.netlink_error.unwrap().to_string();
         assert!(why.contains("CAP_NET_ADMIN"), "{why}");
+        // Inside an entered namespace: the same order, its own stat file.
+        let e = read_ct_counters_at(&root, THREAD_STAT_FILE, &NoNetlink).unwrap_err();
+        assert!(e.to_string().contains("thread-self"), "{e}");
+        std::fs::create_dir_all(dir.path().join("proc/thread-self/net/stat")).unwrap();
+        std::fs::write(dir.path().join(THREAD_STAT_FILE), STAT_6X).unwrap();
+        let r = read_ct_counters_at(&root, THREAD_STAT_FILE, &NoNetlink).unwrap();
+        assert_eq!(r.source, CounterSource::Procfs);
     }
 
     proptest::proptest! {

@@ -1,16 +1,37 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! The nfnetlink plumbing both ctnetlink readers share: the per-CPU
-//! statistics dump ([`crate::kernel::netlink`]) and the table dump
-//! ([`crate::kernel::ctdump`]). Message constants, the dump request, the socket,
-//! and system calls that a signal does not interrupt.
+//! The nfnetlink plumbing both ctnetlink readers share, written once: the
+//! socket, the dump loop, the message walker and the errno mapping. The
+//! per-CPU statistics ([`crate::kernel::netlink`]) and the table
+//! ([`crate::kernel::ctdump`]) only say which dump they ask for and what a
+//! data message means.
+//!
+//! Facts this relies on (include/uapi/linux/netlink.h, nfnetlink.c):
+//! - message lengths are host endian, every message is 4-byte aligned (the
+//!   last may lack its padding);
+//! - nfnetlink checks CAP_NET_ADMIN on every request, against the sender at
+//!   send time: EPERM comes back as an NLMSG_ERROR, not from `socket()`;
+//! - a request for a subsystem with no client (`nf_conntrack_netlink` not
+//!   loaded) is refused with EINVAL (EOPNOTSUPP on the batch path, ENOENT
+//!   where the module request failed); without nfnetlink `socket()` fails
+//!   with EPROTONOSUPPORT, without netlink with EAFNOSUPPORT;
+//! - the kernel fills one skb per `recv` (at most 32 KiB or a page more), so
+//!   a slow reader never loses messages and 64 KiB always holds one.
+//!
+//! A `recv` interrupted by a signal is retried: with a receive timeout set,
+//! signal(7) says `recv` returns EINTR even for handlers installed with
+//! SA_RESTART, so the watchdog's own SIGHUP/SIGTERM handling would otherwise
+//! turn into "counters unavailable".
 
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    bind, recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
-    SockType,
+    bind, recv, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr,
+    SockFlag, SockProtocol, SockType,
 };
+use nix::sys::time::{TimeVal, TimeValLike};
 
 /// `NFNL_SUBSYS_CTNETLINK`: the high byte of a ctnetlink message type.
 pub const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -30,6 +51,62 @@ pub const NLMSG_DONE: u16 = 3;
 pub const NLMSG_OVERRUN: u16 = 4;
 /// nfgenmsg version.
 pub const NFNETLINK_V0: u8 = 0;
+/// The sequence number of every request: one request per socket.
+pub const SEQ: u32 = 1;
+
+/// Why ctnetlink gave no answer: one type, one mapping, for both readers,
+/// so one errno never means "not loaded" to one and "failed" to the other.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// EPERM/EACCES: the sender lacks CAP_NET_ADMIN in this netns.
+    #[error("ctnetlink needs CAP_NET_ADMIN ({0})")]
+    NeedsCapNetAdmin(#[source] io::Error),
+    /// The ctnetlink subsystem (or nfnetlink) is not in the kernel.
+    #[error("ctnetlink is not available: nf_conntrack_netlink is not loaded or not built ({0})")]
+    NotLoaded(#[source] io::Error),
+    /// Not used by choice (a test root).
+    #[error("ctnetlink is not used under a test root")]
+    NotUsed,
+    /// No answer within the time bound.
+    #[error("ctnetlink did not answer within {0:?}")]
+    Timeout(Duration),
+    /// An answer that does not parse.
+    #[error("malformed netlink answer: {0}")]
+    Malformed(&'static str),
+    /// Any other failure.
+    #[error("ctnetlink failed: {0}")]
+    Io(#[source] io::Error),
+}
+
+impl NetlinkError {
+    /// Classify an error from the socket calls or the kernel's NLMSG_ERROR.
+    /// Pure. EAGAIN is the socket's receive timeout.
+    pub fn from_io(e: io::Error) -> Self {
+        match e.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::EPERM | Errno::EACCES) => NetlinkError::NeedsCapNetAdmin(e),
+            Some(
+                Errno::EINVAL
+                | Errno::EOPNOTSUPP
+                | Errno::ENOENT
+                | Errno::EPROTONOSUPPORT
+                | Errno::EAFNOSUPPORT,
+            ) => NetlinkError::NotLoaded(e),
+            Some(Errno::EAGAIN) => NetlinkError::Timeout(crate::kernel::netlink::TIMEOUT),
+            _ => NetlinkError::Io(e),
+        }
+    }
+
+    /// True when loading `nf_conntrack_netlink` could fix it.
+    pub fn is_not_loaded(&self) -> bool {
+        matches!(self, NetlinkError::NotLoaded(_))
+    }
+}
+
+impl From<Errno> for NetlinkError {
+    fn from(e: Errno) -> Self {
+        NetlinkError::from_io(e.into())
+    }
+}
 
 /// A ctnetlink dump request of `msg_type` (`IPCTNL_MSG_CT_*`):
 /// nlmsghdr + nfgenmsg with family AF_UNSPEC (IPv4 and IPv6 both) and no
@@ -45,8 +122,7 @@ pub fn dump_request(msg_type: u16, seq: u32) -> [u8; 20] {
 }
 
 /// A NETLINK_NETFILTER socket in the calling thread's network namespace,
-/// bound, with `req` sent on it. nfnetlink checks CAP_NET_ADMIN on the
-/// send: an EPERM comes back from the first recv as NLMSG_ERROR.
+/// bound, with `req` sent on it: the one socket opener.
 pub fn open_and_send(req: &[u8]) -> nix::Result<OwnedFd> {
     let fd = socket(
         AddressFamily::Netlink,
@@ -60,42 +136,109 @@ pub fn open_and_send(req: &[u8]) -> nix::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// What an errno from a ctnetlink socket call, or from the kernel's
-/// NLMSG_ERROR, means. Both readers ([`crate::kernel::netlink`] and
-/// [`crate::kernel::ctdump`]) classify through [`errno_meaning`], so one errno
-/// never means "not loaded" to one and "failed" to the other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrnoMeaning {
-    /// The sender lacks CAP_NET_ADMIN in this netns: nfnetlink checks it
-    /// on every message (`netlink_net_capable`), answering EPERM.
-    NeedsCapNetAdmin,
-    /// ctnetlink is not there: `nfnetlink_rcv_msg` refuses a message of a
-    /// subsystem it has no client for with EINVAL (EOPNOTSUPP on the batch
-    /// path, ENOENT where the module request failed); `socket()` fails
-    /// with EPROTONOSUPPORT without nfnetlink and EAFNOSUPPORT without
-    /// netlink itself.
-    Unavailable,
-    /// No answer within the socket's receive timeout.
+/// How a dump ended.
+#[derive(Debug)]
+pub enum End {
+    /// NLMSG_DONE: every object the kernel walked was delivered.
+    Done,
+    /// The time bound ran out first.
     Timeout,
-    /// Anything else: a real failure.
-    Other,
+    /// An error (for the table dump: after some entries were delivered).
+    Failed(NetlinkError),
 }
 
-/// Classify `errno` (a positive error number, `None` for an error that
-/// carries none). Pure.
-pub fn errno_meaning(errno: Option<i32>) -> ErrnoMeaning {
-    match errno.map(Errno::from_raw) {
-        Some(Errno::EPERM | Errno::EACCES) => ErrnoMeaning::NeedsCapNetAdmin,
-        Some(
-            Errno::EINVAL
-            | Errno::EOPNOTSUPP
-            | Errno::ENOENT
-            | Errno::EPROTONOSUPPORT
-            | Errno::EAFNOSUPPORT,
-        ) => ErrnoMeaning::Unavailable,
-        Some(Errno::EAGAIN) => ErrnoMeaning::Timeout,
-        _ => ErrnoMeaning::Other,
+/// Send the ctnetlink dump request `msg_type` in the calling thread's
+/// network namespace and hand every data message of the answer to
+/// `on_msg(type, flags, payload)` until NLMSG_DONE, an error, or `timeout`.
+/// The receive buffer is allocated once; nothing is allocated per message.
+pub fn dump(msg_type: u16, timeout: Duration, on_msg: &mut dyn FnMut(u16, u16, &[u8])) -> End {
+    let deadline = Instant::now() + timeout;
+    let fd = match open_and_send(&dump_request(msg_type, SEQ)) {
+        Ok(fd) => fd,
+        Err(e) => return End::Failed(e.into()),
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return End::Timeout;
+        }
+        // A zero SO_RCVTIMEO means "block forever": never pass one.
+        let tv = TimeVal::microseconds(left.as_micros().clamp(1, i64::MAX as u128) as i64);
+        if let Err(e) = setsockopt(&fd, sockopt::ReceiveTimeout, &tv) {
+            return End::Failed(e.into());
+        }
+        let n = match recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_TRUNC) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN) => return End::Timeout,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return End::Failed(e.into()),
+        };
+        if n > buf.len() {
+            return End::Failed(NetlinkError::Malformed(
+                "netlink datagram larger than 64 KiB",
+            ));
+        }
+        match walk(&buf[..n], SEQ, &mut *on_msg) {
+            Ok(true) => return End::Done,
+            Ok(false) => {}
+            Err(e) => return End::Failed(e),
+        }
     }
+}
+
+fn u16_at(b: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(i..i + 2)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], i: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?))
+}
+
+/// The one message walker: walk the messages of one datagram, calling
+/// `on_msg(type, flags, payload)` for each data message of sequence `seq`
+/// (messages of another sequence are skipped). Returns true at NLMSG_DONE.
+/// A bad message header stops the datagram with [`NetlinkError::Malformed`];
+/// an NLMSG_ERROR with a non-zero code becomes that errno, classified.
+pub fn walk(
+    mut b: &[u8],
+    seq: u32,
+    on_msg: &mut dyn FnMut(u16, u16, &[u8]),
+) -> Result<bool, NetlinkError> {
+    while !b.is_empty() {
+        let (Some(len), Some(ty), Some(flags), Some(mseq)) =
+            (u32_at(b, 0), u16_at(b, 4), u16_at(b, 6), u32_at(b, 8))
+        else {
+            return Err(NetlinkError::Malformed("short netlink header"));
+        };
+        let len = len as usize;
+        if len < 16 || len > b.len() {
+            return Err(NetlinkError::Malformed(
+                "netlink message length out of bounds",
+            ));
+        }
+        let msg = &b[..len];
+        if mseq == seq {
+            match ty {
+                NLMSG_DONE => return Ok(true),
+                // The kernel sends -errno; i32::MIN has no positive
+                // counterpart and is garbage, not an errno (found by
+                // cargo-fuzz).
+                NLMSG_ERROR => match u32_at(msg, 16).map(|e| (e as i32).checked_neg()) {
+                    Some(Some(0)) => {}
+                    Some(Some(errno)) if errno > 0 => {
+                        return Err(NetlinkError::from_io(io::Error::from_raw_os_error(errno)))
+                    }
+                    _ => return Err(NetlinkError::Malformed("netlink error code out of range")),
+                },
+                NLMSG_NOOP => {}
+                NLMSG_OVERRUN => return Err(NetlinkError::Malformed("netlink overrun")),
+                _ => on_msg(ty, flags, &msg[16..]),
+            }
+        }
+        let step = (len + 3) & !3;
+        b = b.get(step..).unwrap_or(&[]);
+    }
+    Ok(false)
 }
 
 /// Run `f` again while it fails with EINTR.
@@ -132,16 +275,18 @@ mod tests {
     #[test]
     fn errno_mapping() {
         use nix::libc::*;
+        let kind = |e| NetlinkError::from_io(io::Error::from_raw_os_error(e));
         for e in [EPERM, EACCES] {
-            assert_eq!(errno_meaning(Some(e)), ErrnoMeaning::NeedsCapNetAdmin);
+            assert!(matches!(kind(e), NetlinkError::NeedsCapNetAdmin(_)));
         }
         for e in [EINVAL, EOPNOTSUPP, ENOENT, EPROTONOSUPPORT, EAFNOSUPPORT] {
-            assert_eq!(errno_meaning(Some(e)), ErrnoMeaning::Unavailable, "{e}");
+            assert!(kind(e).is_not_loaded(), "{e}");
         }
-        assert_eq!(errno_meaning(Some(EAGAIN)), ErrnoMeaning::Timeout);
+        assert!(matches!(kind(EAGAIN), NetlinkError::Timeout(_)));
         for e in [EIO, ENOBUFS, EBADF, 0, -1, i32::MAX] {
-            assert_eq!(errno_meaning(Some(e)), ErrnoMeaning::Other, "{e}");
+            assert!(matches!(kind(e), NetlinkError::Io(_)), "{e}");
         }
-        assert_eq!(errno_meaning(None), ErrnoMeaning::Other);
+        let none = io::Error::other("x");
+        assert!(matches!(NetlinkError::from_io(none), NetlinkError::Io(_)));
     }
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! Every network namespace on the host: find them, name their owners, and
-//! run a closure inside one.
+//! Every network namespace on the host: find them and name their owners.
+//! Entering one is [`crate::kernel::nsenter`]'s.
 //!
 //! nf_conntrack_count and the conntrack counters are per network namespace,
 //! while nf_conntrack_max is global and each namespace's own count is held
@@ -12,13 +12,12 @@
 //! `/run/docker/netns` are stat'ed): it opens no namespace, so it holds
 //! none alive. A namespace that vanishes between discovery and entering is
 //! normal on a host that starts and stops containers, and is reported as
-//! [`EnterError::Vanished`], not as a failure.
+//! [`NetnsError::Vanished`], not as a failure.
 
 pub mod owner;
 pub mod sample;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -28,6 +27,7 @@ use serde::Serialize;
 
 pub use owner::{Owner, Runtime};
 
+pub use crate::kernel::nsenter::NetnsError;
 use crate::sysroot::SysRoot;
 
 /// Directories where tools bind-mount namespaces to keep them alive
@@ -278,58 +278,9 @@ fn owner_of(root: &SysRoot, host: bool, pid: Option<u32>, bind: Option<&str>) ->
     }
 }
 
-/// Why a closure could not run inside a namespace.
-#[derive(Debug, thiserror::Error)]
-pub enum EnterError {
-    /// The namespace is gone (its last process exited, or the bind mount
-    /// was removed) or the PID now belongs to another one.
-    #[error("netns {inode} vanished")]
-    Vanished {
-        /// The inode looked for.
-        inode: u64,
-    },
-    /// Opening the namespace file failed.
-    #[error("{}: {source}{}", path.display(), hint(source))]
-    Open {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// setns(2) failed.
-    #[error("setns into netns {inode}: {source}{}", hint(source))]
-    Setns {
-        /// The namespace.
-        inode: u64,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// The worker thread could not be started or panicked.
-    #[error("netns worker thread: {0}")]
-    Thread(String),
-}
-
 /// The drop-in that grants the watchdog service what entering every
 /// namespace needs (installed from packaging/conntrack-guard-allns.conf).
 pub const ALLNS_DROPIN: &str = "/usr/share/conntrack-guard/conntrack-guard-allns.conf";
-
-impl EnterError {
-    /// The capability whose lack caused this error, if that is the cause:
-    /// setns(2) into a namespace of the initial user namespace answers
-    /// EPERM without CAP_SYS_ADMIN; opening another user's
-    /// `/proc/PID/ns/net` (a ptrace read check) answers EACCES without
-    /// CAP_SYS_PTRACE.
-    pub fn missing_capability(&self) -> Option<&'static str> {
-        match self {
-            EnterError::Setns { source, .. } | EnterError::Open { source, .. } => {
-                missing_capability(source)
-            }
-            _ => None,
-        }
-    }
-}
 
 /// The capability setns(2) into another network namespace needs.
 pub const CAP_SYS_ADMIN_NAME: &str = "CAP_SYS_ADMIN";
@@ -344,97 +295,6 @@ pub fn lacks_sys_admin(root: &SysRoot) -> Option<bool> {
     let status = root.read_opt("proc/self/status").ok().flatten()?;
     let caps = crate::sysroot::parse_cap_eff(&status)?;
     Some(caps & (1 << CAP_SYS_ADMIN) == 0)
-}
-
-fn missing_capability(e: &io::Error) -> Option<&'static str> {
-    match e.raw_os_error() {
-        Some(nix::libc::EPERM) => Some(CAP_SYS_ADMIN_NAME),
-        Some(nix::libc::EACCES) => Some("CAP_SYS_PTRACE"),
-        _ => None,
-    }
-}
-
-fn hint(e: &io::Error) -> &'static str {
-    match missing_capability(e) {
-        Some("CAP_SYS_ADMIN") => {
-            " (needs CAP_SYS_ADMIN; under systemd also RestrictNamespaces=net)"
-        }
-        Some(_) => " (needs CAP_SYS_PTRACE for another user's process)",
-        None => "",
-    }
-}
-
-/// Move the calling thread into `ns`. Only ever called on a worker
-/// thread of [`enter`] or [`enter_each`]. The file is opened, checked to be
-/// this inode (a PID can be reused), handed to setns(2) and closed, so the
-/// namespace is held only while the thread is inside it.
-fn setns_here(ns: &Namespace) -> Result<(), EnterError> {
-    let (path, inode) = (&ns.enter, ns.inode);
-    let file = File::open(path).map_err(|source| {
-        if source.kind() == io::ErrorKind::NotFound
-            || source.raw_os_error() == Some(nix::libc::ESRCH)
-        {
-            EnterError::Vanished { inode }
-        } else {
-            EnterError::Open {
-                path: path.clone(),
-                source,
-            }
-        }
-    })?;
-    match file.metadata() {
-        Ok(m) if m.ino() == inode => {}
-        _ => return Err(EnterError::Vanished { inode }),
-    }
-    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| EnterError::Setns {
-        inode,
-        source: io::Error::from(e),
-    })
-}
-
-/// Run `f` inside the namespace, on a dedicated thread that exits
-/// afterwards: the process's other threads never change namespace, and
-/// nothing has to switch back (the guard is the thread's end).
-///
-/// Inside, `/proc/net` still shows the main thread's namespace (it is
-/// `/proc/self/net`, and self is the thread-group leader): read
-/// `/proc/thread-self/net`. A socket made inside belongs to the namespace.
-pub fn enter<T: Send + 'static>(
-    ns: &Namespace,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, EnterError> {
-    let mut once = Some(f);
-    let mut out = enter_each(vec![ns.clone()], move |_| once.take().map(|f| f()))?;
-    match out.pop() {
-        Some(Ok(Some(v))) => Ok(v),
-        Some(Err(e)) => Err(e),
-        _ => Err(EnterError::Thread("no result".into())),
-    }
-}
-
-/// Run `f` inside each namespace in turn, on one dedicated thread that
-/// hops from namespace to namespace and exits at the end. One thread for
-/// all of them, not one each: on a loaded machine every thread start and
-/// join waits for the scheduler (measured: 200 namespaces took 210 ms with
-/// a thread each, most of it waiting). Each setns(2) is absolute, so a
-/// failed one leaves nothing to undo: `f` runs only after a successful one.
-pub fn enter_each<T: Send + 'static>(
-    namespaces: Vec<Namespace>,
-    mut f: impl FnMut(&Namespace) -> T + Send + 'static,
-) -> Result<Vec<Result<T, EnterError>>, EnterError> {
-    let worker = std::thread::Builder::new()
-        .name("netns".into())
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            namespaces
-                .iter()
-                .map(|ns| setns_here(ns).map(|()| f(ns)))
-                .collect::<Vec<_>>()
-        })
-        .map_err(|e| EnterError::Thread(e.to_string()))?;
-    worker
-        .join()
-        .map_err(|_| EnterError::Thread("panicked".into()))
 }
 
 #[cfg(test)]

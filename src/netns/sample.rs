@@ -27,10 +27,12 @@
 
 use serde::Serialize;
 
-use crate::kernel::ctstats::CounterSource;
-use crate::kernel::ctstats::{parse_ct_stat, CtCounter, CtTable};
+use crate::kernel::ctstats::{
+    read_ct_counters_at, CounterSource, CtCounter, CtTable, KernelNetlink, THREAD_STAT_FILE,
+};
+use crate::kernel::nsenter::{self, NetnsError};
 use crate::kernel::sysctl::{read_fill, SysctlError};
-use crate::netns::{self, EnterError, Namespace};
+use crate::netns::Namespace;
 use crate::sysroot::SysRoot;
 
 /// A namespace's UDP receive errors since it was created (`Udp:` in its
@@ -122,7 +124,7 @@ impl NsSample {
 pub enum SampleError {
     /// Entering failed (or it vanished: [`SampleError::vanished`]).
     #[error(transparent)]
-    Enter(#[from] EnterError),
+    Enter(#[from] NetnsError),
     /// Count or max inside could not be read.
     #[error(transparent)]
     Read(#[from] SysctlError),
@@ -131,29 +133,7 @@ pub enum SampleError {
 impl SampleError {
     /// The namespace went away: normal, not a failure.
     pub fn vanished(&self) -> bool {
-        matches!(self, SampleError::Enter(EnterError::Vanished { .. }))
-    }
-}
-
-/// The counters of the calling thread's namespace: ctnetlink
-/// (GET_STATS_CPU, on a socket made here, so in this namespace), else
-/// `/proc/thread-self/net/stat/nf_conntrack`. The one place the counter
-/// layer is called from, so it can be swapped.
-pub fn counters_here() -> Result<(CtTable, CounterSource), String> {
-    match crate::kernel::netlink::stats_cpu_table() {
-        Ok(t) => Ok((t, CounterSource::Netlink)),
-        Err(nl) => {
-            let root = SysRoot::host();
-            match root.read_opt("proc/thread-self/net/stat/nf_conntrack") {
-                Ok(Some(t)) => parse_ct_stat(&t)
-                    .map(|t| (t, CounterSource::Procfs))
-                    .map_err(|e| format!("/proc/thread-self/net/stat/nf_conntrack: {e}")),
-                Ok(None) => Err(format!(
-                    "ctnetlink: {nl}; /proc/net/stat/nf_conntrack is absent"
-                )),
-                Err(e) => Err(format!("ctnetlink: {nl}; {e}")),
-            }
-        }
+        matches!(self, SampleError::Enter(NetnsError::Vanished { .. }))
     }
 }
 
@@ -161,10 +141,14 @@ pub fn counters_here() -> Result<(CtTable, CounterSource), String> {
 fn read_here() -> Result<NsSample, SampleError> {
     let root = SysRoot::host();
     let (count, max) = read_fill(&root)?;
-    let (table, counters_source, counters_error) = match counters_here() {
-        Ok((t, s)) => (Some(t), Some(s), None),
-        Err(e) => (None, None, Some(e)),
-    };
+    // The host's counter source and order (ctnetlink, then procfs): the
+    // socket is made on this thread, so in this namespace. Only the real
+    // kernel is ever entered, so its ctnetlink is the one to ask.
+    let (table, counters_source, counters_error) =
+        match read_ct_counters_at(&root, THREAD_STAT_FILE, &KernelNetlink) {
+            Ok(r) => (Some(r.table), Some(r.source), None),
+            Err(e) => (None, None, Some(e.to_string())),
+        };
     let counters = table.as_ref().map(Counters::of);
     let udp = root
         .read_opt("proc/thread-self/net/snmp")
@@ -183,26 +167,32 @@ fn read_here() -> Result<NsSample, SampleError> {
 }
 
 /// Sample one namespace from inside it, on a short-lived thread. For the
-/// watchdog: call it for a namespace of a [`netns::scan`], off the
+/// watchdog: call it for a namespace of a [`crate::netns::scan`], off the
 /// sampling cadence; a [`SampleError::vanished`] result means "forget it".
 pub fn sample(ns: &Namespace) -> Result<NsSample, SampleError> {
-    netns::enter(ns, read_here)?
+    let mut v = sample_all(std::slice::from_ref(ns));
+    v.pop()
+        .unwrap_or(Err(SampleError::Enter(NetnsError::Vanished {
+            inode: ns.inode,
+        })))
 }
 
 /// [`sample`] for many namespaces on one short-lived thread (cheaper than
 /// a thread each); the results are in the order given.
 pub fn sample_all(namespaces: &[Namespace]) -> Vec<Result<NsSample, SampleError>> {
-    match netns::enter_each(namespaces.to_vec(), |_| read_here()) {
-        Ok(v) => v
-            .into_iter()
-            .map(|r| r.map_err(SampleError::from).and_then(|x| x))
+    let found = nsenter::run_each(
+        namespaces,
+        |ns| (ns.enter.as_path(), Some(ns.inode)),
+        |_| read_here(),
+    );
+    match found {
+        Ok(v) => v.into_iter().map(|r| r?).collect(),
+        Err(e) => namespaces
+            .iter()
+            .map(|_| {
+                let e = std::io::Error::other(e.to_string());
+                Err(SampleError::Enter(NetnsError::Thread(e)))
+            })
             .collect(),
-        Err(e) => {
-            let msg = e.to_string();
-            namespaces
-                .iter()
-                .map(|_| Err(SampleError::Enter(EnterError::Thread(msg.clone()))))
-                .collect()
-        }
     }
 }

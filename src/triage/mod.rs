@@ -23,7 +23,7 @@ pub use agg::{advise, Aggregator, Dim, DimReport, Group, PortStats, GROUP_CAP};
 
 use crate::config::{KEY_COUNT, KEY_MAX, KEY_UDP_TIMEOUT};
 use crate::exit;
-use crate::kernel::ctdump::{self, DumpError, End};
+use crate::kernel::ctdump::{self, End, NetlinkError};
 use crate::kernel::nsenter::{self, NetnsError};
 use crate::kernel::sysctl::kernel_u64;
 use crate::sysroot::SysRoot;
@@ -36,7 +36,7 @@ pub enum ReadError {
     Netns(#[from] NetnsError),
     /// The dump could not start.
     #[error(transparent)]
-    Dump(#[from] DumpError),
+    Dump(#[from] NetlinkError),
     /// Under CONNTRACK_GUARD_ROOT there is no kernel to ask.
     #[error("top reads the kernel over netlink, which a test root (CONNTRACK_GUARD_ROOT) cannot stand in for")]
     NotHost,
@@ -49,11 +49,11 @@ impl ReadError {
     /// The documented exit code.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ReadError::Netns(NetnsError::Permission { .. }) => exit::NOPERM,
-            ReadError::Netns(NetnsError::Other { .. }) => exit::FAILURE,
+            ReadError::Netns(e) if e.missing_capability().is_some() => exit::NOPERM,
+            ReadError::Netns(NetnsError::Setns { .. } | NetnsError::Thread(_)) => exit::FAILURE,
             ReadError::Netns(_) => exit::USAGE,
-            ReadError::Dump(DumpError::Permission(_)) => exit::NOPERM,
-            ReadError::Dump(DumpError::Unavailable(_)) | ReadError::NotHost => exit::UNAVAILABLE,
+            ReadError::Dump(NetlinkError::NeedsCapNetAdmin(_)) => exit::NOPERM,
+            ReadError::Dump(NetlinkError::NotLoaded(_)) | ReadError::NotHost => exit::UNAVAILABLE,
             ReadError::Dump(_) | ReadError::Lost => exit::FAILURE,
         }
     }
@@ -247,7 +247,7 @@ pub(crate) mod tests {
     fn ctnetlink_unavailable_is_69_whatever_the_errno() {
         use nix::libc::*;
         let code = |errno| {
-            ReadError::Dump(DumpError::from_errno(std::io::Error::from_raw_os_error(
+            ReadError::Dump(NetlinkError::from_io(std::io::Error::from_raw_os_error(
                 errno,
             )))
             .exit_code()

@@ -5,7 +5,7 @@
 //! The kernel holds each namespace's own count against the global
 //! nf_conntrack_max, so a container's table can be full while the host's
 //! is nearly empty. This reads each namespace from inside it (see
-//! [`crate::netns::enter`]), judges each one as `status` does, and reports
+//! [`crate::kernel::nsenter`]), judges each one as `status` does, and reports
 //! the worst: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 //!
 
