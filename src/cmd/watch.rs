@@ -289,11 +289,7 @@ impl Watcher<'_> {
             .map_or(true, |t| now.duration_since(t) >= w.triage_every);
         if w.triage && self.host.kernel_access && self.triage.is_none() && due {
             self.last_triage = Some(now);
-            self.triage = Some(triage::Triage::start(
-                self.host.root.clone(),
-                None,
-                TRIAGE_TIMEOUT,
-            ));
+            self.triage = Some(triage::Triage::start(self.host, None, TRIAGE_TIMEOUT));
         }
     }
 

@@ -23,6 +23,7 @@ pub use agg::{advise, Aggregator, Dim, DimReport, Group, PortStats, GROUP_CAP};
 
 use crate::config::{KEY_COUNT, KEY_MAX, KEY_UDP_TIMEOUT};
 use crate::exit;
+use crate::host::Host;
 use crate::kernel::ctdump::{self, DumpError, End};
 use crate::kernel::nsenter::{self, NetnsError};
 use crate::kernel::sysctl::kernel_u64;
@@ -209,13 +210,18 @@ pub struct Triage {
 impl Triage {
     /// Start a triage of `netns` (or the watchdog's own namespace) bounded
     /// by `timeout`. The thread ends on its own when the dump does.
-    pub fn start(root: SysRoot, netns: Option<PathBuf>, timeout: Duration) -> Triage {
+    pub fn start(host: &Host, netns: Option<PathBuf>, timeout: Duration) -> Triage {
+        let (root, kernel) = (host.root.clone(), host.kernel_access);
         let (tx, rx) = mpsc::channel();
         // A thread that cannot start drops `tx`, and poll reports Lost.
         let _ = std::thread::Builder::new()
             .name("ctg-triage".into())
             .spawn(move || {
-                let r = collect(&root, netns.as_deref(), timeout, 24, 64);
+                let r = if kernel {
+                    collect(&root, netns.as_deref(), timeout, 24, 64)
+                } else {
+                    Err(ReadError::NotHost)
+                };
                 let _ = tx.send(r.map(|c| c.summary()));
             });
         Triage { rx, done: false }
@@ -291,7 +297,11 @@ pub(crate) mod tests {
 
     #[test]
     fn triage_under_a_test_root_reports_not_host() {
-        let mut t = Triage::start(SysRoot::at("/nonexistent"), None, Duration::from_secs(1));
+        let mut t = Triage::start(
+            &Host::at(SysRoot::at("/nonexistent")),
+            None,
+            Duration::from_secs(1),
+        );
         let t0 = Instant::now();
         let r = loop {
             if let Some(r) = t.poll() {
