@@ -566,15 +566,12 @@ impl Watcher<'_> {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         let (conntrack, softnet) = (self.state.conntrack_totals(), self.state.backlog_totals());
+        let counters = obs.counters.as_ref().and_then(|r| r.as_ref().ok());
         let text = metrics::render(&metrics::Snapshot {
             fill,
             level: self.state.level(),
-            conntrack: if obs.counters.is_ok() {
-                &conntrack
-            } else {
-                &[]
-            },
-            counters_source: obs.counters_source,
+            conntrack: if counters.is_some() { &conntrack } else { &[] },
+            counters_source: counters.map(|r| r.source),
             udp: obs.udp.as_ref().ok(),
             softnet: if obs.softnet.is_ok() { &softnet } else { &[] },
             drift: self.state.drifted() > 0,
