@@ -46,7 +46,7 @@ use crate::report::ids;
 use crate::report::metrics::{self, Textfile};
 use crate::report::notify::{Notifier, NotifyState};
 use crate::state::grown::{self, Remembered};
-use crate::sysroot::DEFAULT_CONFIG;
+use crate::sysroot::{PathError, DEFAULT_CONFIG};
 use crate::system::writers;
 use crate::triage;
 
@@ -458,15 +458,10 @@ impl Watcher<'_> {
     }
 
     /// `[watch] restore`: write the configured value back and read it.
-    fn write_back(&self, r: &restore::Restore) -> Result<String, String> {
+    fn write_back(&self, r: &restore::Restore) -> Result<Option<String>, PathError> {
         let root = &self.host.root;
-        root.write_sysctl(&r.key, &r.value)
-            .map_err(|e| e.to_string())?;
-        match crate::kernel::read_current(root, &r.key) {
-            Ok(Some(v)) => Ok(v),
-            Ok(None) => Err("the key vanished after the write".into()),
-            Err(e) => Err(e.to_string()),
-        }
+        root.write_sysctl(&r.key, &r.value)?;
+        crate::kernel::read_current(root, &r.key)
     }
 
     /// Drift events say who else writes the key, where that can be known
