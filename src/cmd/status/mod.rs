@@ -216,8 +216,9 @@ impl From<&Remembered> for GrownRow {
 /// What was read, as values: the input of [`judge`].
 #[derive(Debug)]
 pub struct Readings {
-    /// Configuration, or its error text.
-    pub config: Result<(Thresholds, String), String>,
+    /// Configuration (its thresholds and where it came from), or why it
+    /// could not be loaded.
+    pub config: Result<(Thresholds, String), config::ConfigError>,
     /// The (last) fill reading.
     pub fill: FillReading,
     /// Counters at the start of the window.
@@ -844,9 +845,7 @@ pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readin
     };
     Readings {
         grow,
-        config: cfg
-            .map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name()))
-            .map_err(|e| e.to_string()),
+        config: cfg.map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name())),
         fill,
         before,
         after,
@@ -1030,7 +1029,13 @@ mod tests {
         r.after = None;
         assert_eq!(judge(&r).exit_code, 3);
         let mut r = readings(100, 1000);
-        r.config = Err("bad".into());
+        r.config = Err(config::ConfigError {
+            file: "/test/c.toml".into(),
+            line: None,
+            key: None,
+            message: "bad".into(),
+            source: None,
+        });
         let rep = judge(&r);
         assert_eq!(rep.exit_code, 3);
         assert!(rep.problems[0].message.contains("invalid configuration"));
