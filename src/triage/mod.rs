@@ -23,7 +23,6 @@ pub use agg::{advise, Aggregator, Dim, DimReport, Group, PortStats, GROUP_CAP};
 
 use crate::config::{KEY_COUNT, KEY_MAX, KEY_UDP_TIMEOUT};
 use crate::exit;
-use crate::host::Host;
 use crate::kernel::ctdump::{self, DumpError, End};
 use crate::kernel::nsenter::{self, NetnsError};
 use crate::kernel::sysctl::kernel_u64;
@@ -210,7 +209,7 @@ pub struct Triage {
 impl Triage {
     /// Start a triage of `netns` (or the watchdog's own namespace) bounded
     /// by `timeout`. The thread ends on its own when the dump does.
-    pub fn start(host: &Host, netns: Option<PathBuf>, timeout: Duration) -> Triage {
+    pub fn start(host: &crate::host::Host, netns: Option<PathBuf>, timeout: Duration) -> Triage {
         let (root, kernel) = (host.root.clone(), host.kernel_access);
         let (tx, rx) = mpsc::channel();
         // A thread that cannot start drops `tx`, and poll reports Lost.
@@ -298,7 +297,7 @@ pub(crate) mod tests {
     #[test]
     fn triage_under_a_test_root_reports_not_host() {
         let mut t = Triage::start(
-            &Host::at(SysRoot::at("/nonexistent")),
+            &crate::host::Host::at(SysRoot::at("/nonexistent")),
             None,
             Duration::from_secs(1),
         );
