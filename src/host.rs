@@ -3,12 +3,14 @@
 //! once in `main` (through [`Host::from_env`]) and passed down to every
 //! command. It holds the root every /proc, /sys and /etc path is joined
 //! onto, the module loader, the ctnetlink counter source and the page size
-//! the kernel rounds the hash to. No other code asks whether it runs under
-//! a test: a test builds its own `Host`.
+//! the kernel rounds the hash to, and what this process may do beyond the
+//! files under the root (`kernel_access`, `root_user`), each decided once
+//! here. No other code asks whether it runs under a test: a test builds
+//! its own `Host`.
 
 use crate::kernel::ctstats::{CtNetlink, KernelNetlink, NoNetlink};
 use crate::kernel::module::{KmodLoader, ModuleLoader, NoLoader};
-use crate::sysroot::SysRoot;
+use crate::sysroot::{SysRoot, ROOT_ENV};
 
 /// Everything kernel-facing a command needs.
 pub struct Host {
@@ -20,9 +22,13 @@ pub struct Host {
     pub netlink: Box<dyn CtNetlink>,
     /// The running system's page size.
     pub page_size: u64,
-    /// The conntrack table and other namespaces can be read over the
-    /// kernel's interfaces (ctnetlink dumps, setns): the real machine only.
+    /// The kernel itself may be asked beyond the files under the root
+    /// (ctnetlink dumps, entering other namespaces, the kernel log): the
+    /// real machine only.
     pub kernel_access: bool,
+    /// The process runs as euid 0 (it may enter every namespace, and a
+    /// refused write is not for want of being root).
+    pub root_user: bool,
 }
 
 impl Host {
@@ -34,6 +40,7 @@ impl Host {
             netlink: Box::new(KernelNetlink),
             page_size: crate::kernel::hashsize::page_size(),
             kernel_access: true,
+            root_user: nix::unistd::geteuid().is_root(),
         }
     }
 
@@ -46,17 +53,18 @@ impl Host {
             netlink: Box::new(NoNetlink),
             page_size: crate::kernel::hashsize::page_size(),
             kernel_access: false,
+            root_user: nix::unistd::geteuid().is_root(),
         }
     }
 
-    /// `CONNTRACK_GUARD_ROOT` set: [`Host::at`] that tree; else the real
-    /// machine.
+    /// `CONNTRACK_GUARD_ROOT` set (and not `/`): [`Host::at`] that tree;
+    /// else the real machine.
     pub fn from_env() -> Self {
-        let root = SysRoot::from_env();
-        if root.is_host() {
-            Host::real()
-        } else {
-            Host::at(root)
+        match std::env::var_os(ROOT_ENV) {
+            Some(v) if !v.is_empty() && std::path::Path::new(&v) != std::path::Path::new("/") => {
+                Host::at(SysRoot::at(v))
+            }
+            _ => Host::real(),
         }
     }
 

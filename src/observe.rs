@@ -9,12 +9,11 @@
 use crate::assess::{FillReading, Observation, Setting};
 use crate::config::Config;
 use crate::host::Host;
-use crate::kernel::ctstats::CounterSource;
-use crate::kernel::ctstats::{read_ct_counters, CtTable};
+use crate::kernel::ctstats::{read_ct_counters, CtReading, CtUnavailable};
 use crate::kernel::hashsize::{self, KernelTarget};
 use crate::kernel::read_current;
-use crate::kernel::snmp::{read_udp, UdpStats};
-use crate::kernel::softnet::{read_softnet, SoftnetTable};
+use crate::kernel::snmp::read_udp;
+use crate::kernel::softnet::read_softnet;
 use crate::kernel::sysctl::{read_fill, SysctlError};
 use crate::state::grown::{self, Remembered};
 use crate::sysroot::SysRoot;
@@ -23,8 +22,8 @@ use crate::sysroot::SysRoot;
 pub fn fill(root: &SysRoot) -> FillReading {
     match read_fill(root) {
         Ok((count, max)) => FillReading::Read { count, max },
-        Err(e @ SysctlError::Absent(_)) => FillReading::Gone(e.to_string()),
-        Err(e) => FillReading::Fault(e.to_string()),
+        Err(e @ SysctlError::Absent(_)) => FillReading::Gone(e),
+        Err(e) => FillReading::Fault(e),
     }
 }
 
@@ -130,47 +129,27 @@ pub fn settings(host: &Host, cfg: &Config) -> Vec<Setting> {
         .collect()
 }
 
-/// The conntrack statistics: ctnetlink where it answers, else procfs.
-pub fn conntrack_counters(host: &Host) -> (Result<CtTable, String>, Option<CounterSource>) {
-    match read_ct_counters(&host.root, host.netlink.as_ref()) {
-        Ok(r) => (Ok(r.table), Some(r.source)),
-        Err(e) => (Err(e.to_string()), None),
-    }
-}
-
-/// The UDP MIB of the namespace this process is in.
-pub fn udp(host: &Host) -> Result<UdpStats, String> {
-    read_udp(&host.root).map_err(|e| e.to_string())
-}
-
-/// The per-CPU backlog statistics (global).
-pub fn softnet(host: &Host) -> Result<SoftnetTable, String> {
-    read_softnet(&host.root).map_err(|e| e.to_string())
+/// The conntrack statistics: the host's ctnetlink where it answers, else
+/// procfs under its root.
+pub fn conntrack_counters(host: &Host) -> Result<CtReading, CtUnavailable> {
+    read_ct_counters(&host.root, host.netlink.as_ref())
 }
 
 /// One full observation. The conntrack counters and settings are only read
 /// when the fill was: without the module they do not exist either.
 pub fn observe(host: &Host, cfg: &Config) -> Observation {
     let fill = fill(&host.root);
-    let (udp, softnet) = (udp(host), softnet(host));
-    if !matches!(fill, FillReading::Read { .. }) {
-        return Observation {
-            fill,
-            counters: Err("not read".into()),
-            counters_source: None,
-            udp,
-            softnet,
-            settings: Vec::new(),
-        };
-    }
-    let (counters, counters_source) = conntrack_counters(host);
+    let read = matches!(fill, FillReading::Read { .. });
     Observation {
         fill,
-        counters,
-        counters_source,
-        udp,
-        softnet,
-        settings: settings(host, cfg),
+        counters: read.then(|| conntrack_counters(host)),
+        udp: read_udp(&host.root),
+        softnet: read_softnet(&host.root),
+        settings: if read {
+            settings(host, cfg)
+        } else {
+            Vec::new()
+        },
     }
 }
 

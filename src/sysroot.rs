@@ -47,7 +47,6 @@ impl PathError {
 #[derive(Debug, Clone)]
 pub struct SysRoot {
     base: PathBuf,
-    host: bool,
 }
 
 impl SysRoot {
@@ -55,29 +54,13 @@ impl SysRoot {
     pub fn host() -> Self {
         SysRoot {
             base: PathBuf::from("/"),
-            host: true,
         }
     }
 
-    /// A root at `base`. `/` counts as the host.
+    /// A root at `base`. Whether the kernel beyond these files may be
+    /// asked is the [`crate::host::Host`]'s to decide, not the root's.
     pub fn at(base: impl Into<PathBuf>) -> Self {
-        let base = base.into();
-        let host = base == Path::new("/");
-        SysRoot { base, host }
-    }
-
-    /// The root from `CONNTRACK_GUARD_ROOT`, or `/` when it is unset or empty.
-    pub fn from_env() -> Self {
-        match std::env::var_os(ROOT_ENV) {
-            Some(v) if !v.is_empty() => SysRoot::at(PathBuf::from(v)),
-            _ => SysRoot::host(),
-        }
-    }
-
-    /// True when this is the real `/`: only then may the tool touch the
-    /// kernel beyond these files (load modules, open netlink sockets).
-    pub fn is_host(&self) -> bool {
-        self.host
+        SysRoot { base: base.into() }
     }
 
     /// True when this process may change kernel settings: euid 0, or

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use conntrack_guard::host::Host;
 use conntrack_guard::kernel::ctdump::{parse_datagram, NetlinkError, Progress};
-use conntrack_guard::sysroot::SysRoot;
 use conntrack_guard::triage::Triage;
 
 const BIN: &str = env!("CARGO_BIN_EXE_conntrack-guard");
@@ -157,7 +157,7 @@ fn reads_this_namespace_as_json() {
 #[test]
 #[ignore = "needs root and nf_conntrack"]
 fn triage_runs_off_thread_and_answers_once() {
-    let mut t = Triage::start(SysRoot::host(), None, Duration::from_secs(5));
+    let mut t = Triage::start(&Host::real(), None, Duration::from_secs(5));
     let t0 = Instant::now();
     let r = loop {
         // The watchdog loop would sample and ping sd_notify here.

@@ -21,21 +21,22 @@ pub struct Availability {
 }
 
 impl Availability {
-    fn step<T>(
+    /// `failed`: the reader's error, said in the event's text.
+    fn step(
         &mut self,
-        reading: &Result<T, String>,
+        failed: Option<&dyn std::fmt::Display>,
         what: &str,
         point: &'static str,
         fill: &Fill,
         level: Level,
     ) -> Vec<Event> {
-        match reading {
-            Ok(_) => {
+        match failed {
+            None => {
                 self.missing = false;
                 Vec::new()
             }
-            Err(_) if self.missing => Vec::new(),
-            Err(why) => {
+            Some(_) if self.missing => Vec::new(),
+            Some(why) => {
                 self.missing = true;
                 let ev = Event::new(
                     Priority::Warning,
@@ -64,29 +65,32 @@ pub struct CtTracker {
 impl CtTracker {
     /// One reading; the increase since the previous one (`None` on the
     /// first reading, which is the baseline, or when unreadable).
-    pub fn step(
+    pub fn step<E: std::fmt::Display>(
         &mut self,
-        reading: &Result<CtTable, String>,
+        reading: Result<&CtTable, &E>,
         fill: &Fill,
         level: Level,
     ) -> (Option<Tally>, Vec<Event>) {
         let evs = self.available.step(
-            reading,
+            reading.err().map(|e| e as _),
             "the conntrack drop counters",
             "conntrack",
             fill,
             level,
         );
-        let Ok(table) = reading else {
-            return (None, evs);
-        };
+        (reading.ok().and_then(|t| self.add(t)), evs)
+    }
+
+    /// One table: the increase since the previous one (`None` on the
+    /// first, which is the baseline).
+    pub fn add(&mut self, table: &CtTable) -> Option<Tally> {
         let w = self.deltas.step(table);
         if w.is_baseline() {
-            return (None, evs);
+            return None;
         }
         let t = tally::conntrack(&w);
         self.since_start.add(&t);
-        (Some(t), evs)
+        Some(t)
     }
 
     /// The module went away: it restarts its counters from zero, so the
@@ -111,15 +115,19 @@ pub struct UdpTracker {
 
 impl UdpTracker {
     /// One reading; the increase since the previous one.
-    pub fn step(
+    pub fn step<E: std::fmt::Display>(
         &mut self,
-        reading: &Result<UdpStats, String>,
+        reading: Result<&UdpStats, &E>,
         fill: &Fill,
         level: Level,
     ) -> (Option<Tally>, Vec<Event>) {
-        let evs = self
-            .available
-            .step(reading, "the UDP socket counters", "socket", fill, level);
+        let evs = self.available.step(
+            reading.err().map(|e| e as _),
+            "the UDP socket counters",
+            "socket",
+            fill,
+            level,
+        );
         let Ok(now) = reading else {
             return (None, evs);
         };
@@ -140,14 +148,14 @@ pub struct BacklogTracker {
 
 impl BacklogTracker {
     /// One reading; the increase since the previous one.
-    pub fn step(
+    pub fn step<E: std::fmt::Display>(
         &mut self,
-        reading: &Result<SoftnetTable, String>,
+        reading: Result<&SoftnetTable, &E>,
         fill: &Fill,
         level: Level,
     ) -> (Option<Tally>, Vec<Event>) {
         let evs = self.available.step(
-            reading,
+            reading.err().map(|e| e as _),
             "the input backlog counters",
             "backlog",
             fill,

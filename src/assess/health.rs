@@ -60,7 +60,8 @@ impl HealthTracker {
                 Reading::Fault,
                 self.fault("nf_conntrack_max is 0; the fill cannot be computed"),
             ),
-            FillReading::Fault(why) => (Reading::Fault, self.fault(why)),
+            // Kept as text: a fault is said once until its text changes.
+            FillReading::Fault(why) => (Reading::Fault, self.fault(&why.to_string())),
             FillReading::Gone(why) => {
                 let new_outage = !self.gone;
                 let out = self.went_away(why, last, level);
@@ -70,7 +71,12 @@ impl HealthTracker {
     }
 
     /// The keys are gone: say so on the first sample of the outage.
-    fn went_away(&mut self, why: &str, last: Option<&Fill>, level: Level) -> Vec<Event> {
+    fn went_away(
+        &mut self,
+        why: &dyn std::fmt::Display,
+        last: Option<&Fill>,
+        level: Level,
+    ) -> Vec<Event> {
         let mut out = Vec::new();
         if !self.gone {
             let mut ev = Event::new(

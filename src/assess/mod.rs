@@ -37,11 +37,12 @@ pub mod verdict;
 use std::time::Duration;
 
 use crate::config::{fmt_duration, Watch};
-use crate::kernel::ctstats::CounterSource;
-use crate::kernel::ctstats::CtTable;
+use crate::kernel::ctstats::{CtReading, CtUnavailable};
 use crate::kernel::same_value;
-use crate::kernel::snmp::UdpStats;
-use crate::kernel::softnet::SoftnetTable;
+use crate::kernel::snmp::{SnmpError, UdpStats};
+use crate::kernel::softnet::{SoftnetError, SoftnetTable};
+use crate::kernel::sysctl::SysctlError;
+use crate::kernel::FileError;
 use crate::report::events::{Event, Priority};
 use crate::report::ids;
 
@@ -93,8 +94,9 @@ impl Thresholds {
     }
 }
 
-/// How the fill reading went.
-#[derive(Debug, Clone, PartialEq)]
+/// How the fill reading went. The reader's error is kept as it came: the
+/// events and the status text say it in their own words.
+#[derive(Debug)]
 pub enum FillReading {
     /// Both numbers read.
     Read {
@@ -104,9 +106,9 @@ pub enum FillReading {
         max: u64,
     },
     /// The conntrack keys do not exist (module gone or not loaded).
-    Gone(String),
+    Gone(SysctlError),
     /// The keys exist but could not be read or understood.
-    Fault(String),
+    Fault(SysctlError),
 }
 
 /// One configured setting and what the kernel has.
@@ -144,19 +146,19 @@ impl Setting {
     }
 }
 
-/// Everything one sample read.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything one sample read, as the readers returned it.
+#[derive(Debug)]
 pub struct Observation {
     /// Count and max.
     pub fill: FillReading,
-    /// Counter totals since boot, or why they are unavailable.
-    pub counters: Result<CtTable, String>,
-    /// Which source answered for `counters`.
-    pub counters_source: Option<CounterSource>,
+    /// The conntrack statistics and the source that answered, or why
+    /// neither did; `None` when not read (the fill was not read, and
+    /// without the module the counters do not exist either).
+    pub counters: Option<Result<CtReading, CtUnavailable>>,
     /// The UDP MIB of this namespace (socket receive buffer drops).
-    pub udp: Result<UdpStats, String>,
+    pub udp: Result<UdpStats, FileError<SnmpError>>,
     /// The per-CPU input backlog statistics.
-    pub softnet: Result<SoftnetTable, String>,
+    pub softnet: Result<SoftnetTable, FileError<SoftnetError>>,
     /// Every configured setting (`keep` ones are not listed).
     pub settings: Vec<Setting>,
 }
@@ -376,11 +378,14 @@ pub fn assess(
         s.full_in = s.trend.full_in(now, fill.count, fill.max);
     }
     let level = s.level();
-    let (ct, evs) = s.counters.step(&obs.counters, &fill, level);
+    let (ct, evs) = match &obs.counters {
+        Some(r) => s.counters.step(r.as_ref().map(|r| &r.table), &fill, level),
+        None => (None, Vec::new()),
+    };
     out.extend(evs);
-    let (udp, evs) = s.udp.step(&obs.udp, &fill, level);
+    let (udp, evs) = s.udp.step(obs.udp.as_ref(), &fill, level);
     out.extend(evs);
-    let (backlog, evs) = s.backlog.step(&obs.softnet, &fill, level);
+    let (backlog, evs) = s.backlog.step(obs.softnet.as_ref(), &fill, level);
     out.extend(evs);
     out.extend(s.level.step(t, &fill, s.fullness(), now));
     let level = s.level();
@@ -485,6 +490,45 @@ pub fn status_line(s: &State) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::ctstats::{CounterSource, CtTable};
+    use crate::kernel::netlink::NetlinkError;
+
+    /// A missing file, as the readers say it.
+    pub(crate) fn absent<E: std::error::Error>() -> FileError<E> {
+        FileError::Absent("/test/absent".into())
+    }
+
+    /// Neither counter source answered.
+    pub(crate) fn no_counters() -> CtUnavailable {
+        CtUnavailable {
+            netlink: NetlinkError::NotUsed,
+            procfs: absent(),
+        }
+    }
+
+    /// The keys are gone.
+    fn keys_gone() -> FillReading {
+        FillReading::Gone(SysctlError::Absent("/test/nf_conntrack_count".into()))
+    }
+
+    /// The module is gone: no fill, nothing else read.
+    fn gone() -> Observation {
+        Observation {
+            fill: keys_gone(),
+            counters: None,
+            udp: Err(absent()),
+            softnet: Err(absent()),
+            settings: vec![],
+        }
+    }
+
+    fn counted(table: CtTable) -> Option<Result<CtReading, CtUnavailable>> {
+        Some(Ok(CtReading {
+            table,
+            source: CounterSource::Procfs,
+            netlink_error: None,
+        }))
+    }
 
     fn th() -> Thresholds {
         Thresholds {
@@ -516,8 +560,7 @@ mod tests {
     fn obs(count: u64, max: u64) -> Observation {
         Observation {
             fill: FillReading::Read { count, max },
-            counters: Ok(ct_table(0, 0, 0)),
-            counters_source: None,
+            counters: counted(ct_table(0, 0, 0)),
             udp: Ok(UdpStats::default()),
             softnet: Ok(SoftnetTable::new(CpuIds::Kernel)),
             settings: vec![],
@@ -525,7 +568,7 @@ mod tests {
     }
 
     fn with_drops(mut o: Observation, drop: u64, early: u64, failed: u64) -> Observation {
-        o.counters = Ok(ct_table(drop, early, failed));
+        o.counters = counted(ct_table(drop, early, failed));
         o
     }
 
@@ -732,18 +775,10 @@ mod tests {
 
     #[test]
     fn module_gone_and_back() {
-        let gone = Observation {
-            fill: FillReading::Gone("keys absent".into()),
-            counters: Err("absent".into()),
-            counters_source: None,
-            udp: Err("absent".into()),
-            softnet: Err("absent".into()),
-            settings: vec![],
-        };
         let (s, evs) = run(&[
             (0, with_drops(obs(10, 100), 50, 0, 0)),
-            (1, gone.clone()),
-            (2, gone.clone()),
+            (1, gone()),
+            (2, gone()),
             (3, with_drops(obs(0, 100), 2, 0, 0)),
             (4, with_drops(obs(0, 100), 2, 0, 0)),
         ]);
@@ -759,15 +794,7 @@ mod tests {
         let t = th();
         let (s, _) = assess(&t, State::default(), &obs(1, 10), secs(0));
         assert!(s.healthy());
-        let gone = Observation {
-            fill: FillReading::Gone("x".into()),
-            counters: Err("x".into()),
-            counters_source: None,
-            udp: Err("x".into()),
-            softnet: Err("x".into()),
-            settings: vec![],
-        };
-        let (s, _) = assess(&t, s, &gone, secs(1));
+        let (s, _) = assess(&t, s, &gone(), secs(1));
         assert!(!s.healthy());
         assert!(status_line(&s).starts_with("nf_conntrack not loaded: waiting for it"));
         let (s, _) = assess(&t, s, &obs(1, 10), secs(2));
@@ -786,9 +813,11 @@ mod tests {
 
     #[test]
     fn counters_unavailable_said_once() {
-        let mut o = obs(1, 10);
-        o.counters = Err("no stat file".into());
-        let (s, evs) = run(&[(0, o.clone()), (1, o.clone()), (2, o)]);
+        let o = || Observation {
+            counters: Some(Err(no_counters())),
+            ..obs(1, 10)
+        };
+        let (s, evs) = run(&[(0, o()), (1, o()), (2, o())]);
         assert_eq!(names(&evs), vec!["started", "counters_unavailable"]);
         assert!(status_line(&s).contains("drops n/a"));
     }
@@ -992,18 +1021,17 @@ mod tests {
             for (kind, count, maxsel, drop, dt) in steps {
                 let max = [0, 1, u64::MAX][maxsel as usize];
                 let fill = match kind {
-                    0 => FillReading::Gone("g".into()),
-                    1 => FillReading::Fault("f".into()),
+                    0 => keys_gone(),
+                    1 => FillReading::Fault(SysctlError::NotNumber { path: "/f".into(), value: "f".into() }),
                     _ => FillReading::Read { count, max: if kind == 2 { max } else { count / 2 + 1 } },
                 };
                 let o = Observation {
                     fill,
-                    counters: if drop % 3 == 0 { Err("x".into()) } else {
-                        Ok(ct_table(drop, drop / 2, 0))
+                    counters: if drop % 3 == 0 { Some(Err(no_counters())) } else {
+                        counted(ct_table(drop, drop / 2, 0))
                     },
-                    counters_source: None,
-                    udp: Err("x".into()),
-                    softnet: Err("x".into()),
+                    udp: Err(absent()),
+                    softnet: Err(absent()),
                     settings: vec![],
                 };
                 now = now.saturating_add(Duration::from_millis(dt % 100_000));

@@ -87,11 +87,9 @@ impl NsTrackers {
                     };
                     let full = Fullness::default();
                     let mut evs = tr.level.step(t, &fill, full, now);
-                    let reading = s
-                        .table
-                        .clone()
-                        .ok_or_else(|| s.counters_error.clone().unwrap_or_else(|| "unread".into()));
-                    let (delta, _unavailable) = tr.counters.step(&reading, &fill, tr.level());
+                    // A namespace's unreadable counters are said by the
+                    // scan's own report, not as an event here.
+                    let delta = s.table.as_ref().and_then(|t| tr.counters.add(t));
                     evs.extend(tr.drops.step(
                         &CONNTRACK,
                         t,

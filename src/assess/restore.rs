@@ -174,8 +174,18 @@ fn fight_event(set: &Setting, foreign: &str, n: usize) -> Event {
 }
 
 /// The event after a write-back: `restored` when the kernel reads back the
-/// configured value, else a `fault` naming the key.
-pub fn restored_event(r: &Restore, result: Result<String, String>) -> Event {
+/// configured value, else a `fault` naming the key. `result`: what the
+/// kernel reads back after the write (`None`: the key is gone), or the
+/// error of the write or the read.
+pub fn restored_event<E: std::fmt::Display>(
+    r: &Restore,
+    result: Result<Option<String>, E>,
+) -> Event {
+    let result = match result {
+        Ok(Some(after)) => Ok(after),
+        Ok(None) => Err("the key vanished after the write".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
     match result {
         Ok(after) if crate::kernel::same_value(&after, &r.value) => Event::new(
             Priority::Notice,

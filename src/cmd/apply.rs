@@ -468,7 +468,7 @@ pub fn apply(
             Step::Write(d) if dry_run => row.outcome = Outcome::WouldChange(d),
             Step::Write(d) => {
                 let note = row.note.take();
-                row = write_and_verify(root, t, before, d);
+                row = write_and_verify(root, host.root_user, t, before, d);
                 row.note = row.note.or(note);
             }
         }
@@ -755,7 +755,7 @@ pub const CTNETLINK_MODULE: &str = "nf_conntrack_netlink";
 /// sees its own namespace, which at boot is nearly empty anyway.
 fn entries_in_use(host: &Host) -> Option<u64> {
     let own = kernel_u64(&host.root, KEY_COUNT);
-    if !(host.kernel_access && nix::unistd::geteuid().is_root()) {
+    if !(host.kernel_access && host.root_user) {
         return own;
     }
     let found = crate::netns::scan(&host.root);
@@ -805,6 +805,7 @@ pub fn decide(t: &KernelTarget, before: Option<&str>, in_use: Option<u64>) -> St
 
 fn write_and_verify(
     root: &SysRoot,
+    root_user: bool,
     t: &KernelTarget,
     before: Option<String>,
     direction: Direction,
@@ -828,7 +829,7 @@ fn write_and_verify(
     }
     if let Err(e) = written {
         row.outcome = Outcome::Failed {
-            reason: write_reason(&e),
+            reason: write_reason(&e, root_user),
             errno: e.errno(),
         };
         row.after = read_current(root, &t.key).ok().flatten();
@@ -866,13 +867,13 @@ fn write_and_verify(
     row
 }
 
-fn write_reason(e: &PathError) -> String {
+fn write_reason(e: &PathError, root_user: bool) -> String {
     match e.errno() {
         Some(nix::libc::EROFS) => format!(
             "{e}: /proc/sys is read-only here; inside a container? run `conntrack-guard apply` on the host"
         ),
         Some(nix::libc::EACCES) | Some(nix::libc::EPERM) => {
-            let who = if nix::unistd::geteuid().is_root() {
+            let who = if root_user {
                 "as root: in a child network namespace this key is read-only, or CAP_NET_ADMIN is missing"
             } else {
                 "not running as root: needs root with CAP_NET_ADMIN"

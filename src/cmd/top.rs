@@ -298,7 +298,12 @@ pub fn run(host: &Host, config_path: Option<&Path>, o: &Options) -> i32 {
     if o.netns.as_deref() == Some(Path::new("all")) {
         return run_all(root, o, cfg.watch.warn_percent);
     }
-    let c = match triage::collect(root, o.netns.as_deref(), o.timeout, o.prefix4, o.prefix6) {
+    let read = if host.kernel_access {
+        triage::collect(root, o.netns.as_deref(), o.timeout, o.prefix4, o.prefix6)
+    } else {
+        Err(triage::ReadError::NotHost)
+    };
+    let c = match read {
         Ok(c) => c,
         Err(e) => {
             eprintln!("conntrack-guard top: {e}");

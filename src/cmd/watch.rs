@@ -46,7 +46,7 @@ use crate::report::ids;
 use crate::report::metrics::{self, Textfile};
 use crate::report::notify::{Notifier, NotifyState};
 use crate::state::grown::{self, Remembered};
-use crate::sysroot::DEFAULT_CONFIG;
+use crate::sysroot::{PathError, DEFAULT_CONFIG};
 use crate::system::writers;
 use crate::triage;
 
@@ -289,11 +289,7 @@ impl Watcher<'_> {
             .map_or(true, |t| now.duration_since(t) >= w.triage_every);
         if w.triage && self.host.kernel_access && self.triage.is_none() && due {
             self.last_triage = Some(now);
-            self.triage = Some(triage::Triage::start(
-                self.host.root.clone(),
-                None,
-                TRIAGE_TIMEOUT,
-            ));
+            self.triage = Some(triage::Triage::start(self.host, None, TRIAGE_TIMEOUT));
         }
     }
 
@@ -462,15 +458,10 @@ impl Watcher<'_> {
     }
 
     /// `[watch] restore`: write the configured value back and read it.
-    fn write_back(&self, r: &restore::Restore) -> Result<String, String> {
+    fn write_back(&self, r: &restore::Restore) -> Result<Option<String>, PathError> {
         let root = &self.host.root;
-        root.write_sysctl(&r.key, &r.value)
-            .map_err(|e| e.to_string())?;
-        match crate::kernel::read_current(root, &r.key) {
-            Ok(Some(v)) => Ok(v),
-            Ok(None) => Err("the key vanished after the write".into()),
-            Err(e) => Err(e.to_string()),
-        }
+        root.write_sysctl(&r.key, &r.value)?;
+        crate::kernel::read_current(root, &r.key)
     }
 
     /// Drift events say who else writes the key, where that can be known
@@ -570,15 +561,12 @@ impl Watcher<'_> {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         let (conntrack, softnet) = (self.state.conntrack_totals(), self.state.backlog_totals());
+        let counters = obs.counters.as_ref().and_then(|r| r.as_ref().ok());
         let text = metrics::render(&metrics::Snapshot {
             fill,
             level: self.state.level(),
-            conntrack: if obs.counters.is_ok() {
-                &conntrack
-            } else {
-                &[]
-            },
-            counters_source: obs.counters_source,
+            conntrack: if counters.is_some() { &conntrack } else { &[] },
+            counters_source: counters.map(|r| r.source),
             udp: obs.udp.as_ref().ok(),
             softnet: if obs.softnet.is_ok() { &softnet } else { &[] },
             drift: self.state.drifted() > 0,

@@ -85,12 +85,9 @@ pub fn last_per_netns<'a>(records: impl IntoIterator<Item = &'a str>) -> Vec<Tab
 pub const MAX_RECORDS: usize = 200_000;
 
 /// Read the whole kernel ring buffer once, without blocking, and return
-/// the last "table full" line per namespace. Only on the real root: under
-/// a test root there is no kernel to ask.
+/// the last "table full" line per namespace. For the real machine only
+/// (`Host::kernel_access`): a test root has no kernel log to ask.
 pub fn read_table_full(root: &SysRoot) -> Result<Vec<TableFull>, PathError> {
-    if !root.is_host() {
-        return Ok(Vec::new());
-    }
     let path = root.path(KMSG);
     let err = |source| PathError {
         path: path.clone(),

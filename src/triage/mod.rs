@@ -79,7 +79,8 @@ pub struct Collected {
 
 /// Read and group the table of `netns` (or the caller's namespace), within
 /// `timeout`. The sysctls are read on the same thread as the dump, so they
-/// come from the same namespace.
+/// come from the same namespace. The real kernel only: callers ask
+/// `Host::kernel_access` first.
 pub fn collect(
     root: &SysRoot,
     netns: Option<&Path>,
@@ -87,9 +88,6 @@ pub fn collect(
     prefix4: u8,
     prefix6: u8,
 ) -> Result<Collected, ReadError> {
-    if !root.is_host() {
-        return Err(ReadError::NotHost);
-    }
     let work = || -> Result<Collected, ReadError> {
         let mut agg = Aggregator::new(prefix4, prefix6, GROUP_CAP);
         let count_before = kernel_u64(root, KEY_COUNT);
@@ -211,13 +209,18 @@ pub struct Triage {
 impl Triage {
     /// Start a triage of `netns` (or the watchdog's own namespace) bounded
     /// by `timeout`. The thread ends on its own when the dump does.
-    pub fn start(root: SysRoot, netns: Option<PathBuf>, timeout: Duration) -> Triage {
+    pub fn start(host: &crate::host::Host, netns: Option<PathBuf>, timeout: Duration) -> Triage {
+        let (root, kernel) = (host.root.clone(), host.kernel_access);
         let (tx, rx) = mpsc::channel();
         // A thread that cannot start drops `tx`, and poll reports Lost.
         let _ = std::thread::Builder::new()
             .name("ctg-triage".into())
             .spawn(move || {
-                let r = collect(&root, netns.as_deref(), timeout, 24, 64);
+                let r = if kernel {
+                    collect(&root, netns.as_deref(), timeout, 24, 64)
+                } else {
+                    Err(ReadError::NotHost)
+                };
                 let _ = tx.send(r.map(|c| c.summary()));
             });
         Triage { rx, done: false }
@@ -293,7 +296,11 @@ pub(crate) mod tests {
 
     #[test]
     fn triage_under_a_test_root_reports_not_host() {
-        let mut t = Triage::start(SysRoot::at("/nonexistent"), None, Duration::from_secs(1));
+        let mut t = Triage::start(
+            &crate::host::Host::at(SysRoot::at("/nonexistent")),
+            None,
+            Duration::from_secs(1),
+        );
         let t0 = Instant::now();
         let r = loop {
             if let Some(r) = t.poll() {

@@ -33,10 +33,11 @@ use crate::assess::{FillReading, Level, Setting, Thresholds, BACKLOG, CONNTRACK,
 use crate::config::{self, fmt_duration};
 use crate::host::Host;
 use crate::kernel::ctstats::CounterSource;
-use crate::kernel::ctstats::{CtCounter, CtTable};
+use crate::kernel::ctstats::{CtCounter, CtReading, CtTable, CtUnavailable};
 use crate::kernel::percpu::{CounterSet, DeltaTracker, HOT_CPU_SHARE};
-use crate::kernel::snmp::UdpStats;
-use crate::kernel::softnet::{SoftnetCounter, SoftnetTable};
+use crate::kernel::snmp::{read_udp, SnmpError, UdpStats};
+use crate::kernel::softnet::{read_softnet, SoftnetCounter, SoftnetError, SoftnetTable};
+use crate::kernel::FileError;
 use crate::observe;
 use crate::report::output;
 use crate::report::table::human_bytes;
@@ -213,10 +214,11 @@ impl From<&Remembered> for GrownRow {
 }
 
 /// What was read, as values: the input of [`judge`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Readings {
-    /// Configuration, or its error text.
-    pub config: Result<(Thresholds, String), String>,
+    /// Configuration (its thresholds and where it came from), or why it
+    /// could not be loaded.
+    pub config: Result<(Thresholds, String), config::ConfigError>,
     /// The (last) fill reading.
     pub fill: FillReading,
     /// Counters at the start of the window.
@@ -233,25 +235,25 @@ pub struct Readings {
     pub grow: Option<GrowReport>,
 }
 
-/// The counters of the three drop points at one moment.
-#[derive(Debug, Clone)]
+/// The counters of the three drop points at one moment, as the readers
+/// returned them.
+#[derive(Debug)]
 pub struct Counts {
     /// Conntrack statistics and their source.
-    pub conntrack: Result<(CtTable, CounterSource), String>,
+    pub conntrack: Result<CtReading, CtUnavailable>,
     /// The UDP MIB of this namespace.
-    pub udp: Result<UdpStats, String>,
+    pub udp: Result<UdpStats, FileError<SnmpError>>,
     /// The backlog statistics.
-    pub softnet: Result<SoftnetTable, String>,
+    pub softnet: Result<SoftnetTable, FileError<SoftnetError>>,
 }
 
 impl Counts {
     /// Read them now.
     pub fn read(host: &Host) -> Self {
-        let (ct, src) = observe::conntrack_counters(host);
         Counts {
-            conntrack: ct.and_then(|t| src.map(|s| (t, s)).ok_or_else(|| "no source".into())),
-            udp: observe::udp(host),
-            softnet: observe::softnet(host),
+            conntrack: observe::conntrack_counters(host),
+            udp: read_udp(&host.root),
+            softnet: read_softnet(&host.root),
         }
     }
 }
@@ -276,10 +278,10 @@ fn tally_map(t: &Tally, sig: &Signal) -> BTreeMap<&'static str, u64> {
 /// either reading failed).
 fn window_tallies(a: &Counts, b: &Counts) -> [Option<Tally>; 3] {
     let ct = match (&a.conntrack, &b.conntrack) {
-        (Ok((x, _)), Ok((y, _))) => {
+        (Ok(x), Ok(y)) => {
             let mut d = DeltaTracker::<CtCounter>::new();
-            d.step(x);
-            Some(tally::conntrack(&d.step(y)))
+            d.step(&x.table);
+            Some(tally::conntrack(&d.step(&y.table)))
         }
         _ => None,
     };
@@ -317,7 +319,7 @@ pub fn judge(r: &Readings) -> Report {
     let fill = judge_fill(&r.fill, thresholds, &mut problems);
     let last = r.after.as_ref().unwrap_or(&r.before);
     let (counters, counters_source) = match &last.conntrack {
-        Ok((t, src)) => (Some(ct_totals(t)), Some(*src)),
+        Ok(r) => (Some(ct_totals(&r.table)), Some(r.source)),
         Err(_) => (None, None),
     };
     judge_counter_reads(r, module_loaded, &mut problems);
@@ -843,9 +845,7 @@ pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readin
     };
     Readings {
         grow,
-        config: cfg
-            .map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name()))
-            .map_err(|e| e.to_string()),
+        config: cfg.map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name())),
         fill,
         before,
         after,
@@ -944,6 +944,16 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::netlink::NetlinkError;
+    use crate::kernel::sysctl::SysctlError;
+
+    /// Neither counter source answered.
+    fn no_counters() -> CtUnavailable {
+        CtUnavailable {
+            netlink: NetlinkError::NotUsed,
+            procfs: FileError::Absent("/test/stat".into()),
+        }
+    }
 
     fn thresholds() -> Thresholds {
         Thresholds::new(&config::Config::default().watch, Duration::from_secs(5))
@@ -958,9 +968,13 @@ mod tests {
             row.set(CtCounter::InsertFailed, 0);
         }
         Counts {
-            conntrack: Ok((t, CounterSource::Procfs)),
-            udp: Err("not in this test".into()),
-            softnet: Err("not in this test".into()),
+            conntrack: Ok(CtReading {
+                table: t,
+                source: CounterSource::Procfs,
+                netlink_error: None,
+            }),
+            udp: Err(FileError::Absent("/test/snmp".into())),
+            softnet: Err(FileError::Absent("/test/softnet_stat".into())),
         }
     }
 
@@ -1006,25 +1020,31 @@ mod tests {
     fn unknowns() {
         let mut r = readings(100, 0);
         assert_eq!(judge(&r).exit_code, 3);
-        r.fill = FillReading::Gone("absent".into());
+        r.fill = FillReading::Gone(SysctlError::Absent("/test/count".into()));
         let rep = judge(&r);
         assert_eq!(rep.exit_code, 3);
         assert!(!rep.module_loaded);
         let mut r = readings(100, 1000);
-        r.before.conntrack = Err("garbage".into());
+        r.before.conntrack = Err(no_counters());
         r.after = None;
         assert_eq!(judge(&r).exit_code, 3);
         let mut r = readings(100, 1000);
-        r.config = Err("bad".into());
+        r.config = Err(config::ConfigError {
+            file: "/test/c.toml".into(),
+            line: None,
+            key: None,
+            message: "bad".into(),
+            source: None,
+        });
         let rep = judge(&r);
         assert_eq!(rep.exit_code, 3);
         assert!(rep.problems[0].message.contains("invalid configuration"));
         // Critical beats unknown; unknown beats warning.
         let mut r = readings(990, 1000);
-        r.before.conntrack = Err("garbage".into());
+        r.before.conntrack = Err(no_counters());
         assert_eq!(judge(&r).exit_code, 2);
         let mut r = readings(850, 1000);
-        r.before.conntrack = Err("garbage".into());
+        r.before.conntrack = Err(no_counters());
         assert_eq!(judge(&r).exit_code, 3);
     }
 
