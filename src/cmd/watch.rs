@@ -164,9 +164,6 @@ struct Watcher<'a> {
     grower: Grower,
 }
 
-/// The drop-in that grants what `namespaces = "all"` needs, as installed.
-pub const ALLNS_DROPIN: &str = "/usr/share/conntrack-guard/conntrack-guard-allns.conf";
-
 /// A writer search on its own thread and the events waiting for it.
 struct HintJob {
     rx: mpsc::Receiver<Vec<String>>,
@@ -400,13 +397,14 @@ impl Watcher<'_> {
                 format!(
                     "[watch] namespaces = \"all\" is set, but this process cannot enter other \
                      network namespaces: it lacks {cap}; only the host's table is watched. \
-                     {ALLNS_DROPIN} grants it: install it as \
+                     {dropin} grants it: install it as \
                      /etc/systemd/system/conntrack-guard.service.d/allns.conf, then \
-                     systemctl daemon-reload && systemctl restart conntrack-guard"
+                     systemctl daemon-reload && systemctl restart conntrack-guard",
+                    dropin = netns::ALLNS_DROPIN
                 ),
             )
             .field("CONNTRACK_MISSING_CAPABILITY", cap)
-            .field("CONNTRACK_DROPIN", ALLNS_DROPIN),
+            .field("CONNTRACK_DROPIN", netns::ALLNS_DROPIN),
         )
     }
 
