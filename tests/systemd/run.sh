@@ -207,6 +207,12 @@ if [ -e /usr/sbin/policy-rc.d ]; then
     echo "removing /usr/sbin/policy-rc.d from the test root" >/ctg/policy-rc.d.note
     rm -f /usr/sbin/policy-rc.d
 fi
+# A fresh machine has no state of ours. What a test on this host left (an
+# apply or watch run as root creates /var/lib/conntrack-guard as a plain
+# directory) would make systemd migrate it into /var/lib/private for
+# DynamicUser=, a rename overlayfs refuses (EXDEV): the units then fail
+# with 238/STATE_DIRECTORY, which a real host would not.
+rm -rf /var/lib/conntrack-guard /var/lib/private/conntrack-guard /run/conntrack-guard /run/private/conntrack-guard
 dpkg -i /ctg/conntrack-guard.deb >/ctg/dpkg-install.log 2>&1
 echo \$? >/ctg/dpkg-install.rc
 # The administrator edits the conffile after installing.
