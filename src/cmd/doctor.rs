@@ -14,7 +14,7 @@ use crate::host::Host;
 use crate::report::output;
 use crate::sysroot::SysRoot;
 use crate::system::ruleset::{self, CommandRuleset, FileRuleset, RulesetSource};
-use crate::system::writers::{self, KubeProxyConntrack, WriterKind};
+use crate::system::writers::{self, KubeProxyConntrack, WriterKind, UNIT_DIRS};
 
 /// How bad a finding is: the monitoring-plugin verdict of `status`,
 /// written in lower case in doctor's JSON.
@@ -525,14 +525,6 @@ fn install_finding(args: &[String], at: &str) -> Option<Finding> {
 
 // ---------------------------------------------------------------------
 
-/// Where systemd looks for system units, in precedence order.
-pub const UNIT_DIRS: &[&str] = &[
-    "etc/systemd/system",
-    "run/systemd/system",
-    "usr/local/lib/systemd/system",
-    "usr/lib/systemd/system",
-    "lib/systemd/system",
-];
 /// The boot unit.
 pub const APPLY_UNIT: &str = "conntrack-guard-apply.service";
 /// Container runtimes that must start after the apply step.
