@@ -39,14 +39,6 @@ pub struct Rules {
     pub dnat: Vec<RuleRef>,
 }
 
-impl Rules {
-    /// Append another source's rules.
-    pub fn extend(&mut self, other: Rules) {
-        self.notrack.extend(other.notrack);
-        self.dnat.extend(other.dnat);
-    }
-}
-
 /// A NOTRACK rule that covers ports a DNAT rule needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {

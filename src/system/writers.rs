@@ -6,43 +6,28 @@
 //! in the kernel; `doctor` uses the same readers for its checks. Everything
 //! goes through [`SysRoot`]; the parsers take `&str` and never panic.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::config::{KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT, KEY_UDP_TIMEOUT_STREAM};
 use crate::state::applied::ApplyRun;
 use crate::sysroot::{PathError, SysRoot};
 
-/// The directories systemd-sysctl reads, in precedence order: a file in an
-/// earlier directory masks a file of the same name in a later one. `lib/`
-/// only matters on split-/usr systems; on merged /usr it repeats `usr/lib`
-/// and the masking drops the repeats.
-pub const SYSCTL_DIRS: &[&str] = &[
-    "etc/sysctl.d",
-    "run/sysctl.d",
-    "usr/local/lib/sysctl.d",
-    "usr/lib/sysctl.d",
-    "lib/sysctl.d",
-];
-/// `sysctl --system` (procps) reads this after the directories; Debian
-/// links it into systemd-sysctl's view as `/etc/sysctl.d/99-sysctl.conf`.
-pub const SYSCTL_CONF: &str = "etc/sysctl.conf";
 /// The kernel's old alias of `nf_conntrack_max` in the initial namespace:
 /// many guides still write this spelling.
-pub const KEY_MAX_ALIAS: &str = "net.nf_conntrack_max";
-/// Kernel defaults of the UDP timeouts (seconds), for the "reset to the
-/// default" hint.
-const DEFAULT_UDP: &str = "30";
-const DEFAULT_UDP_STREAM: &str = "120";
-/// kube-proxy's defaults (KubeProxyConntrackConfiguration).
-pub const KUBE_PROXY_MAX_PER_CORE: i64 = 32_768;
-/// See [`KUBE_PROXY_MAX_PER_CORE`].
-pub const KUBE_PROXY_MIN: i64 = 131_072;
-/// Symlink hops followed inside the root before giving up.
-const MAX_LINKS: usize = 8;
+const KEY_MAX_ALIAS: &str = "net.nf_conntrack_max";
 
 // ---------------------------------------------------------------------
 // Config directories (shared with doctor: sysctl.d, modprobe.d,
 // modules-load.d, unit drop-ins all use the same masking rule).
+
+/// The directories systemd-sysctl, kmod, systemd-modules-load and systemd
+/// read `name` (`sysctl.d`, `systemd/system`, ...) from, in precedence
+/// order: a file in an earlier directory masks a file of the same name in
+/// a later one. `lib/` only matters on split-/usr systems; on merged /usr
+/// it repeats `usr/lib` and the masking drops the repeats.
+pub fn config_dirs(name: &str) -> [String; 5] {
+    ["etc", "run", "usr/local/lib", "usr/lib", "lib"].map(|d| format!("{d}/{name}"))
+}
 
 /// One file of a `*.d` directory set, after masking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,35 +36,67 @@ pub struct ConfFile {
     pub name: String,
     /// Absolute path as the host sees it, e.g. `/etc/sysctl.d/90-k8s.conf`.
     pub path: String,
-    /// A link to `/dev/null` (or an empty link target): masks later files
-    /// of the same name and sets nothing.
+    /// A link to `/dev/null`: masks later files of the same name and sets
+    /// nothing.
     pub masked: bool,
 }
 
-/// The files ending in `suffix` across `dirs` (relative to the root), one
-/// per name, the earliest directory winning, sorted by name: the order in
-/// which systemd and kmod apply them.
-pub fn conf_files(root: &SysRoot, dirs: &[&str], suffix: &str) -> Vec<ConfFile> {
+/// The files ending in `suffix` across [`config_dirs`]`(name)`, one per
+/// name, the earliest directory winning, sorted by name: the order in which
+/// systemd and kmod apply them.
+pub fn conf_files(root: &SysRoot, name: &str, suffix: &str) -> Vec<ConfFile> {
     let mut out: Vec<ConfFile> = Vec::new();
-    for dir in dirs {
-        for name in list_dir(root, dir) {
-            if !name.ends_with(suffix) || name.starts_with('.') {
-                continue;
+    for dir in config_dirs(name) {
+        for name in list_dir(root, &dir) {
+            if name.ends_with(suffix)
+                && !name.starts_with('.')
+                && !out.iter().any(|f| f.name == name)
+            {
+                let path = format!("/{dir}/{name}");
+                let masked = is_null_link(root, &path);
+                out.push(ConfFile { name, path, masked });
             }
-            if out.iter().any(|f| f.name == name) {
-                continue;
-            }
-            let rel = format!("{dir}/{name}");
-            let masked = link_target(root, &rel).is_some_and(|t| t == Path::new("/dev/null"));
-            out.push(ConfFile {
-                path: format!("/{rel}"),
-                name,
-                masked,
-            });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// [`conf_files`] ending in `.conf`, then the older single file `legacy`
+/// (`etc/sysctl.conf`, Debian's `etc/modules`), which is read after them
+/// unless one of them is a link that `links_to_it`.
+pub fn conf_files_and(
+    root: &SysRoot,
+    name: &str,
+    legacy: &str,
+    links_to_it: fn(&Path) -> bool,
+) -> Vec<ConfFile> {
+    let mut files = conf_files(root, name, ".conf");
+    let linked = files
+        .iter()
+        .any(|f| read_link(root, &f.path).is_some_and(|t| links_to_it(&t)));
+    if !linked && exists_nofollow(root, legacy) {
+        let name = legacy.rsplit('/').next().unwrap_or(legacy).into();
+        let path = format!("/{legacy}");
+        files.push(ConfFile {
+            name,
+            path,
+            masked: false,
+        });
+    }
+    files
+}
+
+/// The text of each file that is not masked, in order, or the error that
+/// reading it gave; absent files are left out.
+pub fn read_confs<'a>(
+    root: &'a SysRoot,
+    files: &'a [ConfFile],
+) -> impl Iterator<Item = (&'a str, Result<String, PathError>)> + 'a {
+    files
+        .iter()
+        .filter(|f| !f.masked)
+        .filter_map(|f| Some((f.path.as_str(), read_conf(root, &f.path).transpose()?)))
 }
 
 /// Names in a directory under the root; empty when it is absent or
@@ -87,8 +104,7 @@ pub fn conf_files(root: &SysRoot, dirs: &[&str], suffix: &str) -> Vec<ConfFile> 
 pub fn list_dir(root: &SysRoot, rel: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(root.path(rel))
         .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
+            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
                 .collect()
         })
         .unwrap_or_default();
@@ -96,8 +112,18 @@ pub fn list_dir(root: &SysRoot, rel: &str) -> Vec<String> {
     names
 }
 
-fn link_target(root: &SysRoot, rel: &str) -> Option<PathBuf> {
+/// A file under the root, `None` when absent or unreadable.
+pub fn read_opt(root: &SysRoot, rel: &str) -> Option<String> {
+    root.read_opt(rel).ok().flatten()
+}
+
+fn read_link(root: &SysRoot, rel: &str) -> Option<PathBuf> {
     std::fs::read_link(root.path(rel)).ok()
+}
+
+/// Whether `rel` is a link to `/dev/null` (a masked file or unit).
+pub fn is_null_link(root: &SysRoot, rel: &str) -> bool {
+    read_link(root, rel).is_some_and(|t| t == Path::new("/dev/null"))
 }
 
 /// Whether a path exists under the root as anything, a dangling symlink
@@ -111,7 +137,8 @@ pub fn exists_nofollow(root: &SysRoot, rel: &str) -> bool {
 /// host would see it). `Ok(None)` when absent or masked.
 pub fn read_conf(root: &SysRoot, rel: &str) -> Result<Option<String>, PathError> {
     let mut rel = PathBuf::from(rel.trim_start_matches('/'));
-    for _ in 0..MAX_LINKS {
+    // Symlink hops followed inside the root before giving up.
+    for _ in 0..8 {
         let full = root.path(&rel.to_string_lossy());
         match std::fs::symlink_metadata(&full) {
             Ok(m) if m.file_type().is_symlink() => {
@@ -144,10 +171,8 @@ fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::Normal(s) => out.push(s),
+            Component::ParentDir => drop(out.pop()),
+            Component::Normal(s) => out.push(s),
             _ => {}
         }
     }
@@ -172,37 +197,27 @@ pub struct SysctlLine {
 
 /// Parse a sysctl.d file. Comments start with `#` or `;`; lines without
 /// `=` (glob exclusions) set nothing and are skipped.
-pub fn parse_sysctl_conf(text: &str) -> Vec<SysctlLine> {
-    let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let l = raw.trim();
-        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
-            continue;
-        }
-        let Some((k, v)) = l.split_once('=') else {
-            continue;
-        };
-        let k = k.trim();
-        let (ignore_errors, k) = match k.strip_prefix('-') {
-            Some(rest) => (true, rest.trim()),
-            None => (false, k),
-        };
-        if k.is_empty() {
-            continue;
-        }
-        out.push(SysctlLine {
-            line: i + 1,
-            key: normalize_sysctl_key(k),
-            value: v.trim().to_string(),
-            ignore_errors,
-        });
-    }
-    out
+fn parse_sysctl_conf(text: &str) -> Vec<SysctlLine> {
+    let lines = text.lines().enumerate();
+    lines
+        .filter_map(|(i, raw)| {
+            let l = raw.trim();
+            let (k, v) = l.split_once('=').filter(|_| !l.starts_with(['#', ';']))?;
+            let k = k.trim();
+            let (ignore_errors, k) = k.strip_prefix('-').map_or((false, k), |k| (true, k.trim()));
+            (!k.is_empty()).then(|| SysctlLine {
+                line: i + 1,
+                key: normalize_sysctl_key(k),
+                value: v.trim().to_string(),
+                ignore_errors,
+            })
+        })
+        .collect()
 }
 
 /// sysctl.d(5): if the first separator is a slash, the key is a path and
 /// dots are part of names; otherwise dots separate. Returns dotted form.
-pub fn normalize_sysctl_key(k: &str) -> String {
+fn normalize_sysctl_key(k: &str) -> String {
     match k.find(['.', '/']) {
         Some(i) if k.as_bytes()[i] == b'/' => k
             .chars()
@@ -218,17 +233,14 @@ pub fn normalize_sysctl_key(k: &str) -> String {
 
 /// Whether a sysctl.d key (maybe a glob) names `key`, including the
 /// kernel's alias of nf_conntrack_max.
-pub fn sysctl_key_matches(pattern: &str, key: &str) -> bool {
-    let names: &[&str] = if key == KEY_MAX || key == KEY_MAX_ALIAS {
-        &[KEY_MAX, KEY_MAX_ALIAS]
-    } else {
-        &[key]
-    };
+fn sysctl_key_matches(pattern: &str, key: &str) -> bool {
+    let max = [KEY_MAX, KEY_MAX_ALIAS];
+    let names: &[&str] = if max.contains(&key) { &max } else { &[key] };
     names.iter().any(|k| glob_match(pattern, k))
 }
 
 /// fnmatch(3) with `*` and `?` (systemd-sysctl's globs), no classes.
-pub fn glob_match(pattern: &str, s: &str) -> bool {
+fn glob_match(pattern: &str, s: &str) -> bool {
     let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
     let (mut pi, mut si) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
@@ -272,51 +284,38 @@ impl SysctlSetting {
     }
 }
 
-/// The sysctl.d files in the order they are applied, with `/etc/sysctl.conf`
-/// last unless a sysctl.d entry already links to it.
-pub fn sysctl_files(root: &SysRoot) -> Vec<ConfFile> {
-    let mut files = conf_files(root, SYSCTL_DIRS, ".conf");
-    let linked = files.iter().any(|f| {
-        link_target(root, &f.path)
-            .is_some_and(|t| t == Path::new("/etc/sysctl.conf") || t == Path::new("../sysctl.conf"))
-    });
-    if !linked && exists_nofollow(root, SYSCTL_CONF) {
-        files.push(ConfFile {
-            name: "sysctl.conf".into(),
-            path: format!("/{SYSCTL_CONF}"),
-            masked: false,
-        });
-    }
-    files
-}
-
 /// Every assignment of `key` across the sysctl configuration, in the order
 /// applied. The last explicit one wins; a glob only wins when no explicit
 /// line names the key (systemd-sysctl's rule). Unreadable files are
 /// returned as errors beside the settings.
 pub fn sysctl_settings(root: &SysRoot, key: &str) -> (Vec<SysctlSetting>, Vec<PathError>) {
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
+    let (mut out, mut errors) = (Vec::new(), Vec::new());
     let mut winner: Option<(bool, usize)> = None;
-    for f in sysctl_files(root).iter().filter(|f| !f.masked) {
-        let text = match read_conf(root, &f.path) {
-            Ok(Some(t)) => t,
-            Ok(None) => continue,
+    // `sysctl --system` (procps) reads /etc/sysctl.conf after the
+    // directories; Debian links it into systemd-sysctl's view as
+    // /etc/sysctl.d/99-sysctl.conf.
+    let to_conf = |t: &Path| t == Path::new("/etc/sysctl.conf") || t == Path::new("../sysctl.conf");
+    for (file, text) in read_confs(
+        root,
+        &conf_files_and(root, "sysctl.d", "etc/sysctl.conf", to_conf),
+    ) {
+        let text = match text {
+            Ok(t) => t,
             Err(e) => {
                 errors.push(e);
                 continue;
             }
         };
-        for l in parse_sysctl_conf(&text) {
-            if !sysctl_key_matches(&l.key, key) {
-                continue;
-            }
+        for l in parse_sysctl_conf(&text)
+            .into_iter()
+            .filter(|l| sysctl_key_matches(&l.key, key))
+        {
             let explicit = !l.key.contains(['*', '?']);
             if winner.map_or(true, |(we, _)| explicit || !we) {
                 winner = Some((explicit, out.len()));
             }
             out.push(SysctlSetting {
-                file: f.path.clone(),
+                file: file.to_string(),
                 line: l.line,
                 written_key: l.key,
                 value: l.value,
@@ -333,15 +332,6 @@ pub fn sysctl_settings(root: &SysRoot, key: &str) -> (Vec<SysctlSetting>, Vec<Pa
 // ---------------------------------------------------------------------
 // modprobe.d (the hashsize option also sets the bucket count)
 
-/// The directories kmod reads modprobe.d files from, in precedence order.
-pub const MODPROBE_DIRS: &[&str] = &[
-    "etc/modprobe.d",
-    "run/modprobe.d",
-    "usr/local/lib/modprobe.d",
-    "usr/lib/modprobe.d",
-    "lib/modprobe.d",
-];
-
 /// One `options`, `install`, `blacklist` or other command of a modprobe.d
 /// file, with continuation lines joined.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,71 +347,53 @@ pub struct ModprobeLine {
 }
 
 /// Parse a modprobe.d file (comments `#`, trailing `\` continues a line).
-pub fn parse_modprobe_conf(text: &str) -> Vec<ModprobeLine> {
+fn parse_modprobe_conf(text: &str) -> Vec<ModprobeLine> {
     let mut out = Vec::new();
-    let mut pending: Option<(usize, String)> = None;
+    let (mut start, mut acc) = (0, String::new());
     for (i, raw) in text.lines().enumerate() {
-        let (start, mut acc) = pending.take().unwrap_or((i + 1, String::new()));
-        if let Some(cont) = raw.strip_suffix('\\') {
-            acc.push_str(cont);
-            acc.push(' ');
-            pending = Some((start, acc));
-            continue;
+        if acc.is_empty() {
+            start = i + 1;
         }
-        acc.push_str(raw);
-        push_modprobe(&mut out, start, &acc);
+        match raw.strip_suffix('\\') {
+            Some(cont) => acc.extend([cont, " "]),
+            None => {
+                acc.push_str(raw);
+                out.extend(modprobe_line(start, &std::mem::take(&mut acc)));
+            }
+        }
     }
-    if let Some((start, acc)) = pending {
-        push_modprobe(&mut out, start, &acc);
-    }
+    out.extend(modprobe_line(start, &acc));
     out
 }
 
-fn push_modprobe(out: &mut Vec<ModprobeLine>, line: usize, text: &str) {
-    let t = text.trim();
-    if t.is_empty() || t.starts_with('#') {
-        return;
-    }
-    let mut words = t.split_whitespace();
-    let (Some(cmd), Some(module)) = (words.next(), words.next()) else {
-        return;
-    };
-    out.push(ModprobeLine {
+fn modprobe_line(line: usize, text: &str) -> Option<ModprobeLine> {
+    let mut words = text.split_whitespace();
+    let command = words.next().filter(|c| !c.starts_with('#'))?.to_string();
+    let module = words.next()?.replace('-', "_");
+    let args = words.map(String::from).collect();
+    Some(ModprobeLine {
         line,
-        command: cmd.to_string(),
-        module: module.replace('-', "_"),
-        args: words.map(String::from).collect(),
-    });
+        command,
+        module,
+        args,
+    })
 }
 
-/// A modprobe.d line about nf_conntrack, located.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModprobeSetting {
-    /// File (host path).
-    pub file: String,
-    /// The parsed line.
-    pub line: ModprobeLine,
-}
-
-/// Every modprobe.d command naming `module`, in the order kmod reads them.
-pub fn modprobe_lines(root: &SysRoot, module: &str) -> (Vec<ModprobeSetting>, Vec<PathError>) {
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for f in conf_files(root, MODPROBE_DIRS, ".conf")
-        .iter()
-        .filter(|f| !f.masked)
-    {
-        match read_conf(root, &f.path) {
-            Ok(Some(t)) => out.extend(
+/// Every modprobe.d command naming `module`, in the order kmod reads them,
+/// with its file (host path).
+pub fn modprobe_lines(
+    root: &SysRoot,
+    module: &str,
+) -> (Vec<(String, ModprobeLine)>, Vec<PathError>) {
+    let (mut out, mut errors) = (Vec::new(), Vec::new());
+    for (file, text) in read_confs(root, &conf_files(root, "modprobe.d", ".conf")) {
+        match text {
+            Ok(t) => out.extend(
                 parse_modprobe_conf(&t)
                     .into_iter()
                     .filter(|l| l.module == module)
-                    .map(|line| ModprobeSetting {
-                        file: f.path.clone(),
-                        line,
-                    }),
+                    .map(|l| (file.to_string(), l)),
             ),
-            Ok(None) => {}
             Err(e) => errors.push(e),
         }
     }
@@ -432,8 +404,7 @@ pub fn modprobe_lines(root: &SysRoot, module: &str) -> (Vec<ModprobeSetting>, Ve
 // Processes
 
 /// A known foreign writer that can run on the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriterKind {
     /// kube-proxy: sets nf_conntrack_max (and hashsize) at start unless
     /// `conntrack.maxPerCore: 0`; the UDP timeouts when configured.
@@ -456,27 +427,24 @@ impl WriterKind {
     }
 
     /// Recognize a process by its comm (max 15 bytes) or argv[0].
-    pub fn from_process(comm: &str, argv0: &str) -> Option<Self> {
+    fn from_process(comm: &str, argv0: &str) -> Option<Self> {
         let base = argv0.rsplit('/').next().unwrap_or("");
         let is = |n: &str| comm == n || base == n;
         if is("kube-proxy") {
             Some(WriterKind::KubeProxy)
-        } else if comm == "k3s" || comm.starts_with("k3s-") || base == "k3s" {
+        } else if is("k3s") || comm.starts_with("k3s-") {
             Some(WriterKind::K3s)
-        } else if is("calico-node") {
-            Some(WriterKind::CalicoNode)
         } else {
-            None
+            is("calico-node").then_some(WriterKind::CalicoNode)
         }
     }
 }
 
 /// What kube-proxy (or k3s's embedded one) will write, as far as can be
-/// read from its configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+/// read from its configuration. `None` means the default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KubeProxyConntrack {
-    /// `conntrack.maxPerCore` (or `--conntrack-max-per-core`), with where
-    /// it was found; `None` means the default.
+    /// `conntrack.maxPerCore` (or `--conntrack-max-per-core`).
     pub max_per_core: Option<Found<i64>>,
     /// `conntrack.min`.
     pub min: Option<Found<i64>>,
@@ -487,12 +455,16 @@ pub struct KubeProxyConntrack {
 }
 
 /// A value and where it came from (`file:line` or `command line`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found<T> {
     /// The value.
     pub value: T,
     /// Where it was set.
     pub at: String,
+}
+
+fn val<T: Copy>(f: &Option<Found<T>>) -> Option<T> {
+    f.as_ref().map(|f| f.value)
 }
 
 /// The conntrack fields of a KubeProxyConfiguration, as (config key,
@@ -517,18 +489,24 @@ impl KubeProxyConntrack {
         }
     }
 
+    /// maxPerCore and min, kube-proxy's defaults
+    /// (KubeProxyConntrackConfiguration) where unset.
+    pub fn per_core_and_min(&self) -> (i64, i64) {
+        (
+            val(&self.max_per_core).unwrap_or(32_768),
+            val(&self.min).unwrap_or(131_072),
+        )
+    }
+
     /// The nf_conntrack_max it writes on `cpus` CPUs, or `None` when it
     /// leaves the key alone (maxPerCore 0): max(maxPerCore × CPUs, min).
     pub fn max_written(&self, cpus: u64) -> Option<u64> {
-        let per = self
-            .max_per_core
-            .as_ref()
-            .map_or(KUBE_PROXY_MAX_PER_CORE, |f| f.value);
-        if per <= 0 {
-            return None;
-        }
-        let min = self.min.as_ref().map_or(KUBE_PROXY_MIN, |f| f.value).max(0);
-        Some((per as u64).saturating_mul(cpus.max(1)).max(min as u64))
+        let (per, min) = self.per_core_and_min();
+        (per > 0).then(|| {
+            (per as u64)
+                .saturating_mul(cpus.max(1))
+                .max(min.max(0) as u64)
+        })
     }
 
     /// The value it writes to `key`, if it writes that key.
@@ -537,27 +515,22 @@ impl KubeProxyConntrack {
             KEY_MAX | KEY_MAX_ALIAS => self.max_written(cpus),
             // SetMax also raises hashsize to max/4 when it is smaller.
             KEY_BUCKETS => self.max_written(cpus).map(|m| m / 4),
-            KEY_UDP_TIMEOUT => self
-                .udp_timeout
-                .as_ref()
-                .map(|f| f.value)
-                .filter(|v| *v > 0),
-            KEY_UDP_TIMEOUT_STREAM => self
-                .udp_stream_timeout
-                .as_ref()
-                .map(|f| f.value)
-                .filter(|v| *v > 0),
+            KEY_UDP_TIMEOUT => val(&self.udp_timeout).filter(|v| *v > 0),
+            KEY_UDP_TIMEOUT_STREAM => val(&self.udp_stream_timeout).filter(|v| *v > 0),
             _ => None,
         }
     }
 
-    /// The setting that stops it from writing `key`.
-    pub fn stop_setting(key: &str) -> Option<&'static str> {
+    /// The setting that stops it from writing `key` (one it writes): the
+    /// config field, and the command-line flag.
+    pub fn stop_setting(key: &str) -> (&'static str, &'static str) {
         match key {
-            KEY_MAX | KEY_MAX_ALIAS | KEY_BUCKETS => Some("conntrack.maxPerCore: 0"),
-            KEY_UDP_TIMEOUT => Some("conntrack.udpTimeout: 0s"),
-            KEY_UDP_TIMEOUT_STREAM => Some("conntrack.udpStreamTimeout: 0s"),
-            _ => None,
+            KEY_UDP_TIMEOUT => ("conntrack.udpTimeout: 0s", "conntrack-udp-timeout=0s"),
+            KEY_UDP_TIMEOUT_STREAM => (
+                "conntrack.udpStreamTimeout: 0s",
+                "conntrack-udp-timeout-stream=0s",
+            ),
+            _ => ("conntrack.maxPerCore: 0", "conntrack-max-per-core=0"),
         }
     }
 }
@@ -566,7 +539,7 @@ impl KubeProxyConntrack {
 /// JSON, block or one-line flow style). Only the four fields we need;
 /// anything it does not understand is skipped. `file` names the source in
 /// [`Found::at`].
-pub fn parse_kube_proxy_config(text: &str, file: &str) -> KubeProxyConntrack {
+fn parse_kube_proxy_config(text: &str, file: &str) -> KubeProxyConntrack {
     let mut out = KubeProxyConntrack::default();
     let mut block: Option<usize> = None;
     for (i, raw) in text.lines().enumerate() {
@@ -574,35 +547,27 @@ pub fn parse_kube_proxy_config(text: &str, file: &str) -> KubeProxyConntrack {
         if line.trim().is_empty() {
             continue;
         }
+        let at = format!("{file}:{}", i + 1);
         let indent = line.len() - line.trim_start().len();
         let t = line.trim().trim_end_matches(',');
         if let Some(bi) = block {
-            if indent <= bi && !t.starts_with('}') {
-                block = None;
-            } else {
-                set_kp_field(&mut out, t, &format!("{file}:{}", i + 1));
+            if indent > bi || t.starts_with('}') {
+                set_kp_field(&mut out, t, &at);
                 continue;
             }
+            block = None;
         }
-        let Some((k, rest)) = t.split_once(':') else {
+        let Some((_, rest)) = t.split_once(':').filter(|(k, _)| unquote(k) == "conntrack") else {
             continue;
         };
-        if unquote(k) != "conntrack" {
-            continue;
-        }
         let rest = rest.trim();
         if let Some(flow) = rest.strip_prefix('{') {
             let flow = flow.trim_end_matches(',').trim_end();
-            let (inner, closed) = match flow.strip_suffix('}') {
-                Some(inner) => (inner, true),
-                None => (flow, false),
-            };
-            for item in inner.split(',') {
-                set_kp_field(&mut out, item, &format!("{file}:{}", i + 1));
+            let inner = flow.strip_suffix('}');
+            for item in inner.unwrap_or(flow).split(',') {
+                set_kp_field(&mut out, item, &at);
             }
-            if !closed {
-                block = Some(indent);
-            }
+            block = inner.is_none().then_some(indent);
         } else if rest.is_empty() {
             block = Some(indent);
         }
@@ -610,16 +575,15 @@ pub fn parse_kube_proxy_config(text: &str, file: &str) -> KubeProxyConntrack {
     out
 }
 
+/// A `#` starts a comment at line start or after whitespace (not inside
+/// quotes, which these numeric fields never need).
 fn strip_yaml_comment(l: &str) -> &str {
-    // A `#` starts a comment at line start or after whitespace (not inside
-    // quotes, which these numeric fields never need).
     let b = l.as_bytes();
-    for (i, c) in b.iter().enumerate() {
-        if *c == b'#' && (i == 0 || b[i - 1].is_ascii_whitespace()) {
-            return &l[..i];
-        }
+    let mut hashes = l.match_indices('#');
+    match hashes.find(|(i, _)| *i == 0 || b[i - 1].is_ascii_whitespace()) {
+        Some((i, _)) => &l[..i],
+        None => l,
     }
-    l
 }
 
 fn unquote(s: &str) -> &str {
@@ -642,16 +606,14 @@ fn set_kp_field(out: &mut KubeProxyConntrack, item: &str, at: &str) {
 
 /// A Go duration (`"1m30s"`, `"0s"`, `"250ms"`, `"0"`) in whole seconds
 /// (sub-second parts are truncated, as the sysctl takes seconds).
-pub fn parse_go_duration(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(0);
+fn parse_go_duration(s: &str) -> Option<u64> {
+    let mut rest = s.trim();
+    match rest {
+        "0" => return Some(0),
+        "" => return None,
+        _ => {}
     }
     let mut total = 0f64;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
     while !rest.is_empty() {
         let n = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -678,27 +640,27 @@ pub fn parse_go_duration(s: &str) -> Option<u64> {
 
 /// kube-proxy command-line flags that override (or, without `--config`,
 /// replace) the config file's conntrack fields, and the `--config` path.
-pub fn parse_kube_proxy_args(args: &[String]) -> (Option<String>, KubeProxyConntrack) {
+fn parse_kube_proxy_args(args: &[String]) -> (Option<String>, KubeProxyConntrack) {
     let mut config = None;
     let mut out = KubeProxyConntrack::default();
     let mut i = 0;
-    while i < args.len() {
-        let a = args[i].trim_start_matches('-');
+    while let Some(arg) = args.get(i) {
+        i += 1;
+        let a = arg.trim_start_matches('-');
         let (name, value) = match a.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (a, args.get(i + 1).cloned()),
+            Some((n, v)) => (n, Some(v)),
+            // `--flag value`: the value is the next argument.
+            None => (a, args.get(i).map(String::as_str)),
         };
-        let consumed = !a.contains('=');
         let field = KP_FIELDS.iter().position(|(_, flag)| *flag == name);
-        match (name, field, value) {
-            ("config", _, Some(v)) => config = Some(v),
-            (_, Some(f), Some(v)) => out.set(f, &v, "command line"),
-            _ => {
-                i += 1;
-                continue;
-            }
+        let Some(v) = value.filter(|_| name == "config" || field.is_some()) else {
+            continue;
+        };
+        match field {
+            Some(f) => out.set(f, v, "command line"),
+            None => config = Some(v.to_string()),
         }
-        i += if consumed { 2 } else { 1 };
+        i += usize::from(!a.contains('='));
     }
     (config, out)
 }
@@ -706,7 +668,7 @@ pub fn parse_kube_proxy_args(args: &[String]) -> (Option<String>, KubeProxyConnt
 /// k3s passes kube-proxy flags as `--kube-proxy-arg=NAME=VALUE`, on its
 /// command line or as `kube-proxy-arg:` items in its config.yaml. Returns
 /// the flags found in `text` (either form), in order.
-pub fn k3s_kube_proxy_args(text: &str) -> Vec<String> {
+fn k3s_kube_proxy_args(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for tok in text.split(|c: char| c.is_whitespace() || c == '\0' || c == ',' || c == '[') {
         let t = tok.trim_matches(|c| c == '"' || c == '\'' || c == ']');
@@ -722,7 +684,7 @@ pub fn k3s_kube_proxy_args(text: &str) -> Vec<String> {
 }
 
 /// A running process that is a known writer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriterProcess {
     /// Its pid.
     pub pid: u32,
@@ -741,7 +703,7 @@ pub struct WriterProcess {
 }
 
 /// The result of scanning the process list.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProcScan {
     /// Other processes are hidden from us (ProtectProc=invisible,
     /// hidepid=): absence of a writer proves nothing.
@@ -753,35 +715,22 @@ pub struct ProcScan {
     pub units: Vec<(String, String)>,
 }
 
-/// Units of programs known to write the conntrack keys.
-pub const WRITER_UNITS: &[&str] = &[
-    "kube-proxy.service",
-    "k3s.service",
-    "k3s-agent.service",
-    "calico-node.service",
-];
-
-/// Where systemd looks for system units, in precedence order.
-pub const UNIT_DIRS: &[&str] = &[
-    "etc/systemd/system",
-    "run/systemd/system",
-    "usr/local/lib/systemd/system",
-    "usr/lib/systemd/system",
-    "lib/systemd/system",
-];
-
-/// Unit files of known writers, in the directories systemd loads units from.
-pub fn writer_units(root: &SysRoot) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for unit in WRITER_UNITS {
-        if let Some(dir) = UNIT_DIRS
-            .iter()
-            .find(|d| root.exists(&format!("{d}/{unit}")))
-        {
-            out.push((unit.to_string(), format!("/{dir}/{unit}")));
-        }
-    }
-    out
+/// Unit files of programs known to write the conntrack keys, in the
+/// directories systemd loads units from.
+fn writer_units(root: &SysRoot) -> Vec<(String, String)> {
+    let units = [
+        "kube-proxy.service",
+        "k3s.service",
+        "k3s-agent.service",
+        "calico-node.service",
+    ];
+    let dirs = config_dirs("systemd/system");
+    let found = units
+        .iter()
+        .filter_map(|u| Some((u, dirs.iter().find(|d| root.exists(&format!("{d}/{u}")))?)));
+    found
+        .map(|(u, d)| (u.to_string(), format!("/{d}/{u}")))
+        .collect()
 }
 
 /// Scan `proc/*/comm` and `cmdline` for known writers.
@@ -793,47 +742,39 @@ pub fn scan_processes(root: &SysRoot) -> ProcScan {
     // PID 1 is always there on a host; not seeing it means we only see our
     // own processes.
     let hidden = !pids.contains(&1);
-    let host_cpus = root
-        .read_opt("sys/devices/system/cpu/online")
-        .ok()
-        .flatten()
+    let host_cpus = read_opt(root, "sys/devices/system/cpu/online")
         .and_then(|s| count_cpu_list(&s))
         .unwrap_or(1);
-    let writers = pids
-        .into_iter()
-        .filter_map(|pid| read_writer(root, pid, host_cpus))
-        .collect();
-    let units = if hidden {
-        writer_units(root)
-    } else {
-        Vec::new()
-    };
     ProcScan {
         hidden,
-        writers,
-        units,
+        writers: pids
+            .into_iter()
+            .filter_map(|pid| read_writer(root, pid, host_cpus))
+            .collect(),
+        units: if hidden {
+            writer_units(root)
+        } else {
+            Vec::new()
+        },
     }
 }
 
 /// Process `pid`, when it is a known writer: what it writes and where
 /// that comes from. Its CPUs are those it may run on, else `host_cpus`.
 fn read_writer(root: &SysRoot, pid: u32, host_cpus: u64) -> Option<WriterProcess> {
-    let read = |what: &str| root.read_opt(&format!("proc/{pid}/{what}")).ok().flatten();
-    let comm = read("comm").unwrap_or_default();
-    let cmdline = read("cmdline").unwrap_or_default();
+    let read = |what: &str| read_opt(root, &format!("proc/{pid}/{what}")).unwrap_or_default();
+    let comm = read("comm");
+    let cmdline = read("cmdline");
     let args: Vec<String> = cmdline
         .split('\0')
         .filter(|a| !a.is_empty())
         .map(String::from)
         .collect();
-    let argv0 = args.first().map(String::as_str).unwrap_or("");
-    let kind = WriterKind::from_process(comm.trim(), argv0)?;
+    let kind = WriterKind::from_process(comm.trim(), args.first().map_or("", String::as_str))?;
     let cpus = read("status")
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                .and_then(count_cpu_list)
-        })
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(count_cpu_list)
         .unwrap_or(host_cpus);
     let mut w = WriterProcess {
         pid,
@@ -852,7 +793,8 @@ fn read_writer(root: &SysRoot, pid: u32, host_cpus: u64) -> Option<WriterProcess
     Some(w)
 }
 
-/// kube-proxy's conntrack settings: its config file, then its flags.
+/// kube-proxy's conntrack settings: its config file, then its flags (a
+/// flag overrides the config file's field).
 fn read_kube_proxy(root: &SysRoot, args: &[String], w: &mut WriterProcess) {
     let (config, flags) = parse_kube_proxy_args(args.get(1..).unwrap_or(&[]));
     if let Some(path) = &config {
@@ -867,50 +809,38 @@ fn read_kube_proxy(root: &SysRoot, args: &[String], w: &mut WriterProcess) {
             w.config_read = true;
         }
     }
-    merge(&mut w.conntrack, flags);
+    let c = &mut w.conntrack;
+    c.max_per_core = flags.max_per_core.or(c.max_per_core.take());
+    c.min = flags.min.or(c.min.take());
+    c.udp_timeout = flags.udp_timeout.or(c.udp_timeout.take());
+    c.udp_stream_timeout = flags.udp_stream_timeout.or(c.udp_stream_timeout.take());
     w.config = config;
 }
 
 /// k3s's embedded kube-proxy: disabled, or the kube-proxy-arg settings of
 /// its command line and config file.
 fn read_k3s(root: &SysRoot, args: &[String], w: &mut WriterProcess) {
+    const CONFIG: &str = "etc/rancher/k3s/config.yaml";
     w.kube_proxy_disabled = args.iter().any(|a| a == "--disable-kube-proxy");
     let mut text = args.join(" ");
-    for f in ["etc/rancher/k3s/config.yaml"] {
-        if let Ok(Some(t)) = read_conf(root, f) {
-            w.kube_proxy_disabled |= t.lines().any(|l| {
-                let l = strip_yaml_comment(l).trim();
-                l.starts_with("disable-kube-proxy:") && l.ends_with("true")
-            });
-            text.push('\n');
-            text.push_str(&t);
-            w.config = Some(format!("/{f}"));
-            w.config_read = true;
-        }
+    if let Ok(Some(t)) = read_conf(root, CONFIG) {
+        w.kube_proxy_disabled |= t.lines().any(|l| {
+            let l = strip_yaml_comment(l).trim();
+            l.starts_with("disable-kube-proxy:") && l.ends_with("true")
+        });
+        text = format!("{text}\n{t}");
+        w.config = Some(format!("/{CONFIG}"));
+        w.config_read = true;
     }
-    let (_, flags) = parse_kube_proxy_args(&k3s_kube_proxy_args(&text));
-    w.conntrack = flags;
-}
-
-/// A flag overrides the config file's field.
-fn merge(into: &mut KubeProxyConntrack, flags: KubeProxyConntrack) {
-    into.max_per_core = flags.max_per_core.or(into.max_per_core.take());
-    into.min = flags.min.or(into.min.take());
-    into.udp_timeout = flags.udp_timeout.or(into.udp_timeout.take());
-    into.udp_stream_timeout = flags.udp_stream_timeout.or(into.udp_stream_timeout.take());
+    w.conntrack = parse_kube_proxy_args(&k3s_kube_proxy_args(&text)).1;
 }
 
 /// Count a CPU list such as `0-3,6,8-9`; `None` if malformed.
-pub fn count_cpu_list(s: &str) -> Option<u64> {
+fn count_cpu_list(s: &str) -> Option<u64> {
     let mut n = 0u64;
     for part in s.trim().split(',').filter(|p| !p.is_empty()) {
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?),
-            None => {
-                let a = part.trim().parse::<u64>().ok()?;
-                (a, a)
-            }
-        };
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
         n = n.checked_add(b.checked_sub(a)?.checked_add(1)?)?;
     }
     (n > 0).then_some(n)
@@ -920,96 +850,67 @@ pub fn count_cpu_list(s: &str) -> Option<u64> {
 // The hint
 
 /// One candidate for "who wrote this value".
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Candidate {
-    /// A sysctl.d line sets the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Candidate {
+    /// A sysctl.d line (`file:line`) sets the key; `wins`: it is applied last.
     SysctlFile {
-        /// `file:line`.
         at: String,
-        /// The value it sets.
         value: String,
-        /// It is the line applied last.
         wins: bool,
     },
-    /// A running process that writes the key.
+    /// A running process writes `value` to the key; `stop` stops it.
     Process {
-        /// kube-proxy, k3s, calico-node.
         name: String,
-        /// Its pid.
         pid: u32,
-        /// The value it writes, when known.
-        value: Option<String>,
-        /// The setting that stops it, with the file when known.
-        stop: Option<String>,
+        value: String,
+        stop: String,
     },
     /// The module option `hashsize=` (modprobe.d) or the module parameter.
-    ModuleParam {
-        /// Where.
-        at: String,
-        /// The value.
-        value: String,
-    },
+    ModuleParam { at: String, value: String },
     /// The value is the kernel's default. Why depends on whether the apply
-    /// step ran in this boot ([`crate::state::applied`]): if it did, the module
-    /// was (re)loaded after it, or a new namespace started with defaults;
-    /// if not, nothing ever set the value.
-    KernelDefault {
-        /// The apply step ran in this boot; `None`: not known.
-        apply_this_boot: Option<bool>,
-    },
+    /// step ran in this boot ([`crate::state::applied`]; `None`: not
+    /// known): if it did, the module was (re)loaded after it, or a new
+    /// namespace started with defaults; if not, nothing ever set the value.
+    KernelDefault { apply_this_boot: Option<bool> },
     /// Other processes are hidden; a running writer could not be seen.
     ProcessesHidden,
-    /// A known writer is installed as a systemd unit (seen in the file
-    /// system when the process list is hidden).
-    Unit {
-        /// `kube-proxy.service`.
-        name: String,
-        /// Where the unit file is.
-        at: String,
-    },
+    /// A known writer is installed as a systemd unit `name` (seen in the
+    /// file system at `at` when the process list is hidden).
+    Unit { name: String, at: String },
 }
 
 impl Candidate {
-    /// One human-readable phrase.
-    pub fn text(&self) -> String {
+    fn text(&self) -> String {
         match self {
-            Candidate::SysctlFile { at, value, wins } => format!(
-                "{at} sets {value}{}",
-                if *wins { " (applied last at boot)" } else { "" }
-            ),
+            Candidate::SysctlFile { at, value, wins } => {
+                let last = if *wins { " (applied last at boot)" } else { "" };
+                format!("{at} sets {value}{last}")
+            }
             Candidate::Process {
                 name,
                 pid,
                 value,
                 stop,
             } => {
-                let mut s = format!("{name} (pid {pid}) writes it");
-                if let Some(v) = value {
-                    s.push_str(&format!(" ({v})"));
-                }
-                if let Some(st) = stop {
-                    s.push_str(&format!("; stop it with {st}"));
-                }
-                s
+                format!("{name} (pid {pid}) writes it ({value}); stop it with {stop}")
             }
             Candidate::ModuleParam { at, value } => format!("{at} sets hashsize={value}"),
-            Candidate::KernelDefault {
-                apply_this_boot: Some(true),
-            } => "it is the kernel default: conntrack-guard-apply ran in this boot, so \
-                 nf_conntrack was loaded or reloaded after it (or this namespace started \
-                 with defaults)"
-                .to_string(),
-            Candidate::KernelDefault {
-                apply_this_boot: Some(false),
-            } => "it is the kernel default: conntrack-guard-apply has not run since boot \
-                 (systemctl status conntrack-guard-apply)"
-                .to_string(),
-            Candidate::KernelDefault {
-                apply_this_boot: None,
-            } => "it is the kernel default (whether conntrack-guard-apply ran since boot \
-                 cannot be read)"
-                .to_string(),
+            Candidate::KernelDefault { apply_this_boot } => match apply_this_boot {
+                Some(true) => {
+                    "it is the kernel default: conntrack-guard-apply ran in this boot, so \
+                     nf_conntrack was loaded or reloaded after it (or this namespace started \
+                     with defaults)"
+                }
+                Some(false) => {
+                    "it is the kernel default: conntrack-guard-apply has not run since \
+                     boot (systemctl status conntrack-guard-apply)"
+                }
+                None => {
+                    "it is the kernel default (whether conntrack-guard-apply ran since boot \
+                     cannot be read)"
+                }
+            }
+            .to_string(),
             Candidate::Unit { name, at } => format!(
                 "{name} is installed ({at}); kube-proxy and k3s write the conntrack maximum \
                  when they start (conntrack.maxPerCore: 0 stops that)"
@@ -1022,25 +923,18 @@ impl Candidate {
     }
 }
 
-/// Who probably wrote a foreign value into a key.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// Who probably wrote a foreign value into a key: candidates, most likely
+/// first.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hint {
-    /// The key.
-    pub key: String,
-    /// The value found in the kernel.
-    pub foreign_value: String,
-    /// Candidates, most likely first.
-    pub candidates: Vec<Candidate>,
+    candidates: Vec<Candidate>,
 }
 
 impl Hint {
     /// One line, for `CONNTRACK_WRITER_HINT=` and `status`.
     pub fn text(&self) -> String {
-        self.candidates
-            .iter()
-            .map(Candidate::text)
-            .collect::<Vec<_>>()
-            .join("; ")
+        let texts: Vec<String> = self.candidates.iter().map(Candidate::text).collect();
+        texts.join("; ")
     }
 }
 
@@ -1049,45 +943,36 @@ impl Hint {
 /// points anywhere. Reads files only; cheap enough for a drift event, not
 /// for every sample.
 pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<Hint> {
+    let mut module = Vec::new();
+    // The hashsize sources, for the bucket key only.
+    if key == KEY_BUCKETS {
+        let lines = modprobe_lines(root, "nf_conntrack").0;
+        for (file, l) in lines.iter().filter(|(_, l)| l.command == "options") {
+            let at = format!("{file}:{}", l.line);
+            let sizes = l.args.iter().filter_map(|a| a.strip_prefix("hashsize="));
+            module.extend(sizes.map(|v| (at.clone(), v.to_string())));
+        }
+        if let Some(v) = read_opt(root, crate::sysroot::HASHSIZE_PARAM) {
+            module.push((
+                format!("/{}", crate::sysroot::HASHSIZE_PARAM),
+                v.trim().into(),
+            ));
+        }
+    }
+    let sysctl = sysctl_settings(root, key).0;
+    let apply = crate::state::applied::read(root);
     hint_from(
         key,
         foreign_value,
-        &sysctl_settings(root, key).0,
+        &sysctl,
         &scan_processes(root),
-        &module_param_sources(root, key),
-        &crate::state::applied::read(root),
+        &module,
+        &apply,
     )
 }
 
-/// The hashsize sources, for the bucket key only.
-fn module_param_sources(root: &SysRoot, key: &str) -> Vec<(String, String)> {
-    if key != KEY_BUCKETS {
-        return Vec::new();
-    }
-    let mut out: Vec<(String, String)> = modprobe_lines(root, "nf_conntrack")
-        .0
-        .into_iter()
-        .filter(|s| s.line.command == "options")
-        .flat_map(|s| {
-            let at = format!("{}:{}", s.file, s.line.line);
-            s.line
-                .args
-                .into_iter()
-                .filter_map(|a| a.strip_prefix("hashsize=").map(String::from))
-                .map(move |v| (at.clone(), v))
-        })
-        .collect();
-    if let Ok(Some(v)) = root.read_opt(crate::sysroot::HASHSIZE_PARAM) {
-        out.push((
-            format!("/{}", crate::sysroot::HASHSIZE_PARAM),
-            v.trim().into(),
-        ));
-    }
-    out
-}
-
 /// The pure part of [`hint`].
-pub fn hint_from(
+fn hint_from(
     key: &str,
     foreign: &str,
     sysctl: &[SysctlSetting],
@@ -1095,29 +980,31 @@ pub fn hint_from(
     module: &[(String, String)],
     apply: &ApplyRun,
 ) -> Option<Hint> {
-    let mut exact = Vec::new();
-    let mut other = Vec::new();
-    for s in sysctl {
-        let c = Candidate::SysctlFile {
-            at: s.location(),
-            value: s.value.clone(),
-            wins: s.wins,
-        };
-        if s.value == foreign {
-            exact.push(c);
-        } else {
-            other.push(c);
-        }
-    }
+    let file = |s: &SysctlSetting| Candidate::SysctlFile {
+        at: s.location(),
+        value: s.value.clone(),
+        wins: s.wins,
+    };
+    let mut exact: Vec<Candidate> = sysctl
+        .iter()
+        .filter(|s| s.value == foreign)
+        .map(file)
+        .collect();
+    let mut other: Vec<Candidate> = sysctl
+        .iter()
+        .filter(|s| s.value != foreign)
+        .map(file)
+        .collect();
     for w in &procs.writers {
         let Some((value, stop)) = process_write(w, key) else {
             continue;
         };
         let matches = value == foreign;
+        let (name, pid) = (w.kind.name().into(), w.pid);
         let c = Candidate::Process {
-            name: w.kind.name().into(),
-            pid: w.pid,
-            value: Some(value),
+            name,
+            pid,
+            value,
             stop,
         };
         if matches {
@@ -1126,27 +1013,25 @@ pub fn hint_from(
             other.push(c);
         }
     }
-    for (at, v) in module {
-        if v == foreign {
-            exact.push(Candidate::ModuleParam {
-                at: at.clone(),
-                value: v.clone(),
-            });
-        }
-    }
-    let default = match key {
-        KEY_UDP_TIMEOUT => foreign == DEFAULT_UDP,
-        KEY_UDP_TIMEOUT_STREAM => foreign == DEFAULT_UDP_STREAM,
-        _ => false,
-    };
-    if default {
-        exact.push(Candidate::KernelDefault {
-            apply_this_boot: match apply {
-                ApplyRun::ThisBoot { .. } => Some(true),
-                ApplyRun::NotThisBoot => Some(false),
-                ApplyRun::Unknown => None,
-            },
+    for (at, value) in module.iter().filter(|(_, v)| v == foreign) {
+        exact.push(Candidate::ModuleParam {
+            at: at.clone(),
+            value: value.clone(),
         });
+    }
+    // The kernel's defaults of the UDP timeouts (seconds).
+    let default = match key {
+        KEY_UDP_TIMEOUT => Some("30"),
+        KEY_UDP_TIMEOUT_STREAM => Some("120"),
+        _ => None,
+    };
+    if default == Some(foreign) {
+        let apply_this_boot = match apply {
+            ApplyRun::ThisBoot { .. } => Some(true),
+            ApplyRun::NotThisBoot => Some(false),
+            ApplyRun::Unknown => None,
+        };
+        exact.push(Candidate::KernelDefault { apply_this_boot });
     }
     exact.extend(other);
     if procs.hidden {
@@ -1156,40 +1041,25 @@ pub fn hint_from(
         }));
         exact.push(Candidate::ProcessesHidden);
     }
-    (!exact.is_empty()).then(|| Hint {
-        key: key.to_string(),
-        foreign_value: foreign.to_string(),
-        candidates: exact,
-    })
+    (!exact.is_empty()).then_some(Hint { candidates: exact })
 }
 
 /// What the kube-proxy in `w` (its own or k3s's) writes to `key` when it
 /// starts, and the setting that stops it; `None` when it leaves `key` alone.
-fn process_write(w: &WriterProcess, key: &str) -> Option<(String, Option<String>)> {
-    match w.kind {
-        WriterKind::KubeProxy | WriterKind::K3s if !w.kube_proxy_disabled => {}
-        _ => return None,
+fn process_write(w: &WriterProcess, key: &str) -> Option<(String, String)> {
+    if w.kind == WriterKind::CalicoNode || w.kube_proxy_disabled {
+        return None;
     }
     let v = w.conntrack.writes(key, w.cpus)?;
-    let stop = KubeProxyConntrack::stop_setting(key).map(|s| match w.kind {
-        WriterKind::K3s => format!(
-            "kube-proxy-arg: [\"{}\"] in /etc/rancher/k3s/config.yaml",
-            k3s_stop_arg(key)
-        ),
-        _ => match &w.config {
-            Some(p) => format!("{s} in {p}"),
-            None => format!("--{}", k3s_stop_arg(key)),
-        },
-    });
+    let (setting, flag) = KubeProxyConntrack::stop_setting(key);
+    let stop = match (w.kind, &w.config) {
+        (WriterKind::K3s, _) => {
+            format!("kube-proxy-arg: [\"{flag}\"] in /etc/rancher/k3s/config.yaml")
+        }
+        (_, Some(p)) => format!("{setting} in {p}"),
+        (_, None) => format!("--{flag}"),
+    };
     Some((v.to_string(), stop))
-}
-
-fn k3s_stop_arg(key: &str) -> &'static str {
-    match key {
-        KEY_UDP_TIMEOUT => "conntrack-udp-timeout=0s",
-        KEY_UDP_TIMEOUT_STREAM => "conntrack-udp-timeout-stream=0s",
-        _ => "conntrack-max-per-core=0",
-    }
 }
 
 #[cfg(test)]
