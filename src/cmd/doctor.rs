@@ -41,12 +41,11 @@ pub struct Finding {
 
 impl Finding {
     fn new(check: &'static str, severity: Severity, what: impl Into<String>) -> Self {
-        let what = what.into();
         Finding {
             check,
             severity,
             at: None,
-            what,
+            what: what.into(),
             remedy: None,
         }
     }
@@ -61,17 +60,12 @@ impl Finding {
 
     /// One line of text.
     pub fn line(&self) -> String {
+        let (sev, check, what, r) = (self.severity.name(), self.check, &self.what, &self.remedy);
         let at = self.at.as_ref().map_or(String::new(), |a| format!("{a}: "));
-        let fix = self
-            .remedy
+        let fix = r
             .as_ref()
             .map_or(String::new(), |r| format!(" -- fix: {r}"));
-        format!(
-            "{} {}: {at}{}{fix}",
-            self.severity.name(),
-            self.check,
-            self.what
-        )
+        format!("{sev} {check}: {at}{what}{fix}")
     }
 }
 
@@ -86,15 +80,6 @@ fn or_ok(mut out: Vec<Finding>, check: &'static str, none: &str) -> Vec<Finding>
         out.push(Finding::new(check, Severity::Ok, none));
     }
     out
-}
-
-/// WARNING when `bad`, else OK.
-fn warn_if(bad: bool) -> Severity {
-    if bad {
-        Severity::Warning
-    } else {
-        Severity::Ok
-    }
 }
 
 /// All findings of one run.
@@ -117,19 +102,13 @@ impl Report {
     /// A summary line, then one line per finding.
     pub fn text(&self) -> String {
         let count = |s: Severity| self.findings.iter().filter(|f| f.severity == s).count();
-        let (c, w, u, o) = (
-            Severity::Critical,
-            Severity::Warning,
-            Severity::Unknown,
-            Severity::Ok,
-        );
         let mut out = format!(
             "DOCTOR {}: {} critical, {} warning, {} unknown, {} ok\n",
             self.verdict.name(),
-            count(c),
-            count(w),
-            count(u),
-            count(o)
+            count(Severity::Critical),
+            count(Severity::Warning),
+            count(Severity::Unknown),
+            count(Severity::Ok)
         );
         for f in &self.findings {
             out += &f.line();
@@ -191,7 +170,12 @@ pub fn check_sysctl_d(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
             let (n, places) = (files.len(), places.join(", "));
             let what = format!("{} is set in {n} files ({places}); {winner} wins", t.key);
             let differ = settings.iter().any(|s| s.value != settings[0].value);
-            out.push(Finding::new(C, warn_if(differ), what).fix("keep one file per key"));
+            let sev = if differ {
+                Severity::Warning
+            } else {
+                Severity::Ok
+            };
+            out.push(Finding::new(C, sev, what).fix("keep one file per key"));
         }
     }
     let none = if any {

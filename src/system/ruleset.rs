@@ -65,16 +65,16 @@ pub trait RulesetSource {
 pub struct CommandRuleset;
 
 fn run_tool(cmd: &str, args: &[&str]) -> Option<Result<String, String>> {
-    match Command::new(cmd).args(args).output() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => Some(Err(format!("{cmd}: {e}"))),
-        Ok(o) if o.status.success() => Some(Ok(String::from_utf8_lossy(&o.stdout).into_owned())),
-        Ok(o) => Some(Err(format!(
-            "{cmd} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))),
-    }
+    let o = match Command::new(cmd).args(args).output() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Err(format!("{cmd}: {e}"))),
+        Ok(o) => o,
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+    Some(match o.status.success() {
+        true => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+        false => Err(format!("{cmd} {}: {}", args.join(" "), text(&o.stderr))),
+    })
 }
 
 impl RulesetSource for CommandRuleset {
@@ -91,27 +91,22 @@ impl RulesetSource for CommandRuleset {
 #[derive(Debug)]
 pub struct FileRuleset(pub SysRoot);
 
-/// Fixture path of the nft JSON under a test root.
-pub const NFT_FIXTURE: &str = "ruleset/nft.json";
-/// Fixture path of the iptables-save text under a test root.
-pub const IPTABLES_FIXTURE: &str = "ruleset/iptables-save";
-
-impl RulesetSource for FileRuleset {
-    fn nft_json(&self) -> Option<Result<String, String>> {
-        self.0
-            .read_opt(NFT_FIXTURE)
-            .map_err(|e| e.to_string())
-            .transpose()
-    }
-    fn iptables_save(&self) -> Option<Result<String, String>> {
-        self.0
-            .read_opt(IPTABLES_FIXTURE)
-            .map_err(|e| e.to_string())
-            .transpose()
+impl FileRuleset {
+    fn read(&self, rel: &str) -> Option<Result<String, String>> {
+        self.0.read_opt(rel).map_err(|e| e.to_string()).transpose()
     }
 }
 
-/// What a rule's matches constrain, as far as understood.
+impl RulesetSource for FileRuleset {
+    fn nft_json(&self) -> Option<Result<String, String>> {
+        self.read("ruleset/nft.json")
+    }
+    fn iptables_save(&self) -> Option<Result<String, String>> {
+        self.read("ruleset/iptables-save")
+    }
+}
+
+/// What a rule's matches constrain, as far as understood, and what it does.
 #[derive(Default)]
 struct Matches {
     protocol: Option<String>,
@@ -119,6 +114,29 @@ struct Matches {
     /// Something we cannot evaluate constrains the port (named set,
     /// negation): the rule is left out.
     opaque_port: bool,
+    notrack: bool,
+    dnat: bool,
+}
+
+impl Rules {
+    /// File the rule at `at` under NOTRACK, or under DNAT when it names its
+    /// ports.
+    fn push(&mut self, at: String, m: Matches) {
+        if m.opaque_port || !(m.notrack || m.dnat && m.ports.is_some()) {
+            return;
+        }
+        let list = if m.notrack {
+            &mut self.notrack
+        } else {
+            &mut self.dnat
+        };
+        let (protocol, ports) = (m.protocol, m.ports);
+        list.push(RuleRef {
+            at,
+            protocol,
+            ports,
+        });
+    }
 }
 
 /// Parse `nft -j list ruleset`.
@@ -145,37 +163,22 @@ pub fn parse_nft_json(text: &str) -> Result<Rules, String> {
             rule.get("handle").and_then(Value::as_u64).unwrap_or(0)
         );
         let mut m = Matches::default();
-        let (mut notrack, mut dnat) = (false, false);
         for e in exprs {
             if let Some(mt) = e.get("match") {
                 nft_match(mt, &mut m);
             } else if e.get("notrack").is_some() {
-                notrack = true;
+                m.notrack = true;
             } else if e.get("dnat").is_some() || e.get("redirect").is_some() {
-                dnat = true;
+                m.dnat = true;
             } else if let Some(mg) = e.get("mangle") {
                 // `ct state set untracked`-style: the key is ct state and
                 // the value untracked.
                 let key = mg.pointer("/key/ct/key").and_then(Value::as_str);
                 let val = mg.get("value").and_then(Value::as_str);
-                if key == Some("state") && val == Some("untracked") {
-                    notrack = true;
-                }
+                m.notrack |= key == Some("state") && val == Some("untracked");
             }
         }
-        if m.opaque_port {
-            continue;
-        }
-        let r = RuleRef {
-            at,
-            protocol: m.protocol,
-            ports: m.ports,
-        };
-        if notrack {
-            out.notrack.push(r);
-        } else if dnat && r.ports.is_some() {
-            out.dnat.push(r);
-        }
+        out.push(at, m);
     }
     Ok(out)
 }
@@ -238,7 +241,6 @@ pub fn parse_iptables_save(text: &str) -> Rules {
         let toks: Vec<&str> = rest.split_whitespace().collect();
         let chain = toks.first().copied().unwrap_or("?");
         let mut m = Matches::default();
-        let (mut notrack, mut dnat) = (false, false);
         let mut negate = false;
         let mut k = 1;
         while k < toks.len() {
@@ -251,10 +253,8 @@ pub fn parse_iptables_save(text: &str) -> Rules {
                     continue;
                 }
                 "-p" | "--protocol" => {
-                    if let Some(p) = next.filter(|p| matches!(*p, "udp" | "tcp")) {
-                        if !negate {
-                            m.protocol = Some(p.to_string());
-                        }
+                    if let Some(p) = next.filter(|p| !negate && matches!(*p, "udp" | "tcp")) {
+                        m.protocol = Some(p.to_string());
                     }
                     k += 1;
                 }
@@ -266,32 +266,17 @@ pub fn parse_iptables_save(text: &str) -> Rules {
                     k += 1;
                 }
                 "-j" | "--jump" => {
-                    match next {
-                        Some("NOTRACK") => notrack = true,
-                        Some("DNAT") | Some("REDIRECT") => dnat = true,
-                        _ => {}
-                    }
+                    m.notrack |= next == Some("NOTRACK");
+                    m.dnat |= matches!(next, Some("DNAT" | "REDIRECT"));
                     k += 1;
                 }
-                "--notrack" => notrack = true,
+                "--notrack" => m.notrack = true,
                 _ => {}
             }
             negate = false;
             k += 1;
         }
-        if m.opaque_port {
-            continue;
-        }
-        let r = RuleRef {
-            at: format!("iptables-save:{} (*{table} -A {chain})", i + 1),
-            protocol: m.protocol,
-            ports: m.ports,
-        };
-        if notrack {
-            out.notrack.push(r);
-        } else if dnat && r.ports.is_some() {
-            out.dnat.push(r);
-        }
+        out.push(format!("iptables-save:{} (*{table} -A {chain})", i + 1), m);
     }
     out
 }
@@ -301,12 +286,14 @@ fn ipt_ports(s: &str) -> Option<Vec<PortRange>> {
     s.split(',')
         .map(|p| {
             let (a, b) = p.split_once(':').unwrap_or((p, p));
-            let a: u16 = if a.is_empty() { 0 } else { a.parse().ok()? };
-            let b: u16 = if b.is_empty() {
-                u16::MAX
-            } else {
-                b.parse().ok()?
+            let port = |s: &str, empty: u16| {
+                if s.is_empty() {
+                    Some(empty)
+                } else {
+                    s.parse().ok()
+                }
             };
+            let (a, b) = (port(a, 0)?, port(b, u16::MAX)?);
             (a <= b).then_some((a, b))
         })
         .collect()
@@ -317,25 +304,21 @@ pub fn conflicts(rules: &Rules) -> Vec<Conflict> {
     let mut out = Vec::new();
     for n in &rules.notrack {
         for d in &rules.dnat {
-            let protocol = match (&n.protocol, &d.protocol) {
-                (Some(a), Some(b)) if a != b => continue,
-                (Some(a), _) | (None, Some(a)) => Some(a.clone()),
-                (None, None) => None,
-            };
+            if matches!((&n.protocol, &d.protocol), (Some(a), Some(b)) if a != b) {
+                continue;
+            }
+            let protocol = n.protocol.clone().or_else(|| d.protocol.clone());
             let ports = match (&n.ports, &d.ports) {
-                (None, None) => None,
-                (Some(p), None) | (None, Some(p)) => Some(p.clone()),
-                (Some(a), Some(b)) => {
-                    let shared = intersect(a, b);
-                    if shared.is_empty() {
-                        continue;
-                    }
-                    Some(shared)
-                }
+                (Some(a), Some(b)) => match intersect(a, b) {
+                    shared if shared.is_empty() => continue,
+                    shared => Some(shared),
+                },
+                (a, b) => a.clone().or_else(|| b.clone()),
             };
+            let (notrack, dnat) = (n.clone(), d.clone());
             out.push(Conflict {
-                notrack: n.clone(),
-                dnat: d.clone(),
+                notrack,
+                dnat,
                 ports,
                 protocol,
             });
@@ -346,12 +329,10 @@ pub fn conflicts(rules: &Rules) -> Vec<Conflict> {
 
 fn intersect(a: &[PortRange], b: &[PortRange]) -> Vec<PortRange> {
     let mut out = Vec::new();
-    for &(a0, a1) in a {
-        for &(b0, b1) in b {
-            let (lo, hi) = (a0.max(b0), a1.min(b1));
-            if lo <= hi && !out.contains(&(lo, hi)) {
-                out.push((lo, hi));
-            }
+    for (&(a0, a1), &(b0, b1)) in a.iter().flat_map(|x| b.iter().map(move |y| (x, y))) {
+        let (lo, hi) = (a0.max(b0), a1.min(b1));
+        if lo <= hi && !out.contains(&(lo, hi)) {
+            out.push((lo, hi));
         }
     }
     out
@@ -361,17 +342,16 @@ fn intersect(a: &[PortRange], b: &[PortRange]) -> Vec<PortRange> {
 pub fn fmt_ports(p: &Option<Vec<PortRange>>) -> String {
     match p {
         None => "all ports".into(),
-        Some(v) => v
-            .iter()
-            .map(|&(a, b)| {
+        Some(v) => {
+            let one = |&(a, b): &PortRange| {
                 if a == b {
                     a.to_string()
                 } else {
                     format!("{a}-{b}")
                 }
-            })
-            .collect::<Vec<_>>()
-            .join(","),
+            };
+            v.iter().map(one).collect::<Vec<_>>().join(",")
+        }
     }
 }
 

@@ -295,10 +295,8 @@ pub fn sysctl_settings(root: &SysRoot, key: &str) -> (Vec<SysctlSetting>, Vec<Pa
     // directories; Debian links it into systemd-sysctl's view as
     // /etc/sysctl.d/99-sysctl.conf.
     let to_conf = |t: &Path| t == Path::new("/etc/sysctl.conf") || t == Path::new("../sysctl.conf");
-    for (file, text) in read_confs(
-        root,
-        &conf_files_and(root, "sysctl.d", "etc/sysctl.conf", to_conf),
-    ) {
+    let files = conf_files_and(root, "sysctl.d", "etc/sysctl.conf", to_conf);
+    for (file, text) in read_confs(root, &files) {
         let text = match text {
             Ok(t) => t,
             Err(e) => {
@@ -492,21 +490,16 @@ impl KubeProxyConntrack {
     /// maxPerCore and min, kube-proxy's defaults
     /// (KubeProxyConntrackConfiguration) where unset.
     pub fn per_core_and_min(&self) -> (i64, i64) {
-        (
-            val(&self.max_per_core).unwrap_or(32_768),
-            val(&self.min).unwrap_or(131_072),
-        )
+        let per = val(&self.max_per_core).unwrap_or(32_768);
+        (per, val(&self.min).unwrap_or(131_072))
     }
 
     /// The nf_conntrack_max it writes on `cpus` CPUs, or `None` when it
     /// leaves the key alone (maxPerCore 0): max(maxPerCore × CPUs, min).
     pub fn max_written(&self, cpus: u64) -> Option<u64> {
         let (per, min) = self.per_core_and_min();
-        (per > 0).then(|| {
-            (per as u64)
-                .saturating_mul(cpus.max(1))
-                .max(min.max(0) as u64)
-        })
+        let max = (per as u64).saturating_mul(cpus.max(1));
+        (per > 0).then_some(max.max(min.max(0) as u64))
     }
 
     /// The value it writes to `key`, if it writes that key.
@@ -725,12 +718,11 @@ fn writer_units(root: &SysRoot) -> Vec<(String, String)> {
         "calico-node.service",
     ];
     let dirs = config_dirs("systemd/system");
-    let found = units
-        .iter()
-        .filter_map(|u| Some((u, dirs.iter().find(|d| root.exists(&format!("{d}/{u}")))?)));
-    found
-        .map(|(u, d)| (u.to_string(), format!("/{d}/{u}")))
-        .collect()
+    let find = |u: &&str| {
+        let dir = dirs.iter().find(|d| root.exists(&format!("{d}/{u}")))?;
+        Some((u.to_string(), format!("/{dir}/{u}")))
+    };
+    units.iter().filter_map(find).collect()
 }
 
 /// Scan `proc/*/comm` and `cmdline` for known writers.
@@ -745,17 +737,18 @@ pub fn scan_processes(root: &SysRoot) -> ProcScan {
     let host_cpus = read_opt(root, "sys/devices/system/cpu/online")
         .and_then(|s| count_cpu_list(&s))
         .unwrap_or(1);
+    let writers = pids
+        .into_iter()
+        .filter_map(|pid| read_writer(root, pid, host_cpus));
+    let units = if hidden {
+        writer_units(root)
+    } else {
+        Vec::new()
+    };
     ProcScan {
         hidden,
-        writers: pids
-            .into_iter()
-            .filter_map(|pid| read_writer(root, pid, host_cpus))
-            .collect(),
-        units: if hidden {
-            writer_units(root)
-        } else {
-            Vec::new()
-        },
+        writers: writers.collect(),
+        units,
     }
 }
 
@@ -952,23 +945,14 @@ pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<Hint> {
             let sizes = l.args.iter().filter_map(|a| a.strip_prefix("hashsize="));
             module.extend(sizes.map(|v| (at.clone(), v.to_string())));
         }
-        if let Some(v) = read_opt(root, crate::sysroot::HASHSIZE_PARAM) {
-            module.push((
-                format!("/{}", crate::sysroot::HASHSIZE_PARAM),
-                v.trim().into(),
-            ));
+        let param = crate::sysroot::HASHSIZE_PARAM;
+        if let Some(v) = read_opt(root, param) {
+            module.push((format!("/{param}"), v.trim().into()));
         }
     }
-    let sysctl = sysctl_settings(root, key).0;
+    let (sysctl, procs) = (sysctl_settings(root, key).0, scan_processes(root));
     let apply = crate::state::applied::read(root);
-    hint_from(
-        key,
-        foreign_value,
-        &sysctl,
-        &scan_processes(root),
-        &module,
-        &apply,
-    )
+    hint_from(key, foreign_value, &sysctl, &procs, &module, &apply)
 }
 
 /// The pure part of [`hint`].
@@ -985,32 +969,13 @@ fn hint_from(
         value: s.value.clone(),
         wins: s.wins,
     };
-    let mut exact: Vec<Candidate> = sysctl
-        .iter()
-        .filter(|s| s.value == foreign)
-        .map(file)
-        .collect();
-    let mut other: Vec<Candidate> = sysctl
-        .iter()
-        .filter(|s| s.value != foreign)
-        .map(file)
-        .collect();
-    for w in &procs.writers {
-        let Some((value, stop)) = process_write(w, key) else {
-            continue;
-        };
-        let matches = value == foreign;
-        let (name, pid) = (w.kind.name().into(), w.pid);
-        let c = Candidate::Process {
-            name,
-            pid,
-            value,
-            stop,
-        };
-        if matches {
-            exact.insert(0, c);
-        } else {
-            other.push(c);
+    let (exact, other): (Vec<_>, Vec<_>) = sysctl.iter().partition(|s| s.value == foreign);
+    let mut exact: Vec<Candidate> = exact.into_iter().map(file).collect();
+    let mut other: Vec<Candidate> = other.into_iter().map(file).collect();
+    for c in procs.writers.iter().filter_map(|w| process_write(w, key)) {
+        match &c {
+            Candidate::Process { value, .. } if value == foreign => exact.insert(0, c),
+            _ => other.push(c),
         }
     }
     for (at, value) in module.iter().filter(|(_, v)| v == foreign) {
@@ -1046,7 +1011,7 @@ fn hint_from(
 
 /// What the kube-proxy in `w` (its own or k3s's) writes to `key` when it
 /// starts, and the setting that stops it; `None` when it leaves `key` alone.
-fn process_write(w: &WriterProcess, key: &str) -> Option<(String, String)> {
+fn process_write(w: &WriterProcess, key: &str) -> Option<Candidate> {
     if w.kind == WriterKind::CalicoNode || w.kube_proxy_disabled {
         return None;
     }
@@ -1059,7 +1024,13 @@ fn process_write(w: &WriterProcess, key: &str) -> Option<(String, String)> {
         (_, Some(p)) => format!("{setting} in {p}"),
         (_, None) => format!("--{flag}"),
     };
-    Some((v.to_string(), stop))
+    let (name, pid, value) = (w.kind.name().into(), w.pid, v.to_string());
+    Some(Candidate::Process {
+        name,
+        pid,
+        value,
+        stop,
+    })
 }
 
 #[cfg(test)]
