@@ -14,7 +14,8 @@ use crate::host::Host;
 use crate::report::output;
 use crate::sysroot::SysRoot;
 use crate::system::ruleset::{self, CommandRuleset, FileRuleset, RulesetSource};
-use crate::system::writers::{self, config_dirs, KubeProxyConntrack, WriterKind, WriterProcess};
+use crate::system::writers::{self, config_dirs, exists_nofollow};
+use crate::system::writers::{KubeProxyConntrack, WriterKind, WriterProcess};
 
 /// How bad a finding is: the monitoring-plugin verdict of `status`,
 /// written in lower case in doctor's JSON.
@@ -437,7 +438,7 @@ fn find_unit(root: &SysRoot, unit: &str) -> Option<(String, bool)> {
     let mut paths = config_dirs("systemd/system")
         .into_iter()
         .map(|d| format!("/{d}/{unit}"));
-    let path = paths.find(|p| writers::exists_nofollow(root, p))?;
+    let path = paths.find(|p| exists_nofollow(root, p))?;
     let masked = writers::is_null_link(root, &path);
     Some((path, masked))
 }
@@ -447,12 +448,8 @@ fn unit_deps(root: &SysRoot, unit: &str, file: &str) -> UnitDeps {
     let mut deps = UnitDeps::default();
     let dropins = writers::conf_files(root, &format!("systemd/system/{unit}.d"), ".conf");
     let dropins = writers::read_confs(root, &dropins).filter_map(|(_, t)| t.ok());
-    for t in writers::read_conf(root, file)
-        .ok()
-        .flatten()
-        .into_iter()
-        .chain(dropins)
-    {
+    let main = writers::read_conf(root, file).ok().flatten();
+    for t in main.into_iter().chain(dropins) {
         parse_unit_deps(&t, &mut deps);
     }
     deps
@@ -474,9 +471,7 @@ pub fn check_units(root: &SysRoot) -> Vec<Finding> {
         return vec![Finding::new(C, Severity::Critical, what).at(file).fix(fix)];
     }
     let wants = format!("systemd/system/sysinit.target.wants/{APPLY_UNIT}");
-    let enabled = config_dirs(&wants)
-        .iter()
-        .any(|p| writers::exists_nofollow(root, p));
+    let enabled = config_dirs(&wants).iter().any(|p| exists_nofollow(root, p));
     let mut out = vec![if enabled {
         Finding::new(C, Severity::Ok, format!("{APPLY_UNIT} is enabled")).at(&file)
     } else {
@@ -510,11 +505,8 @@ pub fn check_units(root: &SysRoot) -> Vec<Finding> {
             let fix = format!(
                 "add Before={rt} to a drop-in /etc/systemd/system/{APPLY_UNIT}.d/order.conf"
             );
-            out.push(
-                Finding::new(C, Severity::Warning, what)
-                    .at(&rt_file)
-                    .fix(fix),
-            );
+            let f = Finding::new(C, Severity::Warning, what);
+            out.push(f.at(&rt_file).fix(fix));
             continue;
         };
         let what = format!("{rt} starts after {APPLY_UNIT} ({how})");
@@ -600,11 +592,11 @@ const WRITERS: &str = "writers";
 pub fn check_writers(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
     let scan = writers::scan_processes(root);
     let targets = cfg.targets();
-    let mut out: Vec<Finding> = scan
+    let found = scan
         .writers
         .iter()
-        .flat_map(|w| writer_findings(w, &targets))
-        .collect();
+        .flat_map(|w| writer_findings(w, &targets));
+    let mut out: Vec<Finding> = found.collect();
     if scan.hidden {
         let what = "other processes are hidden from this one (ProtectProc=invisible or \
                     hidepid=): cannot look for kube-proxy, k3s or calico-node";
@@ -620,29 +612,22 @@ pub fn check_writers(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
 /// What one running writer does to the configured keys.
 fn writer_findings(w: &WriterProcess, targets: &[config::Target]) -> Vec<Finding> {
     let who = format!("{} (pid {})", w.kind.name(), w.pid);
-    let ok = |what: String| vec![Finding::new(WRITERS, Severity::Ok, what)];
-    match w.kind {
-        WriterKind::CalicoNode => {
-            return ok(format!(
-                "{who} is running; it is not known to write the conntrack keys"
-            ))
-        }
-        WriterKind::K3s if w.kube_proxy_disabled => {
-            return ok(format!("{who} runs with its kube-proxy disabled"))
-        }
-        _ => {}
-    }
     let written: Vec<_> = targets
         .iter()
         .filter_map(|t| Some((t, w.conntrack.writes(&t.key, w.cpus)?)))
         .collect();
-    if written.is_empty() {
-        return ok(format!("{who} leaves the configured keys alone"));
-    }
-    written
-        .into_iter()
-        .filter_map(|(t, v)| write_finding(w, &who, t, v))
-        .collect()
+    let only = match w.kind {
+        WriterKind::CalicoNode => "is running; it is not known to write the conntrack keys",
+        WriterKind::K3s if w.kube_proxy_disabled => "runs with its kube-proxy disabled",
+        _ if written.is_empty() => "leaves the configured keys alone",
+        _ => {
+            let found = written
+                .into_iter()
+                .filter_map(|(t, v)| write_finding(w, &who, t, v));
+            return found.collect();
+        }
+    };
+    vec![Finding::new(WRITERS, Severity::Ok, format!("{who} {only}"))]
 }
 
 /// `w` (named `who`) writes `v` to the target's key when it starts: fine

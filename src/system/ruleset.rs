@@ -215,14 +215,11 @@ fn nft_ports(v: &Value) -> Option<Vec<PortRange>> {
         let (a, b) = (port(r.first()?)?, port(r.get(1)?)?);
         return (a <= b).then(|| vec![(a, b)]);
     }
-    if let Some(set) = v.get("set").and_then(Value::as_array) {
-        let mut out = Vec::new();
-        for e in set {
-            out.extend(nft_ports(e)?);
-        }
-        return Some(out);
-    }
-    None
+    let set = v.get("set").and_then(Value::as_array)?;
+    set.iter()
+        .map(nft_ports)
+        .collect::<Option<Vec<_>>>()
+        .map(|v| v.concat())
 }
 
 /// Parse `iptables-save` output (the raw and nat tables matter).
@@ -286,13 +283,7 @@ fn ipt_ports(s: &str) -> Option<Vec<PortRange>> {
     s.split(',')
         .map(|p| {
             let (a, b) = p.split_once(':').unwrap_or((p, p));
-            let port = |s: &str, empty: u16| {
-                if s.is_empty() {
-                    Some(empty)
-                } else {
-                    s.parse().ok()
-                }
-            };
+            let port = |s: &str, empty| s.parse().ok().or(s.is_empty().then_some(empty));
             let (a, b) = (port(a, 0)?, port(b, u16::MAX)?);
             (a <= b).then_some((a, b))
         })
@@ -329,10 +320,12 @@ pub fn conflicts(rules: &Rules) -> Vec<Conflict> {
 
 fn intersect(a: &[PortRange], b: &[PortRange]) -> Vec<PortRange> {
     let mut out = Vec::new();
-    for (&(a0, a1), &(b0, b1)) in a.iter().flat_map(|x| b.iter().map(move |y| (x, y))) {
-        let (lo, hi) = (a0.max(b0), a1.min(b1));
-        if lo <= hi && !out.contains(&(lo, hi)) {
-            out.push((lo, hi));
+    for &(a0, a1) in a {
+        for &(b0, b1) in b {
+            let (lo, hi) = (a0.max(b0), a1.min(b1));
+            if lo <= hi && !out.contains(&(lo, hi)) {
+                out.push((lo, hi));
+            }
         }
     }
     out
