@@ -520,8 +520,7 @@ pub fn check_units(root: &SysRoot) -> Vec<Finding> {
 /// What the watchdog grew this boot ([`crate::observe::this_boot`], the
 /// one judgement the watchdog, `status` and `apply` make too): a trusted
 /// record is expected, not drift; one that is not trusted is said. Nothing
-/// when there is no record. Then the configured max against the budget
-/// ([`check_budget`]).
+/// when there is no record. Then the configured max against the budget.
 pub fn check_grow(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
     const C: &str = "grow";
     let boot = crate::observe::this_boot(root, cfg);

@@ -48,10 +48,8 @@ pub fn conf_files(root: &SysRoot, name: &str, suffix: &str) -> Vec<ConfFile> {
     let mut out: Vec<ConfFile> = Vec::new();
     for dir in config_dirs(name) {
         for name in list_dir(root, &dir) {
-            if name.ends_with(suffix)
-                && !name.starts_with('.')
-                && !out.iter().any(|f| f.name == name)
-            {
+            let seen = out.iter().any(|f| f.name == name);
+            if !seen && name.ends_with(suffix) && !name.starts_with('.') {
                 let path = format!("/{dir}/{name}");
                 let masked = is_null_link(root, &path);
                 out.push(ConfFile { name, path, masked });
