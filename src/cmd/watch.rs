@@ -193,15 +193,11 @@ impl Watcher<'_> {
     }
 
     fn notify(&mut self, sink: &mut dyn Sink, states: &[NotifyState<'_>]) -> bool {
-        match self.notifier.send(states) {
-            Ok(()) => true,
-            Err(ev) => {
-                if let Some(ev) = ev {
-                    sink.emit(&ev);
-                }
-                false
-            }
+        let sent = self.notifier.send(states);
+        if let Err(Some(ev)) = &sent {
+            sink.emit(ev);
         }
+        sent.is_ok()
     }
 
     /// The file `config::load` reads: `--config`, else the default path.
@@ -255,14 +251,16 @@ impl Watcher<'_> {
         let evs = self.name_the_writer(evs, now);
         Self::emit_all(sink, evs);
         let line = self.status_line();
-        let mut states = Vec::with_capacity(3);
-        if !self.ready_sent {
-            states.push(NotifyState::Ready);
-        }
-        states.push(NotifyState::Status(&line));
-        if self.notifier.watchdog_every().is_some() {
-            states.push(NotifyState::Watchdog);
-        }
+        let ready = (!self.ready_sent).then_some(NotifyState::Ready);
+        let ping = self
+            .notifier
+            .watchdog_every()
+            .map(|_| NotifyState::Watchdog);
+        let states: Vec<_> = ready
+            .into_iter()
+            .chain([NotifyState::Status(&line)])
+            .chain(ping)
+            .collect();
         // READY=1 is retried with the next sample until it went out.
         if self.notify(sink, &states) {
             self.ready_sent = true;
@@ -332,15 +330,14 @@ impl Watcher<'_> {
         let Some(rx) = &self.ns_scan else {
             return Vec::new();
         };
-        let (scan, kmsg, denied) = match rx.try_recv() {
-            Ok(r) => r,
-            Err(mpsc::TryRecvError::Empty) => return Vec::new(),
-            Err(mpsc::TryRecvError::Disconnected) => {
-                self.ns_scan = None;
-                return Vec::new();
-            }
-        };
+        let got = rx.try_recv();
+        if matches!(got, Err(mpsc::TryRecvError::Empty)) {
+            return Vec::new();
+        }
         self.ns_scan = None;
+        let Ok((scan, kmsg, denied)) = got else {
+            return Vec::new();
+        };
         self.grower.scans += 1;
         let mut evs = self.namespaces.step(&self.thresholds, &scan, at);
         evs.extend(self.ns_access(denied));
@@ -524,30 +521,27 @@ impl Watcher<'_> {
         let Some(job) = self.hints.as_mut() else {
             return Vec::new();
         };
-        match job.rx.try_recv() {
-            Ok(texts) => {
-                let mut held = std::mem::take(&mut job.held);
-                for (ev, text) in held.iter_mut().zip(texts) {
-                    if !text.is_empty() {
-                        ev.message
-                            .push_str(&format!("; who else writes it: {text}"));
-                        ev.fields.push(("CONNTRACK_WRITER_HINT", text));
-                    }
-                }
-                self.hints = None;
-                held
-            }
-            Err(mpsc::TryRecvError::Disconnected) => {
-                let held = std::mem::take(&mut job.held);
-                self.hints = None;
-                held
-            }
+        let texts = match job.rx.try_recv() {
             // Still searching: past the bound the events go out without
             // the hint; the job stays until the thread returns, so a hung
             // search never has a second one piled on it.
-            Err(mpsc::TryRecvError::Empty) if now >= job.deadline => std::mem::take(&mut job.held),
-            Err(mpsc::TryRecvError::Empty) => Vec::new(),
+            Err(mpsc::TryRecvError::Empty) if now >= job.deadline => {
+                return std::mem::take(&mut job.held)
+            }
+            Err(mpsc::TryRecvError::Empty) => return Vec::new(),
+            // Disconnected: the events without the hint.
+            texts => texts.unwrap_or_default(),
+        };
+        let mut held = std::mem::take(&mut job.held);
+        self.hints = None;
+        for (ev, text) in held.iter_mut().zip(texts) {
+            if !text.is_empty() {
+                ev.message
+                    .push_str(&format!("; who else writes it: {text}"));
+                ev.fields.push(("CONNTRACK_WRITER_HINT", text));
+            }
         }
+        held
     }
 
     fn write_metrics(&mut self, sink: &mut dyn Sink, obs: &assess::Observation) {
@@ -581,26 +575,18 @@ impl Watcher<'_> {
         // The totals just exported, for the next process (see
         // metrics::SavedTotals). Said once when it fails, and once when it
         // works again.
-        match metrics::save_totals(&self.host.root, &self.state.saved_totals()) {
-            Ok(()) if self.totals_failing => {
-                self.totals_failing = false;
-            }
-            Ok(()) => {}
-            Err(e) if !self.totals_failing => {
-                self.totals_failing = true;
-                sink.emit(&Event::new(
-                    Priority::Warning,
-                    "fault",
-                    ids::FAULT,
-                    format!(
-                        "cannot keep the metrics' totals for the next start ({e}); after a \
-                         restart the *_total counters may start lower (the unit's \
-                         RuntimeDirectory=conntrack-guard keeps them)"
-                    ),
-                ));
-            }
-            Err(_) => {}
+        let saved = metrics::save_totals(&self.host.root, &self.state.saved_totals());
+        if let (Err(e), false) = (&saved, self.totals_failing) {
+            sink.emit(&Event::fault(
+                Priority::Warning,
+                format!(
+                    "cannot keep the metrics' totals for the next start ({e}); after a \
+                     restart the *_total counters may start lower (the unit's \
+                     RuntimeDirectory=conntrack-guard keeps them)"
+                ),
+            ));
         }
+        self.totals_failing = saved.is_err();
     }
 
     fn reload(&mut self, sink: &mut dyn Sink) {
@@ -610,10 +596,11 @@ impl Watcher<'_> {
         // first sample sends READY=1 with the new configuration in force.
         let announce = self.ready_sent;
         if announce {
-            let mut states = vec![NotifyState::Reloading];
-            if let Ok(m) = NotifyState::monotonic_usec_now() {
-                states.push(m);
-            }
+            let stamp = NotifyState::monotonic_usec_now().ok();
+            let states: Vec<_> = [Some(NotifyState::Reloading), stamp]
+                .into_iter()
+                .flatten()
+                .collect();
             self.notify(sink, &states);
         }
         // Taken before the read: a write during the read shows as a change
@@ -637,11 +624,7 @@ impl Watcher<'_> {
                 self.grower.write_failing = false;
                 self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
                 self.thresholds = Thresholds::new(&cfg.watch, self.interval);
-                let same_file = match (&self.textfile, &cfg.metrics.textfile) {
-                    (Some(t), Some(p)) => t.path() == p.as_path(),
-                    _ => false,
-                };
-                if !same_file {
+                if self.textfile.as_ref().map(Textfile::path) != cfg.metrics.textfile.as_deref() {
                     self.textfile = cfg.metrics.textfile.as_deref().map(Textfile::new);
                 }
                 self.next_sample = self.next_sample.min(self.last_sample + self.interval);
@@ -679,30 +662,26 @@ impl Watcher<'_> {
             }
         }
         let line = self.status_line();
-        let mut states = Vec::with_capacity(2);
-        if announce {
-            states.push(NotifyState::Ready);
-        }
-        states.push(NotifyState::Status(&line));
+        let ready = announce.then_some(NotifyState::Ready);
+        let states: Vec<_> = ready
+            .into_iter()
+            .chain([NotifyState::Status(&line)])
+            .collect();
         self.notify(sink, &states);
     }
 
     /// When to wake next: the next sample, or the next keep-alive,
     /// whichever comes first.
     fn wake_at(&self) -> Instant {
-        let mut at = match self.notifier.watchdog_every() {
+        let at = match self.notifier.watchdog_every() {
             Some(every) => self.next_sample.min(self.last_ping + every),
             None => self.next_sample,
         };
         // Held drift events go out when their hint is in or its bound is
-        // up; look every HINT_POLL until then.
-        if self.hints.as_ref().is_some_and(|j| !j.held.is_empty()) {
-            at = at.min(Instant::now() + HINT_POLL);
-        }
-        // A namespace scan's result is taken as soon as it is in (see
-        // `ns_arrived`).
-        if self.ns_scan.is_some() {
-            at = at.min(Instant::now() + HINT_POLL);
+        // up, and a namespace scan's result is taken as soon as it is in
+        // (see `ns_arrived`): look every HINT_POLL until then.
+        if self.hints.as_ref().is_some_and(|j| !j.held.is_empty()) || self.ns_scan.is_some() {
+            return at.min(Instant::now() + HINT_POLL);
         }
         at
     }
@@ -719,8 +698,7 @@ impl Watcher<'_> {
             if got.reload {
                 self.reload(sink);
             }
-            let now = Instant::now();
-            if now >= self.next_sample {
+            if Instant::now() >= self.next_sample {
                 self.sample(sink);
             }
             let got = signals.wait(self.wake_at().saturating_duration_since(Instant::now()));
@@ -827,10 +805,8 @@ impl Grower {
                 None
             }
             Ok(None) => None,
-            Err(e) => Some(Event::new(
+            Err(e) => Some(Event::fault(
                 Priority::Warning,
-                "fault",
-                ids::FAULT,
                 format!("ignoring this boot's growth record: {e}"),
             )),
         }
@@ -1041,10 +1017,8 @@ impl Watcher<'_> {
             if std::mem::replace(&mut g.write_failing, true) {
                 return Vec::new();
             }
-            return vec![Event::new(
+            return vec![Event::fault(
                 Priority::Err,
-                "fault",
-                ids::FAULT,
                 format!(
                     "cannot grow nf_conntrack_max {} → {} ({}): {e}; the watchdog needs \
                      the initial network namespace, CAP_NET_ADMIN and write access to \
@@ -1094,16 +1068,11 @@ impl Watcher<'_> {
             limited: step.limited.take(),
         }
         .events(stall);
-        let mut places = vec![grown::THIS_BOOT];
-        if self.cfg.grow.remember {
-            places.push(grown::REMEMBERED);
-        }
-        for rel in places {
+        let remembered = self.cfg.grow.remember.then_some(grown::REMEMBERED);
+        for rel in [grown::THIS_BOOT].into_iter().chain(remembered) {
             if let Err(e) = grown::write(root, rel, &rec) {
-                evs.push(Event::new(
+                evs.push(Event::fault(
                     Priority::Warning,
-                    "fault",
-                    ids::FAULT,
                     format!(
                         "cannot record the growth to {} in {e}; status and apply may \
                          take the grown max for drift",

@@ -74,6 +74,11 @@ impl Event {
         }
     }
 
+    /// A `fault` event: something of conntrack-guard's own failed.
+    pub fn fault(priority: Priority, message: String) -> Self {
+        Event::new(priority, "fault", crate::report::ids::FAULT, message)
+    }
+
     /// Add a field.
     pub fn field(mut self, key: &'static str, value: impl ToString) -> Self {
         self.fields.push((key, value.to_string()));
@@ -265,10 +270,8 @@ impl JournalSink {
 
 /// "N events could not be written".
 fn lost_event(n: u64) -> Event {
-    Event::new(
+    Event::fault(
         Priority::Warning,
-        "fault",
-        crate::report::ids::FAULT,
         format!(
             "{n} events could not be written: the journal did not accept them \
              (journald stalled or overloaded) and the queue of {JOURNAL_QUEUE} was full; \

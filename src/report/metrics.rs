@@ -16,7 +16,6 @@ use crate::kernel::ctstats::CounterSource;
 use crate::kernel::percpu::Saved;
 use crate::kernel::snmp::UdpStats;
 use crate::report::events::{Event, Priority};
-use crate::report::ids;
 use crate::sysroot::{write_atomic, PathError, SysRoot};
 
 /// Where the `*_total` counters' state outlives the watchdog process:
@@ -319,10 +318,8 @@ impl Textfile {
         match write_atomic(&self.path, contents.as_bytes()) {
             Ok(()) if self.failing => {
                 self.failing = false;
-                Some(Event::new(
+                Some(Event::fault(
                     Priority::Info,
-                    "fault",
-                    ids::FAULT,
                     format!("metrics textfile {} is written again", self.path.display()),
                 ))
             }
@@ -338,10 +335,8 @@ impl Textfile {
                     _ => "cannot replace the file",
                 };
                 Some(
-                    Event::new(
+                    Event::fault(
                         Priority::Err,
-                        "fault",
-                        ids::FAULT,
                         format!(
                             "cannot write the metrics textfile {}: {hint} ({}); \
                              watching continues without metrics",

@@ -19,7 +19,6 @@ use std::time::Duration;
 pub use sd_notify::NotifyState;
 
 use crate::report::events::{Event, Priority};
-use crate::report::ids;
 
 /// Talks to the service manager.
 #[derive(Debug)]
@@ -93,10 +92,8 @@ impl Notifier {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(None),
             Err(e) if !self.failing => {
                 self.failing = true;
-                Err(Some(Event::new(
+                Err(Some(Event::fault(
                     Priority::Warning,
-                    "fault",
-                    ids::FAULT,
                     format!(
                         "cannot notify the service manager at NOTIFY_SOCKET={} ({e}); \
                          still running, but systemd will not see READY, STATUS or watchdog pings",

@@ -43,73 +43,65 @@ use crate::report::output;
 use crate::report::table::human_bytes;
 use crate::state::grown::{self, Remembered};
 
+// The JSON of `status --json`: serde writes each struct's fields in the
+// order given here.
+
 /// One problem found, with its weight.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Problem {
-    /// How bad.
-    pub severity: Verdict,
-    /// What, for a person.
-    pub message: String,
+pub(crate) struct Problem {
+    severity: Verdict,
+    message: String,
 }
 
 /// Counter increases over the window, per drop point.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Rising {
-    /// The window, seconds.
-    pub window_seconds: f64,
-    /// Conntrack counters (drop, early_drop, insert_failed, chaintoolong,
-    /// ...: those the kernel has), at the top level.
+pub(crate) struct Rising {
+    window_seconds: f64,
+    /// Conntrack counters (those the kernel has), at the top level.
     #[serde(flatten)]
-    pub conntrack: BTreeMap<&'static str, u64>,
+    conntrack: BTreeMap<&'static str, u64>,
     /// UDP socket counters of this namespace (rcvbuf_errors, in_errors).
-    pub socket: BTreeMap<&'static str, u64>,
+    socket: BTreeMap<&'static str, u64>,
     /// Input backlog counters (dropped, time_squeeze).
-    pub backlog: BTreeMap<&'static str, u64>,
+    backlog: BTreeMap<&'static str, u64>,
     /// Where packets are dying in this window: "conntrack table", "socket
     /// receive buffer", "input backlog".
-    pub drop_points: Vec<&'static str>,
+    drop_points: Vec<&'static str>,
     /// The loss per CPU, when some drop point lost packets and the source
     /// is per CPU.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub per_cpu: Vec<CpuLoss>,
+    per_cpu: Vec<CpuLoss>,
 }
 
-/// One CPU's losses in the window.
+/// One CPU's losses in the window: conntrack drop + early_drop +
+/// insert_failed + chaintoolong, and softnet dropped.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CpuLoss {
-    /// The CPU.
-    pub cpu: u32,
-    /// conntrack drop + early_drop + insert_failed + chaintoolong.
-    pub conntrack: u64,
-    /// softnet dropped.
-    pub backlog: u64,
+pub(crate) struct CpuLoss {
+    cpu: u32,
+    conntrack: u64,
+    backlog: u64,
 }
 
 /// The UDP counters of this namespace since boot (IPv4 + IPv6).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SocketTotals {
-    /// Socket receive buffer full.
-    pub rcvbuf_errors: Option<u64>,
+pub(crate) struct SocketTotals {
+    rcvbuf_errors: Option<u64>,
     /// Every receive drop (includes rcvbuf_errors).
-    pub in_errors: Option<u64>,
+    in_errors: Option<u64>,
     /// Datagrams to a port nothing listens on: not loss.
-    pub no_ports: Option<u64>,
+    no_ports: Option<u64>,
 }
 
-/// A configured setting, for the report.
+/// A configured setting against the kernel (`actual`: null when absent).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SettingRow {
-    /// Dotted key.
-    pub key: String,
-    /// Configured value.
-    pub expected: String,
-    /// Kernel value; null when absent.
-    pub actual: Option<String>,
-    /// Whether they match.
-    pub ok: bool,
+pub(crate) struct SettingRow {
+    key: String,
+    expected: String,
+    actual: Option<String>,
+    ok: bool,
     /// Who else writes this key, where that can be known (drifted keys).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub writer_hint: Option<String>,
+    writer_hint: Option<String>,
 }
 
 impl From<&Setting> for SettingRow {
@@ -126,78 +118,59 @@ impl From<&Setting> for SettingRow {
 
 /// The whole snapshot (the `--json` output).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
-    /// OK, WARNING, CRITICAL or UNKNOWN.
-    pub status: Verdict,
-    /// The exit code.
-    pub exit_code: i32,
-    /// nf_conntrack_count.
-    pub count: Option<u64>,
-    /// nf_conntrack_max.
-    pub max: Option<u64>,
+pub(crate) struct Report {
+    /// OK, WARNING, CRITICAL or UNKNOWN, and its exit code.
+    status: Verdict,
+    pub(crate) exit_code: i32,
+    count: Option<u64>,
+    max: Option<u64>,
     /// count / max (above 1 when max was lowered below the count).
-    pub fill: Option<f64>,
-    /// ok, warning or critical (no hysteresis: one sample).
-    pub level: Option<Level>,
+    fill: Option<f64>,
+    /// No hysteresis: one sample.
+    level: Option<Level>,
     /// The conntrack keys exist.
-    pub module_loaded: bool,
+    module_loaded: bool,
     /// Conntrack counter totals since boot (those the kernel has).
-    pub counters: Option<BTreeMap<&'static str, u64>>,
-    /// Where the counters came from.
-    pub counters_source: Option<CounterSource>,
-    /// UDP socket counters of this namespace since boot.
-    pub sockets: Option<SocketTotals>,
+    counters: Option<BTreeMap<&'static str, u64>>,
+    counters_source: Option<CounterSource>,
+    sockets: Option<SocketTotals>,
     /// Input backlog counters since boot, all CPUs.
-    pub backlog: Option<BTreeMap<&'static str, u64>>,
+    backlog: Option<BTreeMap<&'static str, u64>>,
     /// Increases over the window, when measured.
-    pub rising: Option<Rising>,
-    /// Every configured setting.
-    pub settings: Vec<SettingRow>,
-    /// Warning threshold, percent.
-    pub warn_percent: Option<f64>,
-    /// Critical threshold, percent.
-    pub critical_percent: Option<f64>,
+    rising: Option<Rising>,
+    settings: Vec<SettingRow>,
+    warn_percent: Option<f64>,
+    critical_percent: Option<f64>,
     /// The configuration used.
-    pub config: Option<String>,
-    /// Growth: the budget, the headroom left and what was grown.
+    config: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub grow: Option<GrowReport>,
+    grow: Option<GrowReport>,
     /// Everything that is not OK.
-    pub problems: Vec<Problem>,
+    problems: Vec<Problem>,
 }
 
-/// Growth in the report: the current max against `[grow] budget`, and this
-/// boot's growth record.
+/// Growth in the report: the current max against `[grow] budget` (`None`
+/// when the budget is a share of RAM that cannot be read), and this boot's
+/// growth record when it is trusted, or why it is not.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GrowReport {
-    /// `[grow] enabled`.
-    pub enabled: bool,
-    /// The current max against the budget; `None` when the budget is a
-    /// share of RAM that cannot be read.
-    pub budget: Option<BudgetView>,
-    /// What the watchdog grew this boot, when it did and the record is
-    /// trusted.
-    pub grown: Option<GrownRow>,
-    /// Why a growth record there is not trusted.
+pub(crate) struct GrowReport {
+    enabled: bool,
+    budget: Option<BudgetView>,
+    grown: Option<GrownRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub record_ignored: Option<String>,
+    record_ignored: Option<String>,
 }
 
-/// This boot's growth record, for the report.
+/// This boot's growth record, for the report (`at`: seconds since the
+/// epoch; `at_utc`: `2026-12-07 14:03 UTC`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GrownRow {
-    /// The grown max.
-    pub max: u64,
-    /// Buckets then.
-    pub buckets: u64,
-    /// The configured max it grew from.
-    pub configured: u64,
-    /// When, seconds since the epoch.
-    pub at: u64,
-    /// When, `2026-12-07 14:03 UTC`.
-    pub at_utc: String,
-    /// Why.
-    pub reason: String,
+pub(crate) struct GrownRow {
+    max: u64,
+    buckets: u64,
+    configured: u64,
+    at: u64,
+    at_utc: String,
+    reason: String,
 }
 
 impl From<&Remembered> for GrownRow {
@@ -215,41 +188,33 @@ impl From<&Remembered> for GrownRow {
 
 /// What was read, as values: the input of [`judge`].
 #[derive(Debug)]
-pub struct Readings {
-    /// Configuration (its thresholds and where it came from), or why it
-    /// could not be loaded.
-    pub config: Result<(Thresholds, String), config::ConfigError>,
+pub(crate) struct Readings {
+    /// The thresholds and the configuration's name.
+    config: Result<(Thresholds, String), config::ConfigError>,
     /// The (last) fill reading.
-    pub fill: FillReading,
-    /// Counters at the start of the window.
-    pub before: Counts,
-    /// Counters at the end of the window (None: no window).
-    pub after: Option<Counts>,
-    /// The window.
-    pub window: Duration,
-    /// Configured settings against the kernel.
-    pub settings: Vec<Setting>,
+    fill: FillReading,
+    /// Counters at the start and the end of the window (None: no window).
+    before: Counts,
+    after: Option<Counts>,
+    window: Duration,
+    settings: Vec<Setting>,
     /// Who else writes a drifted key: key -> hint.
-    pub writer_hints: BTreeMap<String, String>,
+    writer_hints: BTreeMap<String, String>,
     /// Growth, when the configuration and the fill were read.
-    pub grow: Option<GrowReport>,
+    grow: Option<GrowReport>,
 }
 
 /// The counters of the three drop points at one moment, as the readers
 /// returned them.
 #[derive(Debug)]
-pub struct Counts {
-    /// Conntrack statistics and their source.
-    pub conntrack: Result<CtReading, CtUnavailable>,
-    /// The UDP MIB of this namespace.
-    pub udp: Result<UdpStats, FileError<SnmpError>>,
-    /// The backlog statistics.
-    pub softnet: Result<SoftnetTable, FileError<SoftnetError>>,
+struct Counts {
+    conntrack: Result<CtReading, CtUnavailable>,
+    udp: Result<UdpStats, FileError<SnmpError>>,
+    softnet: Result<SoftnetTable, FileError<SoftnetError>>,
 }
 
 impl Counts {
-    /// Read them now.
-    pub fn read(host: &Host) -> Self {
+    fn read(host: &Host) -> Self {
         Counts {
             conntrack: observe::conntrack_counters(host),
             udp: read_udp(&host.root),
@@ -303,7 +268,7 @@ fn window_tallies(a: &Counts, b: &Counts) -> [Option<Tally>; 3] {
 /// Decide the verdict from readings. Pure. The problems keep this order
 /// (config, fill, counter reads, drop points, drift): the text's first line
 /// names the first problem of the worst severity.
-pub fn judge(r: &Readings) -> Report {
+pub(crate) fn judge(r: &Readings) -> Report {
     let mut problems = Vec::new();
     let (thresholds, source) = match &r.config {
         Ok((t, s)) => (Some(t), Some(s.clone())),
@@ -394,23 +359,16 @@ fn judge_fill(
     let ratio = c as f64 / m as f64;
     let level = thresholds.map(|t| Level::of(ratio * 100.0, t));
     if let (Some(lv), Some(t)) = (level, thresholds) {
-        let text = format!("{:.1}% full ({c}/{m})", ratio * 100.0);
-        match lv {
-            Level::Critical => push(
-                Verdict::Critical,
-                format!(
-                    "{text}: at or above the critical level of {}%",
-                    t.critical_percent
-                ),
-            ),
-            Level::Warning => push(
-                Verdict::Warning,
-                format!(
-                    "{text}: at or above the warning level of {}%",
-                    t.warn_percent
-                ),
-            ),
-            Level::Ok => {}
+        let at = match lv {
+            Level::Critical => t.critical_percent,
+            _ => t.warn_percent,
+        };
+        if lv != Level::Ok {
+            let text = format!("{:.1}% full ({c}/{m})", ratio * 100.0);
+            push(
+                lv.into(),
+                format!("{text}: at or above the {} level of {at}%", lv.name()),
+            );
         }
     }
     if c > m {
@@ -573,24 +531,19 @@ fn judge_settings(r: &Readings, problems: &mut Vec<Problem>) -> Vec<SettingRow> 
 }
 
 fn per_cpu_loss(ct: Option<&Tally>, bl: Option<&Tally>) -> Vec<CpuLoss> {
-    let mut rows: BTreeMap<u32, CpuLoss> = BTreeMap::new();
-    for (t, is_ct) in [(ct, true), (bl, false)] {
+    let mut rows: BTreeMap<u32, [u64; 2]> = BTreeMap::new();
+    for (i, t) in [ct, bl].into_iter().enumerate() {
         for (cpu, v) in t.map(|t| t.per_cpu.as_slice()).unwrap_or_default() {
-            let row = rows.entry(*cpu).or_insert(CpuLoss {
-                cpu: *cpu,
-                conntrack: 0,
-                backlog: 0,
-            });
-            if is_ct {
-                row.conntrack += v;
-            } else {
-                row.backlog += v;
-            }
+            rows.entry(*cpu).or_default()[i] += v;
         }
     }
-    rows.into_values()
-        .filter(|r| r.conntrack > 0 || r.backlog > 0)
-        .collect()
+    let rows = rows.into_iter().filter(|(_, [c, b])| c + b > 0);
+    rows.map(|(cpu, [conntrack, backlog])| CpuLoss {
+        cpu,
+        conntrack,
+        backlog,
+    })
+    .collect()
 }
 
 fn bar(ratio: f64, width: usize) -> String {
@@ -605,7 +558,7 @@ fn bar(ratio: f64, width: usize) -> String {
 
 /// The text for people. The first line is a monitoring-plugins summary with
 /// performance data.
-pub fn text(r: &Report) -> String {
+pub(crate) fn text(r: &Report) -> String {
     let mut s = summary_line(r);
     fill_lines(&mut s, r);
     counters_line(&mut s, r);
@@ -814,7 +767,7 @@ fn settings_lines(s: &mut String, r: &Report) {
 }
 
 /// Read everything `status` needs. `window` zero: one sample, no "rising".
-pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readings {
+pub(crate) fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readings {
     let cfg = config::load(&host.root, config_path);
     let before = Counts::read(host);
     let mut fill = observe::fill(&host.root);
