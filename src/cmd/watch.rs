@@ -29,15 +29,14 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
-use crate::assess::grow::{
-    own_growth, FlowWindow, GrowPolicy, GrowSample, GrowStep, GrowTracker, Growth,
-};
+use crate::assess::grow::{own_growth, FlowWindow, GrowPolicy, GrowSample, GrowTracker, Growth};
 use crate::assess::netns::{NsTracker, NsTrackers};
 use crate::assess::{self, restore, status_line, State, Thresholds};
 use crate::config::{self, fmt_duration, Config, Knob, KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT};
 use crate::host::Host;
 use crate::kernel::ctstats::CtCounter;
 use crate::kernel::kmsg::{self, TableFull};
+use crate::kernel::{kernel_u64, ram_bytes, read_current, slab};
 use crate::netns::sample::{self, NsSample, SampleError as NsError};
 use crate::netns::{self, Namespace};
 use crate::observe;
@@ -45,8 +44,9 @@ use crate::report::events::{default_sink, Event, Priority, Sink};
 use crate::report::ids;
 use crate::report::metrics::{self, Textfile};
 use crate::report::notify::{Notifier, NotifyState};
+use crate::report::output;
 use crate::state::grown::{self, Remembered};
-use crate::sysroot::{PathError, DEFAULT_CONFIG};
+use crate::sysroot::{PathError, SysRoot, DEFAULT_CONFIG};
 use crate::system::writers;
 use crate::triage;
 
@@ -92,15 +92,11 @@ impl SignalWait {
                 Err(_) => std::thread::sleep(timeout.min(Duration::from_millis(100))),
             }
         }
-        let mut got = Received::default();
-        for sig in self.delivery.pending() {
-            if sig == SIGHUP {
-                got.reload = true;
-            } else {
-                got.stop = true;
-            }
+        let pending: Vec<_> = self.delivery.pending().collect();
+        Received {
+            stop: pending.iter().any(|s| *s != SIGHUP),
+            reload: pending.contains(&SIGHUP),
         }
-        got
     }
 }
 
@@ -456,7 +452,7 @@ impl Watcher<'_> {
     fn write_back(&self, r: &restore::Restore) -> Result<Option<String>, PathError> {
         let root = &self.host.root;
         root.write_sysctl(&r.key, &r.value)?;
-        crate::kernel::read_current(root, &r.key)
+        read_current(root, &r.key)
     }
 
     /// Drift events say who else writes the key, where that can be known
@@ -796,7 +792,7 @@ impl Grower {
     /// Start from this boot's record: a max grown by an earlier process of
     /// this watchdog stays its own. A record that cannot be read is said
     /// once and otherwise ignored.
-    fn resume(&mut self, root: &crate::sysroot::SysRoot) -> Option<Event> {
+    fn resume(&mut self, root: &SysRoot) -> Option<Event> {
         match grown::read(root, grown::THIS_BOOT) {
             Ok(Some(r)) => {
                 self.tracker = GrowTracker::resumed(r.max);
@@ -899,7 +895,7 @@ impl Watcher<'_> {
         if self.ns_scan.is_some() {
             return; // still scanning
         }
-        let max = crate::kernel::kernel_u64(&self.host.root, KEY_MAX);
+        let max = kernel_u64(&self.host.root, KEY_MAX);
         if let (Some(count), Some(max)) = (self.grower.last_host_count, max) {
             evs.extend(self.grow(count, max, [0; 3], at, now));
         }
@@ -978,14 +974,10 @@ impl Watcher<'_> {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        g.budget_bytes = self
-            .cfg
-            .grow
-            .budget
-            .bytes(crate::kernel::ram_bytes(root).unwrap_or(0));
+        g.budget_bytes = self.cfg.grow.budget.bytes(ram_bytes(root).unwrap_or(0));
         let sample = GrowSample {
             max,
-            buckets: crate::kernel::kernel_u64(root, KEY_BUCKETS).unwrap_or(0),
+            buckets: kernel_u64(root, KEY_BUCKETS).unwrap_or(0),
             page_size: self.host.page_size,
             fullest_count,
             fullest_label,
@@ -994,10 +986,8 @@ impl Watcher<'_> {
             early_drop: trigger_rises[1],
             insert_failed: trigger_rises[2],
             new_flow_rate: rate,
-            udp_timeout: crate::kernel::kernel_u64(root, KEY_UDP_TIMEOUT).unwrap_or(30),
-            entry_bytes: *g
-                .entry_bytes
-                .get_or_insert_with(|| crate::kernel::slab::entry_bytes(root)),
+            udp_timeout: kernel_u64(root, KEY_UDP_TIMEOUT).unwrap_or(30),
+            entry_bytes: *g.entry_bytes.get_or_insert_with(|| slab::entry_bytes(root)),
         };
         let policy = GrowPolicy::new(
             g.budget_bytes,
@@ -1041,13 +1031,12 @@ impl Watcher<'_> {
             }
         }
         // What the kernel stores is what is recorded and reported.
-        if let Some(v) = crate::kernel::kernel_u64(root, KEY_MAX).filter(|v| *v != growth.max_after)
-        {
+        if let Some(v) = kernel_u64(root, KEY_MAX).filter(|v| *v != growth.max_after) {
             growth.reason.push_str(&format!("; max read back as {v}"));
             growth.max_after = v;
         }
         if growth.buckets_changed() {
-            if let Some(v) = crate::kernel::kernel_u64(root, KEY_BUCKETS) {
+            if let Some(v) = kernel_u64(root, KEY_BUCKETS) {
                 growth.buckets_after = v;
             }
         }
@@ -1063,11 +1052,7 @@ impl Watcher<'_> {
         // The scan running now (if any) and the next one read drops from
         // before this growth.
         g.absorb = if scanning { 2 } else { 1 };
-        let mut evs = GrowStep {
-            growth: step.growth.take(),
-            limited: step.limited.take(),
-        }
-        .events(stall);
+        let mut evs = step.events(stall);
         let remembered = self.cfg.grow.remember.then_some(grown::REMEMBERED);
         for rel in [grown::THIS_BOOT].into_iter().chain(remembered) {
             if let Err(e) = grown::write(root, rel, &rec) {
@@ -1154,14 +1139,14 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
     let cfg = match config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
-            crate::report::output::err(&format!("conntrack-guard: invalid configuration: {e}"));
+            output::err(&format!("conntrack-guard: invalid configuration: {e}"));
             return crate::exit::CONFIG;
         }
     };
     let mut signals = match SignalWait::install() {
         Ok(s) => s,
         Err(e) => {
-            crate::report::output::err(&format!(
+            output::err(&format!(
                 "conntrack-guard: cannot install signal handlers: {e}"
             ));
             return crate::exit::FAILURE;

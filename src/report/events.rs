@@ -15,6 +15,7 @@
 //! event says how many could not be written.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -95,20 +96,12 @@ impl Event {
 
     /// The stderr form: `<priority>: EVENT=<name> KEY=value ... MESSAGE="..."`.
     pub fn to_line(&self) -> String {
-        let mut s = format!(
-            "{}: EVENT={} MESSAGE_ID={}",
-            self.priority.name(),
-            self.name,
-            self.id
-        );
+        let (priority, name, id) = (self.priority.name(), self.name, self.id);
+        let mut s = format!("{priority}: EVENT={name} MESSAGE_ID={id}");
         for (k, v) in &self.fields {
-            s.push(' ');
-            s.push_str(k);
-            s.push('=');
-            s.push_str(&quote_if_needed(v));
+            let _ = write!(s, " {k}={}", quote_if_needed(v));
         }
-        s.push_str(" MESSAGE=");
-        s.push_str(&format!("{:?}", self.message));
+        let _ = write!(s, " MESSAGE={:?}", self.message);
         s
     }
 
@@ -116,19 +109,16 @@ impl Event {
     pub fn to_journal(&self, identifier: &str) -> Vec<u8> {
         let mut b = Vec::with_capacity(512);
         let mut put = |k: &str, v: &str| {
+            b.extend_from_slice(k.as_bytes());
             if v.contains('\n') {
                 // Binary-safe form: name, newline, little-endian u64 length, data.
-                b.extend_from_slice(k.as_bytes());
                 b.push(b'\n');
                 b.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                b.extend_from_slice(v.as_bytes());
-                b.push(b'\n');
             } else {
-                b.extend_from_slice(k.as_bytes());
                 b.push(b'=');
-                b.extend_from_slice(v.as_bytes());
-                b.push(b'\n');
             }
+            b.extend_from_slice(v.as_bytes());
+            b.push(b'\n');
         };
         put("PRIORITY", &(self.priority as u8).to_string());
         put("MESSAGE", &self.message);

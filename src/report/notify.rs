@@ -46,11 +46,6 @@ impl Notifier {
         }
     }
 
-    /// Whether a service manager listens (`NOTIFY_SOCKET` is set).
-    pub fn enabled(&self) -> bool {
-        self.target.is_some()
-    }
-
     /// How often to ping: half of `WATCHDOG_USEC`, when it is set.
     pub fn watchdog_every(&self) -> Option<Duration> {
         self.watchdog.map(|d| (d / 2).max(Duration::from_millis(1)))

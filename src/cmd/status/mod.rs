@@ -338,23 +338,18 @@ fn judge_fill(
     problems: &mut Vec<Problem>,
 ) -> Fill {
     let mut push = |severity, message: String| problems.push(Problem::new(severity, message));
-    let (c, m) = match reading {
-        FillReading::Read { max: 0, .. } => {
-            push(
-                Verdict::Unknown,
-                "nf_conntrack_max is 0: the fill cannot be computed".into(),
-            );
-            return Fill::default();
-        }
-        FillReading::Read { count, max } => (*count, *max),
-        FillReading::Gone(why) => {
-            push(Verdict::Unknown, format!("conntrack not available: {why}"));
-            return Fill::default();
-        }
-        FillReading::Fault(why) => {
-            push(Verdict::Unknown, format!("cannot read the fill: {why}"));
-            return Fill::default();
-        }
+    let &FillReading::Read {
+        count: c,
+        max: m @ 1..,
+    } = reading
+    else {
+        let why = match reading {
+            FillReading::Gone(why) => format!("conntrack not available: {why}"),
+            FillReading::Fault(why) => format!("cannot read the fill: {why}"),
+            _ => "nf_conntrack_max is 0: the fill cannot be computed".into(),
+        };
+        push(Verdict::Unknown, why);
+        return Fill::default();
     };
     let ratio = c as f64 / m as f64;
     let level = thresholds.map(|t| Level::of(ratio * 100.0, t));
@@ -441,17 +436,16 @@ fn judge_window(r: &Readings, after: &Counts, problems: &mut Vec<Problem>) -> Ri
     } else {
         per_cpu_loss(ct.as_ref(), bl.as_ref())
     };
-    if let Some((cpu, share)) = ct.as_ref().and_then(|t| t.hot_cpu(HOT_CPU_SHARE)) {
-        if !points.is_empty() {
-            problems.push(Problem::new(
-                Verdict::Critical,
-                format!(
-                    "{:.0}% of the conntrack drops are on CPU {cpu}: one RX queue or softirq \
-                     carries the load (check RSS/RPS and IRQ affinity)",
-                    share * 100.0
-                ),
-            ));
-        }
+    let hot = ct.as_ref().and_then(|t| t.hot_cpu(HOT_CPU_SHARE));
+    if let (Some((cpu, share)), false) = (hot, points.is_empty()) {
+        problems.push(Problem::new(
+            Verdict::Critical,
+            format!(
+                "{:.0}% of the conntrack drops are on CPU {cpu}: one RX queue or softirq \
+                 carries the load (check RSS/RPS and IRQ affinity)",
+                share * 100.0
+            ),
+        ));
     }
     let map =
         |t: &Option<Tally>, sig: &Signal| t.as_ref().map(|t| tally_map(t, sig)).unwrap_or_default();
@@ -561,9 +555,13 @@ fn bar(ratio: f64, width: usize) -> String {
 pub(crate) fn text(r: &Report) -> String {
     let mut s = summary_line(r);
     fill_lines(&mut s, r);
-    counters_line(&mut s, r);
-    sockets_line(&mut s, r);
-    backlog_line(&mut s, r);
+    for (name, line) in [
+        ("counters", counters_line(r)),
+        ("sockets", sockets_line(r)),
+        ("backlog", backlog_line(r)),
+    ] {
+        let _ = writeln!(s, "  {name:9} {}", line.as_deref().unwrap_or("unavailable"));
+    }
     if let Some(x) = &r.rising {
         rising_lines(&mut s, x);
     }
@@ -637,53 +635,39 @@ fn fill_lines(s: &mut String, r: &Report) {
     );
 }
 
-fn counters_line(s: &mut String, r: &Report) {
-    let Some(c) = &r.counters else {
-        let _ = writeln!(s, "  counters  unavailable");
-        return;
-    };
+/// The totals since boot of each drop point, `None` where unavailable.
+fn counters_line(r: &Report) -> Option<String> {
+    let c = r.counters.as_ref()?;
     let list = CONNTRACK
         .counters
         .iter()
         .filter_map(|k| Some(format!("{} {}", k.name, c.get(k.name)?)))
         .collect::<Vec<_>>()
         .join("  ");
-    let _ = writeln!(
-        s,
-        "  counters  {list}  (since boot, from {})",
-        match r.counters_source {
-            Some(CounterSource::Netlink) => "ctnetlink",
-            _ => "/proc/net/stat/nf_conntrack",
-        }
-    );
+    let source = match r.counters_source {
+        Some(CounterSource::Netlink) => "ctnetlink",
+        _ => "/proc/net/stat/nf_conntrack",
+    };
+    Some(format!("{list}  (since boot, from {source})"))
 }
 
-fn sockets_line(s: &mut String, r: &Report) {
-    let Some(u) = &r.sockets else {
-        let _ = writeln!(s, "  sockets   unavailable");
-        return;
-    };
+fn sockets_line(r: &Report) -> Option<String> {
+    let u = r.sockets.as_ref()?;
     let n = |v: Option<u64>| v.map_or("n/a".to_string(), |v| v.to_string());
-    let _ = writeln!(
-        s,
-        "  sockets   UDP rcvbuf_errors {}  in_errors {}  (no_ports {}: not loss)  (since boot, this namespace)",
+    Some(format!(
+        "UDP rcvbuf_errors {}  in_errors {}  (no_ports {}: not loss)  (since boot, this namespace)",
         n(u.rcvbuf_errors),
         n(u.in_errors),
         n(u.no_ports)
-    );
+    ))
 }
 
-fn backlog_line(s: &mut String, r: &Report) {
-    let Some(b) = &r.backlog else {
-        let _ = writeln!(s, "  backlog   unavailable");
-        return;
-    };
-    let list = b
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect::<Vec<_>>()
-        .join("  ");
-    let _ = writeln!(s, "  backlog   {list}  (since boot, all CPUs)");
+fn backlog_line(r: &Report) -> Option<String> {
+    let list = r.backlog.as_ref()?.iter().map(|(k, v)| format!("{k} {v}"));
+    Some(format!(
+        "{}  (since boot, all CPUs)",
+        list.collect::<Vec<_>>().join("  ")
+    ))
 }
 
 /// `now`: what rose over the window, and `per CPU` when something did.
