@@ -419,9 +419,8 @@ pub(crate) fn apply(
             }
             Step::Write(d) if dry_run => row.outcome = Outcome::WouldChange(d),
             Step::Write(d) => {
-                let note = row.note.take();
-                row = write_and_verify(root, host.root_user, t, before, d);
-                row.note = row.note.or(note);
+                row.outcome = Outcome::Changed(d);
+                row = write_and_verify(root, host.root_user, t, row);
             }
         }
         rows.push(row);
@@ -744,21 +743,8 @@ pub(crate) fn decide(t: &KernelTarget, before: Option<&str>, in_use: Option<u64>
     Step::Write(Direction::Lower)
 }
 
-fn write_and_verify(
-    root: &SysRoot,
-    root_user: bool,
-    t: &KernelTarget,
-    before: Option<String>,
-    direction: Direction,
-) -> Row {
-    let mut row = Row {
-        key: t.key.clone(),
-        before,
-        target: t.value.clone(),
-        after: None,
-        outcome: Outcome::Changed(direction),
-        note: t.rounding_note(),
-    };
+/// Write `t`, read it back and verify it: `row` with its outcome.
+fn write_and_verify(root: &SysRoot, root_user: bool, t: &KernelTarget, mut row: Row) -> Row {
     let mut written = root.write_sysctl(&t.key, &t.value);
     // The bucket sysctl is writable only from the initial netns and only
     // since 4.x; the module parameter resizes the same table.

@@ -297,28 +297,21 @@ impl Watcher<'_> {
         }
         self.last_ns_scan = Some(now);
         let root = self.host.root.clone();
-        let (tx, rx) = mpsc::channel();
-        let started = std::thread::Builder::new()
-            .name("ctg-netns".into())
-            .spawn(move || {
-                // Without CAP_SYS_ADMIN every setns fails: do not try (one
-                // thread per namespace per scan, for nothing).
-                if netns::lacks_sys_admin(&root) == Some(true) {
-                    let _ = tx.send((Vec::new(), Vec::new(), Some(netns::CAP_SYS_ADMIN_NAME)));
-                    return;
-                }
-                let found = netns::scan(&root);
-                let samples = sample::sample_all(&found);
-                let denied = samples.iter().find_map(|r| match r {
-                    Err(NsError::Enter(e)) => e.missing_capability(),
-                    _ => None,
-                });
-                let kmsg = kmsg::read_table_full(&root).unwrap_or_default();
-                let _ = tx.send((found.into_iter().zip(samples).collect(), kmsg, denied));
+        self.ns_scan = spawn("ctg-netns", move || {
+            // Without CAP_SYS_ADMIN every setns fails: do not try (one
+            // thread per namespace per scan, for nothing).
+            if netns::lacks_sys_admin(&root) == Some(true) {
+                return (Vec::new(), Vec::new(), Some(netns::CAP_SYS_ADMIN_NAME));
+            }
+            let found = netns::scan(&root);
+            let samples = sample::sample_all(&found);
+            let denied = samples.iter().find_map(|r| match r {
+                Err(NsError::Enter(e)) => e.missing_capability(),
+                _ => None,
             });
-        if started.is_ok() {
-            self.ns_scan = Some(rx);
-        }
+            let kmsg = kmsg::read_table_full(&root).unwrap_or_default();
+            (found.into_iter().zip(samples).collect(), kmsg, denied)
+        });
     }
 
     /// The namespace events, once a scan is done.
@@ -486,29 +479,17 @@ impl Watcher<'_> {
             })
             .collect();
         let root = self.host.root.clone();
-        let (tx, rx) = mpsc::channel();
-        let started = std::thread::Builder::new()
-            .name("ctg-writers".into())
-            .spawn(move || {
-                let texts: Vec<String> = asks
-                    .iter()
-                    .map(|(key, foreign)| {
-                        writers::hint(&root, key, foreign).map_or_else(String::new, |h| h.text())
-                    })
-                    .collect();
-                let _ = tx.send(texts);
-            });
-        match started {
-            Ok(_) => {
-                self.hints = Some(HintJob {
-                    rx,
-                    held,
-                    deadline: now + HINT_TIMEOUT,
-                });
+        let hint = move |(key, foreign): &(String, String)| {
+            writers::hint(&root, key, foreign).map_or_else(String::new, |h| h.text())
+        };
+        match spawn("ctg-writers", move || asks.iter().map(hint).collect()) {
+            Some(rx) => {
+                let deadline = now + HINT_TIMEOUT;
+                self.hints = Some(HintJob { rx, held, deadline });
                 now_out
             }
             // No thread (TasksMax): the events without the hint.
-            Err(_) => now_out.into_iter().chain(held).collect(),
+            None => now_out.into_iter().chain(held).collect(),
         }
     }
 
@@ -1070,6 +1051,17 @@ impl Watcher<'_> {
     }
 }
 
+/// `job` on a thread of its own, its result through the receiver; `None`
+/// when no thread can be had (TasksMax).
+fn spawn<T: Send + 'static>(
+    name: &str,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Option<mpsc::Receiver<T>> {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new().name(name.into());
+    thread.spawn(move || tx.send(job())).ok().map(|_| rx)
+}
+
 /// How long the exit waits for a stalled journal to take held events.
 const JOURNAL_DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
 
@@ -1189,10 +1181,8 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
         sink.emit(&ev);
     }
     // Continue the metrics' totals of the previous process of this boot.
-    if w.textfile.is_some() {
-        if let Some(saved) = metrics::load_totals(root) {
-            w.state.resume_totals(saved);
-        }
+    if let Some(saved) = w.textfile.as_ref().and_then(|_| metrics::load_totals(root)) {
+        w.state.resume_totals(saved);
     }
     w.run(&mut signals, &mut *sink)
 }

@@ -152,9 +152,7 @@ pub trait Sink {
     fn retry(&mut self) {}
 
     /// At exit: deliver what is held back, waiting at most `bound`.
-    fn drain(&mut self, bound: std::time::Duration) {
-        let _ = bound;
-    }
+    fn drain(&mut self, _bound: std::time::Duration) {}
 }
 
 /// Events to stderr, one line each.
