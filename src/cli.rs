@@ -236,18 +236,15 @@ fn option(
         "--top" => "-n".to_string(),
         n => n.to_string(),
     };
-    let value = if TAKES_VALUE.contains(&name.as_str()) {
-        Some(match inline {
-            Some(v) => v.to_os_string(),
-            None => rest
-                .next()
+    let value = match (TAKES_VALUE.contains(&name.as_str()), inline) {
+        (true, Some(v)) => Some(v.to_os_string()),
+        (true, None) => Some(
+            rest.next()
                 .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))?,
-        })
-    } else if inline.is_some() {
-        return Err(format!("{name} takes no value"));
-    } else {
-        None
+                .ok_or(format!("{name} needs a value"))?,
+        ),
+        (false, Some(_)) => return Err(format!("{name} takes no value")),
+        (false, None) => None,
     };
     Ok((name, value))
 }
@@ -278,10 +275,8 @@ fn command(sub: &str, mut f: Flags) -> Result<Command, String> {
                 label.push_str(" --all-netns");
                 Duration::ZERO
             } else {
-                match take(&mut f, "--window") {
-                    Some(v) => window(v)?,
-                    None => Duration::from_secs(1),
-                }
+                let window = take(&mut f, "--window").map(window).transpose()?;
+                window.unwrap_or(Duration::from_secs(1))
             };
             Command::Status {
                 json,

@@ -300,7 +300,6 @@ pub(crate) fn preflight(
     cfg: &Config,
     module: &ModuleState,
 ) -> Result<Vec<String>, ConfigError> {
-    let mut warnings = Vec::new();
     let module_absent = matches!(module, ModuleState::WouldLoad(_));
     for e in &cfg.sysctl {
         // In a dry run without the module, netfilter keys cannot be checked yet.
@@ -318,12 +317,8 @@ pub(crate) fn preflight(
             ),
             Err(err) => err.to_string(),
         };
-        return Err(config_error(
-            cfg,
-            e.line,
-            &format!("sysctl.\"{}\"", e.key),
-            why,
-        ));
+        let key = format!("sysctl.\"{}\"", e.key);
+        return Err(config_error(cfg, e.line, &key, why));
     }
     let c = &cfg.conntrack;
     let max = c.max.value().or_else(|| kernel_u64(root, KEY_MAX));
@@ -331,18 +326,14 @@ pub(crate) fn preflight(
         .buckets_value()
         .or_else(|| kernel_u64(root, KEY_BUCKETS))
         .unwrap_or(0);
-    if let (Some(max), Some(ram)) = (max, ram_bytes(root)) {
-        let cost = memory_cost(max, buckets, entry_bytes(root));
-        match memory_verdict(cost, ram) {
-            Ok(Some(w)) => warnings.push(w),
-            Ok(None) => {}
-            Err(e) if matches!(c.max, Knob::Set(_)) => {
-                return Err(config_error(cfg, None, "conntrack.max", e));
-            }
-            Err(e) => warnings.push(e),
-        }
+    let (Some(max), Some(ram)) = (max, ram_bytes(root)) else {
+        return Ok(Vec::new());
+    };
+    match memory_verdict(memory_cost(max, buckets, entry_bytes(root)), ram) {
+        Err(e) if matches!(c.max, Knob::Set(_)) => Err(config_error(cfg, None, "conntrack.max", e)),
+        Ok(w) => Ok(w.into_iter().collect()),
+        Err(w) => Ok(vec![w]),
     }
-    Ok(warnings)
 }
 
 /// Run apply on `host`. `wait` bounds the wait for the keys after loading

@@ -315,17 +315,14 @@ impl Textfile {
     /// Replace the file. Returns an event on the first failure, and one
     /// when writing works again.
     pub fn write(&mut self, contents: &str) -> Option<Event> {
-        match write_atomic(&self.path, contents.as_bytes()) {
-            Ok(()) if self.failing => {
-                self.failing = false;
-                Some(Event::fault(
-                    Priority::Info,
-                    format!("metrics textfile {} is written again", self.path.display()),
-                ))
-            }
-            Ok(()) => None,
-            Err(e) if !self.failing => {
-                self.failing = true;
+        let written = write_atomic(&self.path, contents.as_bytes());
+        let was_failing = std::mem::replace(&mut self.failing, written.is_err());
+        match written {
+            Ok(()) if was_failing => Some(Event::fault(
+                Priority::Info,
+                format!("metrics textfile {} is written again", self.path.display()),
+            )),
+            Err(e) if !was_failing => {
                 let hint = match e.source.kind() {
                     std::io::ErrorKind::NotFound => "the directory does not exist",
                     std::io::ErrorKind::PermissionDenied => {
@@ -347,7 +344,7 @@ impl Textfile {
                     .field("CONNTRACK_TEXTFILE", self.path.display()),
                 )
             }
-            Err(_) => None,
+            _ => None,
         }
     }
 }

@@ -580,13 +580,16 @@ pub(crate) fn text(r: &Report) -> String {
 
 /// `CONNTRACK OK - ... | perfdata`, with its newline.
 fn summary_line(r: &Report) -> String {
-    let summary = match (r.count, r.max, r.fill) {
-        (Some(c), Some(m), Some(f)) => format!(
-            "{:.1}% full ({c}/{m}), level {}",
-            f * 100.0,
-            r.level.map(Level::name).unwrap_or("unknown")
+    let level = r.level.map(Level::name).unwrap_or("unknown");
+    let (summary, perf) = match (r.count, r.max, r.fill) {
+        (Some(c), Some(m), Some(f)) => (
+            format!("{:.1}% full ({c}/{m}), level {level}", f * 100.0),
+            vec![
+                Perf::percent("fill", f, r.warn_percent, r.critical_percent),
+                Perf::count("entries", c, Some(m)),
+            ],
         ),
-        _ => "fill unknown".to_string(),
+        _ => ("fill unknown".to_string(), Vec::new()),
     };
     // The first of the worst problems: the one that decided the status.
     let first_problem = r
@@ -595,13 +598,6 @@ fn summary_line(r: &Report) -> String {
         .find(|p| p.severity == r.status)
         .map(|p| format!("; {}", p.message))
         .unwrap_or_default();
-    let perf = match (r.count, r.max, r.fill) {
-        (Some(c), Some(m), Some(f)) => vec![
-            Perf::percent("fill", f, r.warn_percent, r.critical_percent),
-            Perf::count("entries", c, Some(m)),
-        ],
-        _ => Vec::new(),
-    };
     plugin_line(r.status, &format!("{summary}{first_problem}"), &perf)
 }
 
