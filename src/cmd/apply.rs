@@ -697,12 +697,10 @@ fn entries_in_use(host: &Host) -> Option<u64> {
         .max()
 }
 
-/// What apply does with one key.
+/// What apply does with one key: leave it, with this outcome, or write it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
-    /// Leave it, with this outcome.
     Keep(Outcome),
-    /// Write it.
     Write(Direction),
 }
 

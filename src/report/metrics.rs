@@ -93,41 +93,36 @@ pub fn save_totals(root: &SysRoot, totals: &SavedTotals) -> Result<(), PathError
     write_atomic(&path, text.as_bytes())
 }
 
-/// The watchdog's own growth of the table (`[grow]`). The max it grew to
-/// is `conntrack_guard_entries_limit`, like any max.
+/// The watchdog's own growth of the table (`[grow]`): growths since it
+/// started, `[grow] budget` in bytes, and whether the table is at the
+/// budget after a growth (a `grow_limited` was logged and still holds).
+/// The max it grew to is `conntrack_guard_entries_limit`, like any max.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GrowMetrics {
-    /// Growths since this watchdog started.
-    pub grown: u32,
-    /// `[grow] budget` in bytes.
-    pub budget_bytes: u64,
-    /// The table is at the budget after a growth (a `grow_limited` was
-    /// logged and still holds).
-    pub limited: bool,
+pub(crate) struct GrowMetrics {
+    pub(crate) grown: u32,
+    pub(crate) budget_bytes: u64,
+    pub(crate) limited: bool,
 }
 
 /// What one sample contributes to the metrics.
 #[derive(Debug, Clone)]
-pub struct Snapshot<'a> {
-    /// Count and max.
-    pub fill: &'a Fill,
-    /// Current level.
-    pub level: Level,
+pub(crate) struct Snapshot<'a> {
+    pub(crate) fill: &'a Fill,
+    pub(crate) level: Level,
     /// Conntrack counter totals since boot, monotonic across u32 wraps
-    /// (empty when unreadable).
-    pub conntrack: &'a [(&'static str, u64)],
-    /// Where they came from.
-    pub counters_source: Option<CounterSource>,
+    /// (empty when unreadable), and where they came from.
+    pub(crate) conntrack: &'a [(&'static str, u64)],
+    pub(crate) counters_source: Option<CounterSource>,
     /// The UDP MIB of this namespace, when readable.
-    pub udp: Option<&'a UdpStats>,
+    pub(crate) udp: Option<&'a UdpStats>,
     /// Backlog counter totals since boot, monotonic (empty when unreadable).
-    pub softnet: &'a [(&'static str, u64)],
+    pub(crate) softnet: &'a [(&'static str, u64)],
     /// Any configured setting drifted.
-    pub drift: bool,
+    pub(crate) drift: bool,
     /// Growth, when `[grow] enabled`.
-    pub grow: Option<GrowMetrics>,
+    pub(crate) grow: Option<GrowMetrics>,
     /// Unix time of the sample, seconds.
-    pub timestamp: f64,
+    pub(crate) timestamp: f64,
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -158,7 +153,7 @@ fn family<V: std::fmt::Display>(
 }
 
 /// The file contents.
-pub fn render(s: &Snapshot<'_>) -> String {
+pub(crate) fn render(s: &Snapshot<'_>) -> String {
     let mut o = String::with_capacity(1536);
     fill_metrics(&mut o, s);
     if !s.conntrack.is_empty() {

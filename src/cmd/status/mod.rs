@@ -37,7 +37,7 @@ use crate::kernel::ctstats::{CtCounter, CtReading, CtTable, CtUnavailable};
 use crate::kernel::percpu::{CounterSet, DeltaTracker, HOT_CPU_SHARE};
 use crate::kernel::snmp::{read_udp, SnmpError, UdpStats};
 use crate::kernel::softnet::{read_softnet, SoftnetCounter, SoftnetError, SoftnetTable};
-use crate::kernel::FileError;
+use crate::kernel::{kernel_u64, ram_bytes, slab, FileError};
 use crate::observe;
 use crate::report::output;
 use crate::report::table::human_bytes;
@@ -713,17 +713,12 @@ fn settings_lines(s: &mut String, r: &Report) {
         r.config.as_deref().unwrap_or("(configuration unreadable)")
     );
     let kw = r.settings.iter().map(|x| x.key.len()).max().unwrap_or(0);
-    let vw = r
-        .settings
-        .iter()
-        .map(|x| {
-            x.expected
-                .len()
-                .max(x.actual.as_deref().map_or(6, str::len))
-        })
-        .max()
-        .unwrap_or(0)
-        .max(8);
+    let width = |x: &SettingRow| {
+        x.expected
+            .len()
+            .max(x.actual.as_deref().map_or(6, str::len))
+    };
+    let vw = r.settings.iter().map(width).fold(8, usize::max);
     if !r.settings.is_empty() {
         let _ = writeln!(
             s,
@@ -760,9 +755,11 @@ pub(crate) fn read(host: &Host, config_path: Option<&Path>, window: Duration) ->
         fill = observe::fill(&host.root);
         Some(Counts::read(host))
     };
-    let settings = match (&cfg, &fill) {
-        (Ok(c), FillReading::Read { .. }) => observe::settings(host, c),
-        _ => Vec::new(),
+    let (settings, grow) = match (&cfg, &fill) {
+        (Ok(c), FillReading::Read { max, .. }) => {
+            (observe::settings(host, c), Some(grow_report(host, c, *max)))
+        }
+        _ => (Vec::new(), None),
     };
     let writer_hints = settings
         .iter()
@@ -772,10 +769,6 @@ pub(crate) fn read(host: &Host, config_path: Option<&Path>, window: Duration) ->
             Some((s.key.clone(), h.text())).filter(|(_, t)| !t.is_empty())
         })
         .collect();
-    let grow = match (&cfg, &fill) {
-        (Ok(c), FillReading::Read { max, .. }) => Some(grow_report(host, c, *max)),
-        _ => None,
-    };
     Readings {
         grow,
         config: cfg.map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name())),
@@ -793,9 +786,9 @@ pub(crate) fn read(host: &Host, config_path: Option<&Path>, window: Duration) ->
 fn grow_report(host: &Host, cfg: &config::Config, max: u64) -> GrowReport {
     let root = &host.root;
     let bytes = grown::budget_bytes(root, cfg.grow.budget);
-    let percent_unknown = matches!(cfg.grow.budget, config::Budget::Percent(_))
-        && crate::kernel::ram_bytes(root).is_none();
-    let buckets = crate::kernel::kernel_u64(root, config::KEY_BUCKETS).unwrap_or(0);
+    let percent_unknown =
+        matches!(cfg.grow.budget, config::Budget::Percent(_)) && ram_bytes(root).is_none();
+    let buckets = kernel_u64(root, config::KEY_BUCKETS).unwrap_or(0);
     let boot = observe::this_boot(root, cfg);
     GrowReport {
         enabled: cfg.grow.enabled,
@@ -803,7 +796,7 @@ fn grow_report(host: &Host, cfg: &config::Config, max: u64) -> GrowReport {
             budget_view(
                 &cfg.grow.budget.to_string(),
                 bytes,
-                crate::kernel::slab::entry_bytes(root),
+                slab::entry_bytes(root),
                 host.page_size,
                 max,
                 buckets,
@@ -821,8 +814,10 @@ fn grow_lines(s: &mut String, g: &GrowReport) {
     } else {
         " (growth off: [grow] enabled = false)"
     };
-    match &g.budget {
-        Some(b) => {
+    let budget = g
+        .budget
+        .as_ref()
+        .map_or("unknown (RAM unreadable)".into(), |b| {
             let left = if b.fits {
                 format!("headroom {}", human_bytes(b.headroom_bytes))
             } else {
@@ -831,18 +826,10 @@ fn grow_lines(s: &mut String, g: &GrowReport) {
                     human_bytes(b.worst_case_bytes.saturating_sub(b.budget_bytes))
                 )
             };
-            let _ = writeln!(
-                s,
-                "  budget    {}; {}; {left}; the budget allows max up to {}{off}",
-                b.budget_text(),
-                b.worst_text(),
-                b.max_allowed
-            );
-        }
-        None => {
-            let _ = writeln!(s, "  budget    unknown (RAM unreadable){off}");
-        }
-    }
+            let (budget, worst, allowed) = (b.budget_text(), b.worst_text(), b.max_allowed);
+            format!("{budget}; {worst}; {left}; the budget allows max up to {allowed}")
+        });
+    let _ = writeln!(s, "  budget    {budget}{off}");
     if let Some(r) = &g.grown {
         let _ = writeln!(
             s,
