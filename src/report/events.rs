@@ -99,7 +99,11 @@ impl Event {
         let (priority, name, id) = (self.priority.name(), self.name, self.id);
         let mut s = format!("{priority}: EVENT={name} MESSAGE_ID={id}");
         for (k, v) in &self.fields {
-            let _ = write!(s, " {k}={}", quote_if_needed(v));
+            let _ = if v.is_empty() || v.contains([' ', '"', '=', '\n', '\t']) {
+                write!(s, " {k}={v:?}")
+            } else {
+                write!(s, " {k}={v}")
+            };
         }
         let _ = write!(s, " MESSAGE={:?}", self.message);
         s
@@ -130,14 +134,6 @@ impl Event {
             put(k, v);
         }
         b
-    }
-}
-
-fn quote_if_needed(v: &str) -> String {
-    if v.is_empty() || v.contains([' ', '"', '=', '\n', '\t']) {
-        format!("{v:?}")
-    } else {
-        v.to_string()
     }
 }
 
