@@ -34,7 +34,7 @@ use crate::config::{self, fmt_duration};
 use crate::host::Host;
 use crate::kernel::ctstats::CounterSource;
 use crate::kernel::ctstats::{CtCounter, CtReading, CtTable, CtUnavailable};
-use crate::kernel::percpu::{CounterSet, DeltaTracker, HOT_CPU_SHARE};
+use crate::kernel::percpu::{CounterSet, CpuTable, DeltaTracker, Window, HOT_CPU_SHARE};
 use crate::kernel::snmp::{read_udp, SnmpError, UdpStats};
 use crate::kernel::softnet::{read_softnet, SoftnetCounter, SoftnetError, SoftnetTable};
 use crate::kernel::{kernel_u64, ram_bytes, slab, FileError};
@@ -242,27 +242,20 @@ fn tally_map(t: &Tally, sig: &Signal) -> BTreeMap<&'static str, u64> {
 /// The increases between two readings of each drop point (`None` where
 /// either reading failed).
 fn window_tallies(a: &Counts, b: &Counts) -> [Option<Tally>; 3] {
-    let ct = match (&a.conntrack, &b.conntrack) {
-        (Ok(x), Ok(y)) => {
-            let mut d = DeltaTracker::<CtCounter>::new();
-            d.step(&x.table);
-            Some(tally::conntrack(&d.step(&y.table)))
-        }
-        _ => None,
-    };
-    let udp = match (&a.udp, &b.udp) {
-        (Ok(x), Ok(y)) => Some(tally::socket(&y.delta_since(x))),
-        _ => None,
-    };
-    let backlog = match (&a.softnet, &b.softnet) {
-        (Ok(x), Ok(y)) => {
-            let mut d = DeltaTracker::<SoftnetCounter>::new();
-            d.step(x);
-            Some(tally::backlog(&d.step(y)))
-        }
-        _ => None,
-    };
-    [ct, udp, backlog]
+    fn both<'a, T, E>(a: &'a Result<T, E>, b: &'a Result<T, E>) -> Option<(&'a T, &'a T)> {
+        a.as_ref().ok().zip(b.as_ref().ok())
+    }
+    fn window<K: CounterSet>(x: &CpuTable<K>, y: &CpuTable<K>) -> Window<K> {
+        let mut d = DeltaTracker::<K>::new();
+        d.step(x);
+        d.step(y)
+    }
+    [
+        both(&a.conntrack, &b.conntrack)
+            .map(|(x, y)| tally::conntrack(&window(&x.table, &y.table))),
+        both(&a.udp, &b.udp).map(|(x, y)| tally::socket(&y.delta_since(x))),
+        both(&a.softnet, &b.softnet).map(|(x, y)| tally::backlog(&window(x, y))),
+    ]
 }
 
 /// Decide the verdict from readings. Pure. The problems keep this order
