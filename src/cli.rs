@@ -406,12 +406,9 @@ fn top_command(f: &mut Flags) -> Result<top::Options, String> {
     }
     if let Some(v) = take(f, "--prefix") {
         let v = v.to_string_lossy();
-        let (v4, v6) = match v.split_once(',') {
-            Some((a, b)) => (a, Some(b)),
-            None => (v.as_ref(), None),
-        };
-        o.prefix4 = prefix(v4, "IPv4", 32)?;
-        if let Some(v6) = v6 {
+        let mut lengths = v.splitn(2, ',');
+        o.prefix4 = prefix(lengths.next().unwrap_or_default(), "IPv4", 32)?;
+        if let Some(v6) = lengths.next() {
             o.prefix6 = prefix(v6, "IPv6", 128)?;
         }
     }

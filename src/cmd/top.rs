@@ -203,14 +203,12 @@ impl Report {
 impl DimReport {
     /// This dimension's table: its groups, then what is not shown.
     fn table(&self, s: &mut String, total: u64) {
+        let least = self.by.title().len().max(24);
         let width = self
             .groups
             .iter()
             .map(|g| g.key.len())
-            .max()
-            .unwrap_or(0)
-            .max(self.by.title().len())
-            .max(24);
+            .fold(least, usize::max);
         let _ = writeln!(
             s,
             "\n{:<width$}  {:>9}  {:>6}",
