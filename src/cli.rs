@@ -18,7 +18,7 @@ use crate::exit;
 use crate::host::Host;
 use crate::report::events::default_sink;
 use crate::report::output;
-use crate::triage;
+use crate::triage::{self, GROUP_CAP};
 
 /// The `--help` text.
 pub const HELP: &str = "\
@@ -74,74 +74,53 @@ EXIT STATUS (status, doctor):
 
 /// Parsed command line: each command with its options.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    /// `apply`.
+pub(crate) enum Command {
     Apply {
-        /// `--dry-run`.
         dry_run: bool,
     },
-    /// `watch`.
     Watch {
-        /// `--interval`.
         interval: Option<Duration>,
     },
-    /// `status`, or `status --all-netns`.
+    /// `status`, or `status --all-netns` (`window`: plain status only).
     Status {
-        /// `--json`.
         json: bool,
-        /// `--window` (plain status only).
         window: Duration,
-        /// `--all-netns`.
         all_netns: bool,
     },
-    /// `plan`.
     Plan {
-        /// `--rate`.
         rate: f64,
-        /// `--timeout`.
         timeout: Option<u64>,
-        /// `--headroom`.
         headroom: f64,
-        /// `--json`.
         json: bool,
     },
-    /// `doctor`.
     Doctor {
-        /// `--json`.
         json: bool,
     },
-    /// `top`.
     Top(top::Options),
     /// `--help`: the text of the program, or of the command it follows.
     Help(&'static str),
-    /// `--version`.
     Version,
 }
 
-/// Command plus global options.
+/// Command plus `--config` (before or after the command word).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Invocation {
-    /// `--config` (before or after the command word).
-    pub config: Option<PathBuf>,
-    /// The command.
-    pub command: Command,
+pub(crate) struct Invocation {
+    config: Option<PathBuf>,
+    command: Command,
 }
 
-/// A command-line error. `status` and `doctor` report it as UNKNOWN (3),
-/// as monitoring plugins do, since 2 would read as CRITICAL; every other
-/// command uses 2.
+/// A command-line error: what is wrong, and the command when one was given.
+/// `status` and `doctor` report it as UNKNOWN (3), as monitoring plugins
+/// do, since 2 would read as CRITICAL; every other command uses 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct UsageError {
-    /// The command, when one was given.
-    pub command: Option<String>,
-    /// What is wrong.
-    pub message: String,
+pub(crate) struct UsageError {
+    command: Option<String>,
+    message: String,
 }
 
 impl UsageError {
-    /// The exit code for this error.
-    pub fn exit_code(&self) -> i32 {
+    fn exit_code(&self) -> i32 {
         match self.command.as_deref() {
             Some("status" | "doctor") => Verdict::Unknown.code(),
             _ => exit::USAGE,
@@ -149,7 +128,7 @@ impl UsageError {
     }
 
     /// The message for stderr, pointing at the help that fits.
-    pub fn text(&self) -> String {
+    fn text(&self) -> String {
         let help = match self.command.as_deref() {
             Some(c @ ("top" | "doctor")) => format!("conntrack-guard {c} --help"),
             _ => "conntrack-guard --help".into(),
@@ -176,7 +155,7 @@ const TAKES_VALUE: &[&str] = &[
 /// open(), so a non-UTF-8 file name reaches the file system unchanged.
 /// `--` ends the options. A flag given twice is an error that names it
 /// (except `top --by`, which adds up).
-pub fn parse_args(args: &[OsString]) -> Result<Invocation, UsageError> {
+pub(crate) fn parse_args(args: &[OsString]) -> Result<Invocation, UsageError> {
     let mut config: Option<PathBuf> = None;
     let mut sub: Option<String> = None;
     let mut flags: Vec<(String, Option<OsString>)> = Vec::new();
@@ -257,60 +236,47 @@ fn option(
         "--top" => "-n".to_string(),
         n => n.to_string(),
     };
-    let value = if TAKES_VALUE.contains(&name.as_str()) {
-        Some(match inline {
-            Some(v) => v.to_os_string(),
-            None => rest
-                .next()
+    let value = match (TAKES_VALUE.contains(&name.as_str()), inline) {
+        (true, Some(v)) => Some(v.to_os_string()),
+        (true, None) => Some(
+            rest.next()
                 .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))?,
-        })
-    } else if inline.is_some() {
-        return Err(format!("{name} takes no value"));
-    } else {
-        None
+                .ok_or(format!("{name} needs a value"))?,
+        ),
+        (false, Some(_)) => return Err(format!("{name} takes no value")),
+        (false, None) => None,
     };
     Ok((name, value))
 }
 
 /// The flags of one command, each taken once as it is used.
-struct Flags(Vec<(String, Option<OsString>)>);
+type Flags = Vec<(String, Option<OsString>)>;
 
-impl Flags {
-    /// The value of the flag `name`, removed; `None` if absent.
-    fn take(&mut self, name: &str) -> Option<OsString> {
-        let i = self.0.iter().position(|(n, _)| n == name)?;
-        Some(self.0.remove(i).1.unwrap_or_default())
-    }
-
-    /// Whether the switch `name` was given (removed).
-    fn flag(&mut self, name: &str) -> bool {
-        self.take(name).is_some()
-    }
+/// The value of the flag `name`, removed; `None` if absent.
+fn take(f: &mut Flags, name: &str) -> Option<OsString> {
+    let i = f.iter().position(|(n, _)| n == name)?;
+    Some(f.remove(i).1.unwrap_or_default())
 }
 
 /// The command `sub` with its flags; every flag must be used.
-fn command(sub: &str, flags: Vec<(String, Option<OsString>)>) -> Result<Command, String> {
-    let mut f = Flags(flags);
+fn command(sub: &str, mut f: Flags) -> Result<Command, String> {
     let mut label = sub.to_string();
     let command = match sub {
         "apply" => Command::Apply {
-            dry_run: f.flag("--dry-run"),
+            dry_run: take(&mut f, "--dry-run").is_some(),
         },
         "watch" => Command::Watch {
-            interval: f.take("--interval").map(interval).transpose()?,
+            interval: take(&mut f, "--interval").map(interval).transpose()?,
         },
         "status" => {
-            let all_netns = f.flag("--all-netns");
-            let json = f.flag("--json");
+            let all_netns = take(&mut f, "--all-netns").is_some();
+            let json = take(&mut f, "--json").is_some();
             let window = if all_netns {
                 label.push_str(" --all-netns");
                 Duration::ZERO
             } else {
-                match f.take("--window") {
-                    Some(v) => window(v)?,
-                    None => Duration::from_secs(1),
-                }
+                let window = take(&mut f, "--window").map(window).transpose()?;
+                window.unwrap_or(Duration::from_secs(1))
             };
             Command::Status {
                 json,
@@ -320,12 +286,12 @@ fn command(sub: &str, flags: Vec<(String, Option<OsString>)>) -> Result<Command,
         }
         "plan" => plan_command(&mut f)?,
         "doctor" => Command::Doctor {
-            json: f.flag("--json"),
+            json: take(&mut f, "--json").is_some(),
         },
         "top" => Command::Top(top_command(&mut f)?),
         other => return Err(format!("unknown command {other:?} ({COMMANDS})")),
     };
-    if let Some((name, _)) = f.0.first() {
+    if let Some((name, _)) = f.first() {
         return Err(format!("unknown argument {name} for {label}"));
     }
     Ok(command)
@@ -373,36 +339,25 @@ fn window(v: OsString) -> Result<Duration, String> {
 }
 
 fn plan_command(f: &mut Flags) -> Result<Command, String> {
-    let rate = num(
-        f.take("--rate")
-            .ok_or("plan needs --rate N (new UDP flows per second)")?,
-        "--rate",
-    )?;
-    let timeout = match f.take("--timeout") {
-        Some(v) => {
-            let t = num(v, "--timeout")?;
-            if !(1.0..=86_400.0).contains(&t) {
-                return Err("--timeout must be between 1 and 86400 seconds".into());
-            }
-            Some(t as u64)
-        }
-        None => None,
-    };
-    let headroom = match f.take("--headroom") {
-        Some(v) => {
-            let h = num(v, "--headroom")?;
-            if !(1.0..=100.0).contains(&h) {
-                return Err("--headroom must be between 1 and 100".into());
-            }
-            h
-        }
-        None => 2.0,
-    };
+    let rate = take(f, "--rate").ok_or("plan needs --rate N (new UDP flows per second)")?;
+    let rate = num(rate, "--rate")?;
+    let timeout = take(f, "--timeout")
+        .map(|v| num(v, "--timeout"))
+        .transpose()?;
+    if timeout.is_some_and(|t| !(1.0..=86_400.0).contains(&t)) {
+        return Err("--timeout must be between 1 and 86400 seconds".into());
+    }
+    let headroom = take(f, "--headroom")
+        .map(|v| num(v, "--headroom"))
+        .transpose()?;
+    if headroom.is_some_and(|h| !(1.0..=100.0).contains(&h)) {
+        return Err("--headroom must be between 1 and 100".into());
+    }
     Ok(Command::Plan {
         rate,
-        timeout,
-        headroom,
-        json: f.flag("--json"),
+        timeout: timeout.map(|t| t as u64),
+        headroom: headroom.unwrap_or(2.0),
+        json: take(f, "--json").is_some(),
     })
 }
 
@@ -416,10 +371,10 @@ fn prefix(v: &str, family: &str, max: u8) -> Result<u8, String> {
 
 fn top_command(f: &mut Flags) -> Result<top::Options, String> {
     let mut o = top::Options {
-        json: f.flag("--json"),
+        json: take(f, "--json").is_some(),
         ..top::Options::default()
     };
-    while let Some(v) = f.take("--by") {
+    while let Some(v) = take(f, "--by") {
         for k in v.to_string_lossy().split(',') {
             let d = triage::Dim::parse(k.trim()).ok_or_else(|| {
                 format!("--by: unknown key {k:?} (dport, state, source, nat, zone, mark)")
@@ -429,39 +384,31 @@ fn top_command(f: &mut Flags) -> Result<top::Options, String> {
             }
         }
     }
-    if let Some(v) = f.take("-n") {
+    if let Some(v) = take(f, "-n") {
         let v = v.to_string_lossy();
         o.n = match v.parse::<usize>() {
-            Ok(n) if (1..=triage::GROUP_CAP).contains(&n) => n,
-            _ => {
-                return Err(format!(
-                    "-n: expected 1 to {}, got {v:?}",
-                    triage::GROUP_CAP
-                ))
-            }
+            Ok(n) if (1..=GROUP_CAP).contains(&n) => n,
+            _ => return Err(format!("-n: expected 1 to {GROUP_CAP}, got {v:?}")),
         };
     }
-    if let Some(v) = f.take("--netns") {
+    if let Some(v) = take(f, "--netns") {
         if v.is_empty() {
             return Err("--netns needs a path".into());
         }
         o.netns = Some(PathBuf::from(v));
     }
-    if let Some(v) = f.take("--timeout") {
+    if let Some(v) = take(f, "--timeout") {
         let d = dur(v, "--timeout")?;
         if d < Duration::from_millis(10) || d > Duration::from_secs(600) {
             return Err("--timeout must be between 10ms and 10m".into());
         }
         o.timeout = d;
     }
-    if let Some(v) = f.take("--prefix") {
+    if let Some(v) = take(f, "--prefix") {
         let v = v.to_string_lossy();
-        let (v4, v6) = match v.split_once(',') {
-            Some((a, b)) => (a, Some(b)),
-            None => (v.as_ref(), None),
-        };
-        o.prefix4 = prefix(v4, "IPv4", 32)?;
-        if let Some(v6) = v6 {
+        let mut lengths = v.splitn(2, ',');
+        o.prefix4 = prefix(lengths.next().unwrap_or_default(), "IPv4", 32)?;
+        if let Some(v6) = lengths.next() {
             o.prefix6 = prefix(v6, "IPv6", 128)?;
         }
     }

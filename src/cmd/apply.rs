@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::assess::lower::check_lower_max;
 use crate::config::{Config, ConfigError, Knob, Policy, KEY_BUCKETS, KEY_COUNT, KEY_MAX};
+use crate::config::{KEY_UDP_TIMEOUT, KEY_UDP_TIMEOUT_STREAM};
 use crate::exit;
 use crate::host::Host;
 use crate::kernel::hashsize::{self, kernel_buckets, KernelTarget};
@@ -24,20 +25,18 @@ use crate::report::table::human_bytes;
 use crate::state::grown::{self, Remembered};
 use crate::sysroot::{PathError, SysRoot, HASHSIZE_PARAM};
 
-/// Which way a write moves a value.
+/// Which way a write moves a value (`Change`: not numbers, as a
+/// multi-value sysctl). Lowering is always said, never a side effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// To a larger number.
+pub(crate) enum Direction {
     Raise,
-    /// To a smaller number: always said, never a side effect.
     Lower,
-    /// Not numbers (a multi-value sysctl).
     Change,
 }
 
 /// The outcome of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Already at its target; not written.
     Unchanged,
     /// `at-least`: the kernel's value is larger and stays.
@@ -48,19 +47,11 @@ pub enum Outcome {
     WouldChange(Direction),
     /// Not written: lowering max below the entries in use would start
     /// dropping new flows at once.
-    Refused {
-        /// Why, with the count.
-        reason: String,
-    },
+    Refused { reason: String },
     /// Dry run: the module is absent, so the value is not known yet.
     WouldSet,
-    /// Could not be set or verified.
-    Failed {
-        /// Why.
-        reason: String,
-        /// errno of the failed write, if any.
-        errno: Option<i32>,
-    },
+    /// Could not be set or verified (`errno`: of the failed write, if any).
+    Failed { reason: String, errno: Option<i32> },
 }
 
 impl Outcome {
@@ -81,65 +72,55 @@ impl Outcome {
     }
 }
 
-/// One row of the report.
+/// One row of the report: the key's value before (if readable), its
+/// target, the value read back after writing (none in a dry run), and why
+/// the target differs from the configured value, if it does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    /// Dotted key.
-    pub key: String,
-    /// Value before, if readable.
-    pub before: Option<String>,
-    /// Target.
-    pub target: String,
-    /// Value read back after writing (empty in a dry run).
-    pub after: Option<String>,
-    /// Result.
-    pub outcome: Outcome,
-    /// Why the target differs from the configured value, if it does.
-    pub note: Option<String>,
+pub(crate) struct Row {
+    key: String,
+    before: Option<String>,
+    target: String,
+    after: Option<String>,
+    outcome: Outcome,
+    note: Option<String>,
 }
 
 /// What apply did.
 #[derive(Debug, Clone)]
-pub struct Report {
-    /// One row per key.
-    pub rows: Vec<Row>,
-    /// Module state.
-    pub module: ModuleState,
-    /// Dry run?
-    pub dry_run: bool,
+pub(crate) struct Report {
+    rows: Vec<Row>,
+    module: ModuleState,
+    dry_run: bool,
     /// Non-fatal warnings (memory above 10% of RAM, ...).
-    pub warnings: Vec<String>,
+    warnings: Vec<String>,
     /// Config source, for messages.
-    pub source: String,
+    source: String,
     /// The grown max this run started from instead of the configured one.
-    pub grown: Option<(Remembered, GrownFrom)>,
+    grown: Option<(Remembered, GrownFrom)>,
     /// What happened to the growth records (discarded, written), for the
     /// operator: not warnings.
-    pub notes: Vec<String>,
+    notes: Vec<String>,
 }
 
-/// Why apply stopped before writing.
+/// Why apply stopped before writing: a bad configuration (78), or
+/// conntrack cannot be had (69) or loading was refused (77).
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// Bad configuration (78).
+pub(crate) enum ApplyError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Conntrack cannot be had (69) or loading was refused (77).
     #[error(transparent)]
     Module(#[from] ModuleError),
 }
 
 impl Report {
-    /// How many keys changed.
-    pub fn changed(&self) -> usize {
+    pub(crate) fn changed(&self) -> usize {
         self.rows
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Changed(_)))
             .count()
     }
 
-    /// The failed rows.
-    pub fn failed(&self) -> impl Iterator<Item = &Row> {
+    pub(crate) fn failed(&self) -> impl Iterator<Item = &Row> {
         self.rows
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Failed { .. } | Outcome::Refused { .. }))
@@ -147,29 +128,27 @@ impl Report {
 
     /// 0 when every key verified, 77 when a failure was a permission
     /// problem (EACCES, EPERM, EROFS), else 1.
-    pub fn exit_code(&self) -> i32 {
-        let mut code = 0;
-        for r in self.failed() {
-            if let Outcome::Failed { errno: Some(e), .. } = r.outcome {
-                if is_permission(e) {
-                    return 77;
+    pub(crate) fn exit_code(&self) -> i32 {
+        use nix::libc::{EACCES, EPERM, EROFS};
+        let permission = |r: &Row| {
+            matches!(
+                r.outcome,
+                Outcome::Failed {
+                    errno: Some(EACCES | EPERM | EROFS),
+                    ..
                 }
-            }
-            code = 1;
+            )
+        };
+        if self.failed().any(permission) {
+            exit::NOPERM
+        } else {
+            i32::from(self.failed().next().is_some())
         }
-        code
     }
 
-    /// The table for people.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let mut s = String::new();
-        let w = self
-            .rows
-            .iter()
-            .map(|r| r.key.len())
-            .max()
-            .unwrap_or(3)
-            .max(3);
+        let w = self.rows.iter().map(|r| r.key.len()).fold(3, usize::max);
         let _ = writeln!(
             s,
             "{:w$}  {:>10}  {:>10}  {:>10}  RESULT",
@@ -180,10 +159,7 @@ impl Report {
                 s,
                 "{:w$}  {:>10}  {:>10}  {:>10}  {}",
                 r.key,
-                r.before
-                    .as_deref()
-                    .map(compact)
-                    .unwrap_or_else(|| "-".into()),
+                r.before.as_deref().map_or("-".into(), compact),
                 compact(&r.target),
                 r.after.as_deref().map(compact).unwrap_or_default(),
                 r.outcome.label()
@@ -199,8 +175,7 @@ impl Report {
         s
     }
 
-    /// The one-line summary.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let failed = self.failed().count();
         let verb = if self.dry_run {
             "dry run"
@@ -235,8 +210,7 @@ impl Report {
         s
     }
 
-    /// The journal entry for the summary.
-    pub fn event(&self) -> Event {
+    pub(crate) fn event(&self) -> Event {
         let failed = self.failed().count();
         let (prio, name, id) = if failed > 0 {
             (Priority::Err, "apply_failed", ids::APPLY_FAILED)
@@ -247,11 +221,8 @@ impl Report {
         for (field, key) in [
             ("CONNTRACK_MAX", KEY_MAX),
             ("CONNTRACK_BUCKETS", KEY_BUCKETS),
-            ("CONNTRACK_UDP_TIMEOUT", crate::config::KEY_UDP_TIMEOUT),
-            (
-                "CONNTRACK_UDP_TIMEOUT_STREAM",
-                crate::config::KEY_UDP_TIMEOUT_STREAM,
-            ),
+            ("CONNTRACK_UDP_TIMEOUT", KEY_UDP_TIMEOUT),
+            ("CONNTRACK_UDP_TIMEOUT_STREAM", KEY_UDP_TIMEOUT_STREAM),
         ] {
             if let Some(r) = self.rows.iter().find(|r| r.key == key) {
                 ev = ev.field(
@@ -286,21 +257,14 @@ fn compact(v: &str) -> String {
     v.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn is_permission(errno: i32) -> bool {
-    matches!(
-        errno,
-        nix::libc::EACCES | nix::libc::EPERM | nix::libc::EROFS
-    )
-}
-
 /// Memory at a full table: entries plus the bucket array (8 bytes each).
-pub fn memory_cost(max: u64, buckets: u64, entry_bytes: u64) -> u64 {
+pub(crate) fn memory_cost(max: u64, buckets: u64, entry_bytes: u64) -> u64 {
     max.saturating_mul(entry_bytes)
         .saturating_add(buckets.saturating_mul(8))
 }
 
 /// The verdict on memory: error above 50% of RAM, warning above 10%.
-pub fn memory_verdict(cost: u64, ram: u64) -> Result<Option<String>, String> {
+pub(crate) fn memory_verdict(cost: u64, ram: u64) -> Result<Option<String>, String> {
     let pct = cost as f64 * 100.0 / ram.max(1) as f64;
     let text = format!(
         "a full table would use {} of kernel memory ({pct:.1}% of {} RAM)",
@@ -331,43 +295,30 @@ fn config_error(cfg: &Config, line: Option<usize>, key: &str, message: String) -
 
 /// Checks that need the kernel, run before any write: every `[sysctl]` key
 /// exists, and the table fits in memory. Returns warnings.
-pub fn preflight(
+pub(crate) fn preflight(
     root: &SysRoot,
     cfg: &Config,
     module: &ModuleState,
 ) -> Result<Vec<String>, ConfigError> {
-    let mut warnings = Vec::new();
     let module_absent = matches!(module, ModuleState::WouldLoad(_));
     for e in &cfg.sysctl {
         // In a dry run without the module, netfilter keys cannot be checked yet.
         if module_absent && e.key.starts_with("net.netfilter.") {
             continue;
         }
-        match root
+        let why = match root
             .check_sysctl(&e.key)
             .and_then(|()| root.read_sysctl(&e.key))
         {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err(config_error(
-                    cfg,
-                    e.line,
-                    &format!("sysctl.\"{}\"", e.key),
-                    format!(
-                        "no such kernel setting ({} does not exist)",
-                        root.sysctl_path(&e.key).display()
-                    ),
-                ))
-            }
-            Err(err) => {
-                return Err(config_error(
-                    cfg,
-                    e.line,
-                    &format!("sysctl.\"{}\"", e.key),
-                    err.to_string(),
-                ))
-            }
-        }
+            Ok(Some(_)) => continue,
+            Ok(None) => format!(
+                "no such kernel setting ({} does not exist)",
+                root.sysctl_path(&e.key).display()
+            ),
+            Err(err) => err.to_string(),
+        };
+        let key = format!("sysctl.\"{}\"", e.key);
+        return Err(config_error(cfg, e.line, &key, why));
     }
     let c = &cfg.conntrack;
     let max = c.max.value().or_else(|| kernel_u64(root, KEY_MAX));
@@ -375,23 +326,19 @@ pub fn preflight(
         .buckets_value()
         .or_else(|| kernel_u64(root, KEY_BUCKETS))
         .unwrap_or(0);
-    if let (Some(max), Some(ram)) = (max, ram_bytes(root)) {
-        let cost = memory_cost(max, buckets, entry_bytes(root));
-        match memory_verdict(cost, ram) {
-            Ok(Some(w)) => warnings.push(w),
-            Ok(None) => {}
-            Err(e) if matches!(c.max, Knob::Set(_)) => {
-                return Err(config_error(cfg, None, "conntrack.max", e));
-            }
-            Err(e) => warnings.push(e),
-        }
+    let (Some(max), Some(ram)) = (max, ram_bytes(root)) else {
+        return Ok(Vec::new());
+    };
+    match memory_verdict(memory_cost(max, buckets, entry_bytes(root)), ram) {
+        Err(e) if matches!(c.max, Knob::Set(_)) => Err(config_error(cfg, None, "conntrack.max", e)),
+        Ok(w) => Ok(w.into_iter().collect()),
+        Err(w) => Ok(vec![w]),
     }
-    Ok(warnings)
 }
 
 /// Run apply on `host`. `wait` bounds the wait for the keys after loading
 /// the module; the bucket count is rounded to the host's page size.
-pub fn apply(
+pub(crate) fn apply(
     host: &Host,
     cfg: &Config,
     dry_run: bool,
@@ -427,11 +374,7 @@ pub fn apply(
                 (Some(now), Ok(want)) if want < now
             )
     });
-    let in_use = if lowering_max {
-        entries_in_use(host)
-    } else {
-        None
-    };
+    let in_use = lowering_max.then(|| entries_in_use(host)).flatten();
     let mut rows = Vec::with_capacity(targets.len());
     for t in &targets {
         let before = read_current(root, &t.key).ok().flatten();
@@ -467,19 +410,21 @@ pub fn apply(
             }
             Step::Write(d) if dry_run => row.outcome = Outcome::WouldChange(d),
             Step::Write(d) => {
-                let note = row.note.take();
-                row = write_and_verify(root, host.root_user, t, before, d);
-                row.note = row.note.or(note);
+                row.outcome = Outcome::Changed(d);
+                row = write_and_verify(root, host.root_user, t, row);
             }
         }
         rows.push(row);
     }
-    let mut notes = Vec::new();
-    if !dry_run {
-        notes.extend(start.record(root, &rows, &mut warnings));
+    // A dry run says what it would forget instead of acting.
+    let notes = if dry_run {
+        let would = |(rel, why): &(_, String)| format!("{why} (would remove /{rel})");
+        start.forget.iter().map(would).collect()
+    } else {
+        let notes = start.record(root, &rows, &mut warnings);
         handoff_entry_bytes(root, &mut warnings);
-    }
-    notes.extend(start.notes(dry_run));
+        notes
+    };
     Ok(Report {
         rows,
         module,
@@ -506,12 +451,12 @@ fn handoff_entry_bytes(root: &SysRoot, warnings: &mut Vec<String>) {
     }
 }
 
-/// Where a run's max comes from when it is not the configured one.
+/// Where a run's max comes from when it is not the configured one: the
+/// watchdog grew it earlier this boot ([`grown::THIS_BOOT`]), or it is
+/// remembered from an earlier boot ([`grown::REMEMBERED`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrownFrom {
-    /// The watchdog grew it earlier this boot ([`grown::THIS_BOOT`]).
+pub(crate) enum GrownFrom {
     ThisBoot,
-    /// Remembered from an earlier boot ([`grown::REMEMBERED`]).
     Remembered,
 }
 
@@ -527,37 +472,36 @@ impl GrownFrom {
 /// What apply starts from: the configured max, or a grown one, and what to
 /// do with the growth records. Decided before anything is written.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Start {
+pub(crate) struct Start {
     /// The grown max (and the buckets to set with it) to apply, and where it
     /// comes from.
-    pub grown: Option<(Remembered, GrownFrom)>,
+    grown: Option<(Remembered, GrownFrom)>,
     /// Records that are not used, said as warnings.
-    pub warnings: Vec<String>,
+    warnings: Vec<String>,
     /// Records to remove on a real run, each with why.
-    pub forget: Vec<(&'static str, String)>,
+    forget: Vec<(&'static str, String)>,
 }
 
 /// The inputs of [`decide_start`], read by [`start`].
 #[derive(Debug, Clone)]
-pub struct StartInputs {
+pub(crate) struct StartInputs {
     /// The configured max; `None` for `max = "keep"`.
-    pub configured_max: Option<u64>,
+    configured_max: Option<u64>,
     /// The configured buckets as the kernel stores them; `None` for keep.
-    pub configured_buckets: Option<u64>,
+    configured_buckets: Option<u64>,
     /// `[grow] remember` (and `enabled`).
-    pub remember: bool,
-    /// The budget in bytes on this machine.
-    pub budget_bytes: u64,
-    /// The budget as configured, for messages.
-    pub budget: String,
-    /// Bytes per entry.
-    pub entry_bytes: u64,
+    remember: bool,
+    /// The budget in bytes on this machine, and as configured (for
+    /// messages).
+    budget_bytes: u64,
+    budget: String,
+    entry_bytes: u64,
     /// The page size the kernel rounds buckets to.
-    pub page_size: u64,
+    page_size: u64,
 }
 
 /// Read the growth records and decide [`Start`].
-pub fn start(root: &SysRoot, cfg: &Config, page_size: u64) -> Start {
+pub(crate) fn start(root: &SysRoot, cfg: &Config, page_size: u64) -> Start {
     let inputs = StartInputs {
         configured_max: cfg.conntrack.max.value(),
         configured_buckets: cfg
@@ -592,7 +536,7 @@ pub fn start(root: &SysRoot, cfg: &Config, page_size: u64) -> Start {
 ///   configured);
 /// - anything unreadable, hostile or above the budget is ignored with a
 ///   warning (the remembered file is left for a person to look at).
-pub fn decide_start(
+pub(crate) fn decide_start(
     i: &StartInputs,
     this_boot: &crate::observe::ThisBoot,
     remembered: impl FnOnce() -> Result<Option<Remembered>, String>,
@@ -700,29 +644,16 @@ impl Start {
                     Outcome::Changed(_) | Outcome::Unchanged | Outcome::KeptLarger
                 )
         });
-        if let Some((r, GrownFrom::Remembered)) = &self.grown {
-            if verified {
-                if let Err(e) = grown::write(root, grown::THIS_BOOT, r) {
-                    warnings.push(format!(
-                        "cannot record the remembered max for this boot: {e}; the watchdog \
-                         and status may take {} for drift",
-                        r.max
-                    ));
-                }
+        if let (Some((r, GrownFrom::Remembered)), true) = (&self.grown, verified) {
+            if let Err(e) = grown::write(root, grown::THIS_BOOT, r) {
+                warnings.push(format!(
+                    "cannot record the remembered max for this boot: {e}; the watchdog \
+                     and status may take {} for drift",
+                    r.max
+                ));
             }
         }
         notes
-    }
-
-    /// The notes a dry run gives instead of acting.
-    fn notes(&self, dry_run: bool) -> Vec<String> {
-        if !dry_run {
-            return Vec::new();
-        }
-        self.forget
-            .iter()
-            .map(|(rel, why)| format!("{why} (would remove /{rel})"))
-            .collect()
     }
 }
 
@@ -746,7 +677,7 @@ fn ensure_ctnetlink(host: &Host) -> Option<String> {
 }
 
 /// The module that carries ctnetlink.
-pub const CTNETLINK_MODULE: &str = "nf_conntrack_netlink";
+pub(crate) const CTNETLINK_MODULE: &str = "nf_conntrack_netlink";
 
 /// The most entries any network namespace holds: max is global and each
 /// namespace's count is held against it. This namespace's count always;
@@ -766,18 +697,16 @@ fn entries_in_use(host: &Host) -> Option<u64> {
         .max()
 }
 
-/// What apply does with one key.
+/// What apply does with one key: leave it, with this outcome, or write it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// Leave it, with this outcome.
+pub(crate) enum Step {
     Keep(Outcome),
-    /// Write it.
     Write(Direction),
 }
 
 /// Decide one key from its target, the kernel's value and the entries in
 /// use in this namespace. Pure.
-pub fn decide(t: &KernelTarget, before: Option<&str>, in_use: Option<u64>) -> Step {
+pub(crate) fn decide(t: &KernelTarget, before: Option<&str>, in_use: Option<u64>) -> Step {
     let Some(before) = before else {
         return Step::Write(Direction::Change);
     };
@@ -803,29 +732,14 @@ pub fn decide(t: &KernelTarget, before: Option<&str>, in_use: Option<u64>) -> St
     Step::Write(Direction::Lower)
 }
 
-fn write_and_verify(
-    root: &SysRoot,
-    root_user: bool,
-    t: &KernelTarget,
-    before: Option<String>,
-    direction: Direction,
-) -> Row {
-    let mut row = Row {
-        key: t.key.clone(),
-        before,
-        target: t.value.clone(),
-        after: None,
-        outcome: Outcome::Changed(direction),
-        note: t.rounding_note(),
-    };
+/// Write `t`, read it back and verify it: `row` with its outcome.
+fn write_and_verify(root: &SysRoot, root_user: bool, t: &KernelTarget, mut row: Row) -> Row {
     let mut written = root.write_sysctl(&t.key, &t.value);
     // The bucket sysctl is writable only from the initial netns and only
     // since 4.x; the module parameter resizes the same table.
-    if t.key == KEY_BUCKETS && written.is_err() && root.exists(HASHSIZE_PARAM) {
-        let fallback = root.write(HASHSIZE_PARAM, &t.value);
-        if fallback.is_ok() {
-            written = Ok(());
-        }
+    let fallback = t.key == KEY_BUCKETS && written.is_err() && root.exists(HASHSIZE_PARAM);
+    if fallback && root.write(HASHSIZE_PARAM, &t.value).is_ok() {
+        written = Ok(());
     }
     if let Err(e) = written {
         row.outcome = Outcome::Failed {
@@ -835,35 +749,27 @@ fn write_and_verify(
         row.after = read_current(root, &t.key).ok().flatten();
         return row;
     }
-    match read_current(root, &t.key) {
-        Ok(Some(v)) if same_value(&v, &t.value) => row.after = Some(v),
-        Ok(Some(v)) => {
-            row.outcome = Outcome::Failed {
-                reason: format!(
-                    "wrote {} but the kernel reads back {}",
-                    t.value,
-                    compact(&v)
-                ),
-                errno: None,
-            };
-            row.after = Some(v);
-        }
+    let (reason, errno) = match read_current(root, &t.key) {
+        Err(e) => (format!("read-back failed: {e}"), e.errno()),
         Ok(None) => {
-            row.outcome = Outcome::Failed {
-                reason: format!(
-                    "{} vanished after the write",
-                    root.sysctl_path(&t.key).display()
-                ),
-                errno: None,
-            }
+            let path = root.sysctl_path(&t.key);
+            (format!("{} vanished after the write", path.display()), None)
         }
-        Err(e) => {
-            row.outcome = Outcome::Failed {
-                reason: format!("read-back failed: {e}"),
-                errno: e.errno(),
-            }
+        Ok(Some(v)) if same_value(&v, &t.value) => {
+            row.after = Some(v);
+            return row;
         }
-    }
+        Ok(Some(v)) => {
+            let reason = format!(
+                "wrote {} but the kernel reads back {}",
+                t.value,
+                compact(&v)
+            );
+            row.after = Some(v);
+            (reason, None)
+        }
+    };
+    row.outcome = Outcome::Failed { reason, errno };
     row
 }
 
@@ -888,16 +794,10 @@ fn write_reason(e: &PathError, root_user: bool) -> String {
 
 /// `apply` on `host`, reporting to `sink`; returns the exit code.
 pub fn run(host: &Host, config_path: Option<&Path>, dry_run: bool, sink: &mut dyn Sink) -> i32 {
-    let cfg = match crate::config::load(&host.root, config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            output::err(&format!(
-                "conntrack-guard: invalid configuration: {e}\nNothing was written."
-            ));
-            return exit::CONFIG;
-        }
-    };
-    let report = match apply(host, &cfg, dry_run, Duration::from_secs(5)) {
+    let report = crate::config::load(&host.root, config_path)
+        .map_err(ApplyError::from)
+        .and_then(|cfg| apply(host, &cfg, dry_run, Duration::from_secs(5)));
+    let report = match report {
         Ok(r) => r,
         Err(ApplyError::Config(e)) => {
             output::err(&format!(

@@ -21,7 +21,7 @@ pub fn run(
     headroom: f64,
     json: bool,
 ) -> i32 {
-    let root: &SysRoot = &host.root;
+    let root = &host.root;
     let cfg = match crate::config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -40,12 +40,7 @@ pub fn run(
         &facts,
     );
     p.budget = budget(root, &cfg, &facts, p.max, p.buckets);
-    let text = if json {
-        serde_json::to_string_pretty(&p).unwrap_or_default() + "\n"
-    } else {
-        p.text()
-    };
-    output::out_or(&text, exit::OK, exit::FAILURE)
+    output::report(&p, json, |p| p.text(), exit::OK, exit::FAILURE)
 }
 
 /// The recommended max against `[grow] budget` on this machine; `None`

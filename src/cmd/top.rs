@@ -16,13 +16,13 @@ use crate::report::output;
 use crate::sysroot::SysRoot;
 use crate::triage::agg::share;
 use crate::triage::{self, Collected, DimReport, Group};
-pub use crate::triage::{Dim, GROUP_CAP};
+use crate::triage::{Dim, GROUP_CAP};
 
 /// Default time bound of one dump.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `conntrack-guard top --help`.
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 conntrack-guard top - who is filling the conntrack table
 
 USAGE:
@@ -60,23 +60,18 @@ EXIT STATUS:
         comes from it), or a `--config` file that cannot be read
 ";
 
-/// `top`'s options (parsed by [`crate::cli`]).
+/// `top`'s options (parsed by [`crate::cli`]); `by` empty means the
+/// default set, `n` is the groups shown per dimension, `prefix4` and
+/// `prefix6` the source prefix lengths.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Options {
-    /// Requested dimensions; empty means the default set.
-    pub by: Vec<Dim>,
-    /// Groups shown per dimension.
-    pub n: usize,
-    /// `--json`.
-    pub json: bool,
-    /// `--netns`.
-    pub netns: Option<PathBuf>,
-    /// `--timeout`.
-    pub timeout: Duration,
-    /// IPv4 source prefix length.
-    pub prefix4: u8,
-    /// IPv6 source prefix length.
-    pub prefix6: u8,
+pub(crate) struct Options {
+    pub(crate) by: Vec<Dim>,
+    pub(crate) n: usize,
+    pub(crate) json: bool,
+    pub(crate) netns: Option<PathBuf>,
+    pub(crate) timeout: Duration,
+    pub(crate) prefix4: u8,
+    pub(crate) prefix6: u8,
 }
 
 impl Default for Options {
@@ -93,37 +88,34 @@ impl Default for Options {
     }
 }
 
-/// Everything `top` prints.
+/// Everything `top` prints (`--json`).
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// The namespace read: a path, or "current".
-    pub namespace: String,
-    /// True only for a dump that reached its end uninterrupted.
-    pub complete: bool,
-    /// Why it is partial.
+    namespace: String,
+    /// True only for a dump that reached its end uninterrupted; else why
+    /// it is partial.
+    complete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub partial: Option<String>,
-    /// Entries read.
-    pub total: u64,
-    /// Entry messages that could not be parsed (not in `total`).
-    pub malformed: u64,
-    /// nf_conntrack_count before the read.
-    pub count_before: Option<u64>,
-    /// nf_conntrack_count after the read.
-    pub count_after: Option<u64>,
-    /// nf_conntrack_max.
-    pub max: Option<u64>,
+    partial: Option<String>,
+    /// Entries read, and the entry messages that could not be parsed (not
+    /// in `total`).
+    total: u64,
+    malformed: u64,
+    /// nf_conntrack_count before and after the read, nf_conntrack_max.
+    count_before: Option<u64>,
+    count_after: Option<u64>,
+    max: Option<u64>,
     /// Wall time of the read.
-    pub elapsed_ms: u64,
-    /// The groups, per dimension.
-    pub groups: Vec<DimReport>,
+    elapsed_ms: u64,
+    groups: Vec<DimReport>,
     /// What the patterns suggest.
-    pub advice: Vec<String>,
+    advice: Vec<String>,
 }
 
 impl Report {
     /// The report of one read for these dimensions (empty: the default set).
-    pub fn new(c: &Collected, namespace: &str, dims: &[Dim], n: usize) -> Report {
+    fn new(c: &Collected, namespace: &str, dims: &[Dim], n: usize) -> Report {
         let dims = if dims.is_empty() {
             c.agg.default_dims()
         } else {
@@ -144,15 +136,8 @@ impl Report {
             advice: triage::advise(&c.agg, c.udp_timeout),
         }
     }
-}
 
-fn opt(v: Option<u64>) -> String {
-    v.map_or_else(|| "?".into(), |n| n.to_string())
-}
-
-impl Report {
-    /// The human-readable report.
-    pub fn text(&self) -> String {
+    fn text(&self) -> String {
         let mut s = self.header();
         if self.total == 0 {
             s.push_str("\nThe table is empty.\n");
@@ -188,6 +173,7 @@ impl Report {
             }
             _ => String::new(),
         };
+        let opt = |v: Option<u64>| v.map_or_else(|| "?".into(), |n| n.to_string());
         let _ = writeln!(
             s,
             "kernel count {} before, {} after; max {}{fill}",
@@ -217,14 +203,12 @@ impl Report {
 impl DimReport {
     /// This dimension's table: its groups, then what is not shown.
     fn table(&self, s: &mut String, total: u64) {
+        let least = self.by.title().len().max(24);
         let width = self
             .groups
             .iter()
             .map(|g| g.key.len())
-            .max()
-            .unwrap_or(0)
-            .max(self.by.title().len())
-            .max(24);
+            .fold(least, usize::max);
         let _ = writeln!(
             s,
             "\n{:<width$}  {:>9}  {:>6}",
@@ -284,7 +268,7 @@ impl Group {
 }
 
 /// `conntrack-guard top`; returns the exit code.
-pub fn run(host: &Host, config_path: Option<&Path>, o: &Options) -> i32 {
+pub(crate) fn run(host: &Host, config_path: Option<&Path>, o: &Options) -> i32 {
     let root = &host.root;
     // Loaded like every other command does, so a missing `--config` file
     // is an error here too, not a silent fall back to the default file.
@@ -315,13 +299,8 @@ pub fn run(host: &Host, config_path: Option<&Path>, o: &Options) -> i32 {
         |p| p.display().to_string(),
     );
     let r = Report::new(&c, &ns, &o.by, o.n);
-    let text = if o.json {
-        serde_json::to_string_pretty(&r).unwrap_or_default() + "\n"
-    } else {
-        r.text()
-    };
     // A closed pipe (`| head`) is a normal end for a pipe citizen.
-    let code = output::out_or(&text, exit::OK, exit::FAILURE);
+    let code = output::report(&r, o.json, Report::text, exit::OK, exit::FAILURE);
     if r.complete {
         return code;
     }
@@ -332,23 +311,19 @@ pub fn run(host: &Host, config_path: Option<&Path>, o: &Options) -> i32 {
     exit::FAILURE
 }
 
-/// One namespace `--netns all` may read: its inode, owner, fill percent
-/// and the file to enter it by.
+/// One namespace `--netns all` may read: its inode, owner label (`docker
+/// web`), fill percent and the namespace file to enter it by.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Candidate {
-    /// nsfs inode.
-    pub inode: u64,
-    /// Owner label (`docker web`).
-    pub label: String,
-    /// count / max, percent.
-    pub percent: f64,
-    /// The namespace file.
-    pub enter: PathBuf,
+struct Candidate {
+    inode: u64,
+    label: String,
+    percent: f64,
+    enter: PathBuf,
 }
 
 /// `--netns all`: every namespace at or above the warning level, fullest
 /// first; when none is, the fullest one alone. Pure.
-pub fn pick(mut all: Vec<Candidate>, warn_percent: f64) -> Vec<Candidate> {
+fn pick(mut all: Vec<Candidate>, warn_percent: f64) -> Vec<Candidate> {
     all.sort_by(|a, b| b.percent.total_cmp(&a.percent));
     let hot = all.iter().take_while(|c| c.percent >= warn_percent).count();
     all.truncate(hot.max(1));
@@ -409,12 +384,7 @@ fn run_all(root: &SysRoot, o: &Options, warn: f64) -> i32 {
             }
         }
     }
-    let out = if o.json {
-        serde_json::to_string_pretty(&reports).unwrap_or_default() + "\n"
-    } else {
-        text
-    };
-    output::out_or(&out, code, exit::FAILURE)
+    output::report(&reports, o.json, |_| text, code, exit::FAILURE)
 }
 
 #[cfg(test)]

@@ -29,15 +29,14 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::backend::SignalDelivery;
 use signal_hook::iterator::exfiltrator::SignalOnly;
 
-use crate::assess::grow::{
-    own_growth, FlowWindow, GrowPolicy, GrowSample, GrowStep, GrowTracker, Growth,
-};
+use crate::assess::grow::{own_growth, FlowWindow, GrowPolicy, GrowSample, GrowTracker, Growth};
 use crate::assess::netns::{NsTracker, NsTrackers};
 use crate::assess::{self, restore, status_line, State, Thresholds};
 use crate::config::{self, fmt_duration, Config, Knob, KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT};
 use crate::host::Host;
 use crate::kernel::ctstats::CtCounter;
 use crate::kernel::kmsg::{self, TableFull};
+use crate::kernel::{kernel_u64, ram_bytes, read_current, slab};
 use crate::netns::sample::{self, NsSample, SampleError as NsError};
 use crate::netns::{self, Namespace};
 use crate::observe;
@@ -45,8 +44,9 @@ use crate::report::events::{default_sink, Event, Priority, Sink};
 use crate::report::ids;
 use crate::report::metrics::{self, Textfile};
 use crate::report::notify::{Notifier, NotifyState};
+use crate::report::output;
 use crate::state::grown::{self, Remembered};
-use crate::sysroot::{PathError, DEFAULT_CONFIG};
+use crate::sysroot::{PathError, SysRoot, DEFAULT_CONFIG};
 use crate::system::writers;
 use crate::triage;
 
@@ -92,15 +92,11 @@ impl SignalWait {
                 Err(_) => std::thread::sleep(timeout.min(Duration::from_millis(100))),
             }
         }
-        let mut got = Received::default();
-        for sig in self.delivery.pending() {
-            if sig == SIGHUP {
-                got.reload = true;
-            } else {
-                got.stop = true;
-            }
+        let pending: Vec<_> = self.delivery.pending().collect();
+        Received {
+            stop: pending.iter().any(|s| *s != SIGHUP),
+            reload: pending.contains(&SIGHUP),
         }
-        got
     }
 }
 
@@ -193,15 +189,11 @@ impl Watcher<'_> {
     }
 
     fn notify(&mut self, sink: &mut dyn Sink, states: &[NotifyState<'_>]) -> bool {
-        match self.notifier.send(states) {
-            Ok(()) => true,
-            Err(ev) => {
-                if let Some(ev) = ev {
-                    sink.emit(&ev);
-                }
-                false
-            }
+        let sent = self.notifier.send(states);
+        if let Err(Some(ev)) = &sent {
+            sink.emit(ev);
         }
+        sent.is_ok()
     }
 
     /// The file `config::load` reads: `--config`, else the default path.
@@ -255,14 +247,16 @@ impl Watcher<'_> {
         let evs = self.name_the_writer(evs, now);
         Self::emit_all(sink, evs);
         let line = self.status_line();
-        let mut states = Vec::with_capacity(3);
-        if !self.ready_sent {
-            states.push(NotifyState::Ready);
-        }
-        states.push(NotifyState::Status(&line));
-        if self.notifier.watchdog_every().is_some() {
-            states.push(NotifyState::Watchdog);
-        }
+        let ready = (!self.ready_sent).then_some(NotifyState::Ready);
+        let ping = self
+            .notifier
+            .watchdog_every()
+            .map(|_| NotifyState::Watchdog);
+        let states: Vec<_> = ready
+            .into_iter()
+            .chain([NotifyState::Status(&line)])
+            .chain(ping)
+            .collect();
         // READY=1 is retried with the next sample until it went out.
         if self.notify(sink, &states) {
             self.ready_sent = true;
@@ -303,28 +297,21 @@ impl Watcher<'_> {
         }
         self.last_ns_scan = Some(now);
         let root = self.host.root.clone();
-        let (tx, rx) = mpsc::channel();
-        let started = std::thread::Builder::new()
-            .name("ctg-netns".into())
-            .spawn(move || {
-                // Without CAP_SYS_ADMIN every setns fails: do not try (one
-                // thread per namespace per scan, for nothing).
-                if netns::lacks_sys_admin(&root) == Some(true) {
-                    let _ = tx.send((Vec::new(), Vec::new(), Some(netns::CAP_SYS_ADMIN_NAME)));
-                    return;
-                }
-                let found = netns::scan(&root);
-                let samples = sample::sample_all(&found);
-                let denied = samples.iter().find_map(|r| match r {
-                    Err(NsError::Enter(e)) => e.missing_capability(),
-                    _ => None,
-                });
-                let kmsg = kmsg::read_table_full(&root).unwrap_or_default();
-                let _ = tx.send((found.into_iter().zip(samples).collect(), kmsg, denied));
+        self.ns_scan = spawn("ctg-netns", move || {
+            // Without CAP_SYS_ADMIN every setns fails: do not try (one
+            // thread per namespace per scan, for nothing).
+            if netns::lacks_sys_admin(&root) == Some(true) {
+                return (Vec::new(), Vec::new(), Some(netns::CAP_SYS_ADMIN_NAME));
+            }
+            let found = netns::scan(&root);
+            let samples = sample::sample_all(&found);
+            let denied = samples.iter().find_map(|r| match r {
+                Err(NsError::Enter(e)) => e.missing_capability(),
+                _ => None,
             });
-        if started.is_ok() {
-            self.ns_scan = Some(rx);
-        }
+            let kmsg = kmsg::read_table_full(&root).unwrap_or_default();
+            (found.into_iter().zip(samples).collect(), kmsg, denied)
+        });
     }
 
     /// The namespace events, once a scan is done.
@@ -332,15 +319,14 @@ impl Watcher<'_> {
         let Some(rx) = &self.ns_scan else {
             return Vec::new();
         };
-        let (scan, kmsg, denied) = match rx.try_recv() {
-            Ok(r) => r,
-            Err(mpsc::TryRecvError::Empty) => return Vec::new(),
-            Err(mpsc::TryRecvError::Disconnected) => {
-                self.ns_scan = None;
-                return Vec::new();
-            }
-        };
+        let got = rx.try_recv();
+        if matches!(got, Err(mpsc::TryRecvError::Empty)) {
+            return Vec::new();
+        }
         self.ns_scan = None;
+        let Ok((scan, kmsg, denied)) = got else {
+            return Vec::new();
+        };
         self.grower.scans += 1;
         let mut evs = self.namespaces.step(&self.thresholds, &scan, at);
         evs.extend(self.ns_access(denied));
@@ -459,7 +445,7 @@ impl Watcher<'_> {
     fn write_back(&self, r: &restore::Restore) -> Result<Option<String>, PathError> {
         let root = &self.host.root;
         root.write_sysctl(&r.key, &r.value)?;
-        crate::kernel::read_current(root, &r.key)
+        read_current(root, &r.key)
     }
 
     /// Drift events say who else writes the key, where that can be known
@@ -493,29 +479,17 @@ impl Watcher<'_> {
             })
             .collect();
         let root = self.host.root.clone();
-        let (tx, rx) = mpsc::channel();
-        let started = std::thread::Builder::new()
-            .name("ctg-writers".into())
-            .spawn(move || {
-                let texts: Vec<String> = asks
-                    .iter()
-                    .map(|(key, foreign)| {
-                        writers::hint(&root, key, foreign).map_or_else(String::new, |h| h.text())
-                    })
-                    .collect();
-                let _ = tx.send(texts);
-            });
-        match started {
-            Ok(_) => {
-                self.hints = Some(HintJob {
-                    rx,
-                    held,
-                    deadline: now + HINT_TIMEOUT,
-                });
+        let hint = move |(key, foreign): &(String, String)| {
+            writers::hint(&root, key, foreign).map_or_else(String::new, |h| h.text())
+        };
+        match spawn("ctg-writers", move || asks.iter().map(hint).collect()) {
+            Some(rx) => {
+                let deadline = now + HINT_TIMEOUT;
+                self.hints = Some(HintJob { rx, held, deadline });
                 now_out
             }
             // No thread (TasksMax): the events without the hint.
-            Err(_) => now_out.into_iter().chain(held).collect(),
+            None => now_out.into_iter().chain(held).collect(),
         }
     }
 
@@ -524,30 +498,27 @@ impl Watcher<'_> {
         let Some(job) = self.hints.as_mut() else {
             return Vec::new();
         };
-        match job.rx.try_recv() {
-            Ok(texts) => {
-                let mut held = std::mem::take(&mut job.held);
-                for (ev, text) in held.iter_mut().zip(texts) {
-                    if !text.is_empty() {
-                        ev.message
-                            .push_str(&format!("; who else writes it: {text}"));
-                        ev.fields.push(("CONNTRACK_WRITER_HINT", text));
-                    }
-                }
-                self.hints = None;
-                held
-            }
-            Err(mpsc::TryRecvError::Disconnected) => {
-                let held = std::mem::take(&mut job.held);
-                self.hints = None;
-                held
-            }
+        let texts = match job.rx.try_recv() {
             // Still searching: past the bound the events go out without
             // the hint; the job stays until the thread returns, so a hung
             // search never has a second one piled on it.
-            Err(mpsc::TryRecvError::Empty) if now >= job.deadline => std::mem::take(&mut job.held),
-            Err(mpsc::TryRecvError::Empty) => Vec::new(),
+            Err(mpsc::TryRecvError::Empty) if now >= job.deadline => {
+                return std::mem::take(&mut job.held)
+            }
+            Err(mpsc::TryRecvError::Empty) => return Vec::new(),
+            // Disconnected: the events without the hint.
+            texts => texts.unwrap_or_default(),
+        };
+        let mut held = std::mem::take(&mut job.held);
+        self.hints = None;
+        for (ev, text) in held.iter_mut().zip(texts) {
+            if !text.is_empty() {
+                ev.message
+                    .push_str(&format!("; who else writes it: {text}"));
+                ev.fields.push(("CONNTRACK_WRITER_HINT", text));
+            }
         }
+        held
     }
 
     fn write_metrics(&mut self, sink: &mut dyn Sink, obs: &assess::Observation) {
@@ -581,26 +552,18 @@ impl Watcher<'_> {
         // The totals just exported, for the next process (see
         // metrics::SavedTotals). Said once when it fails, and once when it
         // works again.
-        match metrics::save_totals(&self.host.root, &self.state.saved_totals()) {
-            Ok(()) if self.totals_failing => {
-                self.totals_failing = false;
-            }
-            Ok(()) => {}
-            Err(e) if !self.totals_failing => {
-                self.totals_failing = true;
-                sink.emit(&Event::new(
-                    Priority::Warning,
-                    "fault",
-                    ids::FAULT,
-                    format!(
-                        "cannot keep the metrics' totals for the next start ({e}); after a \
-                         restart the *_total counters may start lower (the unit's \
-                         RuntimeDirectory=conntrack-guard keeps them)"
-                    ),
-                ));
-            }
-            Err(_) => {}
+        let saved = metrics::save_totals(&self.host.root, &self.state.saved_totals());
+        if let (Err(e), false) = (&saved, self.totals_failing) {
+            sink.emit(&Event::fault(
+                Priority::Warning,
+                format!(
+                    "cannot keep the metrics' totals for the next start ({e}); after a \
+                     restart the *_total counters may start lower (the unit's \
+                     RuntimeDirectory=conntrack-guard keeps them)"
+                ),
+            ));
         }
+        self.totals_failing = saved.is_err();
     }
 
     fn reload(&mut self, sink: &mut dyn Sink) {
@@ -610,10 +573,11 @@ impl Watcher<'_> {
         // first sample sends READY=1 with the new configuration in force.
         let announce = self.ready_sent;
         if announce {
-            let mut states = vec![NotifyState::Reloading];
-            if let Ok(m) = NotifyState::monotonic_usec_now() {
-                states.push(m);
-            }
+            let stamp = NotifyState::monotonic_usec_now().ok();
+            let states: Vec<_> = [Some(NotifyState::Reloading), stamp]
+                .into_iter()
+                .flatten()
+                .collect();
             self.notify(sink, &states);
         }
         // Taken before the read: a write during the read shows as a change
@@ -637,11 +601,7 @@ impl Watcher<'_> {
                 self.grower.write_failing = false;
                 self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
                 self.thresholds = Thresholds::new(&cfg.watch, self.interval);
-                let same_file = match (&self.textfile, &cfg.metrics.textfile) {
-                    (Some(t), Some(p)) => t.path() == p.as_path(),
-                    _ => false,
-                };
-                if !same_file {
+                if self.textfile.as_ref().map(Textfile::path) != cfg.metrics.textfile.as_deref() {
                     self.textfile = cfg.metrics.textfile.as_deref().map(Textfile::new);
                 }
                 self.next_sample = self.next_sample.min(self.last_sample + self.interval);
@@ -679,30 +639,26 @@ impl Watcher<'_> {
             }
         }
         let line = self.status_line();
-        let mut states = Vec::with_capacity(2);
-        if announce {
-            states.push(NotifyState::Ready);
-        }
-        states.push(NotifyState::Status(&line));
+        let ready = announce.then_some(NotifyState::Ready);
+        let states: Vec<_> = ready
+            .into_iter()
+            .chain([NotifyState::Status(&line)])
+            .collect();
         self.notify(sink, &states);
     }
 
     /// When to wake next: the next sample, or the next keep-alive,
     /// whichever comes first.
     fn wake_at(&self) -> Instant {
-        let mut at = match self.notifier.watchdog_every() {
+        let at = match self.notifier.watchdog_every() {
             Some(every) => self.next_sample.min(self.last_ping + every),
             None => self.next_sample,
         };
         // Held drift events go out when their hint is in or its bound is
-        // up; look every HINT_POLL until then.
-        if self.hints.as_ref().is_some_and(|j| !j.held.is_empty()) {
-            at = at.min(Instant::now() + HINT_POLL);
-        }
-        // A namespace scan's result is taken as soon as it is in (see
-        // `ns_arrived`).
-        if self.ns_scan.is_some() {
-            at = at.min(Instant::now() + HINT_POLL);
+        // up, and a namespace scan's result is taken as soon as it is in
+        // (see `ns_arrived`): look every HINT_POLL until then.
+        if self.hints.as_ref().is_some_and(|j| !j.held.is_empty()) || self.ns_scan.is_some() {
+            return at.min(Instant::now() + HINT_POLL);
         }
         at
     }
@@ -719,8 +675,7 @@ impl Watcher<'_> {
             if got.reload {
                 self.reload(sink);
             }
-            let now = Instant::now();
-            if now >= self.next_sample {
+            if Instant::now() >= self.next_sample {
                 self.sample(sink);
             }
             let got = signals.wait(self.wake_at().saturating_duration_since(Instant::now()));
@@ -818,7 +773,7 @@ impl Grower {
     /// Start from this boot's record: a max grown by an earlier process of
     /// this watchdog stays its own. A record that cannot be read is said
     /// once and otherwise ignored.
-    fn resume(&mut self, root: &crate::sysroot::SysRoot) -> Option<Event> {
+    fn resume(&mut self, root: &SysRoot) -> Option<Event> {
         match grown::read(root, grown::THIS_BOOT) {
             Ok(Some(r)) => {
                 self.tracker = GrowTracker::resumed(r.max);
@@ -827,10 +782,8 @@ impl Grower {
                 None
             }
             Ok(None) => None,
-            Err(e) => Some(Event::new(
+            Err(e) => Some(Event::fault(
                 Priority::Warning,
-                "fault",
-                ids::FAULT,
                 format!("ignoring this boot's growth record: {e}"),
             )),
         }
@@ -923,7 +876,7 @@ impl Watcher<'_> {
         if self.ns_scan.is_some() {
             return; // still scanning
         }
-        let max = crate::kernel::kernel_u64(&self.host.root, KEY_MAX);
+        let max = kernel_u64(&self.host.root, KEY_MAX);
         if let (Some(count), Some(max)) = (self.grower.last_host_count, max) {
             evs.extend(self.grow(count, max, [0; 3], at, now));
         }
@@ -1002,14 +955,10 @@ impl Watcher<'_> {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        g.budget_bytes = self
-            .cfg
-            .grow
-            .budget
-            .bytes(crate::kernel::ram_bytes(root).unwrap_or(0));
+        g.budget_bytes = self.cfg.grow.budget.bytes(ram_bytes(root).unwrap_or(0));
         let sample = GrowSample {
             max,
-            buckets: crate::kernel::kernel_u64(root, KEY_BUCKETS).unwrap_or(0),
+            buckets: kernel_u64(root, KEY_BUCKETS).unwrap_or(0),
             page_size: self.host.page_size,
             fullest_count,
             fullest_label,
@@ -1018,10 +967,8 @@ impl Watcher<'_> {
             early_drop: trigger_rises[1],
             insert_failed: trigger_rises[2],
             new_flow_rate: rate,
-            udp_timeout: crate::kernel::kernel_u64(root, KEY_UDP_TIMEOUT).unwrap_or(30),
-            entry_bytes: *g
-                .entry_bytes
-                .get_or_insert_with(|| crate::kernel::slab::entry_bytes(root)),
+            udp_timeout: kernel_u64(root, KEY_UDP_TIMEOUT).unwrap_or(30),
+            entry_bytes: *g.entry_bytes.get_or_insert_with(|| slab::entry_bytes(root)),
         };
         let policy = GrowPolicy::new(
             g.budget_bytes,
@@ -1041,10 +988,8 @@ impl Watcher<'_> {
             if std::mem::replace(&mut g.write_failing, true) {
                 return Vec::new();
             }
-            return vec![Event::new(
+            return vec![Event::fault(
                 Priority::Err,
-                "fault",
-                ids::FAULT,
                 format!(
                     "cannot grow nf_conntrack_max {} → {} ({}): {e}; the watchdog needs \
                      the initial network namespace, CAP_NET_ADMIN and write access to \
@@ -1067,13 +1012,12 @@ impl Watcher<'_> {
             }
         }
         // What the kernel stores is what is recorded and reported.
-        if let Some(v) = crate::kernel::kernel_u64(root, KEY_MAX).filter(|v| *v != growth.max_after)
-        {
+        if let Some(v) = kernel_u64(root, KEY_MAX).filter(|v| *v != growth.max_after) {
             growth.reason.push_str(&format!("; max read back as {v}"));
             growth.max_after = v;
         }
         if growth.buckets_changed() {
-            if let Some(v) = crate::kernel::kernel_u64(root, KEY_BUCKETS) {
+            if let Some(v) = kernel_u64(root, KEY_BUCKETS) {
                 growth.buckets_after = v;
             }
         }
@@ -1089,21 +1033,12 @@ impl Watcher<'_> {
         // The scan running now (if any) and the next one read drops from
         // before this growth.
         g.absorb = if scanning { 2 } else { 1 };
-        let mut evs = GrowStep {
-            growth: step.growth.take(),
-            limited: step.limited.take(),
-        }
-        .events(stall);
-        let mut places = vec![grown::THIS_BOOT];
-        if self.cfg.grow.remember {
-            places.push(grown::REMEMBERED);
-        }
-        for rel in places {
+        let mut evs = step.events(stall);
+        let remembered = self.cfg.grow.remember.then_some(grown::REMEMBERED);
+        for rel in [grown::THIS_BOOT].into_iter().chain(remembered) {
             if let Err(e) = grown::write(root, rel, &rec) {
-                evs.push(Event::new(
+                evs.push(Event::fault(
                     Priority::Warning,
-                    "fault",
-                    ids::FAULT,
                     format!(
                         "cannot record the growth to {} in {e}; status and apply may \
                          take the grown max for drift",
@@ -1114,6 +1049,17 @@ impl Watcher<'_> {
         }
         evs
     }
+}
+
+/// `job` on a thread of its own, its result through the receiver; `None`
+/// when no thread can be had (TasksMax).
+fn spawn<T: Send + 'static>(
+    name: &str,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Option<mpsc::Receiver<T>> {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new().name(name.into());
+    thread.spawn(move || tx.send(job())).ok().map(|_| rx)
 }
 
 /// How long the exit waits for a stalled journal to take held events.
@@ -1185,14 +1131,14 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
     let cfg = match config::load(root, config_path) {
         Ok(c) => c,
         Err(e) => {
-            crate::report::output::err(&format!("conntrack-guard: invalid configuration: {e}"));
+            output::err(&format!("conntrack-guard: invalid configuration: {e}"));
             return crate::exit::CONFIG;
         }
     };
     let mut signals = match SignalWait::install() {
         Ok(s) => s,
         Err(e) => {
-            crate::report::output::err(&format!(
+            output::err(&format!(
                 "conntrack-guard: cannot install signal handlers: {e}"
             ));
             return crate::exit::FAILURE;
@@ -1235,10 +1181,8 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
         sink.emit(&ev);
     }
     // Continue the metrics' totals of the previous process of this boot.
-    if w.textfile.is_some() {
-        if let Some(saved) = metrics::load_totals(root) {
-            w.state.resume_totals(saved);
-        }
+    if let Some(saved) = w.textfile.as_ref().and_then(|_| metrics::load_totals(root)) {
+        w.state.resume_totals(saved);
     }
     w.run(&mut signals, &mut *sink)
 }

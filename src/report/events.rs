@@ -15,6 +15,7 @@
 //! event says how many could not be written.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,11 @@ impl Event {
         }
     }
 
+    /// A `fault` event: something of conntrack-guard's own failed.
+    pub fn fault(priority: Priority, message: String) -> Self {
+        Event::new(priority, "fault", crate::report::ids::FAULT, message)
+    }
+
     /// Add a field.
     pub fn field(mut self, key: &'static str, value: impl ToString) -> Self {
         self.fields.push((key, value.to_string()));
@@ -90,20 +96,16 @@ impl Event {
 
     /// The stderr form: `<priority>: EVENT=<name> KEY=value ... MESSAGE="..."`.
     pub fn to_line(&self) -> String {
-        let mut s = format!(
-            "{}: EVENT={} MESSAGE_ID={}",
-            self.priority.name(),
-            self.name,
-            self.id
-        );
+        let (priority, name, id) = (self.priority.name(), self.name, self.id);
+        let mut s = format!("{priority}: EVENT={name} MESSAGE_ID={id}");
         for (k, v) in &self.fields {
-            s.push(' ');
-            s.push_str(k);
-            s.push('=');
-            s.push_str(&quote_if_needed(v));
+            let _ = if v.is_empty() || v.contains([' ', '"', '=', '\n', '\t']) {
+                write!(s, " {k}={v:?}")
+            } else {
+                write!(s, " {k}={v}")
+            };
         }
-        s.push_str(" MESSAGE=");
-        s.push_str(&format!("{:?}", self.message));
+        let _ = write!(s, " MESSAGE={:?}", self.message);
         s
     }
 
@@ -111,19 +113,16 @@ impl Event {
     pub fn to_journal(&self, identifier: &str) -> Vec<u8> {
         let mut b = Vec::with_capacity(512);
         let mut put = |k: &str, v: &str| {
+            b.extend_from_slice(k.as_bytes());
             if v.contains('\n') {
                 // Binary-safe form: name, newline, little-endian u64 length, data.
-                b.extend_from_slice(k.as_bytes());
                 b.push(b'\n');
                 b.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                b.extend_from_slice(v.as_bytes());
-                b.push(b'\n');
             } else {
-                b.extend_from_slice(k.as_bytes());
                 b.push(b'=');
-                b.extend_from_slice(v.as_bytes());
-                b.push(b'\n');
             }
+            b.extend_from_slice(v.as_bytes());
+            b.push(b'\n');
         };
         put("PRIORITY", &(self.priority as u8).to_string());
         put("MESSAGE", &self.message);
@@ -138,14 +137,6 @@ impl Event {
     }
 }
 
-fn quote_if_needed(v: &str) -> String {
-    if v.is_empty() || v.contains([' ', '"', '=', '\n', '\t']) {
-        format!("{v:?}")
-    } else {
-        v.to_string()
-    }
-}
-
 /// Where events go.
 pub trait Sink {
     /// Emit one event. Must not fail: a sink that cannot deliver falls back.
@@ -157,9 +148,7 @@ pub trait Sink {
     fn retry(&mut self) {}
 
     /// At exit: deliver what is held back, waiting at most `bound`.
-    fn drain(&mut self, bound: std::time::Duration) {
-        let _ = bound;
-    }
+    fn drain(&mut self, _bound: std::time::Duration) {}
 }
 
 /// Events to stderr, one line each.
@@ -265,10 +254,8 @@ impl JournalSink {
 
 /// "N events could not be written".
 fn lost_event(n: u64) -> Event {
-    Event::new(
+    Event::fault(
         Priority::Warning,
-        "fault",
-        crate::report::ids::FAULT,
         format!(
             "{n} events could not be written: the journal did not accept them \
              (journald stalled or overloaded) and the queue of {JOURNAL_QUEUE} was full; \

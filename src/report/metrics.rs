@@ -16,7 +16,6 @@ use crate::kernel::ctstats::CounterSource;
 use crate::kernel::percpu::Saved;
 use crate::kernel::snmp::UdpStats;
 use crate::report::events::{Event, Priority};
-use crate::report::ids;
 use crate::sysroot::{write_atomic, PathError, SysRoot};
 
 /// Where the `*_total` counters' state outlives the watchdog process:
@@ -94,41 +93,36 @@ pub fn save_totals(root: &SysRoot, totals: &SavedTotals) -> Result<(), PathError
     write_atomic(&path, text.as_bytes())
 }
 
-/// The watchdog's own growth of the table (`[grow]`). The max it grew to
-/// is `conntrack_guard_entries_limit`, like any max.
+/// The watchdog's own growth of the table (`[grow]`): growths since it
+/// started, `[grow] budget` in bytes, and whether the table is at the
+/// budget after a growth (a `grow_limited` was logged and still holds).
+/// The max it grew to is `conntrack_guard_entries_limit`, like any max.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GrowMetrics {
-    /// Growths since this watchdog started.
-    pub grown: u32,
-    /// `[grow] budget` in bytes.
-    pub budget_bytes: u64,
-    /// The table is at the budget after a growth (a `grow_limited` was
-    /// logged and still holds).
-    pub limited: bool,
+pub(crate) struct GrowMetrics {
+    pub(crate) grown: u32,
+    pub(crate) budget_bytes: u64,
+    pub(crate) limited: bool,
 }
 
 /// What one sample contributes to the metrics.
 #[derive(Debug, Clone)]
-pub struct Snapshot<'a> {
-    /// Count and max.
-    pub fill: &'a Fill,
-    /// Current level.
-    pub level: Level,
+pub(crate) struct Snapshot<'a> {
+    pub(crate) fill: &'a Fill,
+    pub(crate) level: Level,
     /// Conntrack counter totals since boot, monotonic across u32 wraps
-    /// (empty when unreadable).
-    pub conntrack: &'a [(&'static str, u64)],
-    /// Where they came from.
-    pub counters_source: Option<CounterSource>,
+    /// (empty when unreadable), and where they came from.
+    pub(crate) conntrack: &'a [(&'static str, u64)],
+    pub(crate) counters_source: Option<CounterSource>,
     /// The UDP MIB of this namespace, when readable.
-    pub udp: Option<&'a UdpStats>,
+    pub(crate) udp: Option<&'a UdpStats>,
     /// Backlog counter totals since boot, monotonic (empty when unreadable).
-    pub softnet: &'a [(&'static str, u64)],
+    pub(crate) softnet: &'a [(&'static str, u64)],
     /// Any configured setting drifted.
-    pub drift: bool,
+    pub(crate) drift: bool,
     /// Growth, when `[grow] enabled`.
-    pub grow: Option<GrowMetrics>,
+    pub(crate) grow: Option<GrowMetrics>,
     /// Unix time of the sample, seconds.
-    pub timestamp: f64,
+    pub(crate) timestamp: f64,
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -159,7 +153,7 @@ fn family<V: std::fmt::Display>(
 }
 
 /// The file contents.
-pub fn render(s: &Snapshot<'_>) -> String {
+pub(crate) fn render(s: &Snapshot<'_>) -> String {
     let mut o = String::with_capacity(1536);
     fill_metrics(&mut o, s);
     if !s.conntrack.is_empty() {
@@ -316,19 +310,14 @@ impl Textfile {
     /// Replace the file. Returns an event on the first failure, and one
     /// when writing works again.
     pub fn write(&mut self, contents: &str) -> Option<Event> {
-        match write_atomic(&self.path, contents.as_bytes()) {
-            Ok(()) if self.failing => {
-                self.failing = false;
-                Some(Event::new(
-                    Priority::Info,
-                    "fault",
-                    ids::FAULT,
-                    format!("metrics textfile {} is written again", self.path.display()),
-                ))
-            }
-            Ok(()) => None,
-            Err(e) if !self.failing => {
-                self.failing = true;
+        let written = write_atomic(&self.path, contents.as_bytes());
+        let was_failing = std::mem::replace(&mut self.failing, written.is_err());
+        match written {
+            Ok(()) if was_failing => Some(Event::fault(
+                Priority::Info,
+                format!("metrics textfile {} is written again", self.path.display()),
+            )),
+            Err(e) if !was_failing => {
                 let hint = match e.source.kind() {
                     std::io::ErrorKind::NotFound => "the directory does not exist",
                     std::io::ErrorKind::PermissionDenied => {
@@ -338,10 +327,8 @@ impl Textfile {
                     _ => "cannot replace the file",
                 };
                 Some(
-                    Event::new(
+                    Event::fault(
                         Priority::Err,
-                        "fault",
-                        ids::FAULT,
                         format!(
                             "cannot write the metrics textfile {}: {hint} ({}); \
                              watching continues without metrics",
@@ -352,7 +339,7 @@ impl Textfile {
                     .field("CONNTRACK_TEXTFILE", self.path.display()),
                 )
             }
-            Err(_) => None,
+            _ => None,
         }
     }
 }

@@ -19,7 +19,6 @@ use std::time::Duration;
 pub use sd_notify::NotifyState;
 
 use crate::report::events::{Event, Priority};
-use crate::report::ids;
 
 /// Talks to the service manager.
 #[derive(Debug)]
@@ -45,11 +44,6 @@ impl Notifier {
             watchdog: sd_notify::watchdog_enabled().filter(|d| !d.is_zero()),
             failing: false,
         }
-    }
-
-    /// Whether a service manager listens (`NOTIFY_SOCKET` is set).
-    pub fn enabled(&self) -> bool {
-        self.target.is_some()
     }
 
     /// How often to ping: half of `WATCHDOG_USEC`, when it is set.
@@ -93,10 +87,8 @@ impl Notifier {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(None),
             Err(e) if !self.failing => {
                 self.failing = true;
-                Err(Some(Event::new(
+                Err(Some(Event::fault(
                     Priority::Warning,
-                    "fault",
-                    ids::FAULT,
                     format!(
                         "cannot notify the service manager at NOTIFY_SOCKET={} ({e}); \
                          still running, but systemd will not see READY, STATUS or watchdog pings",

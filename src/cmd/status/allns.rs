@@ -7,7 +7,6 @@
 //! is nearly empty. This reads each namespace from inside it (see
 //! [`crate::kernel::nsenter`]), judges each one as `status` does, and reports
 //! the worst: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
-//!
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -24,84 +23,70 @@ use crate::netns::{self, Namespace, Owner};
 
 /// One namespace in the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NsRow {
-    /// Netns inode.
-    pub inode: u64,
+pub(crate) struct NsRow {
+    inode: u64,
     /// The initial namespace.
-    pub host: bool,
-    /// Who owns it.
-    pub owner: Owner,
-    /// Short label of the owner.
-    pub label: String,
+    host: bool,
+    owner: Owner,
+    label: String,
     /// `ip netns` / Docker sandbox name.
-    pub bind_name: Option<String>,
-    /// Processes in it.
-    pub processes: usize,
-    /// OK, WARNING, CRITICAL or UNKNOWN for this namespace.
-    pub status: Verdict,
+    bind_name: Option<String>,
+    processes: usize,
+    status: Verdict,
     /// count / max.
-    pub fill: Option<f64>,
-    /// Fill level.
-    pub level: Option<Level>,
+    fill: Option<f64>,
+    level: Option<Level>,
     /// "active" or "inactive" (nothing uses conntrack here), when read.
-    pub conntrack: Option<&'static str>,
-    /// What was read.
+    conntrack: Option<&'static str>,
     #[serde(flatten)]
-    pub sample: Option<NsSample>,
+    sample: Option<NsSample>,
     /// Why it could not be read.
-    pub error: Option<String>,
+    error: Option<String>,
     /// The last "table full" kernel line for this namespace.
-    pub table_full: Option<TableFull>,
+    table_full: Option<TableFull>,
 }
 
 /// The whole report (the `--json` output).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
-    /// The worst namespace's verdict.
-    pub status: Verdict,
-    /// Its exit code.
-    pub exit_code: i32,
+pub(crate) struct Report {
+    /// The worst namespace's verdict, and its exit code.
+    status: Verdict,
+    pub(crate) exit_code: i32,
     /// nf_conntrack_max (global).
-    pub max: Option<u64>,
-    /// Warning threshold, percent.
-    pub warn_percent: Option<f64>,
-    /// Critical threshold, percent.
-    pub critical_percent: Option<f64>,
+    max: Option<u64>,
+    warn_percent: Option<f64>,
+    critical_percent: Option<f64>,
     /// The configuration used, or why it could not be read.
-    pub config: String,
+    config: String,
     /// Fullest first.
-    pub namespaces: Vec<NsRow>,
+    namespaces: Vec<NsRow>,
     /// Namespaces that went away during the scan (normal).
-    pub vanished: usize,
+    vanished: usize,
     /// The last "table full" line of kernels that do not name the netns.
-    pub table_full_unattributed: Option<TableFull>,
-    /// Why the kernel log could not be read.
-    pub kmsg_error: Option<String>,
+    table_full_unattributed: Option<TableFull>,
+    kmsg_error: Option<String>,
     /// Microseconds since boot when the report was made (for the
     /// `table_full` ages).
-    pub now_usec: Option<u64>,
-    /// The capabilities that kept namespaces from being entered.
-    pub missing_capabilities: Vec<&'static str>,
-    /// What is missing and how to grant it, when something is.
-    pub missing_privilege: Option<String>,
+    now_usec: Option<u64>,
+    /// The capabilities that kept namespaces from being entered, and what
+    /// is missing and how to grant it, when something is.
+    missing_capabilities: Vec<&'static str>,
+    missing_privilege: Option<String>,
 }
 
 /// What was read, as values: the input of [`judge`].
 #[derive(Debug)]
-pub struct Readings {
+pub(crate) struct Readings {
     /// Thresholds and the config's name, or the config error.
-    pub config: Result<(Thresholds, String), String>,
-    /// Each namespace with its sample.
-    pub namespaces: Vec<(Namespace, Result<NsSample, String>)>,
-    /// How many vanished.
-    pub vanished: usize,
+    config: Result<(Thresholds, String), String>,
+    namespaces: Vec<(Namespace, Result<NsSample, String>)>,
+    vanished: usize,
     /// The kernel's "table full" lines, or why they are missing.
-    pub kmsg: Result<Vec<TableFull>, String>,
-    /// Microseconds since boot, now.
-    pub now_usec: Option<u64>,
+    kmsg: Result<Vec<TableFull>, String>,
+    now_usec: Option<u64>,
     /// Capabilities whose lack kept namespaces from being entered, each
     /// once, with how many namespaces each kept out.
-    pub missing: Vec<(&'static str, usize)>,
+    missing: Vec<(&'static str, usize)>,
 }
 
 /// What a missing capability costs, said once for the whole report, with
@@ -126,7 +111,7 @@ fn missing_text(missing: &[(&'static str, usize)]) -> Option<String> {
 /// Judge every namespace and the whole. Pure. As in `status`, CRITICAL
 /// beats UNKNOWN beats WARNING; a configuration that cannot be read is
 /// UNKNOWN.
-pub fn judge(r: Readings) -> Report {
+pub(crate) fn judge(r: Readings) -> Report {
     let thresholds = r.config.as_ref().ok().map(|(t, _)| t.clone());
     let kmsg = r.kmsg.as_ref().ok();
     let mut worst = if r.config.is_err() || !r.missing.is_empty() {
@@ -215,7 +200,7 @@ fn age(t: &TableFull, now: Option<u64>) -> String {
 
 /// The text for people: a monitoring-plugins summary line, then one row
 /// per namespace, fullest first.
-pub fn text(r: &Report) -> String {
+pub(crate) fn text(r: &Report) -> String {
     let mut s = summary_line(r);
     let _ = writeln!(
         s,
@@ -346,7 +331,7 @@ fn now_usec() -> Option<u64> {
 
 /// Scan, then sample every namespace. Under a test root nothing is
 /// entered: the rows carry the owners and an error.
-pub fn read(host: &Host, config_path: Option<&Path>) -> Readings {
+pub(crate) fn read(host: &Host, config_path: Option<&Path>) -> Readings {
     let root = &host.root;
     let cfg = config::load(root, config_path)
         .map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name()))

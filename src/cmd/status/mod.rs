@@ -34,82 +34,74 @@ use crate::config::{self, fmt_duration};
 use crate::host::Host;
 use crate::kernel::ctstats::CounterSource;
 use crate::kernel::ctstats::{CtCounter, CtReading, CtTable, CtUnavailable};
-use crate::kernel::percpu::{CounterSet, DeltaTracker, HOT_CPU_SHARE};
+use crate::kernel::percpu::{CounterSet, CpuTable, DeltaTracker, Window, HOT_CPU_SHARE};
 use crate::kernel::snmp::{read_udp, SnmpError, UdpStats};
 use crate::kernel::softnet::{read_softnet, SoftnetCounter, SoftnetError, SoftnetTable};
-use crate::kernel::FileError;
+use crate::kernel::{kernel_u64, ram_bytes, slab, FileError};
 use crate::observe;
 use crate::report::output;
 use crate::report::table::human_bytes;
 use crate::state::grown::{self, Remembered};
 
+// The JSON of `status --json`: serde writes each struct's fields in the
+// order given here.
+
 /// One problem found, with its weight.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Problem {
-    /// How bad.
-    pub severity: Verdict,
-    /// What, for a person.
-    pub message: String,
+pub(crate) struct Problem {
+    severity: Verdict,
+    message: String,
 }
 
 /// Counter increases over the window, per drop point.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Rising {
-    /// The window, seconds.
-    pub window_seconds: f64,
-    /// Conntrack counters (drop, early_drop, insert_failed, chaintoolong,
-    /// ...: those the kernel has), at the top level.
+pub(crate) struct Rising {
+    window_seconds: f64,
+    /// Conntrack counters (those the kernel has), at the top level.
     #[serde(flatten)]
-    pub conntrack: BTreeMap<&'static str, u64>,
+    conntrack: BTreeMap<&'static str, u64>,
     /// UDP socket counters of this namespace (rcvbuf_errors, in_errors).
-    pub socket: BTreeMap<&'static str, u64>,
+    socket: BTreeMap<&'static str, u64>,
     /// Input backlog counters (dropped, time_squeeze).
-    pub backlog: BTreeMap<&'static str, u64>,
+    backlog: BTreeMap<&'static str, u64>,
     /// Where packets are dying in this window: "conntrack table", "socket
     /// receive buffer", "input backlog".
-    pub drop_points: Vec<&'static str>,
+    drop_points: Vec<&'static str>,
     /// The loss per CPU, when some drop point lost packets and the source
     /// is per CPU.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub per_cpu: Vec<CpuLoss>,
+    per_cpu: Vec<CpuLoss>,
 }
 
-/// One CPU's losses in the window.
+/// One CPU's losses in the window: conntrack drop + early_drop +
+/// insert_failed + chaintoolong, and softnet dropped.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CpuLoss {
-    /// The CPU.
-    pub cpu: u32,
-    /// conntrack drop + early_drop + insert_failed + chaintoolong.
-    pub conntrack: u64,
-    /// softnet dropped.
-    pub backlog: u64,
+pub(crate) struct CpuLoss {
+    cpu: u32,
+    conntrack: u64,
+    backlog: u64,
 }
 
 /// The UDP counters of this namespace since boot (IPv4 + IPv6).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SocketTotals {
-    /// Socket receive buffer full.
-    pub rcvbuf_errors: Option<u64>,
+pub(crate) struct SocketTotals {
+    rcvbuf_errors: Option<u64>,
     /// Every receive drop (includes rcvbuf_errors).
-    pub in_errors: Option<u64>,
+    in_errors: Option<u64>,
     /// Datagrams to a port nothing listens on: not loss.
-    pub no_ports: Option<u64>,
+    no_ports: Option<u64>,
 }
 
-/// A configured setting, for the report.
+/// A configured setting against the kernel (`actual`: null when absent).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SettingRow {
-    /// Dotted key.
-    pub key: String,
-    /// Configured value.
-    pub expected: String,
-    /// Kernel value; null when absent.
-    pub actual: Option<String>,
-    /// Whether they match.
-    pub ok: bool,
+pub(crate) struct SettingRow {
+    key: String,
+    expected: String,
+    actual: Option<String>,
+    ok: bool,
     /// Who else writes this key, where that can be known (drifted keys).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub writer_hint: Option<String>,
+    writer_hint: Option<String>,
 }
 
 impl From<&Setting> for SettingRow {
@@ -126,78 +118,59 @@ impl From<&Setting> for SettingRow {
 
 /// The whole snapshot (the `--json` output).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
-    /// OK, WARNING, CRITICAL or UNKNOWN.
-    pub status: Verdict,
-    /// The exit code.
-    pub exit_code: i32,
-    /// nf_conntrack_count.
-    pub count: Option<u64>,
-    /// nf_conntrack_max.
-    pub max: Option<u64>,
+pub(crate) struct Report {
+    /// OK, WARNING, CRITICAL or UNKNOWN, and its exit code.
+    status: Verdict,
+    pub(crate) exit_code: i32,
+    count: Option<u64>,
+    max: Option<u64>,
     /// count / max (above 1 when max was lowered below the count).
-    pub fill: Option<f64>,
-    /// ok, warning or critical (no hysteresis: one sample).
-    pub level: Option<Level>,
+    fill: Option<f64>,
+    /// No hysteresis: one sample.
+    level: Option<Level>,
     /// The conntrack keys exist.
-    pub module_loaded: bool,
+    module_loaded: bool,
     /// Conntrack counter totals since boot (those the kernel has).
-    pub counters: Option<BTreeMap<&'static str, u64>>,
-    /// Where the counters came from.
-    pub counters_source: Option<CounterSource>,
-    /// UDP socket counters of this namespace since boot.
-    pub sockets: Option<SocketTotals>,
+    counters: Option<BTreeMap<&'static str, u64>>,
+    counters_source: Option<CounterSource>,
+    sockets: Option<SocketTotals>,
     /// Input backlog counters since boot, all CPUs.
-    pub backlog: Option<BTreeMap<&'static str, u64>>,
+    backlog: Option<BTreeMap<&'static str, u64>>,
     /// Increases over the window, when measured.
-    pub rising: Option<Rising>,
-    /// Every configured setting.
-    pub settings: Vec<SettingRow>,
-    /// Warning threshold, percent.
-    pub warn_percent: Option<f64>,
-    /// Critical threshold, percent.
-    pub critical_percent: Option<f64>,
+    rising: Option<Rising>,
+    settings: Vec<SettingRow>,
+    warn_percent: Option<f64>,
+    critical_percent: Option<f64>,
     /// The configuration used.
-    pub config: Option<String>,
-    /// Growth: the budget, the headroom left and what was grown.
+    config: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub grow: Option<GrowReport>,
+    grow: Option<GrowReport>,
     /// Everything that is not OK.
-    pub problems: Vec<Problem>,
+    problems: Vec<Problem>,
 }
 
-/// Growth in the report: the current max against `[grow] budget`, and this
-/// boot's growth record.
+/// Growth in the report: the current max against `[grow] budget` (`None`
+/// when the budget is a share of RAM that cannot be read), and this boot's
+/// growth record when it is trusted, or why it is not.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GrowReport {
-    /// `[grow] enabled`.
-    pub enabled: bool,
-    /// The current max against the budget; `None` when the budget is a
-    /// share of RAM that cannot be read.
-    pub budget: Option<BudgetView>,
-    /// What the watchdog grew this boot, when it did and the record is
-    /// trusted.
-    pub grown: Option<GrownRow>,
-    /// Why a growth record there is not trusted.
+pub(crate) struct GrowReport {
+    enabled: bool,
+    budget: Option<BudgetView>,
+    grown: Option<GrownRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub record_ignored: Option<String>,
+    record_ignored: Option<String>,
 }
 
-/// This boot's growth record, for the report.
+/// This boot's growth record, for the report (`at`: seconds since the
+/// epoch; `at_utc`: `2026-12-07 14:03 UTC`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GrownRow {
-    /// The grown max.
-    pub max: u64,
-    /// Buckets then.
-    pub buckets: u64,
-    /// The configured max it grew from.
-    pub configured: u64,
-    /// When, seconds since the epoch.
-    pub at: u64,
-    /// When, `2026-12-07 14:03 UTC`.
-    pub at_utc: String,
-    /// Why.
-    pub reason: String,
+pub(crate) struct GrownRow {
+    max: u64,
+    buckets: u64,
+    configured: u64,
+    at: u64,
+    at_utc: String,
+    reason: String,
 }
 
 impl From<&Remembered> for GrownRow {
@@ -215,41 +188,33 @@ impl From<&Remembered> for GrownRow {
 
 /// What was read, as values: the input of [`judge`].
 #[derive(Debug)]
-pub struct Readings {
-    /// Configuration (its thresholds and where it came from), or why it
-    /// could not be loaded.
-    pub config: Result<(Thresholds, String), config::ConfigError>,
+pub(crate) struct Readings {
+    /// The thresholds and the configuration's name.
+    config: Result<(Thresholds, String), config::ConfigError>,
     /// The (last) fill reading.
-    pub fill: FillReading,
-    /// Counters at the start of the window.
-    pub before: Counts,
-    /// Counters at the end of the window (None: no window).
-    pub after: Option<Counts>,
-    /// The window.
-    pub window: Duration,
-    /// Configured settings against the kernel.
-    pub settings: Vec<Setting>,
+    fill: FillReading,
+    /// Counters at the start and the end of the window (None: no window).
+    before: Counts,
+    after: Option<Counts>,
+    window: Duration,
+    settings: Vec<Setting>,
     /// Who else writes a drifted key: key -> hint.
-    pub writer_hints: BTreeMap<String, String>,
+    writer_hints: BTreeMap<String, String>,
     /// Growth, when the configuration and the fill were read.
-    pub grow: Option<GrowReport>,
+    grow: Option<GrowReport>,
 }
 
 /// The counters of the three drop points at one moment, as the readers
 /// returned them.
 #[derive(Debug)]
-pub struct Counts {
-    /// Conntrack statistics and their source.
-    pub conntrack: Result<CtReading, CtUnavailable>,
-    /// The UDP MIB of this namespace.
-    pub udp: Result<UdpStats, FileError<SnmpError>>,
-    /// The backlog statistics.
-    pub softnet: Result<SoftnetTable, FileError<SoftnetError>>,
+struct Counts {
+    conntrack: Result<CtReading, CtUnavailable>,
+    udp: Result<UdpStats, FileError<SnmpError>>,
+    softnet: Result<SoftnetTable, FileError<SoftnetError>>,
 }
 
 impl Counts {
-    /// Read them now.
-    pub fn read(host: &Host) -> Self {
+    fn read(host: &Host) -> Self {
         Counts {
             conntrack: observe::conntrack_counters(host),
             udp: read_udp(&host.root),
@@ -277,33 +242,26 @@ fn tally_map(t: &Tally, sig: &Signal) -> BTreeMap<&'static str, u64> {
 /// The increases between two readings of each drop point (`None` where
 /// either reading failed).
 fn window_tallies(a: &Counts, b: &Counts) -> [Option<Tally>; 3] {
-    let ct = match (&a.conntrack, &b.conntrack) {
-        (Ok(x), Ok(y)) => {
-            let mut d = DeltaTracker::<CtCounter>::new();
-            d.step(&x.table);
-            Some(tally::conntrack(&d.step(&y.table)))
-        }
-        _ => None,
-    };
-    let udp = match (&a.udp, &b.udp) {
-        (Ok(x), Ok(y)) => Some(tally::socket(&y.delta_since(x))),
-        _ => None,
-    };
-    let backlog = match (&a.softnet, &b.softnet) {
-        (Ok(x), Ok(y)) => {
-            let mut d = DeltaTracker::<SoftnetCounter>::new();
-            d.step(x);
-            Some(tally::backlog(&d.step(y)))
-        }
-        _ => None,
-    };
-    [ct, udp, backlog]
+    fn both<'a, T, E>(a: &'a Result<T, E>, b: &'a Result<T, E>) -> Option<(&'a T, &'a T)> {
+        a.as_ref().ok().zip(b.as_ref().ok())
+    }
+    fn window<K: CounterSet>(x: &CpuTable<K>, y: &CpuTable<K>) -> Window<K> {
+        let mut d = DeltaTracker::<K>::new();
+        d.step(x);
+        d.step(y)
+    }
+    [
+        both(&a.conntrack, &b.conntrack)
+            .map(|(x, y)| tally::conntrack(&window(&x.table, &y.table))),
+        both(&a.udp, &b.udp).map(|(x, y)| tally::socket(&y.delta_since(x))),
+        both(&a.softnet, &b.softnet).map(|(x, y)| tally::backlog(&window(x, y))),
+    ]
 }
 
 /// Decide the verdict from readings. Pure. The problems keep this order
 /// (config, fill, counter reads, drop points, drift): the text's first line
 /// names the first problem of the worst severity.
-pub fn judge(r: &Readings) -> Report {
+pub(crate) fn judge(r: &Readings) -> Report {
     let mut problems = Vec::new();
     let (thresholds, source) = match &r.config {
         Ok((t, s)) => (Some(t), Some(s.clone())),
@@ -373,44 +331,32 @@ fn judge_fill(
     problems: &mut Vec<Problem>,
 ) -> Fill {
     let mut push = |severity, message: String| problems.push(Problem::new(severity, message));
-    let (c, m) = match reading {
-        FillReading::Read { max: 0, .. } => {
-            push(
-                Verdict::Unknown,
-                "nf_conntrack_max is 0: the fill cannot be computed".into(),
-            );
-            return Fill::default();
-        }
-        FillReading::Read { count, max } => (*count, *max),
-        FillReading::Gone(why) => {
-            push(Verdict::Unknown, format!("conntrack not available: {why}"));
-            return Fill::default();
-        }
-        FillReading::Fault(why) => {
-            push(Verdict::Unknown, format!("cannot read the fill: {why}"));
-            return Fill::default();
-        }
+    let &FillReading::Read {
+        count: c,
+        max: m @ 1..,
+    } = reading
+    else {
+        let why = match reading {
+            FillReading::Gone(why) => format!("conntrack not available: {why}"),
+            FillReading::Fault(why) => format!("cannot read the fill: {why}"),
+            _ => "nf_conntrack_max is 0: the fill cannot be computed".into(),
+        };
+        push(Verdict::Unknown, why);
+        return Fill::default();
     };
     let ratio = c as f64 / m as f64;
     let level = thresholds.map(|t| Level::of(ratio * 100.0, t));
     if let (Some(lv), Some(t)) = (level, thresholds) {
-        let text = format!("{:.1}% full ({c}/{m})", ratio * 100.0);
-        match lv {
-            Level::Critical => push(
-                Verdict::Critical,
-                format!(
-                    "{text}: at or above the critical level of {}%",
-                    t.critical_percent
-                ),
-            ),
-            Level::Warning => push(
-                Verdict::Warning,
-                format!(
-                    "{text}: at or above the warning level of {}%",
-                    t.warn_percent
-                ),
-            ),
-            Level::Ok => {}
+        let at = match lv {
+            Level::Critical => t.critical_percent,
+            _ => t.warn_percent,
+        };
+        if lv != Level::Ok {
+            let text = format!("{:.1}% full ({c}/{m})", ratio * 100.0);
+            push(
+                lv.into(),
+                format!("{text}: at or above the {} level of {at}%", lv.name()),
+            );
         }
     }
     if c > m {
@@ -483,17 +429,16 @@ fn judge_window(r: &Readings, after: &Counts, problems: &mut Vec<Problem>) -> Ri
     } else {
         per_cpu_loss(ct.as_ref(), bl.as_ref())
     };
-    if let Some((cpu, share)) = ct.as_ref().and_then(|t| t.hot_cpu(HOT_CPU_SHARE)) {
-        if !points.is_empty() {
-            problems.push(Problem::new(
-                Verdict::Critical,
-                format!(
-                    "{:.0}% of the conntrack drops are on CPU {cpu}: one RX queue or softirq \
-                     carries the load (check RSS/RPS and IRQ affinity)",
-                    share * 100.0
-                ),
-            ));
-        }
+    let hot = ct.as_ref().and_then(|t| t.hot_cpu(HOT_CPU_SHARE));
+    if let (Some((cpu, share)), false) = (hot, points.is_empty()) {
+        problems.push(Problem::new(
+            Verdict::Critical,
+            format!(
+                "{:.0}% of the conntrack drops are on CPU {cpu}: one RX queue or softirq \
+                 carries the load (check RSS/RPS and IRQ affinity)",
+                share * 100.0
+            ),
+        ));
     }
     let map =
         |t: &Option<Tally>, sig: &Signal| t.as_ref().map(|t| tally_map(t, sig)).unwrap_or_default();
@@ -573,24 +518,19 @@ fn judge_settings(r: &Readings, problems: &mut Vec<Problem>) -> Vec<SettingRow> 
 }
 
 fn per_cpu_loss(ct: Option<&Tally>, bl: Option<&Tally>) -> Vec<CpuLoss> {
-    let mut rows: BTreeMap<u32, CpuLoss> = BTreeMap::new();
-    for (t, is_ct) in [(ct, true), (bl, false)] {
+    let mut rows: BTreeMap<u32, [u64; 2]> = BTreeMap::new();
+    for (i, t) in [ct, bl].into_iter().enumerate() {
         for (cpu, v) in t.map(|t| t.per_cpu.as_slice()).unwrap_or_default() {
-            let row = rows.entry(*cpu).or_insert(CpuLoss {
-                cpu: *cpu,
-                conntrack: 0,
-                backlog: 0,
-            });
-            if is_ct {
-                row.conntrack += v;
-            } else {
-                row.backlog += v;
-            }
+            rows.entry(*cpu).or_default()[i] += v;
         }
     }
-    rows.into_values()
-        .filter(|r| r.conntrack > 0 || r.backlog > 0)
-        .collect()
+    let rows = rows.into_iter().filter(|(_, [c, b])| c + b > 0);
+    rows.map(|(cpu, [conntrack, backlog])| CpuLoss {
+        cpu,
+        conntrack,
+        backlog,
+    })
+    .collect()
 }
 
 fn bar(ratio: f64, width: usize) -> String {
@@ -605,12 +545,16 @@ fn bar(ratio: f64, width: usize) -> String {
 
 /// The text for people. The first line is a monitoring-plugins summary with
 /// performance data.
-pub fn text(r: &Report) -> String {
+pub(crate) fn text(r: &Report) -> String {
     let mut s = summary_line(r);
     fill_lines(&mut s, r);
-    counters_line(&mut s, r);
-    sockets_line(&mut s, r);
-    backlog_line(&mut s, r);
+    for (name, line) in [
+        ("counters", counters_line(r)),
+        ("sockets", sockets_line(r)),
+        ("backlog", backlog_line(r)),
+    ] {
+        let _ = writeln!(s, "  {name:9} {}", line.as_deref().unwrap_or("unavailable"));
+    }
     if let Some(x) = &r.rising {
         rising_lines(&mut s, x);
     }
@@ -629,13 +573,16 @@ pub fn text(r: &Report) -> String {
 
 /// `CONNTRACK OK - ... | perfdata`, with its newline.
 fn summary_line(r: &Report) -> String {
-    let summary = match (r.count, r.max, r.fill) {
-        (Some(c), Some(m), Some(f)) => format!(
-            "{:.1}% full ({c}/{m}), level {}",
-            f * 100.0,
-            r.level.map(Level::name).unwrap_or("unknown")
+    let level = r.level.map(Level::name).unwrap_or("unknown");
+    let (summary, perf) = match (r.count, r.max, r.fill) {
+        (Some(c), Some(m), Some(f)) => (
+            format!("{:.1}% full ({c}/{m}), level {level}", f * 100.0),
+            vec![
+                Perf::percent("fill", f, r.warn_percent, r.critical_percent),
+                Perf::count("entries", c, Some(m)),
+            ],
         ),
-        _ => "fill unknown".to_string(),
+        _ => ("fill unknown".to_string(), Vec::new()),
     };
     // The first of the worst problems: the one that decided the status.
     let first_problem = r
@@ -644,13 +591,6 @@ fn summary_line(r: &Report) -> String {
         .find(|p| p.severity == r.status)
         .map(|p| format!("; {}", p.message))
         .unwrap_or_default();
-    let perf = match (r.count, r.max, r.fill) {
-        (Some(c), Some(m), Some(f)) => vec![
-            Perf::percent("fill", f, r.warn_percent, r.critical_percent),
-            Perf::count("entries", c, Some(m)),
-        ],
-        _ => Vec::new(),
-    };
     plugin_line(r.status, &format!("{summary}{first_problem}"), &perf)
 }
 
@@ -684,53 +624,39 @@ fn fill_lines(s: &mut String, r: &Report) {
     );
 }
 
-fn counters_line(s: &mut String, r: &Report) {
-    let Some(c) = &r.counters else {
-        let _ = writeln!(s, "  counters  unavailable");
-        return;
-    };
+/// The totals since boot of each drop point, `None` where unavailable.
+fn counters_line(r: &Report) -> Option<String> {
+    let c = r.counters.as_ref()?;
     let list = CONNTRACK
         .counters
         .iter()
         .filter_map(|k| Some(format!("{} {}", k.name, c.get(k.name)?)))
         .collect::<Vec<_>>()
         .join("  ");
-    let _ = writeln!(
-        s,
-        "  counters  {list}  (since boot, from {})",
-        match r.counters_source {
-            Some(CounterSource::Netlink) => "ctnetlink",
-            _ => "/proc/net/stat/nf_conntrack",
-        }
-    );
+    let source = match r.counters_source {
+        Some(CounterSource::Netlink) => "ctnetlink",
+        _ => "/proc/net/stat/nf_conntrack",
+    };
+    Some(format!("{list}  (since boot, from {source})"))
 }
 
-fn sockets_line(s: &mut String, r: &Report) {
-    let Some(u) = &r.sockets else {
-        let _ = writeln!(s, "  sockets   unavailable");
-        return;
-    };
+fn sockets_line(r: &Report) -> Option<String> {
+    let u = r.sockets.as_ref()?;
     let n = |v: Option<u64>| v.map_or("n/a".to_string(), |v| v.to_string());
-    let _ = writeln!(
-        s,
-        "  sockets   UDP rcvbuf_errors {}  in_errors {}  (no_ports {}: not loss)  (since boot, this namespace)",
+    Some(format!(
+        "UDP rcvbuf_errors {}  in_errors {}  (no_ports {}: not loss)  (since boot, this namespace)",
         n(u.rcvbuf_errors),
         n(u.in_errors),
         n(u.no_ports)
-    );
+    ))
 }
 
-fn backlog_line(s: &mut String, r: &Report) {
-    let Some(b) = &r.backlog else {
-        let _ = writeln!(s, "  backlog   unavailable");
-        return;
-    };
-    let list = b
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect::<Vec<_>>()
-        .join("  ");
-    let _ = writeln!(s, "  backlog   {list}  (since boot, all CPUs)");
+fn backlog_line(r: &Report) -> Option<String> {
+    let list = r.backlog.as_ref()?.iter().map(|(k, v)| format!("{k} {v}"));
+    Some(format!(
+        "{}  (since boot, all CPUs)",
+        list.collect::<Vec<_>>().join("  ")
+    ))
 }
 
 /// `now`: what rose over the window, and `per CPU` when something did.
@@ -780,17 +706,12 @@ fn settings_lines(s: &mut String, r: &Report) {
         r.config.as_deref().unwrap_or("(configuration unreadable)")
     );
     let kw = r.settings.iter().map(|x| x.key.len()).max().unwrap_or(0);
-    let vw = r
-        .settings
-        .iter()
-        .map(|x| {
-            x.expected
-                .len()
-                .max(x.actual.as_deref().map_or(6, str::len))
-        })
-        .max()
-        .unwrap_or(0)
-        .max(8);
+    let width = |x: &SettingRow| {
+        x.expected
+            .len()
+            .max(x.actual.as_deref().map_or(6, str::len))
+    };
+    let vw = r.settings.iter().map(width).fold(8, usize::max);
     if !r.settings.is_empty() {
         let _ = writeln!(
             s,
@@ -814,7 +735,7 @@ fn settings_lines(s: &mut String, r: &Report) {
 }
 
 /// Read everything `status` needs. `window` zero: one sample, no "rising".
-pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readings {
+pub(crate) fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readings {
     let cfg = config::load(&host.root, config_path);
     let before = Counts::read(host);
     let mut fill = observe::fill(&host.root);
@@ -827,9 +748,11 @@ pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readin
         fill = observe::fill(&host.root);
         Some(Counts::read(host))
     };
-    let settings = match (&cfg, &fill) {
-        (Ok(c), FillReading::Read { .. }) => observe::settings(host, c),
-        _ => Vec::new(),
+    let (settings, grow) = match (&cfg, &fill) {
+        (Ok(c), FillReading::Read { max, .. }) => {
+            (observe::settings(host, c), Some(grow_report(host, c, *max)))
+        }
+        _ => (Vec::new(), None),
     };
     let writer_hints = settings
         .iter()
@@ -839,10 +762,6 @@ pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readin
             Some((s.key.clone(), h.text())).filter(|(_, t)| !t.is_empty())
         })
         .collect();
-    let grow = match (&cfg, &fill) {
-        (Ok(c), FillReading::Read { max, .. }) => Some(grow_report(host, c, *max)),
-        _ => None,
-    };
     Readings {
         grow,
         config: cfg.map(|c| (Thresholds::new(&c.watch, c.watch.interval), c.source_name())),
@@ -860,9 +779,9 @@ pub fn read(host: &Host, config_path: Option<&Path>, window: Duration) -> Readin
 fn grow_report(host: &Host, cfg: &config::Config, max: u64) -> GrowReport {
     let root = &host.root;
     let bytes = grown::budget_bytes(root, cfg.grow.budget);
-    let percent_unknown = matches!(cfg.grow.budget, config::Budget::Percent(_))
-        && crate::kernel::ram_bytes(root).is_none();
-    let buckets = crate::kernel::kernel_u64(root, config::KEY_BUCKETS).unwrap_or(0);
+    let percent_unknown =
+        matches!(cfg.grow.budget, config::Budget::Percent(_)) && ram_bytes(root).is_none();
+    let buckets = kernel_u64(root, config::KEY_BUCKETS).unwrap_or(0);
     let boot = observe::this_boot(root, cfg);
     GrowReport {
         enabled: cfg.grow.enabled,
@@ -870,7 +789,7 @@ fn grow_report(host: &Host, cfg: &config::Config, max: u64) -> GrowReport {
             budget_view(
                 &cfg.grow.budget.to_string(),
                 bytes,
-                crate::kernel::slab::entry_bytes(root),
+                slab::entry_bytes(root),
                 host.page_size,
                 max,
                 buckets,
@@ -888,8 +807,10 @@ fn grow_lines(s: &mut String, g: &GrowReport) {
     } else {
         " (growth off: [grow] enabled = false)"
     };
-    match &g.budget {
-        Some(b) => {
+    let budget = g
+        .budget
+        .as_ref()
+        .map_or("unknown (RAM unreadable)".into(), |b| {
             let left = if b.fits {
                 format!("headroom {}", human_bytes(b.headroom_bytes))
             } else {
@@ -898,18 +819,10 @@ fn grow_lines(s: &mut String, g: &GrowReport) {
                     human_bytes(b.worst_case_bytes.saturating_sub(b.budget_bytes))
                 )
             };
-            let _ = writeln!(
-                s,
-                "  budget    {}; {}; {left}; the budget allows max up to {}{off}",
-                b.budget_text(),
-                b.worst_text(),
-                b.max_allowed
-            );
-        }
-        None => {
-            let _ = writeln!(s, "  budget    unknown (RAM unreadable){off}");
-        }
-    }
+            let (budget, worst, allowed) = (b.budget_text(), b.worst_text(), b.max_allowed);
+            format!("{budget}; {worst}; {left}; the budget allows max up to {allowed}")
+        });
+    let _ = writeln!(s, "  budget    {budget}{off}");
     if let Some(r) = &g.grown {
         let _ = writeln!(
             s,
