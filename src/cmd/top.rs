@@ -127,7 +127,7 @@ impl Report {
             complete: partial.is_none(),
             partial,
             total: c.agg.total(),
-            malformed: c.outcome.malformed,
+            malformed: c.outcome.progress.malformed,
             count_before: c.count_before,
             count_after: c.count_after,
             max: c.max,

@@ -94,32 +94,21 @@ pub struct Entry {
 /// What a dump delivered.
 #[derive(Debug)]
 pub struct Outcome {
+    /// What the walk counted.
+    pub progress: Progress,
+    /// How it ended.
+    pub end: End,
+}
+
+/// What the walk counted so far, across datagrams.
+#[derive(Debug, Default)]
+pub struct Progress {
     /// Entries handed to the callback.
     pub entries: u64,
     /// Entry messages skipped because their attributes did not parse.
     pub malformed: u64,
     /// Some message carried `NLM_F_DUMP_INTR` (the table changed under the
     /// walk in a way the kernel noticed).
-    pub interrupted: bool,
-    /// How it ended.
-    pub end: End,
-}
-
-impl Outcome {
-    /// True only for a dump that reached NLMSG_DONE uninterrupted.
-    pub fn complete(&self) -> bool {
-        matches!(self.end, End::Done) && !self.interrupted
-    }
-}
-
-/// Parser state across datagrams.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Entries delivered.
-    pub entries: u64,
-    /// Entry messages skipped.
-    pub malformed: u64,
-    /// `NLM_F_DUMP_INTR` seen.
     pub interrupted: bool,
 }
 
@@ -135,20 +124,14 @@ pub fn request(seq: u32) -> [u8; 20] {
 /// come back as `Err`; later trouble ends the dump with [`End::Failed`] so
 /// the caller keeps what it has aggregated and can say it is partial.
 pub fn dump(timeout: Duration, on_entry: &mut dyn FnMut(&Entry)) -> Result<Outcome, NetlinkError> {
-    let mut p = Progress::default();
+    let mut progress = Progress::default();
     let end = nfnl::dump(IPCTNL_MSG_CT_GET, timeout, &mut |ty, flags, body| {
-        on_message(ty, flags, body, &mut p, on_entry)
+        on_message(ty, flags, body, &mut progress, on_entry)
     });
-    let end = match end {
-        End::Failed(e) if p.entries == 0 => return Err(e),
-        other => other,
-    };
-    Ok(Outcome {
-        entries: p.entries,
-        malformed: p.malformed,
-        interrupted: p.interrupted,
-        end,
-    })
+    match end {
+        End::Failed(e) if progress.entries == 0 => Err(e),
+        end => Ok(Outcome { progress, end }),
+    }
 }
 
 fn be16(v: &[u8]) -> Option<u16> {

@@ -28,7 +28,8 @@
 use serde::Serialize;
 
 use crate::kernel::ctstats::{
-    read_ct_counters_at, CounterSource, CtCounter, CtTable, KernelNetlink, THREAD_STAT_FILE,
+    read_ct_counters_at, CounterSource, CtCounter, CtTable, CtUnavailable, KernelNetlink,
+    THREAD_STAT_FILE,
 };
 use crate::kernel::nsenter::{self, NetnsError};
 use crate::kernel::sysctl::{read_fill, SysctlError};
@@ -88,7 +89,7 @@ impl Counters {
 }
 
 /// What one namespace holds, read from inside it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct NsSample {
     /// Its nf_conntrack_count.
     pub count: u64,
@@ -98,8 +99,9 @@ pub struct NsSample {
     pub counters: Option<Counters>,
     /// Where they came from.
     pub counters_source: Option<CounterSource>,
-    /// Why they are missing.
-    pub counters_error: Option<String>,
+    /// Why they are missing (its text in JSON).
+    #[serde(serialize_with = "text_of")]
+    pub counters_error: Option<CtUnavailable>,
     /// Its UDP socket drops.
     pub udp: Option<UdpDrops>,
     /// The per-CPU counters behind `counters` (for the watchdog's
@@ -116,6 +118,13 @@ impl NsSample {
             && self
                 .counters
                 .is_some_and(|c| !c.any_loss() && c.clashres.unwrap_or(0) == 0)
+    }
+}
+
+fn text_of<S: serde::Serializer>(e: &Option<CtUnavailable>, s: S) -> Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => s.collect_str(e),
+        None => s.serialize_none(),
     }
 }
 
@@ -147,7 +156,7 @@ fn read_here() -> Result<NsSample, SampleError> {
     let (table, counters_source, counters_error) =
         match read_ct_counters_at(&root, THREAD_STAT_FILE, &KernelNetlink) {
             Ok(r) => (Some(r.table), Some(r.source), None),
-            Err(e) => (None, None, Some(e.to_string())),
+            Err(e) => (None, None, Some(e)),
         };
     let counters = table.as_ref().map(Counters::of);
     let udp = root

@@ -118,7 +118,7 @@ impl Collected {
     /// uninterrupted.
     pub fn partial(&self) -> Option<String> {
         match &self.outcome.end {
-            End::Done if self.outcome.interrupted => Some(
+            End::Done if self.outcome.progress.interrupted => Some(
                 "the kernel flagged the dump as interrupted (NLM_F_DUMP_INTR): the table \
                  changed under the walk and entries may be missing or repeated"
                     .to_string(),
@@ -267,9 +267,11 @@ pub(crate) mod tests {
         Collected {
             agg: agg::tests::mix(),
             outcome: ctdump::Outcome {
-                entries: 1000,
-                malformed: 0,
-                interrupted,
+                progress: ctdump::Progress {
+                    entries: 1000,
+                    malformed: 0,
+                    interrupted,
+                },
                 end,
             },
             count_before: Some(1000),

@@ -22,7 +22,7 @@ use crate::netns::sample::*;
 use crate::netns::{self, Namespace, Owner};
 
 /// One namespace in the report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Serialize)]
 pub(crate) struct NsRow {
     inode: u64,
     /// The initial namespace.
@@ -47,7 +47,7 @@ pub(crate) struct NsRow {
 }
 
 /// The whole report (the `--json` output).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Serialize)]
 pub(crate) struct Report {
     /// The worst namespace's verdict, and its exit code.
     status: Verdict,
