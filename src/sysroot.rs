@@ -141,32 +141,23 @@ impl SysRoot {
     /// The directory that holds `path` must resolve inside `<root>/proc/sys`.
     fn check_inside_proc_sys(&self, path: &Path) -> Result<(), PathError> {
         let top = self.path("proc/sys");
+        let refuse = |why: &str| {
+            let source = io::Error::new(io::ErrorKind::PermissionDenied, why);
+            let path = path.to_path_buf();
+            Err(PathError { path, source })
+        };
         // procfs has no symlinks under /proc/sys; one there is an attack or a
         // broken tree, and following it could read or write anything.
         if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(PathError {
-                path: path.to_path_buf(),
-                source: io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "is a symlink; refusing to follow it out of /proc/sys",
-                ),
-            });
+            return refuse("is a symlink; refusing to follow it out of /proc/sys");
         }
         let parent = path.parent().unwrap_or(&top);
         // A missing directory is not an escape; the read or write reports it.
-        let (Ok(top_c), Ok(parent_c)) = (top.canonicalize(), parent.canonicalize()) else {
-            return Ok(());
-        };
-        if parent_c.starts_with(&top_c) {
-            Ok(())
-        } else {
-            Err(PathError {
-                path: path.to_path_buf(),
-                source: io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "resolves outside /proc/sys; refusing",
-                ),
-            })
+        match (top.canonicalize(), parent.canonicalize()) {
+            (Ok(top), Ok(parent)) if !parent.starts_with(&top) => {
+                refuse("resolves outside /proc/sys; refusing")
+            }
+            _ => Ok(()),
         }
     }
 }

@@ -21,30 +21,28 @@ pub struct Availability {
 }
 
 impl Availability {
-    /// `failed`: the reader's error, said in the event's text.
-    fn step(
+    /// The reading when there is one; else the reader's error, said once.
+    fn step<T, E: std::fmt::Display>(
         &mut self,
-        failed: Option<&dyn std::fmt::Display>,
+        reading: Result<T, &E>,
         what: &str,
         point: &'static str,
         fill: &Fill,
         level: Level,
-    ) -> Vec<Event> {
-        match failed {
-            None => {
-                self.missing = false;
-                Vec::new()
-            }
-            Some(_) if self.missing => Vec::new(),
-            Some(why) => {
-                self.missing = true;
+    ) -> (Option<T>, Vec<Event>) {
+        let was_missing = std::mem::replace(&mut self.missing, reading.is_err());
+        match reading {
+            Ok(t) => (Some(t), Vec::new()),
+            Err(_) if was_missing => (None, Vec::new()),
+            Err(why) => {
                 let ev = Event::new(
                     Priority::Warning,
                     "counters_unavailable",
                     ids::COUNTERS_UNAVAILABLE,
                     format!("{what} are unavailable: {why}; watching the rest"),
                 );
-                vec![fill_fields(ev, fill, level).field("CONNTRACK_DROP_POINT", point)]
+                let ev = fill_fields(ev, fill, level).field("CONNTRACK_DROP_POINT", point);
+                (None, vec![ev])
             }
         }
     }
@@ -71,14 +69,9 @@ impl CtTracker {
         fill: &Fill,
         level: Level,
     ) -> (Option<Tally>, Vec<Event>) {
-        let evs = self.available.step(
-            reading.err().map(|e| e as _),
-            "the conntrack drop counters",
-            "conntrack",
-            fill,
-            level,
-        );
-        (reading.ok().and_then(|t| self.add(t)), evs)
+        let what = "the conntrack drop counters";
+        let (t, evs) = self.available.step(reading, what, "conntrack", fill, level);
+        (t.and_then(|t| self.add(t)), evs)
     }
 
     /// One table: the increase since the previous one (`None` on the
@@ -121,16 +114,9 @@ impl UdpTracker {
         fill: &Fill,
         level: Level,
     ) -> (Option<Tally>, Vec<Event>) {
-        let evs = self.available.step(
-            reading.err().map(|e| e as _),
-            "the UDP socket counters",
-            "socket",
-            fill,
-            level,
-        );
-        let Ok(now) = reading else {
-            return (None, evs);
-        };
+        let what = "the UDP socket counters";
+        let (now, evs) = self.available.step(reading, what, "socket", fill, level);
+        let Some(now) = now else { return (None, evs) };
         let t = self.last.map(|prev| tally::socket(&now.delta_since(&prev)));
         self.last = Some(*now);
         (t, evs)
@@ -154,16 +140,9 @@ impl BacklogTracker {
         fill: &Fill,
         level: Level,
     ) -> (Option<Tally>, Vec<Event>) {
-        let evs = self.available.step(
-            reading.err().map(|e| e as _),
-            "the input backlog counters",
-            "backlog",
-            fill,
-            level,
-        );
-        let Ok(table) = reading else {
-            return (None, evs);
-        };
+        let what = "the input backlog counters";
+        let (t, evs) = self.available.step(reading, what, "backlog", fill, level);
+        let Some(table) = t else { return (None, evs) };
         let w = self.deltas.step(table);
         ((!w.is_baseline()).then(|| tally::backlog(&w)), evs)
     }

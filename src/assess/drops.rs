@@ -72,47 +72,42 @@ impl DropTracker {
         let loss = delta.loss(sig);
         self.since_start = self.since_start.saturating_add(loss);
         let rate = dt.map_or(0.0, |d| loss as f64 / d.as_secs_f64());
-        let mut out = Vec::new();
-        if loss > 0 {
-            match &mut self.incident {
-                None => {
-                    let mut first = Incident {
-                        started_at: now,
-                        last_loss_at: now,
-                        last_event_at: now,
-                        totals: delta.clone(),
-                        window: delta.clone(),
-                        window_peak: rate,
-                        peak: rate,
-                    };
-                    out.push(window_event(sig, &mut first, fill, level, now));
-                    self.incident = Some(first);
-                }
-                Some(inc) => {
-                    inc.totals.add(delta);
-                    inc.window.add(delta);
-                    inc.last_loss_at = now;
-                    inc.window_peak = inc.window_peak.max(rate);
-                    inc.peak = inc.peak.max(rate);
-                    if now.saturating_sub(inc.last_event_at) >= t.drops_every {
-                        out.push(window_event(sig, inc, fill, level, now));
-                    }
-                }
-            }
-        } else if let Some(inc) = &mut self.incident {
-            // Increases of the counters that are not loss belong to the
-            // incident too, so its events add up to the kernel's change.
-            inc.totals.add(delta);
-            inc.window.add(delta);
-            if now.saturating_sub(inc.last_loss_at) >= t.drops_every {
-                if inc.window.loss(sig) > 0 {
-                    out.push(window_event(sig, inc, fill, level, now));
-                }
-                out.push(ended_event(sig, inc, fill, level, now));
-                self.incident = None;
-            }
+        let first = loss > 0 && self.incident.is_none();
+        if first {
+            self.incident = Some(Incident {
+                started_at: now,
+                last_loss_at: now,
+                last_event_at: now,
+                totals: Tally::default(),
+                window: Tally::default(),
+                window_peak: rate,
+                peak: rate,
+            });
         }
-        out
+        let Some(inc) = &mut self.incident else {
+            return Vec::new();
+        };
+        // Increases of the counters that are not loss belong to the
+        // incident too, so its events add up to the kernel's change.
+        inc.totals.add(delta);
+        inc.window.add(delta);
+        if loss > 0 {
+            inc.last_loss_at = now;
+            inc.window_peak = inc.window_peak.max(rate);
+            inc.peak = inc.peak.max(rate);
+            if first || now.saturating_sub(inc.last_event_at) >= t.drops_every {
+                return vec![window_event(sig, inc, fill, level, now)];
+            }
+        } else if now.saturating_sub(inc.last_loss_at) >= t.drops_every {
+            let mut out = Vec::new();
+            if inc.window.loss(sig) > 0 {
+                out.push(window_event(sig, inc, fill, level, now));
+            }
+            out.push(ended_event(sig, inc, fill, level, now));
+            self.incident = None;
+            return out;
+        }
+        Vec::new()
     }
 
     /// At exit: the window's losses not logged yet, so nothing is lost.
@@ -172,11 +167,6 @@ fn counter_fields(mut ev: Event, sig: &Signal, t: &Tally, total: bool) -> Event 
     ev
 }
 
-/// `; 93% of them on CPU 3 (...)` when one CPU carried the window.
-fn hot_cpu(t: &Tally) -> Option<(u32, f64)> {
-    t.hot_cpu(HOT_CPU_SHARE)
-}
-
 /// The first event of an incident, or the aggregate of one window; resets
 /// the window.
 fn window_event(
@@ -189,16 +179,15 @@ fn window_event(
     let first = inc.started_at == now;
     let window = now.saturating_sub(inc.last_event_at);
     let running = now.saturating_sub(inc.started_at);
-    let cpu = hot_cpu(&inc.window);
-    let cpu_text = cpu
-        .map(|(c, s)| {
-            format!(
-                "; {:.0}% of them on CPU {c} (one RX queue or softirq carries the load: \
-                 check RSS/RPS and IRQ affinity)",
-                s * 100.0
-            )
-        })
-        .unwrap_or_default();
+    // `; 93% of them on CPU 3 (...)` when one CPU carried the window.
+    let cpu = inc.window.hot_cpu(HOT_CPU_SHARE);
+    let cpu_text = cpu.map_or(String::new(), |(c, s)| {
+        format!(
+            "; {:.0}% of them on CPU {c} (one RX queue or softirq carries the load: \
+             check RSS/RPS and IRQ affinity)",
+            s * 100.0
+        )
+    });
     let msg = if first {
         format!(
             "{}: {}{cpu_text} (table {}); {}",

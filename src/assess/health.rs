@@ -62,40 +62,24 @@ impl HealthTracker {
             ),
             // Kept as text: a fault is said once until its text changes.
             FillReading::Fault(why) => (Reading::Fault, self.fault(&why.to_string())),
+            // The keys are gone: say so on the first sample of the outage.
             FillReading::Gone(why) => {
                 let new_outage = !self.gone;
-                let out = self.went_away(why, last, level);
+                let mut out = Vec::new();
+                if new_outage {
+                    let msg = format!(
+                        "nf_conntrack is gone: {why}; still watching, and will report when it returns"
+                    );
+                    let ev = Event::new(Priority::Err, "module_gone", ids::MODULE_GONE, msg);
+                    out.push(match last {
+                        Some(f) => fill_fields(ev, f, level),
+                        None => ev,
+                    });
+                }
+                (self.gone, self.healthy, self.fault) = (true, false, None);
                 (Reading::Gone { new_outage }, out)
             }
         }
-    }
-
-    /// The keys are gone: say so on the first sample of the outage.
-    fn went_away(
-        &mut self,
-        why: &dyn std::fmt::Display,
-        last: Option<&Fill>,
-        level: Level,
-    ) -> Vec<Event> {
-        let mut out = Vec::new();
-        if !self.gone {
-            let mut ev = Event::new(
-                Priority::Err,
-                "module_gone",
-                ids::MODULE_GONE,
-                format!(
-                    "nf_conntrack is gone: {why}; still watching, and will report when it returns"
-                ),
-            );
-            if let Some(f) = last {
-                ev = fill_fields(ev, f, level);
-            }
-            out.push(ev);
-        }
-        self.gone = true;
-        self.healthy = false;
-        self.fault = None;
-        out
     }
 
     /// A usable fill: the module back, sampling working again, the first
@@ -103,16 +87,9 @@ impl HealthTracker {
     fn sampled(&mut self, fill: &Fill, level: Level) -> Vec<Event> {
         let mut out = Vec::new();
         if self.gone {
-            out.push(fill_fields(
-                Event::new(
-                    Priority::Notice,
-                    "module_back",
-                    ids::MODULE_BACK,
-                    format!("nf_conntrack is back: table {}", fill.text()),
-                ),
-                fill,
-                level,
-            ));
+            let msg = format!("nf_conntrack is back: table {}", fill.text());
+            let ev = Event::new(Priority::Notice, "module_back", ids::MODULE_BACK, msg);
+            out.push(fill_fields(ev, fill, level));
             self.gone = false;
         }
         if let Some(why) = self.fault.take() {
@@ -129,34 +106,20 @@ impl HealthTracker {
         self.healthy = true;
         if !self.started {
             self.started = true;
-            out.push(fill_fields(
-                Event::new(
-                    Priority::Info,
-                    "started",
-                    ids::STARTED,
-                    format!("watching the conntrack table: {}", fill.text()),
-                ),
-                fill,
-                level,
-            ));
+            let msg = format!("watching the conntrack table: {}", fill.text());
+            let ev = Event::new(Priority::Info, "started", ids::STARTED, msg);
+            out.push(fill_fields(ev, fill, level));
         }
         let over = fill.count > fill.max;
         if over && !self.over_max {
-            out.push(fill_fields(
-                Event::new(
-                    Priority::Warning,
-                    "fault",
-                    ids::FAULT,
-                    format!(
-                        "nf_conntrack_count {} exceeds nf_conntrack_max {}: max was lowered \
-                         below the entries in use (they stay until they expire) or the kernel \
-                         was mid-allocation; treated as over-full",
-                        fill.count, fill.max
-                    ),
-                ),
-                fill,
-                Level::Critical,
-            ));
+            let msg = format!(
+                "nf_conntrack_count {} exceeds nf_conntrack_max {}: max was lowered below the \
+                 entries in use (they stay until they expire) or the kernel was mid-allocation; \
+                 treated as over-full",
+                fill.count, fill.max
+            );
+            let ev = Event::new(Priority::Warning, "fault", ids::FAULT, msg);
+            out.push(fill_fields(ev, fill, Level::Critical));
         }
         self.over_max = over;
         out

@@ -85,19 +85,12 @@ impl NsTrackers {
                         count: s.count,
                         max: s.max,
                     };
-                    let full = Fullness::default();
-                    let mut evs = tr.level.step(t, &fill, full, now);
+                    let mut evs = tr.level.step(t, &fill, Fullness::default(), now);
                     // A namespace's unreadable counters are said by the
                     // scan's own report, not as an event here.
                     let delta = s.table.as_ref().and_then(|t| tr.counters.add(t));
-                    evs.extend(tr.drops.step(
-                        &CONNTRACK,
-                        t,
-                        delta.as_ref(),
-                        &fill,
-                        tr.level(),
-                        now,
-                    ));
+                    let (delta, level) = (delta.as_ref(), tr.level());
+                    evs.extend(tr.drops.step(&CONNTRACK, t, delta, &fill, level, now));
                     out.extend(evs.into_iter().map(|ev| tag(ev, ns)));
                     tr.fill = Some(fill);
                 }

@@ -89,12 +89,7 @@ impl RestoreTracker {
                 }
             }
             let recent = self.recent.entry(set.key.clone()).or_default();
-            while recent
-                .front()
-                .is_some_and(|t| now.saturating_sub(*t) >= RESTORE_WINDOW)
-            {
-                recent.pop_front();
-            }
+            recent.retain(|t| now.saturating_sub(*t) < RESTORE_WINDOW);
             if recent.len() as u64 >= w.restore_limit {
                 self.given_up.insert(set.key.clone());
                 out.push(fight_event(set, foreign, recent.len()));
@@ -181,47 +176,34 @@ pub fn restored_event<E: std::fmt::Display>(
     r: &Restore,
     result: Result<Option<String>, E>,
 ) -> Event {
-    let result = match result {
-        Ok(Some(after)) => Ok(after),
-        Ok(None) => Err("the key vanished after the write".to_string()),
-        Err(e) => Err(e.to_string()),
+    let hint = |why: &str| {
+        format!(
+            "{why} (the watchdog needs CAP_NET_ADMIN and write access to \
+             /proc/sys/net/netfilter, as the shipped unit's ReadWritePaths= gives)"
+        )
     };
-    match result {
-        Ok(after) if crate::kernel::same_value(&after, &r.value) => Event::new(
-            Priority::Notice,
-            "restored",
-            ids::RESTORED,
-            format!(
-                "{} restored: something set it to {}, conntrack-guard wrote {} back and the \
-                 kernel reads it back",
-                r.key, r.foreign, r.value
-            ),
-        )
-        .field("CONNTRACK_KEY", &r.key)
-        .field("CONNTRACK_FOREIGN", &r.foreign)
-        .field("CONNTRACK_RESTORED", &r.value),
-        Ok(after) => Event::new(
-            Priority::Err,
-            "fault",
-            ids::FAULT,
-            format!(
-                "could not restore {}: wrote {} but the kernel reads back {after}",
-                r.key, r.value
-            ),
-        )
-        .field("CONNTRACK_KEY", &r.key),
-        Err(why) => Event::new(
-            Priority::Err,
-            "fault",
-            ids::FAULT,
-            format!(
-                "could not restore {}: {why} (the watchdog needs CAP_NET_ADMIN and write access to \
-                 /proc/sys/net/netfilter, as the shipped unit's ReadWritePaths= gives)",
-                r.key
-            ),
-        )
-        .field("CONNTRACK_KEY", &r.key),
-    }
+    let why = match result {
+        Ok(Some(after)) if crate::kernel::same_value(&after, &r.value) => {
+            return Event::new(
+                Priority::Notice,
+                "restored",
+                ids::RESTORED,
+                format!(
+                    "{} restored: something set it to {}, conntrack-guard wrote {} back and the \
+                     kernel reads it back",
+                    r.key, r.foreign, r.value
+                ),
+            )
+            .field("CONNTRACK_KEY", &r.key)
+            .field("CONNTRACK_FOREIGN", &r.foreign)
+            .field("CONNTRACK_RESTORED", &r.value)
+        }
+        Ok(Some(after)) => format!("wrote {} but the kernel reads back {after}", r.value),
+        Ok(None) => hint("the key vanished after the write"),
+        Err(e) => hint(&e.to_string()),
+    };
+    let msg = format!("could not restore {}: {why}", r.key);
+    Event::new(Priority::Err, "fault", ids::FAULT, msg).field("CONNTRACK_KEY", &r.key)
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 //! `nf_conntrack_udp_timeout`. Older kernels moved every replied flow to the
 //! stream timeout.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 use crate::assess::grow::boot_cap;
@@ -86,16 +88,10 @@ pub struct Plan {
 /// kernel. Pure: takes the config and the kernel facts.
 pub fn effective_timeout(cfg: &Config, k: &KernelFacts, stream: bool) -> u64 {
     let c = &cfg.conntrack;
-    if stream {
-        c.udp_timeout_stream
-            .value()
-            .or(k.udp_timeout_stream)
-            .unwrap_or(DEFAULT_UDP_TIMEOUT_STREAM)
-    } else {
-        c.udp_timeout
-            .value()
-            .or(k.udp_timeout)
-            .unwrap_or(DEFAULT_UDP_TIMEOUT)
+    match stream {
+        true => (c.udp_timeout_stream.value().or(k.udp_timeout_stream))
+            .unwrap_or(DEFAULT_UDP_TIMEOUT_STREAM),
+        false => (c.udp_timeout.value().or(k.udp_timeout)).unwrap_or(DEFAULT_UDP_TIMEOUT),
     }
 }
 
@@ -313,64 +309,54 @@ impl BudgetView {
 impl Plan {
     /// The text report.
     pub fn text(&self) -> String {
-        let mut s = String::new();
-        s.push_str(&format!(
-            "rate:              {} new UDP flows/s at peak\n",
-            self.rate
-        ));
-        s.push_str(&format!(
-            "timeout:           {} s\n  why: {}\n",
-            self.timeout, self.timeout_reason
-        ));
-        s.push_str(&format!(
-            "entries needed:    {} (rate x timeout)\n",
-            self.entries_needed
-        ));
-        if self.max.is_power_of_two() {
-            s.push_str(&format!(
-                "recommended max:   {} (x{} headroom, rounded up to a power of two)\n",
-                self.max, self.headroom
-            ));
-        } else {
-            s.push_str(&format!(
-                "recommended max:   {} (x{} headroom, near the kernel's limit)\n",
-                self.max, self.headroom
-            ));
-        }
+        let mut s = format!(
+            "rate:              {} new UDP flows/s at peak\n\
+             timeout:           {} s\n  why: {}\n\
+             entries needed:    {} (rate x timeout)\n\
+             recommended max:   {} (x{} headroom, {})\n",
+            self.rate,
+            self.timeout,
+            self.timeout_reason,
+            self.entries_needed,
+            self.max,
+            self.headroom,
+            if self.max.is_power_of_two() {
+                "rounded up to a power of two"
+            } else {
+                "near the kernel's limit"
+            }
+        );
         if let Some(why) = &self.limited {
-            s.push_str(&format!("LIMITED:           {why}\n"));
+            let _ = writeln!(s, "LIMITED:           {why}");
         }
-        s.push_str(&format!(
-            "buckets:           {} (max / 4, a whole page of buckets as the kernel stores it)\n",
-            self.buckets
-        ));
-        s.push_str(&format!(
-            "memory when full:  {} for entries ({} B each) + {} for the bucket array (allocated up front)\n",
+        let _ = writeln!(
+            s,
+            "buckets:           {} (max / 4, a whole page of buckets as the kernel stores it)\n\
+             memory when full:  {} for entries ({} B each) + {} for the bucket array (allocated up front)",
+            self.buckets,
             human_bytes(self.memory_entries_bytes),
             self.entry_bytes,
             human_bytes(self.memory_buckets_bytes)
-        ));
+        );
         match (self.current_rate, self.current_max) {
-            (Some(r), Some(m)) => s.push_str(&format!(
-                "sustainable now:   {:.0} flows/s (current max {m})\n",
-                r
-            )),
+            (Some(r), Some(m)) => {
+                let _ = writeln!(s, "sustainable now:   {r:.0} flows/s (current max {m})");
+            }
             _ => s.push_str("sustainable now:   unknown (conntrack not loaded)\n"),
         }
-        s.push_str(&format!(
-            "sustainable after: {:.0} flows/s\n",
-            self.recommended_rate
-        ));
+        let _ = writeln!(s, "sustainable after: {:.0} flows/s", self.recommended_rate);
         if let Some(m) = self.current_max.filter(|m| *m > self.max) {
-            s.push_str(&format!(
+            let _ = writeln!(
+                s,
                 "note:              the current max ({m}) already covers this rate; \
-                 there is no need to lower it\n"
-            ));
+                 there is no need to lower it"
+            );
         }
-        s.push_str(&format!(
-            "policy:            max_policy = \"{}\": {}\n",
+        let _ = writeln!(
+            s,
+            "policy:            max_policy = \"{}\": {}",
             self.max_policy, self.policy_reason
-        ));
+        );
         if let Some(b) = &self.budget {
             let verdict = if b.fits {
                 format!("the recommended max fits ({})", b.worst_text())
@@ -383,21 +369,21 @@ impl Plan {
                     human_bytes(b.worst_case_bytes)
                 )
             };
-            s.push_str(&format!(
-                "budget:            {} allows max up to {} here; {verdict}\n",
+            let _ = writeln!(
+                s,
+                "budget:            {} allows max up to {} here; {verdict}",
                 b.budget_text(),
                 b.max_allowed
-            ));
+            );
         }
         s.push_str(
             "drop points:       these settings size the conntrack table; UDP is also \
              dropped silently when a socket's receive buffer is full (SO_RCVBUF, \
              net.core.rmem_max) and when the input backlog is full \
              (net.core.netdev_max_backlog): `conntrack-guard status --window 5` \
-             shows which one loses packets\n",
+             shows which one loses packets\n\n\
+             # paste into /etc/conntrack-guard/conntrack-guard.toml\n",
         );
-        s.push('\n');
-        s.push_str("# paste into /etc/conntrack-guard/conntrack-guard.toml\n");
         s.push_str(&self.config_block);
         s
     }

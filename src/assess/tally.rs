@@ -162,37 +162,24 @@ impl Tally {
 
     /// Add `other` into this one, counter by counter and CPU by CPU.
     pub fn add(&mut self, other: &Tally) {
-        for (name, v) in &other.counts {
-            match self.counts.iter_mut().find(|(n, _)| n == name) {
-                Some((_, mine)) => *mine = mine.saturating_add(*v),
-                None => self.counts.push((name, *v)),
-            }
-        }
-        for (cpu, v) in &other.per_cpu {
-            match self.per_cpu.iter_mut().find(|(c, _)| c == cpu) {
-                Some((_, mine)) => *mine = mine.saturating_add(*v),
-                None => self.per_cpu.push((*cpu, *v)),
-            }
-        }
+        merge(&mut self.counts, &other.counts);
+        merge(&mut self.per_cpu, &other.per_cpu);
     }
 
     /// The CPU that carries at least `share` of the loss, with its share,
     /// when two or more CPUs reported.
     pub fn hot_cpu(&self, share: f64) -> Option<(u32, f64)> {
-        if self.per_cpu.len() < 2 {
-            return None;
-        }
-        let total: u64 = self
+        let total = self
             .per_cpu
             .iter()
             .fold(0u64, |a, (_, v)| a.saturating_add(*v));
+        if self.per_cpu.len() < 2 || total == 0 {
+            return None;
+        }
         let (cpu, top) = self
             .per_cpu
             .iter()
             .max_by_key(|(c, v)| (*v, std::cmp::Reverse(*c)))?;
-        if total == 0 {
-            return None;
-        }
         let s = *top as f64 / total as f64;
         (s >= share).then_some((*cpu, s))
     }
@@ -213,73 +200,79 @@ impl Tally {
     }
 }
 
+fn merge<K: PartialEq + Copy>(mine: &mut Vec<(K, u64)>, other: &[(K, u64)]) {
+    for &(k, v) in other {
+        match mine.iter_mut().find(|(m, _)| *m == k) {
+            Some((_, m)) => *m = m.saturating_add(v),
+            None => mine.push((k, v)),
+        }
+    }
+}
+
 fn ct_counter(name: &str) -> Option<CtCounter> {
     CtCounter::ALL.iter().copied().find(|c| c.name() == name)
 }
 
 /// A conntrack window as a tally (loss per CPU: the loss counters summed).
 pub fn conntrack(w: &Window<CtCounter>) -> Tally {
-    let mut t = Tally::default();
-    for c in CONNTRACK.counters {
-        if let Some(v) = ct_counter(c.name).and_then(|k| w.sum(k)) {
-            t.counts.push((c.name, v));
-        }
-    }
-    let loss: Vec<CtCounter> = CONNTRACK
-        .counters
-        .iter()
+    let counters = CONNTRACK.counters.iter();
+    let loss: Vec<CtCounter> = counters
+        .clone()
         .filter(|c| c.loss)
         .filter_map(|c| ct_counter(c.name))
         .collect();
-    t.per_cpu = w
-        .per_cpu()
-        .iter()
-        .map(|r| {
-            let v = loss
-                .iter()
-                .fold(0u64, |a, k| a + u64::from(r.get(*k).unwrap_or(0)));
-            (r.cpu, v)
-        })
-        .collect();
-    t
+    Tally {
+        counts: counters
+            .filter_map(|c| Some((c.name, w.sum(ct_counter(c.name)?)?)))
+            .collect(),
+        per_cpu: w
+            .per_cpu()
+            .iter()
+            .map(|r| {
+                (
+                    r.cpu,
+                    loss.iter().map(|k| u64::from(r.get(*k).unwrap_or(0))).sum(),
+                )
+            })
+            .collect(),
+    }
 }
 
 /// A UDP MIB increase as a tally (IPv4 and IPv6 added; no CPUs).
 pub fn socket(d: &UdpStats) -> Tally {
-    let mut t = Tally::default();
-    if let Some(v) = d.rcvbuf_errors() {
-        t.counts.push(("rcvbuf_errors", v));
+    let counts = [
+        ("rcvbuf_errors", d.rcvbuf_errors()),
+        ("in_errors", d.in_errors()),
+    ];
+    Tally {
+        counts: counts
+            .into_iter()
+            .filter_map(|(n, v)| Some((n, v?)))
+            .collect(),
+        per_cpu: Vec::new(),
     }
-    let in_errors = match (d.udp.in_errors, d.udp6.and_then(|m| m.in_errors)) {
-        (None, None) => None,
-        (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
-    };
-    if let Some(v) = in_errors {
-        t.counts.push(("in_errors", v));
-    }
-    t
 }
 
 /// A softnet window as a tally (loss per CPU: `dropped`).
 pub fn backlog(w: &Window<SoftnetCounter>) -> Tally {
-    let mut t = Tally::default();
-    for (name, k) in [
+    let counts = [
         ("dropped", SoftnetCounter::Dropped),
         ("time_squeeze", SoftnetCounter::TimeSqueeze),
-    ] {
-        if let Some(v) = w.sum(k) {
-            t.counts.push((name, v));
-        }
+    ];
+    Tally {
+        counts: counts
+            .into_iter()
+            .filter_map(|(n, k)| Some((n, w.sum(k)?)))
+            .collect(),
+        per_cpu: w
+            .per_cpu()
+            .iter()
+            .map(|r| {
+                (
+                    r.cpu,
+                    u64::from(r.get(SoftnetCounter::Dropped).unwrap_or(0)),
+                )
+            })
+            .collect(),
     }
-    t.per_cpu = w
-        .per_cpu()
-        .iter()
-        .map(|r| {
-            (
-                r.cpu,
-                u64::from(r.get(SoftnetCounter::Dropped).unwrap_or(0)),
-            )
-        })
-        .collect();
-    t
 }

@@ -62,21 +62,14 @@ pub struct TableFull {
 
 /// The last "table full" line per namespace among `records`.
 pub fn last_per_netns<'a>(records: impl IntoIterator<Item = &'a str>) -> Vec<TableFull> {
-    let mut last: BTreeMap<Option<u64>, TableFull> = BTreeMap::new();
-    for rec in records {
-        if let Some((_, usec, text)) = parse_record(rec) {
-            if let Some(netns) = parse_table_full(text) {
-                last.insert(
-                    netns,
-                    TableFull {
-                        netns,
-                        usec,
-                        line: text.to_string(),
-                    },
-                );
-            }
-        }
-    }
+    let last: BTreeMap<Option<u64>, TableFull> = (records.into_iter())
+        .filter_map(|rec| {
+            let (_, usec, text) = parse_record(rec)?;
+            let netns = parse_table_full(text)?;
+            let line = text.to_string();
+            Some((netns, TableFull { netns, usec, line }))
+        })
+        .collect();
     last.into_values().collect()
 }
 

@@ -320,24 +320,16 @@ mod ffi {
         }
     }
 
-    /// A kmod context, unreferenced on drop.
-    struct Ctx<'a>(&'a Api, *mut KmodCtx);
+    /// A libkmod object with its unref function, called on drop (a module
+    /// before its context: declared after it).
+    struct Unref<T>(*mut T, unsafe extern "C" fn(*mut T) -> *mut T);
 
-    impl Drop for Ctx<'_> {
+    impl<T> Drop for Unref<T> {
         fn drop(&mut self) {
-            // SAFETY: the pointer came from kmod_new, and this is its only unref.
-            unsafe { (self.0.kmod_unref)(self.1) };
-        }
-    }
-
-    /// A kmod module, unreferenced on drop (before its context: declared after it).
-    struct Module<'a>(&'a Api, *mut KmodModule);
-
-    impl Drop for Module<'_> {
-        fn drop(&mut self) {
-            // SAFETY: the pointer came from kmod_module_new_from_name, and
-            // this is its only unref.
-            unsafe { (self.0.module_unref)(self.1) };
+            // SAFETY: the pointer came from kmod_new or
+            // kmod_module_new_from_name, paired with its own unref, and this
+            // is its only unref.
+            unsafe { (self.1)(self.0) };
         }
     }
 
@@ -355,10 +347,10 @@ mod ffi {
         if ctx.is_null() {
             return Err(failed(io::Error::other("kmod_new failed")));
         }
-        let ctx = Ctx(&api, ctx);
+        let ctx = Unref(ctx, api.kmod_unref);
         let mut module: *mut KmodModule = ptr::null_mut();
         // SAFETY: a live context, a NUL-terminated name, a valid out pointer.
-        let rc = unsafe { (api.new_from_name)(ctx.1, c_name.as_ptr(), &mut module) };
+        let rc = unsafe { (api.new_from_name)(ctx.0, c_name.as_ptr(), &mut module) };
         if rc < 0 {
             return Err(failed(io::Error::from_raw_os_error(-rc)));
         }
@@ -367,12 +359,12 @@ mod ffi {
                 "kmod_module_new_from_name returned no module",
             )));
         }
-        let module = Module(&api, module);
+        let module = Unref(module, api.module_unref);
         // SAFETY: a live module, NUL-terminated options, NULL callbacks and
         // callback data (allowed by libkmod.h).
         let rc = unsafe {
             (api.probe)(
-                module.1,
+                module.0,
                 PROBE_APPLY_BLACKLIST,
                 c_opts.as_ptr(),
                 ptr::null(),
@@ -386,13 +378,10 @@ mod ffi {
             0 => Ok(()),
             r if r == PROBE_APPLY_BLACKLIST as i32 => Err(LoadError::Blacklisted(name.to_string())),
             r if r > 0 => Err(failed(io::Error::other(format!("libkmod returned {r}")))),
-            r => {
-                if matches!(-r, libc::EPERM | libc::EACCES) {
-                    Err(LoadError::Permission(name.to_string()))
-                } else {
-                    Err(failed(io::Error::from_raw_os_error(-r)))
-                }
+            r if matches!(-r, libc::EPERM | libc::EACCES) => {
+                Err(LoadError::Permission(name.to_string()))
             }
+            r => Err(failed(io::Error::from_raw_os_error(-r))),
         }
     }
 

@@ -134,19 +134,11 @@ pub fn object_bytes(root: &SysRoot) -> Option<u64> {
         .or_else(|| sysfs("object_size"))
 }
 
-/// Bytes per entry for a slab object of `object` bytes (the default object
-/// when `None`), the extension area included.
-pub fn entry_bytes_of(object: Option<u64>) -> u64 {
-    object
-        .unwrap_or(DEFAULT_OBJECT_BYTES)
-        .saturating_add(EXTENSION_BYTES)
-}
-
 /// Bytes per entry measured on the running kernel (the slab object plus the
 /// extension area), `None` when the slab cannot be read: the figure apply
 /// hands off ([`write_handoff`]), never the handed-off one itself.
 pub fn measured_entry_bytes(root: &SysRoot) -> Option<u64> {
-    object_bytes(root).map(|o| entry_bytes_of(Some(o)))
+    object_bytes(root).map(|o| o.saturating_add(EXTENSION_BYTES))
 }
 
 /// Parse the handed-off figure: one number in a believable range.

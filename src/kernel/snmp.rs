@@ -23,68 +23,52 @@
 use crate::kernel::{read_parse, FileError};
 use crate::sysroot::SysRoot;
 
-/// The UDP MIB of one protocol (Udp, UdpLite, Udp6 or UdpLite6). Each
-/// field is `None` when this kernel does not print it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct UdpMib {
-    /// Datagrams delivered to sockets.
-    pub in_datagrams: Option<u64>,
-    /// Datagrams to a port nothing listens on.
-    pub no_ports: Option<u64>,
-    /// Datagrams dropped on receive for any reason (includes
-    /// `rcvbuf_errors`, `in_csum_errors` and `mem_errors`).
-    pub in_errors: Option<u64>,
-    /// Datagrams sent.
-    pub out_datagrams: Option<u64>,
-    /// Dropped because the socket's receive buffer was full.
-    pub rcvbuf_errors: Option<u64>,
-    /// Send failures for lack of send buffer.
-    pub sndbuf_errors: Option<u64>,
-    /// Bad checksums.
-    pub in_csum_errors: Option<u64>,
-    /// Broadcast/multicast with no listener (not an error).
-    pub ignored_multi: Option<u64>,
-    /// Dropped because socket memory (udp_mem) was exhausted.
-    pub mem_errors: Option<u64>,
+/// The UDP MIB struct, its field for each kernel name and its delta,
+/// from one list.
+macro_rules! udp_mib {
+    ($($field:ident $name:literal $doc:literal,)*) => {
+        /// The UDP MIB of one protocol (Udp, UdpLite, Udp6 or UdpLite6). Each
+        /// field is `None` when this kernel does not print it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+        pub struct UdpMib {
+            $(#[doc = $doc] pub $field: Option<u64>,)*
+        }
+
+        impl UdpMib {
+            fn slot(&mut self, name: &str) -> Option<&mut Option<u64>> {
+                Some(match name {
+                    $($name => &mut self.$field,)*
+                    _ => return None,
+                })
+            }
+
+            /// The increase of each counter since `earlier`. A counter that
+            /// went down (the namespace is a new one, or a 32-bit kernel
+            /// wrapped) counts from zero: an undercount, never an invented
+            /// drop.
+            pub fn delta_since(&self, earlier: &UdpMib) -> UdpMib {
+                let d = |now: Option<u64>, then: Option<u64>| match (now, then) {
+                    (Some(n), Some(t)) => Some(if n >= t { n - t } else { n }),
+                    (Some(_), None) => Some(0),
+                    (None, _) => None,
+                };
+                UdpMib { $($field: d(self.$field, earlier.$field),)* }
+            }
+        }
+    };
 }
 
-impl UdpMib {
-    fn slot(&mut self, name: &str) -> Option<&mut Option<u64>> {
-        Some(match name {
-            "InDatagrams" => &mut self.in_datagrams,
-            "NoPorts" => &mut self.no_ports,
-            "InErrors" => &mut self.in_errors,
-            "OutDatagrams" => &mut self.out_datagrams,
-            "RcvbufErrors" => &mut self.rcvbuf_errors,
-            "SndbufErrors" => &mut self.sndbuf_errors,
-            "InCsumErrors" => &mut self.in_csum_errors,
-            "IgnoredMulti" => &mut self.ignored_multi,
-            "MemErrors" => &mut self.mem_errors,
-            _ => return None,
-        })
-    }
-
-    /// The increase of each counter since `earlier`. A counter that went
-    /// down (the namespace is a new one, or a 32-bit kernel wrapped) counts
-    /// from zero: an undercount, never an invented drop.
-    pub fn delta_since(&self, earlier: &UdpMib) -> UdpMib {
-        let d = |now: Option<u64>, then: Option<u64>| match (now, then) {
-            (Some(n), Some(t)) => Some(if n >= t { n - t } else { n }),
-            (Some(_), None) => Some(0),
-            (None, _) => None,
-        };
-        UdpMib {
-            in_datagrams: d(self.in_datagrams, earlier.in_datagrams),
-            no_ports: d(self.no_ports, earlier.no_ports),
-            in_errors: d(self.in_errors, earlier.in_errors),
-            out_datagrams: d(self.out_datagrams, earlier.out_datagrams),
-            rcvbuf_errors: d(self.rcvbuf_errors, earlier.rcvbuf_errors),
-            sndbuf_errors: d(self.sndbuf_errors, earlier.sndbuf_errors),
-            in_csum_errors: d(self.in_csum_errors, earlier.in_csum_errors),
-            ignored_multi: d(self.ignored_multi, earlier.ignored_multi),
-            mem_errors: d(self.mem_errors, earlier.mem_errors),
-        }
-    }
+udp_mib! {
+    in_datagrams "InDatagrams" "Datagrams delivered to sockets.",
+    no_ports "NoPorts" "Datagrams to a port nothing listens on.",
+    in_errors "InErrors" "Datagrams dropped on receive for any reason (includes \
+        `rcvbuf_errors`, `in_csum_errors` and `mem_errors`).",
+    out_datagrams "OutDatagrams" "Datagrams sent.",
+    rcvbuf_errors "RcvbufErrors" "Dropped because the socket's receive buffer was full.",
+    sndbuf_errors "SndbufErrors" "Send failures for lack of send buffer.",
+    in_csum_errors "InCsumErrors" "Bad checksums.",
+    ignored_multi "IgnoredMulti" "Broadcast/multicast with no listener (not an error).",
+    mem_errors "MemErrors" "Dropped because socket memory (udp_mem) was exhausted.",
 }
 
 /// The UDP counters of one network namespace.
@@ -105,10 +89,19 @@ impl UdpStats {
     /// rare and its drops are its own line). `None` only when no family
     /// prints the counter.
     pub fn rcvbuf_errors(&self) -> Option<u64> {
-        add_opt(
-            self.udp.rcvbuf_errors,
-            self.udp6.and_then(|m| m.rcvbuf_errors),
-        )
+        self.v4_v6(|m| m.rcvbuf_errors)
+    }
+
+    /// Every receive error over IPv4 and IPv6 UDP, likewise.
+    pub fn in_errors(&self) -> Option<u64> {
+        self.v4_v6(|m| m.in_errors)
+    }
+
+    fn v4_v6(&self, f: impl Fn(&UdpMib) -> Option<u64>) -> Option<u64> {
+        match (f(&self.udp), self.udp6.as_ref().and_then(f)) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+        }
     }
 
     /// Increase of every counter since `earlier`.
@@ -124,13 +117,6 @@ impl UdpStats {
             udp6: opt(self.udp6, earlier.udp6),
             udplite6: opt(self.udplite6, earlier.udplite6),
         }
-    }
-}
-
-fn add_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (None, None) => None,
-        (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
     }
 }
 

@@ -160,17 +160,12 @@ pub fn parse_softnet(text: &str) -> Result<SoftnetTable, SoftnetError> {
         } else {
             u32::try_from(n).unwrap_or(u32::MAX)
         };
-        let mut values = [None; 5];
-        for &c in SoftnetCounter::ALL {
-            if c.column() < words.len() {
-                values[c.index()] = Some(hex(c.column())?);
-            }
-        }
         let row = table.row_mut(cpu);
-        for &c in SoftnetCounter::ALL {
-            if let Some(v) = values[c.index()] {
-                row.set(c, v);
-            }
+        for &c in SoftnetCounter::ALL
+            .iter()
+            .filter(|c| c.column() < words.len())
+        {
+            row.set(c, hex(c.column())?);
         }
     }
     table.ok_or(SoftnetError::Empty)

@@ -248,34 +248,26 @@ fn namespace(
 /// Name the owner: the host; else a container (cgroup path + the runtime's
 /// state); else the bind-mount name; else the first process's command.
 fn owner_of(root: &SysRoot, host: bool, pid: Option<u32>, bind: Option<&str>) -> Owner {
-    if host {
-        return Owner {
-            runtime: Runtime::Host,
-            id: None,
-            name: None,
-        };
-    }
     let read =
         |what: &str| pid.and_then(|p| root.read_opt(&format!("proc/{p}/{what}")).ok().flatten());
-    if let Some(c) = read("cgroup").and_then(|t| owner::parse_cgroup(&t)) {
-        return Owner {
-            name: owner::container_name(root, &c),
-            runtime: c.runtime,
-            id: Some(c.id),
-        };
-    }
-    if let Some(b) = bind {
-        return Owner {
-            runtime: Runtime::Netns,
-            id: None,
-            name: Some(b.to_string()),
-        };
-    }
-    Owner {
-        runtime: Runtime::Process,
-        id: None,
-        name: read("comm").map(|c| c.trim().to_string()),
-    }
+    let (runtime, id, name) = if host {
+        (Runtime::Host, None, None)
+    } else if let Some(c) = read("cgroup").and_then(|t| owner::parse_cgroup(&t)) {
+        (
+            c.runtime,
+            Some(c.id.clone()),
+            owner::container_name(root, &c),
+        )
+    } else if let Some(b) = bind {
+        (Runtime::Netns, None, Some(b.to_string()))
+    } else {
+        (
+            Runtime::Process,
+            None,
+            read("comm").map(|c| c.trim().to_string()),
+        )
+    };
+    Owner { runtime, id, name }
 }
 
 /// The drop-in that grants the watchdog service what entering every

@@ -106,6 +106,13 @@ pub fn parse_cgroup(text: &str) -> Option<ContainerRef> {
             id: id.to_ascii_lowercase(),
         })
     };
+    const SCOPES: [(&str, Runtime); 5] = [
+        ("docker-", Runtime::Docker),
+        ("cri-containerd-", Runtime::Containerd),
+        ("crio-", Runtime::Crio),
+        ("libpod-", Runtime::Podman),
+        ("nerdctl-", Runtime::Containerd),
+    ];
     // Every hierarchy is tried: under cgroup v1 some lines are "/" while
     // others carry the container's path.
     for line in text.lines() {
@@ -114,30 +121,18 @@ pub fn parse_cgroup(text: &str) -> Option<ContainerRef> {
         };
         let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
         for (i, comp) in comps.iter().enumerate() {
-            if let Some(scope) = comp.strip_suffix(".scope") {
-                for (prefix, runtime) in [
-                    ("docker-", Runtime::Docker),
-                    ("cri-containerd-", Runtime::Containerd),
-                    ("crio-", Runtime::Crio),
-                    ("libpod-", Runtime::Podman),
-                    ("nerdctl-", Runtime::Containerd),
-                ] {
-                    if let Some(r) = scope.strip_prefix(prefix).and_then(|id| found(runtime, id)) {
-                        return Some(r);
-                    }
-                }
-            }
-            if let Some(r) = comp
-                .strip_prefix("libpod-")
-                .and_then(|id| found(Runtime::Podman, id))
-            {
-                return Some(r);
-            }
-            let next = comps.get(i + 1).copied().unwrap_or("");
-            if *comp == "docker" {
-                if let Some(r) = found(Runtime::Docker, next) {
-                    return Some(r);
-                }
+            let scope = comp.strip_suffix(".scope").unwrap_or("");
+            let hit = (SCOPES.iter())
+                .find_map(|(prefix, rt)| found(*rt, scope.strip_prefix(prefix)?))
+                .or_else(|| found(Runtime::Podman, comp.strip_prefix("libpod-")?))
+                .or_else(|| {
+                    found(
+                        Runtime::Docker,
+                        comps.get(i + 1).filter(|_| *comp == "docker")?,
+                    )
+                });
+            if hit.is_some() {
+                return hit;
             }
         }
         if comps.iter().any(|c| c.starts_with("kubepods")) {
