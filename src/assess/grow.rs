@@ -23,6 +23,7 @@
 //! returned [`Growth`] says (max first, then buckets, timing that write),
 //! and logs [`GrowStep::events`] with the stall it measured.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::assess::sizing::{size_for, DEFAULT_HEADROOM};
@@ -111,16 +112,10 @@ pub struct GrowSample {
 
 impl GrowSample {
     fn entry_bytes(&self) -> u64 {
-        if self.entry_bytes == 0 {
-            DEFAULT_ENTRY_BYTES
-        } else {
-            self.entry_bytes
+        match self.entry_bytes {
+            0 => DEFAULT_ENTRY_BYTES,
+            b => b,
         }
-    }
-
-    /// Whether a bucket resize is cheap enough to do now.
-    fn resize_live(&self, p: &GrowPolicy) -> bool {
-        self.buckets > 0 && self.table_count <= p.live_resize_limit
     }
 
     /// Buckets at `max`: towards max / 4 as the kernel rounds them when
@@ -198,8 +193,7 @@ impl Growth {
             .memory_worst
             .saturating_sub(dropped.saturating_mul(crate::kernel::slab::BUCKET_BYTES));
         self.buckets_after = self.buckets_before;
-        self.reason
-            .push_str(&format!("; buckets not resized: {why}"));
+        let _ = write!(self.reason, "; buckets not resized: {why}");
     }
 
     /// The `grown` event, with the stall of the bucket write when it was
@@ -291,20 +285,16 @@ pub struct GrowTracker {
 impl GrowTracker {
     /// One sample: grow, say the budget binds, or nothing.
     pub fn step(&mut self, p: &GrowPolicy, s: &GrowSample, now: Duration) -> GrowStep {
-        let Some(trigger) = trigger(p, s) else {
+        let recent = self
+            .last_at
+            .is_some_and(|at| now.saturating_sub(at) < p.every);
+        let trigger = trigger(p, s).filter(|_| s.max > 0 && s.max < MAX_CONNTRACK_MAX && !recent);
+        let Some(trigger) = trigger else {
             return GrowStep::default();
         };
-        if s.max == 0 || s.max >= MAX_CONNTRACK_MAX {
-            return GrowStep::default();
-        }
-        if self
-            .last_at
-            .is_some_and(|at| now.saturating_sub(at) < p.every)
-        {
-            return GrowStep::default();
-        }
         let bpe = s.entry_bytes();
-        let live = s.resize_live(p);
+        // A bucket resize only while it is cheap enough to do now.
+        let live = s.buckets > 0 && s.table_count <= p.live_resize_limit;
         let cap = cap_max(p.budget_bytes, bpe, |m| s.buckets_at(m, live));
         let rate_max = s
             .new_flow_rate
@@ -335,21 +325,23 @@ impl GrowTracker {
         let buckets_after = s.buckets_at(max_after, live);
         let mut reason = trigger.clone();
         if rate_max > s.max.saturating_mul(2) {
-            reason.push_str(&format!(
-                "; sized by plan for {:.0} new flows/s held {} s",
-                s.new_flow_rate.unwrap_or(0.0),
+            let rate = s.new_flow_rate.unwrap_or(0.0);
+            let _ = write!(
+                reason,
+                "; sized by plan for {rate:.0} new flows/s held {} s",
                 s.udp_timeout
-            ));
+            );
         }
         if max_after < needed {
-            reason.push_str(&format!("; capped by the budget (wanted {needed})"));
+            let _ = write!(reason, "; capped by the budget (wanted {needed})");
         }
         if !live && s.buckets > 0 && target > s.buckets {
-            reason.push_str(&format!(
+            let _ = write!(
+                reason,
                 "; buckets stay {} until the next boot: a live resize of {} entries \
                  (limit {}) would stall packets",
                 s.buckets, s.table_count, p.live_resize_limit
-            ));
+            );
         }
         let growth = Growth {
             max_before: s.max,
@@ -420,17 +412,12 @@ impl GrowTracker {
     }
 
     fn limited_again(&self, note: LimitedNote) -> bool {
-        match self.limited {
-            None => true,
-            // The rate is estimated over a window that starts before a
-            // ramp-up: its plan size climbs a rounding step or two while
-            // the load settles. Only more than twice the need said is news.
-            Some(l) => {
-                l.cap != note.cap
-                    || l.max != note.max
-                    || note.rate_max > l.rate_max.saturating_mul(2)
-            }
-        }
+        // The rate is estimated over a window that starts before a ramp-up:
+        // its plan size climbs a rounding step or two while the load
+        // settles. Only more than twice the need said is news.
+        self.limited.map_or(true, |l| {
+            l.cap != note.cap || l.max != note.max || note.rate_max > l.rate_max.saturating_mul(2)
+        })
     }
 }
 

@@ -34,6 +34,7 @@ pub mod tally;
 pub mod trend;
 pub mod verdict;
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::config::{fmt_duration, Watch};
@@ -452,15 +453,14 @@ pub fn status_line(s: &State) -> String {
         (Some(f), _, _) => format!("conntrack {} · {}", f.text(), s.level().name()),
         (None, _, _) => "conntrack not sampled yet".to_string(),
     };
-    let drops = if s.counters.available.missing {
-        "drops n/a · early_drops n/a".to_string()
-    } else {
-        let c = s.since_start();
-        format!(
+    let c = s.since_start();
+    let drops = match s.counters.available.missing {
+        true => "drops n/a · early_drops n/a".to_string(),
+        false => format!(
             "drops {} · early_drops {}",
             c.get("drop"),
             c.get("early_drop")
-        )
+        ),
     };
     let settings = match s.drifted() {
         0 => "settings ok".to_string(),
@@ -468,22 +468,18 @@ pub fn status_line(s: &State) -> String {
         n => format!("settings DRIFT ({n} keys)"),
     };
     let mut line = format!("{head} · {drops} · {settings}");
-    for (tracker, what) in [
-        (&s.udp_drops, "socket drops"),
-        (&s.backlog_drops, "backlog drops"),
-    ] {
-        if tracker.active() {
-            line.push_str(&format!(" · {what} {}", tracker.since_start));
+    for (t, what) in [(&s.udp_drops, "socket"), (&s.backlog_drops, "backlog")] {
+        if t.active() {
+            let _ = write!(line, " · {what} drops {}", t.since_start);
         }
     }
-    if !h.gone && h.fault.is_none() {
-        let f = s.fullness();
-        match (f.full_for, f.full_in) {
-            (Some(d), _) => line.push_str(&format!(" · full {}", full_for_text(d))),
-            (None, Some(d)) => line.push_str(&format!(" · full in ~{}s", d.as_secs())),
-            _ => {}
-        }
-    }
+    let f = s.fullness();
+    let _ = match (f.full_for, f.full_in) {
+        _ if h.gone || h.fault.is_some() => Ok(()),
+        (Some(d), _) => write!(line, " · full {}", full_for_text(d)),
+        (None, Some(d)) => write!(line, " · full in ~{}s", d.as_secs()),
+        _ => Ok(()),
+    };
     line
 }
 

@@ -41,11 +41,7 @@ impl Verdict {
             Verdict::Unknown => 2,
             Verdict::Critical => 3,
         };
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
-        }
+        std::cmp::max_by_key(self, other, |v| rank(*v))
     }
 
     /// The most urgent of all; OK when there is none.

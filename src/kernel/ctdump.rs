@@ -16,13 +16,12 @@
 
 use std::time::Duration;
 
-use crate::kernel::nfnl::{self, NFNL_SUBSYS_CTNETLINK, NLM_F_DUMP_INTR};
+use crate::kernel::nfnl::{self, each_attr, NFNL_SUBSYS_CTNETLINK, NLM_F_DUMP_INTR};
 
 pub use crate::kernel::nfnl::{End, NetlinkError};
 
 const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 // enum ctattr_type
 const CTA_TUPLE_ORIG: u16 = 1;
@@ -177,53 +176,12 @@ fn on_message(
     }
 }
 
-/// Attributes of one nesting level. Stops at the first malformed header
-/// and remembers it, so callers can reject the entry.
-struct Attrs<'a> {
-    b: &'a [u8],
-    bad: bool,
-}
-
-impl<'a> Attrs<'a> {
-    fn new(b: &'a [u8]) -> Self {
-        Attrs { b, bad: false }
-    }
-}
-
-impl<'a> Iterator for Attrs<'a> {
-    type Item = (u16, &'a [u8]);
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.b.is_empty() {
-            return None;
-        }
-        let Some(&[l0, l1, t0, t1]) = self.b.get(..4) else {
-            self.bad = true;
-            self.b = &[];
-            return None;
-        };
-        let (alen, aty) = (
-            usize::from(u16::from_ne_bytes([l0, l1])),
-            u16::from_ne_bytes([t0, t1]),
-        );
-        if alen < 4 || alen > self.b.len() {
-            self.bad = true;
-            self.b = &[];
-            return None;
-        }
-        let value = &self.b[4..alen];
-        let step = (alen + 3) & !3;
-        self.b = self.b.get(step..).unwrap_or(&[]);
-        Some((aty & NLA_TYPE_MASK, value))
-    }
-}
-
 /// Parse one entry message body (nfgenmsg + attributes). `None` when the
 /// attributes are malformed or the original tuple is missing.
 pub fn parse_entry(body: &[u8]) -> Option<Entry> {
     let mut e = Entry::default();
     let mut have_orig = false;
-    let mut it = Attrs::new(body.get(4..)?);
-    for (ty, v) in it.by_ref() {
+    each_attr(body.get(4..)?, |ty, v| {
         match ty {
             CTA_TUPLE_ORIG => {
                 e.orig = parse_tuple(v)?;
@@ -236,83 +194,53 @@ pub fn parse_entry(body: &[u8]) -> Option<Entry> {
             CTA_PROTOINFO => e.tcp_state = parse_protoinfo(v)?,
             _ => {}
         }
-    }
-    (!it.bad && have_orig).then_some(e)
+        Some(())
+    })?;
+    have_orig.then_some(e)
 }
 
 fn parse_tuple(b: &[u8]) -> Option<Tuple> {
     let mut t = Tuple::default();
-    let mut it = Attrs::new(b);
-    for (ty, v) in it.by_ref() {
-        match ty {
-            CTA_TUPLE_IP => {
-                let mut ip = Attrs::new(v);
-                for (ty, v) in ip.by_ref() {
-                    match ty {
-                        CTA_IP_V4_SRC | CTA_IP_V4_DST => {
-                            let a: [u8; 4] = v.get(..4)?.try_into().ok()?;
-                            let dst = if ty == CTA_IP_V4_SRC {
-                                &mut t.src
-                            } else {
-                                &mut t.dst
-                            };
-                            dst[..4].copy_from_slice(&a);
-                            t.family = 4;
-                        }
-                        CTA_IP_V6_SRC | CTA_IP_V6_DST => {
-                            let a: [u8; 16] = v.get(..16)?.try_into().ok()?;
-                            if ty == CTA_IP_V6_SRC {
-                                t.src = a;
-                            } else {
-                                t.dst = a;
-                            }
-                            t.family = 6;
-                        }
-                        _ => {}
-                    }
-                }
-                if ip.bad {
-                    return None;
-                }
+    each_attr(b, |ty, v| match ty {
+        CTA_TUPLE_IP => each_attr(v, |ty, v| {
+            let src = matches!(ty, CTA_IP_V4_SRC | CTA_IP_V6_SRC);
+            let (family, len) = match ty {
+                CTA_IP_V4_SRC | CTA_IP_V4_DST => (4, 4),
+                CTA_IP_V6_SRC | CTA_IP_V6_DST => (6, 16),
+                _ => return Some(()),
+            };
+            let addr = if src { &mut t.src } else { &mut t.dst };
+            addr[..len].copy_from_slice(v.get(..len)?);
+            t.family = family;
+            Some(())
+        }),
+        CTA_TUPLE_PROTO => each_attr(v, |ty, v| {
+            match ty {
+                CTA_PROTO_NUM => t.proto = *v.first()?,
+                CTA_PROTO_SRC_PORT => t.sport = be16(v)?,
+                CTA_PROTO_DST_PORT => t.dport = be16(v)?,
+                _ => {}
             }
-            CTA_TUPLE_PROTO => {
-                let mut pr = Attrs::new(v);
-                for (ty, v) in pr.by_ref() {
-                    match ty {
-                        CTA_PROTO_NUM => t.proto = *v.first()?,
-                        CTA_PROTO_SRC_PORT => t.sport = be16(v)?,
-                        CTA_PROTO_DST_PORT => t.dport = be16(v)?,
-                        _ => {}
-                    }
-                }
-                if pr.bad {
-                    return None;
-                }
-            }
-            _ => {}
-        }
-    }
-    (!it.bad).then_some(t)
+            Some(())
+        }),
+        _ => Some(()),
+    })?;
+    Some(t)
 }
 
 /// `Some(None)`: protocol info without a TCP state (SCTP, DCCP).
 fn parse_protoinfo(b: &[u8]) -> Option<Option<u8>> {
     let mut state = None;
-    let mut it = Attrs::new(b);
-    for (ty, v) in it.by_ref() {
-        if ty == CTA_PROTOINFO_TCP {
-            let mut tcp = Attrs::new(v);
-            for (ty, v) in tcp.by_ref() {
-                if ty == CTA_PROTOINFO_TCP_STATE {
-                    state = Some(*v.first()?);
-                }
+    each_attr(b, |ty, v| match ty {
+        CTA_PROTOINFO_TCP => each_attr(v, |ty, v| {
+            if ty == CTA_PROTOINFO_TCP_STATE {
+                state = Some(*v.first()?);
             }
-            if tcp.bad {
-                return None;
-            }
-        }
-    }
-    (!it.bad).then_some(state)
+            Some(())
+        }),
+        _ => Some(()),
+    })?;
+    Some(state)
 }
 
 #[cfg(test)]

@@ -72,19 +72,15 @@ pub fn targets(cfg: &Config, page_size: u64) -> Vec<KernelTarget> {
                 .flatten()
                 .map(|b| kernel_buckets(b, page_size))
                 .filter(|r| r.to_string() != t.value);
-            match rounded {
-                Some(r) => KernelTarget {
-                    key: t.key,
-                    value: r.to_string(),
-                    requested: Some(t.value),
-                    policy: t.policy,
-                },
-                None => KernelTarget {
-                    key: t.key,
-                    value: t.value,
-                    requested: None,
-                    policy: t.policy,
-                },
+            let (value, requested) = match rounded {
+                Some(r) => (r.to_string(), Some(t.value)),
+                None => (t.value, None),
+            };
+            KernelTarget {
+                key: t.key,
+                value,
+                requested,
+                policy: t.policy,
             }
         })
         .collect()

@@ -64,19 +64,14 @@ fn add_cpu(ty: u16, p: &[u8], table: &mut CtTable) {
     };
     let row = table.row_mut(u32::from(u16::from_be_bytes([res_id[0], res_id[1]])));
     // The attributes after the 4-byte nfgenmsg that hold at least a u32
-    // (big endian, as `nla_put_be32` writes it).
-    let mut a = p.get(4..).unwrap_or(&[]);
-    while let Some(&[l0, l1, t0, t1]) = a.get(..4) {
-        let alen = usize::from(u16::from_ne_bytes([l0, l1]));
-        if alen < 4 || alen > a.len() {
-            break;
-        }
-        let c = CtCounter::from_netlink_attr(u16::from_ne_bytes([t0, t1]) & 0x3fff);
-        if let (Some(c), Some(&[v0, v1, v2, v3])) = (c, a.get(4..8).filter(|_| alen >= 8)) {
+    // (big endian, as `nla_put_be32` writes it); a malformed one ends the
+    // message, keeping those before it.
+    let _ = nfnl::each_attr(p.get(4..).unwrap_or(&[]), |ty, v| {
+        if let (Some(c), Some(&[v0, v1, v2, v3])) = (CtCounter::from_netlink_attr(ty), v.get(..4)) {
             row.set(c, u32::from_be_bytes([v0, v1, v2, v3]));
         }
-        a = a.get((alen + 3) & !3..).unwrap_or(&[]);
-    }
+        Some(())
+    });
 }
 
 #[cfg(test)]

@@ -241,6 +241,30 @@ pub fn walk(
     Ok(false)
 }
 
+/// The attribute type without its nested and byte-order flags.
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// Call `f` on each attribute `(type, value)` of one nesting level. `None`
+/// at the first malformed header, or as soon as `f` refuses a value, so the
+/// caller can reject the entry.
+pub fn each_attr<'a>(
+    mut b: &'a [u8],
+    mut f: impl FnMut(u16, &'a [u8]) -> Option<()>,
+) -> Option<()> {
+    while !b.is_empty() {
+        let &[l0, l1, t0, t1] = b.get(..4)? else {
+            return None;
+        };
+        let alen = usize::from(u16::from_ne_bytes([l0, l1]));
+        if alen < 4 || alen > b.len() {
+            return None;
+        }
+        f(u16::from_ne_bytes([t0, t1]) & NLA_TYPE_MASK, &b[4..alen])?;
+        b = b.get((alen + 3) & !3..).unwrap_or(&[]);
+    }
+    Some(())
+}
+
 /// Run `f` again while it fails with EINTR.
 pub fn retry_eintr<T>(mut f: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
     loop {

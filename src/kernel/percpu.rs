@@ -112,16 +112,11 @@ impl<K: CounterSet> CpuTable<K> {
     /// The row for `cpu`, created empty if needed (a repeated CPU replaces
     /// the earlier row: a parser never yields two rows for one CPU).
     pub fn row_mut(&mut self, cpu: u32) -> &mut CpuRow<K> {
-        let i = match self.rows.binary_search_by_key(&cpu, |r| r.cpu) {
-            Ok(i) => {
-                self.rows[i] = CpuRow::empty(cpu);
-                i
-            }
-            Err(i) => {
-                self.rows.insert(i, CpuRow::empty(cpu));
-                i
-            }
-        };
+        let i = self.rows.partition_point(|r| r.cpu < cpu);
+        if self.rows.get(i).is_some_and(|r| r.cpu == cpu) {
+            self.rows.remove(i);
+        }
+        self.rows.insert(i, CpuRow::empty(cpu));
         &mut self.rows[i]
     }
 
@@ -168,11 +163,9 @@ impl<K: CounterSet> CpuTable<K> {
 /// The increase of one CPU's u32 counter from `then` to `now`; see the
 /// module notes for why a backwards move is a reset counted from zero.
 pub fn delta_u32(now: u32, then: u32) -> u32 {
-    let forward = now.wrapping_sub(then);
-    if forward < 1 << 31 {
-        forward
-    } else {
-        now
+    match now.wrapping_sub(then) {
+        forward if forward < 1 << 31 => forward,
+        _ => now,
     }
 }
 
@@ -377,13 +370,10 @@ impl<K: CounterSet> DeltaTracker<K> {
         let mut sums: Vec<Option<u64>> = vec![None; n];
         let mut per_cpu = Vec::with_capacity(table.len());
         for row in &table.rows {
-            let prev = match self.last.binary_search_by_key(&row.cpu, |r| r.cpu) {
-                Ok(i) => i,
-                Err(i) => {
-                    self.last.insert(i, CpuRow::empty(row.cpu));
-                    i
-                }
-            };
+            let prev = self.last.partition_point(|r| r.cpu < row.cpu);
+            if self.last.get(prev).map_or(true, |r| r.cpu != row.cpu) {
+                self.last.insert(prev, CpuRow::empty(row.cpu));
+            }
             let mut d = CpuRow::<K>::empty(row.cpu);
             for (j, slot) in d.values.iter_mut().enumerate() {
                 let now = row.values[j];

@@ -371,29 +371,19 @@ impl StateKey {
 
 impl NatKey {
     fn label(&self) -> String {
-        let mut s = String::new();
-        if self.dnat {
-            let _ = write!(s, "dnat to ");
-            match (self.family, has_ports(self.proto)) {
-                (6, true) => {
-                    let _ = write!(s, "[{}]:{}", addr_text(6, &self.to), self.to_port);
-                }
-                (f, true) => {
-                    let _ = write!(s, "{}:{}", addr_text(f, &self.to), self.to_port);
-                }
-                (f, false) => s.push_str(&addr_text(f, &self.to)),
-            }
+        let to = addr_text(self.family, &self.to);
+        let dnat = match (self.family, has_ports(self.proto)) {
+            (6, true) => format!("dnat to [{to}]:{}", self.to_port),
+            (_, true) => format!("dnat to {to}:{}", self.to_port),
+            (_, false) => format!("dnat to {to}"),
+        };
+        let snat = format!("snat to {}", addr_text(self.family, &self.snat_to));
+        match (self.dnat, self.snat) {
+            (true, true) => format!("{dnat}, {snat}"),
+            (true, false) => dnat,
+            (false, true) => snat,
+            (false, false) => "none".into(),
         }
-        if self.snat {
-            if !s.is_empty() {
-                s.push_str(", ");
-            }
-            let _ = write!(s, "snat to {}", addr_text(self.family, &self.snat_to));
-        }
-        if s.is_empty() {
-            s.push_str("none");
-        }
-        s
     }
 }
 
@@ -472,16 +462,9 @@ impl Aggregator {
         let t = self.total;
         let c = |v: &u64| *v;
         let none = |_: &u64| None;
+        let port = |v: &PortStats| v.count;
         match dim {
-            Dim::Dport => top_of(
-                &self.dport,
-                n,
-                |v| v.count,
-                PortKey::label,
-                |v| Some(*v),
-                t,
-                dim,
-            ),
+            Dim::Dport => top_of(&self.dport, n, port, PortKey::label, |v| Some(*v), t, dim),
             Dim::State => top_of(&self.state, n, c, StateKey::label, none, t, dim),
             Dim::Source => {
                 let (p4, p6) = (self.prefix4, self.prefix6);
