@@ -36,46 +36,32 @@ impl DriftTracker {
         self.drifted
             .retain(|k, _| settings.iter().any(|set| &set.key == k));
         for set in settings {
-            if set.ok() {
-                if self.drifted.remove(&set.key).is_some() {
-                    out.push(
-                        Event::new(
-                            Priority::Info,
-                            "drift_cleared",
-                            ids::DRIFT_CLEARED,
-                            format!(
-                                "{} matches the configuration again ({})",
-                                set.key, set.expected
-                            ),
-                        )
-                        .field("CONNTRACK_KEY", &set.key)
-                        .field("CONNTRACK_EXPECTED", &set.expected)
-                        .field("CONNTRACK_ACTUAL", set.actual_text()),
-                    );
+            let (key, expected, actual) = (&set.key, &set.expected, set.actual_text());
+            let ev = if set.ok() {
+                if self.drifted.remove(key).is_none() {
+                    continue;
                 }
-                continue;
-            }
-            let seen = (set.expected.clone(), set.actual_text());
-            if self.drifted.get(&set.key) == Some(&seen) {
-                continue;
-            }
-            out.push(
-                Event::new(
-                    Priority::Warning,
-                    "drift",
-                    ids::DRIFT,
-                    format!(
-                        "{} is {} in the kernel but configured as {} (changed by something \
-                         else, or never applied); to apply the configuration: {REMEDY}",
-                        set.key, seen.1, set.expected
-                    ),
-                )
-                .field("CONNTRACK_KEY", &set.key)
-                .field("CONNTRACK_EXPECTED", &set.expected)
-                .field("CONNTRACK_ACTUAL", &seen.1)
-                .field("CONNTRACK_REMEDY", REMEDY),
-            );
-            self.drifted.insert(set.key.clone(), seen);
+                let msg = format!("{key} matches the configuration again ({expected})");
+                Event::new(Priority::Info, "drift_cleared", ids::DRIFT_CLEARED, msg)
+            } else {
+                let seen = (expected.clone(), actual.clone());
+                if self.drifted.get(key) == Some(&seen) {
+                    continue;
+                }
+                self.drifted.insert(key.clone(), seen);
+                let msg = format!(
+                    "{key} is {actual} in the kernel but configured as {expected} (changed by \
+                     something else, or never applied); to apply the configuration: {REMEDY}"
+                );
+                Event::new(Priority::Warning, "drift", ids::DRIFT, msg)
+            };
+            let ev = (ev.field("CONNTRACK_KEY", key))
+                .field("CONNTRACK_EXPECTED", expected)
+                .field("CONNTRACK_ACTUAL", actual);
+            out.push(match set.ok() {
+                true => ev,
+                false => ev.field("CONNTRACK_REMEDY", REMEDY),
+            });
         }
         out
     }

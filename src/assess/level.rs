@@ -114,10 +114,9 @@ impl LevelTracker {
             return Vec::new();
         }
         let peak = self.peak.unwrap_or(*fill);
-        let prio = if level == Level::Critical {
-            Priority::Crit
-        } else {
-            Priority::Warning
+        let prio = match level {
+            Level::Critical => Priority::Crit,
+            _ => Priority::Warning,
         };
         let msg = format!(
             "conntrack table still at {}: now {}, peak {} in the last {}{}",
@@ -127,15 +126,11 @@ impl LevelTracker {
             fmt_duration(now.saturating_sub(self.last_reminder_at)),
             full.text()
         );
-        let ev = full.fields(
-            fill_fields(
-                Event::new(prio, "reminder", ids::REMINDER, msg),
-                fill,
-                level,
-            )
+        let ev = Event::new(prio, "reminder", ids::REMINDER, msg);
+        let ev = fill_fields(ev, fill, level)
             .field("CONNTRACK_PEAK_COUNT", peak.count)
-            .field("CONNTRACK_PEAK_PERCENT", format!("{:.1}", peak.percent())),
-        );
+            .field("CONNTRACK_PEAK_PERCENT", format!("{:.1}", peak.percent()));
+        let ev = full.fields(ev);
         self.last_reminder_at = now;
         self.peak = Some(*fill);
         vec![ev]
@@ -143,53 +138,41 @@ impl LevelTracker {
 }
 
 fn change_event(t: &Thresholds, from: Level, to: Level, fill: &Fill, full: Fullness) -> Event {
-    let rising = to > from;
-    let (prio, name, id, msg) = match (to, rising) {
+    let (f, ft, h) = (fill.text(), full.text(), t.hysteresis_percent);
+    let (prio, name, id, msg) = match (to, to > from) {
         (Level::Critical, _) => (
             Priority::Crit,
             "level_critical",
             ids::LEVEL_CRITICAL,
             format!(
-                "conntrack table {} full: at or above the critical level of {}%; \
-                 new flows are dropped once it is full{}",
-                fill.text(),
-                t.critical_percent,
-                full.text()
+                "conntrack table {f} full: at or above the critical level of {}%; \
+                 new flows are dropped once it is full{ft}",
+                t.critical_percent
             ),
         ),
-        (Level::Warning, true) => (
+        (Level::Warning, rising) => (
             Priority::Warning,
             "level_warning",
             ids::LEVEL_WARNING,
-            format!(
-                "conntrack table {} full: at or above the warning level of {}%{}",
-                fill.text(),
-                t.warn_percent,
-                full.text()
-            ),
-        ),
-        (Level::Warning, false) => (
-            Priority::Warning,
-            "level_warning",
-            ids::LEVEL_WARNING,
-            format!(
-                "conntrack table down to {}: below critical ({}% - {}% hysteresis), \
-                 still at or above warning{}",
-                fill.text(),
-                t.critical_percent,
-                t.hysteresis_percent,
-                full.text()
-            ),
+            match rising {
+                true => format!(
+                    "conntrack table {f} full: at or above the warning level of {}%{ft}",
+                    t.warn_percent
+                ),
+                false => format!(
+                    "conntrack table down to {f}: below critical ({}% - {h}% hysteresis), \
+                     still at or above warning{ft}",
+                    t.critical_percent
+                ),
+            },
         ),
         (Level::Ok, _) => (
             Priority::Info,
             "level_ok",
             ids::LEVEL_OK,
             format!(
-                "conntrack table back to normal: {} (below {}% - {}% hysteresis)",
-                fill.text(),
-                t.warn_percent,
-                t.hysteresis_percent
+                "conntrack table back to normal: {f} (below {}% - {h}% hysteresis)",
+                t.warn_percent
             ),
         ),
     };

@@ -383,22 +383,18 @@ pub fn assess(
         Some(r) => s.counters.step(r.as_ref().map(|r| &r.table), &fill, level),
         None => (None, Vec::new()),
     };
-    out.extend(evs);
-    let (udp, evs) = s.udp.step(obs.udp.as_ref(), &fill, level);
-    out.extend(evs);
-    let (backlog, evs) = s.backlog.step(obs.softnet.as_ref(), &fill, level);
-    out.extend(evs);
+    let (udp, evs2) = s.udp.step(obs.udp.as_ref(), &fill, level);
+    let (backlog, evs3) = s.backlog.step(obs.softnet.as_ref(), &fill, level);
+    out.extend(evs.into_iter().chain(evs2).chain(evs3));
     out.extend(s.level.step(t, &fill, s.fullness(), now));
     let level = s.level();
-    out.extend(s.drops.step(&CONNTRACK, t, ct.as_ref(), &fill, level, now));
-    out.extend(
-        s.udp_drops
-            .step(&SOCKET, t, udp.as_ref(), &fill, level, now),
-    );
-    out.extend(
-        s.backlog_drops
-            .step(&BACKLOG, t, backlog.as_ref(), &fill, level, now),
-    );
+    for (drops, sig, delta) in [
+        (&mut s.drops, &CONNTRACK, ct),
+        (&mut s.udp_drops, &SOCKET, udp),
+        (&mut s.backlog_drops, &BACKLOG, backlog),
+    ] {
+        out.extend(drops.step(sig, t, delta.as_ref(), &fill, level, now));
+    }
     out.extend(s.drift.step(&obs.settings));
     s.fill = Some(fill);
     out.extend(summary(t, &mut s, &fill, now));
@@ -430,8 +426,7 @@ fn summary(t: &Thresholds, s: &mut State, fill: &Fill, now: Duration) -> Option<
 
 /// Events still owed at exit: drops held back for the incident's window.
 pub fn flush(mut s: State) -> (State, Vec<Event>) {
-    let level = s.level();
-    let (fill, now) = (s.fill, s.now);
+    let (level, fill, now) = (s.level(), s.fill, s.now);
     let mut evs = s.drops.flush(&CONNTRACK, fill.as_ref(), level, now);
     evs.extend(s.udp_drops.flush(&SOCKET, fill.as_ref(), level, now));
     evs.extend(s.backlog_drops.flush(&BACKLOG, fill.as_ref(), level, now));

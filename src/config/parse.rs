@@ -217,8 +217,7 @@ impl Cx<'_> {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
+    text.as_bytes()[..offset.min(text.len())]
         .iter()
         .filter(|b| **b == b'\n')
         .count()
@@ -338,12 +337,10 @@ fn choice(v: &DeValue<'_>, a: &str, b: &str) -> Result<bool, String> {
 }
 
 fn policy(v: &DeValue<'_>) -> Result<Policy, String> {
-    let exact = choice(v, "exact", "at-least")?;
-    Ok(if exact {
-        Policy::Exact
-    } else {
-        Policy::AtLeast
-    })
+    match choice(v, "exact", "at-least")? {
+        true => Ok(Policy::Exact),
+        false => Ok(Policy::AtLeast),
+    }
 }
 
 fn number(v: &DeValue<'_>, (min, max): (f64, f64)) -> Result<f64, String> {

@@ -213,27 +213,18 @@ pub fn read_ct_counters_at(
     stat: &str,
     netlink: &dyn CtNetlink,
 ) -> Result<CtReading, CtUnavailable> {
-    let netlink_error = match netlink.stats_cpu() {
-        Ok(table) => {
-            return Ok(CtReading {
-                table,
-                source: CounterSource::Netlink,
-                netlink_error: None,
-            })
-        }
-        Err(e) => e,
+    let (table, source, netlink_error) = match netlink.stats_cpu() {
+        Ok(table) => (table, CounterSource::Netlink, None),
+        Err(netlink) => match read_parse(root, stat, parse_ct_stat) {
+            Ok(table) => (table, CounterSource::Procfs, Some(netlink)),
+            Err(procfs) => return Err(CtUnavailable { netlink, procfs }),
+        },
     };
-    match read_parse(root, stat, parse_ct_stat) {
-        Ok(table) => Ok(CtReading {
-            table,
-            source: CounterSource::Procfs,
-            netlink_error: Some(netlink_error),
-        }),
-        Err(procfs) => Err(CtUnavailable {
-            netlink: netlink_error,
-            procfs,
-        }),
-    }
+    Ok(CtReading {
+        table,
+        source,
+        netlink_error,
+    })
 }
 
 #[cfg(test)]
