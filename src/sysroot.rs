@@ -37,6 +37,14 @@ pub struct PathError {
 }
 
 impl PathError {
+    /// For `map_err`: an I/O error on `path`, with the path.
+    pub fn on(path: &Path) -> impl Fn(io::Error) -> PathError + Copy + '_ {
+        move |source| PathError {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     /// The errno of the cause, if any.
     pub fn errno(&self) -> Option<i32> {
         self.source.raw_os_error()
@@ -73,10 +81,7 @@ impl SysRoot {
         }
         const CAP_NET_ADMIN: u32 = 12;
         const CAP_SYS_MODULE: u32 = 16;
-        self.read_opt("proc/self/status")
-            .ok()
-            .flatten()
-            .and_then(|s| parse_cap_eff(&s))
+        self.cap_eff()
             .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN | 1 << CAP_SYS_MODULE) != 0)
     }
 
@@ -103,6 +108,28 @@ impl SysRoot {
     /// Read a file, mapping "does not exist" to `None`.
     pub fn read_opt(&self, rel: &str) -> Result<Option<String>, PathError> {
         read_opt_path(&self.path(rel))
+    }
+
+    /// A file's text, `None` when it is absent or cannot be read (for
+    /// callers to whom the reason makes no difference).
+    pub fn read_some(&self, rel: &str) -> Option<String> {
+        self.read_opt(rel).ok().flatten()
+    }
+
+    /// This process's effective capability mask, from `proc/self/status`
+    /// under the root (so a test root decides it too).
+    pub fn cap_eff(&self) -> Option<u64> {
+        parse_cap_eff(&self.read_some("proc/self/status")?)
+    }
+
+    /// Write `rel` atomically ([`write_atomic`]), creating its directory
+    /// when missing.
+    pub fn write_file(&self, rel: &str, contents: &[u8]) -> Result<(), PathError> {
+        let path = self.path(rel);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(PathError::on(dir))?;
+        }
+        write_atomic(&path, contents)
     }
 
     /// Whether a path exists under the root.
@@ -178,10 +205,7 @@ pub fn read_path(path: &Path) -> Result<String, PathError> {
     let mut s = String::with_capacity(1024);
     File::open(path)
         .and_then(|mut f| Read::by_ref(&mut f).take(u64::MAX).read_to_string(&mut s))
-        .map_err(|source| PathError {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(PathError::on(path))?;
     Ok(s)
 }
 
@@ -195,10 +219,7 @@ pub fn read_opt_path(path: &Path) -> Result<Option<String>, PathError> {
 }
 
 fn write_nofollow(path: &Path, value: &str) -> Result<(), PathError> {
-    let err = |source| PathError {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = PathError::on(path);
     // No O_CREAT: a sysctl that does not exist must fail, not be created in a
     // fake tree. O_NOFOLLOW: the last component must not be a symlink.
     // O_TRUNC is what sysctl(8) uses; procfs ignores it, a fake tree needs it.
@@ -221,10 +242,7 @@ fn write_nofollow(path: &Path, value: &str) -> Result<(), PathError> {
 /// guessable and the file is created with O_CREAT|O_EXCL|O_NOFOLLOW: a
 /// symlink or file planted at that name is never followed or reused.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PathError> {
-    let err = |source| PathError {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = PathError::on(path);
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -32,10 +32,7 @@ pub fn load(root: &SysRoot, explicit: Option<&Path>) -> Result<Config, ConfigErr
     let io_err = |e: io::Error| {
         err(
             format!("cannot read config: {e}"),
-            Some(PathError {
-                path: path.clone(),
-                source: e,
-            }),
+            Some(PathError::on(&path)(e)),
         )
     };
     let mut file = match File::open(&path) {

@@ -33,9 +33,7 @@ impl KernelFacts {
     /// Read them through the root.
     pub fn read(root: &SysRoot) -> Self {
         let release = root
-            .read_opt("proc/sys/kernel/osrelease")
-            .ok()
-            .flatten()
+            .read_some("proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string());
         KernelFacts {
             version: release.as_deref().and_then(parse_version),

@@ -82,10 +82,7 @@ pub const MAX_RECORDS: usize = 200_000;
 /// (`Host::kernel_access`): a test root has no kernel log to ask.
 pub fn read_table_full(root: &SysRoot) -> Result<Vec<TableFull>, PathError> {
     let path = root.path(KMSG);
-    let err = |source| PathError {
-        path: path.clone(),
-        source,
-    };
+    let err = PathError::on(&path);
     let mut f = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK)

@@ -23,7 +23,7 @@
 //! `nf_conntrack` object plus one `kmalloc-128` object: 384 B.
 
 use crate::kernel::{read_parse, FileError};
-use crate::sysroot::{write_atomic, PathError, SysRoot};
+use crate::sysroot::{PathError, SysRoot};
 
 /// The slab statistics, relative to the root.
 pub const SLABINFO: &str = "proc/slabinfo";
@@ -122,9 +122,7 @@ pub fn read_slabinfo(root: &SysRoot) -> Result<u64, FileError<SlabError>> {
 /// when no source can be read (not root, conntrack not loaded).
 pub fn object_bytes(root: &SysRoot) -> Option<u64> {
     let sysfs = |name: &str| {
-        root.read_opt(&format!("{SLAB_DIR}/{name}"))
-            .ok()
-            .flatten()
+        root.read_some(&format!("{SLAB_DIR}/{name}"))
             .and_then(|s| s.trim().parse::<u64>().ok())
             .filter(|n| *n > 0)
     };
@@ -151,20 +149,13 @@ pub fn parse_handoff(text: &str) -> Option<u64> {
 
 /// The figure apply handed off under `root`, if any and believable.
 pub fn read_handoff(root: &SysRoot) -> Option<u64> {
-    parse_handoff(&root.read_opt(HANDOFF).ok().flatten()?)
+    parse_handoff(&root.read_some(HANDOFF)?)
 }
 
 /// Hand `entry_bytes` off to the watchdog: written atomically under
 /// `root`, the directory created when missing.
 pub fn write_handoff(root: &SysRoot, entry_bytes: u64) -> Result<(), PathError> {
-    let path = root.path(HANDOFF);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| PathError {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    write_atomic(&path, format!("{entry_bytes}\n").as_bytes())
+    root.write_file(HANDOFF, format!("{entry_bytes}\n").as_bytes())
 }
 
 /// Bytes per entry on the kernel under `root`: measured from the slab where

@@ -59,7 +59,7 @@ pub fn same_value(actual: &str, target: &str) -> bool {
 
 /// MemTotal in bytes, from /proc/meminfo.
 pub fn ram_bytes(root: &SysRoot) -> Option<u64> {
-    parse_memtotal(&root.read_opt("proc/meminfo").ok().flatten()?)
+    parse_memtotal(&root.read_some("proc/meminfo")?)
 }
 
 /// Parse MemTotal (kB) out of meminfo text.

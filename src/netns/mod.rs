@@ -248,8 +248,7 @@ fn namespace(
 /// Name the owner: the host; else a container (cgroup path + the runtime's
 /// state); else the bind-mount name; else the first process's command.
 fn owner_of(root: &SysRoot, host: bool, pid: Option<u32>, bind: Option<&str>) -> Owner {
-    let read =
-        |what: &str| pid.and_then(|p| root.read_opt(&format!("proc/{p}/{what}")).ok().flatten());
+    let read = |what: &str| pid.and_then(|p| root.read_some(&format!("proc/{p}/{what}")));
     let (runtime, id, name) = if host {
         (Runtime::Host, None, None)
     } else if let Some(c) = read("cgroup").and_then(|t| owner::parse_cgroup(&t)) {
@@ -284,9 +283,7 @@ pub const CAP_SYS_ADMIN_NAME: &str = "CAP_SYS_ADMIN";
 /// the setns errors themselves tell).
 pub fn lacks_sys_admin(root: &SysRoot) -> Option<bool> {
     const CAP_SYS_ADMIN: u32 = 21;
-    let status = root.read_opt("proc/self/status").ok().flatten()?;
-    let caps = crate::sysroot::parse_cap_eff(&status)?;
-    Some(caps & (1 << CAP_SYS_ADMIN) == 0)
+    Some(root.cap_eff()? & (1 << CAP_SYS_ADMIN) == 0)
 }
 
 #[cfg(test)]

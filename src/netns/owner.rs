@@ -196,7 +196,7 @@ const STORAGE_LIST: &str = "var/lib/containers/storage/overlay-containers/contai
 
 /// The container's name from its runtime's state files, or None.
 pub fn container_name(root: &SysRoot, c: &ContainerRef) -> Option<String> {
-    let read = |rel: &str| root.read_opt(rel).ok().flatten();
+    let read = |rel: &str| root.read_some(rel);
     let id = &c.id;
     match c.runtime {
         Runtime::Docker => read(&format!("var/lib/docker/containers/{id}/config.v2.json"))

@@ -160,9 +160,7 @@ fn read_here() -> Result<NsSample, SampleError> {
         };
     let counters = table.as_ref().map(Counters::of);
     let udp = root
-        .read_opt("proc/thread-self/net/snmp")
-        .ok()
-        .flatten()
+        .read_some("proc/thread-self/net/snmp")
         .and_then(|t| parse_snmp_udp(&t));
     Ok(NsSample {
         count,

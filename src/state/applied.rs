@@ -81,9 +81,7 @@ pub fn read(root: &SysRoot) -> ApplyRun {
 
 /// Leave the mark: this boot's id and the seconds since boot.
 pub fn write(root: &SysRoot) -> Result<(), PathError> {
-    let read = |rel| root.read_opt(rel).ok().flatten();
-    let boot = read(BOOT_ID);
-    let uptime = read(UPTIME);
+    let (boot, uptime) = (root.read_some(BOOT_ID), root.read_some(UPTIME));
     let uptime = uptime.as_deref().and_then(|u| u.split_whitespace().next());
     let path = root.path(MARK);
     if let Some(dir) = path.parent() {
@@ -91,10 +89,7 @@ pub fn write(root: &SysRoot) -> Result<(), PathError> {
             .recursive(true)
             .mode(0o755)
             .create(dir)
-            .map_err(|source| PathError {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            .map_err(PathError::on(dir))?;
     }
     write_atomic(
         &path,

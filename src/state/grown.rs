@@ -27,7 +27,7 @@ use crate::assess::grow::cap_max;
 use crate::config::{Budget, KEY_BUCKETS, KEY_MAX, MAX_CONNTRACK_MAX};
 use crate::kernel::hashsize::KernelTarget;
 use crate::kernel::ram_bytes;
-use crate::sysroot::{write_atomic, PathError, SysRoot};
+use crate::sysroot::{PathError, SysRoot};
 
 /// Remembered across boots, relative to the root.
 pub const REMEMBERED: &str = "var/lib/conntrack-guard/grown";
@@ -346,12 +346,7 @@ pub enum StateError {
 /// when there is none.
 pub fn read(root: &SysRoot, rel: &str) -> Result<Option<Remembered>, StateError> {
     let path = root.path(rel);
-    let io_err = |source: io::Error| {
-        StateError::Io(PathError {
-            path: path.clone(),
-            source,
-        })
-    };
+    let io_err = |source| StateError::Io(PathError::on(&path)(source));
     // O_NONBLOCK: a FIFO planted here must not hang the boot in open();
     // it is refused below as not a regular file.
     let mut file: File = match OpenOptions::new()
@@ -392,14 +387,7 @@ pub fn read(root: &SysRoot, rel: &str) -> Result<Option<Remembered>, StateError>
 /// directory when missing (apply runs before the watchdog's
 /// `StateDirectory=` or `/run` directory may exist).
 pub fn write(root: &SysRoot, rel: &str, r: &Remembered) -> Result<(), PathError> {
-    let path = root.path(rel);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| PathError {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    write_atomic(&path, r.format().as_bytes())
+    root.write_file(rel, r.format().as_bytes())
 }
 
 /// Forget: remove the state file `rel` under `root`. `Ok(false)` when there
