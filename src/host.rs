@@ -35,12 +35,10 @@ impl Host {
     /// The real machine: `/`, libkmod, ctnetlink.
     pub fn real() -> Self {
         Host {
-            root: SysRoot::host(),
             loader: Box::new(KmodLoader),
             netlink: Box::new(KernelNetlink),
-            page_size: crate::kernel::hashsize::page_size(),
             kernel_access: true,
-            root_user: nix::unistd::geteuid().is_root(),
+            ..Host::at(SysRoot::host())
         }
     }
 

@@ -182,16 +182,12 @@ pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
         ),
     };
     let rate = req.rate.max(0.0);
-    let Sizing {
-        entries_needed,
-        max,
-        limited,
-    } = size_for(rate, timeout, req.headroom);
+    let sized = size_for(rate, timeout, req.headroom);
+    let max = sized.max;
     let buckets = hashsize::kernel_buckets((max / 4).max(1), k.page_size);
-    let current_timeout = if two_second_rule {
-        k.udp_timeout.unwrap_or(DEFAULT_UDP_TIMEOUT)
-    } else {
-        k.udp_timeout_stream.unwrap_or(DEFAULT_UDP_TIMEOUT_STREAM)
+    let current_timeout = match two_second_rule {
+        true => k.udp_timeout.unwrap_or(DEFAULT_UDP_TIMEOUT),
+        false => k.udp_timeout_stream.unwrap_or(DEFAULT_UDP_TIMEOUT_STREAM),
     };
     let current_rate = k.max.map(|m| m as f64 / current_timeout.max(1) as f64);
     // A larger max already in the kernel (the module's own default on a big
@@ -216,11 +212,11 @@ pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
         rate,
         timeout,
         timeout_reason: reason,
-        entries_needed,
+        entries_needed: sized.entries_needed,
         headroom: req.headroom,
         max,
         buckets,
-        limited,
+        limited: sized.limited,
         entry_bytes: k.entry_bytes,
         memory_entries_bytes: max.saturating_mul(k.entry_bytes),
         memory_buckets_bytes: buckets * 8,

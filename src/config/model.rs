@@ -313,12 +313,9 @@ impl Config {
         };
         push(KEY_BUCKETS, c.buckets_value(), c.buckets_policy);
         push(KEY_MAX, c.max.value(), c.max_policy);
-        push(KEY_UDP_TIMEOUT, c.udp_timeout.value(), Policy::Exact);
-        push(
-            KEY_UDP_TIMEOUT_STREAM,
-            c.udp_timeout_stream.value(),
-            Policy::Exact,
-        );
+        let (timeout, stream) = (c.udp_timeout.value(), c.udp_timeout_stream.value());
+        push(KEY_UDP_TIMEOUT, timeout, Policy::Exact);
+        push(KEY_UDP_TIMEOUT_STREAM, stream, Policy::Exact);
         out.extend(self.sysctl.iter().map(|e| Target {
             key: e.key.clone(),
             value: e.value.clone(),

@@ -81,11 +81,6 @@ impl Counters {
             clashres: t.total(CtCounter::ClashResolve),
         }
     }
-
-    /// Any loss counter is non-zero.
-    pub fn any_loss(&self) -> bool {
-        self.drop > 0 || self.early_drop > 0 || self.insert_failed > 0
-    }
 }
 
 /// What one namespace holds, read from inside it.
@@ -114,18 +109,13 @@ impl NsSample {
     /// Nothing uses conntrack here: no entries and no counter ever moved.
     /// (Conntrack starts in a namespace only once a rule needs it.)
     pub fn inactive(&self) -> bool {
-        self.count == 0
-            && self
-                .counters
-                .is_some_and(|c| !c.any_loss() && c.clashres.unwrap_or(0) == 0)
+        let moved = |c: Counters| c.drop | c.early_drop | c.insert_failed | c.clashres.unwrap_or(0);
+        self.count == 0 && self.counters.is_some_and(|c| moved(c) == 0)
     }
 }
 
 fn text_of<S: serde::Serializer>(e: &Option<CtUnavailable>, s: S) -> Result<S::Ok, S::Error> {
-    match e {
-        Some(e) => s.collect_str(e),
-        None => s.serialize_none(),
-    }
+    e.as_ref().map(ToString::to_string).serialize(s)
 }
 
 /// Why a namespace could not be sampled.

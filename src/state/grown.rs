@@ -141,36 +141,27 @@ pub fn parse(text: &str) -> Result<Remembered, ParseError> {
     let mut nums: [Option<u64>; 4] = [None; 4];
     let mut reason: Option<String> = None;
     for (n, raw) in text.lines().enumerate() {
-        let line = n + 1;
-        let l = raw.trim();
+        let (line, l) = (n + 1, raw.trim());
         if l.is_empty() || l.starts_with('#') {
             continue;
         }
         let (k, v) = l.split_once('=').ok_or(ParseError::NotKeyValue { line })?;
         let (k, v) = (k.trim(), v.trim());
-        let idx = KEYS
-            .iter()
-            .position(|key| *key == k)
-            .ok_or_else(|| ParseError::UnknownKey {
-                line,
-                key: k.chars().take(32).collect(),
-            })?;
-        let key = KEYS[idx];
-        let taken = if idx < 4 {
-            nums[idx].is_some()
-        } else {
-            reason.is_some()
+        let Some(idx) = KEYS.iter().position(|key| *key == k) else {
+            let key = k.chars().take(32).collect();
+            return Err(ParseError::UnknownKey { line, key });
         };
-        if taken {
+        let key = KEYS[idx];
+        if nums.get(idx).map_or(reason.is_some(), Option::is_some) {
             return Err(ParseError::Duplicate { line, key });
-        }
-        if idx == 4 {
-            reason = Some(one_line(v));
-            continue;
         }
         // max and configured are kernel maxima (1..=INT_MAX); buckets may be
         // 0 (unknown); at is any time.
         let (min, max) = match key {
+            "reason" => {
+                reason = Some(one_line(v));
+                continue;
+            }
             "max" | "configured" => (1, MAX_CONNTRACK_MAX),
             "buckets" => (0, MAX_CONNTRACK_MAX),
             _ => (0, u64::MAX),
