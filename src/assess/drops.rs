@@ -188,33 +188,21 @@ fn window_event(
             s * 100.0
         )
     });
+    let (what, text, table) = (sig.what, inc.window.text(sig), fill.text());
+    let (advice, peak) = ((sig.advice)(&inc.window), format!("{:.0}", inc.window_peak));
     let msg = if first {
-        format!(
-            "{}: {}{cpu_text} (table {}); {}",
-            sig.what,
-            inc.window.text(sig),
-            fill.text(),
-            (sig.advice)(&inc.window)
-        )
+        format!("{what}: {text}{cpu_text} (table {table}); {advice}")
     } else {
+        let (window, running) = (span(window), span(running));
         format!(
-            "{}, still: {} in the last {} (peak {:.0}/s), for {} now{cpu_text} (table {}); {}",
-            sig.what,
-            inc.window.text(sig),
-            span(window),
-            inc.window_peak,
-            span(running),
-            fill.text(),
-            (sig.advice)(&inc.window)
+            "{what}, still: {text} in the last {window} (peak {peak}/s), for {running} \
+             now{cpu_text} (table {table}); {advice}"
         )
     };
     let ev = Event::new(Priority::Err, sig.event, sig.id, msg);
     let mut ev = counter_fields(fill_fields(ev, fill, level), sig, &inc.window, false)
         .field("CONNTRACK_DROP_POINT", sig.point)
-        .field(
-            "CONNTRACK_DROPS_PEAK_PER_SECOND",
-            format!("{:.0}", inc.window_peak),
-        )
+        .field("CONNTRACK_DROPS_PEAK_PER_SECOND", peak)
         .field("CONNTRACK_INCIDENT_SECONDS", running.as_secs());
     if !first {
         ev = ev.field("CONNTRACK_DROPS_WINDOW_SECONDS", window.as_secs());
@@ -242,11 +230,9 @@ fn ended_event(sig: &Signal, inc: &Incident, fill: &Fill, level: Level, now: Dur
         inc.peak
     );
     let ev = Event::new(Priority::Notice, "drops_ended", ids::DROPS_ENDED, msg);
+    let peak = format!("{:.0}", inc.peak);
     counter_fields(fill_fields(ev, fill, level), sig, &inc.totals, true)
         .field("CONNTRACK_DROP_POINT", sig.point)
         .field("CONNTRACK_INCIDENT_SECONDS", lasted.as_secs())
-        .field(
-            "CONNTRACK_DROPS_PEAK_PER_SECOND",
-            format!("{:.0}", inc.peak),
-        )
+        .field("CONNTRACK_DROPS_PEAK_PER_SECOND", peak)
 }

@@ -409,18 +409,12 @@ fn summary(t: &Thresholds, s: &mut State, fill: &Fill, now: Duration) -> Option<
     }
     s.last_summary_at = Some(now);
     let c = s.since_start();
-    let ev = Event::new(
-        Priority::Info,
-        "summary",
-        ids::SUMMARY,
-        format!(
-            "summary: {}; drops since start: drop {}, early_drop {}, insert_failed {}",
-            status_line(s),
-            c.get("drop"),
-            c.get("early_drop"),
-            c.get("insert_failed")
-        ),
+    let [drop, early, failed] = ["drop", "early_drop", "insert_failed"].map(|n| c.get(n));
+    let msg = format!(
+        "summary: {}; drops since start: drop {drop}, early_drop {early}, insert_failed {failed}",
+        status_line(s)
     );
+    let ev = Event::new(Priority::Info, "summary", ids::SUMMARY, msg);
     Some(s.fullness().fields(fill_fields(ev, fill, s.level())))
 }
 

@@ -114,14 +114,12 @@ fn recommended_max(wanted: u64, needed: u64) -> (u64, Option<String>) {
             } else {
                 format!("{wanted} entries with the headroom")
             };
-            (
-                LARGEST_MAX,
-                Some(format!(
-                    "{what}, more than the kernel's nf_conntrack_max limit ({MAX_CONNTRACK_MAX}); \
-                     recommending {LARGEST_MAX}: shorten the timeout or keep this traffic out of \
-                     conntrack (host networking or NOTRACK; NAT needs conntrack)"
-                )),
-            )
+            let why = format!(
+                "{what}, more than the kernel's nf_conntrack_max limit ({MAX_CONNTRACK_MAX}); \
+                 recommending {LARGEST_MAX}: shorten the timeout or keep this traffic out of \
+                 conntrack (host networking or NOTRACK; NAT needs conntrack)"
+            );
+            (LARGEST_MAX, Some(why))
         }
     }
 }
@@ -161,24 +159,24 @@ pub fn size_for(rate: f64, timeout: u64, headroom: f64) -> Sizing {
 /// Compute the plan. Pure.
 pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
     let two_second_rule = k.version.map(|v| v >= TWO_SECOND_RULE).unwrap_or(true);
+    let release = k.release.as_deref().unwrap_or("(unknown)");
+    let (short, stream) = (
+        effective_timeout(cfg, k, false),
+        effective_timeout(cfg, k, true),
+    );
     let (timeout, reason) = match req.timeout {
         Some(t) => (t, format!("--timeout {t} given")),
         None if two_second_rule => (
-            effective_timeout(cfg, k, false),
+            short,
             format!(
-                "kernel {} has the 2-second rule (since 5.15): a request/response flow shorter than 2 s \
+                "kernel {release} has the 2-second rule (since 5.15): a request/response flow shorter than 2 s \
                  stays unassured and is held by nf_conntrack_udp_timeout; flows that stay active longer \
-                 move to nf_conntrack_udp_timeout_stream ({} s) - pass --timeout for those",
-                k.release.as_deref().unwrap_or("(unknown)"),
-                effective_timeout(cfg, k, true)
+                 move to nf_conntrack_udp_timeout_stream ({stream} s) - pass --timeout for those"
             ),
         ),
         None => (
-            effective_timeout(cfg, k, true),
-            format!(
-                "kernel {} predates 5.15: any replied UDP flow moves to nf_conntrack_udp_timeout_stream",
-                k.release.as_deref().unwrap_or("(unknown)")
-            ),
+            stream,
+            format!("kernel {release} predates 5.15: any replied UDP flow moves to nf_conntrack_udp_timeout_stream"),
         ),
     };
     let rate = req.rate.max(0.0);
@@ -204,9 +202,7 @@ pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
         ),
     };
     let config_block = format!(
-        "[conntrack]\nmax = {max}\nmax_policy = \"{max_policy}\"\nbuckets = {buckets}\nudp_timeout = {}\nudp_timeout_stream = {}\n",
-        effective_timeout(cfg, k, false),
-        effective_timeout(cfg, k, true)
+        "[conntrack]\nmax = {max}\nmax_policy = \"{max_policy}\"\nbuckets = {buckets}\nudp_timeout = {short}\nudp_timeout_stream = {stream}\n"
     );
     Plan {
         rate,
@@ -283,11 +279,8 @@ pub fn budget_view(
 impl BudgetView {
     /// `[grow] budget 2% = 491.5 MiB`.
     pub fn budget_text(&self) -> String {
-        format!(
-            "[grow] budget {} = {}",
-            self.budget,
-            human_bytes(self.budget_bytes)
-        )
+        let bytes = human_bytes(self.budget_bytes);
+        format!("[grow] budget {} = {bytes}", self.budget)
     }
 
     /// `worst case at max 524288: 192.3 MiB (384 B per entry + buckets)`.

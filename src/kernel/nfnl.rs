@@ -32,6 +32,7 @@ use nix::sys::socket::{
     SockFlag, SockProtocol, SockType,
 };
 use nix::sys::time::{TimeVal, TimeValLike};
+use NetlinkError::Malformed;
 
 /// `NFNL_SUBSYS_CTNETLINK`: the high byte of a ctnetlink message type.
 pub const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -175,9 +176,7 @@ pub fn dump(msg_type: u16, timeout: Duration, on_msg: &mut dyn FnMut(u16, u16, &
             Err(e) => return End::Failed(e.into()),
         };
         if n > buf.len() {
-            return End::Failed(NetlinkError::Malformed(
-                "netlink datagram larger than 64 KiB",
-            ));
+            return End::Failed(Malformed("netlink datagram larger than 64 KiB"));
         }
         match walk(&buf[..n], SEQ, &mut *on_msg) {
             Ok(true) => return End::Done,
@@ -208,13 +207,11 @@ pub fn walk(
         let (Some(len), Some(ty), Some(flags), Some(mseq)) =
             (u32_at(b, 0), u16_at(b, 4), u16_at(b, 6), u32_at(b, 8))
         else {
-            return Err(NetlinkError::Malformed("short netlink header"));
+            return Err(Malformed("short netlink header"));
         };
         let len = len as usize;
         if len < 16 || len > b.len() {
-            return Err(NetlinkError::Malformed(
-                "netlink message length out of bounds",
-            ));
+            return Err(Malformed("netlink message length out of bounds"));
         }
         let msg = &b[..len];
         if mseq == seq {
@@ -228,10 +225,10 @@ pub fn walk(
                     Some(Some(errno)) if errno > 0 => {
                         return Err(NetlinkError::from_io(io::Error::from_raw_os_error(errno)))
                     }
-                    _ => return Err(NetlinkError::Malformed("netlink error code out of range")),
+                    _ => return Err(Malformed("netlink error code out of range")),
                 },
                 NLMSG_NOOP => {}
-                NLMSG_OVERRUN => return Err(NetlinkError::Malformed("netlink overrun")),
+                NLMSG_OVERRUN => return Err(Malformed("netlink overrun")),
                 _ => on_msg(ty, flags, &msg[16..]),
             }
         }
