@@ -35,12 +35,9 @@ impl Availability {
             Ok(t) => (Some(t), Vec::new()),
             Err(_) if was_missing => (None, Vec::new()),
             Err(why) => {
-                let ev = Event::new(
-                    Priority::Warning,
-                    "counters_unavailable",
-                    ids::COUNTERS_UNAVAILABLE,
-                    format!("{what} are unavailable: {why}; watching the rest"),
-                );
+                let msg = format!("{what} are unavailable: {why}; watching the rest");
+                let (name, id) = ("counters_unavailable", ids::COUNTERS_UNAVAILABLE);
+                let ev = Event::new(Priority::Warning, name, id, msg);
                 let ev = fill_fields(ev, fill, level).field("CONNTRACK_DROP_POINT", point);
                 (None, vec![ev])
             }

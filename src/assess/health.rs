@@ -85,28 +85,21 @@ impl HealthTracker {
     /// A usable fill: the module back, sampling working again, the first
     /// good sample, and a count above max.
     fn sampled(&mut self, fill: &Fill, level: Level) -> Vec<Event> {
-        let mut out = Vec::new();
+        let (mut out, table) = (Vec::new(), fill.text());
         if self.gone {
-            let msg = format!("nf_conntrack is back: table {}", fill.text());
+            let msg = format!("nf_conntrack is back: table {table}");
             let ev = Event::new(Priority::Notice, "module_back", ids::MODULE_BACK, msg);
             out.push(fill_fields(ev, fill, level));
             self.gone = false;
         }
         if let Some(why) = self.fault.take() {
-            out.push(Event::new(
-                Priority::Info,
-                "fault",
-                ids::FAULT,
-                format!(
-                    "sampling works again (it failed with: {why}); table {}",
-                    fill.text()
-                ),
-            ));
+            let msg = format!("sampling works again (it failed with: {why}); table {table}");
+            out.push(Event::new(Priority::Info, "fault", ids::FAULT, msg));
         }
         self.healthy = true;
         if !self.started {
             self.started = true;
-            let msg = format!("watching the conntrack table: {}", fill.text());
+            let msg = format!("watching the conntrack table: {table}");
             let ev = Event::new(Priority::Info, "started", ids::STARTED, msg);
             out.push(fill_fields(ev, fill, level));
         }
@@ -132,11 +125,7 @@ impl HealthTracker {
             return Vec::new();
         }
         self.fault = Some(why.to_string());
-        vec![Event::new(
-            Priority::Err,
-            "fault",
-            ids::FAULT,
-            format!("cannot sample the conntrack table: {why}; still running"),
-        )]
+        let msg = format!("cannot sample the conntrack table: {why}; still running");
+        vec![Event::new(Priority::Err, "fault", ids::FAULT, msg)]
     }
 }

@@ -139,47 +139,31 @@ impl LevelTracker {
 
 fn change_event(t: &Thresholds, from: Level, to: Level, fill: &Fill, full: Fullness) -> Event {
     let (f, ft, h) = (fill.text(), full.text(), t.hysteresis_percent);
-    let (prio, name, id, msg) = match (to, to > from) {
-        (Level::Critical, _) => (
-            Priority::Crit,
-            "level_critical",
-            ids::LEVEL_CRITICAL,
-            format!(
-                "conntrack table {f} full: at or above the critical level of {}%; \
-                 new flows are dropped once it is full{ft}",
-                t.critical_percent
-            ),
+    let (warn, crit) = (t.warn_percent, t.critical_percent);
+    let msg = match (to, to > from) {
+        (Level::Critical, _) => format!(
+            "conntrack table {f} full: at or above the critical level of {crit}%; \
+             new flows are dropped once it is full{ft}"
         ),
-        (Level::Warning, rising) => (
-            Priority::Warning,
-            "level_warning",
-            ids::LEVEL_WARNING,
-            match rising {
-                true => format!(
-                    "conntrack table {f} full: at or above the warning level of {}%{ft}",
-                    t.warn_percent
-                ),
-                false => format!(
-                    "conntrack table down to {f}: below critical ({}% - {h}% hysteresis), \
-                     still at or above warning{ft}",
-                    t.critical_percent
-                ),
-            },
+        (Level::Warning, true) => {
+            format!("conntrack table {f} full: at or above the warning level of {warn}%{ft}")
+        }
+        (Level::Warning, false) => format!(
+            "conntrack table down to {f}: below critical ({crit}% - {h}% hysteresis), \
+             still at or above warning{ft}"
         ),
-        (Level::Ok, _) => (
-            Priority::Info,
-            "level_ok",
-            ids::LEVEL_OK,
-            format!(
-                "conntrack table back to normal: {f} (below {}% - {h}% hysteresis)",
-                t.warn_percent
-            ),
-        ),
+        (Level::Ok, _) => {
+            format!("conntrack table back to normal: {f} (below {warn}% - {h}% hysteresis)")
+        }
+    };
+    let (prio, name, id) = match to {
+        Level::Critical => (Priority::Crit, "level_critical", ids::LEVEL_CRITICAL),
+        Level::Warning => (Priority::Warning, "level_warning", ids::LEVEL_WARNING),
+        Level::Ok => (Priority::Info, "level_ok", ids::LEVEL_OK),
     };
     let ev = fill_fields(Event::new(prio, name, id, msg), fill, to);
-    if to == Level::Ok {
-        ev
-    } else {
-        full.fields(ev)
+    match to {
+        Level::Ok => ev,
+        _ => full.fields(ev),
     }
 }

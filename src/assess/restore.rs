@@ -131,41 +131,33 @@ fn lowering_guard(set: &Setting, foreign: &str, in_use: Option<u64>) -> Guard {
 }
 
 fn refused_event(set: &Setting, foreign: &str, r: &LowerRefused) -> Event {
-    Event::new(
-        Priority::Warning,
-        "restore_refused",
-        ids::RESTORE_REFUSED,
-        format!(
-            "{} not restored: {r}. The drift stays reported; the watchdog writes {} back once \
-             about {} entries or fewer are in use",
-            set.key,
-            set.expected,
-            r.want.saturating_mul(100) / (100 + LOWER_HEADROOM_PERCENT)
-        ),
-    )
-    .field("CONNTRACK_KEY", &set.key)
-    .field("CONNTRACK_EXPECTED", &set.expected)
-    .field("CONNTRACK_ACTUAL", foreign)
-    .field("CONNTRACK_IN_USE", r.in_use)
-    .field("CONNTRACK_NEEDED", r.needed)
+    let (key, expected) = (&set.key, &set.expected);
+    let fits = r.want.saturating_mul(100) / (100 + LOWER_HEADROOM_PERCENT);
+    let msg = format!(
+        "{key} not restored: {r}. The drift stays reported; the watchdog writes {expected} back \
+         once about {fits} entries or fewer are in use"
+    );
+    let id = ids::RESTORE_REFUSED;
+    Event::new(Priority::Warning, "restore_refused", id, msg)
+        .field("CONNTRACK_KEY", key)
+        .field("CONNTRACK_EXPECTED", expected)
+        .field("CONNTRACK_ACTUAL", foreign)
+        .field("CONNTRACK_IN_USE", r.in_use)
+        .field("CONNTRACK_NEEDED", r.needed)
 }
 
 fn fight_event(set: &Setting, foreign: &str, n: usize) -> Event {
-    Event::new(
-        Priority::Err,
-        "drift_fight",
-        ids::DRIFT_FIGHT,
-        format!(
-            "{} was rewritten to {foreign} again after {n} restores to {} within an hour: \
-             another program keeps writing this key; conntrack-guard stops restoring it. \
-             Stop one of us: configure the other writer, or set the value it wants here",
-            set.key, set.expected
-        ),
-    )
-    .field("CONNTRACK_KEY", &set.key)
-    .field("CONNTRACK_EXPECTED", &set.expected)
-    .field("CONNTRACK_ACTUAL", foreign)
-    .field("CONNTRACK_RESTORES", n)
+    let (key, expected) = (&set.key, &set.expected);
+    let msg = format!(
+        "{key} was rewritten to {foreign} again after {n} restores to {expected} within an hour: \
+         another program keeps writing this key; conntrack-guard stops restoring it. \
+         Stop one of us: configure the other writer, or set the value it wants here"
+    );
+    Event::new(Priority::Err, "drift_fight", ids::DRIFT_FIGHT, msg)
+        .field("CONNTRACK_KEY", key)
+        .field("CONNTRACK_EXPECTED", &set.expected)
+        .field("CONNTRACK_ACTUAL", foreign)
+        .field("CONNTRACK_RESTORES", n)
 }
 
 /// The event after a write-back: `restored` when the kernel reads back the
@@ -184,19 +176,15 @@ pub fn restored_event<E: std::fmt::Display>(
     };
     let why = match result {
         Ok(Some(after)) if crate::kernel::same_value(&after, &r.value) => {
-            return Event::new(
-                Priority::Notice,
-                "restored",
-                ids::RESTORED,
-                format!(
-                    "{} restored: something set it to {}, conntrack-guard wrote {} back and the \
-                     kernel reads it back",
-                    r.key, r.foreign, r.value
-                ),
-            )
-            .field("CONNTRACK_KEY", &r.key)
-            .field("CONNTRACK_FOREIGN", &r.foreign)
-            .field("CONNTRACK_RESTORED", &r.value)
+            let (key, foreign, value) = (&r.key, &r.foreign, &r.value);
+            let msg = format!(
+                "{key} restored: something set it to {foreign}, conntrack-guard wrote {value} \
+                 back and the kernel reads it back"
+            );
+            return Event::new(Priority::Notice, "restored", ids::RESTORED, msg)
+                .field("CONNTRACK_KEY", &r.key)
+                .field("CONNTRACK_FOREIGN", &r.foreign)
+                .field("CONNTRACK_RESTORED", &r.value);
         }
         Ok(Some(after)) => format!("wrote {} but the kernel reads back {after}", r.value),
         Ok(None) => hint("the key vanished after the write"),

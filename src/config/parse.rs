@@ -282,10 +282,7 @@ fn knob(v: &DeValue<'_>, min: u64, max: u64) -> Result<Knob, String> {
     match v {
         DeValue::String(s) if s.as_ref() == "keep" => Ok(Knob::Keep),
         DeValue::Integer(i) => int_in(i, min, max).map(Knob::Set),
-        other => Err(format!(
-            "expected an integer or \"keep\", found {}",
-            describe(other)
-        )),
+        other => expected("an integer or \"keep\"", other),
     }
 }
 
@@ -316,14 +313,14 @@ fn restore_limit(v: &DeValue<'_>) -> Result<u64, String> {
     let (min, max) = RESTORE_LIMIT_RANGE;
     match v {
         DeValue::Integer(i) => int_in(i, min, max),
-        other => Err(format!("expected an integer, found {}", describe(other))),
+        other => expected("an integer", other),
     }
 }
 
 fn boolean(v: &DeValue<'_>) -> Result<bool, String> {
     match v {
         DeValue::Boolean(b) => Ok(*b),
-        other => Err(format!("expected true or false, found {}", describe(other))),
+        other => expected("true or false", other),
     }
 }
 
@@ -332,7 +329,7 @@ fn boolean(v: &DeValue<'_>) -> Result<bool, String> {
 fn choice(v: &DeValue<'_>, a: &str, b: &str) -> Result<bool, String> {
     match v.as_str() {
         Some(s) if s == a || s == b => Ok(s == a),
-        _ => Err(format!("expected {a:?} or {b:?}, found {}", describe(v))),
+        _ => expected(&format!("{a:?} or {b:?}"), v),
     }
 }
 
@@ -349,7 +346,7 @@ fn number(v: &DeValue<'_>, (min, max): (f64, f64)) -> Result<f64, String> {
             .ok()
             .map(|n| n as f64),
         DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
-        other => return Err(format!("expected a number, found {}", describe(other))),
+        other => return expected("a number", other),
     };
     match n {
         Some(n) if n.is_finite() && n >= min && n <= max => Ok(n),
@@ -371,10 +368,7 @@ fn duration(v: &DeValue<'_>, (min, max): (Duration, Duration)) -> Result<Duratio
     let d = match v {
         DeValue::String(s) => parse_duration(s.as_ref()),
         DeValue::Integer(_) | DeValue::Float(_) => parse_duration(&raw_of(v)),
-        other => Err(format!(
-            "expected a duration such as \"5s\", found {}",
-            describe(other)
-        )),
+        other => expected("a duration such as \"5s\"", other),
     }?;
     if d < min || d > max {
         return Err(format!(
@@ -394,17 +388,17 @@ fn textfile(v: &DeValue<'_>) -> Result<Option<PathBuf>, String> {
             Err(format!("must be an absolute file path, found {s:?}"))
         }
         Some(s) => Ok(Some(PathBuf::from(s))),
-        None => Err(format!("expected a path string, found {}", describe(v))),
+        None => expected("a path string", v),
     }
 }
 
 fn budget(v: &DeValue<'_>) -> Result<Budget, String> {
     match v.as_str() {
         Some(s) => parse_budget(s),
-        None => Err(format!(
-            "expected a share of RAM such as \"2%\" or a size such as \"512MiB\", found {}",
-            describe(v)
-        )),
+        None => expected(
+            "a share of RAM such as \"2%\" or a size such as \"512MiB\"",
+            v,
+        ),
     }
 }
 
@@ -429,10 +423,7 @@ fn sysctl_value(key: &str, v: &DeValue<'_>) -> Result<String, String> {
         }
         DeValue::String(s) => Ok(s.to_string()),
         DeValue::Boolean(b) => Ok(u8::from(*b).to_string()),
-        other => Err(format!(
-            "expected an integer or a string, found {}",
-            describe(other)
-        )),
+        other => expected("an integer or a string", other),
     }
 }
 
@@ -450,6 +441,11 @@ fn unknown(what: &str, word: &str, known: &[&str]) -> String {
             known.join(", ")
         ),
     }
+}
+
+/// `expected <what>, found <the value>`: a value of the wrong type.
+fn expected<T>(what: &str, v: &DeValue<'_>) -> Result<T, String> {
+    Err(format!("expected {what}, found {}", describe(v)))
 }
 
 fn describe(v: &DeValue<'_>) -> String {
