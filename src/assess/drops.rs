@@ -221,16 +221,14 @@ fn window_event(
 fn ended_event(sig: &Signal, inc: &Incident, fill: &Fill, level: Level, now: Duration) -> Event {
     let lasted = inc.last_loss_at.saturating_sub(inc.started_at);
     let totals = inc.totals.text(sig).replace(" +", " ");
+    let (quiet, span_lasted) = (span(now.saturating_sub(inc.last_loss_at)), span(lasted));
+    let peak = format!("{:.0}", inc.peak);
     let msg = format!(
-        "{} no longer: none for {}; the incident lasted {} and counted {totals} \
-         (peak {:.0}/s)",
-        sig.what,
-        span(now.saturating_sub(inc.last_loss_at)),
-        span(lasted),
-        inc.peak
+        "{} no longer: none for {quiet}; the incident lasted {span_lasted} and counted \
+         {totals} (peak {peak}/s)",
+        sig.what
     );
     let ev = Event::new(Priority::Notice, "drops_ended", ids::DROPS_ENDED, msg);
-    let peak = format!("{:.0}", inc.peak);
     counter_fields(fill_fields(ev, fill, level), sig, &inc.totals, true)
         .field("CONNTRACK_DROP_POINT", sig.point)
         .field("CONNTRACK_INCIDENT_SECONDS", lasted.as_secs())

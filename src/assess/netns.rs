@@ -140,12 +140,10 @@ impl NsTrackers {
     /// `netns 12 watched, worst docker web 96.0%` for the status line.
     pub fn status(&self) -> String {
         match self.worst() {
-            Some((inode, t)) => format!(
-                "netns {} watched, worst {} ({inode}) {:.1}%",
-                self.by_inode.len(),
-                t.label,
-                t.fill.map_or(0.0, |f| f.percent())
-            ),
+            Some((inode, t)) => {
+                let (n, fill) = (self.by_inode.len(), t.fill.map_or(0.0, |f| f.percent()));
+                format!("netns {n} watched, worst {} ({inode}) {fill:.1}%", t.label)
+            }
             None => format!("netns {} watched", self.by_inode.len()),
         }
     }

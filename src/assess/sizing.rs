@@ -285,13 +285,9 @@ impl BudgetView {
 
     /// `worst case at max 524288: 192.3 MiB (384 B per entry + buckets)`.
     pub fn worst_text(&self) -> String {
-        format!(
-            "worst case at max {}: {} ({} B per entry + {} buckets x 8 B)",
-            self.max,
-            human_bytes(self.worst_case_bytes),
-            self.entry_bytes,
-            self.buckets
-        )
+        let (max, worst) = (self.max, human_bytes(self.worst_case_bytes));
+        let (entry, buckets) = (self.entry_bytes, self.buckets);
+        format!("worst case at max {max}: {worst} ({entry} B per entry + {buckets} buckets x 8 B)")
     }
 }
 

@@ -87,15 +87,9 @@ impl Perf {
     /// A fill ratio in percent with its thresholds (0 when unknown),
     /// between 0 and 100.
     pub fn percent(label: &'static str, ratio: f64, warn: Option<f64>, crit: Option<f64>) -> Perf {
-        Perf {
-            label,
-            value: format!(
-                "{:.2}%;{};{};0;100",
-                ratio * 100.0,
-                warn.unwrap_or(0.0),
-                crit.unwrap_or(0.0)
-            ),
-        }
+        let (warn, crit) = (warn.unwrap_or(0.0), crit.unwrap_or(0.0));
+        let value = format!("{:.2}%;{warn};{crit};0;100", ratio * 100.0);
+        Perf { label, value }
     }
 
     /// A count, with its maximum when it has one.
@@ -113,13 +107,8 @@ impl Perf {
 pub fn plugin_line(status: Verdict, summary: &str, perf: &[Perf]) -> String {
     let mut s = format!("CONNTRACK {} - {summary}", status.name());
     for (i, p) in perf.iter().enumerate() {
-        let _ = write!(
-            s,
-            "{}{}={}",
-            if i == 0 { " | " } else { " " },
-            p.label,
-            p.value
-        );
+        let sep = if i == 0 { " | " } else { " " };
+        let _ = write!(s, "{sep}{}={}", p.label, p.value);
     }
     s.push('\n');
     s

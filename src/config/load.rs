@@ -46,12 +46,10 @@ pub fn load(root: &SysRoot, explicit: Option<&Path>) -> Result<Config, ConfigErr
     }
     check_ownership(&meta, root.privileged()).map_err(|m| err(m, None))?;
     let too_big = |size: String| {
-        err(
-            format!(
-                "file is {size} bytes; a config larger than {MAX_CONFIG_BYTES} bytes is refused"
-            ),
-            None,
-        )
+        let msg = format!(
+            "file is {size} bytes; a config larger than {MAX_CONFIG_BYTES} bytes is refused"
+        );
+        err(msg, None)
     };
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(too_big(meta.len().to_string()));

@@ -31,12 +31,10 @@ pub struct KernelTarget {
 impl KernelTarget {
     /// `250000 → 250368, rounded up by the kernel`, for tables and messages.
     pub fn rounding_note(&self) -> Option<String> {
-        self.requested.as_ref().map(|r| {
-            format!(
-                "{r} → {}, rounded up by the kernel to a whole page of buckets",
-                self.value
-            )
-        })
+        let value = &self.value;
+        let note =
+            |r| format!("{r} → {value}, rounded up by the kernel to a whole page of buckets");
+        self.requested.as_ref().map(note)
     }
 }
 

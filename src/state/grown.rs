@@ -73,12 +73,8 @@ impl Remembered {
     /// `grown on 2026-12-07 14:03 UTC after early_drop +1234; configured
     /// 262144`, for apply's table.
     pub fn describe(&self) -> String {
-        format!(
-            "grown on {} after {}; configured {}",
-            fmt_utc(self.at),
-            self.reason,
-            self.configured
-        )
+        let (on, why, configured) = (fmt_utc(self.at), &self.reason, self.configured);
+        format!("grown on {on} after {why}; configured {configured}")
     }
 }
 
@@ -407,11 +403,8 @@ pub fn fmt_utc(at: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60
-    )
+    let (hour, minute) = (secs / 3600, secs % 3600 / 60);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
 }
 
 #[cfg(test)]
