@@ -172,23 +172,14 @@ pub fn parse_snmp(text: &str) -> Result<(UdpMib, Option<UdpMib>), SnmpError> {
             _ => continue,
         };
         let names: Vec<&str> = rest.split_whitespace().collect();
-        // The value line follows its header at once, with the same prefix.
-        let (n, values) = match lines.peek() {
-            Some((n, l)) if l.split_once(':').map(|p| p.0) == Some(section) => {
-                (n + 1, l.split_once(':').map(|p| p.1).unwrap_or(""))
-            }
-            _ => {
-                return Err(SnmpError::Mismatch {
-                    line: 0,
-                    section: section.to_string(),
-                    names: names.len(),
-                    values: 0,
-                })
-            }
-        };
-        lines.next();
+        // The value line follows its header at once, with the same prefix
+        // (none: line 0, no values).
+        let value_line = lines.next_if(|(_, l)| l.split_once(':').map(|p| p.0) == Some(section));
+        let (n, values) = value_line.map_or((0, ""), |(n, l)| {
+            (n + 1, l.split_once(':').map_or("", |p| p.1))
+        });
         let values: Vec<&str> = values.split_whitespace().collect();
-        if values.len() != names.len() {
+        if value_line.is_none() || values.len() != names.len() {
             return Err(SnmpError::Mismatch {
                 line: n,
                 section: section.to_string(),

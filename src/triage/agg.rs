@@ -96,6 +96,14 @@ impl Fold {
     }
 }
 
+macro_rules! mix_ints {
+    ($($name:ident: $t:ty),*) => {$(
+        fn $name(&mut self, v: $t) {
+            self.mix(v as u64);
+        }
+    )*};
+}
+
 impl Hasher for Fold {
     fn write(&mut self, bytes: &[u8]) {
         for c in bytes.chunks(8) {
@@ -104,21 +112,8 @@ impl Hasher for Fold {
             self.mix(u64::from_le_bytes(w));
         }
     }
-    fn write_u8(&mut self, v: u8) {
-        self.mix(u64::from(v));
-    }
-    fn write_u16(&mut self, v: u16) {
-        self.mix(u64::from(v));
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.mix(u64::from(v));
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.mix(v);
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.mix(v as u64);
-    }
+    // Each integer is one mix, not a byte slice through `write`.
+    mix_ints!(write_u8: u8, write_u16: u16, write_u32: u32, write_u64: u64, write_usize: usize);
     fn finish(&self) -> u64 {
         let r = u128::from(self.0) * 0xa076_1d64_78bd_642f_u128;
         (r as u64) ^ ((r >> 64) as u64)
