@@ -28,8 +28,7 @@ use std::time::Duration;
 
 use crate::assess::sizing::{size_for, DEFAULT_HEADROOM};
 use crate::assess::Setting;
-use crate::config::MAX_CONNTRACK_MAX;
-use crate::config::{KEY_BUCKETS, KEY_MAX};
+use crate::config::{KEY_BUCKETS, KEY_MAX, MAX_CONNTRACK_MAX};
 use crate::kernel::hashsize::kernel_buckets;
 use crate::kernel::slab::{worst_case_bytes, DEFAULT_ENTRY_BYTES};
 use crate::report::events::{Event, Priority};

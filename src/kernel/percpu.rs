@@ -325,10 +325,8 @@ impl<K: CounterSet> DeltaTracker<K> {
         let mut out = saved.totals.clone();
         for (j, total) in out.iter_mut().enumerate() {
             let mut sum = 0u64;
-            let mut seen = false;
             for row in &table.rows {
                 let Some(now) = row.values[j] else { continue };
-                seen = true;
                 let then = saved
                     .rows
                     .iter()
@@ -342,10 +340,9 @@ impl<K: CounterSet> DeltaTracker<K> {
                     None => u64::from(now),
                 };
             }
-            *total = match (*total, seen) {
-                (Some(t), true) => Some(t.saturating_add(sum)),
-                (Some(t), false) => Some(t),
-                (None, _) => table.total(K::ALL[j]),
+            *total = match *total {
+                Some(t) => Some(t.saturating_add(sum)),
+                None => table.total(K::ALL[j]),
             };
         }
         Some(out)
@@ -366,8 +363,7 @@ impl<K: CounterSet> DeltaTracker<K> {
         if rebase {
             self.last.clear();
         }
-        let n = K::ALL.len();
-        let mut sums: Vec<Option<u64>> = vec![None; n];
+        let mut sums: Vec<Option<u64>> = vec![None; K::ALL.len()];
         let mut per_cpu = Vec::with_capacity(table.len());
         for row in &table.rows {
             let prev = self.last.partition_point(|r| r.cpu < row.cpu);
@@ -396,14 +392,10 @@ impl<K: CounterSet> DeltaTracker<K> {
         }
         for (j, k) in K::ALL.iter().enumerate() {
             self.monotonic[j] = match (self.monotonic[j], sums[j]) {
-                (Some(m), Some(s)) => Some(m.saturating_add(s)),
-                (Some(m), None) => Some(m),
+                (Some(m), s) => Some(m.saturating_add(s.unwrap_or(0))),
                 // First sight of this counter: continue a previous
                 // process's total, else start at its since-boot sum.
-                (None, _) => match &resumed {
-                    Some(r) => r[j].or_else(|| table.total(*k)),
-                    None => table.total(*k),
-                },
+                (None, _) => (resumed.as_ref().and_then(|r| r[j])).or_else(|| table.total(*k)),
             };
         }
         self.last_ids = Some(table.ids);

@@ -135,16 +135,10 @@ impl Collected {
     /// The triage summary of this read.
     pub fn summary(&self) -> TriageSummary {
         let top = |d: Dim| {
-            self.agg
-                .report(d, 1)
-                .groups
-                .into_iter()
-                .next()
-                .map(|g| Top {
-                    key: g.key,
-                    count: g.count,
-                    share: g.share,
-                })
+            let Group {
+                key, count, share, ..
+            } = self.agg.report(d, 1).groups.into_iter().next()?;
+            Some(Top { key, count, share })
         };
         let (d, st, src) = (top(Dim::Dport), top(Dim::State), top(Dim::Source));
         let complete = self.partial().is_none();
