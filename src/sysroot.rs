@@ -94,9 +94,7 @@ impl SysRoot {
     /// (see [`crate::config::valid_sysctl_key`]); this only maps dots to slashes.
     pub fn sysctl_path(&self, key: &str) -> PathBuf {
         let mut p = self.path("proc/sys");
-        for seg in key.split('.') {
-            p.push(seg);
-        }
+        p.extend(key.split('.'));
         p
     }
 

@@ -152,10 +152,9 @@ impl DropTracker {
 /// A measured span for people: whole seconds from one second on (the
 /// samples' jitter is noise), milliseconds below.
 fn span(d: Duration) -> String {
-    if d >= Duration::from_secs(1) {
-        fmt_duration(Duration::from_secs(d.as_secs_f64().round() as u64))
-    } else {
-        fmt_duration(d)
+    match d >= Duration::from_secs(1) {
+        true => fmt_duration(Duration::from_secs(d.as_secs_f64().round() as u64)),
+        false => fmt_duration(d),
     }
 }
 

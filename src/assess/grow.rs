@@ -120,10 +120,9 @@ impl GrowSample {
     /// Buckets at `max`: towards max / 4 as the kernel rounds them when
     /// resized live, never fewer than now.
     fn buckets_at(&self, max: u64, live: bool) -> u64 {
-        if live {
-            kernel_buckets(max / 4, self.page_size).max(self.buckets)
-        } else {
-            self.buckets
+        match live {
+            true => kernel_buckets(max / 4, self.page_size).max(self.buckets),
+            false => self.buckets,
         }
     }
 }

@@ -156,13 +156,7 @@ pub fn parse_datagram(
 }
 
 /// One data message of the dump.
-fn on_message(
-    ty: u16,
-    flags: u16,
-    body: &[u8],
-    p: &mut Progress,
-    on_entry: &mut dyn FnMut(&Entry),
-) {
+fn on_message(ty: u16, flags: u16, body: &[u8], p: &mut Progress, each: &mut dyn FnMut(&Entry)) {
     p.interrupted |= flags & NLM_F_DUMP_INTR != 0;
     if ty != (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW {
         return;
@@ -170,7 +164,7 @@ fn on_message(
     match parse_entry(body) {
         Some(e) => {
             p.entries += 1;
-            on_entry(&e);
+            each(&e);
         }
         None => p.malformed += 1,
     }

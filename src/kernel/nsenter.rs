@@ -113,10 +113,9 @@ fn setns_here(path: &Path, inode: Option<u64>) -> Result<(), NetnsError> {
             },
         }
     })?;
-    if let Some(inode) = inode {
-        if file.metadata().map(|m| m.ino()).ok() != Some(inode) {
-            return Err(NetnsError::Vanished { inode });
-        }
+    let moved = |inode: &u64| file.metadata().map(|m| m.ino()).ok() != Some(*inode);
+    if let Some(inode) = inode.filter(moved) {
+        return Err(NetnsError::Vanished { inode });
     }
     setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| match e {
         Errno::EINVAL => NetnsError::NotNetns {

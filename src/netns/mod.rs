@@ -123,10 +123,8 @@ pub fn scan_with_stats(root: &SysRoot) -> (Vec<Namespace>, ScanStats) {
 /// [`scan_with_stats`], naming owners through `cache`.
 pub fn scan_with(root: &SysRoot, cache: &mut OwnerCache) -> (Vec<Namespace>, ScanStats) {
     if cache.root != root.path("") {
-        *cache = OwnerCache {
-            root: root.path(""),
-            owners: Vec::new(),
-        };
+        cache.root = root.path("");
+        cache.owners.clear();
     }
     let mut named = Vec::new();
     let mut stats = ScanStats::default();

@@ -249,9 +249,7 @@ impl Aggregator {
         let assured = e.status & IPS_ASSURED != 0;
         let dnat = e.status & IPS_DST_NAT != 0;
         let snat = e.status & IPS_SRC_NAT != 0;
-        if !replied {
-            self.unreplied += 1;
-        }
+        self.unreplied += u64::from(!replied);
 
         let o = &e.orig;
         let port = if has_ports(o.proto) { o.dport } else { 0 };
@@ -336,19 +334,17 @@ fn tcp_state_name(s: u8) -> &'static str {
 }
 
 fn addr_text(family: u8, a: &[u8; 16]) -> String {
-    if family == 6 {
-        Ipv6Addr::from(*a).to_string()
-    } else {
-        Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string()
+    match family {
+        6 => Ipv6Addr::from(*a).to_string(),
+        _ => Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string(),
     }
 }
 
 impl PortKey {
     fn label(&self) -> String {
-        if has_ports(self.proto) {
-            format!("{}/{}", proto_name(self.proto), self.port)
-        } else {
-            proto_name(self.proto)
+        match has_ports(self.proto) {
+            true => format!("{}/{}", proto_name(self.proto), self.port),
+            false => proto_name(self.proto),
         }
     }
 }
@@ -415,10 +411,9 @@ pub struct DimReport {
 
 /// `n` as a share of `total`, 0 to 1 (0 for an empty table).
 pub fn share(n: u64, total: u64) -> f64 {
-    if total == 0 {
-        0.0
-    } else {
-        n as f64 / total as f64
+    match total {
+        0 => 0.0,
+        t => n as f64 / t as f64,
     }
 }
 
