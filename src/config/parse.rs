@@ -371,12 +371,8 @@ fn duration(v: &DeValue<'_>, (min, max): (Duration, Duration)) -> Result<Duratio
         other => expected("a duration such as \"5s\"", other),
     }?;
     if d < min || d > max {
-        return Err(format!(
-            "must be between {} and {}, found {}",
-            fmt_duration(min),
-            fmt_duration(max),
-            fmt_duration(d)
-        ));
+        let [min, max, d] = [min, max, d].map(fmt_duration);
+        return Err(format!("must be between {min} and {max}, found {d}"));
     }
     Ok(d)
 }

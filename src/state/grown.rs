@@ -284,12 +284,10 @@ pub fn expected_targets(
     for t in &mut targets {
         let grown = match t.key.as_str() {
             KEY_MAX => Some(r.max),
-            KEY_BUCKETS => t
-                .value
-                .parse::<u64>()
-                .ok()
-                .filter(|b| r.buckets > *b)
-                .map(|_| r.buckets),
+            KEY_BUCKETS => {
+                let more = t.value.parse::<u64>().is_ok_and(|b| r.buckets > b);
+                more.then_some(r.buckets)
+            }
             _ => None,
         };
         if let Some(v) = grown {
