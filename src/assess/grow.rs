@@ -296,8 +296,7 @@ impl GrowTracker {
         let cap = cap_max(p.budget_bytes, bpe, |m| s.buckets_at(m, live));
         let rate_max = s
             .new_flow_rate
-            .map(|r| size_for(r, s.udp_timeout, p.headroom).max)
-            .unwrap_or(0);
+            .map_or(0, |r| size_for(r, s.udp_timeout, p.headroom).max);
         let needed = s.max.saturating_mul(2).max(rate_max).min(MAX_CONNTRACK_MAX);
         let note = LimitedNote {
             cap,
@@ -323,22 +322,21 @@ impl GrowTracker {
         let buckets_after = s.buckets_at(max_after, live);
         let mut reason = trigger.clone();
         if rate_max > s.max.saturating_mul(2) {
-            let rate = s.new_flow_rate.unwrap_or(0.0);
+            let (rate, held) = (s.new_flow_rate.unwrap_or(0.0), s.udp_timeout);
             let _ = write!(
                 reason,
-                "; sized by plan for {rate:.0} new flows/s held {} s",
-                s.udp_timeout
+                "; sized by plan for {rate:.0} new flows/s held {held} s"
             );
         }
         if max_after < needed {
             let _ = write!(reason, "; capped by the budget (wanted {needed})");
         }
         if !live && s.buckets > 0 && target > s.buckets {
+            let (kept, n, limit) = (s.buckets, s.table_count, p.live_resize_limit);
             let _ = write!(
                 reason,
-                "; buckets stay {} until the next boot: a live resize of {} entries \
-                 (limit {}) would stall packets",
-                s.buckets, s.table_count, p.live_resize_limit
+                "; buckets stay {kept} until the next boot: a live resize of {n} entries \
+                 (limit {limit}) would stall packets"
             );
         }
         let growth = Growth {

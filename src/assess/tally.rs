@@ -16,7 +16,7 @@
 //!   `time_squeeze` (the budget ran out: a sign of the same pressure).
 
 use crate::kernel::ctstats::CtCounter;
-use crate::kernel::percpu::{CounterSet, Window};
+use crate::kernel::percpu::{CounterSet, CpuRow, Window};
 use crate::kernel::snmp::UdpStats;
 use crate::kernel::softnet::SoftnetCounter;
 
@@ -193,8 +193,7 @@ impl Tally {
             .iter()
             .enumerate()
             .filter(|(i, c)| self.has(c.name) && (*i < 3 || self.get(c.name) > 0))
-            .map(|(_, c)| c)
-            .map(|c| format!("{} +{}", c.name, self.get(c.name)))
+            .map(|(_, c)| format!("{} +{}", c.name, self.get(c.name)))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -213,29 +212,26 @@ fn ct_counter(name: &str) -> Option<CtCounter> {
     CtCounter::ALL.iter().copied().find(|c| c.name() == name)
 }
 
+/// A window as a tally: the increase of each of `counts` the source has,
+/// and per CPU the sum of the `loss` counters.
+fn of_window<K: CounterSet>(w: &Window<K>, counts: &[(&'static str, K)], loss: &[K]) -> Tally {
+    let cpu_loss = |r: &CpuRow<K>| loss.iter().map(|k| u64::from(r.get(*k).unwrap_or(0))).sum();
+    Tally {
+        counts: counts
+            .iter()
+            .filter_map(|&(n, k)| Some((n, w.sum(k)?)))
+            .collect(),
+        per_cpu: w.per_cpu().iter().map(|r| (r.cpu, cpu_loss(r))).collect(),
+    }
+}
+
 /// A conntrack window as a tally (loss per CPU: the loss counters summed).
 pub fn conntrack(w: &Window<CtCounter>) -> Tally {
-    let counters = CONNTRACK.counters.iter();
-    let loss: Vec<CtCounter> = counters
-        .clone()
-        .filter(|c| c.loss)
-        .filter_map(|c| ct_counter(c.name))
-        .collect();
-    Tally {
-        counts: counters
-            .filter_map(|c| Some((c.name, w.sum(ct_counter(c.name)?)?)))
-            .collect(),
-        per_cpu: w
-            .per_cpu()
-            .iter()
-            .map(|r| {
-                (
-                    r.cpu,
-                    loss.iter().map(|k| u64::from(r.get(*k).unwrap_or(0))).sum(),
-                )
-            })
-            .collect(),
-    }
+    let known = |c: &Counter| Some((c.name, ct_counter(c.name)?));
+    let counts: Vec<_> = CONNTRACK.counters.iter().filter_map(known).collect();
+    let loss = CONNTRACK.counters.iter().filter(|c| c.loss);
+    let loss: Vec<_> = loss.filter_map(|c| ct_counter(c.name)).collect();
+    of_window(w, &counts, &loss)
 }
 
 /// A UDP MIB increase as a tally (IPv4 and IPv6 added; no CPUs).
@@ -255,24 +251,10 @@ pub fn socket(d: &UdpStats) -> Tally {
 
 /// A softnet window as a tally (loss per CPU: `dropped`).
 pub fn backlog(w: &Window<SoftnetCounter>) -> Tally {
-    let counts = [
-        ("dropped", SoftnetCounter::Dropped),
-        ("time_squeeze", SoftnetCounter::TimeSqueeze),
-    ];
-    Tally {
-        counts: counts
-            .into_iter()
-            .filter_map(|(n, k)| Some((n, w.sum(k)?)))
-            .collect(),
-        per_cpu: w
-            .per_cpu()
-            .iter()
-            .map(|r| {
-                (
-                    r.cpu,
-                    u64::from(r.get(SoftnetCounter::Dropped).unwrap_or(0)),
-                )
-            })
-            .collect(),
-    }
+    use SoftnetCounter::{Dropped, TimeSqueeze};
+    of_window(
+        w,
+        &[("dropped", Dropped), ("time_squeeze", TimeSqueeze)],
+        &[Dropped],
+    )
 }
