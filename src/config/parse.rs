@@ -587,15 +587,13 @@ struct Entries<'a, I> {
     value: Option<(&'a str, &'a Spanned<DeValue<'a>>)>,
 }
 
-impl<'de, 'a, I> MapAccess<'de> for Entries<'a, I>
-where
-    I: Iterator<
-        Item = (
-            &'a Spanned<toml::de::DeString<'a>>,
-            &'a Spanned<DeValue<'a>>,
-        ),
-    >,
-{
+/// One `key = value` of toml's tree.
+type KeyValue<'a> = (
+    &'a Spanned<toml::de::DeString<'a>>,
+    &'a Spanned<DeValue<'a>>,
+);
+
+impl<'de, 'a, I: Iterator<Item = KeyValue<'a>>> MapAccess<'de> for Entries<'a, I> {
     type Error = DeError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(

@@ -87,19 +87,11 @@ pub enum ModuleError {
         modules: PathBuf,
     },
     /// Loading failed for a reason other than permission (exit 69).
-    #[error("conntrack unavailable: {source}")]
-    LoadFailed {
-        /// What the loader said.
-        #[source]
-        source: LoadError,
-    },
+    #[error("conntrack unavailable: {0}")]
+    LoadFailed(#[source] LoadError),
     /// Loading was refused: CAP_SYS_MODULE is missing (exit 77).
-    #[error("{source}")]
-    LoadDenied {
-        /// What the loader said.
-        #[source]
-        source: LoadError,
-    },
+    #[error("{0}")]
+    LoadDenied(#[source] LoadError),
     /// The module loaded but its sysctl keys did not appear in time (exit 69).
     #[error(
         "conntrack unavailable: {MODULE} was loaded but {} did not appear within {wait:?}",
@@ -147,12 +139,10 @@ pub fn ensure(
     if dry_run {
         return Ok(ModuleState::WouldLoad(options));
     }
-    loader
-        .load(MODULE, &options)
-        .map_err(|source| match source {
-            LoadError::Permission(_) => ModuleError::LoadDenied { source },
-            source => ModuleError::LoadFailed { source },
-        })?;
+    loader.load(MODULE, &options).map_err(|e| match e {
+        LoadError::Permission(_) => ModuleError::LoadDenied(e),
+        e => ModuleError::LoadFailed(e),
+    })?;
     // The sysctl table is registered during module init; allow a bounded
     // wait in case it lags behind the insert returning.
     let deadline = Instant::now() + wait;
