@@ -60,9 +60,7 @@ pub struct SysRoot {
 impl SysRoot {
     /// The real root, `/`.
     pub fn host() -> Self {
-        SysRoot {
-            base: PathBuf::from("/"),
-        }
+        SysRoot::at("/")
     }
 
     /// A root at `base`. Whether the kernel beyond these files may be

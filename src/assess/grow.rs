@@ -298,11 +298,8 @@ impl GrowTracker {
             .new_flow_rate
             .map_or(0, |r| size_for(r, s.udp_timeout, p.headroom).max);
         let needed = s.max.saturating_mul(2).max(rate_max).min(MAX_CONNTRACK_MAX);
-        let note = LimitedNote {
-            cap,
-            max: s.max,
-            rate_max,
-        };
+        let max = s.max;
+        let note = LimitedNote { cap, max, rate_max };
         if cap <= s.max {
             // At the budget already: the operator's max is kept in silence;
             // the max we grew to is said once more only when something

@@ -48,11 +48,8 @@ impl HealthTracker {
         level: Level,
     ) -> (Reading, Vec<Event>) {
         match reading {
-            FillReading::Read { count, max } if *max > 0 => {
-                let fill = Fill {
-                    count: *count,
-                    max: *max,
-                };
+            &FillReading::Read { count, max } if max > 0 => {
+                let fill = Fill { count, max };
                 let out = self.sampled(&fill, level);
                 (Reading::Fill(fill), out)
             }

@@ -81,10 +81,8 @@ impl NsTrackers {
                 // state, say nothing; the next scan tries again.
                 Err(_) => {}
                 Ok(s) if s.max > 0 => {
-                    let fill = Fill {
-                        count: s.count,
-                        max: s.max,
-                    };
+                    let (count, max) = (s.count, s.max);
+                    let fill = Fill { count, max };
                     let mut evs = tr.level.step(t, &fill, Fullness::default(), now);
                     // A namespace's unreadable counters are said by the
                     // scan's own report, not as an event here.

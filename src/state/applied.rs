@@ -91,10 +91,8 @@ pub fn write(root: &SysRoot) -> Result<(), PathError> {
             .create(dir)
             .map_err(PathError::on(dir))?;
     }
-    write_atomic(
-        &path,
-        mark_text(boot.as_deref().map(str::trim), uptime).as_bytes(),
-    )
+    let text = mark_text(boot.as_deref().map(str::trim), uptime);
+    write_atomic(&path, text.as_bytes())
 }
 
 #[cfg(test)]

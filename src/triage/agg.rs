@@ -253,10 +253,8 @@ impl Aggregator {
 
         let o = &e.orig;
         let port = if has_ports(o.proto) { o.dport } else { 0 };
-        let ps = self.dport.slot(PortKey {
-            proto: o.proto,
-            port,
-        });
+        let proto = o.proto;
+        let ps = self.dport.slot(PortKey { proto, port });
         ps.count += 1;
         ps.unreplied += u64::from(!replied);
         ps.unassured += u64::from(!assured);
@@ -276,10 +274,8 @@ impl Aggregator {
         } else {
             mask(&mut addr, self.prefix4, 4);
         }
-        *self.source.slot(AddrKey {
-            family: o.family,
-            addr,
-        }) += 1;
+        let family = o.family;
+        *self.source.slot(AddrKey { family, addr }) += 1;
 
         let nk = NatKey {
             dnat,
