@@ -154,36 +154,30 @@ pub enum End {
 /// The receive buffer is allocated once; nothing is allocated per message.
 pub fn dump(msg_type: u16, timeout: Duration, on_msg: &mut dyn FnMut(u16, u16, &[u8])) -> End {
     let deadline = Instant::now() + timeout;
-    let fd = match open_and_send(&dump_request(msg_type, SEQ)) {
-        Ok(fd) => fd,
-        Err(e) => return End::Failed(e.into()),
+    let mut run = || -> Result<End, NetlinkError> {
+        let fd = open_and_send(&dump_request(msg_type, SEQ))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(End::Timeout);
+            }
+            // A zero SO_RCVTIMEO means "block forever": never pass one.
+            let tv = TimeVal::microseconds(left.as_micros().clamp(1, i64::MAX as u128) as i64);
+            setsockopt(&fd, sockopt::ReceiveTimeout, &tv)?;
+            let n = match recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_TRUNC) {
+                Ok(n) if n > buf.len() => Err(Malformed("netlink datagram larger than 64 KiB"))?,
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return Ok(End::Timeout),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if walk(&buf[..n], SEQ, &mut *on_msg)? {
+                return Ok(End::Done);
+            }
+        }
     };
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return End::Timeout;
-        }
-        // A zero SO_RCVTIMEO means "block forever": never pass one.
-        let tv = TimeVal::microseconds(left.as_micros().clamp(1, i64::MAX as u128) as i64);
-        if let Err(e) = setsockopt(&fd, sockopt::ReceiveTimeout, &tv) {
-            return End::Failed(e.into());
-        }
-        let n = match recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_TRUNC) {
-            Ok(n) => n,
-            Err(Errno::EAGAIN) => return End::Timeout,
-            Err(Errno::EINTR) => continue,
-            Err(e) => return End::Failed(e.into()),
-        };
-        if n > buf.len() {
-            return End::Failed(Malformed("netlink datagram larger than 64 KiB"));
-        }
-        match walk(&buf[..n], SEQ, &mut *on_msg) {
-            Ok(true) => return End::Done,
-            Ok(false) => {}
-            Err(e) => return End::Failed(e),
-        }
-    }
+    run().unwrap_or_else(End::Failed)
 }
 
 fn u16_at(b: &[u8], i: usize) -> Option<u16> {

@@ -106,11 +106,8 @@ impl UdpStats {
 
     /// Increase of every counter since `earlier`.
     pub fn delta_since(&self, earlier: &UdpStats) -> UdpStats {
-        let opt = |a: Option<UdpMib>, b: Option<UdpMib>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.delta_since(&b)),
-            (Some(a), None) => Some(a.delta_since(&a)),
-            (None, _) => None,
-        };
+        // A MIB that appeared since counts from its first reading.
+        let opt = |a: Option<UdpMib>, b: Option<UdpMib>| a.map(|a| a.delta_since(&b.unwrap_or(a)));
         UdpStats {
             udp: self.udp.delta_since(&earlier.udp),
             udplite: opt(self.udplite, earlier.udplite),

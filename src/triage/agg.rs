@@ -515,12 +515,12 @@ pub fn advise(a: &Aggregator, udp_timeout: Option<u64>) -> Vec<String> {
                 share(s.unreplied, s.count) * 100.0,
             );
             if s.dnat > 0 {
+                let dnat = share(s.dnat, s.count) * 100.0;
                 let _ = write!(
                     m,
-                    ". But {:.0}% of them are DNATed, and NAT needs conntrack: notrack cannot \
+                    ". But {dnat:.0}% of them are DNATed, and NAT needs conntrack: notrack cannot \
                      be used on this port while it is published through NAT (use host \
-                     networking, shorter timeouts or a larger table)",
-                    share(s.dnat, s.count) * 100.0
+                     networking, shorter timeouts or a larger table)"
                 );
             }
             m.push('.');
