@@ -169,9 +169,7 @@ fn find_by_process(root: &SysRoot, found: &mut BTreeMap<u64, Found>, stats: &mut
                 let f = found.entry(ino).or_default();
                 f.processes += 1;
                 // readdir of /proc is not promised to be sorted.
-                if f.pid.map_or(true, |p| pid < p) {
-                    f.pid = Some(pid);
-                }
+                f.pid = Some(f.pid.map_or(pid, |p| p.min(pid)));
             }
             // Exited since readdir, or a kernel thread: not an error.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -199,14 +197,12 @@ fn find_bind_mounts(root: &SysRoot, found: &mut BTreeMap<u64, Found>) {
             let Ok(m) = std::fs::metadata(&path) else {
                 continue;
             };
-            let known = found.contains_key(&m.ino());
-            if !known && nsfs_dev != Some(m.dev()) {
+            if !found.contains_key(&m.ino()) && nsfs_dev != Some(m.dev()) {
                 continue;
             }
+            let name = e.file_name().to_string_lossy().into_owned();
             let f = found.entry(m.ino()).or_default();
-            if f.bind.is_none() {
-                f.bind = Some((e.file_name().to_string_lossy().into_owned(), path));
-            }
+            f.bind.get_or_insert((name, path));
         }
     }
 }
