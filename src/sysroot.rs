@@ -239,10 +239,8 @@ fn write_nofollow(path: &Path, value: &str) -> Result<(), PathError> {
 /// symlink or file planted at that name is never followed or reused.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PathError> {
     let err = PathError::on(path);
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = parent.unwrap_or(Path::new("."));
     let mut name = std::ffi::OsString::from(".");
     name.push(path.file_name().unwrap_or_default());
     let (tmp, mut f) = (0..16)

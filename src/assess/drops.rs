@@ -61,10 +61,8 @@ impl DropTracker {
         level: Level,
         now: Duration,
     ) -> Vec<Event> {
-        let dt = self
-            .last_sample_at
-            .map(|p| now.saturating_sub(p))
-            .filter(|d| !d.is_zero());
+        let dt = self.last_sample_at.map(|p| now.saturating_sub(p));
+        let dt = dt.filter(|d| !d.is_zero());
         self.last_sample_at = Some(now);
         let Some(delta) = delta else {
             return Vec::new();

@@ -104,10 +104,8 @@ impl NsTrackers {
 
     /// At exit: close every namespace's drop incident.
     pub fn flush(&mut self, now: Duration) -> Vec<Event> {
-        std::mem::take(&mut self.by_inode)
-            .into_values()
-            .flat_map(|t| t.close(now))
-            .collect()
+        let all = std::mem::take(&mut self.by_inode);
+        all.into_values().flat_map(|t| t.close(now)).collect()
     }
 
     /// Each namespace's drop, early_drop and insert_failed increases since

@@ -140,10 +140,8 @@ pub struct Tally {
 impl Tally {
     /// The increase of `name` (0 when absent).
     pub fn get(&self, name: &str) -> u64 {
-        self.counts
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or(0, |(_, v)| *v)
+        let found = self.counts.iter().find(|(n, _)| *n == name);
+        found.map_or(0, |(_, v)| *v)
     }
 
     /// Whether the kernel has `name` at all.
@@ -153,11 +151,8 @@ impl Tally {
 
     /// Packets lost: the sum of the loss counters of `signal`.
     pub fn loss(&self, signal: &Signal) -> u64 {
-        signal
-            .counters
-            .iter()
-            .filter(|c| c.loss)
-            .fold(0u64, |a, c| a.saturating_add(self.get(c.name)))
+        let loss = signal.counters.iter().filter(|c| c.loss);
+        loss.fold(0u64, |a, c| a.saturating_add(self.get(c.name)))
     }
 
     /// Add `other` into this one, counter by counter and CPU by CPU.
@@ -169,17 +164,12 @@ impl Tally {
     /// The CPU that carries at least `share` of the loss, with its share,
     /// when two or more CPUs reported.
     pub fn hot_cpu(&self, share: f64) -> Option<(u32, f64)> {
-        let total = self
-            .per_cpu
-            .iter()
-            .fold(0u64, |a, (_, v)| a.saturating_add(*v));
+        let cpus = self.per_cpu.iter();
+        let total = cpus.clone().fold(0u64, |a, (_, v)| a.saturating_add(*v));
         if self.per_cpu.len() < 2 || total == 0 {
             return None;
         }
-        let (cpu, top) = self
-            .per_cpu
-            .iter()
-            .max_by_key(|(c, v)| (*v, std::cmp::Reverse(*c)))?;
+        let (cpu, top) = cpus.max_by_key(|(c, v)| (*v, std::cmp::Reverse(*c)))?;
         let s = *top as f64 / total as f64;
         (s >= share).then_some((*cpu, s))
     }

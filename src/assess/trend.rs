@@ -26,11 +26,8 @@ impl Trend {
     /// and nothing older than the window, so the length is bounded.
     pub fn push(&mut self, now: Duration, count: u64) {
         let spacing = TREND_WINDOW / TREND_POINTS as u32;
-        if self
-            .points
-            .back()
-            .map_or(true, |(t, _)| now.saturating_sub(*t) >= spacing)
-        {
+        let last = self.points.back();
+        if last.map_or(true, |(t, _)| now.saturating_sub(*t) >= spacing) {
             self.points.push_back((now, count));
         }
         while self
@@ -69,12 +66,8 @@ impl Trend {
         if now.saturating_sub(first) < Duration::from_secs(2) {
             return None;
         }
-        let pts = self
-            .points
-            .iter()
-            .copied()
-            .filter(|(t, _)| *t < now)
-            .chain(std::iter::once((now, count)));
+        let past = self.points.iter().copied().filter(|(t, _)| *t < now);
+        let pts = past.chain(std::iter::once((now, count)));
         let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
         for (t, c) in pts {
             // Relative to the first point, so the squares stay small.

@@ -94,11 +94,8 @@ pub enum CounterSource {
 /// in every version, so a header without it is not this file.
 pub fn parse_ct_stat(text: &str) -> Result<CtTable, StatError> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines
-        .next()
-        .ok_or(StatError::Empty)?
-        .split_whitespace()
-        .collect();
+    let first = lines.next().ok_or(StatError::Empty)?;
+    let header: Vec<&str> = first.split_whitespace().collect();
     if !header.contains(&"drop") {
         return Err(StatError::MissingColumn("drop"));
     }

@@ -266,11 +266,8 @@ mod ffi {
         // SAFETY: the caller passes a live handle; name is NUL-terminated.
         let p = unsafe { libc::dlsym(lib, name.as_ptr()) };
         if p.is_null() {
-            return Err(io::Error::other(format!(
-                "libkmod lacks {}: {}",
-                name.to_string_lossy(),
-                dl_error()
-            )));
+            let (name, why) = (name.to_string_lossy(), dl_error());
+            return Err(io::Error::other(format!("libkmod lacks {name}: {why}")));
         }
         // SAFETY: same size (asserted above), and the caller vouches that T
         // is the function's type.
@@ -293,10 +290,8 @@ mod ffi {
             // initialisers with preconditions.
             let lib = unsafe { libc::dlopen(LIBKMOD.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
             if lib.is_null() {
-                return Err(io::Error::other(format!(
-                    "cannot open libkmod: {}",
-                    dl_error()
-                )));
+                let why = dl_error();
+                return Err(io::Error::other(format!("cannot open libkmod: {why}")));
             }
             // SAFETY (each): lib is live, and each type alias above is the
             // prototype from libkmod.h.
@@ -345,9 +340,8 @@ mod ffi {
             return Err(failed(io::Error::from_raw_os_error(-rc)));
         }
         if module.is_null() {
-            return Err(failed(io::Error::other(
-                "kmod_module_new_from_name returned no module",
-            )));
+            let why = "kmod_module_new_from_name returned no module";
+            return Err(failed(io::Error::other(why)));
         }
         let module = Unref(module, api.module_unref);
         // SAFETY: a live module, NUL-terminated options, NULL callbacks and

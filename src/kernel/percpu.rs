@@ -127,10 +127,8 @@ impl<K: CounterSet> CpuTable<K> {
 
     /// The value of `k` on `cpu`.
     pub fn get(&self, cpu: u32, k: K) -> Option<u32> {
-        self.rows
-            .binary_search_by_key(&cpu, |r| r.cpu)
-            .ok()
-            .and_then(|i| self.rows[i].get(k))
+        let i = self.rows.binary_search_by_key(&cpu, |r| r.cpu).ok()?;
+        self.rows[i].get(k)
     }
 
     /// Whether any row has `k`.
@@ -143,10 +141,8 @@ impl<K: CounterSet> CpuTable<K> {
     /// [`DeltaTracker::monotonic`] for a Prometheus counter. `None` when no
     /// CPU has the counter.
     pub fn total(&self, k: K) -> Option<u64> {
-        self.rows
-            .iter()
-            .filter_map(|r| r.get(k))
-            .fold(None, |acc, v| Some(acc.unwrap_or(0) + u64::from(v)))
+        let values = self.rows.iter().filter_map(|r| r.get(k));
+        values.fold(None, |acc, v| Some(acc.unwrap_or(0) + u64::from(v)))
     }
 
     /// Number of CPU rows.
@@ -290,13 +286,14 @@ impl<K: CounterSet> DeltaTracker<K> {
     /// first reading.
     pub fn save(&self) -> Option<Saved> {
         let ids = self.last_ids?;
+        let rows = self
+            .last
+            .iter()
+            .map(|r| (r.cpu, r.values.clone()))
+            .collect();
         Some(Saved {
             kernel_ids: ids == CpuIds::Kernel,
-            rows: self
-                .last
-                .iter()
-                .map(|r| (r.cpu, r.values.clone()))
-                .collect(),
+            rows,
             totals: self.monotonic.clone(),
         })
     }
@@ -327,11 +324,8 @@ impl<K: CounterSet> DeltaTracker<K> {
             let mut sum = 0u64;
             for row in &table.rows {
                 let Some(now) = row.values[j] else { continue };
-                let then = saved
-                    .rows
-                    .iter()
-                    .find(|r| r.0 == row.cpu)
-                    .and_then(|r| r.1[j]);
+                let saved_row = saved.rows.iter().find(|r| r.0 == row.cpu);
+                let then = saved_row.and_then(|r| r.1[j]);
                 sum += match then {
                     Some(then) if now < then && then < RESET_BELOW => return None,
                     Some(then) => u64::from(delta_u32(now, then)),
@@ -351,11 +345,8 @@ impl<K: CounterSet> DeltaTracker<K> {
     /// Take a reading; return what changed since the previous one.
     pub fn step(&mut self, table: &CpuTable<K>) -> Window<K> {
         let baseline = self.last_ids.is_none();
-        let resumed = self
-            .resume
-            .take()
-            .filter(|_| baseline)
-            .and_then(|s| Self::resumed_totals(&s, table));
+        let saved = self.resume.take().filter(|_| baseline);
+        let resumed = saved.and_then(|s| Self::resumed_totals(&s, table));
         // Rows known only by position cannot be matched once their number
         // changes; neither can rows across a change of identification.
         let rebase = self.last_ids != Some(table.ids)

@@ -167,11 +167,9 @@ fn read_here() -> Result<NsSample, SampleError> {
 /// watchdog: call it for a namespace of a [`crate::netns::scan`], off the
 /// sampling cadence; a [`SampleError::vanished`] result means "forget it".
 pub fn sample(ns: &Namespace) -> Result<NsSample, SampleError> {
+    let vanished = NetnsError::Vanished { inode: ns.inode };
     let mut v = sample_all(std::slice::from_ref(ns));
-    v.pop()
-        .unwrap_or(Err(SampleError::Enter(NetnsError::Vanished {
-            inode: ns.inode,
-        })))
+    v.pop().unwrap_or(Err(SampleError::Enter(vanished)))
 }
 
 /// [`sample`] for many namespaces on one short-lived thread (cheaper than
