@@ -178,14 +178,10 @@ impl Tally {
     /// counters always (where the kernel has them), the others only when
     /// they rose.
     pub fn text(&self, signal: &Signal) -> String {
-        signal
-            .counters
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| self.has(c.name) && (*i < 3 || self.get(c.name) > 0))
-            .map(|(_, c)| format!("{} +{}", c.name, self.get(c.name)))
-            .collect::<Vec<_>>()
-            .join(", ")
+        let shown = signal.counters.iter().enumerate();
+        let shown = shown.filter(|(i, c)| self.has(c.name) && (*i < 3 || self.get(c.name) > 0));
+        let parts = shown.map(|(_, c)| format!("{} +{}", c.name, self.get(c.name)));
+        parts.collect::<Vec<_>>().join(", ")
     }
 }
 

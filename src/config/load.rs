@@ -56,10 +56,8 @@ pub fn load(root: &SysRoot, explicit: Option<&Path>) -> Result<Config, ConfigErr
     }
     // The size can change after the fstat; the limit holds on the read too.
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    Read::by_ref(&mut file)
-        .take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err)?;
+    let mut limited = Read::by_ref(&mut file).take(MAX_CONFIG_BYTES + 1);
+    limited.read_to_end(&mut bytes).map_err(io_err)?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
         return Err(too_big(format!("more than {MAX_CONFIG_BYTES}")));
     }

@@ -40,12 +40,10 @@ impl KernelTarget {
 
 /// The page size of the running system (the kernel rounds to it).
 pub fn page_size() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|v| u64::try_from(v).ok())
-        .filter(|v| *v > 0)
-        .unwrap_or(4096)
+    use nix::unistd::{sysconf, SysconfVar};
+    let size = sysconf(SysconfVar::PAGE_SIZE).ok().flatten();
+    let size = size.and_then(|v| u64::try_from(v).ok());
+    size.filter(|v| *v > 0).unwrap_or(4096)
 }
 
 /// Buckets come in multiples of this: one page of bucket pointers.

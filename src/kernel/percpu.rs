@@ -214,11 +214,8 @@ impl<K: CounterSet> Window<K> {
         if total == 0 || self.per_cpu.iter().filter(|r| r.get(k).is_some()).count() < 2 {
             return None;
         }
-        let (cpu, delta) = self
-            .per_cpu
-            .iter()
-            .filter_map(|r| r.get(k).map(|d| (r.cpu, d)))
-            .max_by_key(|&(cpu, d)| (d, std::cmp::Reverse(cpu)))?;
+        let deltas = self.per_cpu.iter().filter_map(|r| Some((r.cpu, r.get(k)?)));
+        let (cpu, delta) = deltas.max_by_key(|&(cpu, d)| (d, std::cmp::Reverse(cpu)))?;
         let share = f64::from(delta) / total as f64;
         (share >= min_share).then_some(HotCpu {
             cpu,
@@ -286,14 +283,10 @@ impl<K: CounterSet> DeltaTracker<K> {
     /// first reading.
     pub fn save(&self) -> Option<Saved> {
         let ids = self.last_ids?;
-        let rows = self
-            .last
-            .iter()
-            .map(|r| (r.cpu, r.values.clone()))
-            .collect();
+        let rows = self.last.iter().map(|r| (r.cpu, r.values.clone()));
         Some(Saved {
             kernel_ids: ids == CpuIds::Kernel,
-            rows,
+            rows: rows.collect(),
             totals: self.monotonic.clone(),
         })
     }

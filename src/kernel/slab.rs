@@ -126,10 +126,8 @@ pub fn object_bytes(root: &SysRoot) -> Option<u64> {
             .and_then(|s| s.trim().parse::<u64>().ok())
             .filter(|n| *n > 0)
     };
-    read_slabinfo(root)
-        .ok()
-        .or_else(|| sysfs("slab_size"))
-        .or_else(|| sysfs("object_size"))
+    let slab = read_slabinfo(root).ok().or_else(|| sysfs("slab_size"));
+    slab.or_else(|| sysfs("object_size"))
 }
 
 /// Bytes per entry measured on the running kernel (the slab object plus the
@@ -141,10 +139,8 @@ pub fn measured_entry_bytes(root: &SysRoot) -> Option<u64> {
 
 /// Parse the handed-off figure: one number in a believable range.
 pub fn parse_handoff(text: &str) -> Option<u64> {
-    text.trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|n| HANDOFF_RANGE.contains(n))
+    let n = text.trim().parse::<u64>().ok()?;
+    HANDOFF_RANGE.contains(&n).then_some(n)
 }
 
 /// The figure apply handed off under `root`, if any and believable.

@@ -50,11 +50,9 @@ pub fn mark_text(boot_id: Option<&str>, uptime: Option<&str>) -> String {
 
 /// The value of `key` in a mark's text.
 fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
+    let mut pairs = text.lines().filter_map(|l| l.split_once('='));
+    let (_, v) = pairs.find(|(k, _)| k.trim() == key)?;
+    Some(v.trim()).filter(|v| !v.is_empty())
 }
 
 /// Judge a mark (`None`: there is none) against this boot's id
@@ -85,11 +83,8 @@ pub fn write(root: &SysRoot) -> Result<(), PathError> {
     let uptime = uptime.as_deref().and_then(|u| u.split_whitespace().next());
     let path = root.path(MARK);
     if let Some(dir) = path.parent() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(PathError::on(dir))?;
+        let made = DirBuilder::new().recursive(true).mode(0o755).create(dir);
+        made.map_err(PathError::on(dir))?;
     }
     let text = mark_text(boot.as_deref().map(str::trim), uptime);
     write_atomic(&path, text.as_bytes())

@@ -355,10 +355,8 @@ pub fn read(root: &SysRoot, rel: &str) -> Result<Option<Remembered>, StateError>
     }
     // The file can grow after the fstat: the limit holds on the read too.
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    Read::by_ref(&mut file)
-        .take(MAX_STATE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err)?;
+    let mut limited = Read::by_ref(&mut file).take(MAX_STATE_BYTES + 1);
+    limited.read_to_end(&mut bytes).map_err(io_err)?;
     if bytes.len() as u64 > MAX_STATE_BYTES {
         return Err(StateError::TooBig(path));
     }
