@@ -286,11 +286,8 @@ fn random_u64() -> u64 {
         Err(_) => {
             use std::hash::{BuildHasher, Hasher};
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-            );
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            h.write_u128(now.map_or(0, |d| d.as_nanos()));
             h.finish()
         }
     }

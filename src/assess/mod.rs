@@ -287,26 +287,19 @@ impl State {
     pub fn conntrack_totals(&self) -> Vec<(&'static str, u64)> {
         use crate::kernel::ctstats::CtCounter;
         use crate::kernel::percpu::CounterSet;
-        CONNTRACK
-            .counters
-            .iter()
-            .filter_map(|c| {
-                let k = CtCounter::ALL.iter().find(|k| k.name() == c.name)?;
-                Some((c.name, self.counters.deltas.monotonic(*k)?))
-            })
-            .collect()
+        let total = |c: &tally::Counter| {
+            let k = CtCounter::ALL.iter().find(|k| k.name() == c.name)?;
+            Some((c.name, self.counters.deltas.monotonic(*k)?))
+        };
+        CONNTRACK.counters.iter().filter_map(total).collect()
     }
 
     /// The backlog counters since boot, monotonic, for the metrics.
     pub fn backlog_totals(&self) -> Vec<(&'static str, u64)> {
-        use crate::kernel::softnet::SoftnetCounter;
-        [
-            ("dropped", SoftnetCounter::Dropped),
-            ("time_squeeze", SoftnetCounter::TimeSqueeze),
-        ]
-        .into_iter()
-        .filter_map(|(n, k)| Some((n, self.backlog.deltas.monotonic(k)?)))
-        .collect()
+        use crate::kernel::softnet::SoftnetCounter::{Dropped, TimeSqueeze};
+        let named = [("dropped", Dropped), ("time_squeeze", TimeSqueeze)];
+        let total = |(n, k)| Some((n, self.backlog.deltas.monotonic(k)?));
+        named.into_iter().filter_map(total).collect()
     }
 
     /// The per-CPU counter state behind the metrics' totals, for the next

@@ -64,10 +64,9 @@ pub fn ram_bytes(root: &SysRoot) -> Option<u64> {
 
 /// Parse MemTotal (kB) out of meminfo text.
 pub fn parse_memtotal(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kb| kb.saturating_mul(1024))
+    let kb = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+    let kb: u64 = kb.split_whitespace().next()?.parse().ok()?;
+    Some(kb.saturating_mul(1024))
 }
 
 /// [`read_u64`] where the reason does not matter: `None` when absent,

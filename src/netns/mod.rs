@@ -131,9 +131,8 @@ pub fn scan_with(root: &SysRoot, cache: &mut OwnerCache) -> (Vec<Namespace>, Sca
     let mut found: BTreeMap<u64, Found> = BTreeMap::new();
     // PID 1's namespace is "the host", even when this tool runs elsewhere
     // (ip netns exec); our own is the fallback when PID 1 is hidden.
-    let host = link_inode(root, "1")
-        .or_else(|_| link_inode(root, "self"))
-        .ok();
+    let host = link_inode(root, "1").or_else(|_| link_inode(root, "self"));
+    let host = host.ok();
     find_by_process(root, &mut found, &mut stats);
     find_bind_mounts(root, &mut found);
     let mut out: Vec<Namespace> = found
@@ -185,9 +184,8 @@ fn find_bind_mounts(root: &SysRoot, found: &mut BTreeMap<u64, Found>) {
     // A bind-mounted namespace shows the nsfs inode through stat; the file
     // under it without a mount (left by a crash) is an empty tmpfs file,
     // told apart by its device.
-    let nsfs_dev = std::fs::metadata(root.path("proc/self/ns/net"))
-        .ok()
-        .map(|m| m.dev());
+    let nsfs = std::fs::metadata(root.path("proc/self/ns/net"));
+    let nsfs_dev = nsfs.ok().map(|m| m.dev());
     for dir in BIND_DIRS {
         let Ok(rd) = std::fs::read_dir(root.path(dir)) else {
             continue;

@@ -80,11 +80,7 @@ impl Remembered {
 
 /// Control characters (a newline would start a new key) become spaces.
 fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_string()
+    s.replace(|c: char| c.is_control(), " ").trim().to_string()
 }
 
 /// A state text that is not what we write.
