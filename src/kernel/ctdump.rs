@@ -124,9 +124,12 @@ pub fn request(seq: u32) -> [u8; 20] {
 /// the caller keeps what it has aggregated and can say it is partial.
 pub fn dump(timeout: Duration, on_entry: &mut dyn FnMut(&Entry)) -> Result<Outcome, NetlinkError> {
     let mut progress = Progress::default();
-    let end = nfnl::dump(IPCTNL_MSG_CT_GET, timeout, &mut |ty, flags, body| {
-        on_message(ty, flags, body, &mut progress, on_entry)
-    });
+    let end = nfnl::dump(
+        IPCTNL_MSG_CT_GET,
+        nfnl::BUF_TABLE,
+        timeout,
+        &mut |ty, flags, body| on_message(ty, flags, body, &mut progress, on_entry),
+    );
     match end {
         End::Failed(e) if progress.entries == 0 => Err(e),
         end => Ok(Outcome { progress, end }),

@@ -28,9 +28,12 @@ pub fn netlink_available() -> Result<(), NetlinkError> {
 /// Dump the per-CPU statistics of the caller's netns.
 pub fn stats_cpu_table() -> Result<CtTable, NetlinkError> {
     let mut table = CtTable::new(CpuIds::Kernel);
-    match nfnl::dump(IPCTNL_MSG_CT_GET_STATS_CPU, TIMEOUT, &mut |ty, _, p| {
-        add_cpu(ty, p, &mut table)
-    }) {
+    match nfnl::dump(
+        IPCTNL_MSG_CT_GET_STATS_CPU,
+        nfnl::BUF_STATS,
+        TIMEOUT,
+        &mut |ty, _, p| add_cpu(ty, p, &mut table),
+    ) {
         End::Done => {}
         End::Timeout => return Err(NetlinkError::Timeout(TIMEOUT)),
         End::Failed(e) => return Err(e),

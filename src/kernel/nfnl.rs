@@ -148,15 +148,32 @@ pub enum End {
     Failed(NetlinkError),
 }
 
+/// The receive buffer for the per-CPU statistics: a watchdog sample then
+/// touches 8 KiB of heap, not 64 (issue 19's resident-memory target).
+pub const BUF_STATS: usize = 8 * 1024;
+/// The receive buffer for the table dump: the largest datagram a dump sends.
+pub const BUF_TABLE: usize = 32 * 1024;
+
 /// Send the ctnetlink dump request `msg_type` in the calling thread's
 /// network namespace and hand every data message of the answer to
 /// `on_msg(type, flags, payload)` until NLMSG_DONE, an error, or `timeout`.
-/// The receive buffer is allocated once; nothing is allocated per message.
-pub fn dump(msg_type: u16, timeout: Duration, on_msg: &mut dyn FnMut(u16, u16, &[u8])) -> End {
+/// The receive buffer of `buf_len` bytes is allocated once; nothing is
+/// allocated per message. The kernel sizes each dump datagram to the
+/// reader's buffer, at most 32 KiB (`netlink_recvmsg` caps
+/// `max_recvmsg_len` at `SKB_WITH_OVERHEAD(32768)`), and the first one to
+/// `NLMSG_GOODSIZE` (at most 8 KiB): [`BUF_STATS`] holds any statistics
+/// answer and [`BUF_TABLE`] any table datagram, and a longer one is
+/// reported, never cut.
+pub fn dump(
+    msg_type: u16,
+    buf_len: usize,
+    timeout: Duration,
+    on_msg: &mut dyn FnMut(u16, u16, &[u8]),
+) -> End {
     let deadline = Instant::now() + timeout;
     let mut run = || -> Result<End, NetlinkError> {
         let fd = open_and_send(&dump_request(msg_type, SEQ))?;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; buf_len];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -166,7 +183,9 @@ pub fn dump(msg_type: u16, timeout: Duration, on_msg: &mut dyn FnMut(u16, u16, &
             let tv = TimeVal::microseconds(left.as_micros().clamp(1, i64::MAX as u128) as i64);
             setsockopt(&fd, sockopt::ReceiveTimeout, &tv)?;
             let n = match recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_TRUNC) {
-                Ok(n) if n > buf.len() => Err(Malformed("netlink datagram larger than 64 KiB"))?,
+                Ok(n) if n > buf.len() => {
+                    Err(Malformed("netlink datagram larger than the buffer"))?
+                }
                 Ok(n) => n,
                 Err(Errno::EAGAIN) => return Ok(End::Timeout),
                 Err(Errno::EINTR) => continue,

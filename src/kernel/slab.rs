@@ -6,11 +6,13 @@
 //! when any extension (NAT, accounting, timestamps, labels, events, a
 //! helper) is attached, a separately kmalloc'd extension area. The slab
 //! object size is read from the running kernel:
-//! - `/proc/slabinfo` (mode 0400, root only: apply can read it), the
-//!   `<objsize>` column of the `nf_conntrack` row: 256 B measured on 6.18;
-//! - else `/sys/kernel/slab/nf_conntrack/slab_size` (the same figure: the
-//!   object with its alignment), then `object_size` (the bare struct: 248 B
-//!   on Debian's 6.1, 6.12 and here), both 0400 on this kernel too.
+//! - `/sys/kernel/slab/nf_conntrack/slab_size` (SLUB, mode 0400: the object
+//!   with its alignment, 256 B measured on 6.18), one small file;
+//! - else `/proc/slabinfo` (0400), the `<objsize>` column of the
+//!   `nf_conntrack` row, the same figure: the kernel formats every cache to
+//!   make it, so it is read only when sysfs has no answer;
+//! - else `object_size` (the bare struct: 248 B on Debian's 6.1, 6.12 and
+//!   here).
 //!
 //! The extension area cannot be read per entry. `nf_ct_ext_add()`
 //! (net/netfilter/nf_conntrack_extend.c) allocates at least
@@ -126,7 +128,7 @@ pub fn object_bytes(root: &SysRoot) -> Option<u64> {
             .and_then(|s| s.trim().parse::<u64>().ok())
             .filter(|n| *n > 0)
     };
-    let slab = read_slabinfo(root).ok().or_else(|| sysfs("slab_size"));
+    let slab = sysfs("slab_size").or_else(|| read_slabinfo(root).ok());
     slab.or_else(|| sysfs("object_size"))
 }
 
@@ -249,11 +251,14 @@ kmalloc-128         4288   4288    128   32    1 : tunables    0    0    0 : sla
             SLABINFO_618.replace("256", "320"),
         )
         .unwrap();
+        // sysfs's slab_size is read first (one small file).
+        assert_eq!(object_bytes(&root), Some(256));
+        std::fs::remove_file(slab.join("slab_size")).unwrap();
         assert_eq!(object_bytes(&root), Some(320));
         assert_eq!(entry_bytes(&root), 320 + EXTENSION_BYTES);
-        // Garbage in slabinfo falls through to sysfs.
+        // Garbage in slabinfo falls through to object_size.
         std::fs::write(dir.path().join(SLABINFO), "garbage").unwrap();
-        assert_eq!(object_bytes(&root), Some(256));
+        assert_eq!(object_bytes(&root), Some(248));
     }
 
     #[test]
