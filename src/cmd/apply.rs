@@ -34,7 +34,6 @@ pub(crate) enum Direction {
     Change,
 }
 
-/// The outcome of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// Already at its target; not written.
@@ -85,7 +84,6 @@ pub(crate) struct Row {
     note: Option<String>,
 }
 
-/// What apply did.
 #[derive(Debug, Clone)]
 pub(crate) struct Report {
     rows: Vec<Row>,
@@ -93,7 +91,6 @@ pub(crate) struct Report {
     dry_run: bool,
     /// Non-fatal warnings (memory above 10% of RAM, ...).
     warnings: Vec<String>,
-    /// Config source, for messages.
     source: String,
     /// The grown max this run started from instead of the configured one.
     grown: Option<(Remembered, GrownFrom)>,
@@ -224,12 +221,9 @@ impl Report {
             ("CONNTRACK_UDP_TIMEOUT", KEY_UDP_TIMEOUT),
             ("CONNTRACK_UDP_TIMEOUT_STREAM", KEY_UDP_TIMEOUT_STREAM),
         ] {
-            if let Some(r) = self.rows.iter().find(|r| r.key == key) {
-                ev = ev.field(
-                    field,
-                    r.after.clone().or(r.before.clone()).unwrap_or_default(),
-                );
-            }
+            let row = self.rows.iter().find(|r| r.key == key);
+            let value = row.map(|r| r.after.clone().or(r.before.clone()).unwrap_or_default());
+            ev = ev.field_opt(field, value);
         }
         if let Some((r, _)) = &self.grown {
             ev = ev
@@ -676,7 +670,6 @@ fn ensure_ctnetlink(host: &Host) -> Option<String> {
     }
 }
 
-/// The module that carries ctnetlink.
 pub(crate) const CTNETLINK_MODULE: &str = "nf_conntrack_netlink";
 
 /// The most entries any network namespace holds: max is global and each

@@ -21,7 +21,6 @@ use crate::triage::{Dim, GROUP_CAP};
 /// Default time bound of one dump.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `conntrack-guard top --help`.
 pub(crate) const HELP: &str = "\
 conntrack-guard top - who is filling the conntrack table
 
@@ -106,7 +105,6 @@ pub(crate) struct Report {
     count_before: Option<u64>,
     count_after: Option<u64>,
     max: Option<u64>,
-    /// Wall time of the read.
     elapsed_ms: u64,
     groups: Vec<DimReport>,
     /// What the patterns suggest.

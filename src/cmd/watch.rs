@@ -53,7 +53,6 @@ use crate::triage;
 /// Waits shorter than this are plain sleeps (see [`SignalWait::wait`]).
 const SHORT_WAIT: Duration = Duration::from_millis(20);
 
-/// Signals received while waiting.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Received {
     stop: bool,
@@ -621,22 +620,17 @@ impl Watcher<'_> {
                 ));
                 self.cfg = cfg;
             }
-            Err(e) => {
-                let mut ev = Event::new(
+            Err(e) => sink.emit(
+                &Event::new(
                     Priority::Err,
                     "reload",
                     ids::RELOAD,
                     format!("invalid configuration, keeping the previous one: {e}"),
                 )
-                .field("CONNTRACK_CONFIG_FILE", e.file.display());
-                if let Some(key) = &e.key {
-                    ev = ev.field("CONNTRACK_CONFIG_KEY", key);
-                }
-                if let Some(line) = e.line {
-                    ev = ev.field("CONNTRACK_CONFIG_LINE", line);
-                }
-                sink.emit(&ev);
-            }
+                .field("CONNTRACK_CONFIG_FILE", e.file.display())
+                .field_opt("CONNTRACK_CONFIG_KEY", e.key.as_ref())
+                .field_opt("CONNTRACK_CONFIG_LINE", e.line),
+            ),
         }
         let line = self.status_line();
         let ready = announce.then_some(NotifyState::Ready);
@@ -730,7 +724,6 @@ impl Watcher<'_> {
 // sysctl writes: done on the loop, they never wait for anything but the
 // kernel, and the bucket rehash is bounded by the live-resize limit.
 
-/// Growth's state between samples.
 #[derive(Debug, Default)]
 struct Grower {
     tracker: GrowTracker,
@@ -1065,7 +1058,6 @@ fn spawn<T: Send + 'static>(
 /// How long the exit waits for a stalled journal to take held events.
 const JOURNAL_DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
 
-/// The bound of one triage read.
 pub const TRIAGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn triage_event(
@@ -1090,9 +1082,10 @@ fn triage_event(
                 ("CONNTRACK_TOP_STATE", &t.top_state),
                 ("CONNTRACK_TOP_SOURCE", &t.top_source),
             ] {
-                if let Some(top) = top {
-                    ev = ev.field(field, format!("{} {:.1}%", top.key, top.share * 100.0));
-                }
+                let top = top
+                    .as_ref()
+                    .map(|t| format!("{} {:.1}%", t.key, t.share * 100.0));
+                ev = ev.field_opt(field, top);
             }
             ev
         }

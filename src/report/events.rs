@@ -86,6 +86,14 @@ impl Event {
         self
     }
 
+    /// Add a field when there is a value.
+    pub fn field_opt(self, key: &'static str, value: Option<impl ToString>) -> Self {
+        match value {
+            Some(v) => self.field(key, v),
+            None => self,
+        }
+    }
+
     /// The value of a field, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.fields

@@ -269,14 +269,12 @@ pub struct SysctlSetting {
     pub line: usize,
     /// The key as written (normalized to dots).
     pub written_key: String,
-    /// The value.
     pub value: String,
     /// True for the assignment systemd-sysctl applies last (it wins).
     pub wins: bool,
 }
 
 impl SysctlSetting {
-    /// `file:line`.
     pub fn location(&self) -> String {
         format!("{}:{}", self.file, self.line)
     }
@@ -413,7 +411,6 @@ pub enum WriterKind {
 }
 
 impl WriterKind {
-    /// The process name.
     pub fn name(self) -> &'static str {
         match self {
             WriterKind::KubeProxy => "kube-proxy",
@@ -453,9 +450,7 @@ pub struct KubeProxyConntrack {
 /// A value and where it came from (`file:line` or `command line`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found<T> {
-    /// The value.
     pub value: T,
-    /// Where it was set.
     pub at: String,
 }
 
@@ -677,9 +672,7 @@ fn k3s_kube_proxy_args(text: &str) -> Vec<String> {
 /// A running process that is a known writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriterProcess {
-    /// Its pid.
     pub pid: u32,
-    /// What it is.
     pub kind: WriterKind,
     /// The kube-proxy config file it was started with, if any (host path).
     pub config: Option<String>,
@@ -693,13 +686,11 @@ pub struct WriterProcess {
     pub cpus: u64,
 }
 
-/// The result of scanning the process list.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProcScan {
     /// Other processes are hidden from us (ProtectProc=invisible,
     /// hidepid=): absence of a writer proves nothing.
     pub hidden: bool,
-    /// Known writers found.
     pub writers: Vec<WriterProcess>,
     /// Known writers' systemd units found in the file system, when the
     /// processes are hidden: (unit, path).

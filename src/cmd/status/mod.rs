@@ -141,7 +141,6 @@ pub(crate) struct Report {
     settings: Vec<SettingRow>,
     warn_percent: Option<f64>,
     critical_percent: Option<f64>,
-    /// The configuration used.
     config: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     grow: Option<GrowReport>,
@@ -191,7 +190,6 @@ impl From<&Remembered> for GrownRow {
 pub(crate) struct Readings {
     /// The thresholds and the configuration's name.
     config: Result<(Thresholds, String), config::ConfigError>,
-    /// The (last) fill reading.
     fill: FillReading,
     /// Counters at the start and the end of the window (None: no window).
     before: Counts,
@@ -315,7 +313,6 @@ impl Problem {
     }
 }
 
-/// The fill part of a report.
 #[derive(Default)]
 struct Fill {
     count: Option<u64>,
