@@ -195,6 +195,21 @@ impl Watcher<'_> {
         sent.is_ok()
     }
 
+    /// `READY=1` when `ready`, the `STATUS=` line, and `WATCHDOG=1` when
+    /// `ping` and the watchdog is on, in one datagram.
+    fn notify_status(&mut self, sink: &mut dyn Sink, ready: bool, ping: bool) -> bool {
+        let line = self.status_line();
+        let ping =
+            (ping && self.notifier.watchdog_every().is_some()).then_some(NotifyState::Watchdog);
+        let ready = ready.then_some(NotifyState::Ready);
+        let states: Vec<_> = ready
+            .into_iter()
+            .chain([NotifyState::Status(&line)])
+            .chain(ping)
+            .collect();
+        self.notify(sink, &states)
+    }
+
     /// The file `config::load` reads: `--config`, else the default path.
     fn config_file(&self) -> PathBuf {
         self.config_path
@@ -245,19 +260,8 @@ impl Watcher<'_> {
         evs.extend(self.hint_result(now));
         let evs = self.name_the_writer(evs, now);
         Self::emit_all(sink, evs);
-        let line = self.status_line();
-        let ready = (!self.ready_sent).then_some(NotifyState::Ready);
-        let ping = self
-            .notifier
-            .watchdog_every()
-            .map(|_| NotifyState::Watchdog);
-        let states: Vec<_> = ready
-            .into_iter()
-            .chain([NotifyState::Status(&line)])
-            .chain(ping)
-            .collect();
         // READY=1 is retried with the next sample until it went out.
-        if self.notify(sink, &states) {
+        if self.notify_status(sink, !self.ready_sent, true) {
             self.ready_sent = true;
         }
         self.last_ping = now;
@@ -432,12 +436,13 @@ impl Watcher<'_> {
         if all && self.kmsg_seen.is_none() {
             return None;
         }
-        let others = self.namespaces.by_inode.values();
-        Some(
-            others
-                .filter_map(|t| t.fill.map(|f| f.count))
-                .fold(count, u64::max),
-        )
+        Some(self.ns_counts().fold(count, u64::max))
+    }
+
+    /// Each other namespace's count at the last scan.
+    fn ns_counts(&self) -> impl Iterator<Item = u64> + '_ {
+        let trackers = self.namespaces.by_inode.values();
+        trackers.filter_map(|t| t.fill.map(|f| f.count))
     }
 
     /// `[watch] restore`: write the configured value back and read it.
@@ -479,7 +484,7 @@ impl Watcher<'_> {
             .collect();
         let root = self.host.root.clone();
         let hint = move |(key, foreign): &(String, String)| {
-            writers::hint(&root, key, foreign).map_or_else(String::new, |h| h.text())
+            writers::hint(&root, key, foreign).unwrap_or_default()
         };
         match spawn("ctg-writers", move || asks.iter().map(hint).collect()) {
             Some(rx) => {
@@ -632,13 +637,7 @@ impl Watcher<'_> {
                 .field_opt("CONNTRACK_CONFIG_LINE", e.line),
             ),
         }
-        let line = self.status_line();
-        let ready = announce.then_some(NotifyState::Ready);
-        let states: Vec<_> = ready
-            .into_iter()
-            .chain([NotifyState::Status(&line)])
-            .collect();
-        self.notify(sink, &states);
+        self.notify_status(sink, announce, false);
     }
 
     /// When to wake next: the next sample, or the next keep-alive,
@@ -892,8 +891,9 @@ impl Watcher<'_> {
         }
         let root = &self.host.root;
         let scanning = self.ns_scan.is_some();
-        let g = &mut self.grower;
         let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
+        let others: u64 = if all { self.ns_counts().sum() } else { 0 };
+        let g = &mut self.grower;
         let ns = if all {
             ns_rises(&mut g.ns_seen, self.namespaces.drops_since_start())
         } else {
@@ -912,15 +912,6 @@ impl Watcher<'_> {
         };
         let (fullest_count, fullest_label) =
             fullest(count, all.then(|| self.namespaces.worst()).flatten());
-        let others: u64 = if all {
-            self.namespaces
-                .by_inode
-                .values()
-                .filter_map(|t| t.fill.map(|f| f.count))
-                .sum()
-        } else {
-            0
-        };
         let table_count = count.saturating_add(others);
         // New flows per second: the kernel's `insert` count where it still
         // counts, else (and at least) what the entries and losses show over

@@ -913,18 +913,18 @@ pub struct Hint {
 }
 
 impl Hint {
-    /// One line, for `CONNTRACK_WRITER_HINT=` and `status`.
-    pub fn text(&self) -> String {
+    fn text(&self) -> String {
         let texts: Vec<String> = self.candidates.iter().map(Candidate::text).collect();
         texts.join("; ")
     }
 }
 
 /// Name the probable writer of `foreign_value` in `key`, from the sysctl.d
-/// files, the process list and the module parameter. `None` when nothing
-/// points anywhere. Reads files only; cheap enough for a drift event, not
-/// for every sample.
-pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<Hint> {
+/// files, the process list and the module parameter, as one line (for
+/// `CONNTRACK_WRITER_HINT=` and `status`). `None` when nothing points
+/// anywhere. Reads files only; cheap enough for a drift event, not for
+/// every sample.
+pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<String> {
     let mut module = Vec::new();
     // The hashsize sources, for the bucket key only.
     if key == KEY_BUCKETS {
@@ -941,7 +941,7 @@ pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<Hint> {
     }
     let (sysctl, procs) = (sysctl_settings(root, key).0, scan_processes(root));
     let apply = crate::state::applied::read(root);
-    hint_from(key, foreign_value, &sysctl, &procs, &module, &apply)
+    hint_from(key, foreign_value, &sysctl, &procs, &module, &apply).map(|h| h.text())
 }
 
 /// The pure part of [`hint`].

@@ -376,9 +376,8 @@ fn judge_fill(
 fn socket_totals(u: &UdpStats) -> SocketTotals {
     SocketTotals {
         rcvbuf_errors: u.rcvbuf_errors(),
-        in_errors: tally::socket(u)
-            .has("in_errors")
-            .then(|| tally::socket(u).get("in_errors")),
+        in_errors: (tally::socket(u).counts.into_iter())
+            .find_map(|(n, v)| (n == "in_errors").then_some(v)),
         no_ports: match (u.udp.no_ports, u.udp6.and_then(|m| m.no_ports)) {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
@@ -756,7 +755,7 @@ pub(crate) fn read(host: &Host, config_path: Option<&Path>, window: Duration) ->
         .filter(|s| !s.ok())
         .filter_map(|s| {
             let h = crate::system::writers::hint(&host.root, &s.key, s.actual.as_deref()?)?;
-            Some((s.key.clone(), h.text())).filter(|(_, t)| !t.is_empty())
+            Some((s.key.clone(), h))
         })
         .collect();
     Readings {
