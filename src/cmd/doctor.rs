@@ -213,12 +213,8 @@ pub fn check_modules_load(root: &SysRoot) -> Vec<Finding> {
     let files = writers::conf_files_and(root, MODULES_LOAD, "etc/modules", links_to_it);
     let mut out = Vec::new();
     for (file, text) in writers::read_confs(root, &files) {
-        let text = match text {
-            Ok(t) => t,
-            Err(e) => {
-                out.push(unreadable(MODULES_LOAD, e));
-                continue;
-            }
+        let Ok(text) = text.map_err(|e| out.push(unreadable(MODULES_LOAD, e))) else {
+            continue;
         };
         for (line, name) in parse_modules_load(&text) {
             // Gone since 4.19, when nf_conntrack took over IPv4 and IPv6.
@@ -729,12 +725,8 @@ pub const HELP: &str = "usage: conntrack-guard [--config PATH] doctor [--json] [
 /// (UNKNOWN for a configuration that cannot be read).
 pub fn run(host: &Host, config_path: Option<&Path>, json: bool) -> i32 {
     let root = &host.root;
-    let cfg = match config::load(root, config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            output::err(&format!("conntrack-guard: invalid configuration: {e}"));
-            return Severity::Unknown.code();
-        }
+    let Some(cfg) = output::config(root, config_path, "conntrack-guard") else {
+        return Severity::Unknown.code();
     };
     let rules: Box<dyn RulesetSource> = if host.kernel_access {
         Box::new(CommandRuleset)

@@ -1112,12 +1112,8 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
     let root = &host.root;
     let config_stamp =
         stamp(&config_path.map_or_else(|| root.path(DEFAULT_CONFIG), Path::to_path_buf));
-    let cfg = match config::load(root, config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            output::err(&format!("conntrack-guard: invalid configuration: {e}"));
-            return crate::exit::CONFIG;
-        }
+    let Some(cfg) = output::config(root, config_path, "conntrack-guard") else {
+        return crate::exit::CONFIG;
     };
     let mut signals = match SignalWait::install() {
         Ok(s) => s,

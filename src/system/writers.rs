@@ -293,12 +293,8 @@ pub fn sysctl_settings(root: &SysRoot, key: &str) -> (Vec<SysctlSetting>, Vec<Pa
     let to_conf = |t: &Path| t == Path::new("/etc/sysctl.conf") || t == Path::new("../sysctl.conf");
     let files = conf_files_and(root, "sysctl.d", "etc/sysctl.conf", to_conf);
     for (file, text) in read_confs(root, &files) {
-        let text = match text {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
+        let Ok(text) = text.map_err(|e| errors.push(e)) else {
+            continue;
         };
         for l in parse_sysctl_conf(&text)
             .into_iter()
@@ -381,15 +377,15 @@ pub fn modprobe_lines(
 ) -> (Vec<(String, ModprobeLine)>, Vec<PathError>) {
     let (mut out, mut errors) = (Vec::new(), Vec::new());
     for (file, text) in read_confs(root, &conf_files(root, "modprobe.d", ".conf")) {
-        match text {
-            Ok(t) => out.extend(
-                parse_modprobe_conf(&t)
-                    .into_iter()
-                    .filter(|l| l.module == module)
-                    .map(|l| (file.to_string(), l)),
-            ),
-            Err(e) => errors.push(e),
-        }
+        let Ok(text) = text.map_err(|e| errors.push(e)) else {
+            continue;
+        };
+        let lines = parse_modprobe_conf(&text).into_iter();
+        out.extend(
+            lines
+                .filter(|l| l.module == module)
+                .map(|l| (file.into(), l)),
+        );
     }
     (out, errors)
 }
