@@ -46,7 +46,7 @@ use crate::report::metrics::{self, Textfile};
 use crate::report::notify::{Notifier, NotifyState};
 use crate::report::output;
 use crate::state::grown::{self, Remembered};
-use crate::sysroot::{PathError, SysRoot, DEFAULT_CONFIG};
+use crate::sysroot::{SysRoot, DEFAULT_CONFIG};
 use crate::system::writers;
 use crate::triage;
 
@@ -244,7 +244,10 @@ impl Watcher<'_> {
         if self.state.level() > level_before {
             self.start_triage(now);
         }
-        evs.extend(self.triage_result());
+        if let Some(r) = self.triage.as_mut().and_then(triage::Triage::poll) {
+            self.triage = None;
+            evs.push(triage_event(r, self.state.fill.as_ref()));
+        }
         self.start_ns_scan(now);
         evs.extend(self.ns_scan_result(at));
         let in_use = self.entries_in_use(&obs);
@@ -253,8 +256,13 @@ impl Watcher<'_> {
                 .restore
                 .step(&self.cfg.watch, &obs.settings, in_use, at);
         evs.extend(fights);
+        // `[watch] restore`: write the configured value back and read it.
+        let root = &self.host.root;
         for r in &restores {
-            evs.push(restore::restored_event(r, self.write_back(r)));
+            let back = root
+                .write_sysctl(&r.key, &r.value)
+                .and_then(|()| read_current(root, &r.key));
+            evs.push(restore::restored_event(r, back));
         }
         evs.extend(self.grow_on_sample(&obs, &drops_before, at, now));
         evs.extend(self.hint_result(now));
@@ -416,13 +424,6 @@ impl Watcher<'_> {
         line
     }
 
-    /// The triage's event, once it is done.
-    fn triage_result(&mut self) -> Option<Event> {
-        let r = self.triage.as_mut()?.poll()?;
-        self.triage = None;
-        Some(triage_event(r, self.state.fill.as_ref()))
-    }
-
     /// The most entries any namespace this watchdog can see holds, for the
     /// lowering guard of `[watch] restore`: its own count, and with
     /// `namespaces = "all"` each one of the last scan. `None` while not
@@ -443,13 +444,6 @@ impl Watcher<'_> {
     fn ns_counts(&self) -> impl Iterator<Item = u64> + '_ {
         let trackers = self.namespaces.by_inode.values();
         trackers.filter_map(|t| t.fill.map(|f| f.count))
-    }
-
-    /// `[watch] restore`: write the configured value back and read it.
-    fn write_back(&self, r: &restore::Restore) -> Result<Option<String>, PathError> {
-        let root = &self.host.root;
-        root.write_sysctl(&r.key, &r.value)?;
-        read_current(root, &r.key)
     }
 
     /// Drift events say who else writes the key, where that can be known

@@ -240,7 +240,16 @@ impl JournalSink {
             }
         }
         if self.lost > 0 {
-            let ev = lost_event(self.lost);
+            let ev = Event::fault(
+                Priority::Warning,
+                format!(
+                    "{} events could not be written: the journal did not accept them \
+                     (journald stalled or overloaded) and the queue of {JOURNAL_QUEUE} was full; \
+                     the watchdog kept running",
+                    self.lost
+                ),
+            )
+            .field("CONNTRACK_EVENTS_LOST", self.lost);
             match self.send(&ev.to_journal(&self.identifier)) {
                 Ok(()) => self.lost = 0,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
@@ -252,19 +261,6 @@ impl JournalSink {
         }
         true
     }
-}
-
-/// "N events could not be written".
-fn lost_event(n: u64) -> Event {
-    Event::fault(
-        Priority::Warning,
-        format!(
-            "{n} events could not be written: the journal did not accept them \
-             (journald stalled or overloaded) and the queue of {JOURNAL_QUEUE} was full; \
-             the watchdog kept running"
-        ),
-    )
-    .field("CONNTRACK_EVENTS_LOST", n)
 }
 
 impl Sink for JournalSink {

@@ -278,7 +278,14 @@ pub(crate) fn judge(r: &Readings) -> Report {
         Ok(r) => (Some(ct_totals(&r.table)), Some(r.source)),
         Err(_) => (None, None),
     };
-    judge_counter_reads(r, module_loaded, &mut problems);
+    // Unreadable conntrack counters, at either end of the window (once).
+    let after = r.after.as_ref().map(|a| &a.conntrack);
+    if let (Err(e), _) | (Ok(_), Some(Err(e))) = (&r.before.conntrack, after) {
+        if module_loaded {
+            let message = format!("cannot read the counters: {e}");
+            problems.push(Problem::new(Verdict::Unknown, message));
+        }
+    }
     let rising = r
         .after
         .as_ref()
@@ -393,22 +400,6 @@ fn backlog_totals(t: &SoftnetTable) -> BTreeMap<&'static str, u64> {
     .into_iter()
     .filter_map(|(n, k)| Some((n, t.total(k)?)))
     .collect()
-}
-
-/// Unreadable conntrack counters, at either end of the window (once).
-fn judge_counter_reads(r: &Readings, module_loaded: bool, problems: &mut Vec<Problem>) {
-    if !module_loaded {
-        return;
-    }
-    let after = r.after.as_ref().map(|a| &a.conntrack);
-    let failed = match (&r.before.conntrack, after) {
-        (Err(e), _) | (Ok(_), Some(Err(e))) => e,
-        _ => return,
-    };
-    problems.push(Problem::new(
-        Verdict::Unknown,
-        format!("cannot read the counters: {failed}"),
-    ));
 }
 
 /// What rose over the window, and its problems: the drop points losing
