@@ -745,11 +745,8 @@ fn write_and_verify(
         Err(e) => (format!("read-back failed: {e}"), e.errno(), None),
         Ok(None) => {
             let path = root.sysctl_path(&t.key);
-            (
-                format!("{} vanished after the write", path.display()),
-                None,
-                None,
-            )
+            let reason = format!("{} vanished after the write", path.display());
+            (reason, None, None)
         }
         Ok(Some(v)) if same_value(&v, &t.value) => return (Outcome::Changed(d), Some(v)),
         Ok(Some(v)) => {

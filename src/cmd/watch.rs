@@ -1067,10 +1067,9 @@ fn triage_event(
                 ("CONNTRACK_TOP_STATE", &t.top_state),
                 ("CONNTRACK_TOP_SOURCE", &t.top_source),
             ] {
-                let top = top
-                    .as_ref()
-                    .map(|t| format!("{} {:.1}%", t.key, t.share * 100.0));
-                ev = ev.field_opt(field, top);
+                if let Some(top) = top {
+                    ev = ev.field(field, format!("{} {:.1}%", top.key, top.share * 100.0));
+                }
             }
             ev
         }
