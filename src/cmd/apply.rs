@@ -34,7 +34,6 @@ pub(crate) enum Direction {
     Change,
 }
 
-/// The outcome of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// Already at its target; not written.
@@ -85,7 +84,6 @@ pub(crate) struct Row {
     note: Option<String>,
 }
 
-/// What apply did.
 #[derive(Debug, Clone)]
 pub(crate) struct Report {
     rows: Vec<Row>,
@@ -93,7 +91,6 @@ pub(crate) struct Report {
     dry_run: bool,
     /// Non-fatal warnings (memory above 10% of RAM, ...).
     warnings: Vec<String>,
-    /// Config source, for messages.
     source: String,
     /// The grown max this run started from instead of the configured one.
     grown: Option<(Remembered, GrownFrom)>,
@@ -224,12 +221,9 @@ impl Report {
             ("CONNTRACK_UDP_TIMEOUT", KEY_UDP_TIMEOUT),
             ("CONNTRACK_UDP_TIMEOUT_STREAM", KEY_UDP_TIMEOUT_STREAM),
         ] {
-            if let Some(r) = self.rows.iter().find(|r| r.key == key) {
-                ev = ev.field(
-                    field,
-                    r.after.clone().or(r.before.clone()).unwrap_or_default(),
-                );
-            }
+            let row = self.rows.iter().find(|r| r.key == key);
+            let value = row.map(|r| r.after.clone().or(r.before.clone()).unwrap_or_default());
+            ev = ev.field_opt(field, value);
         }
         if let Some((r, _)) = &self.grown {
             ev = ev
@@ -375,46 +369,42 @@ pub(crate) fn apply(
             )
     });
     let in_use = lowering_max.then(|| entries_in_use(host)).flatten();
+    let would_load = matches!(module, ModuleState::WouldLoad(_));
+    // Buckets above the configured ones come with the grown max.
+    let configured_buckets = cfg
+        .conntrack
+        .buckets_value()
+        .map(|b| kernel_buckets(b, host.page_size).to_string());
     let mut rows = Vec::with_capacity(targets.len());
     for t in &targets {
         let before = read_current(root, &t.key).ok().flatten();
-        let mut row = Row {
-            key: t.key.clone(),
-            before: before.clone(),
-            target: t.value.clone(),
-            after: None,
-            outcome: Outcome::Unchanged,
-            note: t.rounding_note(),
+        let note = match t.key.as_str() {
+            KEY_MAX => t.rounding_note().or(grown_note.clone()),
+            KEY_BUCKETS
+                if t.requested.is_none()
+                    && grown_record.is_some()
+                    && configured_buckets.as_deref() != Some(t.value.as_str()) =>
+            {
+                Some("with the grown max".into())
+            }
+            _ => t.rounding_note(),
         };
-        if t.key == KEY_MAX {
-            row.note = row.note.or(grown_note.clone());
-        }
-        if t.key == KEY_BUCKETS && t.requested.is_none() {
-            // Buckets above the configured ones come with the grown max.
-            let configured = cfg
-                .conntrack
-                .buckets_value()
-                .map(|b| kernel_buckets(b, host.page_size).to_string());
-            if grown_record.is_some() && configured.as_deref() != Some(t.value.as_str()) {
-                row.note = Some("with the grown max".into());
-            }
-        }
-        match decide(t, before.as_deref(), in_use) {
-            Step::Keep(outcome) => {
-                // A dry run leaves the "after" column empty: nothing was done.
-                row.after = if dry_run { None } else { before };
-                row.outcome = outcome;
-            }
-            Step::Write(_) if dry_run && matches!(module, ModuleState::WouldLoad(_)) => {
-                row.outcome = Outcome::WouldSet;
-            }
-            Step::Write(d) if dry_run => row.outcome = Outcome::WouldChange(d),
-            Step::Write(d) => {
-                row.outcome = Outcome::Changed(d);
-                row = write_and_verify(root, host.root_user, t, row);
-            }
-        }
-        rows.push(row);
+        let (outcome, after) = match decide(t, before.as_deref(), in_use) {
+            // A dry run leaves the "after" column empty: nothing was done.
+            Step::Keep(outcome) => (outcome, before.clone().filter(|_| !dry_run)),
+            Step::Write(_) if dry_run && would_load => (Outcome::WouldSet, None),
+            Step::Write(d) if dry_run => (Outcome::WouldChange(d), None),
+            Step::Write(d) => write_and_verify(root, host.root_user, t, d),
+        };
+        let (key, target) = (t.key.clone(), t.value.clone());
+        rows.push(Row {
+            key,
+            before,
+            target,
+            after,
+            outcome,
+            note,
+        });
     }
     // A dry run says what it would forget instead of acting.
     let notes = if dry_run {
@@ -676,7 +666,6 @@ fn ensure_ctnetlink(host: &Host) -> Option<String> {
     }
 }
 
-/// The module that carries ctnetlink.
 pub(crate) const CTNETLINK_MODULE: &str = "nf_conntrack_netlink";
 
 /// The most entries any network namespace holds: max is global and each
@@ -732,8 +721,14 @@ pub(crate) fn decide(t: &KernelTarget, before: Option<&str>, in_use: Option<u64>
     Step::Write(Direction::Lower)
 }
 
-/// Write `t`, read it back and verify it: `row` with its outcome.
-fn write_and_verify(root: &SysRoot, root_user: bool, t: &KernelTarget, mut row: Row) -> Row {
+/// Write `t` (moving it `d`), read it back and verify it: the outcome and
+/// the value read back.
+fn write_and_verify(
+    root: &SysRoot,
+    root_user: bool,
+    t: &KernelTarget,
+    d: Direction,
+) -> (Outcome, Option<String>) {
     let mut written = root.write_sysctl(&t.key, &t.value);
     // The bucket sysctl is writable only from the initial netns and only
     // since 4.x; the module parameter resizes the same table.
@@ -742,35 +737,28 @@ fn write_and_verify(root: &SysRoot, root_user: bool, t: &KernelTarget, mut row: 
         written = Ok(());
     }
     if let Err(e) = written {
-        row.outcome = Outcome::Failed {
-            reason: write_reason(&e, root_user),
-            errno: e.errno(),
-        };
-        row.after = read_current(root, &t.key).ok().flatten();
-        return row;
+        let (reason, errno) = (write_reason(&e, root_user), e.errno());
+        let after = read_current(root, &t.key).ok().flatten();
+        return (Outcome::Failed { reason, errno }, after);
     }
-    let (reason, errno) = match read_current(root, &t.key) {
-        Err(e) => (format!("read-back failed: {e}"), e.errno()),
+    let (reason, errno, after) = match read_current(root, &t.key) {
+        Err(e) => (format!("read-back failed: {e}"), e.errno(), None),
         Ok(None) => {
             let path = root.sysctl_path(&t.key);
-            (format!("{} vanished after the write", path.display()), None)
+            let reason = format!("{} vanished after the write", path.display());
+            (reason, None, None)
         }
-        Ok(Some(v)) if same_value(&v, &t.value) => {
-            row.after = Some(v);
-            return row;
-        }
+        Ok(Some(v)) if same_value(&v, &t.value) => return (Outcome::Changed(d), Some(v)),
         Ok(Some(v)) => {
             let reason = format!(
                 "wrote {} but the kernel reads back {}",
                 t.value,
                 compact(&v)
             );
-            row.after = Some(v);
-            (reason, None)
+            (reason, None, Some(v))
         }
     };
-    row.outcome = Outcome::Failed { reason, errno };
-    row
+    (Outcome::Failed { reason, errno }, after)
 }
 
 fn write_reason(e: &PathError, root_user: bool) -> String {

@@ -21,19 +21,16 @@ use crate::system::writers::{KubeProxyConntrack, WriterKind, WriterProcess};
 /// written in lower case in doctor's JSON.
 pub use crate::assess::verdict::Verdict as Severity;
 
-/// One finding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
     /// Which check: `sysctl.d`, `modules-load.d`, `modprobe.d`, `units`,
     /// `writers`, `ruleset`, `grow`.
     pub check: &'static str,
-    /// How bad.
     #[serde(serialize_with = "crate::assess::verdict::lowercase")]
     pub severity: Severity,
     /// Where (`file:line`, a unit, a rule), when it applies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
-    /// What was found.
     pub what: String,
     /// The one-line remedy.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,7 +56,6 @@ impl Finding {
         self
     }
 
-    /// One line of text.
     pub fn line(&self) -> String {
         let (sev, check, what, r) = (self.severity.name(), self.check, &self.what, &self.remedy);
         let at = self.at.as_ref().map_or(String::new(), |a| format!("{a}: "));
@@ -83,10 +79,8 @@ fn or_ok(mut out: Vec<Finding>, check: &'static str, none: &str) -> Vec<Finding>
     out
 }
 
-/// All findings of one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
-    /// Overall state.
     #[serde(serialize_with = "crate::assess::verdict::lowercase")]
     pub verdict: Severity,
     /// Findings, in check order.
@@ -94,7 +88,6 @@ pub struct Report {
 }
 
 impl Report {
-    /// Build from findings.
     pub fn new(findings: Vec<Finding>) -> Self {
         let verdict = Severity::worst_of(findings.iter().map(|f| f.severity));
         Report { verdict, findings }
@@ -119,7 +112,6 @@ impl Report {
     }
 }
 
-/// Run every check.
 pub fn check(root: &SysRoot, cfg: &Config, rules: &dyn RulesetSource) -> Report {
     let mut f = check_sysctl_d(root, cfg);
     f.extend(check_modules_load(root));
@@ -221,12 +213,8 @@ pub fn check_modules_load(root: &SysRoot) -> Vec<Finding> {
     let files = writers::conf_files_and(root, MODULES_LOAD, "etc/modules", links_to_it);
     let mut out = Vec::new();
     for (file, text) in writers::read_confs(root, &files) {
-        let text = match text {
-            Ok(t) => t,
-            Err(e) => {
-                out.push(unreadable(MODULES_LOAD, e));
-                continue;
-            }
+        let Ok(text) = text.map_err(|e| out.push(unreadable(MODULES_LOAD, e))) else {
+            continue;
         };
         for (line, name) in parse_modules_load(&text) {
             // Gone since 4.19, when nf_conntrack took over IPv4 and IPv6.
@@ -368,7 +356,6 @@ pub fn check_modprobe(root: &SysRoot) -> Vec<Finding> {
 
 // ---------------------------------------------------------------------
 
-/// The boot unit.
 pub const APPLY_UNIT: &str = "conntrack-guard-apply.service";
 /// Container runtimes that must start after the apply step.
 pub const RUNTIME_UNITS: &[&str] = &[
@@ -386,7 +373,6 @@ pub const RUNTIME_UNITS: &[&str] = &[
 pub struct UnitDeps {
     /// `Before=` (accumulated; an empty assignment resets).
     pub before: Vec<String>,
-    /// `After=`.
     pub after: Vec<String>,
     /// `DefaultDependencies=`, when set.
     pub default_deps: Option<bool>,
@@ -733,19 +719,14 @@ pub fn check_ruleset(src: &dyn RulesetSource) -> Vec<Finding> {
 
 // ---------------------------------------------------------------------
 
-/// `conntrack-guard doctor --help`.
 pub const HELP: &str = "usage: conntrack-guard [--config PATH] doctor [--json] [--config PATH]\n";
 
 /// `conntrack-guard doctor`: check and print; returns the exit code
 /// (UNKNOWN for a configuration that cannot be read).
 pub fn run(host: &Host, config_path: Option<&Path>, json: bool) -> i32 {
     let root = &host.root;
-    let cfg = match config::load(root, config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            output::err(&format!("conntrack-guard: invalid configuration: {e}"));
-            return Severity::Unknown.code();
-        }
+    let Some(cfg) = output::config(root, config_path, "conntrack-guard") else {
+        return Severity::Unknown.code();
     };
     let rules: Box<dyn RulesetSource> = if host.kernel_access {
         Box::new(CommandRuleset)

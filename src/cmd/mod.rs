@@ -2,9 +2,9 @@
 //! The commands, one module each. Commands are leaves: none imports
 //! another; what two of them share lives a floor below (`tests/layout.rs`).
 
-pub mod apply;
-pub mod doctor;
-pub mod plan;
-pub mod status;
-pub mod top;
-pub mod watch;
+pub(crate) mod apply;
+pub(crate) mod doctor;
+pub(crate) mod plan;
+pub(crate) mod status;
+pub(crate) mod top;
+pub(crate) mod watch;

@@ -22,12 +22,8 @@ pub fn run(
     json: bool,
 ) -> i32 {
     let root = &host.root;
-    let cfg = match crate::config::load(root, config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            output::err(&format!("conntrack-guard: invalid configuration: {e}"));
-            return exit::CONFIG;
-        }
+    let Some(cfg) = output::config(root, config_path, "conntrack-guard") else {
+        return exit::CONFIG;
     };
     let facts = KernelFacts::read(root);
     let mut p = plan(

@@ -21,7 +21,6 @@ use crate::triage::{Dim, GROUP_CAP};
 /// Default time bound of one dump.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `conntrack-guard top --help`.
 pub(crate) const HELP: &str = "\
 conntrack-guard top - who is filling the conntrack table
 
@@ -106,7 +105,6 @@ pub(crate) struct Report {
     count_before: Option<u64>,
     count_after: Option<u64>,
     max: Option<u64>,
-    /// Wall time of the read.
     elapsed_ms: u64,
     groups: Vec<DimReport>,
     /// What the patterns suggest.
@@ -272,12 +270,8 @@ pub(crate) fn run(host: &Host, config_path: Option<&Path>, o: &Options) -> i32 {
     let root = &host.root;
     // Loaded like every other command does, so a missing `--config` file
     // is an error here too, not a silent fall back to the default file.
-    let cfg = match crate::config::load(root, config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("conntrack-guard top: invalid configuration: {e}");
-            return exit::CONFIG;
-        }
+    let Some(cfg) = output::config(root, config_path, "conntrack-guard top") else {
+        return exit::CONFIG;
     };
     if o.netns.as_deref() == Some(Path::new("all")) {
         return run_all(root, o, cfg.watch.warn_percent);

@@ -46,14 +46,13 @@ use crate::report::metrics::{self, Textfile};
 use crate::report::notify::{Notifier, NotifyState};
 use crate::report::output;
 use crate::state::grown::{self, Remembered};
-use crate::sysroot::{PathError, SysRoot, DEFAULT_CONFIG};
+use crate::sysroot::{SysRoot, DEFAULT_CONFIG};
 use crate::system::writers;
 use crate::triage;
 
 /// Waits shorter than this are plain sleeps (see [`SignalWait::wait`]).
 const SHORT_WAIT: Duration = Duration::from_millis(20);
 
-/// Signals received while waiting.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Received {
     stop: bool,
@@ -196,6 +195,21 @@ impl Watcher<'_> {
         sent.is_ok()
     }
 
+    /// `READY=1` when `ready`, the `STATUS=` line, and `WATCHDOG=1` when
+    /// `ping` and the watchdog is on, in one datagram.
+    fn notify_status(&mut self, sink: &mut dyn Sink, ready: bool, ping: bool) -> bool {
+        let line = self.status_line();
+        let ping =
+            (ping && self.notifier.watchdog_every().is_some()).then_some(NotifyState::Watchdog);
+        let ready = ready.then_some(NotifyState::Ready);
+        let states: Vec<_> = ready
+            .into_iter()
+            .chain([NotifyState::Status(&line)])
+            .chain(ping)
+            .collect();
+        self.notify(sink, &states)
+    }
+
     /// The file `config::load` reads: `--config`, else the default path.
     fn config_file(&self) -> PathBuf {
         self.config_path
@@ -230,7 +244,10 @@ impl Watcher<'_> {
         if self.state.level() > level_before {
             self.start_triage(now);
         }
-        evs.extend(self.triage_result());
+        if let Some(r) = self.triage.as_mut().and_then(triage::Triage::poll) {
+            self.triage = None;
+            evs.push(triage_event(r, self.state.fill.as_ref()));
+        }
         self.start_ns_scan(now);
         evs.extend(self.ns_scan_result(at));
         let in_use = self.entries_in_use(&obs);
@@ -239,26 +256,20 @@ impl Watcher<'_> {
                 .restore
                 .step(&self.cfg.watch, &obs.settings, in_use, at);
         evs.extend(fights);
+        // `[watch] restore`: write the configured value back and read it.
+        let root = &self.host.root;
         for r in &restores {
-            evs.push(restore::restored_event(r, self.write_back(r)));
+            let back = root
+                .write_sysctl(&r.key, &r.value)
+                .and_then(|()| read_current(root, &r.key));
+            evs.push(restore::restored_event(r, back));
         }
         evs.extend(self.grow_on_sample(&obs, &drops_before, at, now));
         evs.extend(self.hint_result(now));
         let evs = self.name_the_writer(evs, now);
         Self::emit_all(sink, evs);
-        let line = self.status_line();
-        let ready = (!self.ready_sent).then_some(NotifyState::Ready);
-        let ping = self
-            .notifier
-            .watchdog_every()
-            .map(|_| NotifyState::Watchdog);
-        let states: Vec<_> = ready
-            .into_iter()
-            .chain([NotifyState::Status(&line)])
-            .chain(ping)
-            .collect();
         // READY=1 is retried with the next sample until it went out.
-        if self.notify(sink, &states) {
+        if self.notify_status(sink, !self.ready_sent, true) {
             self.ready_sent = true;
         }
         self.last_ping = now;
@@ -413,13 +424,6 @@ impl Watcher<'_> {
         line
     }
 
-    /// The triage's event, once it is done.
-    fn triage_result(&mut self) -> Option<Event> {
-        let r = self.triage.as_mut()?.poll()?;
-        self.triage = None;
-        Some(triage_event(r, self.state.fill.as_ref()))
-    }
-
     /// The most entries any namespace this watchdog can see holds, for the
     /// lowering guard of `[watch] restore`: its own count, and with
     /// `namespaces = "all"` each one of the last scan. `None` while not
@@ -433,19 +437,13 @@ impl Watcher<'_> {
         if all && self.kmsg_seen.is_none() {
             return None;
         }
-        let others = self.namespaces.by_inode.values();
-        Some(
-            others
-                .filter_map(|t| t.fill.map(|f| f.count))
-                .fold(count, u64::max),
-        )
+        Some(self.ns_counts().fold(count, u64::max))
     }
 
-    /// `[watch] restore`: write the configured value back and read it.
-    fn write_back(&self, r: &restore::Restore) -> Result<Option<String>, PathError> {
-        let root = &self.host.root;
-        root.write_sysctl(&r.key, &r.value)?;
-        read_current(root, &r.key)
+    /// Each other namespace's count at the last scan.
+    fn ns_counts(&self) -> impl Iterator<Item = u64> + '_ {
+        let trackers = self.namespaces.by_inode.values();
+        trackers.filter_map(|t| t.fill.map(|f| f.count))
     }
 
     /// Drift events say who else writes the key, where that can be known
@@ -480,7 +478,7 @@ impl Watcher<'_> {
             .collect();
         let root = self.host.root.clone();
         let hint = move |(key, foreign): &(String, String)| {
-            writers::hint(&root, key, foreign).map_or_else(String::new, |h| h.text())
+            writers::hint(&root, key, foreign).unwrap_or_default()
         };
         match spawn("ctg-writers", move || asks.iter().map(hint).collect()) {
             Some(rx) => {
@@ -621,30 +619,19 @@ impl Watcher<'_> {
                 ));
                 self.cfg = cfg;
             }
-            Err(e) => {
-                let mut ev = Event::new(
+            Err(e) => sink.emit(
+                &Event::new(
                     Priority::Err,
                     "reload",
                     ids::RELOAD,
                     format!("invalid configuration, keeping the previous one: {e}"),
                 )
-                .field("CONNTRACK_CONFIG_FILE", e.file.display());
-                if let Some(key) = &e.key {
-                    ev = ev.field("CONNTRACK_CONFIG_KEY", key);
-                }
-                if let Some(line) = e.line {
-                    ev = ev.field("CONNTRACK_CONFIG_LINE", line);
-                }
-                sink.emit(&ev);
-            }
+                .field("CONNTRACK_CONFIG_FILE", e.file.display())
+                .field_opt("CONNTRACK_CONFIG_KEY", e.key.as_ref())
+                .field_opt("CONNTRACK_CONFIG_LINE", e.line),
+            ),
         }
-        let line = self.status_line();
-        let ready = announce.then_some(NotifyState::Ready);
-        let states: Vec<_> = ready
-            .into_iter()
-            .chain([NotifyState::Status(&line)])
-            .collect();
-        self.notify(sink, &states);
+        self.notify_status(sink, announce, false);
     }
 
     /// When to wake next: the next sample, or the next keep-alive,
@@ -730,7 +717,6 @@ impl Watcher<'_> {
 // sysctl writes: done on the loop, they never wait for anything but the
 // kernel, and the bucket rehash is bounded by the live-resize limit.
 
-/// Growth's state between samples.
 #[derive(Debug, Default)]
 struct Grower {
     tracker: GrowTracker,
@@ -899,8 +885,9 @@ impl Watcher<'_> {
         }
         let root = &self.host.root;
         let scanning = self.ns_scan.is_some();
-        let g = &mut self.grower;
         let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
+        let others: u64 = if all { self.ns_counts().sum() } else { 0 };
+        let g = &mut self.grower;
         let ns = if all {
             ns_rises(&mut g.ns_seen, self.namespaces.drops_since_start())
         } else {
@@ -919,15 +906,6 @@ impl Watcher<'_> {
         };
         let (fullest_count, fullest_label) =
             fullest(count, all.then(|| self.namespaces.worst()).flatten());
-        let others: u64 = if all {
-            self.namespaces
-                .by_inode
-                .values()
-                .filter_map(|t| t.fill.map(|f| f.count))
-                .sum()
-        } else {
-            0
-        };
         let table_count = count.saturating_add(others);
         // New flows per second: the kernel's `insert` count where it still
         // counts, else (and at least) what the entries and losses show over
@@ -1065,7 +1043,6 @@ fn spawn<T: Send + 'static>(
 /// How long the exit waits for a stalled journal to take held events.
 const JOURNAL_DRAIN_AT_EXIT: Duration = Duration::from_secs(2);
 
-/// The bound of one triage read.
 pub const TRIAGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn triage_event(
@@ -1128,12 +1105,8 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
     let root = &host.root;
     let config_stamp =
         stamp(&config_path.map_or_else(|| root.path(DEFAULT_CONFIG), Path::to_path_buf));
-    let cfg = match config::load(root, config_path) {
-        Ok(c) => c,
-        Err(e) => {
-            output::err(&format!("conntrack-guard: invalid configuration: {e}"));
-            return crate::exit::CONFIG;
-        }
+    let Some(cfg) = output::config(root, config_path, "conntrack-guard") else {
+        return crate::exit::CONFIG;
     };
     let mut signals = match SignalWait::install() {
         Ok(s) => s,

@@ -36,15 +36,9 @@ pub enum Priority {
 }
 
 impl Priority {
-    /// The syslog name.
+    /// The syslog name (the variants are the syslog numbers 2 to 6).
     pub fn name(self) -> &'static str {
-        match self {
-            Priority::Crit => "crit",
-            Priority::Err => "err",
-            Priority::Warning => "warning",
-            Priority::Notice => "notice",
-            Priority::Info => "info",
-        }
+        ["crit", "err", "warning", "notice", "info"][self as usize - 2]
     }
 }
 
@@ -84,6 +78,14 @@ impl Event {
     pub fn field(mut self, key: &'static str, value: impl ToString) -> Self {
         self.fields.push((key, value.to_string()));
         self
+    }
+
+    /// Add a field when there is a value.
+    pub fn field_opt(self, key: &'static str, value: Option<impl ToString>) -> Self {
+        match value {
+            Some(v) => self.field(key, v),
+            None => self,
+        }
     }
 
     /// The value of a field, if set.
@@ -238,7 +240,16 @@ impl JournalSink {
             }
         }
         if self.lost > 0 {
-            let ev = lost_event(self.lost);
+            let ev = Event::fault(
+                Priority::Warning,
+                format!(
+                    "{} events could not be written: the journal did not accept them \
+                     (journald stalled or overloaded) and the queue of {JOURNAL_QUEUE} was full; \
+                     the watchdog kept running",
+                    self.lost
+                ),
+            )
+            .field("CONNTRACK_EVENTS_LOST", self.lost);
             match self.send(&ev.to_journal(&self.identifier)) {
                 Ok(()) => self.lost = 0,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
@@ -250,19 +261,6 @@ impl JournalSink {
         }
         true
     }
-}
-
-/// "N events could not be written".
-fn lost_event(n: u64) -> Event {
-    Event::fault(
-        Priority::Warning,
-        format!(
-            "{n} events could not be written: the journal did not accept them \
-             (journald stalled or overloaded) and the queue of {JOURNAL_QUEUE} was full; \
-             the watchdog kept running"
-        ),
-    )
-    .field("CONNTRACK_EVENTS_LOST", n)
 }
 
 impl Sink for JournalSink {

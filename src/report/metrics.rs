@@ -181,7 +181,15 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
         );
     }
     if let Some(u) = s.udp {
-        udp_metrics(&mut o, u);
+        // IPv4 plus IPv6, those the kernel prints, as `status` tallies them.
+        family(
+            &mut o,
+            "conntrack_guard_udp_errors_total",
+            "counter",
+            "UDP receive errors of this network namespace, IPv4 and IPv6 (/proc/net/snmp, snmp6): rcvbuf_errors = socket receive buffer full; in_errors = every receive drop (includes rcvbuf_errors).",
+            "counter",
+            crate::assess::tally::socket(u).counts,
+        );
     }
     if !s.softnet.is_empty() {
         family(
@@ -259,30 +267,6 @@ fn grow_metrics(o: &mut String, g: GrowMetrics) {
         "conntrack_guard_grow_limited",
         "1 while the table sits at the [grow] budget after a growth the load wanted larger (grow_limited).",
         u8::from(g.limited),
-    );
-}
-
-/// The UDP receive errors of this namespace, IPv4 plus IPv6.
-fn udp_metrics(o: &mut String, u: &UdpStats) {
-    let in_errors = [u.udp.in_errors, u.udp6.and_then(|m| m.in_errors)];
-    let rows = [
-        ("rcvbuf_errors", u.rcvbuf_errors()),
-        (
-            "in_errors",
-            in_errors
-                .iter()
-                .flatten()
-                .copied()
-                .reduce(u64::saturating_add),
-        ),
-    ];
-    family(
-        o,
-        "conntrack_guard_udp_errors_total",
-        "counter",
-        "UDP receive errors of this network namespace, IPv4 and IPv6 (/proc/net/snmp, snmp6): rcvbuf_errors = socket receive buffer full; in_errors = every receive drop (includes rcvbuf_errors).",
-        "counter",
-        rows.into_iter().filter_map(|(name, v)| Some((name, v?))),
     );
 }
 

@@ -5,6 +5,6 @@
 pub mod events;
 pub mod ids;
 pub mod metrics;
-pub mod notify;
-pub mod output;
+pub(crate) mod notify;
+pub(crate) mod output;
 pub mod table;

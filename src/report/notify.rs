@@ -20,7 +20,6 @@ pub use sd_notify::NotifyState;
 
 use crate::report::events::{Event, Priority};
 
-/// Talks to the service manager.
 #[derive(Debug)]
 pub struct Notifier {
     target: Option<(OsString, io::Result<SocketAddr>)>,

@@ -62,3 +62,16 @@ pub fn report<R: serde::Serialize + ?Sized>(
     };
     out_or(&out, code, failed)
 }
+
+/// The configuration, or `None` after saying on stderr why it cannot be
+/// had (`who`: the program, or `conntrack-guard top`).
+pub fn config(
+    root: &crate::sysroot::SysRoot,
+    path: Option<&std::path::Path>,
+    who: &str,
+) -> Option<crate::config::Config> {
+    let loaded = crate::config::load(root, path);
+    loaded
+        .map_err(|e| err(&format!("{who}: invalid configuration: {e}")))
+        .ok()
+}

@@ -3,5 +3,5 @@
 //! key (sysctl.d, kube-proxy, k3s, the module parameter) and the firewall
 //! ruleset `doctor` reads.
 
-pub mod ruleset;
-pub mod writers;
+pub(crate) mod ruleset;
+pub(crate) mod writers;

@@ -15,7 +15,6 @@ use serde_json::Value;
 
 use crate::sysroot::SysRoot;
 
-/// An inclusive port range.
 pub type PortRange = (u16, u16);
 
 /// One rule of interest, located.
@@ -30,7 +29,6 @@ pub struct RuleRef {
     pub ports: Option<Vec<PortRange>>,
 }
 
-/// The rules that matter here.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Rules {
     /// Rules that switch tracking off.
@@ -42,9 +40,7 @@ pub struct Rules {
 /// A NOTRACK rule that covers ports a DNAT rule needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
-    /// The NOTRACK rule.
     pub notrack: RuleRef,
-    /// The DNAT rule.
     pub dnat: RuleRef,
     /// The shared ports (`None`: all).
     pub ports: Option<Vec<PortRange>>,

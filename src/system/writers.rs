@@ -269,14 +269,12 @@ pub struct SysctlSetting {
     pub line: usize,
     /// The key as written (normalized to dots).
     pub written_key: String,
-    /// The value.
     pub value: String,
     /// True for the assignment systemd-sysctl applies last (it wins).
     pub wins: bool,
 }
 
 impl SysctlSetting {
-    /// `file:line`.
     pub fn location(&self) -> String {
         format!("{}:{}", self.file, self.line)
     }
@@ -295,12 +293,8 @@ pub fn sysctl_settings(root: &SysRoot, key: &str) -> (Vec<SysctlSetting>, Vec<Pa
     let to_conf = |t: &Path| t == Path::new("/etc/sysctl.conf") || t == Path::new("../sysctl.conf");
     let files = conf_files_and(root, "sysctl.d", "etc/sysctl.conf", to_conf);
     for (file, text) in read_confs(root, &files) {
-        let text = match text {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
+        let Ok(text) = text.map_err(|e| errors.push(e)) else {
+            continue;
         };
         for l in parse_sysctl_conf(&text)
             .into_iter()
@@ -383,15 +377,15 @@ pub fn modprobe_lines(
 ) -> (Vec<(String, ModprobeLine)>, Vec<PathError>) {
     let (mut out, mut errors) = (Vec::new(), Vec::new());
     for (file, text) in read_confs(root, &conf_files(root, "modprobe.d", ".conf")) {
-        match text {
-            Ok(t) => out.extend(
-                parse_modprobe_conf(&t)
-                    .into_iter()
-                    .filter(|l| l.module == module)
-                    .map(|l| (file.to_string(), l)),
-            ),
-            Err(e) => errors.push(e),
-        }
+        let Ok(text) = text.map_err(|e| errors.push(e)) else {
+            continue;
+        };
+        let lines = parse_modprobe_conf(&text).into_iter();
+        out.extend(
+            lines
+                .filter(|l| l.module == module)
+                .map(|l| (file.into(), l)),
+        );
     }
     (out, errors)
 }
@@ -413,7 +407,6 @@ pub enum WriterKind {
 }
 
 impl WriterKind {
-    /// The process name.
     pub fn name(self) -> &'static str {
         match self {
             WriterKind::KubeProxy => "kube-proxy",
@@ -453,9 +446,7 @@ pub struct KubeProxyConntrack {
 /// A value and where it came from (`file:line` or `command line`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found<T> {
-    /// The value.
     pub value: T,
-    /// Where it was set.
     pub at: String,
 }
 
@@ -677,9 +668,7 @@ fn k3s_kube_proxy_args(text: &str) -> Vec<String> {
 /// A running process that is a known writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriterProcess {
-    /// Its pid.
     pub pid: u32,
-    /// What it is.
     pub kind: WriterKind,
     /// The kube-proxy config file it was started with, if any (host path).
     pub config: Option<String>,
@@ -693,13 +682,11 @@ pub struct WriterProcess {
     pub cpus: u64,
 }
 
-/// The result of scanning the process list.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProcScan {
     /// Other processes are hidden from us (ProtectProc=invisible,
     /// hidepid=): absence of a writer proves nothing.
     pub hidden: bool,
-    /// Known writers found.
     pub writers: Vec<WriterProcess>,
     /// Known writers' systemd units found in the file system, when the
     /// processes are hidden: (unit, path).
@@ -922,18 +909,18 @@ pub struct Hint {
 }
 
 impl Hint {
-    /// One line, for `CONNTRACK_WRITER_HINT=` and `status`.
-    pub fn text(&self) -> String {
+    fn text(&self) -> String {
         let texts: Vec<String> = self.candidates.iter().map(Candidate::text).collect();
         texts.join("; ")
     }
 }
 
 /// Name the probable writer of `foreign_value` in `key`, from the sysctl.d
-/// files, the process list and the module parameter. `None` when nothing
-/// points anywhere. Reads files only; cheap enough for a drift event, not
-/// for every sample.
-pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<Hint> {
+/// files, the process list and the module parameter, as one line (for
+/// `CONNTRACK_WRITER_HINT=` and `status`). `None` when nothing points
+/// anywhere. Reads files only; cheap enough for a drift event, not for
+/// every sample.
+pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<String> {
     let mut module = Vec::new();
     // The hashsize sources, for the bucket key only.
     if key == KEY_BUCKETS {
@@ -950,7 +937,7 @@ pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<Hint> {
     }
     let (sysctl, procs) = (sysctl_settings(root, key).0, scan_processes(root));
     let apply = crate::state::applied::read(root);
-    hint_from(key, foreign_value, &sysctl, &procs, &module, &apply)
+    hint_from(key, foreign_value, &sysctl, &procs, &module, &apply).map(|h| h.text())
 }
 
 /// The pure part of [`hint`].

@@ -21,7 +21,6 @@ use crate::kernel::kmsg::{self, TableFull};
 use crate::netns::sample::*;
 use crate::netns::{self, Namespace, Owner};
 
-/// One namespace in the report.
 #[derive(Debug, Serialize)]
 pub(crate) struct NsRow {
     inode: u64,
@@ -33,7 +32,6 @@ pub(crate) struct NsRow {
     bind_name: Option<String>,
     processes: usize,
     status: Verdict,
-    /// count / max.
     fill: Option<f64>,
     level: Option<Level>,
     /// "active" or "inactive" (nothing uses conntrack here), when read.

@@ -141,7 +141,6 @@ pub(crate) struct Report {
     settings: Vec<SettingRow>,
     warn_percent: Option<f64>,
     critical_percent: Option<f64>,
-    /// The configuration used.
     config: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     grow: Option<GrowReport>,
@@ -191,7 +190,6 @@ impl From<&Remembered> for GrownRow {
 pub(crate) struct Readings {
     /// The thresholds and the configuration's name.
     config: Result<(Thresholds, String), config::ConfigError>,
-    /// The (last) fill reading.
     fill: FillReading,
     /// Counters at the start and the end of the window (None: no window).
     before: Counts,
@@ -280,7 +278,14 @@ pub(crate) fn judge(r: &Readings) -> Report {
         Ok(r) => (Some(ct_totals(&r.table)), Some(r.source)),
         Err(_) => (None, None),
     };
-    judge_counter_reads(r, module_loaded, &mut problems);
+    // Unreadable conntrack counters, at either end of the window (once).
+    let after = r.after.as_ref().map(|a| &a.conntrack);
+    if let (Err(e), _) | (Ok(_), Some(Err(e))) = (&r.before.conntrack, after) {
+        if module_loaded {
+            let message = format!("cannot read the counters: {e}");
+            problems.push(Problem::new(Verdict::Unknown, message));
+        }
+    }
     let rising = r
         .after
         .as_ref()
@@ -315,7 +320,6 @@ impl Problem {
     }
 }
 
-/// The fill part of a report.
 #[derive(Default)]
 struct Fill {
     count: Option<u64>,
@@ -397,22 +401,6 @@ fn backlog_totals(t: &SoftnetTable) -> BTreeMap<&'static str, u64> {
     .into_iter()
     .filter_map(|(n, k)| Some((n, t.total(k)?)))
     .collect()
-}
-
-/// Unreadable conntrack counters, at either end of the window (once).
-fn judge_counter_reads(r: &Readings, module_loaded: bool, problems: &mut Vec<Problem>) {
-    if !module_loaded {
-        return;
-    }
-    let after = r.after.as_ref().map(|a| &a.conntrack);
-    let failed = match (&r.before.conntrack, after) {
-        (Err(e), _) | (Ok(_), Some(Err(e))) => e,
-        _ => return,
-    };
-    problems.push(Problem::new(
-        Verdict::Unknown,
-        format!("cannot read the counters: {failed}"),
-    ));
 }
 
 /// What rose over the window, and its problems: the drop points losing
@@ -759,7 +747,7 @@ pub(crate) fn read(host: &Host, config_path: Option<&Path>, window: Duration) ->
         .filter(|s| !s.ok())
         .filter_map(|s| {
             let h = crate::system::writers::hint(&host.root, &s.key, s.actual.as_deref()?)?;
-            Some((s.key.clone(), h.text())).filter(|(_, t)| !t.is_empty())
+            Some((s.key.clone(), h))
         })
         .collect();
     Readings {
