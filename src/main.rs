@@ -16,37 +16,41 @@
 //!
 //! `std::env::args_os` needs no start-up on Linux: glibc hands argv to
 //! std's `.init_array` hook.
-#![no_main]
+// The test harness of this target brings its own main.
+#![cfg_attr(not(test), no_main)]
 #![deny(unsafe_code)]
 
-use std::ffi::{c_char, c_int, OsString};
-use std::os::fd::{BorrowedFd, IntoRawFd};
+#[cfg(not(test))]
+mod entry {
+    use std::ffi::{c_char, c_int, OsString};
+    use std::os::fd::{BorrowedFd, IntoRawFd};
 
-use nix::errno::Errno;
-use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
-use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::sys::stat::Mode;
+    use nix::errno::Errno;
+    use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    use nix::sys::stat::Mode;
 
-/// The process entry point, called by glibc's `__libc_start_main`.
-#[allow(unsafe_code)]
-#[no_mangle]
-extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
-    for fd in 0..=2 {
-        // SAFETY: only asks the kernel about the number; a closed one gives
-        // EBADF, and the borrow ends with the call.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        if fcntl(borrowed, FcntlArg::F_GETFD) == Err(Errno::EBADF) {
-            // The lowest free descriptor is `fd` itself, kept open for good
-            // and inherited by children (no O_CLOEXEC), as std's start-up did.
-            if let Ok(null) = open("/dev/null", OFlag::O_RDWR, Mode::empty()) {
-                let _ = null.into_raw_fd();
+    /// The process entry point, called by glibc's `__libc_start_main`.
+    #[allow(unsafe_code)]
+    #[no_mangle]
+    extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+        for fd in 0..=2 {
+            // SAFETY: only asks the kernel about the number; a closed one gives
+            // EBADF, and the borrow ends with the call.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            if fcntl(borrowed, FcntlArg::F_GETFD) == Err(Errno::EBADF) {
+                // The lowest free descriptor is `fd` itself, kept open for good
+                // and inherited by children (no O_CLOEXEC), as std's start-up did.
+                if let Ok(null) = open("/dev/null", OFlag::O_RDWR, Mode::empty()) {
+                    let _ = null.into_raw_fd();
+                }
             }
         }
+        // SAFETY: SIG_IGN installs no handler code; nothing else in this
+        // process has touched SIGPIPE yet (no threads exist).
+        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+        let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+        // process::exit flushes std's stdout buffer before exiting.
+        std::process::exit(conntrack_guard::cli::run(&args))
     }
-    // SAFETY: SIG_IGN installs no handler code; nothing else in this
-    // process has touched SIGPIPE yet (no threads exist).
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    // process::exit flushes std's stdout buffer before exiting.
-    std::process::exit(conntrack_guard::cli::run(&args))
 }
