@@ -277,20 +277,15 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PathError> {
     result.map_err(err)
 }
 
-/// 64 random bits for temporary names: /dev/urandom, or std's randomly
-/// keyed hasher where /dev/urandom cannot be opened.
+/// 64 random bits for temporary names (`create_new` refuses a taken one):
+/// std's hasher keys come from getrandom once per process and change with
+/// every `RandomState`; the clock is mixed in. No file is opened for it.
 fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    match File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
-        Ok(()) => u64::from_ne_bytes(b),
-        Err(_) => {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-            h.write_u128(now.map_or(0, |d| d.as_nanos()));
-            h.finish()
-        }
-    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    h.write_u128(now.map_or(0, |d| d.as_nanos()));
+    h.finish()
 }
 
 #[cfg(test)]

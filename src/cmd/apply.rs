@@ -431,6 +431,10 @@ pub(crate) fn apply(
 /// as `plan`, `status` and this step.
 fn handoff_entry_bytes(root: &SysRoot, warnings: &mut Vec<String>) {
     if let Some(n) = slab::measured_entry_bytes(root) {
+        // Rewritten only when the figure changed (a rerun of apply).
+        if slab::read_handoff(root) == Some(n) {
+            return;
+        }
         if let Err(e) = slab::write_handoff(root, n) {
             warnings.push(format!(
                 "cannot hand the measured {n} B per entry to the watchdog: {e} \
