@@ -26,7 +26,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::assess::sizing::{size_for, DEFAULT_HEADROOM};
+use crate::assess::sizing::{cap_max, size_for, DEFAULT_HEADROOM};
 use crate::assess::Setting;
 use crate::config::{KEY_BUCKETS, KEY_MAX, MAX_CONNTRACK_MAX};
 use crate::kernel::hashsize::kernel_buckets;
@@ -125,36 +125,6 @@ impl GrowSample {
             false => self.buckets,
         }
     }
-}
-
-/// The largest max whose worst-case memory fits `budget_bytes`, with
-/// `buckets_at` giving the bucket count at a max (monotonic). At most the
-/// kernel's limit; 0 when not even an empty table fits.
-pub fn cap_max(budget_bytes: u64, entry_bytes: u64, buckets_at: impl Fn(u64) -> u64) -> u64 {
-    let fits = |m: u64| worst_case_bytes(m, buckets_at(m), entry_bytes) <= budget_bytes;
-    if !fits(0) {
-        return 0;
-    }
-    // Worst-case memory only rises with max: binary search, 31 steps.
-    let (mut lo, mut hi) = (0, MAX_CONNTRACK_MAX);
-    while lo < hi {
-        let mid = lo + (hi - lo).div_ceil(2);
-        if fits(mid) {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    lo
-}
-
-/// The budget's cap at boot, where apply sizes buckets with max (to max /
-/// 4, as the kernel rounds it, never below `buckets`): what a remembered
-/// max is checked against.
-pub fn boot_cap(budget_bytes: u64, entry_bytes: u64, buckets: u64, page_size: u64) -> u64 {
-    cap_max(budget_bytes, entry_bytes, |m| {
-        kernel_buckets(m / 4, page_size).max(buckets)
-    })
 }
 
 /// One growth to write.
@@ -885,15 +855,6 @@ mod tests {
         assert_eq!(g.max_after, 2048);
         assert_eq!(cap_max(0, 384, |_| 512), 0);
         assert_eq!(cap_max(u64::MAX, 384, |_| 512), MAX_CONNTRACK_MAX);
-    }
-
-    #[test]
-    fn boot_cap_fits_the_budget() {
-        let cap = boot_cap(64 * MIB, 384, 512, 4096);
-        let used = worst_case_bytes(cap, kernel_buckets(cap / 4, 4096).max(512), 384);
-        assert!(used <= 64 * MIB);
-        let over = worst_case_bytes(cap + 1, kernel_buckets((cap + 1) / 4, 4096).max(512), 384);
-        assert!(over > 64 * MIB);
     }
 
     proptest::proptest! {

@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use crate::config::{fmt_duration, Watch};
 use crate::kernel::ctstats::{CtReading, CtUnavailable};
+use crate::kernel::percpu::Saved;
 use crate::kernel::same_value;
 use crate::kernel::snmp::{SnmpError, UdpStats};
 use crate::kernel::softnet::{SoftnetError, SoftnetTable};
@@ -261,6 +262,16 @@ pub struct State {
     pub last_summary_at: Option<Duration>,
 }
 
+/// The per-CPU counter state behind the metrics' `*_total` counters, kept
+/// across restarts of the watchdog by [`crate::report::metrics`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedTotals {
+    /// The conntrack counters.
+    pub conntrack: Option<Saved>,
+    /// The softnet backlog counters.
+    pub softnet: Option<Saved>,
+}
+
 impl State {
     /// Number of configured settings that drifted.
     pub fn drifted(&self) -> usize {
@@ -304,15 +315,15 @@ impl State {
 
     /// The per-CPU counter state behind the metrics' totals, for the next
     /// watchdog process (see [`crate::report::metrics::save_totals`]).
-    pub fn saved_totals(&self) -> crate::report::metrics::SavedTotals {
-        crate::report::metrics::SavedTotals {
+    pub fn saved_totals(&self) -> SavedTotals {
+        SavedTotals {
             conntrack: self.counters.deltas.save(),
             softnet: self.backlog.deltas.save(),
         }
     }
 
     /// Continue a previous process's totals (same boot).
-    pub fn resume_totals(&mut self, saved: crate::report::metrics::SavedTotals) {
+    pub fn resume_totals(&mut self, saved: SavedTotals) {
         if let Some(s) = saved.conntrack {
             self.counters.deltas.resume(s);
         }

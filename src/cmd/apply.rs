@@ -525,7 +525,7 @@ pub(crate) fn start(root: &SysRoot, cfg: &Config, page_size: u64) -> Start {
 /// - a record of either kind grown from another configured max is
 ///   discarded: editing max in the conffile is the operator deciding again;
 /// - a remembered max above the configured one, within the budget as
-///   apply sizes it at boot ([`crate::assess::grow::boot_cap`]), is
+///   apply sizes it at boot ([`crate::assess::sizing::boot_cap`]), is
 ///   started from, buckets with it (towards max / 4, never fewer than
 ///   configured);
 /// - anything unreadable, hostile or above the budget is ignored with a
@@ -573,7 +573,7 @@ pub(crate) fn decide_start(
             return st;
         }
     };
-    let cap = crate::assess::grow::boot_cap(
+    let cap = crate::assess::sizing::boot_cap(
         i.budget_bytes,
         i.entry_bytes,
         i.configured_buckets.unwrap_or(0),

@@ -548,7 +548,7 @@ impl Watcher<'_> {
             sink.emit(&ev);
         }
         // The totals just exported, for the next process (see
-        // metrics::SavedTotals). Said once when it fails, and once when it
+        // assess::SavedTotals). Said once when it fails, and once when it
         // works again.
         let saved = metrics::save_totals(&self.host.root, &self.state.saved_totals());
         if let (Err(e), false) = (&saved, self.totals_failing) {

@@ -6,17 +6,13 @@
 //! big endian) carrying `CTA_STATS_*` u32 attributes in network byte order.
 //! The socket, the walk and the errors are [`crate::kernel::nfnl`]'s.
 
-use std::time::Duration;
-
 use crate::kernel::ctcounter::{CtCounter, CtTable};
 use crate::kernel::nfnl::{self, End, NFNL_SUBSYS_CTNETLINK};
 use crate::kernel::percpu::CpuIds;
 
-pub use crate::kernel::nfnl::{recv_retrying, retry_eintr, NetlinkError};
+pub use crate::kernel::nfnl::{recv_retrying, retry_eintr, NetlinkError, TIMEOUT};
 
 const IPCTNL_MSG_CT_GET_STATS_CPU: u16 = 4;
-/// How long one dump may take before it counts as unanswered.
-pub const TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Whether ctnetlink answers a statistics dump here, now. `Err` says why
 /// not; [`NetlinkError::is_not_loaded`] tells the apply step to load

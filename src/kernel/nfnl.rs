@@ -36,6 +36,8 @@ use NetlinkError::Malformed;
 
 /// `NFNL_SUBSYS_CTNETLINK`: the high byte of a ctnetlink message type.
 pub const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+/// How long a statistics dump may take before it counts as unanswered.
+pub const TIMEOUT: Duration = Duration::from_secs(1);
 /// A request (nlmsghdr flags).
 pub const NLM_F_REQUEST: u16 = 0x1;
 /// A dump: every object, in as many messages as it takes.
@@ -92,7 +94,7 @@ impl NetlinkError {
                 | Errno::EPROTONOSUPPORT
                 | Errno::EAFNOSUPPORT,
             ) => NetlinkError::NotLoaded(e),
-            Some(Errno::EAGAIN) => NetlinkError::Timeout(crate::kernel::netlink::TIMEOUT),
+            Some(Errno::EAGAIN) => NetlinkError::Timeout(TIMEOUT),
             _ => NetlinkError::Io(e),
         }
     }

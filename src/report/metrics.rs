@@ -11,9 +11,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::assess::SavedTotals;
 use crate::assess::{Fill, Level};
 use crate::kernel::ctstats::CounterSource;
-use crate::kernel::percpu::Saved;
 use crate::kernel::snmp::UdpStats;
 use crate::report::events::{Event, Priority};
 use crate::sysroot::{write_atomic, PathError, SysRoot};
@@ -26,8 +26,9 @@ pub const TOTALS_FILE: &str = "run/conntrack-guard/totals.json";
 /// The kernel's id of this boot: a saved state from another boot is void.
 const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";
 
-/// The per-CPU state behind the `*_total` counters, kept across restarts
-/// of the watchdog.
+/// The file's form: the per-CPU state behind the `*_total` counters
+/// ([`SavedTotals`]) and the boot it belongs to, kept across restarts of
+/// the watchdog.
 ///
 /// Why: the exported totals are wrap-extended (each CPU's u32 counter is
 /// followed with wrapping deltas). A new process without this state starts
@@ -41,15 +42,6 @@ const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";
 /// with every metrics write, only when a textfile is configured; keyed by
 /// the boot id; counters that read lower than saved on a CPU far from the
 /// wrap point are taken as reset and the state is dropped.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SavedTotals {
-    /// The conntrack counters.
-    pub conntrack: Option<Saved>,
-    /// The softnet backlog counters.
-    pub softnet: Option<Saved>,
-}
-
-/// The file's form: the state and the boot it belongs to.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct TotalsFile {
     boot_id: String,

@@ -23,7 +23,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use crate::assess::grow::cap_max;
+use crate::assess::sizing::cap_max;
 use crate::config::{Budget, KEY_BUCKETS, KEY_MAX, MAX_CONNTRACK_MAX};
 use crate::kernel::hashsize::KernelTarget;
 use crate::kernel::ram_bytes;
@@ -206,7 +206,7 @@ pub enum Verdict {
 }
 
 /// Judge a remembered max against the configured max and the budget's cap
-/// (see [`crate::assess::grow::boot_cap`]). Pure.
+/// (see [`crate::assess::sizing::boot_cap`]). Pure.
 pub fn verdict(r: &Remembered, configured_max: u64, cap_max: u64) -> Verdict {
     if r.configured != configured_max {
         Verdict::ConfigChanged {
