@@ -97,6 +97,11 @@ impl UdpStats {
         self.v4_v6(|m| m.in_errors)
     }
 
+    /// Datagrams to a port nothing listens on, likewise.
+    pub fn no_ports(&self) -> Option<u64> {
+        self.v4_v6(|m| m.no_ports)
+    }
+
     fn v4_v6(&self, f: impl Fn(&UdpMib) -> Option<u64>) -> Option<u64> {
         match (f(&self.udp), self.udp6.as_ref().and_then(f)) {
             (None, None) => None,

@@ -383,13 +383,8 @@ fn judge_fill(
 fn socket_totals(u: &UdpStats) -> SocketTotals {
     SocketTotals {
         rcvbuf_errors: u.rcvbuf_errors(),
-        in_errors: tally::socket(u)
-            .has("in_errors")
-            .then(|| tally::socket(u).get("in_errors")),
-        no_ports: match (u.udp.no_ports, u.udp6.and_then(|m| m.no_ports)) {
-            (None, None) => None,
-            (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
-        },
+        in_errors: u.in_errors(),
+        no_ports: u.no_ports(),
     }
 }
 
