@@ -121,6 +121,12 @@ impl NsTrackers {
         })
     }
 
+    /// Each namespace's count at the last scan.
+    pub fn counts(&self) -> impl Iterator<Item = u64> + '_ {
+        let trackers = self.by_inode.values();
+        trackers.filter_map(|t| t.fill.map(|f| f.count))
+    }
+
     /// The fullest watched namespace.
     pub fn worst(&self) -> Option<(u64, &NsTracker)> {
         self.by_inode

@@ -437,13 +437,7 @@ impl Watcher<'_> {
         if all && self.kmsg_seen.is_none() {
             return None;
         }
-        Some(self.ns_counts().fold(count, u64::max))
-    }
-
-    /// Each other namespace's count at the last scan.
-    fn ns_counts(&self) -> impl Iterator<Item = u64> + '_ {
-        let trackers = self.namespaces.by_inode.values();
-        trackers.filter_map(|t| t.fill.map(|f| f.count))
+        Some(self.namespaces.counts().fold(count, u64::max))
     }
 
     /// Drift events say who else writes the key, where that can be known
@@ -886,7 +880,8 @@ impl Watcher<'_> {
         let root = &self.host.root;
         let scanning = self.ns_scan.is_some();
         let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
-        let others: u64 = if all { self.ns_counts().sum() } else { 0 };
+        let counts = self.namespaces.counts();
+        let others: u64 = if all { counts.sum() } else { 0 };
         let g = &mut self.grower;
         let ns = if all {
             ns_rises(&mut g.ns_seen, self.namespaces.drops_since_start())
