@@ -43,7 +43,7 @@ use crate::kernel::percpu::Saved;
 use crate::kernel::same_value;
 use crate::kernel::snmp::{SnmpError, UdpStats};
 use crate::kernel::softnet::{SoftnetError, SoftnetTable};
-use crate::kernel::sysctl::SysctlError;
+use crate::kernel::sysctl::{compact, SysctlError};
 use crate::kernel::FileError;
 use crate::report::events::{Event, Priority};
 use crate::report::ids;
@@ -141,10 +141,7 @@ impl Setting {
     }
 
     pub(crate) fn actual_text(&self) -> String {
-        match &self.actual {
-            Some(a) => a.split_whitespace().collect::<Vec<_>>().join(" "),
-            None => "absent".to_string(),
-        }
+        self.actual.as_deref().map_or("absent".into(), compact)
     }
 }
 

@@ -17,6 +17,7 @@ use crate::exit;
 use crate::host::Host;
 use crate::kernel::hashsize::{self, kernel_buckets, KernelTarget};
 use crate::kernel::module::{self, ModuleError, ModuleState};
+use crate::kernel::sysctl::compact;
 use crate::kernel::{entry_bytes, kernel_u64, ram_bytes, read_current, same_value, slab};
 use crate::report::events::{Event, Priority, Sink};
 use crate::report::ids;
@@ -245,10 +246,6 @@ impl Report {
             );
         ev
     }
-}
-
-fn compact(v: &str) -> String {
-    v.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Memory at a full table: entries plus the bucket array (8 bytes each).

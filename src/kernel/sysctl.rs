@@ -57,6 +57,11 @@ pub fn same_value(actual: &str, target: &str) -> bool {
     actual.split_whitespace().eq(target.split_whitespace())
 }
 
+/// A value on one line: its words joined by single spaces.
+pub fn compact(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// MemTotal in bytes, from /proc/meminfo.
 pub fn ram_bytes(root: &SysRoot) -> Option<u64> {
     parse_memtotal(&root.read_some("proc/meminfo")?)
