@@ -532,11 +532,6 @@ pub fn check_grow(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
 /// budget is a share of RAM that cannot be read.
 fn check_budget(root: &SysRoot, cfg: &Config) -> Option<Finding> {
     let max = cfg.conntrack.max.value().filter(|_| cfg.grow.enabled)?;
-    if matches!(cfg.grow.budget, config::Budget::Percent(_))
-        && crate::kernel::ram_bytes(root).is_none()
-    {
-        return None;
-    }
     let page = crate::kernel::hashsize::page_size();
     let buckets = cfg
         .conntrack
@@ -544,14 +539,8 @@ fn check_budget(root: &SysRoot, cfg: &Config) -> Option<Finding> {
         .map(|b| crate::kernel::hashsize::kernel_buckets(b, page))
         .or_else(|| crate::kernel::kernel_u64(root, KEY_BUCKETS))
         .unwrap_or(0);
-    let v = crate::assess::sizing::budget_view(
-        &cfg.grow.budget.to_string(),
-        crate::state::grown::budget_bytes(root, cfg.grow.budget),
-        crate::kernel::slab::entry_bytes(root),
-        page,
-        max,
-        buckets,
-    );
+    let entry = crate::kernel::slab::entry_bytes(root);
+    let v = crate::state::grown::budget_view(root, cfg.grow.budget, entry, page, max, buckets)?;
     let (budget, worst) = (v.budget_text(), v.worst_text());
     let f = if v.fits {
         let what = format!(

@@ -4,13 +4,12 @@
 
 use std::path::Path;
 
-use crate::assess::sizing::{budget_view, plan, BudgetView, Request};
-use crate::config::Config;
+use crate::assess::sizing::{plan, Request};
 use crate::exit;
 use crate::host::Host;
 use crate::kernel::facts::KernelFacts;
 use crate::report::output;
-use crate::sysroot::SysRoot;
+use crate::state::grown;
 
 /// `plan` against the kernel of `host`; returns the exit code.
 pub fn run(
@@ -35,29 +34,9 @@ pub fn run(
         &cfg,
         &facts,
     );
-    p.budget = budget(root, &cfg, &facts, p.max, p.buckets);
+    // No budget with growth off, nor one of 0 bytes.
+    let (entry, page) = (facts.entry_bytes, facts.page_size);
+    let view = grown::budget_view(root, cfg.grow.budget, entry, page, p.max, p.buckets);
+    p.budget = view.filter(|v| cfg.grow.enabled && v.budget_bytes > 0);
     output::report(&p, json, |p| p.text(), exit::OK, exit::FAILURE)
-}
-
-/// The recommended max against `[grow] budget` on this machine; `None`
-/// with growth off, or when the budget is a share of RAM that cannot be
-/// read.
-fn budget(
-    root: &SysRoot,
-    cfg: &Config,
-    facts: &KernelFacts,
-    max: u64,
-    buckets: u64,
-) -> Option<BudgetView> {
-    let bytes = crate::state::grown::budget_bytes(root, cfg.grow.budget);
-    (cfg.grow.enabled && bytes > 0).then(|| {
-        budget_view(
-            &cfg.grow.budget.to_string(),
-            bytes,
-            facts.entry_bytes,
-            facts.page_size,
-            max,
-            buckets,
-        )
-    })
 }

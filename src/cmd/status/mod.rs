@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::assess::sizing::{budget_view, BudgetView};
+use crate::assess::sizing::BudgetView;
 use crate::assess::tally::{self, Signal, Tally};
 use crate::assess::verdict::{plugin_line, Perf, Verdict};
 use crate::assess::{FillReading, Level, Setting, Thresholds, BACKLOG, CONNTRACK, SOCKET};
@@ -37,7 +37,7 @@ use crate::kernel::ctstats::{CtCounter, CtReading, CtTable, CtUnavailable};
 use crate::kernel::percpu::{CounterSet, CpuTable, DeltaTracker, Window, HOT_CPU_SHARE};
 use crate::kernel::snmp::{read_udp, SnmpError, UdpStats};
 use crate::kernel::softnet::{read_softnet, SoftnetCounter, SoftnetError, SoftnetTable};
-use crate::kernel::{kernel_u64, ram_bytes, slab, FileError};
+use crate::kernel::{kernel_u64, slab, FileError};
 use crate::observe;
 use crate::report::output;
 use crate::report::table::human_bytes;
@@ -761,23 +761,12 @@ pub(crate) fn read(host: &Host, config_path: Option<&Path>, window: Duration) ->
 /// this boot's record as every reader judges it.
 fn grow_report(host: &Host, cfg: &config::Config, max: u64) -> GrowReport {
     let root = &host.root;
-    let bytes = grown::budget_bytes(root, cfg.grow.budget);
-    let percent_unknown =
-        matches!(cfg.grow.budget, config::Budget::Percent(_)) && ram_bytes(root).is_none();
     let buckets = kernel_u64(root, config::KEY_BUCKETS).unwrap_or(0);
+    let (entry, page) = (slab::entry_bytes(root), host.page_size);
     let boot = observe::this_boot(root, cfg);
     GrowReport {
         enabled: cfg.grow.enabled,
-        budget: (!percent_unknown).then(|| {
-            budget_view(
-                &cfg.grow.budget.to_string(),
-                bytes,
-                slab::entry_bytes(root),
-                host.page_size,
-                max,
-                buckets,
-            )
-        }),
+        budget: grown::budget_view(root, cfg.grow.budget, entry, page, max, buckets),
         grown: boot.grown().map(GrownRow::from),
         record_ignored: boot.ignored,
     }
