@@ -827,91 +827,16 @@ fn count_cpu_list(s: &str) -> Option<u64> {
 // ---------------------------------------------------------------------
 // The hint
 
-/// One candidate for "who wrote this value".
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Candidate {
-    /// A sysctl.d line (`file:line`) sets the key; `wins`: it is applied last.
-    SysctlFile {
-        at: String,
-        value: String,
-        wins: bool,
-    },
-    /// A running process writes `value` to the key; `stop` stops it.
-    Process {
-        name: String,
-        pid: u32,
-        value: String,
-        stop: String,
-    },
-    /// The module option `hashsize=` (modprobe.d) or the module parameter.
-    ModuleParam { at: String, value: String },
-    /// The value is the kernel's default. Why depends on whether the apply
-    /// step ran in this boot ([`crate::state::applied`]; `None`: not
-    /// known): if it did, the module was (re)loaded after it, or a new
-    /// namespace started with defaults; if not, nothing ever set the value.
-    KernelDefault { apply_this_boot: Option<bool> },
-    /// Other processes are hidden; a running writer could not be seen.
-    ProcessesHidden,
-    /// A known writer is installed as a systemd unit `name` (seen in the
-    /// file system at `at` when the process list is hidden).
-    Unit { name: String, at: String },
-}
-
-impl Candidate {
-    fn text(&self) -> String {
-        match self {
-            Candidate::SysctlFile { at, value, wins } => {
-                let last = if *wins { " (applied last at boot)" } else { "" };
-                format!("{at} sets {value}{last}")
-            }
-            Candidate::Process {
-                name,
-                pid,
-                value,
-                stop,
-            } => {
-                format!("{name} (pid {pid}) writes it ({value}); stop it with {stop}")
-            }
-            Candidate::ModuleParam { at, value } => format!("{at} sets hashsize={value}"),
-            Candidate::KernelDefault { apply_this_boot } => match apply_this_boot {
-                Some(true) => {
-                    "it is the kernel default: conntrack-guard-apply ran in this boot, so \
-                     nf_conntrack was loaded or reloaded after it (or this namespace started \
-                     with defaults)"
-                }
-                Some(false) => {
-                    "it is the kernel default: conntrack-guard-apply has not run since \
-                     boot (systemctl status conntrack-guard-apply)"
-                }
-                None => {
-                    "it is the kernel default (whether conntrack-guard-apply ran since boot \
-                     cannot be read)"
-                }
-            }
-            .to_string(),
-            Candidate::Unit { name, at } => format!(
-                "{name} is installed ({at}); kube-proxy and k3s write the conntrack maximum \
-                 when they start (conntrack.maxPerCore: 0 stops that)"
-            ),
-            Candidate::ProcessesHidden => "other processes are hidden from this one \
-                 (ProtectProc=invisible): run `conntrack-guard doctor` as root to look for \
-                 kube-proxy"
-                .to_string(),
-        }
-    }
-}
-
 /// Who probably wrote a foreign value into a key: candidates, most likely
 /// first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hint {
-    candidates: Vec<Candidate>,
+    candidates: Vec<String>,
 }
 
 impl Hint {
     fn text(&self) -> String {
-        let texts: Vec<String> = self.candidates.iter().map(Candidate::text).collect();
-        texts.join("; ")
+        self.candidates.join("; ")
     }
 }
 
@@ -949,25 +874,26 @@ fn hint_from(
     module: &[(String, String)],
     apply: &ApplyRun,
 ) -> Option<Hint> {
-    let file = |s: &SysctlSetting| Candidate::SysctlFile {
-        at: s.location(),
-        value: s.value.clone(),
-        wins: s.wins,
+    let file = |s: &SysctlSetting| {
+        let last = if s.wins {
+            " (applied last at boot)"
+        } else {
+            ""
+        };
+        format!("{} sets {}{last}", s.location(), s.value)
     };
     let (exact, other): (Vec<_>, Vec<_>) = sysctl.iter().partition(|s| s.value == foreign);
-    let mut exact: Vec<Candidate> = exact.into_iter().map(file).collect();
-    let mut other: Vec<Candidate> = other.into_iter().map(file).collect();
-    for c in procs.writers.iter().filter_map(|w| process_write(w, key)) {
-        match &c {
-            Candidate::Process { value, .. } if value == foreign => exact.insert(0, c),
-            _ => other.push(c),
+    let mut exact: Vec<String> = exact.into_iter().map(file).collect();
+    let mut other: Vec<String> = other.into_iter().map(file).collect();
+    for (value, c) in procs.writers.iter().filter_map(|w| process_write(w, key)) {
+        if value == foreign {
+            exact.insert(0, c);
+        } else {
+            other.push(c);
         }
     }
     for (at, value) in module.iter().filter(|(_, v)| v == foreign) {
-        exact.push(Candidate::ModuleParam {
-            at: at.clone(),
-            value: value.clone(),
-        });
+        exact.push(format!("{at} sets hashsize={value}"));
     }
     // The kernel's defaults of the UDP timeouts (seconds).
     let default = match key {
@@ -975,28 +901,52 @@ fn hint_from(
         KEY_UDP_TIMEOUT_STREAM => Some("120"),
         _ => None,
     };
+    // The kernel's default: why depends on whether the apply step ran in
+    // this boot ([`crate::state::applied`]): if it did, the module was
+    // (re)loaded after it, or a new namespace started with defaults; if
+    // not, nothing ever set the value.
     if default == Some(foreign) {
-        let apply_this_boot = match apply {
-            ApplyRun::ThisBoot { .. } => Some(true),
-            ApplyRun::NotThisBoot => Some(false),
-            ApplyRun::Unknown => None,
-        };
-        exact.push(Candidate::KernelDefault { apply_this_boot });
+        exact.push(
+            match apply {
+                ApplyRun::ThisBoot { .. } => {
+                    "it is the kernel default: conntrack-guard-apply ran in this boot, so \
+                     nf_conntrack was loaded or reloaded after it (or this namespace started \
+                     with defaults)"
+                }
+                ApplyRun::NotThisBoot => {
+                    "it is the kernel default: conntrack-guard-apply has not run since \
+                     boot (systemctl status conntrack-guard-apply)"
+                }
+                ApplyRun::Unknown => {
+                    "it is the kernel default (whether conntrack-guard-apply ran since boot \
+                     cannot be read)"
+                }
+            }
+            .to_string(),
+        );
     }
     exact.extend(other);
+    // Other processes are hidden: a running writer could not be seen, but
+    // a known writer installed as a systemd unit can.
     if procs.hidden {
-        exact.extend(procs.units.iter().map(|(name, at)| Candidate::Unit {
-            name: name.clone(),
-            at: at.clone(),
+        exact.extend(procs.units.iter().map(|(name, at)| {
+            format!(
+                "{name} is installed ({at}); kube-proxy and k3s write the conntrack maximum \
+                 when they start (conntrack.maxPerCore: 0 stops that)"
+            )
         }));
-        exact.push(Candidate::ProcessesHidden);
+        exact.push(
+            "other processes are hidden from this one (ProtectProc=invisible): run \
+             `conntrack-guard doctor` as root to look for kube-proxy"
+                .to_string(),
+        );
     }
     (!exact.is_empty()).then_some(Hint { candidates: exact })
 }
 
 /// What the kube-proxy in `w` (its own or k3s's) writes to `key` when it
-/// starts, and the setting that stops it; `None` when it leaves `key` alone.
-fn process_write(w: &WriterProcess, key: &str) -> Option<Candidate> {
+/// starts, and the candidate's text; `None` when it leaves `key` alone.
+fn process_write(w: &WriterProcess, key: &str) -> Option<(String, String)> {
     if w.kind == WriterKind::CalicoNode || w.kube_proxy_disabled {
         return None;
     }
@@ -1009,13 +959,9 @@ fn process_write(w: &WriterProcess, key: &str) -> Option<Candidate> {
         (_, Some(p)) => format!("{setting} in {p}"),
         (_, None) => format!("--{flag}"),
     };
-    let (name, pid, value) = (w.kind.name().into(), w.pid, v.to_string());
-    Some(Candidate::Process {
-        name,
-        pid,
-        value,
-        stop,
-    })
+    let (name, pid) = (w.kind.name(), w.pid);
+    let text = format!("{name} (pid {pid}) writes it ({v}); stop it with {stop}");
+    Some((v.to_string(), text))
 }
 
 #[cfg(test)]
@@ -1167,7 +1113,7 @@ mod tests {
             &ApplyRun::NotThisBoot,
         )
         .unwrap();
-        assert!(matches!(h.candidates[0], Candidate::KernelDefault { .. }));
+        assert!(h.candidates[0].starts_with("it is the kernel default"));
         // Only what is known: apply never ran, so nothing was "reloaded
         // after" it.
         assert!(h.text().contains("has not run since boot"), "{}", h.text());
@@ -1186,8 +1132,8 @@ mod tests {
             "{}",
             h.text()
         );
-        assert!(matches!(h.candidates[1], Candidate::Unit { .. }));
-        assert!(matches!(h.candidates[2], Candidate::ProcessesHidden));
+        assert!(h.candidates[1].starts_with("kube-proxy.service is installed ("));
+        assert!(h.candidates[2].starts_with("other processes are hidden"));
         assert!(hint_from(KEY_MAX, "5", &[], &ProcScan::default(), &[], &ran).is_none());
     }
 
