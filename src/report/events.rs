@@ -36,9 +36,15 @@ pub enum Priority {
 }
 
 impl Priority {
-    /// The syslog name (the variants are the syslog numbers 2 to 6).
+    /// The syslog name.
     pub fn name(self) -> &'static str {
-        ["crit", "err", "warning", "notice", "info"][self as usize - 2]
+        match self {
+            Priority::Crit => "crit",
+            Priority::Err => "err",
+            Priority::Warning => "warning",
+            Priority::Notice => "notice",
+            Priority::Info => "info",
+        }
     }
 }
 
