@@ -104,18 +104,6 @@ pub(crate) struct SettingRow {
     writer_hint: Option<String>,
 }
 
-impl From<&Setting> for SettingRow {
-    fn from(s: &Setting) -> Self {
-        SettingRow {
-            key: s.key.clone(),
-            expected: s.expected.clone(),
-            actual: s.actual.clone(),
-            ok: s.ok(),
-            writer_hint: None,
-        }
-    }
-}
-
 /// The whole snapshot (the `--json` output).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct Report {
@@ -350,18 +338,16 @@ fn judge_fill(
     };
     let ratio = c as f64 / m as f64;
     let level = thresholds.map(|t| Level::of(ratio * 100.0, t));
-    if let (Some(lv), Some(t)) = (level, thresholds) {
+    if let (Some(lv), Some(t)) = (level.filter(|lv| *lv != Level::Ok), thresholds) {
         let at = match lv {
             Level::Critical => t.critical_percent,
             _ => t.warn_percent,
         };
-        if lv != Level::Ok {
-            let text = format!("{:.1}% full ({c}/{m})", ratio * 100.0);
-            push(
-                lv.into(),
-                format!("{text}: at or above the {} level of {at}%", lv.name()),
-            );
-        }
+        let text = format!("{:.1}% full ({c}/{m})", ratio * 100.0);
+        push(
+            lv.into(),
+            format!("{text}: at or above the {} level of {at}%", lv.name()),
+        );
     }
     if c > m {
         push(
@@ -480,9 +466,18 @@ fn judge_drop_points(
 /// The settings rows; each drifted key is a warning naming who else
 /// writes it, where known.
 fn judge_settings(r: &Readings, problems: &mut Vec<Problem>) -> Vec<SettingRow> {
-    let mut settings: Vec<SettingRow> = r.settings.iter().map(SettingRow::from).collect();
-    for s in settings.iter_mut().filter(|s| !s.ok) {
-        s.writer_hint = r.writer_hints.get(&s.key).cloned();
+    let settings: Vec<SettingRow> = r
+        .settings
+        .iter()
+        .map(|s| SettingRow {
+            key: s.key.clone(),
+            expected: s.expected.clone(),
+            actual: s.actual.clone(),
+            ok: s.ok(),
+            writer_hint: r.writer_hints.get(&s.key).filter(|_| !s.ok()).cloned(),
+        })
+        .collect();
+    for s in settings.iter().filter(|s| !s.ok) {
         problems.push(Problem::new(
             Verdict::Warning,
             format!(
