@@ -407,21 +407,17 @@ impl Watcher<'_> {
 
     /// The `STATUS=` line, with the namespaces when all are watched.
     fn status_line(&self) -> String {
-        let mut line = status_line(&self.state);
+        let mut parts = vec![status_line(&self.state)];
         if self.cfg.watch.all_namespaces && self.host.kernel_access {
-            line.push_str(" · ");
-            match self.ns_denied {
+            parts.push(match self.ns_denied {
                 Some(Some(cap)) if self.namespaces.by_inode.is_empty() => {
-                    line.push_str(&format!("netns: no access (needs {cap})"));
+                    format!("netns: no access (needs {cap})")
                 }
-                _ => line.push_str(&self.namespaces.status()),
-            }
+                _ => self.namespaces.status(),
+            });
         }
-        if let Some(grown) = self.grower.tracker.status_fragment() {
-            line.push_str(" · ");
-            line.push_str(&grown);
-        }
-        line
+        parts.extend(self.grower.tracker.status_fragment());
+        parts.join(" · ")
     }
 
     /// The most entries any namespace this watchdog can see holds, for the
@@ -449,29 +445,24 @@ impl Watcher<'_> {
     /// running (or hung), new events go out at once, without a hint.
     /// Returns the events to emit now.
     fn name_the_writer(&mut self, evs: Vec<Event>, now: Instant) -> Vec<Event> {
-        let wants = |e: &Event| {
-            matches!(e.name, "drift" | "drift_fight" | "restored")
-                && e.get("CONNTRACK_KEY").is_some()
-                && e.get("CONNTRACK_ACTUAL")
-                    .or(e.get("CONNTRACK_FOREIGN"))
-                    .is_some()
-        };
+        /// The key and the value someone else wrote to it.
+        fn ask(e: &Event) -> Option<[&str; 2]> {
+            let foreign = e.get("CONNTRACK_ACTUAL").or(e.get("CONNTRACK_FOREIGN"));
+            Some([e.get("CONNTRACK_KEY")?, foreign?])
+        }
+        let wants =
+            |e: &Event| matches!(e.name, "drift" | "drift_fight" | "restored") && ask(e).is_some();
         if self.hints.is_some() || !evs.iter().any(wants) {
             return evs;
         }
         let (held, now_out): (Vec<Event>, Vec<Event>) = evs.into_iter().partition(wants);
-        let asks: Vec<(String, String)> = held
+        let asks: Vec<_> = held
             .iter()
-            .map(|e| {
-                let foreign = e.get("CONNTRACK_ACTUAL").or(e.get("CONNTRACK_FOREIGN"));
-                (
-                    e.get("CONNTRACK_KEY").unwrap_or_default().to_string(),
-                    foreign.unwrap_or_default().to_string(),
-                )
-            })
+            .filter_map(ask)
+            .map(|a| a.map(String::from))
             .collect();
         let root = self.host.root.clone();
-        let hint = move |(key, foreign): &(String, String)| {
+        let hint = move |[key, foreign]: &[String; 2]| {
             writers::hint(&root, key, foreign).unwrap_or_default()
         };
         match spawn("ctg-writers", move || asks.iter().map(hint).collect()) {
@@ -669,12 +660,11 @@ impl Watcher<'_> {
             let held = self.hint_result(Instant::now());
             Self::emit_all(sink, held);
             self.ns_arrived(sink);
-            if let Some(every) = self.notifier.watchdog_every() {
-                let now = Instant::now();
-                if now >= self.last_ping + every && now < self.next_sample {
-                    self.last_ping = now;
-                    self.notify(sink, &[NotifyState::Watchdog]);
-                }
+            let now = Instant::now();
+            let every = self.notifier.watchdog_every();
+            if every.is_some_and(|e| now >= self.last_ping + e) && now < self.next_sample {
+                self.last_ping = now;
+                self.notify(sink, &[NotifyState::Watchdog]);
             }
         }
         // Held drift events go out without waiting for their hint.
@@ -880,13 +870,15 @@ impl Watcher<'_> {
         let root = &self.host.root;
         let scanning = self.ns_scan.is_some();
         let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
-        let counts = self.namespaces.counts();
-        let others: u64 = if all { counts.sum() } else { 0 };
         let g = &mut self.grower;
-        let ns = if all {
-            ns_rises(&mut g.ns_seen, self.namespaces.drops_since_start())
+        // The other namespaces' entries and loss rises, and how often they
+        // are read (the flow-rate window below holds two scans).
+        let (others, ns, scan_every) = if all {
+            let ns = ns_rises(&mut g.ns_seen, self.namespaces.drops_since_start());
+            let others: u64 = self.namespaces.counts().sum();
+            (others, ns, self.cfg.watch.namespaces_every)
         } else {
-            [0; 3]
+            (0, [0; 3], Duration::ZERO)
         };
         let rises: [u64; 3] = std::array::from_fn(|i| host_rises[i].saturating_add(ns[i]));
         // A scan read while or just before the table grew still shows the
@@ -916,18 +908,11 @@ impl Watcher<'_> {
                 rate
             });
         g.losses = g.losses.saturating_add(rises.iter().sum());
-        let window = if all {
-            self.interval.max(self.cfg.watch.namespaces_every) * 2
-        } else {
-            self.interval * 2
-        };
+        let window = self.interval.max(scan_every) * 2;
         let seen = g
             .window
             .rate(at, table_count.saturating_add(g.losses), window);
-        let rate = match (inserted, seen) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
+        let rate = inserted.into_iter().chain(seen).reduce(f64::max);
         g.budget_bytes = self.cfg.grow.budget.bytes(ram_bytes(root).unwrap_or(0));
         let sample = GrowSample {
             max,
@@ -990,9 +975,7 @@ impl Watcher<'_> {
             growth.max_after = v;
         }
         if growth.buckets_changed() {
-            if let Some(v) = kernel_u64(root, KEY_BUCKETS) {
-                growth.buckets_after = v;
-            }
+            growth.buckets_after = kernel_u64(root, KEY_BUCKETS).unwrap_or(growth.buckets_after);
         }
         let configured = match self.cfg.conntrack.max {
             Knob::Set(m) => m,
