@@ -393,21 +393,19 @@ fn judge_window(r: &Readings, after: &Counts, problems: &mut Vec<Problem>) -> Ri
         &fmt_duration(r.window),
         problems,
     );
-    let per_cpu = if points.is_empty() {
-        Vec::new()
-    } else {
-        per_cpu_loss(ct.as_ref(), bl.as_ref())
-    };
-    let hot = ct.as_ref().and_then(|t| t.hot_cpu(HOT_CPU_SHARE));
-    if let (Some((cpu, share)), false) = (hot, points.is_empty()) {
-        problems.push(Problem::new(
-            Verdict::Critical,
-            format!(
-                "{:.0}% of the conntrack drops are on CPU {cpu}: one RX queue or softirq \
-                 carries the load (check RSS/RPS and IRQ affinity)",
-                share * 100.0
-            ),
-        ));
+    let mut per_cpu = Vec::new();
+    if !points.is_empty() {
+        per_cpu = per_cpu_loss(ct.as_ref(), bl.as_ref());
+        if let Some((cpu, share)) = ct.as_ref().and_then(|t| t.hot_cpu(HOT_CPU_SHARE)) {
+            problems.push(Problem::new(
+                Verdict::Critical,
+                format!(
+                    "{:.0}% of the conntrack drops are on CPU {cpu}: one RX queue or softirq \
+                     carries the load (check RSS/RPS and IRQ affinity)",
+                    share * 100.0
+                ),
+            ));
+        }
     }
     let map =
         |t: &Option<Tally>, sig: &Signal| t.as_ref().map(|t| tally_map(t, sig)).unwrap_or_default();
