@@ -327,13 +327,10 @@ impl Watcher<'_> {
 
     /// The namespace events, once a scan is done.
     fn ns_scan_result(&mut self, at: Duration) -> Vec<Event> {
-        let Some(rx) = &self.ns_scan else {
-            return Vec::new();
+        let got = match self.ns_scan.as_ref().map(mpsc::Receiver::try_recv) {
+            None | Some(Err(mpsc::TryRecvError::Empty)) => return Vec::new(),
+            Some(got) => got,
         };
-        let got = rx.try_recv();
-        if matches!(got, Err(mpsc::TryRecvError::Empty)) {
-            return Vec::new();
-        }
         self.ns_scan = None;
         let Ok((scan, kmsg, denied)) = got else {
             return Vec::new();
