@@ -379,10 +379,9 @@ impl Watcher<'_> {
     fn ns_access(&mut self, denied: Option<&'static str>) -> Option<Event> {
         self.ns_denied = Some(denied);
         let cap = denied?;
-        if self.ns_denied_logged {
+        if std::mem::replace(&mut self.ns_denied_logged, true) {
             return None;
         }
-        self.ns_denied_logged = true;
         Some(
             Event::new(
                 Priority::Warning,
@@ -619,10 +618,9 @@ impl Watcher<'_> {
     /// When to wake next: the next sample, or the next keep-alive,
     /// whichever comes first.
     fn wake_at(&self) -> Instant {
-        let at = match self.notifier.watchdog_every() {
-            Some(every) => self.next_sample.min(self.last_ping + every),
-            None => self.next_sample,
-        };
+        let every = self.notifier.watchdog_every();
+        let ping = every.map_or(self.next_sample, |e| self.last_ping + e);
+        let at = self.next_sample.min(ping);
         // Held drift events go out when their hint is in or its bound is
         // up, and a namespace scan's result is taken as soon as it is in
         // (see `ns_arrived`): look every HINT_POLL until then.
@@ -668,8 +666,7 @@ impl Watcher<'_> {
         if let Some(job) = self.hints.take() {
             Self::emit_all(sink, job.held);
         }
-        let (state, evs) = assess::flush(std::mem::take(&mut self.state));
-        self.state = state;
+        let (_, evs) = assess::flush(std::mem::take(&mut self.state));
         Self::emit_all(sink, evs);
         let at = Instant::now().duration_since(self.start);
         Self::emit_all(sink, self.namespaces.flush(at));
@@ -1073,9 +1070,9 @@ fn one_malloc_arena() {
     }
 }
 
-/// Run the watchdog until SIGTERM or SIGINT. `interval` (from
+/// Run the watchdog until SIGTERM or SIGINT. `cli_interval` (from
 /// `--interval`) overrides the configuration, also across reloads.
-pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) -> i32 {
+pub fn run(host: &Host, config_path: Option<&Path>, cli_interval: Option<Duration>) -> i32 {
     one_malloc_arena();
     let root = &host.root;
     let config_stamp =
@@ -1093,7 +1090,6 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
         }
     };
     let mut sink = default_sink();
-    let cli_interval = interval;
     let interval = cli_interval.unwrap_or(cfg.watch.interval);
     let now = Instant::now();
     let mut w = Watcher {
