@@ -283,10 +283,10 @@ pub(crate) fn judge(r: &Readings) -> Report {
     Report {
         status,
         exit_code: status.code(),
-        count: fill.count,
-        max: fill.max,
-        fill: fill.ratio,
-        level: fill.level,
+        count: fill.map(|f| f.0),
+        max: fill.map(|f| f.1),
+        fill: fill.map(|f| f.2),
+        level: fill.and_then(|f| f.3),
         module_loaded,
         counters,
         counters_source,
@@ -308,20 +308,13 @@ impl Problem {
     }
 }
 
-#[derive(Default)]
-struct Fill {
-    count: Option<u64>,
-    max: Option<u64>,
-    ratio: Option<f64>,
-    level: Option<Level>,
-}
-
-/// The fill, its level and its problems.
+/// The fill (count, max, their ratio and its level, when read) and its
+/// problems.
 fn judge_fill(
     reading: &FillReading,
     thresholds: Option<&Thresholds>,
     problems: &mut Vec<Problem>,
-) -> Fill {
+) -> Option<(u64, u64, f64, Option<Level>)> {
     let mut push = |severity, message: String| problems.push(Problem::new(severity, message));
     let &FillReading::Read {
         count: c,
@@ -334,7 +327,7 @@ fn judge_fill(
             _ => "nf_conntrack_max is 0: the fill cannot be computed".into(),
         };
         push(Verdict::Unknown, why);
-        return Fill::default();
+        return None;
     };
     let ratio = c as f64 / m as f64;
     let level = thresholds.map(|t| Level::of(ratio * 100.0, t));
@@ -358,12 +351,7 @@ fn judge_fill(
             ),
         );
     }
-    Fill {
-        count: Some(c),
-        max: Some(m),
-        ratio: Some(ratio),
-        level,
-    }
+    Some((c, m, ratio, level))
 }
 
 fn socket_totals(u: &UdpStats) -> SocketTotals {
