@@ -414,37 +414,31 @@ fn judge_drop_points(
     problems: &mut Vec<Problem>,
 ) -> Vec<&'static str> {
     let mut points = Vec::new();
-    if let Some(t) = ct.filter(|t| t.loss(&CONNTRACK) > 0) {
-        points.push("conntrack table");
-        problems.push(Problem::new(
-            Verdict::Critical,
-            format!(
-                "packets are being dropped now at the conntrack table: {} in {window}",
-                t.text(&CONNTRACK)
+    for (t, sig, point) in [
+        (ct, &CONNTRACK, "conntrack table"),
+        (udp, &SOCKET, "socket receive buffer"),
+        (bl, &BACKLOG, "input backlog"),
+    ] {
+        let Some(t) = t.filter(|t| t.loss(sig) > 0) else {
+            continue;
+        };
+        points.push(point);
+        let (severity, dying, advice) = match point {
+            "conntrack table" => (Verdict::Critical, "packets", ""),
+            "socket receive buffer" => (
+                Verdict::Warning,
+                "UDP datagrams",
+                "; raise the receiver's SO_RCVBUF and net.core.rmem_max",
             ),
-        ));
-    }
-    if let Some(t) = udp.filter(|t| t.loss(&SOCKET) > 0) {
-        points.push("socket receive buffer");
-        problems.push(Problem::new(
-            Verdict::Warning,
-            format!(
-                "UDP datagrams are being dropped now at the socket receive buffer: {} in {window}; \
-                 raise the receiver's SO_RCVBUF and net.core.rmem_max",
-                t.text(&SOCKET)
+            _ => (
+                Verdict::Warning,
+                "packets",
+                "; raise net.core.netdev_max_backlog, spread the load with RSS/RPS",
             ),
-        ));
-    }
-    if let Some(t) = bl.filter(|t| t.loss(&BACKLOG) > 0) {
-        points.push("input backlog");
-        problems.push(Problem::new(
-            Verdict::Warning,
-            format!(
-                "packets are being dropped now at the input backlog: {} in {window}; \
-                 raise net.core.netdev_max_backlog, spread the load with RSS/RPS",
-                t.text(&BACKLOG)
-            ),
-        ));
+        };
+        let lost = t.text(sig);
+        let what = format!("{dying} are being dropped now at the {point}: {lost} in {window}");
+        problems.push(Problem::new(severity, what + advice));
     }
     points
 }
