@@ -104,10 +104,7 @@ impl Report {
             count(Severity::Unknown),
             count(Severity::Ok)
         );
-        for f in &self.findings {
-            out += &f.line();
-            out.push('\n');
-        }
+        out.extend(self.findings.iter().map(|f| f.line() + "\n"));
         out
     }
 }
@@ -283,15 +280,11 @@ pub fn judge_param(arg: &str, known: &[String]) -> Option<(Severity, String)> {
             Some(b'y' | b'Y' | b'n' | b'N' | b't' | b'T' | b'f' | b'F' | b'1' | b'0')
         ) || matches!(v, "on" | "off" | "ON" | "OFF" | "On" | "Off")
     };
-    let ok = match value {
-        Some(v) if numeric => v.parse::<u32>().is_ok(),
-        Some(v) => is_bool(v),
-        None => !numeric,
-    };
-    let expected = if numeric {
-        "an unsigned number"
+    let (ok, expected) = if numeric {
+        let ok = value.is_some_and(|v| v.parse::<u32>().is_ok());
+        (ok, "an unsigned number")
     } else {
-        "y or n"
+        (value.map_or(true, is_bool), "y or n")
     };
     let what = format!(
         "bad value {arg:?}: the kernel refuses to load nf_conntrack with it ({expected} expected)"
@@ -312,14 +305,12 @@ pub fn check_modprobe(root: &SysRoot) -> Vec<Finding> {
     // A loadable module has `initstate`; a built-in one only its
     // parameters. modprobe.d options never reach a built-in module.
     let builtin = root.exists(PARAM_DIR) && !root.exists("sys/module/nf_conntrack/initstate");
-    let noop = [
-        "/bin/true",
-        "/bin/false",
-        "/usr/bin/true",
-        "/usr/bin/false",
-        "true",
-        "false",
-    ];
+    // true or false, bare or in /bin or /usr/bin.
+    let noop = |c: &str| {
+        ["/bin/", "/usr/bin/", ""]
+            .iter()
+            .any(|d| matches!(c.strip_prefix(d), Some("true" | "false")))
+    };
     for (file, l) in &lines {
         let at = format!("{file}:{}", l.line);
         let cmd = l.args.join(" ");
@@ -340,7 +331,7 @@ pub fn check_modprobe(root: &SysRoot) -> Vec<Finding> {
                     }
                 }
             }
-            "install" if !builtin && noop.contains(&cmd.trim()) => {
+            "install" if !builtin && noop(cmd.trim()) => {
                 let what = format!("`install nf_conntrack {cmd}` stops the module from loading");
                 out.push(finding(Severity::Critical, &what).fix("remove the line"));
             }

@@ -219,21 +219,13 @@ impl DimReport {
         }
         if self.rest > 0 {
             let more = format!("({} more groups)", self.distinct - self.groups.len());
-            let _ = writeln!(
-                s,
-                "{more:<width$}  {:>9}  {:>5.1}%",
-                self.rest,
-                share(self.rest, total) * 100.0
-            );
+            share_row(s, width, &more, self.rest, share(self.rest, total));
+            s.push('\n');
         }
         if self.over_cap > 0 {
-            let _ = writeln!(
-                s,
-                "{:<width$}  {:>9}  {:>5.1}%",
-                format!("(other: over {GROUP_CAP} groups)"),
-                self.over_cap,
-                share(self.over_cap, total) * 100.0
-            );
+            let other = format!("(other: over {GROUP_CAP} groups)");
+            share_row(s, width, &other, self.over_cap, share(self.over_cap, total));
+            s.push('\n');
         }
     }
 }
@@ -241,13 +233,7 @@ impl DimReport {
 impl Group {
     /// One row, with a port's state mix when known.
     fn row(&self, s: &mut String, width: usize) {
-        let _ = write!(
-            s,
-            "{:<width$}  {:>9}  {:>5.1}%",
-            self.key,
-            self.count,
-            self.share * 100.0
-        );
+        share_row(s, width, &self.key, self.count, self.share);
         if let Some(p) = &self.detail {
             let _ = write!(
                 s,
@@ -263,6 +249,11 @@ impl Group {
         }
         s.push('\n');
     }
+}
+
+/// A `KEY  COUNT  SHARE` row of a dimension's table, without its newline.
+fn share_row(s: &mut String, width: usize, key: &str, count: u64, share: f64) {
+    let _ = write!(s, "{key:<width$}  {count:>9}  {:>5.1}%", share * 100.0);
 }
 
 /// `conntrack-guard top`; returns the exit code.

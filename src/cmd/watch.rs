@@ -327,13 +327,10 @@ impl Watcher<'_> {
 
     /// The namespace events, once a scan is done.
     fn ns_scan_result(&mut self, at: Duration) -> Vec<Event> {
-        let Some(rx) = &self.ns_scan else {
-            return Vec::new();
+        let got = match self.ns_scan.as_ref().map(mpsc::Receiver::try_recv) {
+            None | Some(Err(mpsc::TryRecvError::Empty)) => return Vec::new(),
+            Some(got) => got,
         };
-        let got = rx.try_recv();
-        if matches!(got, Err(mpsc::TryRecvError::Empty)) {
-            return Vec::new();
-        }
         self.ns_scan = None;
         let Ok((scan, kmsg, denied)) = got else {
             return Vec::new();
@@ -382,10 +379,9 @@ impl Watcher<'_> {
     fn ns_access(&mut self, denied: Option<&'static str>) -> Option<Event> {
         self.ns_denied = Some(denied);
         let cap = denied?;
-        if self.ns_denied_logged {
+        if std::mem::replace(&mut self.ns_denied_logged, true) {
             return None;
         }
-        self.ns_denied_logged = true;
         Some(
             Event::new(
                 Priority::Warning,
@@ -407,21 +403,17 @@ impl Watcher<'_> {
 
     /// The `STATUS=` line, with the namespaces when all are watched.
     fn status_line(&self) -> String {
-        let mut line = status_line(&self.state);
+        let mut parts = vec![status_line(&self.state)];
         if self.cfg.watch.all_namespaces && self.host.kernel_access {
-            line.push_str(" · ");
-            match self.ns_denied {
+            parts.push(match self.ns_denied {
                 Some(Some(cap)) if self.namespaces.by_inode.is_empty() => {
-                    line.push_str(&format!("netns: no access (needs {cap})"));
+                    format!("netns: no access (needs {cap})")
                 }
-                _ => line.push_str(&self.namespaces.status()),
-            }
+                _ => self.namespaces.status(),
+            });
         }
-        if let Some(grown) = self.grower.tracker.status_fragment() {
-            line.push_str(" · ");
-            line.push_str(&grown);
-        }
-        line
+        parts.extend(self.grower.tracker.status_fragment());
+        parts.join(" · ")
     }
 
     /// The most entries any namespace this watchdog can see holds, for the
@@ -449,29 +441,24 @@ impl Watcher<'_> {
     /// running (or hung), new events go out at once, without a hint.
     /// Returns the events to emit now.
     fn name_the_writer(&mut self, evs: Vec<Event>, now: Instant) -> Vec<Event> {
-        let wants = |e: &Event| {
-            matches!(e.name, "drift" | "drift_fight" | "restored")
-                && e.get("CONNTRACK_KEY").is_some()
-                && e.get("CONNTRACK_ACTUAL")
-                    .or(e.get("CONNTRACK_FOREIGN"))
-                    .is_some()
-        };
+        /// The key and the value someone else wrote to it.
+        fn ask(e: &Event) -> Option<[&str; 2]> {
+            let foreign = e.get("CONNTRACK_ACTUAL").or(e.get("CONNTRACK_FOREIGN"));
+            Some([e.get("CONNTRACK_KEY")?, foreign?])
+        }
+        let wants =
+            |e: &Event| matches!(e.name, "drift" | "drift_fight" | "restored") && ask(e).is_some();
         if self.hints.is_some() || !evs.iter().any(wants) {
             return evs;
         }
         let (held, now_out): (Vec<Event>, Vec<Event>) = evs.into_iter().partition(wants);
-        let asks: Vec<(String, String)> = held
+        let asks: Vec<_> = held
             .iter()
-            .map(|e| {
-                let foreign = e.get("CONNTRACK_ACTUAL").or(e.get("CONNTRACK_FOREIGN"));
-                (
-                    e.get("CONNTRACK_KEY").unwrap_or_default().to_string(),
-                    foreign.unwrap_or_default().to_string(),
-                )
-            })
+            .filter_map(ask)
+            .map(|a| a.map(String::from))
             .collect();
         let root = self.host.root.clone();
-        let hint = move |(key, foreign): &(String, String)| {
+        let hint = move |[key, foreign]: &[String; 2]| {
             writers::hint(&root, key, foreign).unwrap_or_default()
         };
         match spawn("ctg-writers", move || asks.iter().map(hint).collect()) {
@@ -631,10 +618,9 @@ impl Watcher<'_> {
     /// When to wake next: the next sample, or the next keep-alive,
     /// whichever comes first.
     fn wake_at(&self) -> Instant {
-        let at = match self.notifier.watchdog_every() {
-            Some(every) => self.next_sample.min(self.last_ping + every),
-            None => self.next_sample,
-        };
+        let every = self.notifier.watchdog_every();
+        let ping = every.map_or(self.next_sample, |e| self.last_ping + e);
+        let at = self.next_sample.min(ping);
         // Held drift events go out when their hint is in or its bound is
         // up, and a namespace scan's result is taken as soon as it is in
         // (see `ns_arrived`): look every HINT_POLL until then.
@@ -669,20 +655,18 @@ impl Watcher<'_> {
             let held = self.hint_result(Instant::now());
             Self::emit_all(sink, held);
             self.ns_arrived(sink);
-            if let Some(every) = self.notifier.watchdog_every() {
-                let now = Instant::now();
-                if now >= self.last_ping + every && now < self.next_sample {
-                    self.last_ping = now;
-                    self.notify(sink, &[NotifyState::Watchdog]);
-                }
+            let now = Instant::now();
+            let every = self.notifier.watchdog_every();
+            if every.is_some_and(|e| now >= self.last_ping + e) && now < self.next_sample {
+                self.last_ping = now;
+                self.notify(sink, &[NotifyState::Watchdog]);
             }
         }
         // Held drift events go out without waiting for their hint.
         if let Some(job) = self.hints.take() {
             Self::emit_all(sink, job.held);
         }
-        let (state, evs) = assess::flush(std::mem::take(&mut self.state));
-        self.state = state;
+        let (_, evs) = assess::flush(std::mem::take(&mut self.state));
         Self::emit_all(sink, evs);
         let at = Instant::now().duration_since(self.start);
         Self::emit_all(sink, self.namespaces.flush(at));
@@ -880,13 +864,15 @@ impl Watcher<'_> {
         let root = &self.host.root;
         let scanning = self.ns_scan.is_some();
         let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
-        let counts = self.namespaces.counts();
-        let others: u64 = if all { counts.sum() } else { 0 };
         let g = &mut self.grower;
-        let ns = if all {
-            ns_rises(&mut g.ns_seen, self.namespaces.drops_since_start())
+        // The other namespaces' entries and loss rises, and how often they
+        // are read (the flow-rate window below holds two scans).
+        let (others, ns, scan_every) = if all {
+            let ns = ns_rises(&mut g.ns_seen, self.namespaces.drops_since_start());
+            let others: u64 = self.namespaces.counts().sum();
+            (others, ns, self.cfg.watch.namespaces_every)
         } else {
-            [0; 3]
+            (0, [0; 3], Duration::ZERO)
         };
         let rises: [u64; 3] = std::array::from_fn(|i| host_rises[i].saturating_add(ns[i]));
         // A scan read while or just before the table grew still shows the
@@ -916,18 +902,11 @@ impl Watcher<'_> {
                 rate
             });
         g.losses = g.losses.saturating_add(rises.iter().sum());
-        let window = if all {
-            self.interval.max(self.cfg.watch.namespaces_every) * 2
-        } else {
-            self.interval * 2
-        };
+        let window = self.interval.max(scan_every) * 2;
         let seen = g
             .window
             .rate(at, table_count.saturating_add(g.losses), window);
-        let rate = match (inserted, seen) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
+        let rate = inserted.into_iter().chain(seen).reduce(f64::max);
         g.budget_bytes = self.cfg.grow.budget.bytes(ram_bytes(root).unwrap_or(0));
         let sample = GrowSample {
             max,
@@ -990,9 +969,7 @@ impl Watcher<'_> {
             growth.max_after = v;
         }
         if growth.buckets_changed() {
-            if let Some(v) = kernel_u64(root, KEY_BUCKETS) {
-                growth.buckets_after = v;
-            }
+            growth.buckets_after = kernel_u64(root, KEY_BUCKETS).unwrap_or(growth.buckets_after);
         }
         let configured = match self.cfg.conntrack.max {
             Knob::Set(m) => m,
@@ -1093,9 +1070,9 @@ fn one_malloc_arena() {
     }
 }
 
-/// Run the watchdog until SIGTERM or SIGINT. `interval` (from
+/// Run the watchdog until SIGTERM or SIGINT. `cli_interval` (from
 /// `--interval`) overrides the configuration, also across reloads.
-pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) -> i32 {
+pub fn run(host: &Host, config_path: Option<&Path>, cli_interval: Option<Duration>) -> i32 {
     one_malloc_arena();
     let root = &host.root;
     let config_stamp =
@@ -1113,7 +1090,6 @@ pub fn run(host: &Host, config_path: Option<&Path>, interval: Option<Duration>) 
         }
     };
     let mut sink = default_sink();
-    let cli_interval = interval;
     let interval = cli_interval.unwrap_or(cfg.watch.interval);
     let now = Instant::now();
     let mut w = Watcher {

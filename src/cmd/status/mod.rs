@@ -104,18 +104,6 @@ pub(crate) struct SettingRow {
     writer_hint: Option<String>,
 }
 
-impl From<&Setting> for SettingRow {
-    fn from(s: &Setting) -> Self {
-        SettingRow {
-            key: s.key.clone(),
-            expected: s.expected.clone(),
-            actual: s.actual.clone(),
-            ok: s.ok(),
-            writer_hint: None,
-        }
-    }
-}
-
 /// The whole snapshot (the `--json` output).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct Report {
@@ -295,10 +283,10 @@ pub(crate) fn judge(r: &Readings) -> Report {
     Report {
         status,
         exit_code: status.code(),
-        count: fill.count,
-        max: fill.max,
-        fill: fill.ratio,
-        level: fill.level,
+        count: fill.map(|f| f.0),
+        max: fill.map(|f| f.1),
+        fill: fill.map(|f| f.2),
+        level: fill.and_then(|f| f.3),
         module_loaded,
         counters,
         counters_source,
@@ -320,20 +308,13 @@ impl Problem {
     }
 }
 
-#[derive(Default)]
-struct Fill {
-    count: Option<u64>,
-    max: Option<u64>,
-    ratio: Option<f64>,
-    level: Option<Level>,
-}
-
-/// The fill, its level and its problems.
+/// The fill (count, max, their ratio and its level, when read) and its
+/// problems.
 fn judge_fill(
     reading: &FillReading,
     thresholds: Option<&Thresholds>,
     problems: &mut Vec<Problem>,
-) -> Fill {
+) -> Option<(u64, u64, f64, Option<Level>)> {
     let mut push = |severity, message: String| problems.push(Problem::new(severity, message));
     let &FillReading::Read {
         count: c,
@@ -346,22 +327,20 @@ fn judge_fill(
             _ => "nf_conntrack_max is 0: the fill cannot be computed".into(),
         };
         push(Verdict::Unknown, why);
-        return Fill::default();
+        return None;
     };
     let ratio = c as f64 / m as f64;
     let level = thresholds.map(|t| Level::of(ratio * 100.0, t));
-    if let (Some(lv), Some(t)) = (level, thresholds) {
+    if let (Some(lv), Some(t)) = (level.filter(|lv| *lv != Level::Ok), thresholds) {
         let at = match lv {
             Level::Critical => t.critical_percent,
             _ => t.warn_percent,
         };
-        if lv != Level::Ok {
-            let text = format!("{:.1}% full ({c}/{m})", ratio * 100.0);
-            push(
-                lv.into(),
-                format!("{text}: at or above the {} level of {at}%", lv.name()),
-            );
-        }
+        let text = format!("{:.1}% full ({c}/{m})", ratio * 100.0);
+        push(
+            lv.into(),
+            format!("{text}: at or above the {} level of {at}%", lv.name()),
+        );
     }
     if c > m {
         push(
@@ -372,12 +351,7 @@ fn judge_fill(
             ),
         );
     }
-    Fill {
-        count: Some(c),
-        max: Some(m),
-        ratio: Some(ratio),
-        level,
-    }
+    Some((c, m, ratio, level))
 }
 
 fn socket_totals(u: &UdpStats) -> SocketTotals {
@@ -407,21 +381,19 @@ fn judge_window(r: &Readings, after: &Counts, problems: &mut Vec<Problem>) -> Ri
         &fmt_duration(r.window),
         problems,
     );
-    let per_cpu = if points.is_empty() {
-        Vec::new()
-    } else {
-        per_cpu_loss(ct.as_ref(), bl.as_ref())
-    };
-    let hot = ct.as_ref().and_then(|t| t.hot_cpu(HOT_CPU_SHARE));
-    if let (Some((cpu, share)), false) = (hot, points.is_empty()) {
-        problems.push(Problem::new(
-            Verdict::Critical,
-            format!(
-                "{:.0}% of the conntrack drops are on CPU {cpu}: one RX queue or softirq \
-                 carries the load (check RSS/RPS and IRQ affinity)",
-                share * 100.0
-            ),
-        ));
+    let mut per_cpu = Vec::new();
+    if !points.is_empty() {
+        per_cpu = per_cpu_loss(ct.as_ref(), bl.as_ref());
+        if let Some((cpu, share)) = ct.as_ref().and_then(|t| t.hot_cpu(HOT_CPU_SHARE)) {
+            problems.push(Problem::new(
+                Verdict::Critical,
+                format!(
+                    "{:.0}% of the conntrack drops are on CPU {cpu}: one RX queue or softirq \
+                     carries the load (check RSS/RPS and IRQ affinity)",
+                    share * 100.0
+                ),
+            ));
+        }
     }
     let map =
         |t: &Option<Tally>, sig: &Signal| t.as_ref().map(|t| tally_map(t, sig)).unwrap_or_default();
@@ -442,37 +414,31 @@ fn judge_drop_points(
     problems: &mut Vec<Problem>,
 ) -> Vec<&'static str> {
     let mut points = Vec::new();
-    if let Some(t) = ct.filter(|t| t.loss(&CONNTRACK) > 0) {
-        points.push("conntrack table");
-        problems.push(Problem::new(
-            Verdict::Critical,
-            format!(
-                "packets are being dropped now at the conntrack table: {} in {window}",
-                t.text(&CONNTRACK)
+    for (t, sig, point) in [
+        (ct, &CONNTRACK, "conntrack table"),
+        (udp, &SOCKET, "socket receive buffer"),
+        (bl, &BACKLOG, "input backlog"),
+    ] {
+        let Some(t) = t.filter(|t| t.loss(sig) > 0) else {
+            continue;
+        };
+        points.push(point);
+        let (severity, dying, advice) = match point {
+            "conntrack table" => (Verdict::Critical, "packets", ""),
+            "socket receive buffer" => (
+                Verdict::Warning,
+                "UDP datagrams",
+                "; raise the receiver's SO_RCVBUF and net.core.rmem_max",
             ),
-        ));
-    }
-    if let Some(t) = udp.filter(|t| t.loss(&SOCKET) > 0) {
-        points.push("socket receive buffer");
-        problems.push(Problem::new(
-            Verdict::Warning,
-            format!(
-                "UDP datagrams are being dropped now at the socket receive buffer: {} in {window}; \
-                 raise the receiver's SO_RCVBUF and net.core.rmem_max",
-                t.text(&SOCKET)
+            _ => (
+                Verdict::Warning,
+                "packets",
+                "; raise net.core.netdev_max_backlog, spread the load with RSS/RPS",
             ),
-        ));
-    }
-    if let Some(t) = bl.filter(|t| t.loss(&BACKLOG) > 0) {
-        points.push("input backlog");
-        problems.push(Problem::new(
-            Verdict::Warning,
-            format!(
-                "packets are being dropped now at the input backlog: {} in {window}; \
-                 raise net.core.netdev_max_backlog, spread the load with RSS/RPS",
-                t.text(&BACKLOG)
-            ),
-        ));
+        };
+        let lost = t.text(sig);
+        let what = format!("{dying} are being dropped now at the {point}: {lost} in {window}");
+        problems.push(Problem::new(severity, what + advice));
     }
     points
 }
@@ -480,9 +446,18 @@ fn judge_drop_points(
 /// The settings rows; each drifted key is a warning naming who else
 /// writes it, where known.
 fn judge_settings(r: &Readings, problems: &mut Vec<Problem>) -> Vec<SettingRow> {
-    let mut settings: Vec<SettingRow> = r.settings.iter().map(SettingRow::from).collect();
-    for s in settings.iter_mut().filter(|s| !s.ok) {
-        s.writer_hint = r.writer_hints.get(&s.key).cloned();
+    let settings: Vec<SettingRow> = r
+        .settings
+        .iter()
+        .map(|s| SettingRow {
+            key: s.key.clone(),
+            expected: s.expected.clone(),
+            actual: s.actual.clone(),
+            ok: s.ok(),
+            writer_hint: r.writer_hints.get(&s.key).filter(|_| !s.ok()).cloned(),
+        })
+        .collect();
+    for s in settings.iter().filter(|s| !s.ok) {
         problems.push(Problem::new(
             Verdict::Warning,
             format!(
