@@ -172,8 +172,8 @@ impl Growth {
         } else {
             String::new()
         };
+        let stall = stall.filter(|_| self.buckets_changed());
         let stall_text = stall
-            .filter(|_| self.buckets_changed())
             .map(|d| format!(" (the resize stalled packets for {} µs)", d.as_micros()))
             .unwrap_or_default();
         let msg = format!(
@@ -185,18 +185,15 @@ impl Growth {
             human_bytes(self.memory_worst),
             human_bytes(self.budget)
         );
-        let ev = Event::new(Priority::Warning, "grown", ids::GROWN, msg)
+        Event::new(Priority::Warning, "grown", ids::GROWN, msg)
             .field("CONNTRACK_MAX_BEFORE", self.max_before)
             .field("CONNTRACK_MAX_AFTER", self.max_after)
             .field("CONNTRACK_BUCKETS_BEFORE", self.buckets_before)
             .field("CONNTRACK_BUCKETS_AFTER", self.buckets_after)
             .field("CONNTRACK_GROW_REASON", &self.reason)
             .field("CONNTRACK_MEMORY_WORST", self.memory_worst)
-            .field("CONNTRACK_GROW_BUDGET", self.budget);
-        match stall.filter(|_| self.buckets_changed()) {
-            Some(d) => ev.field("CONNTRACK_RESIZE_STALL_US", d.as_micros()),
-            None => ev,
-        }
+            .field("CONNTRACK_GROW_BUDGET", self.budget)
+            .field_opt("CONNTRACK_RESIZE_STALL_US", stall.map(|d| d.as_micros()))
     }
 }
 

@@ -293,11 +293,9 @@ impl State {
     /// The conntrack counters since boot, monotonic across u32 wraps, for
     /// the metrics (the counters this kernel has, in [`CONNTRACK`] order).
     pub fn conntrack_totals(&self) -> Vec<(&'static str, u64)> {
-        use crate::kernel::ctstats::CtCounter;
-        use crate::kernel::percpu::CounterSet;
         let total = |c: &tally::Counter| {
-            let k = CtCounter::ALL.iter().find(|k| k.name() == c.name)?;
-            Some((c.name, self.counters.deltas.monotonic(*k)?))
+            let k = tally::ct_counter(c.name)?;
+            Some((c.name, self.counters.deltas.monotonic(k)?))
         };
         CONNTRACK.counters.iter().filter_map(total).collect()
     }

@@ -114,10 +114,8 @@ impl NsTrackers {
     pub fn drops_since_start(&self) -> impl Iterator<Item = (u64, [u64; 3])> + '_ {
         self.by_inode.iter().map(|(inode, t)| {
             let c = &t.counters.since_start;
-            (
-                *inode,
-                [c.get("drop"), c.get("early_drop"), c.get("insert_failed")],
-            )
+            let drops = ["drop", "early_drop", "insert_failed"].map(|n| c.get(n));
+            (*inode, drops)
         })
     }
 
@@ -154,16 +152,10 @@ impl NsTrackers {
 /// The namespace and its owner, as fields and in the message.
 pub fn tag(mut ev: Event, ns: &Namespace) -> Event {
     ev.message = format!("netns {} ({}): {}", ns.inode, ns.owner.label(), ev.message);
-    ev = ev
-        .field("CONNTRACK_NETNS", ns.inode)
-        .field("CONNTRACK_RUNTIME", ns.owner.runtime.name());
-    if let Some(n) = &ns.owner.name {
-        ev = ev.field("CONNTRACK_CONTAINER", n);
-    }
-    if let Some(id) = &ns.owner.id {
-        ev = ev.field("CONNTRACK_CONTAINER_ID", id);
-    }
-    ev
+    ev.field("CONNTRACK_NETNS", ns.inode)
+        .field("CONNTRACK_RUNTIME", ns.owner.runtime.name())
+        .field_opt("CONNTRACK_CONTAINER", ns.owner.name.as_ref())
+        .field_opt("CONNTRACK_CONTAINER_ID", ns.owner.id.as_ref())
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ fn merge<K: PartialEq + Copy>(mine: &mut Vec<(K, u64)>, other: &[(K, u64)]) {
     }
 }
 
-fn ct_counter(name: &str) -> Option<CtCounter> {
+pub(super) fn ct_counter(name: &str) -> Option<CtCounter> {
     CtCounter::ALL.iter().copied().find(|c| c.name() == name)
 }
 

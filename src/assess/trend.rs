@@ -30,13 +30,9 @@ impl Trend {
         if last.map_or(true, |(t, _)| now.saturating_sub(*t) >= spacing) {
             self.points.push_back((now, count));
         }
-        while self
-            .points
-            .front()
-            .is_some_and(|(t, _)| now.saturating_sub(*t) > TREND_WINDOW)
-        {
-            self.points.pop_front();
-        }
+        // Points are in time order, so the old ones are a prefix.
+        self.points
+            .retain(|(t, _)| now.saturating_sub(*t) <= TREND_WINDOW);
         while self.points.len() > TREND_POINTS + 1 {
             self.points.pop_front();
         }
