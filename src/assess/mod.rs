@@ -357,11 +357,15 @@ pub fn assess(
     let fill = match reading {
         health::Reading::Fill(f) => f,
         health::Reading::Gone { .. } => {
-            // Counts and counters restart with the module.
+            // Counts and counters restart with the module: its next counter
+            // reading is a new baseline, not a decrease.
             s.full_in = None;
             s.full_since = None;
             s.trend.clear();
-            s.counters.forget_baseline();
+            s.counters = CtTracker {
+                since_start: std::mem::take(&mut s.counters.since_start),
+                ..CtTracker::default()
+            };
             return (s, out);
         }
         health::Reading::Fault => {
