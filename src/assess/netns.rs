@@ -127,14 +127,10 @@ impl NsTrackers {
 
     /// The fullest watched namespace.
     pub fn worst(&self) -> Option<(u64, &NsTracker)> {
-        self.by_inode
-            .iter()
-            .filter(|(_, t)| t.fill.is_some())
-            .max_by(|a, b| {
-                let p = |t: &NsTracker| t.fill.map_or(0.0, |f| f.percent());
-                p(a.1).total_cmp(&p(b.1))
-            })
-            .map(|(i, t)| (*i, t))
+        let p = |t: &NsTracker| t.fill.map_or(0.0, |f| f.percent());
+        let filled = self.by_inode.iter().filter(|(_, t)| t.fill.is_some());
+        let worst = filled.max_by(|a, b| p(a.1).total_cmp(&p(b.1)));
+        worst.map(|(i, t)| (*i, t))
     }
 
     /// `netns 12 watched, worst docker web 96.0%` for the status line.
