@@ -445,14 +445,10 @@ pub fn status_line(s: &State) -> String {
         (Some(f), _, _) => format!("conntrack {} · {}", f.text(), s.level().name()),
         (None, _, _) => "conntrack not sampled yet".to_string(),
     };
-    let c = s.since_start();
+    let [drop, early] = ["drop", "early_drop"].map(|n| s.since_start().get(n));
     let drops = match s.counters.available.missing {
         true => "drops n/a · early_drops n/a".to_string(),
-        false => format!(
-            "drops {} · early_drops {}",
-            c.get("drop"),
-            c.get("early_drop")
-        ),
+        false => format!("drops {drop} · early_drops {early}"),
     };
     let settings = match s.drifted() {
         0 => "settings ok".to_string(),
