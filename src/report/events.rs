@@ -278,8 +278,7 @@ impl Sink for JournalSink {
                 Ok(()) => return,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
-                    if !self.warned {
-                        self.warned = true;
+                    if !std::mem::replace(&mut self.warned, true) {
                         let _ = writeln!(
                             io::stderr(),
                             "conntrack-guard: cannot send to {} ({e}); events go to stderr",
@@ -299,9 +298,7 @@ impl Sink for JournalSink {
     }
 
     fn retry(&mut self) {
-        if !self.queue.is_empty() || self.lost > 0 {
-            self.send_held();
-        }
+        self.send_held();
     }
 
     fn drain(&mut self, bound: std::time::Duration) {
