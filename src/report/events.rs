@@ -213,16 +213,6 @@ impl JournalSink {
         })
     }
 
-    /// Events neither sent nor queued so far in this stall.
-    pub fn lost(&self) -> u64 {
-        self.lost
-    }
-
-    /// Datagrams waiting for the journal.
-    pub fn queued(&self) -> usize {
-        self.queue.len()
-    }
-
     /// One non-blocking send.
     fn send(&self, datagram: &[u8]) -> io::Result<()> {
         self.sock.send_to(datagram, &self.socket).map(|_| ())
@@ -386,8 +376,8 @@ mod tests {
             t0.elapsed() < std::time::Duration::from_secs(2),
             "emit blocked"
         );
-        assert_eq!(s.queued(), JOURNAL_QUEUE);
-        let lost = s.lost();
+        assert_eq!(s.queue.len(), JOURNAL_QUEUE);
+        let lost = s.lost;
         assert!(lost > 0, "the socket took all {n}");
         server.set_nonblocking(true).unwrap();
         let mut buf = vec![0u8; 65536];
@@ -402,12 +392,12 @@ mod tests {
         for _ in 0..100 {
             s.retry();
             read_all(&mut seen, &mut buf);
-            if s.queued() == 0 && s.lost() == 0 {
+            if s.queue.is_empty() && s.lost == 0 {
                 break;
             }
         }
-        assert_eq!(s.queued(), 0);
-        assert_eq!(s.lost(), 0);
+        assert_eq!(s.queue.len(), 0);
+        assert_eq!(s.lost, 0);
         let delivered = seen.len() as u64 - 1;
         assert_eq!(delivered + lost, n, "every event is delivered or counted");
         let last = seen.last().unwrap();
