@@ -43,16 +43,6 @@ impl Trend {
         self.points.clear();
     }
 
-    /// Number of points held.
-    pub fn len(&self) -> usize {
-        self.points.len()
-    }
-
-    /// True when no point is held.
-    pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
-    }
-
     /// When the table will be full at the current rate: a least-squares
     /// slope over the window plus the current sample. `None` when not
     /// rising, with too little history (under 2 s), or beyond
@@ -89,5 +79,13 @@ impl Trend {
             return None;
         }
         Some(Duration::from_secs_f64(secs))
+    }
+}
+
+#[cfg(test)]
+impl Trend {
+    /// Number of points held (for the bound's test in `assess`).
+    pub(crate) fn len(&self) -> usize {
+        self.points.len()
     }
 }
