@@ -58,10 +58,6 @@ pub use trend::{Trend, FULL_IN_HORIZON, TREND_POINTS, TREND_WINDOW};
 
 /// The periodic info summary comes at most this often.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(600);
-/// While drops go on, one aggregate event per this long (the first drop of
-/// an incident is logged at once; the incident ends after this long
-/// without a drop).
-pub const DROPS_EVERY: Duration = Duration::from_secs(60);
 
 /// The thresholds and timings the decisions use.
 #[derive(Debug, Clone, PartialEq)]
@@ -356,7 +352,7 @@ pub fn assess(
     let (reading, mut out) = s.health.step(&obs.fill, s.fill.as_ref(), s.level());
     let fill = match reading {
         health::Reading::Fill(f) => f,
-        health::Reading::Gone { .. } => {
+        health::Reading::Gone => {
             // Counts and counters restart with the module: its next counter
             // reading is a new baseline, not a decrease.
             s.full_in = None;
@@ -898,7 +894,7 @@ mod tests {
     #[test]
     fn sustained_drops_log_one_aggregate_a_minute_then_an_end() {
         let mut t = th();
-        t.drops_every = DROPS_EVERY;
+        t.drops_every = Duration::from_secs(60);
         let mut s = State::default();
         let mut evs = Vec::new();
         // 150 s of drops at 1 s samples (+10 drop, +2 early_drop each), then
