@@ -30,7 +30,6 @@ impl Trend {
         if last.map_or(true, |(t, _)| now.saturating_sub(*t) >= spacing) {
             self.points.push_back((now, count));
         }
-        // Points are in time order, so the old ones are a prefix.
         self.points
             .retain(|(t, _)| now.saturating_sub(*t) <= TREND_WINDOW);
         while self.points.len() > TREND_POINTS + 1 {
