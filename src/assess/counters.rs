@@ -82,16 +82,6 @@ impl CtTracker {
         self.since_start.add(&t);
         Some(t)
     }
-
-    /// The module went away: it restarts its counters from zero, so the
-    /// next reading is a new baseline, not a decrease.
-    pub fn forget_baseline(&mut self) {
-        let since_start = std::mem::take(&mut self.since_start);
-        *self = CtTracker {
-            since_start,
-            ..CtTracker::default()
-        };
-    }
 }
 
 /// The UDP MIB of the watched namespace.

@@ -58,10 +58,7 @@ impl DriftTracker {
             let ev = (ev.field("CONNTRACK_KEY", key))
                 .field("CONNTRACK_EXPECTED", expected)
                 .field("CONNTRACK_ACTUAL", actual);
-            out.push(match set.ok() {
-                true => ev,
-                false => ev.field("CONNTRACK_REMEDY", REMEDY),
-            });
+            out.push(ev.field_opt("CONNTRACK_REMEDY", (!set.ok()).then_some(REMEDY)));
         }
         out
     }

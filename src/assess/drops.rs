@@ -197,18 +197,15 @@ fn window_event(
         )
     };
     let ev = Event::new(Priority::Err, sig.event, sig.id, msg);
-    let mut ev = counter_fields(fill_fields(ev, fill, level), sig, &inc.window, false)
+    let window_secs = (!first).then_some(window.as_secs());
+    let share = cpu.map(|(_, s)| format!("{:.0}", s * 100.0));
+    let ev = counter_fields(fill_fields(ev, fill, level), sig, &inc.window, false)
         .field("CONNTRACK_DROP_POINT", sig.point)
         .field("CONNTRACK_DROPS_PEAK_PER_SECOND", peak)
-        .field("CONNTRACK_INCIDENT_SECONDS", running.as_secs());
-    if !first {
-        ev = ev.field("CONNTRACK_DROPS_WINDOW_SECONDS", window.as_secs());
-    }
-    if let Some((c, s)) = cpu {
-        ev = ev
-            .field("CONNTRACK_TOP_CPU", c)
-            .field("CONNTRACK_TOP_CPU_SHARE", format!("{:.0}", s * 100.0));
-    }
+        .field("CONNTRACK_INCIDENT_SECONDS", running.as_secs())
+        .field_opt("CONNTRACK_DROPS_WINDOW_SECONDS", window_secs)
+        .field_opt("CONNTRACK_TOP_CPU", cpu.map(|(c, _)| c))
+        .field_opt("CONNTRACK_TOP_CPU_SHARE", share);
     inc.window = Tally::default();
     inc.window_peak = 0.0;
     inc.last_event_at = now;

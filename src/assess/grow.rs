@@ -172,31 +172,25 @@ impl Growth {
         } else {
             String::new()
         };
+        let stall = stall.filter(|_| self.buckets_changed());
         let stall_text = stall
-            .filter(|_| self.buckets_changed())
             .map(|d| format!(" (the resize stalled packets for {} µs)", d.as_micros()))
             .unwrap_or_default();
+        let (before, after, reason) = (self.max_before, self.max_after, &self.reason);
+        let (worst, budget) = (human_bytes(self.memory_worst), human_bytes(self.budget));
         let msg = format!(
-            "conntrack table grown: max {} → {}{buckets}{stall_text} after {}; \
-             worst case {} of the {} budget",
-            self.max_before,
-            self.max_after,
-            self.reason,
-            human_bytes(self.memory_worst),
-            human_bytes(self.budget)
+            "conntrack table grown: max {before} → {after}{buckets}{stall_text} after {reason}; \
+             worst case {worst} of the {budget} budget"
         );
-        let ev = Event::new(Priority::Warning, "grown", ids::GROWN, msg)
+        Event::new(Priority::Warning, "grown", ids::GROWN, msg)
             .field("CONNTRACK_MAX_BEFORE", self.max_before)
             .field("CONNTRACK_MAX_AFTER", self.max_after)
             .field("CONNTRACK_BUCKETS_BEFORE", self.buckets_before)
             .field("CONNTRACK_BUCKETS_AFTER", self.buckets_after)
             .field("CONNTRACK_GROW_REASON", &self.reason)
             .field("CONNTRACK_MEMORY_WORST", self.memory_worst)
-            .field("CONNTRACK_GROW_BUDGET", self.budget);
-        match stall.filter(|_| self.buckets_changed()) {
-            Some(d) => ev.field("CONNTRACK_RESIZE_STALL_US", d.as_micros()),
-            None => ev,
-        }
+            .field("CONNTRACK_GROW_BUDGET", self.budget)
+            .field_opt("CONNTRACK_RESIZE_STALL_US", stall.map(|d| d.as_micros()))
     }
 }
 
@@ -408,14 +402,12 @@ fn limited_event(p: &GrowPolicy, s: &GrowSample, trigger: &str, needed: u64, liv
     let bpe = s.entry_bytes();
     let worst = worst_case_bytes(s.max, s.buckets, bpe);
     let need_bytes = worst_case_bytes(needed, s.buckets_at(needed, live), bpe);
+    let (max, budget) = (s.max, human_bytes(p.budget_bytes));
+    let (worst_text, need_text) = (human_bytes(worst), human_bytes(need_bytes));
     let msg = format!(
-        "conntrack table at its memory budget: max {} may take {} of the {} budget; \
-         {trigger}; max {needed} would need {}. Raise [grow] budget, or shorten \
-         the UDP timeouts so fewer entries are held",
-        s.max,
-        human_bytes(worst),
-        human_bytes(p.budget_bytes),
-        human_bytes(need_bytes)
+        "conntrack table at its memory budget: max {max} may take {worst_text} of the {budget} \
+         budget; {trigger}; max {needed} would need {need_text}. Raise [grow] budget, or \
+         shorten the UDP timeouts so fewer entries are held"
     );
     Event::new(Priority::Warning, "grow_limited", ids::GROW_LIMITED, msg)
         .field("CONNTRACK_MAX", s.max)

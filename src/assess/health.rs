@@ -28,12 +28,8 @@ pub struct HealthTracker {
 pub enum Reading {
     /// A usable fill.
     Fill(Fill),
-    /// The keys are gone: the module went away (the first time this is
-    /// returned for an outage, `new_outage` is true).
-    Gone {
-        /// True on the first sample of the outage.
-        new_outage: bool,
-    },
+    /// The keys are gone: the module went away.
+    Gone,
     /// A reading that cannot be used.
     Fault,
 }
@@ -61,9 +57,8 @@ impl HealthTracker {
             FillReading::Fault(why) => (Reading::Fault, self.fault(&why.to_string())),
             // The keys are gone: say so on the first sample of the outage.
             FillReading::Gone(why) => {
-                let new_outage = !self.gone;
                 let mut out = Vec::new();
-                if new_outage {
+                if !self.gone {
                     let msg = format!(
                         "nf_conntrack is gone: {why}; still watching, and will report when it returns"
                     );
@@ -74,7 +69,7 @@ impl HealthTracker {
                     });
                 }
                 (self.gone, self.healthy, self.fault) = (true, false, None);
-                (Reading::Gone { new_outage }, out)
+                (Reading::Gone, out)
             }
         }
     }

@@ -58,10 +58,6 @@ pub use trend::{Trend, FULL_IN_HORIZON, TREND_POINTS, TREND_WINDOW};
 
 /// The periodic info summary comes at most this often.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(600);
-/// While drops go on, one aggregate event per this long (the first drop of
-/// an incident is logged at once; the incident ends after this long
-/// without a drop).
-pub const DROPS_EVERY: Duration = Duration::from_secs(60);
 
 /// The thresholds and timings the decisions use.
 #[derive(Debug, Clone, PartialEq)]
@@ -293,11 +289,9 @@ impl State {
     /// The conntrack counters since boot, monotonic across u32 wraps, for
     /// the metrics (the counters this kernel has, in [`CONNTRACK`] order).
     pub fn conntrack_totals(&self) -> Vec<(&'static str, u64)> {
-        use crate::kernel::ctstats::CtCounter;
-        use crate::kernel::percpu::CounterSet;
         let total = |c: &tally::Counter| {
-            let k = CtCounter::ALL.iter().find(|k| k.name() == c.name)?;
-            Some((c.name, self.counters.deltas.monotonic(*k)?))
+            let k = tally::ct_counter(c.name)?;
+            Some((c.name, self.counters.deltas.monotonic(k)?))
         };
         CONNTRACK.counters.iter().filter_map(total).collect()
     }
@@ -358,12 +352,16 @@ pub fn assess(
     let (reading, mut out) = s.health.step(&obs.fill, s.fill.as_ref(), s.level());
     let fill = match reading {
         health::Reading::Fill(f) => f,
-        health::Reading::Gone { .. } => {
-            // Counts and counters restart with the module.
+        health::Reading::Gone => {
+            // Counts and counters restart with the module: its next counter
+            // reading is a new baseline, not a decrease.
             s.full_in = None;
             s.full_since = None;
             s.trend.clear();
-            s.counters.forget_baseline();
+            s.counters = CtTracker {
+                since_start: std::mem::take(&mut s.counters.since_start),
+                ..CtTracker::default()
+            };
             return (s, out);
         }
         health::Reading::Fault => {
@@ -443,14 +441,10 @@ pub fn status_line(s: &State) -> String {
         (Some(f), _, _) => format!("conntrack {} · {}", f.text(), s.level().name()),
         (None, _, _) => "conntrack not sampled yet".to_string(),
     };
-    let c = s.since_start();
+    let [drop, early] = ["drop", "early_drop"].map(|n| s.since_start().get(n));
     let drops = match s.counters.available.missing {
         true => "drops n/a · early_drops n/a".to_string(),
-        false => format!(
-            "drops {} · early_drops {}",
-            c.get("drop"),
-            c.get("early_drop")
-        ),
+        false => format!("drops {drop} · early_drops {early}"),
     };
     let settings = match s.drifted() {
         0 => "settings ok".to_string(),
@@ -900,7 +894,7 @@ mod tests {
     #[test]
     fn sustained_drops_log_one_aggregate_a_minute_then_an_end() {
         let mut t = th();
-        t.drops_every = DROPS_EVERY;
+        t.drops_every = Duration::from_secs(60);
         let mut s = State::default();
         let mut evs = Vec::new();
         // 150 s of drops at 1 s samples (+10 drop, +2 early_drop each), then

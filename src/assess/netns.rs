@@ -114,10 +114,8 @@ impl NsTrackers {
     pub fn drops_since_start(&self) -> impl Iterator<Item = (u64, [u64; 3])> + '_ {
         self.by_inode.iter().map(|(inode, t)| {
             let c = &t.counters.since_start;
-            (
-                *inode,
-                [c.get("drop"), c.get("early_drop"), c.get("insert_failed")],
-            )
+            let drops = ["drop", "early_drop", "insert_failed"].map(|n| c.get(n));
+            (*inode, drops)
         })
     }
 
@@ -129,14 +127,10 @@ impl NsTrackers {
 
     /// The fullest watched namespace.
     pub fn worst(&self) -> Option<(u64, &NsTracker)> {
-        self.by_inode
-            .iter()
-            .filter(|(_, t)| t.fill.is_some())
-            .max_by(|a, b| {
-                let p = |t: &NsTracker| t.fill.map_or(0.0, |f| f.percent());
-                p(a.1).total_cmp(&p(b.1))
-            })
-            .map(|(i, t)| (*i, t))
+        let p = |t: &NsTracker| t.fill.map_or(0.0, |f| f.percent());
+        let filled = self.by_inode.iter().filter(|(_, t)| t.fill.is_some());
+        let worst = filled.max_by(|a, b| p(a.1).total_cmp(&p(b.1)));
+        worst.map(|(i, t)| (*i, t))
     }
 
     /// `netns 12 watched, worst docker web 96.0%` for the status line.
@@ -154,16 +148,10 @@ impl NsTrackers {
 /// The namespace and its owner, as fields and in the message.
 pub fn tag(mut ev: Event, ns: &Namespace) -> Event {
     ev.message = format!("netns {} ({}): {}", ns.inode, ns.owner.label(), ev.message);
-    ev = ev
-        .field("CONNTRACK_NETNS", ns.inode)
-        .field("CONNTRACK_RUNTIME", ns.owner.runtime.name());
-    if let Some(n) = &ns.owner.name {
-        ev = ev.field("CONNTRACK_CONTAINER", n);
-    }
-    if let Some(id) = &ns.owner.id {
-        ev = ev.field("CONNTRACK_CONTAINER_ID", id);
-    }
-    ev
+    ev.field("CONNTRACK_NETNS", ns.inode)
+        .field("CONNTRACK_RUNTIME", ns.owner.runtime.name())
+        .field_opt("CONNTRACK_CONTAINER", ns.owner.name.as_ref())
+        .field_opt("CONNTRACK_CONTAINER_ID", ns.owner.id.as_ref())
 }
 
 #[cfg(test)]

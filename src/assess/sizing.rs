@@ -83,17 +83,6 @@ pub struct Plan {
     pub budget: Option<BudgetView>,
 }
 
-/// Pick the timeout that holds a short request/response flow on this
-/// kernel. Pure: takes the config and the kernel facts.
-pub fn effective_timeout(cfg: &Config, k: &KernelFacts, stream: bool) -> u64 {
-    let c = &cfg.conntrack;
-    match stream {
-        true => (c.udp_timeout_stream.value().or(k.udp_timeout_stream))
-            .unwrap_or(DEFAULT_UDP_TIMEOUT_STREAM),
-        false => (c.udp_timeout.value().or(k.udp_timeout)).unwrap_or(DEFAULT_UDP_TIMEOUT),
-    }
-}
-
 /// The largest max that still keeps max / 4 a whole number of 4 KiB-page
 /// bucket groups: the kernel's limit (INT_MAX) rounded down to 2048.
 pub const LARGEST_MAX: u64 = MAX_CONNTRACK_MAX / 2048 * 2048;
@@ -159,10 +148,11 @@ pub fn size_for(rate: f64, timeout: u64, headroom: f64) -> Sizing {
 pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
     let two_second_rule = k.version.map(|v| v >= TWO_SECOND_RULE).unwrap_or(true);
     let release = k.release.as_deref().unwrap_or("(unknown)");
-    let (short, stream) = (
-        effective_timeout(cfg, k, false),
-        effective_timeout(cfg, k, true),
-    );
+    // The timeouts in effect: configured, else the kernel's, else its default.
+    let c = &cfg.conntrack;
+    let short = (c.udp_timeout.value().or(k.udp_timeout)).unwrap_or(DEFAULT_UDP_TIMEOUT);
+    let stream = (c.udp_timeout_stream.value().or(k.udp_timeout_stream))
+        .unwrap_or(DEFAULT_UDP_TIMEOUT_STREAM);
     let (timeout, reason) = match req.timeout {
         Some(t) => (t, format!("--timeout {t} given")),
         None if two_second_rule => (

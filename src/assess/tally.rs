@@ -113,13 +113,9 @@ pub static BACKLOG: Signal = Signal {
 };
 
 fn conntrack_advice(t: &Tally) -> &'static str {
-    let loss_but = |name| {
-        t.get(name) > 0
-            && ["drop", "early_drop", "insert_failed"]
-                .iter()
-                .all(|n| t.get(n) == 0)
-    };
-    if loss_but("chaintoolong") {
+    // Only chaintoolong lost packets: the chains, not the size.
+    let others = ["drop", "early_drop", "insert_failed"].map(|n| t.get(n));
+    if t.get("chaintoolong") > 0 && others == [0; 3] {
         "hash chains grew too long: too few buckets for max, raise [conntrack] \
          buckets (about max / 4)"
     } else {
@@ -194,7 +190,7 @@ fn merge<K: PartialEq + Copy>(mine: &mut Vec<(K, u64)>, other: &[(K, u64)]) {
     }
 }
 
-fn ct_counter(name: &str) -> Option<CtCounter> {
+pub(super) fn ct_counter(name: &str) -> Option<CtCounter> {
     CtCounter::ALL.iter().copied().find(|c| c.name() == name)
 }
 
@@ -202,11 +198,9 @@ fn ct_counter(name: &str) -> Option<CtCounter> {
 /// and per CPU the sum of the `loss` counters.
 fn of_window<K: CounterSet>(w: &Window<K>, counts: &[(&'static str, K)], loss: &[K]) -> Tally {
     let cpu_loss = |r: &CpuRow<K>| loss.iter().map(|k| u64::from(r.get(*k).unwrap_or(0))).sum();
+    let counts = counts.iter().filter_map(|&(n, k)| Some((n, w.sum(k)?)));
     Tally {
-        counts: counts
-            .iter()
-            .filter_map(|&(n, k)| Some((n, w.sum(k)?)))
-            .collect(),
+        counts: counts.collect(),
         per_cpu: w.per_cpu().iter().map(|r| (r.cpu, cpu_loss(r))).collect(),
     }
 }
@@ -226,11 +220,9 @@ pub fn socket(d: &UdpStats) -> Tally {
         ("rcvbuf_errors", d.rcvbuf_errors()),
         ("in_errors", d.in_errors()),
     ];
+    let counts = counts.into_iter().filter_map(|(n, v)| Some((n, v?)));
     Tally {
-        counts: counts
-            .into_iter()
-            .filter_map(|(n, v)| Some((n, v?)))
-            .collect(),
+        counts: counts.collect(),
         per_cpu: Vec::new(),
     }
 }

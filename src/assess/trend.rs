@@ -30,13 +30,8 @@ impl Trend {
         if last.map_or(true, |(t, _)| now.saturating_sub(*t) >= spacing) {
             self.points.push_back((now, count));
         }
-        while self
-            .points
-            .front()
-            .is_some_and(|(t, _)| now.saturating_sub(*t) > TREND_WINDOW)
-        {
-            self.points.pop_front();
-        }
+        self.points
+            .retain(|(t, _)| now.saturating_sub(*t) <= TREND_WINDOW);
         while self.points.len() > TREND_POINTS + 1 {
             self.points.pop_front();
         }
@@ -45,16 +40,6 @@ impl Trend {
     /// Forget everything (the module went away: counts restart).
     pub fn clear(&mut self) {
         self.points.clear();
-    }
-
-    /// Number of points held.
-    pub fn len(&self) -> usize {
-        self.points.len()
-    }
-
-    /// True when no point is held.
-    pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
     }
 
     /// When the table will be full at the current rate: a least-squares
@@ -93,5 +78,13 @@ impl Trend {
             return None;
         }
         Some(Duration::from_secs_f64(secs))
+    }
+}
+
+#[cfg(test)]
+impl Trend {
+    /// Number of points held (for the bound's test in `assess`).
+    pub(crate) fn len(&self) -> usize {
+        self.points.len()
     }
 }

@@ -111,11 +111,6 @@ pub struct Progress {
     pub interrupted: bool,
 }
 
-/// The dump request: nlmsghdr + nfgenmsg(AF_UNSPEC), no attributes.
-pub fn request(seq: u32) -> [u8; 20] {
-    nfnl::dump_request(IPCTNL_MSG_CT_GET, seq)
-}
-
 /// Dump the table of the calling thread's network namespace, calling
 /// `on_entry` for each entry, for at most `timeout`.
 ///
@@ -346,7 +341,7 @@ mod build {
     /// NLMSG_ERROR with `-errno`.
     pub fn error(seq: u32, errno: i32) -> Vec<u8> {
         let mut body = (-errno).to_ne_bytes().to_vec();
-        body.extend_from_slice(&request(seq)[..16]);
+        body.extend_from_slice(&nfnl::dump_request(IPCTNL_MSG_CT_GET, seq)[..16]);
         msg(NLMSG_ERROR, 0, seq, &body)
     }
 
@@ -383,7 +378,7 @@ mod tests {
 
     #[test]
     fn request_is_a_ct_get_dump_for_all_families() {
-        let r = request(7);
+        let r = nfnl::dump_request(IPCTNL_MSG_CT_GET, 7);
         let ne16 = |i: usize| u16::from_ne_bytes([r[i], r[i + 1]]);
         assert_eq!(u32::from_ne_bytes(r[0..4].try_into().unwrap()), 20);
         assert_eq!((ne16(4), ne16(6)), (0x101, 0x301));

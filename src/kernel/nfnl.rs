@@ -23,7 +23,7 @@
 //! turn into "counters unavailable".
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -124,21 +124,6 @@ pub fn dump_request(msg_type: u16, seq: u32) -> [u8; 20] {
     m
 }
 
-/// A NETLINK_NETFILTER socket in the calling thread's network namespace,
-/// bound, with `req` sent on it: the one socket opener.
-pub fn open_and_send(req: &[u8]) -> nix::Result<OwnedFd> {
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkNetFilter,
-    )?;
-    let raw = fd.as_raw_fd();
-    bind(raw, &NetlinkAddr::new(0, 0))?;
-    retry_eintr(|| sendto(raw, req, &NetlinkAddr::new(0, 0), MsgFlags::empty()))?;
-    Ok(fd)
-}
-
 /// How a dump ended.
 #[derive(Debug)]
 pub enum End {
@@ -174,7 +159,17 @@ pub fn dump(
 ) -> End {
     let deadline = Instant::now() + timeout;
     let mut run = || -> Result<End, NetlinkError> {
-        let fd = open_and_send(&dump_request(msg_type, SEQ))?;
+        // A NETLINK_NETFILTER socket in the calling thread's network
+        // namespace, bound, with the request sent on it: the one socket opener.
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkNetFilter,
+        )?;
+        let (raw, req) = (fd.as_raw_fd(), dump_request(msg_type, SEQ));
+        bind(raw, &NetlinkAddr::new(0, 0))?;
+        retry_eintr(|| sendto(raw, &req, &NetlinkAddr::new(0, 0), MsgFlags::empty()))?;
         let mut buf = vec![0u8; buf_len];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -184,7 +179,7 @@ pub fn dump(
             // A zero SO_RCVTIMEO means "block forever": never pass one.
             let tv = TimeVal::microseconds(left.as_micros().clamp(1, i64::MAX as u128) as i64);
             setsockopt(&fd, sockopt::ReceiveTimeout, &tv)?;
-            let n = match recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_TRUNC) {
+            let n = match recv(raw, &mut buf, MsgFlags::MSG_TRUNC) {
                 Ok(n) if n > buf.len() => {
                     Err(Malformed("netlink datagram larger than the buffer"))?
                 }

@@ -165,19 +165,6 @@ pub fn delta_u32(now: u32, then: u32) -> u32 {
     }
 }
 
-/// The share of one window's increase that fell on a single CPU.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HotCpu {
-    /// The CPU.
-    pub cpu: u32,
-    /// Its share of the window's increase, 0.0–1.0.
-    pub share: f64,
-    /// Its increase.
-    pub delta: u32,
-    /// The increase over all CPUs.
-    pub total: u64,
-}
-
 /// The share at which one CPU is said to carry a window's drops (issue 10:
 /// one RSS queue or one IRQ taking the load).
 pub const HOT_CPU_SHARE: f64 = 0.8;
@@ -204,25 +191,6 @@ impl<K: CounterSet> Window<K> {
     /// True for the first window (every delta is 0 by construction).
     pub fn is_baseline(&self) -> bool {
         self.baseline
-    }
-
-    /// The CPU with the largest increase of `k`, if it carries at least
-    /// `min_share` of the window's total. `None` when nothing increased, or
-    /// when fewer than two CPUs reported (one CPU trivially has it all).
-    pub fn hot_cpu(&self, k: K, min_share: f64) -> Option<HotCpu> {
-        let total = self.sum(k)?;
-        if total == 0 || self.per_cpu.iter().filter(|r| r.get(k).is_some()).count() < 2 {
-            return None;
-        }
-        let deltas = self.per_cpu.iter().filter_map(|r| Some((r.cpu, r.get(k)?)));
-        let (cpu, delta) = deltas.max_by_key(|&(cpu, d)| (d, std::cmp::Reverse(cpu)))?;
-        let share = f64::from(delta) / total as f64;
-        (share >= min_share).then_some(HotCpu {
-            cpu,
-            share,
-            delta,
-            total,
-        })
     }
 }
 
@@ -612,46 +580,6 @@ pub(crate) mod tests {
         assert_eq!(w.sum(T::B), Some(3));
     }
 
-    #[test]
-    fn hot_cpu() {
-        let mut tr = DeltaTracker::new();
-        tr.step(&table(
-            CpuIds::Kernel,
-            &[(0, Some(0), None), (1, Some(0), None), (2, Some(0), None)],
-        ));
-        let w = tr.step(&table(
-            CpuIds::Kernel,
-            &[(0, Some(5), None), (1, Some(90), None), (2, Some(5), None)],
-        ));
-        let h = w.hot_cpu(T::A, HOT_CPU_SHARE).unwrap();
-        assert_eq!((h.cpu, h.delta, h.total), (1, 90, 100));
-        assert!((h.share - 0.9).abs() < 1e-9);
-        let w = tr.step(&table(
-            CpuIds::Kernel,
-            &[
-                (0, Some(50), None),
-                (1, Some(140), None),
-                (2, Some(5), None),
-            ],
-        ));
-        assert_eq!(w.hot_cpu(T::A, HOT_CPU_SHARE), None, "45 vs 50: spread");
-        assert_eq!(w.hot_cpu(T::B, HOT_CPU_SHARE), None, "absent");
-        let w = tr.step(&table(
-            CpuIds::Kernel,
-            &[
-                (0, Some(50), None),
-                (1, Some(140), None),
-                (2, Some(5), None),
-            ],
-        ));
-        assert_eq!(w.hot_cpu(T::A, HOT_CPU_SHARE), None, "nothing moved");
-        // One CPU alone is not "concentrated".
-        let mut tr = DeltaTracker::new();
-        tr.step(&table(CpuIds::Kernel, &[(0, Some(0), None)]));
-        let w = tr.step(&table(CpuIds::Kernel, &[(0, Some(9), None)]));
-        assert_eq!(w.hot_cpu(T::A, HOT_CPU_SHARE), None);
-    }
-
     proptest::proptest! {
         /// Any sequence of readings: no panic, and the monotonic total
         /// never goes down.
@@ -668,8 +596,7 @@ pub(crate) mod tests {
             let mut prev = (0u64, 0u64);
             for (by_row, rows) in readings {
                 let ids = if by_row { CpuIds::RowOrder } else { CpuIds::Kernel };
-                let w = tr.step(&table(ids, &rows));
-                let _ = w.hot_cpu(T::A, HOT_CPU_SHARE);
+                tr.step(&table(ids, &rows));
                 let now = (tr.monotonic(T::A).unwrap_or(0), tr.monotonic(T::B).unwrap_or(0));
                 proptest::prop_assert!(now.0 >= prev.0 && now.1 >= prev.1);
                 prev = now;

@@ -91,10 +91,9 @@ pub fn parse_slabinfo(text: &str) -> Result<u64, SlabError> {
     for (n, line) in text.lines().enumerate() {
         let line_no = n + 1;
         if let Some(header) = line.strip_prefix('#') {
-            let words: Vec<&str> = header.split_whitespace().collect();
-            column = words
-                .iter()
-                .position(|w| *w == "<objsize>")
+            column = header
+                .split_whitespace()
+                .position(|w| w == "<objsize>")
                 .ok_or(SlabError::NoColumn { line: line_no })?;
             continue;
         }

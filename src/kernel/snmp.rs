@@ -161,8 +161,7 @@ fn number(line: usize, w: &str) -> Result<u64, SnmpError> {
 /// pair (optional), columns by header name. Other sections (Ip, Tcp with
 /// its signed MaxConn...) are not looked at.
 pub fn parse_snmp(text: &str) -> Result<(UdpMib, Option<UdpMib>), SnmpError> {
-    let mut udp = None;
-    let mut lite = None;
+    let (mut udp, mut lite) = (None, None);
     let mut lines = text.lines().enumerate().peekable();
     while let Some((_, line)) = lines.next() {
         let Some((section, rest)) = line.split_once(':') else {
@@ -203,8 +202,7 @@ pub fn parse_snmp(text: &str) -> Result<(UdpMib, Option<UdpMib>), SnmpError> {
 /// Parse `/proc/net/snmp6` for `Udp6*` and `UdpLite6*`; either is `None`
 /// when no line has its prefix.
 pub fn parse_snmp6(text: &str) -> Result<(Option<UdpMib>, Option<UdpMib>), SnmpError> {
-    let mut udp6: Option<UdpMib> = None;
-    let mut lite6: Option<UdpMib> = None;
+    let (mut udp6, mut lite6) = (None, None);
     for (i, line) in text.lines().enumerate() {
         let mut words = line.split_whitespace();
         let (Some(name), Some(value)) = (words.next(), words.next()) else {

@@ -147,20 +147,13 @@ pub fn parse_softnet(text: &str) -> Result<SoftnetTable, SoftnetError> {
                 word: words[i].chars().take(32).collect(),
             })
         };
-        let has_id = words.len() > CPU_COLUMN;
-        let table = table.get_or_insert_with(|| {
-            SoftnetTable::new(if has_id {
-                CpuIds::Kernel
-            } else {
-                CpuIds::RowOrder
-            })
-        });
-        let cpu = if has_id {
-            hex(CPU_COLUMN)?
-        } else {
-            u32::try_from(n).unwrap_or(u32::MAX)
+        let (ids, cpu) = match words.len() > CPU_COLUMN {
+            true => (CpuIds::Kernel, hex(CPU_COLUMN)?),
+            false => (CpuIds::RowOrder, u32::try_from(n).unwrap_or(u32::MAX)),
         };
-        let row = table.row_mut(cpu);
+        let row = table
+            .get_or_insert_with(|| SoftnetTable::new(ids))
+            .row_mut(cpu);
         for &c in SoftnetCounter::ALL
             .iter()
             .filter(|c| c.column() < words.len())
@@ -179,7 +172,7 @@ pub fn read_softnet(root: &SysRoot) -> Result<SoftnetTable, FileError<SoftnetErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::percpu::{DeltaTracker, HOT_CPU_SHARE};
+    use crate::kernel::percpu::DeltaTracker;
 
     /// 5.10 and 6.1: `"%08x" x 13` = processed, dropped, time_squeeze, 0,
     /// 0, 0, 0, 0, 0, received_rps, flow_limit_count, backlog_len, cpu.
@@ -232,8 +225,8 @@ mod tests {
             .replace("0000000c 00000000", "0000000c 00000001");
         let w = tr.step(&parse_softnet(&next).unwrap());
         assert_eq!(w.sum(SoftnetCounter::Dropped), Some(11));
-        let h = w.hot_cpu(SoftnetCounter::Dropped, HOT_CPU_SHARE).unwrap();
-        assert_eq!((h.cpu, h.delta), (1, 10));
+        let cpu1 = &w.per_cpu()[1];
+        assert_eq!((cpu1.cpu, cpu1.get(SoftnetCounter::Dropped)), (1, Some(10)));
     }
 
     #[test]

@@ -81,7 +81,12 @@ pub struct ScanStats {
 /// then by inode. Never fails: what cannot be read is left out and counted
 /// in the stats.
 pub fn scan(root: &SysRoot) -> Vec<Namespace> {
-    scan_with_stats(root).0
+    let mut cache = OWNERS.lock().ok().and_then(|mut c| c.take());
+    let found = scan_with(root, cache.get_or_insert_with(OwnerCache::default));
+    if let Ok(mut c) = OWNERS.lock() {
+        *c = cache;
+    }
+    found.0
 }
 
 /// Owners named by earlier scans. Naming a container reads its runtime's
@@ -110,17 +115,8 @@ struct Found {
     bind: Option<(String, PathBuf)>,
 }
 
-/// [`scan`], with the counts of what could not be read.
-pub fn scan_with_stats(root: &SysRoot) -> (Vec<Namespace>, ScanStats) {
-    let mut cache = OWNERS.lock().ok().and_then(|mut c| c.take());
-    let found = scan_with(root, cache.get_or_insert_with(OwnerCache::default));
-    if let Ok(mut c) = OWNERS.lock() {
-        *c = cache;
-    }
-    found
-}
-
-/// [`scan_with_stats`], naming owners through `cache`.
+/// [`scan`], naming owners through `cache`, with the counts of what could
+/// not be read.
 pub fn scan_with(root: &SysRoot, cache: &mut OwnerCache) -> (Vec<Namespace>, ScanStats) {
     if cache.root != root.path("") {
         cache.root = root.path("");

@@ -184,10 +184,7 @@ pub fn sample_all(namespaces: &[Namespace]) -> Vec<Result<NsSample, SampleError>
         Ok(v) => v.into_iter().map(|r| r?).collect(),
         Err(e) => namespaces
             .iter()
-            .map(|_| {
-                let e = std::io::Error::other(e.to_string());
-                Err(SampleError::Enter(NetnsError::Thread(e)))
-            })
+            .map(|_| Err(NetnsError::Thread(std::io::Error::other(e.to_string())).into()))
             .collect(),
     }
 }

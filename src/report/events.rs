@@ -213,16 +213,6 @@ impl JournalSink {
         })
     }
 
-    /// Events neither sent nor queued so far in this stall.
-    pub fn lost(&self) -> u64 {
-        self.lost
-    }
-
-    /// Datagrams waiting for the journal.
-    pub fn queued(&self) -> usize {
-        self.queue.len()
-    }
-
     /// One non-blocking send.
     fn send(&self, datagram: &[u8]) -> io::Result<()> {
         self.sock.send_to(datagram, &self.socket).map(|_| ())
@@ -278,8 +268,7 @@ impl Sink for JournalSink {
                 Ok(()) => return,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
-                    if !self.warned {
-                        self.warned = true;
+                    if !std::mem::replace(&mut self.warned, true) {
                         let _ = writeln!(
                             io::stderr(),
                             "conntrack-guard: cannot send to {} ({e}); events go to stderr",
@@ -299,9 +288,7 @@ impl Sink for JournalSink {
     }
 
     fn retry(&mut self) {
-        if !self.queue.is_empty() || self.lost > 0 {
-            self.send_held();
-        }
+        self.send_held();
     }
 
     fn drain(&mut self, bound: std::time::Duration) {
@@ -389,8 +376,8 @@ mod tests {
             t0.elapsed() < std::time::Duration::from_secs(2),
             "emit blocked"
         );
-        assert_eq!(s.queued(), JOURNAL_QUEUE);
-        let lost = s.lost();
+        assert_eq!(s.queue.len(), JOURNAL_QUEUE);
+        let lost = s.lost;
         assert!(lost > 0, "the socket took all {n}");
         server.set_nonblocking(true).unwrap();
         let mut buf = vec![0u8; 65536];
@@ -405,12 +392,12 @@ mod tests {
         for _ in 0..100 {
             s.retry();
             read_all(&mut seen, &mut buf);
-            if s.queued() == 0 && s.lost() == 0 {
+            if s.queue.is_empty() && s.lost == 0 {
                 break;
             }
         }
-        assert_eq!(s.queued(), 0);
-        assert_eq!(s.lost(), 0);
+        assert_eq!(s.queue.len(), 0);
+        assert_eq!(s.lost, 0);
         let delivered = seen.len() as u64 - 1;
         assert_eq!(delivered + lost, n, "every event is delivered or counted");
         let last = seen.last().unwrap();

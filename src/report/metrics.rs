@@ -147,7 +147,31 @@ fn family<V: std::fmt::Display>(
 /// The file contents.
 pub(crate) fn render(s: &Snapshot<'_>) -> String {
     let mut o = String::with_capacity(1536);
-    fill_metrics(&mut o, s);
+    // Entries, limit, fill ratio and level.
+    gauge(
+        &mut o,
+        "conntrack_guard_entries",
+        "Entries in the conntrack table (nf_conntrack_count of this network namespace).",
+        s.fill.count,
+    );
+    gauge(
+        &mut o,
+        "conntrack_guard_entries_limit",
+        "Size of the conntrack table (nf_conntrack_max).",
+        s.fill.max,
+    );
+    gauge(
+        &mut o,
+        "conntrack_guard_fill_ratio",
+        "Entries divided by the limit (0-1; above 1 when max was lowered below the count).",
+        s.fill.count as f64 / s.fill.max.max(1) as f64,
+    );
+    gauge(
+        &mut o,
+        "conntrack_guard_level",
+        "Fill level with hysteresis: 0 ok, 1 warning, 2 critical.",
+        s.level.gauge(),
+    );
     if !s.conntrack.is_empty() {
         family(
             &mut o,
@@ -193,8 +217,27 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
             s.softnet.iter().copied(),
         );
     }
+    // Growth: how often, within what, and whether the budget binds.
     if let Some(g) = s.grow {
-        grow_metrics(&mut o, g);
+        metric(
+            &mut o,
+            "conntrack_guard_grown_total",
+            "counter",
+            "Times the watchdog raised nf_conntrack_max itself ([grow]) since it started.",
+        );
+        let _ = writeln!(o, "conntrack_guard_grown_total {}", g.grown);
+        gauge(
+            &mut o,
+            "conntrack_guard_grow_budget_bytes",
+            "[grow] budget: the worst-case memory the table may take at a grown max, bytes.",
+            g.budget_bytes,
+        );
+        gauge(
+            &mut o,
+            "conntrack_guard_grow_limited",
+            "1 while the table sits at the [grow] budget after a growth the load wanted larger (grow_limited).",
+            u8::from(g.limited),
+        );
     }
     gauge(
         &mut o,
@@ -209,57 +252,6 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
         format_args!("{:.3}", s.timestamp),
     );
     o
-}
-
-/// Entries, limit, fill ratio and level.
-fn fill_metrics(o: &mut String, s: &Snapshot<'_>) {
-    gauge(
-        o,
-        "conntrack_guard_entries",
-        "Entries in the conntrack table (nf_conntrack_count of this network namespace).",
-        s.fill.count,
-    );
-    gauge(
-        o,
-        "conntrack_guard_entries_limit",
-        "Size of the conntrack table (nf_conntrack_max).",
-        s.fill.max,
-    );
-    gauge(
-        o,
-        "conntrack_guard_fill_ratio",
-        "Entries divided by the limit (0-1; above 1 when max was lowered below the count).",
-        s.fill.count as f64 / s.fill.max.max(1) as f64,
-    );
-    gauge(
-        o,
-        "conntrack_guard_level",
-        "Fill level with hysteresis: 0 ok, 1 warning, 2 critical.",
-        s.level.gauge(),
-    );
-}
-
-/// Growth: how often, within what, and whether the budget binds.
-fn grow_metrics(o: &mut String, g: GrowMetrics) {
-    metric(
-        o,
-        "conntrack_guard_grown_total",
-        "counter",
-        "Times the watchdog raised nf_conntrack_max itself ([grow]) since it started.",
-    );
-    let _ = writeln!(o, "conntrack_guard_grown_total {}", g.grown);
-    gauge(
-        o,
-        "conntrack_guard_grow_budget_bytes",
-        "[grow] budget: the worst-case memory the table may take at a grown max, bytes.",
-        g.budget_bytes,
-    );
-    gauge(
-        o,
-        "conntrack_guard_grow_limited",
-        "1 while the table sits at the [grow] budget after a growth the load wanted larger (grow_limited).",
-        u8::from(g.limited),
-    );
 }
 
 /// The textfile and whether its last write failed (to say so once).

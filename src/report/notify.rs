@@ -33,10 +33,7 @@ impl Notifier {
     pub fn from_env() -> Self {
         let target = std::env::var_os("NOTIFY_SOCKET")
             .filter(|s| !s.is_empty())
-            .map(|s| {
-                let addr = address(&s);
-                (s, addr)
-            });
+            .map(|s| (s.clone(), address(&s)));
         Notifier {
             target,
             sock: None,
@@ -59,11 +56,7 @@ impl Notifier {
         let Some((name, addr)) = self.target.as_ref() else {
             return Ok(());
         };
-        let mut msg = String::new();
-        for s in states {
-            msg.push_str(&s.to_string());
-            msg.push('\n');
-        }
+        let msg: String = states.iter().map(|s| format!("{s}\n")).collect();
         let result = match addr {
             Ok(addr) => {
                 if self.sock.is_none() {

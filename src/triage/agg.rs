@@ -9,7 +9,7 @@
 //! Pure: entries in, groups and advice out. `top` prints it; the
 //! watchdog's triage summarises it.
 
-use std::collections::HashMap;
+use std::collections::{hash_map::RandomState, HashMap};
 use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -72,12 +72,6 @@ impl Dim {
 /// group cap keep crafted collisions from costing more than a bounded map.
 #[derive(Clone, Copy)]
 struct Seeded(u64);
-
-impl Seeded {
-    fn new() -> Self {
-        Seeded(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64))
-    }
-}
 
 impl BuildHasher for Seeded {
     type Hasher = Fold;
@@ -221,7 +215,7 @@ fn has_ports(proto: u8) -> bool {
 impl Aggregator {
     /// A fresh aggregation with source prefixes of these lengths.
     pub fn new(prefix4: u8, prefix6: u8, cap: usize) -> Self {
-        let h = Seeded::new();
+        let h = Seeded(RandomState::new().hash_one(0x5eed_u64));
         Aggregator {
             prefix4,
             prefix6,

@@ -95,16 +95,14 @@ pub fn collect(
         let udp_timeout = kernel_u64(root, KEY_UDP_TIMEOUT);
         let t0 = Instant::now();
         let outcome = ctdump::dump(timeout, &mut |e| agg.add(e))?;
-        let elapsed = t0.elapsed();
-        let count_after = kernel_u64(root, KEY_COUNT);
         Ok(Collected {
+            elapsed: t0.elapsed(),
+            count_after: kernel_u64(root, KEY_COUNT),
             agg,
             outcome,
             count_before,
-            count_after,
             max,
             udp_timeout,
-            elapsed,
         })
     };
     match netns {
