@@ -77,11 +77,11 @@ impl RestoreTracker {
                 continue;
             }
             match lowering_guard(set, foreign, in_use) {
-                Some(Ok(())) => {
+                Guard::Allowed => {
                     self.refused.remove(&set.key);
                 }
-                None => continue,
-                Some(Err(r)) => {
+                Guard::Wait => continue,
+                Guard::Refused(r) => {
                     if self.refused.insert(set.key.clone()) {
                         out.push(refused_event(set, foreign, &r));
                     }
@@ -106,22 +106,28 @@ impl RestoreTracker {
     }
 }
 
-/// What the lowering guard says about restoring `set`: allowed (not a
-/// lowering of max, or one with room enough), `None` to wait (a lowering of
-/// max while the entries in use are not known yet), or refused (a lowering
-/// of max below the entries in use plus the headroom).
-fn lowering_guard(
-    set: &Setting,
-    foreign: &str,
-    in_use: Option<u64>,
-) -> Option<Result<(), LowerRefused>> {
+/// What the lowering guard says about restoring `set`.
+enum Guard {
+    /// Not a lowering of max, or one with room enough.
+    Allowed,
+    /// A lowering of max while the entries in use are not known yet.
+    Wait,
+    /// A lowering of max below the entries in use plus the headroom.
+    Refused(LowerRefused),
+}
+
+fn lowering_guard(set: &Setting, foreign: &str, in_use: Option<u64>) -> Guard {
     let (Ok(now), Ok(want)) = (foreign.trim().parse::<u64>(), set.expected.parse::<u64>()) else {
-        return Some(Ok(()));
+        return Guard::Allowed;
     };
     if set.key != KEY_MAX || want >= now {
-        return Some(Ok(()));
+        return Guard::Allowed;
     }
-    in_use.map(|c| check_lower_max(now, want, c))
+    match in_use.map(|c| check_lower_max(now, want, c)) {
+        None => Guard::Wait,
+        Some(Ok(())) => Guard::Allowed,
+        Some(Err(r)) => Guard::Refused(r),
+    }
 }
 
 fn refused_event(set: &Setting, foreign: &str, r: &LowerRefused) -> Event {
