@@ -140,10 +140,7 @@ pub fn read_conf(root: &SysRoot, rel: &str) -> Result<Option<String>, PathError>
         let full = root.path(&rel.to_string_lossy());
         match std::fs::symlink_metadata(&full) {
             Ok(m) if m.file_type().is_symlink() => {
-                let t = std::fs::read_link(&full).map_err(|source| PathError {
-                    path: full.clone(),
-                    source,
-                })?;
+                let t = std::fs::read_link(&full).map_err(PathError::on(&full))?;
                 if t == Path::new("/dev/null") {
                     return Ok(None);
                 }
@@ -158,10 +155,8 @@ pub fn read_conf(root: &SysRoot, rel: &str) -> Result<Option<String>, PathError>
             Err(source) => return Err(PathError { path: full, source }),
         }
     }
-    Err(PathError {
-        path: root.path(&rel.to_string_lossy()),
-        source: std::io::Error::other("too many levels of symbolic links"),
-    })
+    let loops = std::io::Error::other("too many levels of symbolic links");
+    Err(PathError::on(&root.path(&rel.to_string_lossy()))(loops))
 }
 
 /// Resolve `.` and `..` lexically, never above the root.
@@ -827,19 +822,6 @@ fn count_cpu_list(s: &str) -> Option<u64> {
 // ---------------------------------------------------------------------
 // The hint
 
-/// Who probably wrote a foreign value into a key: candidates, most likely
-/// first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hint {
-    candidates: Vec<String>,
-}
-
-impl Hint {
-    fn text(&self) -> String {
-        self.candidates.join("; ")
-    }
-}
-
 /// Name the probable writer of `foreign_value` in `key`, from the sysctl.d
 /// files, the process list and the module parameter, as one line (for
 /// `CONNTRACK_WRITER_HINT=` and `status`). `None` when nothing points
@@ -862,10 +844,11 @@ pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<String> {
     }
     let (sysctl, procs) = (sysctl_settings(root, key).0, scan_processes(root));
     let apply = crate::state::applied::read(root);
-    hint_from(key, foreign_value, &sysctl, &procs, &module, &apply).map(|h| h.text())
+    hint_from(key, foreign_value, &sysctl, &procs, &module, &apply).map(|h| h.join("; "))
 }
 
-/// The pure part of [`hint`].
+/// The pure part of [`hint`]: who probably wrote a foreign value into a
+/// key, the candidates most likely first.
 fn hint_from(
     key: &str,
     foreign: &str,
@@ -873,14 +856,10 @@ fn hint_from(
     procs: &ProcScan,
     module: &[(String, String)],
     apply: &ApplyRun,
-) -> Option<Hint> {
-    let file = |s: &SysctlSetting| {
-        let last = if s.wins {
-            " (applied last at boot)"
-        } else {
-            ""
-        };
-        format!("{} sets {}{last}", s.location(), s.value)
+) -> Option<Vec<String>> {
+    let file = |s: &SysctlSetting| match s.wins {
+        true => format!("{} sets {} (applied last at boot)", s.location(), s.value),
+        false => format!("{} sets {}", s.location(), s.value),
     };
     let (exact, other): (Vec<_>, Vec<_>) = sysctl.iter().partition(|s| s.value == foreign);
     let mut exact: Vec<String> = exact.into_iter().map(file).collect();
@@ -941,7 +920,7 @@ fn hint_from(
                 .to_string(),
         );
     }
-    (!exact.is_empty()).then_some(Hint { candidates: exact })
+    (!exact.is_empty()).then_some(exact)
 }
 
 /// What the kube-proxy in `w` (its own or k3s's) writes to `key` when it
@@ -1093,7 +1072,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            h.text(),
+            h.join("; "),
             "/etc/sysctl.d/90-k8s.conf:3 sets 131072 (applied last at boot); /etc/sysctl.d/10-a.conf:1 sets 65536"
         );
         let procs = ProcScan {
@@ -1113,27 +1092,31 @@ mod tests {
             &ApplyRun::NotThisBoot,
         )
         .unwrap();
-        assert!(h.candidates[0].starts_with("it is the kernel default"));
+        assert!(h[0].starts_with("it is the kernel default"));
         // Only what is known: apply never ran, so nothing was "reloaded
         // after" it.
-        assert!(h.text().contains("has not run since boot"), "{}", h.text());
-        assert!(!h.text().contains("reloaded"), "{}", h.text());
+        assert!(
+            h.join("; ").contains("has not run since boot"),
+            "{}",
+            h.join("; ")
+        );
+        assert!(!h.join("; ").contains("reloaded"), "{}", h.join("; "));
         let ran = ApplyRun::ThisBoot { uptime: None };
         let h = hint_from(KEY_UDP_TIMEOUT, "30", &[], &procs, &[], &ran).unwrap();
         assert!(
-            h.text().contains("loaded or reloaded after it"),
+            h.join("; ").contains("loaded or reloaded after it"),
             "{}",
-            h.text()
+            h.join("; ")
         );
         let h = hint_from(KEY_UDP_TIMEOUT, "30", &[], &procs, &[], &ApplyRun::Unknown).unwrap();
-        assert!(h.text().contains("cannot be read"), "{}", h.text());
+        assert!(h.join("; ").contains("cannot be read"), "{}", h.join("; "));
         assert!(
-            h.text().contains("kube-proxy.service is installed"),
+            h.join("; ").contains("kube-proxy.service is installed"),
             "{}",
-            h.text()
+            h.join("; ")
         );
-        assert!(h.candidates[1].starts_with("kube-proxy.service is installed ("));
-        assert!(h.candidates[2].starts_with("other processes are hidden"));
+        assert!(h[1].starts_with("kube-proxy.service is installed ("));
+        assert!(h[2].starts_with("other processes are hidden"));
         assert!(hint_from(KEY_MAX, "5", &[], &ProcScan::default(), &[], &ran).is_none());
     }
 
