@@ -280,36 +280,43 @@ impl SysctlSetting {
 /// line names the key (systemd-sysctl's rule). Unreadable files are
 /// returned as errors beside the settings.
 pub fn sysctl_settings(root: &SysRoot, key: &str) -> (Vec<SysctlSetting>, Vec<PathError>) {
-    let (mut out, mut errors) = (Vec::new(), Vec::new());
-    let mut winner: Option<(bool, usize)> = None;
     // `sysctl --system` (procps) reads /etc/sysctl.conf after the
     // directories; Debian links it into systemd-sysctl's view as
     // /etc/sysctl.d/99-sysctl.conf.
     let to_conf = |t: &Path| t == Path::new("/etc/sysctl.conf") || t == Path::new("../sysctl.conf");
     let files = conf_files_and(root, "sysctl.d", "etc/sysctl.conf", to_conf);
-    for (file, text) in read_confs(root, &files) {
-        let Ok(text) = text.map_err(|e| errors.push(e)) else {
-            continue;
-        };
-        for l in parse_sysctl_conf(&text)
-            .into_iter()
-            .filter(|l| sysctl_key_matches(&l.key, key))
-        {
-            let explicit = !l.key.contains(['*', '?']);
-            if winner.map_or(true, |(we, _)| explicit || !we) {
-                winner = Some((explicit, out.len()));
-            }
-            out.push(SysctlSetting {
-                file: file.to_string(),
-                line: l.line,
-                written_key: l.key,
-                value: l.value,
-                wins: false,
-            });
-        }
-    }
-    if let Some((_, i)) = winner {
+    let (lines, errors) = parse_confs(root, &files, parse_sysctl_conf);
+    let mut out: Vec<SysctlSetting> = lines
+        .into_iter()
+        .filter(|(_, l)| sysctl_key_matches(&l.key, key))
+        .map(|(file, l)| SysctlSetting {
+            file,
+            line: l.line,
+            written_key: l.key,
+            value: l.value,
+            wins: false,
+        })
+        .collect();
+    let explicit = |s: &SysctlSetting| !s.written_key.contains(['*', '?']);
+    if let Some(i) = out.iter().rposition(explicit).or(out.len().checked_sub(1)) {
         out[i].wins = true;
+    }
+    (out, errors)
+}
+
+/// The lines `parse` finds in each file that is read, with the file (host
+/// path), in order; the errors of those that cannot be read beside them.
+fn parse_confs<T>(
+    root: &SysRoot,
+    files: &[ConfFile],
+    parse: fn(&str) -> Vec<T>,
+) -> (Vec<(String, T)>, Vec<PathError>) {
+    let (mut out, mut errors) = (Vec::new(), Vec::new());
+    for (file, text) in read_confs(root, files) {
+        match text {
+            Ok(text) => out.extend(parse(&text).into_iter().map(|l| (file.to_string(), l))),
+            Err(e) => errors.push(e),
+        }
     }
     (out, errors)
 }
@@ -370,19 +377,10 @@ pub fn modprobe_lines(
     root: &SysRoot,
     module: &str,
 ) -> (Vec<(String, ModprobeLine)>, Vec<PathError>) {
-    let (mut out, mut errors) = (Vec::new(), Vec::new());
-    for (file, text) in read_confs(root, &conf_files(root, "modprobe.d", ".conf")) {
-        let Ok(text) = text.map_err(|e| errors.push(e)) else {
-            continue;
-        };
-        let lines = parse_modprobe_conf(&text).into_iter();
-        out.extend(
-            lines
-                .filter(|l| l.module == module)
-                .map(|l| (file.into(), l)),
-        );
-    }
-    (out, errors)
+    let files = conf_files(root, "modprobe.d", ".conf");
+    let (mut lines, errors) = parse_confs(root, &files, parse_modprobe_conf);
+    lines.retain(|(_, l)| l.module == module);
+    (lines, errors)
 }
 
 // ---------------------------------------------------------------------
