@@ -177,21 +177,14 @@ pub(crate) fn parse_args(args: &[OsString]) -> Result<Invocation, UsageError> {
         let is_option = !options_done && bytes.len() > 1 && bytes[0] == b'-';
         if is_option && bytes == b"--" {
             options_done = true;
-        } else if is_option && (bytes == b"-h" || bytes == b"--help") {
-            let text = match sub.as_deref() {
-                Some("top") => top::HELP,
-                Some("doctor") => doctor::HELP,
-                _ => HELP,
+        } else if is_option && matches!(bytes, b"-h" | b"--help" | b"-V" | b"--version") {
+            let command = match (bytes, sub.as_deref()) {
+                (b"-V" | b"--version", _) => Command::Version,
+                (_, Some("top")) => Command::Help(top::HELP),
+                (_, Some("doctor")) => Command::Help(doctor::HELP),
+                _ => Command::Help(HELP),
             };
-            return Ok(Invocation {
-                config,
-                command: Command::Help(text),
-            });
-        } else if is_option && (bytes == b"-V" || bytes == b"--version") {
-            return Ok(Invocation {
-                config,
-                command: Command::Version,
-            });
+            return Ok(Invocation { config, command });
         } else if is_option {
             let (name, value) = option(bytes, &mut it).map_err(|m| fail(&sub, m))?;
             let repeated = if name == "--config" {
