@@ -115,7 +115,9 @@ impl SysRoot {
     /// This process's effective capability mask, from `proc/self/status`
     /// under the root (so a test root decides it too).
     pub fn cap_eff(&self) -> Option<u64> {
-        parse_cap_eff(&self.read_some("proc/self/status")?)
+        let status = self.read_some("proc/self/status")?;
+        let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+        u64::from_str_radix(hex.trim(), 16).ok()
     }
 
     /// Write `rel` atomically ([`write_atomic`]), creating its directory
@@ -183,12 +185,6 @@ impl SysRoot {
             _ => Ok(()),
         }
     }
-}
-
-/// The `CapEff:` mask from a `/proc/<pid>/status` text.
-pub fn parse_cap_eff(status: &str) -> Option<u64> {
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// Read a file into a string, with the path in the error.
