@@ -84,10 +84,7 @@ pub fn kernel_u64(root: &SysRoot, key: &str) -> Option<u64> {
 /// which sizes the same table.
 pub fn read_current(root: &SysRoot, key: &str) -> Result<Option<String>, PathError> {
     match root.read_sysctl(key)? {
-        Some(v) => Ok(Some(v)),
-        None if key == KEY_BUCKETS => {
-            Ok(root.read_opt(HASHSIZE_PARAM)?.map(|s| s.trim().to_string()))
-        }
-        None => Ok(None),
+        None if key == KEY_BUCKETS => Ok(root.read_opt(HASHSIZE_PARAM)?.map(|s| s.trim().into())),
+        v => Ok(v),
     }
 }
