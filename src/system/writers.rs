@@ -555,10 +555,8 @@ fn parse_kube_proxy_config(text: &str, file: &str) -> KubeProxyConntrack {
 fn strip_yaml_comment(l: &str) -> &str {
     let b = l.as_bytes();
     let mut hashes = l.match_indices('#');
-    match hashes.find(|(i, _)| *i == 0 || b[i - 1].is_ascii_whitespace()) {
-        Some((i, _)) => &l[..i],
-        None => l,
-    }
+    let at = hashes.find(|(i, _)| *i == 0 || b[i - 1].is_ascii_whitespace());
+    &l[..at.map_or(l.len(), |(i, _)| i)]
 }
 
 fn unquote(s: &str) -> &str {
@@ -616,26 +614,23 @@ fn parse_go_duration(s: &str) -> Option<u64> {
 /// kube-proxy command-line flags that override (or, without `--config`,
 /// replace) the config file's conntrack fields, and the `--config` path.
 fn parse_kube_proxy_args(args: &[String]) -> (Option<String>, KubeProxyConntrack) {
-    let mut config = None;
-    let mut out = KubeProxyConntrack::default();
-    let mut i = 0;
-    while let Some(arg) = args.get(i) {
-        i += 1;
+    let (mut config, mut out) = (None, KubeProxyConntrack::default());
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         let a = arg.trim_start_matches('-');
-        let (name, value) = match a.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            // `--flag value`: the value is the next argument.
-            None => (a, args.get(i).map(String::as_str)),
-        };
+        let (name, inline) = a.split_once('=').map_or((a, None), |(n, v)| (n, Some(v)));
         let field = KP_FIELDS.iter().position(|(_, flag)| *flag == name);
-        let Some(v) = value.filter(|_| name == "config" || field.is_some()) else {
+        if name != "config" && field.is_none() {
+            continue;
+        }
+        // `--flag value`: the value is the next argument.
+        let Some(v) = inline.or_else(|| args.next().map(String::as_str)) else {
             continue;
         };
         match field {
             Some(f) => out.set(f, v, "command line"),
             None => config = Some(v.to_string()),
         }
-        i += usize::from(!a.contains('='));
     }
     (config, out)
 }
