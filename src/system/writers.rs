@@ -75,12 +75,8 @@ pub fn conf_files_and(
         .any(|f| read_link(root, &f.path).is_some_and(|t| links_to_it(&t)));
     if !linked && exists_nofollow(root, legacy) {
         let name = legacy.rsplit('/').next().unwrap_or(legacy).into();
-        let path = format!("/{legacy}");
-        files.push(ConfFile {
-            name,
-            path,
-            masked: false,
-        });
+        let (path, masked) = (format!("/{legacy}"), false);
+        files.push(ConfFile { name, path, masked });
     }
     files
 }
