@@ -300,10 +300,14 @@ fn dur(v: OsString, name: &str) -> Result<Duration, String> {
     parse_duration(&text(v, name)?).map_err(|e| format!("{name}: {e}"))
 }
 
-fn num(v: OsString, name: &str) -> Result<f64, String> {
+/// The flag `name` as a non-negative number, taken; `None` if absent.
+fn num(f: &mut Flags, name: &str) -> Result<Option<f64>, String> {
+    let Some(v) = take(f, name) else {
+        return Ok(None);
+    };
     let v = text(v, name)?;
     match v.parse::<f64>() {
-        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(Some(n)),
         _ => Err(format!("{name}: expected a non-negative number, got {v:?}")),
     }
 }
@@ -332,17 +336,12 @@ fn window(v: OsString) -> Result<Duration, String> {
 }
 
 fn plan_command(f: &mut Flags) -> Result<Command, String> {
-    let rate = take(f, "--rate").ok_or("plan needs --rate N (new UDP flows per second)")?;
-    let rate = num(rate, "--rate")?;
-    let timeout = take(f, "--timeout")
-        .map(|v| num(v, "--timeout"))
-        .transpose()?;
+    let rate = num(f, "--rate")?.ok_or("plan needs --rate N (new UDP flows per second)")?;
+    let timeout = num(f, "--timeout")?;
     if timeout.is_some_and(|t| !(1.0..=86_400.0).contains(&t)) {
         return Err("--timeout must be between 1 and 86400 seconds".into());
     }
-    let headroom = take(f, "--headroom")
-        .map(|v| num(v, "--headroom"))
-        .transpose()?;
+    let headroom = num(f, "--headroom")?;
     if headroom.is_some_and(|h| !(1.0..=100.0).contains(&h)) {
         return Err("--headroom must be between 1 and 100".into());
     }
