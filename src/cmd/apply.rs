@@ -128,20 +128,15 @@ impl Report {
     /// problem (EACCES, EPERM, EROFS), else 1.
     pub(crate) fn exit_code(&self) -> i32 {
         use nix::libc::{EACCES, EPERM, EROFS};
-        let permission = |r: &Row| {
-            matches!(
-                r.outcome,
-                Outcome::Failed {
-                    errno: Some(EACCES | EPERM | EROFS),
-                    ..
-                }
-            )
+        let code = |r: &Row| match r.outcome {
+            Outcome::Failed {
+                errno: Some(EACCES | EPERM | EROFS),
+                ..
+            } => exit::NOPERM,
+            _ => exit::FAILURE,
         };
-        if self.failed().any(permission) {
-            exit::NOPERM
-        } else {
-            i32::from(self.failed().next().is_some())
-        }
+        // The worst wins: NOPERM (77) above FAILURE (1).
+        self.failed().map(code).max().unwrap_or(exit::OK)
     }
 
     pub(crate) fn table(&self) -> String {
