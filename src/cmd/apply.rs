@@ -226,18 +226,14 @@ impl Report {
                 .field("CONNTRACK_GROWN_AT", grown::fmt_utc(r.at))
                 .field("CONNTRACK_GROW_REASON", &r.reason);
         }
-        ev = ev
-            .field("CONNTRACK_CHANGED", self.changed())
+        let module = match self.module {
+            ModuleState::Present => "present",
+            ModuleState::Loaded(_) => "loaded",
+            ModuleState::WouldLoad(_) => "absent",
+        };
+        ev.field("CONNTRACK_CHANGED", self.changed())
             .field("CONNTRACK_FAILED", failed)
-            .field(
-                "CONNTRACK_MODULE",
-                match self.module {
-                    ModuleState::Present => "present",
-                    ModuleState::Loaded(_) => "loaded",
-                    ModuleState::WouldLoad(_) => "absent",
-                },
-            );
-        ev
+            .field("CONNTRACK_MODULE", module)
     }
 }
 
