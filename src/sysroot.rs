@@ -168,8 +168,7 @@ impl SysRoot {
         let top = self.path("proc/sys");
         let refuse = |why: &str| {
             let source = io::Error::new(io::ErrorKind::PermissionDenied, why);
-            let path = path.to_path_buf();
-            Err(PathError { path, source })
+            Err(PathError::on(path)(source))
         };
         // procfs has no symlinks under /proc/sys; one there is an attack or a
         // broken tree, and following it could read or write anything.
