@@ -48,9 +48,6 @@ pub fn read_fill(root: &SysRoot) -> Result<(u64, u64), SysctlError> {
     Ok((read_u64(root, KEY_COUNT)?, read_u64(root, KEY_MAX)?))
 }
 
-// Bytes per entry live in `slab`, one figure for every command.
-pub use super::slab::{entry_bytes, DEFAULT_ENTRY_BYTES};
-
 /// Whether the value read back means the same as the target: the kernel
 /// prints multi-value sysctls with tabs where we wrote spaces.
 pub fn same_value(actual: &str, target: &str) -> bool {
