@@ -177,21 +177,14 @@ pub(crate) fn parse_args(args: &[OsString]) -> Result<Invocation, UsageError> {
         let is_option = !options_done && bytes.len() > 1 && bytes[0] == b'-';
         if is_option && bytes == b"--" {
             options_done = true;
-        } else if is_option && (bytes == b"-h" || bytes == b"--help") {
-            let text = match sub.as_deref() {
-                Some("top") => top::HELP,
-                Some("doctor") => doctor::HELP,
-                _ => HELP,
+        } else if is_option && matches!(bytes, b"-h" | b"--help" | b"-V" | b"--version") {
+            let command = match (bytes, sub.as_deref()) {
+                (b"-V" | b"--version", _) => Command::Version,
+                (_, Some("top")) => Command::Help(top::HELP),
+                (_, Some("doctor")) => Command::Help(doctor::HELP),
+                _ => Command::Help(HELP),
             };
-            return Ok(Invocation {
-                config,
-                command: Command::Help(text),
-            });
-        } else if is_option && (bytes == b"-V" || bytes == b"--version") {
-            return Ok(Invocation {
-                config,
-                command: Command::Version,
-            });
+            return Ok(Invocation { config, command });
         } else if is_option {
             let (name, value) = option(bytes, &mut it).map_err(|m| fail(&sub, m))?;
             let repeated = if name == "--config" {
@@ -307,10 +300,14 @@ fn dur(v: OsString, name: &str) -> Result<Duration, String> {
     parse_duration(&text(v, name)?).map_err(|e| format!("{name}: {e}"))
 }
 
-fn num(v: OsString, name: &str) -> Result<f64, String> {
+/// The flag `name` as a non-negative number, taken; `None` if absent.
+fn num(f: &mut Flags, name: &str) -> Result<Option<f64>, String> {
+    let Some(v) = take(f, name) else {
+        return Ok(None);
+    };
     let v = text(v, name)?;
     match v.parse::<f64>() {
-        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(Some(n)),
         _ => Err(format!("{name}: expected a non-negative number, got {v:?}")),
     }
 }
@@ -339,17 +336,12 @@ fn window(v: OsString) -> Result<Duration, String> {
 }
 
 fn plan_command(f: &mut Flags) -> Result<Command, String> {
-    let rate = take(f, "--rate").ok_or("plan needs --rate N (new UDP flows per second)")?;
-    let rate = num(rate, "--rate")?;
-    let timeout = take(f, "--timeout")
-        .map(|v| num(v, "--timeout"))
-        .transpose()?;
+    let rate = num(f, "--rate")?.ok_or("plan needs --rate N (new UDP flows per second)")?;
+    let timeout = num(f, "--timeout")?;
     if timeout.is_some_and(|t| !(1.0..=86_400.0).contains(&t)) {
         return Err("--timeout must be between 1 and 86400 seconds".into());
     }
-    let headroom = take(f, "--headroom")
-        .map(|v| num(v, "--headroom"))
-        .transpose()?;
+    let headroom = num(f, "--headroom")?;
     if headroom.is_some_and(|h| !(1.0..=100.0).contains(&h)) {
         return Err("--headroom must be between 1 and 100".into());
     }

@@ -115,7 +115,9 @@ impl SysRoot {
     /// This process's effective capability mask, from `proc/self/status`
     /// under the root (so a test root decides it too).
     pub fn cap_eff(&self) -> Option<u64> {
-        parse_cap_eff(&self.read_some("proc/self/status")?)
+        let status = self.read_some("proc/self/status")?;
+        let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+        u64::from_str_radix(hex.trim(), 16).ok()
     }
 
     /// Write `rel` atomically ([`write_atomic`]), creating its directory
@@ -166,8 +168,7 @@ impl SysRoot {
         let top = self.path("proc/sys");
         let refuse = |why: &str| {
             let source = io::Error::new(io::ErrorKind::PermissionDenied, why);
-            let path = path.to_path_buf();
-            Err(PathError { path, source })
+            Err(PathError::on(path)(source))
         };
         // procfs has no symlinks under /proc/sys; one there is an attack or a
         // broken tree, and following it could read or write anything.
@@ -183,12 +184,6 @@ impl SysRoot {
             _ => Ok(()),
         }
     }
-}
-
-/// The `CapEff:` mask from a `/proc/<pid>/status` text.
-pub fn parse_cap_eff(status: &str) -> Option<u64> {
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// Read a file into a string, with the path in the error.

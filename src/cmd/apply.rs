@@ -128,20 +128,15 @@ impl Report {
     /// problem (EACCES, EPERM, EROFS), else 1.
     pub(crate) fn exit_code(&self) -> i32 {
         use nix::libc::{EACCES, EPERM, EROFS};
-        let permission = |r: &Row| {
-            matches!(
-                r.outcome,
-                Outcome::Failed {
-                    errno: Some(EACCES | EPERM | EROFS),
-                    ..
-                }
-            )
+        let code = |r: &Row| match r.outcome {
+            Outcome::Failed {
+                errno: Some(EACCES | EPERM | EROFS),
+                ..
+            } => exit::NOPERM,
+            _ => exit::FAILURE,
         };
-        if self.failed().any(permission) {
-            exit::NOPERM
-        } else {
-            i32::from(self.failed().next().is_some())
-        }
+        // The worst wins: NOPERM (77) above FAILURE (1).
+        self.failed().map(code).max().unwrap_or(exit::OK)
     }
 
     pub(crate) fn table(&self) -> String {
@@ -175,12 +170,10 @@ impl Report {
 
     pub(crate) fn summary(&self) -> String {
         let failed = self.failed().count();
-        let verb = if self.dry_run {
-            "dry run"
-        } else if failed > 0 {
-            "apply FAILED"
-        } else {
-            "settings applied"
+        let verb = match (self.dry_run, failed > 0) {
+            (true, _) => "dry run",
+            (false, true) => "apply FAILED",
+            (false, false) => "settings applied",
         };
         let done = if self.dry_run {
             let would = self
@@ -233,18 +226,14 @@ impl Report {
                 .field("CONNTRACK_GROWN_AT", grown::fmt_utc(r.at))
                 .field("CONNTRACK_GROW_REASON", &r.reason);
         }
-        ev = ev
-            .field("CONNTRACK_CHANGED", self.changed())
+        let module = match self.module {
+            ModuleState::Present => "present",
+            ModuleState::Loaded(_) => "loaded",
+            ModuleState::WouldLoad(_) => "absent",
+        };
+        ev.field("CONNTRACK_CHANGED", self.changed())
             .field("CONNTRACK_FAILED", failed)
-            .field(
-                "CONNTRACK_MODULE",
-                match self.module {
-                    ModuleState::Present => "present",
-                    ModuleState::Loaded(_) => "loaded",
-                    ModuleState::WouldLoad(_) => "absent",
-                },
-            );
-        ev
+            .field("CONNTRACK_MODULE", module)
     }
 }
 
@@ -393,11 +382,10 @@ pub(crate) fn apply(
             Step::Write(d) if dry_run => (Outcome::WouldChange(d), None),
             Step::Write(d) => write_and_verify(root, host.root_user, t, d),
         };
-        let (key, target) = (t.key.clone(), t.value.clone());
         rows.push(Row {
-            key,
+            key: t.key.clone(),
             before,
-            target,
+            target: t.value.clone(),
             after,
             outcome,
             note,
@@ -427,18 +415,17 @@ pub(crate) fn apply(
 /// watchdog, which cannot: its growth budget then counts the same figure
 /// as `plan`, `status` and this step.
 fn handoff_entry_bytes(root: &SysRoot, warnings: &mut Vec<String>) {
-    if let Some(n) = slab::measured_entry_bytes(root) {
-        // Rewritten only when the figure changed (a rerun of apply).
-        if slab::read_handoff(root) == Some(n) {
-            return;
-        }
-        if let Err(e) = slab::write_handoff(root, n) {
-            warnings.push(format!(
-                "cannot hand the measured {n} B per entry to the watchdog: {e} \
-                 (it counts {} B per entry)",
-                slab::DEFAULT_ENTRY_BYTES
-            ));
-        }
+    // Rewritten only when the figure changed (a rerun of apply).
+    let measured = slab::measured_entry_bytes(root);
+    let Some(n) = measured.filter(|n| slab::read_handoff(root) != Some(*n)) else {
+        return;
+    };
+    if let Err(e) = slab::write_handoff(root, n) {
+        warnings.push(format!(
+            "cannot hand the measured {n} B per entry to the watchdog: {e} \
+             (it counts {} B per entry)",
+            slab::DEFAULT_ENTRY_BYTES
+        ));
     }
 }
 
@@ -653,18 +640,15 @@ impl Start {
 /// and the watchdog does not, so load it here when the kernel says it is
 /// missing. Never fatal: without it the watchdog falls back to procfs.
 fn ensure_ctnetlink(host: &Host) -> Option<String> {
-    match host.netlink.stats_cpu() {
-        Err(e) if e.is_not_loaded() && host.root.exists("proc/modules") => {
-            match host.loader.load(CTNETLINK_MODULE, "") {
-                Ok(()) => None,
-                Err(e) => Some(format!(
-                    "could not load {CTNETLINK_MODULE} ({e}); the watchdog reads the \
-                     counters from /proc/net/stat/nf_conntrack where that exists"
-                )),
-            }
-        }
-        _ => None,
+    let missing = matches!(host.netlink.stats_cpu(), Err(e) if e.is_not_loaded());
+    if !(missing && host.root.exists("proc/modules")) {
+        return None;
     }
+    let e = host.loader.load(CTNETLINK_MODULE, "").err()?;
+    Some(format!(
+        "could not load {CTNETLINK_MODULE} ({e}); the watchdog reads the \
+         counters from /proc/net/stat/nf_conntrack where that exists"
+    ))
 }
 
 pub(crate) const CTNETLINK_MODULE: &str = "nf_conntrack_netlink";

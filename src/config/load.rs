@@ -30,10 +30,8 @@ pub fn load(root: &SysRoot, explicit: Option<&Path>) -> Result<Config, ConfigErr
         source,
     };
     let io_err = |e: io::Error| {
-        err(
-            format!("cannot read config: {e}"),
-            Some(PathError::on(&path)(e)),
-        )
+        let message = format!("cannot read config: {e}");
+        err(message, Some(PathError::on(&path)(e)))
     };
     let mut file = match File::open(&path) {
         Ok(f) => f,

@@ -225,20 +225,17 @@ fn line_of(text: &str, offset: usize) -> usize {
 /// at the repeat; the document as far as it parses names the key and its
 /// section.
 fn syntax_error(text: &str, file: &Path, e: &toml::de::Error) -> ConfigError {
-    let mut err = ConfigError {
+    let message = e.message().trim();
+    let duplicate = e.span().filter(|_| message == "duplicate key");
+    let named = duplicate.and_then(|span| name_duplicate(text, span));
+    let (key, message) = named.map_or((None, message.to_string()), |(k, m)| (Some(k), m));
+    ConfigError {
         file: file.to_path_buf(),
         line: e.span().map(|s| line_of(text, s.start)),
-        key: None,
-        message: format!("TOML syntax: {}", e.message().trim()),
+        key,
+        message: format!("TOML syntax: {message}"),
         source: None,
-    };
-    if let (Some(span), "duplicate key") = (e.span(), e.message().trim()) {
-        if let Some((key, message)) = name_duplicate(text, span) {
-            err.key = Some(key);
-            err.message = format!("TOML syntax: {message}");
-        }
     }
-    err
 }
 
 /// The `section.key` and a message for the repeated key at `span`.

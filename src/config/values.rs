@@ -42,14 +42,17 @@ pub fn valid_sysctl_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `s` trimmed and split where its leading number ends.
+fn split_number(s: &str) -> (&str, &str) {
+    let t = s.trim();
+    let end = t.find(|c: char| !(c.is_ascii_digit() || c == '.'));
+    t.split_at(end.unwrap_or(t.len()))
+}
+
 /// Parse a duration: "500ms", "5s", "1.5s", "5m", "1h", "1d", or plain
 /// seconds ("5", "0.5").
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
+    let (num, unit) = split_number(s);
     let scale = match unit.trim() {
         "" | "s" | "sec" => 1.0,
         "ms" => 1e-3,
@@ -78,11 +81,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// K/KiB, M/MiB, G/GiB, T/TiB, all powers of 1024 as in systemd's
 /// MemoryMax=). A bare number is refused: bytes or percent would be a guess.
 pub fn parse_budget(s: &str) -> Result<Budget, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
+    let (num, unit) = split_number(s);
     let bad = |why: &str| format!("bad budget {s:?}: {why}");
     let n: f64 = num
         .parse()

@@ -32,9 +32,9 @@ pub mod snmp;
 pub mod softnet;
 pub mod sysctl;
 
-pub use sysctl::{
-    entry_bytes, kernel_u64, parse_memtotal, ram_bytes, read_current, read_u64, same_value,
-};
+// Bytes per entry live in `slab`, one figure for every command.
+pub use slab::entry_bytes;
+pub use sysctl::{kernel_u64, parse_memtotal, ram_bytes, read_current, read_u64, same_value};
 
 /// Why a kernel file could not be turned into values.
 #[derive(Debug, thiserror::Error)]

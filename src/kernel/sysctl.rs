@@ -48,9 +48,6 @@ pub fn read_fill(root: &SysRoot) -> Result<(u64, u64), SysctlError> {
     Ok((read_u64(root, KEY_COUNT)?, read_u64(root, KEY_MAX)?))
 }
 
-// Bytes per entry live in `slab`, one figure for every command.
-pub use super::slab::{entry_bytes, DEFAULT_ENTRY_BYTES};
-
 /// Whether the value read back means the same as the target: the kernel
 /// prints multi-value sysctls with tabs where we wrote spaces.
 pub fn same_value(actual: &str, target: &str) -> bool {
@@ -84,10 +81,7 @@ pub fn kernel_u64(root: &SysRoot, key: &str) -> Option<u64> {
 /// which sizes the same table.
 pub fn read_current(root: &SysRoot, key: &str) -> Result<Option<String>, PathError> {
     match root.read_sysctl(key)? {
-        Some(v) => Ok(Some(v)),
-        None if key == KEY_BUCKETS => {
-            Ok(root.read_opt(HASHSIZE_PARAM)?.map(|s| s.trim().to_string()))
-        }
-        None => Ok(None),
+        None if key == KEY_BUCKETS => Ok(root.read_opt(HASHSIZE_PARAM)?.map(|s| s.trim().into())),
+        v => Ok(v),
     }
 }

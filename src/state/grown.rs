@@ -267,22 +267,13 @@ pub fn this_boot_cap(r: &Remembered, budget_bytes: u64, entry_bytes: u64) -> u64
     cap_max(budget_bytes, entry_bytes, |_| r.buckets)
 }
 
-/// The max to expect in the kernel: the record's when it is trusted (grown
-/// from this same configured max, above it, within `cap_max`), else the
-/// configured one. Pure; what every reader (the watchdog's drift and
-/// restore, `status`, `doctor`, `apply`) compares against, so a grown max
-/// is never drift.
-pub fn expected_max(r: Option<&Remembered>, configured_max: u64, cap_max: u64) -> u64 {
-    r.and_then(|r| trusted(r, configured_max, cap_max))
-        .unwrap_or(configured_max)
-}
-
 /// The kernel targets with the grown values in place of the configured
-/// ones: max as [`expected_max`] says, and buckets when a trusted record
-/// has more than configured (the watchdog resized them with max). Buckets
-/// come only with a trusted max: a record that is not trusted changes
-/// nothing. `configured_max` is `None` for `max = "keep"`, which has no
-/// target to grow. Pure.
+/// ones: max is the record's when it is [`trusted`], and buckets too when
+/// it has more than configured (the watchdog resized them with max); a
+/// record that is not trusted changes nothing. Pure; what every reader
+/// (the watchdog's drift and restore, `status`, `doctor`, `apply`)
+/// compares against, so a grown max is never drift. `configured_max` is
+/// `None` for `max = "keep"`, which has no target to grow.
 pub fn expected_targets(
     mut targets: Vec<KernelTarget>,
     r: Option<&Remembered>,
@@ -533,6 +524,13 @@ mod tests {
             requested: None,
             policy: crate::config::Policy::Exact,
         }
+    }
+
+    /// The max to expect: the record's when it is trusted, else the
+    /// configured one.
+    fn expected_max(r: Option<&Remembered>, configured_max: u64, cap_max: u64) -> u64 {
+        r.and_then(|r| trusted(r, configured_max, cap_max))
+            .unwrap_or(configured_max)
     }
 
     #[test]

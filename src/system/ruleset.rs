@@ -231,43 +231,33 @@ pub fn parse_iptables_save(text: &str) -> Rules {
         let Some(rest) = line.strip_prefix("-A ") else {
             continue;
         };
-        let toks: Vec<&str> = rest.split_whitespace().collect();
-        let chain = toks.first().copied().unwrap_or("?");
-        let mut m = Matches::default();
-        let mut negate = false;
-        let mut k = 1;
-        while k < toks.len() {
-            let t = toks[k];
-            let next = toks.get(k + 1).copied();
+        let mut toks = rest.split_whitespace();
+        let chain = toks.next().unwrap_or("?");
+        let (mut m, mut negate) = (Matches::default(), false);
+        while let Some(t) = toks.next() {
+            let negated = std::mem::take(&mut negate);
             match t {
-                "!" => {
-                    negate = true;
-                    k += 1;
-                    continue;
-                }
+                "!" => negate = true,
                 "-p" | "--protocol" => {
-                    if let Some(p) = next.filter(|p| !negate && matches!(*p, "udp" | "tcp")) {
-                        m.protocol = Some(p.to_string());
-                    }
-                    k += 1;
+                    let p = toks
+                        .next()
+                        .filter(|p| !negated && matches!(*p, "udp" | "tcp"));
+                    m.protocol = p.map(String::from).or(m.protocol.take());
                 }
                 "--dport" | "--destination-port" | "--dports" | "--destination-ports" => {
-                    match next.and_then(ipt_ports) {
-                        Some(p) if !negate => m.ports = Some(p),
+                    match toks.next().and_then(ipt_ports) {
+                        Some(p) if !negated => m.ports = Some(p),
                         _ => m.opaque_port = true,
                     }
-                    k += 1;
                 }
                 "-j" | "--jump" => {
-                    m.notrack |= next == Some("NOTRACK");
-                    m.dnat |= matches!(next, Some("DNAT" | "REDIRECT"));
-                    k += 1;
+                    let target = toks.next();
+                    m.notrack |= target == Some("NOTRACK");
+                    m.dnat |= matches!(target, Some("DNAT" | "REDIRECT"));
                 }
                 "--notrack" => m.notrack = true,
                 _ => {}
             }
-            negate = false;
-            k += 1;
         }
         out.push(format!("iptables-save:{} (*{table} -A {chain})", i + 1), m);
     }
@@ -329,19 +319,14 @@ fn intersect(a: &[PortRange], b: &[PortRange]) -> Vec<PortRange> {
 
 /// `6969`, `1000-2000`, joined with commas; `all ports` for `None`.
 pub fn fmt_ports(p: &Option<Vec<PortRange>>) -> String {
-    match p {
-        None => "all ports".into(),
-        Some(v) => {
-            let one = |&(a, b): &PortRange| {
-                if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}-{b}")
-                }
-            };
-            v.iter().map(one).collect::<Vec<_>>().join(",")
-        }
-    }
+    let Some(v) = p else {
+        return "all ports".into();
+    };
+    let one = |&(a, b): &PortRange| match a == b {
+        true => a.to_string(),
+        false => format!("{a}-{b}"),
+    };
+    v.iter().map(one).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]

@@ -75,12 +75,8 @@ pub fn conf_files_and(
         .any(|f| read_link(root, &f.path).is_some_and(|t| links_to_it(&t)));
     if !linked && exists_nofollow(root, legacy) {
         let name = legacy.rsplit('/').next().unwrap_or(legacy).into();
-        let path = format!("/{legacy}");
-        files.push(ConfFile {
-            name,
-            path,
-            masked: false,
-        });
+        let (path, masked) = (format!("/{legacy}"), false);
+        files.push(ConfFile { name, path, masked });
     }
     files
 }
@@ -140,10 +136,7 @@ pub fn read_conf(root: &SysRoot, rel: &str) -> Result<Option<String>, PathError>
         let full = root.path(&rel.to_string_lossy());
         match std::fs::symlink_metadata(&full) {
             Ok(m) if m.file_type().is_symlink() => {
-                let t = std::fs::read_link(&full).map_err(|source| PathError {
-                    path: full.clone(),
-                    source,
-                })?;
+                let t = std::fs::read_link(&full).map_err(PathError::on(&full))?;
                 if t == Path::new("/dev/null") {
                     return Ok(None);
                 }
@@ -158,10 +151,8 @@ pub fn read_conf(root: &SysRoot, rel: &str) -> Result<Option<String>, PathError>
             Err(source) => return Err(PathError { path: full, source }),
         }
     }
-    Err(PathError {
-        path: root.path(&rel.to_string_lossy()),
-        source: std::io::Error::other("too many levels of symbolic links"),
-    })
+    let loops = std::io::Error::other("too many levels of symbolic links");
+    Err(PathError::on(&root.path(&rel.to_string_lossy()))(loops))
 }
 
 /// Resolve `.` and `..` lexically, never above the root.
@@ -285,36 +276,43 @@ impl SysctlSetting {
 /// line names the key (systemd-sysctl's rule). Unreadable files are
 /// returned as errors beside the settings.
 pub fn sysctl_settings(root: &SysRoot, key: &str) -> (Vec<SysctlSetting>, Vec<PathError>) {
-    let (mut out, mut errors) = (Vec::new(), Vec::new());
-    let mut winner: Option<(bool, usize)> = None;
     // `sysctl --system` (procps) reads /etc/sysctl.conf after the
     // directories; Debian links it into systemd-sysctl's view as
     // /etc/sysctl.d/99-sysctl.conf.
     let to_conf = |t: &Path| t == Path::new("/etc/sysctl.conf") || t == Path::new("../sysctl.conf");
     let files = conf_files_and(root, "sysctl.d", "etc/sysctl.conf", to_conf);
-    for (file, text) in read_confs(root, &files) {
-        let Ok(text) = text.map_err(|e| errors.push(e)) else {
-            continue;
-        };
-        for l in parse_sysctl_conf(&text)
-            .into_iter()
-            .filter(|l| sysctl_key_matches(&l.key, key))
-        {
-            let explicit = !l.key.contains(['*', '?']);
-            if winner.map_or(true, |(we, _)| explicit || !we) {
-                winner = Some((explicit, out.len()));
-            }
-            out.push(SysctlSetting {
-                file: file.to_string(),
-                line: l.line,
-                written_key: l.key,
-                value: l.value,
-                wins: false,
-            });
-        }
-    }
-    if let Some((_, i)) = winner {
+    let (lines, errors) = parse_confs(root, &files, parse_sysctl_conf);
+    let mut out: Vec<SysctlSetting> = lines
+        .into_iter()
+        .filter(|(_, l)| sysctl_key_matches(&l.key, key))
+        .map(|(file, l)| SysctlSetting {
+            file,
+            line: l.line,
+            written_key: l.key,
+            value: l.value,
+            wins: false,
+        })
+        .collect();
+    let explicit = |s: &SysctlSetting| !s.written_key.contains(['*', '?']);
+    if let Some(i) = out.iter().rposition(explicit).or(out.len().checked_sub(1)) {
         out[i].wins = true;
+    }
+    (out, errors)
+}
+
+/// The lines `parse` finds in each file that is read, with the file (host
+/// path), in order; the errors of those that cannot be read beside them.
+fn parse_confs<T>(
+    root: &SysRoot,
+    files: &[ConfFile],
+    parse: fn(&str) -> Vec<T>,
+) -> (Vec<(String, T)>, Vec<PathError>) {
+    let (mut out, mut errors) = (Vec::new(), Vec::new());
+    for (file, text) in read_confs(root, files) {
+        match text {
+            Ok(text) => out.extend(parse(&text).into_iter().map(|l| (file.to_string(), l))),
+            Err(e) => errors.push(e),
+        }
     }
     (out, errors)
 }
@@ -375,19 +373,10 @@ pub fn modprobe_lines(
     root: &SysRoot,
     module: &str,
 ) -> (Vec<(String, ModprobeLine)>, Vec<PathError>) {
-    let (mut out, mut errors) = (Vec::new(), Vec::new());
-    for (file, text) in read_confs(root, &conf_files(root, "modprobe.d", ".conf")) {
-        let Ok(text) = text.map_err(|e| errors.push(e)) else {
-            continue;
-        };
-        let lines = parse_modprobe_conf(&text).into_iter();
-        out.extend(
-            lines
-                .filter(|l| l.module == module)
-                .map(|l| (file.into(), l)),
-        );
-    }
-    (out, errors)
+    let files = conf_files(root, "modprobe.d", ".conf");
+    let (mut lines, errors) = parse_confs(root, &files, parse_modprobe_conf);
+    lines.retain(|(_, l)| l.module == module);
+    (lines, errors)
 }
 
 // ---------------------------------------------------------------------
@@ -562,10 +551,8 @@ fn parse_kube_proxy_config(text: &str, file: &str) -> KubeProxyConntrack {
 fn strip_yaml_comment(l: &str) -> &str {
     let b = l.as_bytes();
     let mut hashes = l.match_indices('#');
-    match hashes.find(|(i, _)| *i == 0 || b[i - 1].is_ascii_whitespace()) {
-        Some((i, _)) => &l[..i],
-        None => l,
-    }
+    let at = hashes.find(|(i, _)| *i == 0 || b[i - 1].is_ascii_whitespace());
+    &l[..at.map_or(l.len(), |(i, _)| i)]
 }
 
 fn unquote(s: &str) -> &str {
@@ -623,26 +610,23 @@ fn parse_go_duration(s: &str) -> Option<u64> {
 /// kube-proxy command-line flags that override (or, without `--config`,
 /// replace) the config file's conntrack fields, and the `--config` path.
 fn parse_kube_proxy_args(args: &[String]) -> (Option<String>, KubeProxyConntrack) {
-    let mut config = None;
-    let mut out = KubeProxyConntrack::default();
-    let mut i = 0;
-    while let Some(arg) = args.get(i) {
-        i += 1;
+    let (mut config, mut out) = (None, KubeProxyConntrack::default());
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         let a = arg.trim_start_matches('-');
-        let (name, value) = match a.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            // `--flag value`: the value is the next argument.
-            None => (a, args.get(i).map(String::as_str)),
-        };
+        let (name, inline) = a.split_once('=').map_or((a, None), |(n, v)| (n, Some(v)));
         let field = KP_FIELDS.iter().position(|(_, flag)| *flag == name);
-        let Some(v) = value.filter(|_| name == "config" || field.is_some()) else {
+        if name != "config" && field.is_none() {
+            continue;
+        }
+        // `--flag value`: the value is the next argument.
+        let Some(v) = inline.or_else(|| args.next().map(String::as_str)) else {
             continue;
         };
         match field {
             Some(f) => out.set(f, v, "command line"),
             None => config = Some(v.to_string()),
         }
-        i += usize::from(!a.contains('='));
     }
     (config, out)
 }
@@ -827,19 +811,6 @@ fn count_cpu_list(s: &str) -> Option<u64> {
 // ---------------------------------------------------------------------
 // The hint
 
-/// Who probably wrote a foreign value into a key: candidates, most likely
-/// first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hint {
-    candidates: Vec<String>,
-}
-
-impl Hint {
-    fn text(&self) -> String {
-        self.candidates.join("; ")
-    }
-}
-
 /// Name the probable writer of `foreign_value` in `key`, from the sysctl.d
 /// files, the process list and the module parameter, as one line (for
 /// `CONNTRACK_WRITER_HINT=` and `status`). `None` when nothing points
@@ -862,10 +833,11 @@ pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<String> {
     }
     let (sysctl, procs) = (sysctl_settings(root, key).0, scan_processes(root));
     let apply = crate::state::applied::read(root);
-    hint_from(key, foreign_value, &sysctl, &procs, &module, &apply).map(|h| h.text())
+    hint_from(key, foreign_value, &sysctl, &procs, &module, &apply).map(|h| h.join("; "))
 }
 
-/// The pure part of [`hint`].
+/// The pure part of [`hint`]: who probably wrote a foreign value into a
+/// key, the candidates most likely first.
 fn hint_from(
     key: &str,
     foreign: &str,
@@ -873,14 +845,10 @@ fn hint_from(
     procs: &ProcScan,
     module: &[(String, String)],
     apply: &ApplyRun,
-) -> Option<Hint> {
-    let file = |s: &SysctlSetting| {
-        let last = if s.wins {
-            " (applied last at boot)"
-        } else {
-            ""
-        };
-        format!("{} sets {}{last}", s.location(), s.value)
+) -> Option<Vec<String>> {
+    let file = |s: &SysctlSetting| match s.wins {
+        true => format!("{} sets {} (applied last at boot)", s.location(), s.value),
+        false => format!("{} sets {}", s.location(), s.value),
     };
     let (exact, other): (Vec<_>, Vec<_>) = sysctl.iter().partition(|s| s.value == foreign);
     let mut exact: Vec<String> = exact.into_iter().map(file).collect();
@@ -941,7 +909,7 @@ fn hint_from(
                 .to_string(),
         );
     }
-    (!exact.is_empty()).then_some(Hint { candidates: exact })
+    (!exact.is_empty()).then_some(exact)
 }
 
 /// What the kube-proxy in `w` (its own or k3s's) writes to `key` when it
@@ -1093,7 +1061,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            h.text(),
+            h.join("; "),
             "/etc/sysctl.d/90-k8s.conf:3 sets 131072 (applied last at boot); /etc/sysctl.d/10-a.conf:1 sets 65536"
         );
         let procs = ProcScan {
@@ -1113,27 +1081,31 @@ mod tests {
             &ApplyRun::NotThisBoot,
         )
         .unwrap();
-        assert!(h.candidates[0].starts_with("it is the kernel default"));
+        assert!(h[0].starts_with("it is the kernel default"));
         // Only what is known: apply never ran, so nothing was "reloaded
         // after" it.
-        assert!(h.text().contains("has not run since boot"), "{}", h.text());
-        assert!(!h.text().contains("reloaded"), "{}", h.text());
+        assert!(
+            h.join("; ").contains("has not run since boot"),
+            "{}",
+            h.join("; ")
+        );
+        assert!(!h.join("; ").contains("reloaded"), "{}", h.join("; "));
         let ran = ApplyRun::ThisBoot { uptime: None };
         let h = hint_from(KEY_UDP_TIMEOUT, "30", &[], &procs, &[], &ran).unwrap();
         assert!(
-            h.text().contains("loaded or reloaded after it"),
+            h.join("; ").contains("loaded or reloaded after it"),
             "{}",
-            h.text()
+            h.join("; ")
         );
         let h = hint_from(KEY_UDP_TIMEOUT, "30", &[], &procs, &[], &ApplyRun::Unknown).unwrap();
-        assert!(h.text().contains("cannot be read"), "{}", h.text());
+        assert!(h.join("; ").contains("cannot be read"), "{}", h.join("; "));
         assert!(
-            h.text().contains("kube-proxy.service is installed"),
+            h.join("; ").contains("kube-proxy.service is installed"),
             "{}",
-            h.text()
+            h.join("; ")
         );
-        assert!(h.candidates[1].starts_with("kube-proxy.service is installed ("));
-        assert!(h.candidates[2].starts_with("other processes are hidden"));
+        assert!(h[1].starts_with("kube-proxy.service is installed ("));
+        assert!(h[2].starts_with("other processes are hidden"));
         assert!(hint_from(KEY_MAX, "5", &[], &ProcScan::default(), &[], &ran).is_none());
     }
 
