@@ -6,15 +6,16 @@
 //! reads and one ctnetlink request whatever the table holds;
 //! `/proc/net/nf_conntrack` (one line per entry) is never read.
 
+use crate::assess::sizing::{self, BudgetView};
 use crate::assess::{FillReading, Observation, Setting};
-use crate::config::Config;
+use crate::config::{Budget, Config};
 use crate::host::Host;
 use crate::kernel::ctstats::{read_ct_counters, CtReading, CtUnavailable};
 use crate::kernel::hashsize::{self, KernelTarget};
-use crate::kernel::read_current;
 use crate::kernel::snmp::read_udp;
 use crate::kernel::softnet::read_softnet;
 use crate::kernel::sysctl::{read_fill, SysctlError};
+use crate::kernel::{ram_bytes, read_current};
 use crate::state::grown::{self, Remembered};
 use crate::sysroot::SysRoot;
 
@@ -64,7 +65,7 @@ pub fn this_boot(root: &SysRoot, cfg: &Config) -> ThisBoot {
             }
         }
     };
-    let budget = grown::budget_bytes(root, cfg.grow.budget);
+    let budget = budget_bytes(root, cfg.grow.budget);
     let cap = grown::this_boot_cap(&record, budget, crate::kernel::slab::entry_bytes(root));
     let above_budget = |max: u64, cap: u64| {
         format!(
@@ -151,6 +152,32 @@ pub fn observe(host: &Host, cfg: &Config) -> Observation {
             Vec::new()
         },
     }
+}
+
+/// The budget in bytes on the machine under `root`: `[grow] budget` of its
+/// MemTotal. 0 (nothing fits, nothing trusted) when the budget is a share
+/// of RAM and RAM cannot be read, as the watchdog counts it.
+pub fn budget_bytes(root: &SysRoot, budget: Budget) -> u64 {
+    budget.bytes(ram_bytes(root).unwrap_or(0))
+}
+
+/// `max` with `buckets` against `budget` on the machine under `root`;
+/// `None` when the budget is a share of RAM that cannot be read.
+pub fn budget_view(
+    root: &SysRoot,
+    budget: Budget,
+    entry_bytes: u64,
+    page_size: u64,
+    max: u64,
+    buckets: u64,
+) -> Option<BudgetView> {
+    let ram = ram_bytes(root);
+    if matches!(budget, Budget::Percent(_)) && ram.is_none() {
+        return None;
+    }
+    let (bytes, text) = (budget.bytes(ram.unwrap_or(0)), budget.to_string());
+    let view = sizing::budget_view(&text, bytes, entry_bytes, page_size, max, buckets);
+    Some(view)
 }
 
 #[cfg(test)]
@@ -289,5 +316,34 @@ mod tests {
         assert!(boot.trusted && boot.ignored.is_none(), "{boot:?}");
         let t = targets(&host, &keep).0;
         assert!(t.iter().all(|t| t.key != KEY_MAX && t.key != KEY_BUCKETS));
+    }
+
+    #[test]
+    fn budget_of_this_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SysRoot::at(dir.path());
+        // RAM unknown: a share of it is nothing; a size is a size.
+        assert_eq!(budget_bytes(&root, Budget::Percent(2.0)), 0);
+        assert_eq!(budget_bytes(&root, Budget::Bytes(1 << 20)), 1 << 20);
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        std::fs::write(dir.path().join("proc/meminfo"), "MemTotal: 1048576 kB\n").unwrap();
+        assert_eq!(budget_bytes(&root, Budget::Percent(50.0)), 1 << 29);
+    }
+
+    #[test]
+    fn budget_view_only_without_a_share_of_unknown_ram() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SysRoot::at(dir.path());
+        let view = |b| budget_view(&root, b, 300, 4096, 1000, 512);
+        assert_eq!(view(Budget::Percent(2.0)), None);
+        let v = view(Budget::Bytes(1 << 20)).unwrap();
+        assert_eq!(
+            (v.budget.as_str(), v.budget_bytes, v.max),
+            ("1MiB", 1 << 20, 1000)
+        );
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        std::fs::write(dir.path().join("proc/meminfo"), "MemTotal: 1048576 kB\n").unwrap();
+        let v = view(Budget::Percent(50.0)).unwrap();
+        assert_eq!((v.budget.as_str(), v.budget_bytes), ("50%", 1 << 29));
     }
 }

@@ -489,7 +489,7 @@ pub(crate) fn start(root: &SysRoot, cfg: &Config, page_size: u64) -> Start {
         // Growth turned off: a boot does not start from an old growth
         // either (that would be a change the operator just switched off).
         remember: cfg.grow.remember && cfg.grow.enabled,
-        budget_bytes: grown::budget_bytes(root, cfg.grow.budget),
+        budget_bytes: crate::observe::budget_bytes(root, cfg.grow.budget),
         budget: cfg.grow.budget.to_string(),
         entry_bytes: slab::entry_bytes(root),
         page_size,

@@ -531,7 +531,7 @@ fn check_budget(root: &SysRoot, cfg: &Config) -> Option<Finding> {
         .or_else(|| crate::kernel::kernel_u64(root, KEY_BUCKETS))
         .unwrap_or(0);
     let entry = crate::kernel::slab::entry_bytes(root);
-    let v = crate::state::grown::budget_view(root, cfg.grow.budget, entry, page, max, buckets)?;
+    let v = crate::observe::budget_view(root, cfg.grow.budget, entry, page, max, buckets)?;
     let (budget, worst) = (v.budget_text(), v.worst_text());
     let f = if v.fits {
         let what = format!(

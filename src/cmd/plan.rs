@@ -9,7 +9,6 @@ use crate::exit;
 use crate::host::Host;
 use crate::kernel::facts::KernelFacts;
 use crate::report::output;
-use crate::state::grown;
 
 /// `plan` against the kernel of `host`; returns the exit code.
 pub fn run(
@@ -36,7 +35,7 @@ pub fn run(
     );
     // No budget with growth off, nor one of 0 bytes.
     let (entry, page) = (facts.entry_bytes, facts.page_size);
-    let view = grown::budget_view(root, cfg.grow.budget, entry, page, p.max, p.buckets);
+    let view = crate::observe::budget_view(root, cfg.grow.budget, entry, page, p.max, p.buckets);
     p.budget = view.filter(|v| cfg.grow.enabled && v.budget_bytes > 0);
     output::report(&p, json, |p| p.text(), exit::OK, exit::FAILURE)
 }

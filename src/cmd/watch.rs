@@ -36,7 +36,7 @@ use crate::config::{self, fmt_duration, Config, Knob, KEY_BUCKETS, KEY_MAX, KEY_
 use crate::host::Host;
 use crate::kernel::ctstats::CtCounter;
 use crate::kernel::kmsg::{self, TableFull};
-use crate::kernel::{kernel_u64, ram_bytes, read_current, slab};
+use crate::kernel::{kernel_u64, read_current, slab};
 use crate::netns::sample::{self, NsSample, SampleError as NsError};
 use crate::netns::{self, Namespace};
 use crate::observe;
@@ -907,7 +907,7 @@ impl Watcher<'_> {
             .window
             .rate(at, table_count.saturating_add(g.losses), window);
         let rate = inserted.into_iter().chain(seen).reduce(f64::max);
-        g.budget_bytes = self.cfg.grow.budget.bytes(ram_bytes(root).unwrap_or(0));
+        g.budget_bytes = observe::budget_bytes(root, self.cfg.grow.budget);
         let sample = GrowSample {
             max,
             buckets: kernel_u64(root, KEY_BUCKETS).unwrap_or(0),

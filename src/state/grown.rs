@@ -23,10 +23,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use crate::assess::sizing::{self, cap_max, BudgetView};
-use crate::config::{Budget, KEY_BUCKETS, KEY_MAX, MAX_CONNTRACK_MAX};
+use crate::assess::sizing::cap_max;
+use crate::config::{KEY_BUCKETS, KEY_MAX, MAX_CONNTRACK_MAX};
 use crate::kernel::hashsize::KernelTarget;
-use crate::kernel::ram_bytes;
 use crate::sysroot::{PathError, SysRoot};
 
 /// Remembered across boots, relative to the root.
@@ -232,32 +231,6 @@ pub fn trusted(r: &Remembered, configured_max: u64, cap_max: u64) -> Option<u64>
         Verdict::Use(m) => Some(m),
         _ => None,
     }
-}
-
-/// The budget in bytes on the machine under `root`: `[grow] budget` of its
-/// MemTotal. 0 (nothing fits, nothing trusted) when the budget is a share
-/// of RAM and RAM cannot be read, as the watchdog counts it.
-pub fn budget_bytes(root: &SysRoot, budget: Budget) -> u64 {
-    budget.bytes(ram_bytes(root).unwrap_or(0))
-}
-
-/// `max` with `buckets` against `budget` on the machine under `root`;
-/// `None` when the budget is a share of RAM that cannot be read.
-pub fn budget_view(
-    root: &SysRoot,
-    budget: Budget,
-    entry_bytes: u64,
-    page_size: u64,
-    max: u64,
-    buckets: u64,
-) -> Option<BudgetView> {
-    let ram = ram_bytes(root);
-    if matches!(budget, Budget::Percent(_)) && ram.is_none() {
-        return None;
-    }
-    let (bytes, text) = (budget.bytes(ram.unwrap_or(0)), budget.to_string());
-    let view = sizing::budget_view(&text, bytes, entry_bytes, page_size, max, buckets);
-    Some(view)
 }
 
 /// The budget's cap on a max grown this boot: the largest max whose worst
@@ -583,35 +556,6 @@ mod tests {
         ] {
             assert_eq!(expected_targets(configured(), rec, conf, cap), configured());
         }
-    }
-
-    #[test]
-    fn budget_of_this_machine() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = SysRoot::at(dir.path());
-        // RAM unknown: a share of it is nothing; a size is a size.
-        assert_eq!(budget_bytes(&root, Budget::Percent(2.0)), 0);
-        assert_eq!(budget_bytes(&root, Budget::Bytes(1 << 20)), 1 << 20);
-        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
-        std::fs::write(dir.path().join("proc/meminfo"), "MemTotal: 1048576 kB\n").unwrap();
-        assert_eq!(budget_bytes(&root, Budget::Percent(50.0)), 1 << 29);
-    }
-
-    #[test]
-    fn budget_view_only_without_a_share_of_unknown_ram() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = SysRoot::at(dir.path());
-        let view = |b| budget_view(&root, b, 300, 4096, 1000, 512);
-        assert_eq!(view(Budget::Percent(2.0)), None);
-        let v = view(Budget::Bytes(1 << 20)).unwrap();
-        assert_eq!(
-            (v.budget.as_str(), v.budget_bytes, v.max),
-            ("1MiB", 1 << 20, 1000)
-        );
-        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
-        std::fs::write(dir.path().join("proc/meminfo"), "MemTotal: 1048576 kB\n").unwrap();
-        let v = view(Budget::Percent(50.0)).unwrap();
-        assert_eq!((v.budget.as_str(), v.budget_bytes), ("50%", 1 << 29));
     }
 
     #[test]

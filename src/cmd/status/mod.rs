@@ -741,7 +741,7 @@ fn grow_report(host: &Host, cfg: &config::Config, max: u64) -> GrowReport {
     let boot = observe::this_boot(root, cfg);
     GrowReport {
         enabled: cfg.grow.enabled,
-        budget: grown::budget_view(root, cfg.grow.budget, entry, page, max, buckets),
+        budget: observe::budget_view(root, cfg.grow.budget, entry, page, max, buckets),
         grown: boot.grown().map(GrownRow::from),
         record_ignored: boot.ignored,
     }
