@@ -36,9 +36,10 @@ CTG_SAVED_BUCKETS=""
 CTG_SAVED_UDP_TIMEOUT=""
 CTG_SAVED_UDP_TIMEOUT_STREAM=""
 CTG_SYSCTL_DIR=/proc/sys/net/netfilter
-CTG_MARK=/run/conntrack-guard/applied
-CTG_SAVED_MARK=""
-CTG_HAD_MARK=0
+# What apply (run here on the host) leaves under /run/conntrack-guard: the
+# mark that it ran and the bytes per entry it measured for the watchdog.
+CTG_MARKS=(/run/conntrack-guard/applied /run/conntrack-guard/entry-bytes)
+CTG_SAVED_MARKS=()
 
 ctg_log() { printf '[netns %s] %s\n' "$(date +%T)" "$*" >&2; }
 
@@ -60,10 +61,18 @@ save_globals() {
     CTG_SAVED_BUCKETS=$(<"$CTG_SYSCTL_DIR/nf_conntrack_buckets")
     CTG_SAVED_UDP_TIMEOUT=$(<"$CTG_SYSCTL_DIR/nf_conntrack_udp_timeout")
     CTG_SAVED_UDP_TIMEOUT_STREAM=$(<"$CTG_SYSCTL_DIR/nf_conntrack_udp_timeout_stream")
-    # apply (run here on the host) leaves /run/conntrack-guard/applied;
-    # a test run is not the host's boot step, so the mark is put back as
-    # it was (absent on a host where apply never ran).
-    CTG_SAVED_MARK=$(cat "$CTG_MARK" 2>/dev/null) && CTG_HAD_MARK=1 || CTG_HAD_MARK=0
+    # A test run is not the host's boot step, so apply's files are put back
+    # as they were (absent on a host where apply never ran). Each is kept
+    # byte for byte ("x" guards trailing newlines); "-" stands for absent.
+    local i v
+    CTG_SAVED_MARKS=()
+    for i in "${!CTG_MARKS[@]}"; do
+        if v=$(cat "${CTG_MARKS[i]}" 2>/dev/null && echo x); then
+            CTG_SAVED_MARKS[i]=+${v%x}
+        else
+            CTG_SAVED_MARKS[i]=-
+        fi
+    done
     CTG_GLOBALS_SAVED=1
     CTG_GLOBALS_ARMED=1
     ctg_log "saved globals: max=$CTG_SAVED_MAX buckets=$CTG_SAVED_BUCKETS" \
@@ -98,12 +107,15 @@ restore_globals() {
     _ctg_restore_one nf_conntrack_max "$CTG_SAVED_MAX" || rc=1
     _ctg_restore_one nf_conntrack_udp_timeout "$CTG_SAVED_UDP_TIMEOUT" || rc=1
     _ctg_restore_one nf_conntrack_udp_timeout_stream "$CTG_SAVED_UDP_TIMEOUT_STREAM" || rc=1
-    if [[ $CTG_HAD_MARK == 1 ]]; then
-        printf '%s\n' "$CTG_SAVED_MARK" >"$CTG_MARK" || rc=1
-    else
-        rm -f "$CTG_MARK"
-        rmdir /run/conntrack-guard 2>/dev/null
-    fi
+    local i
+    for i in "${!CTG_SAVED_MARKS[@]}"; do
+        case ${CTG_SAVED_MARKS[i]} in
+        +*) printf '%s' "${CTG_SAVED_MARKS[i]#+}" >"${CTG_MARKS[i]}" || rc=1 ;;
+        *) rm -f "${CTG_MARKS[i]}" ;;
+        esac
+    done
+    # Only when empty: it may hold the host's other files.
+    rmdir /run/conntrack-guard 2>/dev/null
     ((rc == 0)) && CTG_GLOBALS_ARMED=0
     return $rc
 }

@@ -48,6 +48,19 @@ fi
 
 passed=0
 failed=0
+# The files conntrack-guard keeps on the host (/run, /var/lib), by name and
+# content: every script puts back what its apply or watch left, so the
+# suite ends with them as it found them.
+host_state() {
+    local f
+    for f in /run/conntrack-guard/* /var/lib/conntrack-guard/*; do
+        [[ -e $f ]] && printf '%s %s\n' "$f" "$(sha256sum <"$f" | cut -c1-16)"
+    done
+    [[ -d /run/conntrack-guard ]] && echo "/run/conntrack-guard/"
+    [[ -d /var/lib/conntrack-guard ]] && echo "/var/lib/conntrack-guard/"
+    return 0
+}
+state_before=$(host_state)
 log=$(mktemp /tmp/ctg-netns-run.XXXXXX)
 trap 'rm -f "$log"' EXIT
 for t in repro.sh incident.sh buckets.sh sockets.sh restore.sh restore_guard.sh top.sh allns.sh watch_allns.sh grow.sh soak.sh; do
@@ -65,5 +78,13 @@ for t in repro.sh incident.sh buckets.sh sockets.sh restore.sh restore_guard.sh 
         failed=$((failed + 1))
     fi
 done
+state_after=$(host_state)
+if [[ $state_after == "$state_before" ]]; then
+    echo "ok - conntrack-guard's host files are as the suite found them (${state_before:-none})"
+    passed=$((passed + 1))
+else
+    echo "FAIL - conntrack-guard's host files changed: before [${state_before:-none}], after [${state_after:-none}]"
+    failed=$((failed + 1))
+fi
 echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]
