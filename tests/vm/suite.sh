@@ -193,6 +193,11 @@ late_mount_note() {  # late_mount_note N CONSOLE_LOG
     l=$(grep -a 'vmtest: 9p share host0 mounted after' "$2" 2>/dev/null | head -n1 | tr -d '\r' | sed 's/.*vmtest: //') || true
     [ -z "$l" ] || echo "NOTE: 9p: boot $1: $l" | tee -a "$art/9p-mount.txt"
 }
+# console_tail LOG N: the last N non-empty lines of a console log, on one
+# line (CI keeps only this output, not the artefacts).
+console_tail() {
+    grep -a . "$1" 2>/dev/null | tail -n "$2" | tr -d '\r\033' | cut -c1-160 | paste -sd '|' - || true
+}
 # boot N LABEL STEP...: write phase.sh for STEPs, boot, keep the output.
 # Sets $out to the boot's output directory.
 boot() {
@@ -208,6 +213,9 @@ boot() {
     # started, for a reason outside the product:
     #  - under TCG on a loaded host a boot has been seen to stall for good
     #    right after basic.target, before the phase runner starts;
+    #  - or to end (qemu exit 0 after 8 s, CI of 2026-12-07, Debian 13
+    #    amd64 boot 1) before the phase runner starts: with panic=-1 and
+    #    -no-reboot a guest panic or reboot ends QEMU with 0;
     #  - the guest could not mount the 9p share even after its own retries
     #    (the virtio 9p device bound late; seen once on Debian 13).
     # Nothing of the test has run then, and the disk is as before. A hang
@@ -216,8 +224,8 @@ boot() {
     if grep -aq 'vmtest: cannot mount the 9p share' "$c"; then
         again="the guest could not mount the 9p share ($(grep -a 'vmtest: cannot mount' "$c" | head -n1 | tr -d '\r' | sed 's/.*vmtest: //'))"
         echo "NOTE: 9p: boot $n: mount failed in the guest; booting it again" | tee -a "$art/9p-mount.txt"
-    elif [ "$rc" -eq 124 ] && ! grep -aq 'vmtest: running phase script' "$c"; then
-        again="it hung before the phase script started (console ends: $(grep -a . "$c" | tail -n1 | tr -d '\033' | cut -c1-100))"
+    elif ! grep -aq 'vmtest: running phase script' "$c"; then
+        again="it $([ "$rc" -eq 124 ] && echo hung || echo "ended (qemu exit $rc)") before the phase script started (console ends: $(console_tail "$c" 1))"
     fi
     late_mount_note "$n" "$c"
     if [ -n "$again" ]; then
@@ -240,7 +248,7 @@ boot() {
         pass "boot $n ran its phase script and powered off (${t} s)"
         boot_ok=1
     else
-        fail "boot $n: qemu exit $rc (124 = timeout), phase.rc $(cat "$out/phase.rc" 2>/dev/null || echo missing); see $art/boot$n-console.log"
+        fail "boot $n: qemu exit $rc (124 = timeout), phase.rc $(cat "$out/phase.rc" 2>/dev/null || echo missing); see $art/boot$n-console.log, which ends: $(console_tail "$c" 5)"
         boot_ok=0
     fi
 }
