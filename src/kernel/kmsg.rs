@@ -60,17 +60,16 @@ pub struct TableFull {
     pub line: String,
 }
 
-/// The last "table full" line per namespace among `records`.
-pub fn last_per_netns<'a>(records: impl IntoIterator<Item = &'a str>) -> Vec<TableFull> {
-    let last: BTreeMap<Option<u64>, TableFull> = (records.into_iter())
-        .filter_map(|rec| {
-            let (_, usec, text) = parse_record(rec)?;
-            let netns = parse_table_full(text)?;
-            let line = text.to_string();
-            Some((netns, TableFull { netns, usec, line }))
-        })
-        .collect();
-    last.into_values().collect()
+/// `rec`, if it is a "table full" line, becomes its namespace's last one.
+fn keep_last(last: &mut BTreeMap<Option<u64>, TableFull>, rec: &str) {
+    let Some((_, usec, text)) = parse_record(rec) else {
+        return;
+    };
+    let Some(netns) = parse_table_full(text) else {
+        return;
+    };
+    let line = text.to_string();
+    last.insert(netns, TableFull { netns, usec, line });
 }
 
 /// At most this many records are read: the ring buffer holds far fewer,
@@ -89,7 +88,10 @@ pub fn read_table_full(root: &SysRoot) -> Result<Vec<TableFull>, PathError> {
         .open(&path)
         .map_err(err)?;
     let mut buf = vec![0u8; 8192];
-    let mut hits: Vec<String> = Vec::new();
+    // Only the newest line per namespace is kept as the ring is read: a
+    // ring full of "table full" lines (a table full for hours) must not be
+    // held in memory whole.
+    let mut last = BTreeMap::new();
     for _ in 0..MAX_RECORDS {
         match f.read(&mut buf) {
             Ok(0) => break,
@@ -97,7 +99,7 @@ pub fn read_table_full(root: &SysRoot) -> Result<Vec<TableFull>, PathError> {
                 let rec = String::from_utf8_lossy(&buf[..n]);
                 // Cheap filter first: almost no record is ours.
                 if rec.contains("table full") {
-                    hits.push(rec.into_owned());
+                    keep_last(&mut last, &rec);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -107,7 +109,7 @@ pub fn read_table_full(root: &SysRoot) -> Result<Vec<TableFull>, PathError> {
             Err(e) => return Err(err(e)),
         }
     }
-    Ok(last_per_netns(hits.iter().map(String::as_str)))
+    Ok(last.into_values().collect())
 }
 
 #[cfg(test)]
@@ -155,7 +157,11 @@ mod tests {
             "4,104,9000000,-;nf_conntrack: table full, dropping packet",
             "garbage",
         ];
-        let got = last_per_netns(recs);
+        let mut last = BTreeMap::new();
+        for rec in recs {
+            keep_last(&mut last, rec);
+        }
+        let got: Vec<_> = last.into_values().collect();
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].netns, None);
         assert_eq!((got[1].netns, got[1].usec), (Some(7), 7_000_000));
