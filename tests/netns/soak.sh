@@ -214,8 +214,8 @@ HT_T1=$(date +%s.%N)
 [[ -n $HT_WATCH ]] && ctg_stop_pid "$HT_WATCH"
 [[ -n $HT_READER ]] && { wait "$HT_READER" 2>/dev/null; rm -f "$W/heap.fifo"; }
 
-within() { # START END PERCENT [AT_LEAST]
-    python3 -c 'import sys; a, b, p, m = map(float, (sys.argv[1:] + ["0"])[:4]); sys.exit(0 if abs(b - a) <= max(a * p / 100, m) else 1)' "$@"
+within() { # START END PERCENT
+    python3 -c 'import sys; a, b, p = map(float, sys.argv[1:]); sys.exit(0 if abs(b - a) <= a * p / 100 else 1)' "$@"
 }
 check "open fds end within 5% of the start ($fd0 -> $fd1)" within "$fd0" "$fd1" 5
 check "threads end within 5% of the start ($th0 -> $th1)" within "$th0" "$th1" 5
