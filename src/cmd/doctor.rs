@@ -13,7 +13,7 @@ use crate::config::{self, Config, KEY_BUCKETS, KEY_MAX, KEY_UDP_TIMEOUT, KEY_UDP
 use crate::host::Host;
 use crate::report::output;
 use crate::sysroot::SysRoot;
-use crate::system::ruleset::{self, CommandRuleset, FileRuleset, RulesetSource};
+use crate::system::ruleset::{self, RulesetSource};
 use crate::system::writers::{self, config_dirs, exists_nofollow};
 use crate::system::writers::{KubeProxyConntrack, WriterKind, WriterProcess};
 
@@ -109,7 +109,7 @@ impl Report {
     }
 }
 
-pub fn check(root: &SysRoot, cfg: &Config, rules: &dyn RulesetSource) -> Report {
+pub fn check(root: &SysRoot, cfg: &Config, rules: &RulesetSource) -> Report {
     let mut f = check_sysctl_d(root, cfg);
     f.extend(check_modules_load(root));
     f.extend(check_modprobe(root));
@@ -143,12 +143,8 @@ pub fn check_sysctl_d(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
                  conntrack-guard-apply puts it back",
                 s.written_key, s.value, t.value
             );
-            let fix = format!("remove the line, or set {}", t.value);
-            out.push(
-                Finding::new(C, Severity::Warning, what)
-                    .at(s.location())
-                    .fix(fix),
-            );
+            let f = Finding::new(C, Severity::Warning, what).at(s.location());
+            out.push(f.fix(format!("remove the line, or set {}", t.value)));
         }
         let files: std::collections::BTreeSet<&str> =
             settings.iter().map(|s| s.file.as_str()).collect();
@@ -160,11 +156,7 @@ pub fn check_sysctl_d(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
             let (n, places) = (files.len(), places.join(", "));
             let what = format!("{} is set in {n} files ({places}); {winner} wins", t.key);
             let differ = settings.iter().any(|s| s.value != settings[0].value);
-            let sev = if differ {
-                Severity::Warning
-            } else {
-                Severity::Ok
-            };
+            let sev = [Severity::Ok, Severity::Warning][usize::from(differ)];
             out.push(Finding::new(C, sev, what).fix("keep one file per key"));
         }
     }
@@ -200,7 +192,7 @@ pub fn parse_module_index(text: &str) -> Vec<String> {
 
 /// modules-load.d entries naming a module this kernel does not have.
 pub fn check_modules_load(root: &SysRoot) -> Vec<Finding> {
-    let release = writers::read_opt(root, "proc/sys/kernel/osrelease");
+    let release = root.read_some("proc/sys/kernel/osrelease");
     let release = release.as_deref().map(str::trim);
     let version = release.and_then(crate::kernel::facts::parse_version);
     let known = release.and_then(|r| known_modules(root, r));
@@ -248,7 +240,7 @@ pub fn check_modules_load(root: &SysRoot) -> Vec<Finding> {
 /// The modules of kernel `release` from modules.dep and modules.builtin;
 /// `None` when neither is there.
 fn known_modules(root: &SysRoot, release: &str) -> Option<Vec<String>> {
-    let index = |f| writers::read_opt(root, &format!("lib/modules/{release}/{f}"));
+    let index = |f| root.read_some(&format!("lib/modules/{release}/{f}"));
     let texts: Vec<String> = ["modules.dep", "modules.builtin"]
         .iter()
         .filter_map(index)
@@ -280,11 +272,12 @@ pub fn judge_param(arg: &str, known: &[String]) -> Option<(Severity, String)> {
             Some(b'y' | b'Y' | b'n' | b'N' | b't' | b'T' | b'f' | b'F' | b'1' | b'0')
         ) || matches!(v, "on" | "off" | "ON" | "OFF" | "On" | "Off")
     };
-    let (ok, expected) = if numeric {
-        let ok = value.is_some_and(|v| v.parse::<u32>().is_ok());
-        (ok, "an unsigned number")
-    } else {
-        (value.map_or(true, is_bool), "y or n")
+    let (ok, expected) = match numeric {
+        true => (
+            value.is_some_and(|v| v.parse::<u32>().is_ok()),
+            "an unsigned number",
+        ),
+        false => (value.map_or(true, is_bool), "y or n"),
     };
     let what = format!(
         "bad value {arg:?}: the kernel refuses to load nf_conntrack with it ({expected} expected)"
@@ -579,7 +572,7 @@ fn writer_findings(w: &WriterProcess, targets: &[config::Target]) -> Vec<Finding
     let who = format!("{} (pid {})", w.kind.name(), w.pid);
     let written: Vec<_> = targets
         .iter()
-        .filter_map(|t| Some((t, w.conntrack.writes(&t.key, w.cpus)?)))
+        .filter_map(|t| Some((t, w.writes(&t.key)?)))
         .collect();
     let only = match w.kind {
         WriterKind::CalicoNode => "is running; it is not known to write the conntrack keys",
@@ -653,16 +646,13 @@ fn write_finding(w: &WriterProcess, who: &str, t: &config::Target, v: u64) -> Op
 // ---------------------------------------------------------------------
 
 /// NOTRACK rules that cover a DNATed port.
-pub fn check_ruleset(src: &dyn RulesetSource) -> Vec<Finding> {
+pub fn check_ruleset(src: &RulesetSource) -> Vec<Finding> {
     const C: &str = "ruleset";
     let mut out = Vec::new();
     let mut rules = ruleset::Rules::default();
-    let nft = src
-        .nft_json()
-        .map(|r| r.and_then(|t| ruleset::parse_nft_json(&t)));
-    let ipt = src
-        .iptables_save()
-        .map(|r| r.map(|t| ruleset::parse_iptables_save(&t)));
+    let [nft, ipt] = src.outputs();
+    let nft = nft.map(|r| r.and_then(|t| ruleset::parse_nft_json(&t)));
+    let ipt = ipt.map(|r| r.map(|t| ruleset::parse_iptables_save(&t)));
     let mut read_any = false;
     for r in [nft, ipt].into_iter().flatten() {
         match r {
@@ -682,12 +672,8 @@ pub fn check_ruleset(src: &dyn RulesetSource) -> Vec<Finding> {
             ruleset::fmt_ports(&c.ports),
             c.dnat.at
         );
-        let fix = "exclude the DNATed ports from the NOTRACK rule";
-        out.push(
-            Finding::new(C, Severity::Critical, what)
-                .at(&c.notrack.at)
-                .fix(fix),
-        );
+        let f = Finding::new(C, Severity::Critical, what).at(&c.notrack.at);
+        out.push(f.fix("exclude the DNATed ports from the NOTRACK rule"));
     }
     let none = if read_any {
         "no NOTRACK rule covers a DNATed port"
@@ -708,12 +694,11 @@ pub fn run(host: &Host, config_path: Option<&Path>, json: bool) -> i32 {
     let Some(cfg) = output::config(root, config_path, "conntrack-guard") else {
         return Severity::Unknown.code();
     };
-    let rules: Box<dyn RulesetSource> = if host.kernel_access {
-        Box::new(CommandRuleset)
-    } else {
-        Box::new(FileRuleset(root.clone()))
+    let rules = match host.kernel_access {
+        true => RulesetSource::Commands,
+        false => RulesetSource::Files(root.clone()),
     };
-    let report = check(root, &cfg, rules.as_ref());
+    let report = check(root, &cfg, &rules);
     let unknown = Severity::Unknown.code();
     output::report(&report, json, Report::text, report.verdict.code(), unknown)
 }

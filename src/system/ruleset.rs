@@ -18,7 +18,7 @@ use crate::sysroot::SysRoot;
 pub type PortRange = (u16, u16);
 
 /// One rule of interest, located.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleRef {
     /// Where: `nft table ip raw chain PREROUTING handle 4`, or
     /// `iptables-save:12 (*raw -A PREROUTING)`.
@@ -49,16 +49,32 @@ pub struct Conflict {
 }
 
 /// Where the ruleset text comes from.
-pub trait RulesetSource {
-    /// `nft -j list ruleset` output; `None` when nft is not available.
-    fn nft_json(&self) -> Option<Result<String, String>>;
-    /// `iptables-save` output; `None` when not available.
-    fn iptables_save(&self) -> Option<Result<String, String>>;
+#[derive(Debug)]
+pub enum RulesetSource {
+    /// The real host: runs the tools.
+    Commands,
+    /// Fixture files under a test root: `ruleset/nft.json` and
+    /// `ruleset/iptables-save` (absent file = tool not available).
+    Files(SysRoot),
 }
 
-/// The real host: runs the tools.
-#[derive(Debug, Default)]
-pub struct CommandRuleset;
+impl RulesetSource {
+    /// The output of `nft -j list ruleset`, then of `iptables-save`; `None`
+    /// for a tool that is not available.
+    pub fn outputs(&self) -> [Option<Result<String, String>>; 2] {
+        let Self::Files(root) = self else {
+            return [
+                run_tool("nft", &["-j", "list", "ruleset"]),
+                run_tool("iptables-save", &[]),
+            ];
+        };
+        let read = |f| {
+            root.read_opt(&format!("ruleset/{f}"))
+                .map_err(|e| e.to_string())
+        };
+        ["nft.json", "iptables-save"].map(|f| read(f).transpose())
+    }
+}
 
 fn run_tool(cmd: &str, args: &[&str]) -> Option<Result<String, String>> {
     let o = match Command::new(cmd).args(args).output() {
@@ -71,35 +87,6 @@ fn run_tool(cmd: &str, args: &[&str]) -> Option<Result<String, String>> {
         true => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
         false => Err(format!("{cmd} {}: {}", args.join(" "), text(&o.stderr))),
     })
-}
-
-impl RulesetSource for CommandRuleset {
-    fn nft_json(&self) -> Option<Result<String, String>> {
-        run_tool("nft", &["-j", "list", "ruleset"])
-    }
-    fn iptables_save(&self) -> Option<Result<String, String>> {
-        run_tool("iptables-save", &[])
-    }
-}
-
-/// Fixture files under a test root: `ruleset/nft.json` and
-/// `ruleset/iptables-save` (absent file = tool not available).
-#[derive(Debug)]
-pub struct FileRuleset(pub SysRoot);
-
-impl FileRuleset {
-    fn read(&self, rel: &str) -> Option<Result<String, String>> {
-        self.0.read_opt(rel).map_err(|e| e.to_string()).transpose()
-    }
-}
-
-impl RulesetSource for FileRuleset {
-    fn nft_json(&self) -> Option<Result<String, String>> {
-        self.read("ruleset/nft.json")
-    }
-    fn iptables_save(&self) -> Option<Result<String, String>> {
-        self.read("ruleset/iptables-save")
-    }
 }
 
 /// What a rule's matches constrain, as far as understood, and what it does.

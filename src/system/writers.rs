@@ -106,11 +106,6 @@ pub fn list_dir(root: &SysRoot, rel: &str) -> Vec<String> {
     names
 }
 
-/// A file under the root, `None` when absent or unreadable.
-pub fn read_opt(root: &SysRoot, rel: &str) -> Option<String> {
-    root.read_opt(rel).ok().flatten()
-}
-
 fn read_link(root: &SysRoot, rel: &str) -> Option<PathBuf> {
     std::fs::read_link(root.path(rel)).ok()
 }
@@ -649,6 +644,15 @@ fn k3s_kube_proxy_args(text: &str) -> Vec<String> {
     out
 }
 
+impl WriterProcess {
+    /// The value its kube-proxy (its own or k3s's) writes to `key` when it
+    /// starts; `None` when it leaves `key` alone.
+    pub fn writes(&self, key: &str) -> Option<u64> {
+        let runs = self.kind != WriterKind::CalicoNode && !self.kube_proxy_disabled;
+        self.conntrack.writes(key, self.cpus).filter(|_| runs)
+    }
+}
+
 /// A running process that is a known writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriterProcess {
@@ -703,7 +707,8 @@ pub fn scan_processes(root: &SysRoot) -> ProcScan {
     // PID 1 is always there on a host; not seeing it means we only see our
     // own processes.
     let hidden = !pids.contains(&1);
-    let host_cpus = read_opt(root, "sys/devices/system/cpu/online")
+    let host_cpus = root
+        .read_some("sys/devices/system/cpu/online")
         .and_then(|s| count_cpu_list(&s))
         .unwrap_or(1);
     let writers = pids
@@ -724,15 +729,18 @@ pub fn scan_processes(root: &SysRoot) -> ProcScan {
 /// Process `pid`, when it is a known writer: what it writes and where
 /// that comes from. Its CPUs are those it may run on, else `host_cpus`.
 fn read_writer(root: &SysRoot, pid: u32, host_cpus: u64) -> Option<WriterProcess> {
-    let read = |what: &str| read_opt(root, &format!("proc/{pid}/{what}")).unwrap_or_default();
-    let comm = read("comm");
+    let read = |what: &str| {
+        root.read_some(&format!("proc/{pid}/{what}"))
+            .unwrap_or_default()
+    };
     let cmdline = read("cmdline");
     let args: Vec<String> = cmdline
         .split('\0')
         .filter(|a| !a.is_empty())
         .map(String::from)
         .collect();
-    let kind = WriterKind::from_process(comm.trim(), args.first().map_or("", String::as_str))?;
+    let kind =
+        WriterKind::from_process(read("comm").trim(), args.first().map_or("", String::as_str))?;
     let cpus = read("status")
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
@@ -762,11 +770,8 @@ fn read_kube_proxy(root: &SysRoot, args: &[String], w: &mut WriterProcess) {
     if let Some(path) = &config {
         // The path is in kube-proxy's mount namespace (often a
         // container): look through its root first.
-        let text = read_conf(root, &format!("proc/{}/root/{}", w.pid, path))
-            .ok()
-            .flatten()
-            .or_else(|| read_conf(root, path).ok().flatten());
-        if let Some(t) = text {
+        let read = |p: &str| read_conf(root, p).ok().flatten();
+        if let Some(t) = read(&format!("proc/{}/root/{path}", w.pid)).or_else(|| read(path)) {
             w.conntrack = parse_kube_proxy_config(&t, path);
             w.config_read = true;
         }
@@ -827,7 +832,7 @@ pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<String> {
             module.extend(sizes.map(|v| (at.clone(), v.to_string())));
         }
         let param = crate::sysroot::HASHSIZE_PARAM;
-        if let Some(v) = read_opt(root, param) {
+        if let Some(v) = root.read_some(param) {
             module.push((format!("/{param}"), v.trim().into()));
         }
     }
@@ -874,24 +879,22 @@ fn hint_from(
     // (re)loaded after it, or a new namespace started with defaults; if
     // not, nothing ever set the value.
     if default == Some(foreign) {
-        exact.push(
-            match apply {
-                ApplyRun::ThisBoot { .. } => {
-                    "it is the kernel default: conntrack-guard-apply ran in this boot, so \
+        let why = match apply {
+            ApplyRun::ThisBoot { .. } => {
+                "it is the kernel default: conntrack-guard-apply ran in this boot, so \
                      nf_conntrack was loaded or reloaded after it (or this namespace started \
                      with defaults)"
-                }
-                ApplyRun::NotThisBoot => {
-                    "it is the kernel default: conntrack-guard-apply has not run since \
-                     boot (systemctl status conntrack-guard-apply)"
-                }
-                ApplyRun::Unknown => {
-                    "it is the kernel default (whether conntrack-guard-apply ran since boot \
-                     cannot be read)"
-                }
             }
-            .to_string(),
-        );
+            ApplyRun::NotThisBoot => {
+                "it is the kernel default: conntrack-guard-apply has not run since \
+                     boot (systemctl status conntrack-guard-apply)"
+            }
+            ApplyRun::Unknown => {
+                "it is the kernel default (whether conntrack-guard-apply ran since boot \
+                     cannot be read)"
+            }
+        };
+        exact.push(why.to_string());
     }
     exact.extend(other);
     // Other processes are hidden: a running writer could not be seen, but
@@ -915,10 +918,7 @@ fn hint_from(
 /// What the kube-proxy in `w` (its own or k3s's) writes to `key` when it
 /// starts, and the candidate's text; `None` when it leaves `key` alone.
 fn process_write(w: &WriterProcess, key: &str) -> Option<(String, String)> {
-    if w.kind == WriterKind::CalicoNode || w.kube_proxy_disabled {
-        return None;
-    }
-    let v = w.conntrack.writes(key, w.cpus)?;
+    let v = w.writes(key)?;
     let (setting, flag) = KubeProxyConntrack::stop_setting(key);
     let stop = match (w.kind, &w.config) {
         (WriterKind::K3s, _) => {
