@@ -272,11 +272,9 @@ pub fn judge_param(arg: &str, known: &[String]) -> Option<(Severity, String)> {
             Some(b'y' | b'Y' | b'n' | b'N' | b't' | b'T' | b'f' | b'F' | b'1' | b'0')
         ) || matches!(v, "on" | "off" | "ON" | "OFF" | "On" | "Off")
     };
+    let unsigned = value.is_some_and(|v| v.parse::<u32>().is_ok());
     let (ok, expected) = match numeric {
-        true => (
-            value.is_some_and(|v| v.parse::<u32>().is_ok()),
-            "an unsigned number",
-        ),
+        true => (unsigned, "an unsigned number"),
         false => (value.map_or(true, is_bool), "y or n"),
     };
     let what = format!(
@@ -431,9 +429,8 @@ pub fn check_units(root: &SysRoot) -> Vec<Finding> {
     const C: &str = "units";
     let Some((file, masked)) = find_unit(root, APPLY_UNIT) else {
         let what = format!("{APPLY_UNIT} is not installed: nothing sizes the table at boot");
-        return vec![
-            Finding::new(C, Severity::Warning, what).fix("install the conntrack-guard package")
-        ];
+        let f = Finding::new(C, Severity::Warning, what);
+        return vec![f.fix("install the conntrack-guard package")];
     };
     if masked {
         let what = format!("{APPLY_UNIT} is masked: nothing sizes the table at boot");

@@ -113,11 +113,10 @@ impl Rules {
         } else {
             &mut self.dnat
         };
-        let (protocol, ports) = (m.protocol, m.ports);
         list.push(RuleRef {
             at,
-            protocol,
-            ports,
+            protocol: m.protocol,
+            ports: m.ports,
         });
     }
 }

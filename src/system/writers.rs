@@ -225,25 +225,19 @@ fn sysctl_key_matches(pattern: &str, key: &str) -> bool {
 
 /// fnmatch(3) with `*` and `?` (systemd-sysctl's globs), no classes.
 fn glob_match(pattern: &str, s: &str) -> bool {
-    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, si));
-            pi += 1;
-        } else if let Some((sp, ss)) = star {
-            pi = sp + 1;
-            si = ss + 1;
-            star = Some((sp, ss + 1));
-        } else {
-            return false;
+    let s: Vec<char> = s.chars().collect();
+    // ends[j]: the pattern read so far matches the first j characters.
+    let mut ends: Vec<bool> = (0..=s.len()).map(|j| j == 0).collect();
+    for p in pattern.chars() {
+        let prev = ends.clone();
+        for j in 0..=s.len() {
+            ends[j] = match p {
+                '*' => prev[j] || j > 0 && ends[j - 1],
+                _ => j > 0 && prev[j - 1] && (p == '?' || p == s[j - 1]),
+            };
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    ends[s.len()]
 }
 
 /// A sysctl.d assignment of one of our keys, located.
@@ -489,15 +483,17 @@ impl KubeProxyConntrack {
 
     /// The setting that stops it from writing `key` (one it writes): the
     /// config field, and the command-line flag.
-    pub fn stop_setting(key: &str) -> (&'static str, &'static str) {
-        match key {
-            KEY_UDP_TIMEOUT => ("conntrack.udpTimeout: 0s", "conntrack-udp-timeout=0s"),
-            KEY_UDP_TIMEOUT_STREAM => (
-                "conntrack.udpStreamTimeout: 0s",
-                "conntrack-udp-timeout-stream=0s",
-            ),
-            _ => ("conntrack.maxPerCore: 0", "conntrack-max-per-core=0"),
-        }
+    pub fn stop_setting(key: &str) -> (String, String) {
+        let (i, zero) = match key {
+            KEY_UDP_TIMEOUT => (2, "0s"),
+            KEY_UDP_TIMEOUT_STREAM => (3, "0s"),
+            _ => (0, "0"),
+        };
+        let (field, flag) = KP_FIELDS[i];
+        (
+            format!("conntrack.{field}: {zero}"),
+            format!("{flag}={zero}"),
+        )
     }
 }
 
@@ -881,20 +877,16 @@ fn hint_from(
     if default == Some(foreign) {
         let why = match apply {
             ApplyRun::ThisBoot { .. } => {
-                "it is the kernel default: conntrack-guard-apply ran in this boot, so \
-                     nf_conntrack was loaded or reloaded after it (or this namespace started \
-                     with defaults)"
+                ": conntrack-guard-apply ran in this boot, so nf_conntrack was loaded or \
+                 reloaded after it (or this namespace started with defaults)"
             }
             ApplyRun::NotThisBoot => {
-                "it is the kernel default: conntrack-guard-apply has not run since \
-                     boot (systemctl status conntrack-guard-apply)"
+                ": conntrack-guard-apply has not run since boot (systemctl status \
+                 conntrack-guard-apply)"
             }
-            ApplyRun::Unknown => {
-                "it is the kernel default (whether conntrack-guard-apply ran since boot \
-                     cannot be read)"
-            }
+            ApplyRun::Unknown => " (whether conntrack-guard-apply ran since boot cannot be read)",
         };
-        exact.push(why.to_string());
+        exact.push(format!("it is the kernel default{why}"));
     }
     exact.extend(other);
     // Other processes are hidden: a running writer could not be seen, but
