@@ -156,7 +156,11 @@ pub fn check_sysctl_d(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
             let (n, places) = (files.len(), places.join(", "));
             let what = format!("{} is set in {n} files ({places}); {winner} wins", t.key);
             let differ = settings.iter().any(|s| s.value != settings[0].value);
-            let sev = [Severity::Ok, Severity::Warning][usize::from(differ)];
+            let sev = if differ {
+                Severity::Warning
+            } else {
+                Severity::Ok
+            };
             out.push(Finding::new(C, sev, what).fix("keep one file per key"));
         }
     }
