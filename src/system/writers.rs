@@ -898,11 +898,9 @@ fn hint_from(
                  when they start (conntrack.maxPerCore: 0 stops that)"
             )
         }));
-        exact.push(
-            "other processes are hidden from this one (ProtectProc=invisible): run \
-             `conntrack-guard doctor` as root to look for kube-proxy"
-                .to_string(),
-        );
+        let hidden = "other processes are hidden from this one (ProtectProc=invisible): run \
+                      `conntrack-guard doctor` as root to look for kube-proxy";
+        exact.push(hidden.to_string());
     }
     (!exact.is_empty()).then_some(exact)
 }
