@@ -237,12 +237,6 @@ impl Report {
     }
 }
 
-/// Memory at a full table: entries plus the bucket array (8 bytes each).
-pub(crate) fn memory_cost(max: u64, buckets: u64, entry_bytes: u64) -> u64 {
-    max.saturating_mul(entry_bytes)
-        .saturating_add(buckets.saturating_mul(8))
-}
-
 /// The verdict on memory: error above 50% of RAM, warning above 10%.
 pub(crate) fn memory_verdict(cost: u64, ram: u64) -> Result<Option<String>, String> {
     let pct = cost as f64 * 100.0 / ram.max(1) as f64;
@@ -309,7 +303,7 @@ pub(crate) fn preflight(
     let (Some(max), Some(ram)) = (max, ram_bytes(root)) else {
         return Ok(Vec::new());
     };
-    match memory_verdict(memory_cost(max, buckets, entry_bytes(root)), ram) {
+    match memory_verdict(slab::worst_case_bytes(max, buckets, entry_bytes(root)), ram) {
         Err(e) if matches!(c.max, Knob::Set(_)) => Err(config_error(cfg, None, "conntrack.max", e)),
         Ok(w) => Ok(w.into_iter().collect()),
         Err(w) => Ok(vec![w]),
@@ -361,36 +355,38 @@ pub(crate) fn apply(
         .conntrack
         .buckets_value()
         .map(|b| kernel_buckets(b, host.page_size).to_string());
-    let mut rows = Vec::with_capacity(targets.len());
-    for t in &targets {
-        let before = read_current(root, &t.key).ok().flatten();
-        let note = match t.key.as_str() {
-            KEY_MAX => t.rounding_note().or(grown_note.clone()),
-            KEY_BUCKETS
-                if t.requested.is_none()
-                    && grown_record.is_some()
-                    && configured_buckets.as_deref() != Some(t.value.as_str()) =>
-            {
-                Some("with the grown max".into())
+    let rows: Vec<Row> = targets
+        .iter()
+        .map(|t| {
+            let before = read_current(root, &t.key).ok().flatten();
+            let note = match t.key.as_str() {
+                KEY_MAX => t.rounding_note().or(grown_note.clone()),
+                KEY_BUCKETS
+                    if t.requested.is_none()
+                        && grown_record.is_some()
+                        && configured_buckets.as_deref() != Some(t.value.as_str()) =>
+                {
+                    Some("with the grown max".into())
+                }
+                _ => t.rounding_note(),
+            };
+            let (outcome, after) = match decide(t, before.as_deref(), in_use) {
+                // A dry run leaves the "after" column empty: nothing was done.
+                Step::Keep(outcome) => (outcome, before.clone().filter(|_| !dry_run)),
+                Step::Write(_) if dry_run && would_load => (Outcome::WouldSet, None),
+                Step::Write(d) if dry_run => (Outcome::WouldChange(d), None),
+                Step::Write(d) => write_and_verify(root, host.root_user, t, d),
+            };
+            Row {
+                key: t.key.clone(),
+                before,
+                target: t.value.clone(),
+                after,
+                outcome,
+                note,
             }
-            _ => t.rounding_note(),
-        };
-        let (outcome, after) = match decide(t, before.as_deref(), in_use) {
-            // A dry run leaves the "after" column empty: nothing was done.
-            Step::Keep(outcome) => (outcome, before.clone().filter(|_| !dry_run)),
-            Step::Write(_) if dry_run && would_load => (Outcome::WouldSet, None),
-            Step::Write(d) if dry_run => (Outcome::WouldChange(d), None),
-            Step::Write(d) => write_and_verify(root, host.root_user, t, d),
-        };
-        rows.push(Row {
-            key: t.key.clone(),
-            before,
-            target: t.value.clone(),
-            after,
-            outcome,
-            note,
-        });
-    }
+        })
+        .collect();
     // A dry run says what it would forget instead of acting.
     let notes = if dry_run {
         let would = |(rel, why): &(_, String)| format!("{why} (would remove /{rel})");
@@ -832,7 +828,7 @@ mod tests {
         assert!(memory_verdict(gib / 5, gib).unwrap().is_some());
         assert!(memory_verdict(gib * 3 / 5, gib).is_err());
         assert_eq!(
-            memory_cost(1_048_576, 262_144, 384),
+            slab::worst_case_bytes(1_048_576, 262_144, 384),
             1_048_576 * 384 + 262_144 * 8
         );
     }

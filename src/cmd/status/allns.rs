@@ -208,19 +208,10 @@ pub(crate) fn text(r: &Report) -> String {
         r.critical_percent.map_or("?".into(), |v| v.to_string()),
         r.config
     );
-    let _ = writeln!(
-        s,
-        "  {:<8} {:>12} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}  {:<8}  OWNER",
-        "STATUS",
-        "NETNS",
-        "FILL",
-        "COUNT",
-        "DROP",
-        "EARLY",
-        "INSFAIL",
-        "UDP-RCVBF",
-        "UDP-INERR",
-        "CONNTRACK"
+    // The column widths of `row_lines`.
+    s.push_str(
+        "  STATUS          NETNS    FILL     COUNT     DROP    EARLY  INSFAIL \
+         UDP-RCVBF UDP-INERR  CONNTRACK  OWNER\n",
     );
     for row in &r.namespaces {
         row_lines(&mut s, row, r.now_usec);

@@ -363,13 +363,10 @@ fn socket_totals(u: &UdpStats) -> SocketTotals {
 }
 
 fn backlog_totals(t: &SoftnetTable) -> BTreeMap<&'static str, u64> {
-    [
-        ("dropped", SoftnetCounter::Dropped),
-        ("time_squeeze", SoftnetCounter::TimeSqueeze),
-    ]
-    .into_iter()
-    .filter_map(|(n, k)| Some((n, t.total(k)?)))
-    .collect()
+    let keys = [SoftnetCounter::Dropped, SoftnetCounter::TimeSqueeze];
+    keys.into_iter()
+        .filter_map(|k| Some((k.name(), t.total(k)?)))
+        .collect()
 }
 
 /// What rose over the window, and its problems: the drop points losing
@@ -492,11 +489,9 @@ fn per_cpu_loss(ct: Option<&Tally>, bl: Option<&Tally>) -> Vec<CpuLoss> {
 }
 
 fn bar(ratio: f64, width: usize) -> String {
-    let r = if ratio.is_finite() {
-        ratio.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    let r = Some(ratio)
+        .filter(|r| r.is_finite())
+        .map_or(0.0, |r| r.clamp(0.0, 1.0));
     let filled = ((r * width as f64).round() as usize).min(width);
     format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
 }
@@ -622,23 +617,18 @@ fn rising_lines(s: &mut String, x: &Rising) {
     let now = if x.drop_points.is_empty() {
         "no drops".to_string()
     } else {
-        let mut parts = Vec::new();
-        for (point, map) in [
-            ("conntrack table", &x.conntrack),
-            ("socket receive buffer", &x.socket),
-            ("input backlog", &x.backlog),
-        ] {
-            if x.drop_points.contains(&point) {
-                let list = map
-                    .iter()
-                    .filter(|(_, v)| **v > 0)
-                    .map(|(k, v)| format!("{k} +{v}"))
-                    .collect::<Vec<_>>()
-                    .join("  ");
-                parts.push(format!("{point}: {list}"));
-            }
-        }
-        format!("RISING at {}", parts.join("; "))
+        // `drop_points` keeps the order of the three maps.
+        let parts = x.drop_points.iter().map(|point| {
+            let map = match *point {
+                "conntrack table" => &x.conntrack,
+                "socket receive buffer" => &x.socket,
+                _ => &x.backlog,
+            };
+            let list = map.iter().filter(|(_, v)| **v > 0);
+            let list: Vec<_> = list.map(|(k, v)| format!("{k} +{v}")).collect();
+            format!("{point}: {}", list.join("  "))
+        });
+        format!("RISING at {}", parts.collect::<Vec<_>>().join("; "))
     };
     let _ = writeln!(s, "  now       {now} over {:.1}s", x.window_seconds);
     if !x.per_cpu.is_empty() {
