@@ -59,12 +59,8 @@ impl Outcome {
         match self {
             Outcome::Unchanged => "unchanged",
             Outcome::KeptLarger => "kept (larger)",
-            Outcome::Changed(Direction::Raise) => "raised",
-            Outcome::Changed(Direction::Lower) => "lowered",
-            Outcome::Changed(Direction::Change) => "changed",
-            Outcome::WouldChange(Direction::Raise) => "would raise",
-            Outcome::WouldChange(Direction::Lower) => "would lower",
-            Outcome::WouldChange(Direction::Change) => "would change",
+            Outcome::Changed(d) => ["raised", "lowered", "changed"][*d as usize],
+            Outcome::WouldChange(d) => ["would raise", "would lower", "would change"][*d as usize],
             Outcome::WouldSet => "would set",
             Outcome::Refused { .. } => "REFUSED",
             Outcome::Failed { .. } => "FAILED",
@@ -170,20 +166,15 @@ impl Report {
 
     pub(crate) fn summary(&self) -> String {
         let failed = self.failed().count();
-        let verb = match (self.dry_run, failed > 0) {
-            (true, _) => "dry run",
-            (false, true) => "apply FAILED",
-            (false, false) => "settings applied",
-        };
-        let done = if self.dry_run {
-            let would = self
-                .rows
-                .iter()
-                .filter(|r| matches!(r.outcome, Outcome::WouldChange(_) | Outcome::WouldSet))
-                .count();
-            format!("{would} would change, nothing written")
-        } else {
-            format!("{} changed, {failed} failed", self.changed())
+        let would = |r: &&Row| matches!(r.outcome, Outcome::WouldChange(_) | Outcome::WouldSet);
+        let done = format!("{} changed, {failed} failed", self.changed());
+        let (verb, done) = match (self.dry_run, failed) {
+            (true, _) => {
+                let would = self.rows.iter().filter(would).count();
+                ("dry run", format!("{would} would change, nothing written"))
+            }
+            (false, 0) => ("settings applied", done),
+            (false, _) => ("apply FAILED", done),
         };
         let mut s = format!(
             "{verb}: {} key{} from {}, {done}; {}",

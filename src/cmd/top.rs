@@ -217,15 +217,13 @@ impl DimReport {
         for g in &self.groups {
             g.row(s, width);
         }
-        if self.rest > 0 {
-            let more = format!("({} more groups)", self.distinct - self.groups.len());
-            share_row(s, width, &more, self.rest, share(self.rest, total));
-            s.push('\n');
-        }
-        if self.over_cap > 0 {
-            let other = format!("(other: over {GROUP_CAP} groups)");
-            share_row(s, width, &other, self.over_cap, share(self.over_cap, total));
-            s.push('\n');
+        let more = format!("({} more groups)", self.distinct - self.groups.len());
+        let other = format!("(other: over {GROUP_CAP} groups)");
+        for (label, n) in [(more, self.rest), (other, self.over_cap)] {
+            if n > 0 {
+                share_row(s, width, &label, n, share(n, total));
+                s.push('\n');
+            }
         }
     }
 }

@@ -194,8 +194,8 @@ pub struct TriageSummary {
 /// A triage running on its own thread, so the watchdog loop keeps
 /// sampling and pinging sd_notify while the table is read.
 pub struct Triage {
-    rx: mpsc::Receiver<Result<TriageSummary, ReadError>>,
-    done: bool,
+    /// `None` once the result was taken.
+    rx: Option<mpsc::Receiver<Result<TriageSummary, ReadError>>>,
 }
 
 impl Triage {
@@ -215,21 +215,18 @@ impl Triage {
                 };
                 let _ = tx.send(r.map(|c| c.summary()));
             });
-        Triage { rx, done: false }
+        Triage { rx: Some(rx) }
     }
 
     /// Non-blocking: `None` while it runs (and after the result was
     /// taken); `Some` exactly once with the result.
     pub fn poll(&mut self) -> Option<Result<TriageSummary, ReadError>> {
-        if self.done {
-            return None;
-        }
-        let r = match self.rx.try_recv() {
+        let r = match self.rx.as_ref()?.try_recv() {
             Ok(r) => r,
             Err(mpsc::TryRecvError::Empty) => return None,
             Err(mpsc::TryRecvError::Disconnected) => Err(ReadError::Lost),
         };
-        self.done = true;
+        self.rx = None;
         Some(r)
     }
 }

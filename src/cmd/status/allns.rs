@@ -112,11 +112,6 @@ fn missing_text(missing: &[(&'static str, usize)]) -> Option<String> {
 pub(crate) fn judge(r: Readings) -> Report {
     let thresholds = r.config.as_ref().ok().map(|(t, _)| t.clone());
     let kmsg = r.kmsg.as_ref().ok();
-    let mut worst = if r.config.is_err() || !r.missing.is_empty() {
-        Verdict::Unknown
-    } else {
-        Verdict::Ok
-    };
     let mut max = None;
     let mut rows: Vec<NsRow> = r
         .namespaces
@@ -142,7 +137,6 @@ pub(crate) fn judge(r: Readings) -> Report {
                 Ok(_) => error = Some("nf_conntrack_max is 0".to_string()),
                 Err(e) => error = Some(e.clone()),
             }
-            worst = worst.worst(status);
             NsRow {
                 inode: ns.inode,
                 host: ns.host,
@@ -161,6 +155,10 @@ pub(crate) fn judge(r: Readings) -> Report {
             }
         })
         .collect();
+    let unknown = r.config.is_err() || !r.missing.is_empty();
+    let worst = Verdict::worst_of(
+        (rows.iter().map(|r| r.status)).chain(unknown.then_some(Verdict::Unknown)),
+    );
     // Fullest first; the unreadable after the readable.
     rows.sort_by(|a, b| {
         let key = |r: &NsRow| r.fill.unwrap_or(-1.0);

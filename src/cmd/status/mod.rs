@@ -95,9 +95,8 @@ pub(crate) struct SocketTotals {
 /// A configured setting against the kernel (`actual`: null when absent).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct SettingRow {
-    key: String,
-    expected: String,
-    actual: Option<String>,
+    #[serde(flatten)]
+    s: Setting,
     ok: bool,
     /// Who else writes this key, where that can be known (drifted keys).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -262,10 +261,7 @@ pub(crate) fn judge(r: &Readings) -> Report {
     let module_loaded = !matches!(r.fill, FillReading::Gone(_));
     let fill = judge_fill(&r.fill, thresholds, &mut problems);
     let last = r.after.as_ref().unwrap_or(&r.before);
-    let (counters, counters_source) = match &last.conntrack {
-        Ok(r) => (Some(ct_totals(&r.table)), Some(r.source)),
-        Err(_) => (None, None),
-    };
+    let ct = last.conntrack.as_ref().ok();
     // Unreadable conntrack counters, at either end of the window (once).
     let after = r.after.as_ref().map(|a| &a.conntrack);
     if let (Err(e), _) | (Ok(_), Some(Err(e))) = (&r.before.conntrack, after) {
@@ -288,8 +284,8 @@ pub(crate) fn judge(r: &Readings) -> Report {
         fill: fill.map(|f| f.2),
         level: fill.and_then(|f| f.3),
         module_loaded,
-        counters,
-        counters_source,
+        counters: ct.map(|r| ct_totals(&r.table)),
+        counters_source: ct.map(|r| r.source),
         sockets: last.udp.as_ref().ok().map(socket_totals),
         backlog: last.softnet.as_ref().ok().map(backlog_totals),
         rising,
@@ -373,11 +369,43 @@ fn backlog_totals(t: &SoftnetTable) -> BTreeMap<&'static str, u64> {
 /// packets now, and a CPU that carries most of the conntrack drops.
 fn judge_window(r: &Readings, after: &Counts, problems: &mut Vec<Problem>) -> Rising {
     let [ct, udp, bl] = window_tallies(&r.before, after);
-    let points = judge_drop_points(
-        [ct.as_ref(), udp.as_ref(), bl.as_ref()],
-        &fmt_duration(r.window),
-        problems,
-    );
+    let window = fmt_duration(r.window);
+    // The drop points that lost packets in the window, each with its problem.
+    let mut points = Vec::new();
+    for (t, sig, point, severity, dying, advice) in [
+        (
+            &ct,
+            &CONNTRACK,
+            "conntrack table",
+            Verdict::Critical,
+            "packets",
+            "",
+        ),
+        (
+            &udp,
+            &SOCKET,
+            "socket receive buffer",
+            Verdict::Warning,
+            "UDP datagrams",
+            "; raise the receiver's SO_RCVBUF and net.core.rmem_max",
+        ),
+        (
+            &bl,
+            &BACKLOG,
+            "input backlog",
+            Verdict::Warning,
+            "packets",
+            "; raise net.core.netdev_max_backlog, spread the load with RSS/RPS",
+        ),
+    ] {
+        let Some(t) = t.as_ref().filter(|t| t.loss(sig) > 0) else {
+            continue;
+        };
+        points.push(point);
+        let lost = t.text(sig);
+        let what = format!("{dying} are being dropped now at the {point}: {lost} in {window}");
+        problems.push(Problem::new(severity, what + advice));
+    }
     let mut per_cpu = Vec::new();
     if !points.is_empty() {
         per_cpu = per_cpu_loss(ct.as_ref(), bl.as_ref());
@@ -404,42 +432,6 @@ fn judge_window(r: &Readings, after: &Counts, problems: &mut Vec<Problem>) -> Ri
     }
 }
 
-/// The drop points that lost packets in `window`, each with its problem.
-fn judge_drop_points(
-    [ct, udp, bl]: [Option<&Tally>; 3],
-    window: &str,
-    problems: &mut Vec<Problem>,
-) -> Vec<&'static str> {
-    let mut points = Vec::new();
-    for (t, sig, point) in [
-        (ct, &CONNTRACK, "conntrack table"),
-        (udp, &SOCKET, "socket receive buffer"),
-        (bl, &BACKLOG, "input backlog"),
-    ] {
-        let Some(t) = t.filter(|t| t.loss(sig) > 0) else {
-            continue;
-        };
-        points.push(point);
-        let (severity, dying, advice) = match point {
-            "conntrack table" => (Verdict::Critical, "packets", ""),
-            "socket receive buffer" => (
-                Verdict::Warning,
-                "UDP datagrams",
-                "; raise the receiver's SO_RCVBUF and net.core.rmem_max",
-            ),
-            _ => (
-                Verdict::Warning,
-                "packets",
-                "; raise net.core.netdev_max_backlog, spread the load with RSS/RPS",
-            ),
-        };
-        let lost = t.text(sig);
-        let what = format!("{dying} are being dropped now at the {point}: {lost} in {window}");
-        problems.push(Problem::new(severity, what + advice));
-    }
-    points
-}
-
 /// The settings rows; each drifted key is a warning naming who else
 /// writes it, where known.
 fn judge_settings(r: &Readings, problems: &mut Vec<Problem>) -> Vec<SettingRow> {
@@ -447,11 +439,9 @@ fn judge_settings(r: &Readings, problems: &mut Vec<Problem>) -> Vec<SettingRow> 
         .settings
         .iter()
         .map(|s| SettingRow {
-            key: s.key.clone(),
-            expected: s.expected.clone(),
-            actual: s.actual.clone(),
             ok: s.ok(),
             writer_hint: r.writer_hints.get(&s.key).filter(|_| !s.ok()).cloned(),
+            s: s.clone(),
         })
         .collect();
     for s in settings.iter().filter(|s| !s.ok) {
@@ -459,9 +449,9 @@ fn judge_settings(r: &Readings, problems: &mut Vec<Problem>) -> Vec<SettingRow> 
             Verdict::Warning,
             format!(
                 "{} is {} but configured as {} (drift; systemctl restart conntrack-guard-apply){}",
-                s.key,
-                s.actual.as_deref().unwrap_or("absent"),
-                s.expected,
+                s.s.key,
+                s.s.actual.as_deref().unwrap_or("absent"),
+                s.s.expected,
                 s.writer_hint
                     .as_deref()
                     .map(|h| format!("; who else writes it: {h}"))
@@ -653,11 +643,11 @@ fn settings_lines(s: &mut String, r: &Report) {
         "  settings  {}",
         r.config.as_deref().unwrap_or("(configuration unreadable)")
     );
-    let kw = r.settings.iter().map(|x| x.key.len()).max().unwrap_or(0);
+    let kw = r.settings.iter().map(|x| x.s.key.len()).max().unwrap_or(0);
     let width = |x: &SettingRow| {
-        x.expected
+        x.s.expected
             .len()
-            .max(x.actual.as_deref().map_or(6, str::len))
+            .max(x.s.actual.as_deref().map_or(6, str::len))
     };
     let vw = r.settings.iter().map(width).fold(8, usize::max);
     if !r.settings.is_empty() {
@@ -671,9 +661,9 @@ fn settings_lines(s: &mut String, r: &Report) {
         let _ = writeln!(
             s,
             "    {:kw$}  {:>vw$}  {:>vw$}  {}",
-            x.key,
-            x.expected,
-            x.actual.as_deref().unwrap_or("absent"),
+            x.s.key,
+            x.s.expected,
+            x.s.actual.as_deref().unwrap_or("absent"),
             if x.ok { "ok" } else { "DRIFT" }
         );
     }
