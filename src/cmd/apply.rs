@@ -346,38 +346,36 @@ pub(crate) fn apply(
         .conntrack
         .buckets_value()
         .map(|b| kernel_buckets(b, host.page_size).to_string());
-    let rows: Vec<Row> = targets
-        .iter()
-        .map(|t| {
-            let before = read_current(root, &t.key).ok().flatten();
-            let note = match t.key.as_str() {
-                KEY_MAX => t.rounding_note().or(grown_note.clone()),
-                KEY_BUCKETS
-                    if t.requested.is_none()
-                        && grown_record.is_some()
-                        && configured_buckets.as_deref() != Some(t.value.as_str()) =>
-                {
-                    Some("with the grown max".into())
-                }
-                _ => t.rounding_note(),
-            };
-            let (outcome, after) = match decide(t, before.as_deref(), in_use) {
-                // A dry run leaves the "after" column empty: nothing was done.
-                Step::Keep(outcome) => (outcome, before.clone().filter(|_| !dry_run)),
-                Step::Write(_) if dry_run && would_load => (Outcome::WouldSet, None),
-                Step::Write(d) if dry_run => (Outcome::WouldChange(d), None),
-                Step::Write(d) => write_and_verify(root, host.root_user, t, d),
-            };
-            Row {
-                key: t.key.clone(),
-                before,
-                target: t.value.clone(),
-                after,
-                outcome,
-                note,
+    let mut rows = Vec::with_capacity(targets.len());
+    for t in &targets {
+        let before = read_current(root, &t.key).ok().flatten();
+        let note = match t.key.as_str() {
+            KEY_MAX => t.rounding_note().or(grown_note.clone()),
+            KEY_BUCKETS
+                if t.requested.is_none()
+                    && grown_record.is_some()
+                    && configured_buckets.as_deref() != Some(t.value.as_str()) =>
+            {
+                Some("with the grown max".into())
             }
-        })
-        .collect();
+            _ => t.rounding_note(),
+        };
+        let (outcome, after) = match decide(t, before.as_deref(), in_use) {
+            // A dry run leaves the "after" column empty: nothing was done.
+            Step::Keep(outcome) => (outcome, before.clone().filter(|_| !dry_run)),
+            Step::Write(_) if dry_run && would_load => (Outcome::WouldSet, None),
+            Step::Write(d) if dry_run => (Outcome::WouldChange(d), None),
+            Step::Write(d) => write_and_verify(root, host.root_user, t, d),
+        };
+        rows.push(Row {
+            key: t.key.clone(),
+            before,
+            target: t.value.clone(),
+            after,
+            outcome,
+            note,
+        });
+    }
     // A dry run says what it would forget instead of acting.
     let notes = if dry_run {
         let would = |(rel, why): &(_, String)| format!("{why} (would remove /{rel})");

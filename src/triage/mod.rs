@@ -140,10 +140,8 @@ impl Collected {
         };
         let (d, st, src) = (top(Dim::Dport), top(Dim::State), top(Dim::Source));
         let complete = self.partial().is_none();
-        let mut m = format!("{} entries read", self.agg.total());
-        if !complete {
-            m.push_str(" (partial)");
-        }
+        let partial = if complete { "" } else { " (partial)" };
+        let mut m = format!("{} entries read{partial}", self.agg.total());
         for (what, t) in [("port", &d), ("state", &st), ("source", &src)] {
             if let Some(t) = t {
                 let _ = write!(m, "; top {what} {} {:.0}%", t.key, t.share * 100.0);
