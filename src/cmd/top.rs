@@ -15,8 +15,7 @@ use crate::host::Host;
 use crate::report::output;
 use crate::sysroot::SysRoot;
 use crate::triage::agg::share;
-use crate::triage::{self, Collected, DimReport, Group};
-use crate::triage::{Dim, GROUP_CAP};
+use crate::triage::{self, Collected, Dim, DimReport, Group, GROUP_CAP};
 
 /// Default time bound of one dump.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

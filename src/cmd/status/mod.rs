@@ -32,8 +32,7 @@ use crate::assess::verdict::{plugin_line, Perf, Verdict};
 use crate::assess::{FillReading, Level, Setting, Thresholds, BACKLOG, CONNTRACK, SOCKET};
 use crate::config::{self, fmt_duration};
 use crate::host::Host;
-use crate::kernel::ctstats::CounterSource;
-use crate::kernel::ctstats::{CtCounter, CtReading, CtTable, CtUnavailable};
+use crate::kernel::ctstats::{CounterSource, CtCounter, CtReading, CtTable, CtUnavailable};
 use crate::kernel::percpu::{CounterSet, CpuTable, DeltaTracker, Window, HOT_CPU_SHARE};
 use crate::kernel::snmp::{read_udp, SnmpError, UdpStats};
 use crate::kernel::softnet::{read_softnet, SoftnetCounter, SoftnetError, SoftnetTable};
@@ -41,7 +40,7 @@ use crate::kernel::{kernel_u64, slab, FileError};
 use crate::observe;
 use crate::report::output;
 use crate::report::table::human_bytes;
-use crate::state::grown::{self, Remembered};
+use crate::state::grown;
 
 // The JSON of `status --json`: serde writes each struct's fields in the
 // order given here.
@@ -159,19 +158,6 @@ pub(crate) struct GrownRow {
     reason: String,
 }
 
-impl From<&Remembered> for GrownRow {
-    fn from(r: &Remembered) -> Self {
-        GrownRow {
-            max: r.max,
-            buckets: r.buckets,
-            configured: r.configured,
-            at: r.at,
-            at_utc: grown::fmt_utc(r.at),
-            reason: r.reason.clone(),
-        }
-    }
-}
-
 /// What was read, as values: the input of [`judge`].
 #[derive(Debug)]
 pub(crate) struct Readings {
@@ -286,7 +272,11 @@ pub(crate) fn judge(r: &Readings) -> Report {
         module_loaded,
         counters: ct.map(|r| ct_totals(&r.table)),
         counters_source: ct.map(|r| r.source),
-        sockets: last.udp.as_ref().ok().map(socket_totals),
+        sockets: last.udp.as_ref().ok().map(|u| SocketTotals {
+            rcvbuf_errors: u.rcvbuf_errors(),
+            in_errors: u.in_errors(),
+            no_ports: u.no_ports(),
+        }),
         backlog: last.softnet.as_ref().ok().map(backlog_totals),
         rising,
         settings,
@@ -348,14 +338,6 @@ fn judge_fill(
         );
     }
     Some((c, m, ratio, level))
-}
-
-fn socket_totals(u: &UdpStats) -> SocketTotals {
-    SocketTotals {
-        rcvbuf_errors: u.rcvbuf_errors(),
-        in_errors: u.in_errors(),
-        no_ports: u.no_ports(),
-    }
 }
 
 fn backlog_totals(t: &SoftnetTable) -> BTreeMap<&'static str, u64> {
@@ -435,31 +417,28 @@ fn judge_window(r: &Readings, after: &Counts, problems: &mut Vec<Problem>) -> Ri
 /// The settings rows; each drifted key is a warning naming who else
 /// writes it, where known.
 fn judge_settings(r: &Readings, problems: &mut Vec<Problem>) -> Vec<SettingRow> {
-    let settings: Vec<SettingRow> = r
-        .settings
-        .iter()
-        .map(|s| SettingRow {
+    let row = |s: &Setting| {
+        let hint = r.writer_hints.get(&s.key).filter(|_| !s.ok());
+        if !s.ok() {
+            let who = hint.map(|h| format!("; who else writes it: {h}"));
+            problems.push(Problem::new(
+                Verdict::Warning,
+                format!(
+                    "{} is {} but configured as {} (drift; systemctl restart conntrack-guard-apply){}",
+                    s.key,
+                    s.actual.as_deref().unwrap_or("absent"),
+                    s.expected,
+                    who.unwrap_or_default()
+                ),
+            ));
+        }
+        SettingRow {
             ok: s.ok(),
-            writer_hint: r.writer_hints.get(&s.key).filter(|_| !s.ok()).cloned(),
+            writer_hint: hint.cloned(),
             s: s.clone(),
-        })
-        .collect();
-    for s in settings.iter().filter(|s| !s.ok) {
-        problems.push(Problem::new(
-            Verdict::Warning,
-            format!(
-                "{} is {} but configured as {} (drift; systemctl restart conntrack-guard-apply){}",
-                s.s.key,
-                s.s.actual.as_deref().unwrap_or("absent"),
-                s.s.expected,
-                s.writer_hint
-                    .as_deref()
-                    .map(|h| format!("; who else writes it: {h}"))
-                    .unwrap_or_default()
-            ),
-        ));
-    }
-    settings
+        }
+    };
+    r.settings.iter().map(row).collect()
 }
 
 fn per_cpu_loss(ct: Option<&Tally>, bl: Option<&Tally>) -> Vec<CpuLoss> {
@@ -722,7 +701,14 @@ fn grow_report(host: &Host, cfg: &config::Config, max: u64) -> GrowReport {
     GrowReport {
         enabled: cfg.grow.enabled,
         budget: observe::budget_view(root, cfg.grow.budget, entry, page, max, buckets),
-        grown: boot.grown().map(GrownRow::from),
+        grown: boot.grown().map(|r| GrownRow {
+            max: r.max,
+            buckets: r.buckets,
+            configured: r.configured,
+            at: r.at,
+            at_utc: grown::fmt_utc(r.at),
+            reason: r.reason.clone(),
+        }),
         record_ignored: boot.ignored,
     }
 }
