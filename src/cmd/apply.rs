@@ -757,19 +757,14 @@ pub fn run(host: &Host, config_path: Option<&Path>, dry_run: bool, sink: &mut dy
         .and_then(|cfg| apply(host, &cfg, dry_run, Duration::from_secs(5)));
     let report = match report {
         Ok(r) => r,
-        Err(ApplyError::Config(e)) => {
-            output::err(&format!(
-                "conntrack-guard: invalid configuration: {e}\nNothing was written."
-            ));
-            return exit::CONFIG;
-        }
-        Err(ApplyError::Module(e)) => {
-            output::err(&format!("conntrack-guard: {e}\nNothing was written."));
-            return if e.is_permission() {
-                exit::NOPERM
-            } else {
-                exit::UNAVAILABLE
+        Err(e) => {
+            let (what, code) = match &e {
+                ApplyError::Config(_) => ("invalid configuration: ", exit::CONFIG),
+                ApplyError::Module(m) if m.is_permission() => ("", exit::NOPERM),
+                ApplyError::Module(_) => ("", exit::UNAVAILABLE),
             };
+            output::err(&format!("conntrack-guard: {what}{e}\nNothing was written."));
+            return code;
         }
     };
     // The mark that this boot's apply ran, for the writer hints: left
