@@ -113,10 +113,9 @@ pub(crate) struct Report {
 impl Report {
     /// The report of one read for these dimensions (empty: the default set).
     fn new(c: &Collected, namespace: &str, dims: &[Dim], n: usize) -> Report {
-        let dims = if dims.is_empty() {
-            c.agg.default_dims()
-        } else {
-            dims.to_vec()
+        let dims = match dims {
+            [] => c.agg.default_dims(),
+            d => d.to_vec(),
         };
         let partial = c.partial();
         Report {
