@@ -117,26 +117,22 @@ pub(crate) fn judge(r: Readings) -> Report {
         .namespaces
         .into_iter()
         .map(|(ns, s)| {
-            let (mut status, mut fill, mut level, mut conntrack, mut error) =
-                (Verdict::Unknown, None, None, None, None);
-            match &s {
-                Ok(x) if x.max > 0 => {
-                    max = Some(x.max);
-                    let f = x.count as f64 / x.max as f64;
-                    fill = Some(f);
-                    conntrack = Some(if x.inactive() { "inactive" } else { "active" });
-                    if let Some(t) = &thresholds {
-                        let lv = Level::of(f * 100.0, t);
-                        level = Some(lv);
-                        status = lv.into();
-                    }
-                    if x.count > x.max {
-                        status = Verdict::Critical;
-                    }
-                }
-                Ok(_) => error = Some("nf_conntrack_max is 0".to_string()),
-                Err(e) => error = Some(e.clone()),
-            }
+            let read = s.as_ref().ok().filter(|x| x.max > 0);
+            let fill = read.map(|x| x.count as f64 / x.max as f64);
+            let level = fill
+                .zip(thresholds.as_ref())
+                .map(|(f, t)| Level::of(f * 100.0, t));
+            let status = match (read, level) {
+                (Some(x), _) if x.count > x.max => Verdict::Critical,
+                (_, Some(lv)) => lv.into(),
+                _ => Verdict::Unknown,
+            };
+            let error = match &s {
+                Ok(x) if x.max == 0 => Some("nf_conntrack_max is 0".to_string()),
+                Ok(_) => None,
+                Err(e) => Some(e.clone()),
+            };
+            max = read.map(|x| x.max).or(max);
             NsRow {
                 inode: ns.inode,
                 host: ns.host,
@@ -147,7 +143,7 @@ pub(crate) fn judge(r: Readings) -> Report {
                 status,
                 fill,
                 level,
-                conntrack,
+                conntrack: read.map(|x| if x.inactive() { "inactive" } else { "active" }),
                 sample: s.ok(),
                 error,
                 table_full: kmsg
