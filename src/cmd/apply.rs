@@ -59,12 +59,8 @@ impl Outcome {
         match self {
             Outcome::Unchanged => "unchanged",
             Outcome::KeptLarger => "kept (larger)",
-            Outcome::Changed(Direction::Raise) => "raised",
-            Outcome::Changed(Direction::Lower) => "lowered",
-            Outcome::Changed(Direction::Change) => "changed",
-            Outcome::WouldChange(Direction::Raise) => "would raise",
-            Outcome::WouldChange(Direction::Lower) => "would lower",
-            Outcome::WouldChange(Direction::Change) => "would change",
+            Outcome::Changed(d) => ["raised", "lowered", "changed"][*d as usize],
+            Outcome::WouldChange(d) => ["would raise", "would lower", "would change"][*d as usize],
             Outcome::WouldSet => "would set",
             Outcome::Refused { .. } => "REFUSED",
             Outcome::Failed { .. } => "FAILED",
@@ -170,20 +166,15 @@ impl Report {
 
     pub(crate) fn summary(&self) -> String {
         let failed = self.failed().count();
-        let verb = match (self.dry_run, failed > 0) {
-            (true, _) => "dry run",
-            (false, true) => "apply FAILED",
-            (false, false) => "settings applied",
-        };
-        let done = if self.dry_run {
-            let would = self
-                .rows
-                .iter()
-                .filter(|r| matches!(r.outcome, Outcome::WouldChange(_) | Outcome::WouldSet))
-                .count();
-            format!("{would} would change, nothing written")
-        } else {
-            format!("{} changed, {failed} failed", self.changed())
+        let would = |r: &&Row| matches!(r.outcome, Outcome::WouldChange(_) | Outcome::WouldSet);
+        let done = format!("{} changed, {failed} failed", self.changed());
+        let (verb, done) = match (self.dry_run, failed) {
+            (true, _) => {
+                let would = self.rows.iter().filter(would).count();
+                ("dry run", format!("{would} would change, nothing written"))
+            }
+            (false, 0) => ("settings applied", done),
+            (false, _) => ("apply FAILED", done),
         };
         let mut s = format!(
             "{verb}: {} key{} from {}, {done}; {}",
@@ -235,12 +226,6 @@ impl Report {
             .field("CONNTRACK_FAILED", failed)
             .field("CONNTRACK_MODULE", module)
     }
-}
-
-/// Memory at a full table: entries plus the bucket array (8 bytes each).
-pub(crate) fn memory_cost(max: u64, buckets: u64, entry_bytes: u64) -> u64 {
-    max.saturating_mul(entry_bytes)
-        .saturating_add(buckets.saturating_mul(8))
 }
 
 /// The verdict on memory: error above 50% of RAM, warning above 10%.
@@ -309,7 +294,7 @@ pub(crate) fn preflight(
     let (Some(max), Some(ram)) = (max, ram_bytes(root)) else {
         return Ok(Vec::new());
     };
-    match memory_verdict(memory_cost(max, buckets, entry_bytes(root)), ram) {
+    match memory_verdict(slab::worst_case_bytes(max, buckets, entry_bytes(root)), ram) {
         Err(e) if matches!(c.max, Knob::Set(_)) => Err(config_error(cfg, None, "conntrack.max", e)),
         Ok(w) => Ok(w.into_iter().collect()),
         Err(w) => Ok(vec![w]),
@@ -772,19 +757,14 @@ pub fn run(host: &Host, config_path: Option<&Path>, dry_run: bool, sink: &mut dy
         .and_then(|cfg| apply(host, &cfg, dry_run, Duration::from_secs(5)));
     let report = match report {
         Ok(r) => r,
-        Err(ApplyError::Config(e)) => {
-            output::err(&format!(
-                "conntrack-guard: invalid configuration: {e}\nNothing was written."
-            ));
-            return exit::CONFIG;
-        }
-        Err(ApplyError::Module(e)) => {
-            output::err(&format!("conntrack-guard: {e}\nNothing was written."));
-            return if e.is_permission() {
-                exit::NOPERM
-            } else {
-                exit::UNAVAILABLE
+        Err(e) => {
+            let (what, code) = match &e {
+                ApplyError::Config(_) => ("invalid configuration: ", exit::CONFIG),
+                ApplyError::Module(m) if m.is_permission() => ("", exit::NOPERM),
+                ApplyError::Module(_) => ("", exit::UNAVAILABLE),
             };
+            output::err(&format!("conntrack-guard: {what}{e}\nNothing was written."));
+            return code;
         }
     };
     // The mark that this boot's apply ran, for the writer hints: left
@@ -832,7 +812,7 @@ mod tests {
         assert!(memory_verdict(gib / 5, gib).unwrap().is_some());
         assert!(memory_verdict(gib * 3 / 5, gib).is_err());
         assert_eq!(
-            memory_cost(1_048_576, 262_144, 384),
+            slab::worst_case_bytes(1_048_576, 262_144, 384),
             1_048_576 * 384 + 262_144 * 8
         );
     }

@@ -15,8 +15,7 @@ use crate::host::Host;
 use crate::report::output;
 use crate::sysroot::SysRoot;
 use crate::triage::agg::share;
-use crate::triage::{self, Collected, DimReport, Group};
-use crate::triage::{Dim, GROUP_CAP};
+use crate::triage::{self, Collected, Dim, DimReport, Group, GROUP_CAP};
 
 /// Default time bound of one dump.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -114,10 +113,9 @@ pub(crate) struct Report {
 impl Report {
     /// The report of one read for these dimensions (empty: the default set).
     fn new(c: &Collected, namespace: &str, dims: &[Dim], n: usize) -> Report {
-        let dims = if dims.is_empty() {
-            c.agg.default_dims()
-        } else {
-            dims.to_vec()
+        let dims = match dims {
+            [] => c.agg.default_dims(),
+            d => d.to_vec(),
         };
         let partial = c.partial();
         Report {
@@ -217,15 +215,13 @@ impl DimReport {
         for g in &self.groups {
             g.row(s, width);
         }
-        if self.rest > 0 {
-            let more = format!("({} more groups)", self.distinct - self.groups.len());
-            share_row(s, width, &more, self.rest, share(self.rest, total));
-            s.push('\n');
-        }
-        if self.over_cap > 0 {
-            let other = format!("(other: over {GROUP_CAP} groups)");
-            share_row(s, width, &other, self.over_cap, share(self.over_cap, total));
-            s.push('\n');
+        let more = format!("({} more groups)", self.distinct - self.groups.len());
+        let other = format!("(other: over {GROUP_CAP} groups)");
+        for (label, n) in [(more, self.rest), (other, self.over_cap)] {
+            if n > 0 {
+                share_row(s, width, &label, n, share(n, total));
+                s.push('\n');
+            }
         }
     }
 }

@@ -262,13 +262,11 @@ impl Aggregator {
         };
         *self.state.slot(st) += 1;
 
-        let mut addr = o.src;
-        if o.family == 6 {
-            mask(&mut addr, self.prefix6, 16);
-        } else {
-            mask(&mut addr, self.prefix4, 4);
+        let (mut addr, family) = (o.src, o.family);
+        match family {
+            6 => mask(&mut addr, self.prefix6, 16),
+            _ => mask(&mut addr, self.prefix4, 4),
         }
-        let family = o.family;
         *self.source.slot(AddrKey { family, addr }) += 1;
 
         let nk = NatKey {
@@ -308,19 +306,9 @@ fn proto_name(p: u8) -> String {
 }
 
 fn tcp_state_name(s: u8) -> &'static str {
-    const NAMES: [&str; 10] = [
-        "NONE",
-        "SYN_SENT",
-        "SYN_RECV",
-        "ESTABLISHED",
-        "FIN_WAIT",
-        "CLOSE_WAIT",
-        "LAST_ACK",
-        "TIME_WAIT",
-        "CLOSE",
-        "SYN_SENT2",
-    ];
-    NAMES.get(usize::from(s)).copied().unwrap_or("UNKNOWN")
+    const NAMES: &str =
+        "NONE SYN_SENT SYN_RECV ESTABLISHED FIN_WAIT CLOSE_WAIT LAST_ACK TIME_WAIT CLOSE SYN_SENT2";
+    NAMES.split(' ').nth(usize::from(s)).unwrap_or("UNKNOWN")
 }
 
 fn addr_text(family: u8, a: &[u8; 16]) -> String {

@@ -140,10 +140,8 @@ impl Collected {
         };
         let (d, st, src) = (top(Dim::Dport), top(Dim::State), top(Dim::Source));
         let complete = self.partial().is_none();
-        let mut m = format!("{} entries read", self.agg.total());
-        if !complete {
-            m.push_str(" (partial)");
-        }
+        let partial = if complete { "" } else { " (partial)" };
+        let mut m = format!("{} entries read{partial}", self.agg.total());
         for (what, t) in [("port", &d), ("state", &st), ("source", &src)] {
             if let Some(t) = t {
                 let _ = write!(m, "; top {what} {} {:.0}%", t.key, t.share * 100.0);
@@ -194,8 +192,8 @@ pub struct TriageSummary {
 /// A triage running on its own thread, so the watchdog loop keeps
 /// sampling and pinging sd_notify while the table is read.
 pub struct Triage {
-    rx: mpsc::Receiver<Result<TriageSummary, ReadError>>,
-    done: bool,
+    /// `None` once the result was taken.
+    rx: Option<mpsc::Receiver<Result<TriageSummary, ReadError>>>,
 }
 
 impl Triage {
@@ -215,21 +213,18 @@ impl Triage {
                 };
                 let _ = tx.send(r.map(|c| c.summary()));
             });
-        Triage { rx, done: false }
+        Triage { rx: Some(rx) }
     }
 
     /// Non-blocking: `None` while it runs (and after the result was
     /// taken); `Some` exactly once with the result.
     pub fn poll(&mut self) -> Option<Result<TriageSummary, ReadError>> {
-        if self.done {
-            return None;
-        }
-        let r = match self.rx.try_recv() {
+        let r = match self.rx.as_ref()?.try_recv() {
             Ok(r) => r,
             Err(mpsc::TryRecvError::Empty) => return None,
             Err(mpsc::TryRecvError::Disconnected) => Err(ReadError::Lost),
         };
-        self.done = true;
+        self.rx = None;
         Some(r)
     }
 }

@@ -112,37 +112,27 @@ fn missing_text(missing: &[(&'static str, usize)]) -> Option<String> {
 pub(crate) fn judge(r: Readings) -> Report {
     let thresholds = r.config.as_ref().ok().map(|(t, _)| t.clone());
     let kmsg = r.kmsg.as_ref().ok();
-    let mut worst = if r.config.is_err() || !r.missing.is_empty() {
-        Verdict::Unknown
-    } else {
-        Verdict::Ok
-    };
     let mut max = None;
     let mut rows: Vec<NsRow> = r
         .namespaces
         .into_iter()
         .map(|(ns, s)| {
-            let (mut status, mut fill, mut level, mut conntrack, mut error) =
-                (Verdict::Unknown, None, None, None, None);
-            match &s {
-                Ok(x) if x.max > 0 => {
-                    max = Some(x.max);
-                    let f = x.count as f64 / x.max as f64;
-                    fill = Some(f);
-                    conntrack = Some(if x.inactive() { "inactive" } else { "active" });
-                    if let Some(t) = &thresholds {
-                        let lv = Level::of(f * 100.0, t);
-                        level = Some(lv);
-                        status = lv.into();
-                    }
-                    if x.count > x.max {
-                        status = Verdict::Critical;
-                    }
-                }
-                Ok(_) => error = Some("nf_conntrack_max is 0".to_string()),
-                Err(e) => error = Some(e.clone()),
-            }
-            worst = worst.worst(status);
+            let read = s.as_ref().ok().filter(|x| x.max > 0);
+            let fill = read.map(|x| x.count as f64 / x.max as f64);
+            let level = fill
+                .zip(thresholds.as_ref())
+                .map(|(f, t)| Level::of(f * 100.0, t));
+            let status = match (read, level) {
+                (Some(x), _) if x.count > x.max => Verdict::Critical,
+                (_, Some(lv)) => lv.into(),
+                _ => Verdict::Unknown,
+            };
+            let error = match &s {
+                Ok(x) if x.max == 0 => Some("nf_conntrack_max is 0".to_string()),
+                Ok(_) => None,
+                Err(e) => Some(e.clone()),
+            };
+            max = read.map(|x| x.max).or(max);
             NsRow {
                 inode: ns.inode,
                 host: ns.host,
@@ -153,7 +143,7 @@ pub(crate) fn judge(r: Readings) -> Report {
                 status,
                 fill,
                 level,
-                conntrack,
+                conntrack: read.map(|x| if x.inactive() { "inactive" } else { "active" }),
                 sample: s.ok(),
                 error,
                 table_full: kmsg
@@ -161,6 +151,10 @@ pub(crate) fn judge(r: Readings) -> Report {
             }
         })
         .collect();
+    let unknown = r.config.is_err() || !r.missing.is_empty();
+    let worst = Verdict::worst_of(
+        (rows.iter().map(|r| r.status)).chain(unknown.then_some(Verdict::Unknown)),
+    );
     // Fullest first; the unreadable after the readable.
     rows.sort_by(|a, b| {
         let key = |r: &NsRow| r.fill.unwrap_or(-1.0);
@@ -208,19 +202,10 @@ pub(crate) fn text(r: &Report) -> String {
         r.critical_percent.map_or("?".into(), |v| v.to_string()),
         r.config
     );
-    let _ = writeln!(
-        s,
-        "  {:<8} {:>12} {:>7} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}  {:<8}  OWNER",
-        "STATUS",
-        "NETNS",
-        "FILL",
-        "COUNT",
-        "DROP",
-        "EARLY",
-        "INSFAIL",
-        "UDP-RCVBF",
-        "UDP-INERR",
-        "CONNTRACK"
+    // The column widths of `row_lines`.
+    s.push_str(
+        "  STATUS          NETNS    FILL     COUNT     DROP    EARLY  INSFAIL \
+         UDP-RCVBF UDP-INERR  CONNTRACK  OWNER\n",
     );
     for row in &r.namespaces {
         row_lines(&mut s, row, r.now_usec);

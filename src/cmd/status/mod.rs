@@ -32,8 +32,7 @@ use crate::assess::verdict::{plugin_line, Perf, Verdict};
 use crate::assess::{FillReading, Level, Setting, Thresholds, BACKLOG, CONNTRACK, SOCKET};
 use crate::config::{self, fmt_duration};
 use crate::host::Host;
-use crate::kernel::ctstats::CounterSource;
-use crate::kernel::ctstats::{CtCounter, CtReading, CtTable, CtUnavailable};
+use crate::kernel::ctstats::{CounterSource, CtCounter, CtReading, CtTable, CtUnavailable};
 use crate::kernel::percpu::{CounterSet, CpuTable, DeltaTracker, Window, HOT_CPU_SHARE};
 use crate::kernel::snmp::{read_udp, SnmpError, UdpStats};
 use crate::kernel::softnet::{read_softnet, SoftnetCounter, SoftnetError, SoftnetTable};
@@ -41,7 +40,7 @@ use crate::kernel::{kernel_u64, slab, FileError};
 use crate::observe;
 use crate::report::output;
 use crate::report::table::human_bytes;
-use crate::state::grown::{self, Remembered};
+use crate::state::grown;
 
 // The JSON of `status --json`: serde writes each struct's fields in the
 // order given here.
@@ -95,9 +94,8 @@ pub(crate) struct SocketTotals {
 /// A configured setting against the kernel (`actual`: null when absent).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct SettingRow {
-    key: String,
-    expected: String,
-    actual: Option<String>,
+    #[serde(flatten)]
+    s: Setting,
     ok: bool,
     /// Who else writes this key, where that can be known (drifted keys).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -158,19 +156,6 @@ pub(crate) struct GrownRow {
     at: u64,
     at_utc: String,
     reason: String,
-}
-
-impl From<&Remembered> for GrownRow {
-    fn from(r: &Remembered) -> Self {
-        GrownRow {
-            max: r.max,
-            buckets: r.buckets,
-            configured: r.configured,
-            at: r.at,
-            at_utc: grown::fmt_utc(r.at),
-            reason: r.reason.clone(),
-        }
-    }
 }
 
 /// What was read, as values: the input of [`judge`].
@@ -262,10 +247,7 @@ pub(crate) fn judge(r: &Readings) -> Report {
     let module_loaded = !matches!(r.fill, FillReading::Gone(_));
     let fill = judge_fill(&r.fill, thresholds, &mut problems);
     let last = r.after.as_ref().unwrap_or(&r.before);
-    let (counters, counters_source) = match &last.conntrack {
-        Ok(r) => (Some(ct_totals(&r.table)), Some(r.source)),
-        Err(_) => (None, None),
-    };
+    let ct = last.conntrack.as_ref().ok();
     // Unreadable conntrack counters, at either end of the window (once).
     let after = r.after.as_ref().map(|a| &a.conntrack);
     if let (Err(e), _) | (Ok(_), Some(Err(e))) = (&r.before.conntrack, after) {
@@ -288,9 +270,13 @@ pub(crate) fn judge(r: &Readings) -> Report {
         fill: fill.map(|f| f.2),
         level: fill.and_then(|f| f.3),
         module_loaded,
-        counters,
-        counters_source,
-        sockets: last.udp.as_ref().ok().map(socket_totals),
+        counters: ct.map(|r| ct_totals(&r.table)),
+        counters_source: ct.map(|r| r.source),
+        sockets: last.udp.as_ref().ok().map(|u| SocketTotals {
+            rcvbuf_errors: u.rcvbuf_errors(),
+            in_errors: u.in_errors(),
+            no_ports: u.no_ports(),
+        }),
         backlog: last.softnet.as_ref().ok().map(backlog_totals),
         rising,
         settings,
@@ -354,33 +340,54 @@ fn judge_fill(
     Some((c, m, ratio, level))
 }
 
-fn socket_totals(u: &UdpStats) -> SocketTotals {
-    SocketTotals {
-        rcvbuf_errors: u.rcvbuf_errors(),
-        in_errors: u.in_errors(),
-        no_ports: u.no_ports(),
-    }
-}
-
 fn backlog_totals(t: &SoftnetTable) -> BTreeMap<&'static str, u64> {
-    [
-        ("dropped", SoftnetCounter::Dropped),
-        ("time_squeeze", SoftnetCounter::TimeSqueeze),
-    ]
-    .into_iter()
-    .filter_map(|(n, k)| Some((n, t.total(k)?)))
-    .collect()
+    let keys = [SoftnetCounter::Dropped, SoftnetCounter::TimeSqueeze];
+    keys.into_iter()
+        .filter_map(|k| Some((k.name(), t.total(k)?)))
+        .collect()
 }
 
 /// What rose over the window, and its problems: the drop points losing
 /// packets now, and a CPU that carries most of the conntrack drops.
 fn judge_window(r: &Readings, after: &Counts, problems: &mut Vec<Problem>) -> Rising {
     let [ct, udp, bl] = window_tallies(&r.before, after);
-    let points = judge_drop_points(
-        [ct.as_ref(), udp.as_ref(), bl.as_ref()],
-        &fmt_duration(r.window),
-        problems,
-    );
+    let window = fmt_duration(r.window);
+    // The drop points that lost packets in the window, each with its problem.
+    let mut points = Vec::new();
+    for (t, sig, point, severity, dying, advice) in [
+        (
+            &ct,
+            &CONNTRACK,
+            "conntrack table",
+            Verdict::Critical,
+            "packets",
+            "",
+        ),
+        (
+            &udp,
+            &SOCKET,
+            "socket receive buffer",
+            Verdict::Warning,
+            "UDP datagrams",
+            "; raise the receiver's SO_RCVBUF and net.core.rmem_max",
+        ),
+        (
+            &bl,
+            &BACKLOG,
+            "input backlog",
+            Verdict::Warning,
+            "packets",
+            "; raise net.core.netdev_max_backlog, spread the load with RSS/RPS",
+        ),
+    ] {
+        let Some(t) = t.as_ref().filter(|t| t.loss(sig) > 0) else {
+            continue;
+        };
+        points.push(point);
+        let lost = t.text(sig);
+        let what = format!("{dying} are being dropped now at the {point}: {lost} in {window}");
+        problems.push(Problem::new(severity, what + advice));
+    }
     let mut per_cpu = Vec::new();
     if !points.is_empty() {
         per_cpu = per_cpu_loss(ct.as_ref(), bl.as_ref());
@@ -407,72 +414,31 @@ fn judge_window(r: &Readings, after: &Counts, problems: &mut Vec<Problem>) -> Ri
     }
 }
 
-/// The drop points that lost packets in `window`, each with its problem.
-fn judge_drop_points(
-    [ct, udp, bl]: [Option<&Tally>; 3],
-    window: &str,
-    problems: &mut Vec<Problem>,
-) -> Vec<&'static str> {
-    let mut points = Vec::new();
-    for (t, sig, point) in [
-        (ct, &CONNTRACK, "conntrack table"),
-        (udp, &SOCKET, "socket receive buffer"),
-        (bl, &BACKLOG, "input backlog"),
-    ] {
-        let Some(t) = t.filter(|t| t.loss(sig) > 0) else {
-            continue;
-        };
-        points.push(point);
-        let (severity, dying, advice) = match point {
-            "conntrack table" => (Verdict::Critical, "packets", ""),
-            "socket receive buffer" => (
-                Verdict::Warning,
-                "UDP datagrams",
-                "; raise the receiver's SO_RCVBUF and net.core.rmem_max",
-            ),
-            _ => (
-                Verdict::Warning,
-                "packets",
-                "; raise net.core.netdev_max_backlog, spread the load with RSS/RPS",
-            ),
-        };
-        let lost = t.text(sig);
-        let what = format!("{dying} are being dropped now at the {point}: {lost} in {window}");
-        problems.push(Problem::new(severity, what + advice));
-    }
-    points
-}
-
 /// The settings rows; each drifted key is a warning naming who else
 /// writes it, where known.
 fn judge_settings(r: &Readings, problems: &mut Vec<Problem>) -> Vec<SettingRow> {
-    let settings: Vec<SettingRow> = r
-        .settings
-        .iter()
-        .map(|s| SettingRow {
-            key: s.key.clone(),
-            expected: s.expected.clone(),
-            actual: s.actual.clone(),
+    let row = |s: &Setting| {
+        let hint = r.writer_hints.get(&s.key).filter(|_| !s.ok());
+        if !s.ok() {
+            let who = hint.map(|h| format!("; who else writes it: {h}"));
+            problems.push(Problem::new(
+                Verdict::Warning,
+                format!(
+                    "{} is {} but configured as {} (drift; systemctl restart conntrack-guard-apply){}",
+                    s.key,
+                    s.actual.as_deref().unwrap_or("absent"),
+                    s.expected,
+                    who.unwrap_or_default()
+                ),
+            ));
+        }
+        SettingRow {
             ok: s.ok(),
-            writer_hint: r.writer_hints.get(&s.key).filter(|_| !s.ok()).cloned(),
-        })
-        .collect();
-    for s in settings.iter().filter(|s| !s.ok) {
-        problems.push(Problem::new(
-            Verdict::Warning,
-            format!(
-                "{} is {} but configured as {} (drift; systemctl restart conntrack-guard-apply){}",
-                s.key,
-                s.actual.as_deref().unwrap_or("absent"),
-                s.expected,
-                s.writer_hint
-                    .as_deref()
-                    .map(|h| format!("; who else writes it: {h}"))
-                    .unwrap_or_default()
-            ),
-        ));
-    }
-    settings
+            writer_hint: hint.cloned(),
+            s: s.clone(),
+        }
+    };
+    r.settings.iter().map(row).collect()
 }
 
 fn per_cpu_loss(ct: Option<&Tally>, bl: Option<&Tally>) -> Vec<CpuLoss> {
@@ -492,11 +458,9 @@ fn per_cpu_loss(ct: Option<&Tally>, bl: Option<&Tally>) -> Vec<CpuLoss> {
 }
 
 fn bar(ratio: f64, width: usize) -> String {
-    let r = if ratio.is_finite() {
-        ratio.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+    let r = Some(ratio)
+        .filter(|r| r.is_finite())
+        .map_or(0.0, |r| r.clamp(0.0, 1.0));
     let filled = ((r * width as f64).round() as usize).min(width);
     format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
 }
@@ -622,23 +586,18 @@ fn rising_lines(s: &mut String, x: &Rising) {
     let now = if x.drop_points.is_empty() {
         "no drops".to_string()
     } else {
-        let mut parts = Vec::new();
-        for (point, map) in [
-            ("conntrack table", &x.conntrack),
-            ("socket receive buffer", &x.socket),
-            ("input backlog", &x.backlog),
-        ] {
-            if x.drop_points.contains(&point) {
-                let list = map
-                    .iter()
-                    .filter(|(_, v)| **v > 0)
-                    .map(|(k, v)| format!("{k} +{v}"))
-                    .collect::<Vec<_>>()
-                    .join("  ");
-                parts.push(format!("{point}: {list}"));
-            }
-        }
-        format!("RISING at {}", parts.join("; "))
+        // `drop_points` keeps the order of the three maps.
+        let parts = x.drop_points.iter().map(|point| {
+            let map = match *point {
+                "conntrack table" => &x.conntrack,
+                "socket receive buffer" => &x.socket,
+                _ => &x.backlog,
+            };
+            let list = map.iter().filter(|(_, v)| **v > 0);
+            let list: Vec<_> = list.map(|(k, v)| format!("{k} +{v}")).collect();
+            format!("{point}: {}", list.join("  "))
+        });
+        format!("RISING at {}", parts.collect::<Vec<_>>().join("; "))
     };
     let _ = writeln!(s, "  now       {now} over {:.1}s", x.window_seconds);
     if !x.per_cpu.is_empty() {
@@ -663,11 +622,11 @@ fn settings_lines(s: &mut String, r: &Report) {
         "  settings  {}",
         r.config.as_deref().unwrap_or("(configuration unreadable)")
     );
-    let kw = r.settings.iter().map(|x| x.key.len()).max().unwrap_or(0);
+    let kw = r.settings.iter().map(|x| x.s.key.len()).max().unwrap_or(0);
     let width = |x: &SettingRow| {
-        x.expected
+        x.s.expected
             .len()
-            .max(x.actual.as_deref().map_or(6, str::len))
+            .max(x.s.actual.as_deref().map_or(6, str::len))
     };
     let vw = r.settings.iter().map(width).fold(8, usize::max);
     if !r.settings.is_empty() {
@@ -681,9 +640,9 @@ fn settings_lines(s: &mut String, r: &Report) {
         let _ = writeln!(
             s,
             "    {:kw$}  {:>vw$}  {:>vw$}  {}",
-            x.key,
-            x.expected,
-            x.actual.as_deref().unwrap_or("absent"),
+            x.s.key,
+            x.s.expected,
+            x.s.actual.as_deref().unwrap_or("absent"),
             if x.ok { "ok" } else { "DRIFT" }
         );
     }
@@ -742,7 +701,14 @@ fn grow_report(host: &Host, cfg: &config::Config, max: u64) -> GrowReport {
     GrowReport {
         enabled: cfg.grow.enabled,
         budget: observe::budget_view(root, cfg.grow.budget, entry, page, max, buckets),
-        grown: boot.grown().map(GrownRow::from),
+        grown: boot.grown().map(|r| GrownRow {
+            max: r.max,
+            buckets: r.buckets,
+            configured: r.configured,
+            at: r.at,
+            at_utc: grown::fmt_utc(r.at),
+            reason: r.reason.clone(),
+        }),
         record_ignored: boot.ignored,
     }
 }
