@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use crate::config::{fmt_duration, Watch};
 use crate::kernel::ctstats::{CtReading, CtUnavailable};
-use crate::kernel::percpu::Saved;
+use crate::kernel::percpu::{CounterSet, DeltaTracker, Saved};
 use crate::kernel::same_value;
 use crate::kernel::snmp::{SnmpError, UdpStats};
 use crate::kernel::softnet::{SoftnetError, SoftnetTable};
@@ -53,7 +53,7 @@ pub use drift::{DriftTracker, REMEDY};
 pub use drops::DropTracker;
 pub use health::HealthTracker;
 pub use level::{next_level, Level, LevelTracker};
-pub use tally::{Tally, BACKLOG, CONNTRACK, SOCKET};
+pub use tally::{Signal, Tally, BACKLOG, CONNTRACK, SOCKET};
 pub use trend::{Trend, FULL_IN_HORIZON, TREND_POINTS, TREND_WINDOW};
 
 /// The periodic info summary comes at most this often.
@@ -73,8 +73,6 @@ pub struct Thresholds {
     /// While drops go on, at most one drops event per this long; an
     /// incident ends after this long without a drop.
     pub drops_every: Duration,
-    /// Minimum time between two summaries.
-    pub summary_every: Duration,
 }
 
 impl Thresholds {
@@ -87,7 +85,6 @@ impl Thresholds {
             hysteresis_percent: w.hysteresis_percent,
             reminder: w.reminder,
             drops_every: w.drops_every.max(interval),
-            summary_every: SUMMARY_EVERY,
         }
     }
 }
@@ -289,19 +286,12 @@ impl State {
     /// The conntrack counters since boot, monotonic across u32 wraps, for
     /// the metrics (the counters this kernel has, in [`CONNTRACK`] order).
     pub fn conntrack_totals(&self) -> Vec<(&'static str, u64)> {
-        let total = |c: &tally::Counter| {
-            let k = tally::ct_counter(c.name)?;
-            Some((c.name, self.counters.deltas.monotonic(k)?))
-        };
-        CONNTRACK.counters.iter().filter_map(total).collect()
+        totals(&self.counters.deltas, &CONNTRACK)
     }
 
     /// The backlog counters since boot, monotonic, for the metrics.
     pub fn backlog_totals(&self) -> Vec<(&'static str, u64)> {
-        use crate::kernel::softnet::SoftnetCounter::{Dropped, TimeSqueeze};
-        let named = [("dropped", Dropped), ("time_squeeze", TimeSqueeze)];
-        let total = |(n, k)| Some((n, self.backlog.deltas.monotonic(k)?));
-        named.into_iter().filter_map(total).collect()
+        totals(&self.backlog.deltas, &BACKLOG)
     }
 
     /// The per-CPU counter state behind the metrics' totals, for the next
@@ -330,6 +320,12 @@ impl State {
             full_for: self.full_since.map(|s| self.now.saturating_sub(s)),
         }
     }
+}
+
+/// `sig`'s counters that `d` has, since boot, monotonic.
+fn totals<K: CounterSet>(d: &DeltaTracker<K>, sig: &Signal) -> Vec<(&'static str, u64)> {
+    let total = |c: &tally::Counter| Some((c.name, d.monotonic(tally::counter(c.name)?)?));
+    sig.counters.iter().filter_map(total).collect()
 }
 
 fn fill_fields(ev: Event, fill: &Fill, level: Level) -> Event {
@@ -396,19 +392,18 @@ pub fn assess(
     }
     out.extend(s.drift.step(&obs.settings));
     s.fill = Some(fill);
-    out.extend(summary(t, &mut s, &fill, now));
+    out.extend(summary(&mut s, &fill, now));
     (s, out)
 }
 
 /// The periodic info summary, every `summary_every`.
-fn summary(t: &Thresholds, s: &mut State, fill: &Fill, now: Duration) -> Option<Event> {
+fn summary(s: &mut State, fill: &Fill, now: Duration) -> Option<Event> {
     let since = *s.last_summary_at.get_or_insert(now);
-    if now.saturating_sub(since) < t.summary_every {
+    if now.saturating_sub(since) < SUMMARY_EVERY {
         return None;
     }
     s.last_summary_at = Some(now);
-    let c = s.since_start();
-    let [drop, early, failed] = ["drop", "early_drop", "insert_failed"].map(|n| c.get(n));
+    let [drop, early, failed] = s.since_start().drops();
     let msg = format!(
         "summary: {}; drops since start: drop {drop}, early_drop {early}, insert_failed {failed}",
         status_line(s)
@@ -442,7 +437,7 @@ pub fn status_line(s: &State) -> String {
         (None, _, _) => "conntrack not sampled yet".to_string(),
     };
     let [drop, early] = ["drop", "early_drop"].map(|n| s.since_start().get(n));
-    let drops = match s.counters.available.missing {
+    let drops = match s.counters.missing {
         true => "drops n/a · early_drops n/a".to_string(),
         false => format!("drops {drop} · early_drops {early}"),
     };
@@ -517,7 +512,6 @@ mod tests {
             hysteresis_percent: 5.0,
             reminder: Duration::from_secs(300),
             drops_every: Duration::from_secs(5),
-            summary_every: SUMMARY_EVERY,
         }
     }
 

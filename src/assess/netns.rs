@@ -112,11 +112,8 @@ impl NsTrackers {
     /// it was first scanned, by inode (growth takes the rises between two
     /// scans from these).
     pub fn drops_since_start(&self) -> impl Iterator<Item = (u64, [u64; 3])> + '_ {
-        self.by_inode.iter().map(|(inode, t)| {
-            let c = &t.counters.since_start;
-            let drops = ["drop", "early_drop", "insert_failed"].map(|n| c.get(n));
-            (*inode, drops)
-        })
+        let drops = |(inode, t): (&u64, &NsTracker)| (*inode, t.counters.since_start.drops());
+        self.by_inode.iter().map(drops)
     }
 
     /// Each namespace's count at the last scan.
