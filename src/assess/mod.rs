@@ -53,7 +53,7 @@ pub use drift::{DriftTracker, REMEDY};
 pub use drops::DropTracker;
 pub use health::HealthTracker;
 pub use level::{next_level, Level, LevelTracker};
-pub use tally::{Signal, Tally, BACKLOG, CONNTRACK, SOCKET};
+pub use tally::{Signal, Tally, BACKLOG, CONNTRACK, DROPS, SOCKET};
 pub use trend::{Trend, FULL_IN_HORIZON, TREND_POINTS, TREND_WINDOW};
 
 /// The periodic info summary comes at most this often.
