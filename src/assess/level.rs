@@ -55,24 +55,18 @@ impl Level {
 /// table hovering at a threshold does not flap.
 pub fn next_level(prev: Level, fill_percent: f64, t: &Thresholds) -> Level {
     let raw = Level::of(fill_percent, t);
+    // Falling stops at the first level, from prev down, whose threshold
+    // minus the hysteresis the fill still reaches.
+    let held = |l: Level, at: f64| prev >= l && fill_percent >= at - t.hysteresis_percent;
     if raw >= prev {
-        return raw;
+        raw
+    } else if held(Level::Critical, t.critical_percent) {
+        Level::Critical
+    } else if held(Level::Warning, t.warn_percent) {
+        Level::Warning
+    } else {
+        raw
     }
-    let h = t.hysteresis_percent;
-    let held = |level: Level| match level {
-        Level::Critical => fill_percent >= t.critical_percent - h,
-        Level::Warning => fill_percent >= t.warn_percent - h,
-        Level::Ok => true,
-    };
-    // Walk down from the previous level; stop at the first one still held.
-    let mut level = prev;
-    while level > raw && !held(level) {
-        level = match level {
-            Level::Critical => Level::Warning,
-            _ => Level::Ok,
-        };
-    }
-    level
 }
 
 /// The level concern: its state between samples.
