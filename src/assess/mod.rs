@@ -53,7 +53,7 @@ pub use drift::{DriftTracker, REMEDY};
 pub use drops::DropTracker;
 pub use health::HealthTracker;
 pub use level::{next_level, Level, LevelTracker};
-pub use tally::{Signal, Tally, BACKLOG, CONNTRACK, DROPS, SOCKET};
+pub use tally::{Signal, Tally, BACKLOG, CONNTRACK, DROPS, POINTS, SOCKET};
 pub use trend::{Trend, FULL_IN_HORIZON, TREND_POINTS, TREND_WINDOW};
 
 /// The periodic info summary comes at most this often.
@@ -238,12 +238,9 @@ pub struct State {
     pub backlog: BacklogTracker,
     /// Level, reminders and peak.
     pub level: LevelTracker,
-    /// Conntrack drop incidents.
-    pub drops: DropTracker,
-    /// Socket receive buffer drop incidents.
-    pub udp_drops: DropTracker,
-    /// Input backlog drop incidents.
-    pub backlog_drops: DropTracker,
+    /// Drop incidents of each drop point, in [`POINTS`] order (conntrack,
+    /// socket receive buffers, input backlog).
+    pub drops: [DropTracker; 3],
     /// Drifted settings.
     pub drift: DriftTracker,
     /// Restores on drift (`[watch] restore`).
@@ -383,11 +380,7 @@ pub fn assess(
     out.extend(evs.into_iter().chain(evs2).chain(evs3));
     out.extend(s.level.step(t, &fill, s.fullness(), now));
     let level = s.level();
-    for (drops, sig, delta) in [
-        (&mut s.drops, &CONNTRACK, ct),
-        (&mut s.udp_drops, &SOCKET, udp),
-        (&mut s.backlog_drops, &BACKLOG, backlog),
-    ] {
+    for ((drops, sig), delta) in s.drops.iter_mut().zip(POINTS).zip([ct, udp, backlog]) {
         out.extend(drops.step(sig, t, delta.as_ref(), &fill, level, now));
     }
     out.extend(s.drift.step(&obs.settings));
@@ -415,9 +408,9 @@ fn summary(s: &mut State, fill: &Fill, now: Duration) -> Option<Event> {
 /// Events still owed at exit: drops held back for the incident's window.
 pub fn flush(mut s: State) -> (State, Vec<Event>) {
     let (level, fill, now) = (s.level(), s.fill, s.now);
-    let mut evs = s.drops.flush(&CONNTRACK, fill.as_ref(), level, now);
-    evs.extend(s.udp_drops.flush(&SOCKET, fill.as_ref(), level, now));
-    evs.extend(s.backlog_drops.flush(&BACKLOG, fill.as_ref(), level, now));
+    let points = s.drops.iter_mut().zip(POINTS);
+    let evs = points.flat_map(|(d, sig)| d.flush(sig, fill.as_ref(), level, now));
+    let evs = evs.collect();
     (s, evs)
 }
 
@@ -447,9 +440,9 @@ pub fn status_line(s: &State) -> String {
         n => format!("settings DRIFT ({n} keys)"),
     };
     let mut line = format!("{head} · {drops} · {settings}");
-    for (t, what) in [(&s.udp_drops, "socket"), (&s.backlog_drops, "backlog")] {
+    for (t, sig) in s.drops.iter().zip(POINTS).skip(1) {
         if t.active() {
-            let _ = write!(line, " · {what} drops {}", t.since_start);
+            let _ = write!(line, " · {} drops {}", sig.point, t.since_start);
         }
     }
     let f = s.fullness();
@@ -942,7 +935,7 @@ mod tests {
         // The end comes a whole window after the last drop (150 s), not before.
         let at = evs.iter().position(|e| e.name == "drops_ended").unwrap();
         assert!(names(&evs[at..]).iter().all(|n| *n != "drops"));
-        assert!(s.drops.incident.is_none());
+        assert!(s.drops[0].incident.is_none());
         // A new loss starts a new incident, logged at once.
         let (_, e) = assess(
             &t,

@@ -110,6 +110,9 @@ pub static BACKLOG: Signal = Signal {
     },
 };
 
+/// The three drop points, in the order their events and the state list them.
+pub static POINTS: [&Signal; 3] = [&CONNTRACK, &SOCKET, &BACKLOG];
+
 fn conntrack_advice(t: &Tally) -> &'static str {
     // Only chaintoolong lost packets: the chains, not the size.
     if t.get("chaintoolong") > 0 && t.drops() == [0; 3] {
