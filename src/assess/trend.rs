@@ -53,17 +53,12 @@ impl Trend {
         }
         let past = self.points.iter().copied().filter(|(t, _)| *t < now);
         let pts = past.chain(std::iter::once((now, count)));
-        let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        for (t, c) in pts {
+        let sums = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let (n, sx, sy, sxx, sxy) = pts.fold(sums, |(n, sx, sy, sxx, sxy), (t, c)| {
             // Relative to the first point, so the squares stay small.
-            let x = t.saturating_sub(first).as_secs_f64();
-            let y = c as f64;
-            n += 1.0;
-            sx += x;
-            sy += y;
-            sxx += x * x;
-            sxy += x * y;
-        }
+            let (x, y) = (t.saturating_sub(first).as_secs_f64(), c as f64);
+            (n + 1.0, sx + x, sy + y, sxx + x * x, sxy + x * y)
+        });
         let denom = n * sxx - sx * sx;
         if n < 2.0 || denom <= f64::EPSILON {
             return None;
@@ -72,8 +67,7 @@ impl Trend {
         if !slope.is_finite() || slope <= 0.0 {
             return None;
         }
-        let left = max.saturating_sub(count) as f64;
-        let secs = left / slope;
+        let secs = max.saturating_sub(count) as f64 / slope;
         if !secs.is_finite() || secs > FULL_IN_HORIZON.as_secs_f64() {
             return None;
         }
