@@ -26,11 +26,7 @@ pub enum Level {
 impl Level {
     /// `ok`, `warning` or `critical` (the `CONNTRACK_LEVEL` value).
     pub fn name(self) -> &'static str {
-        match self {
-            Level::Ok => "ok",
-            Level::Warning => "warning",
-            Level::Critical => "critical",
-        }
+        ["ok", "warning", "critical"][self as usize]
     }
 
     /// 0, 1 or 2 (the `conntrack_guard_level` gauge).

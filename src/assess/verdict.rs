@@ -44,12 +44,7 @@ impl Verdict {
 
     /// `OK`, `WARNING`, `CRITICAL` or `UNKNOWN`.
     pub fn name(self) -> &'static str {
-        match self {
-            Verdict::Ok => "OK",
-            Verdict::Warning => "WARNING",
-            Verdict::Critical => "CRITICAL",
-            Verdict::Unknown => "UNKNOWN",
-        }
+        ["OK", "WARNING", "CRITICAL", "UNKNOWN"][self as usize]
     }
 }
 
@@ -61,11 +56,7 @@ pub fn lowercase<S: serde::Serializer>(v: &Verdict, s: S) -> Result<S::Ok, S::Er
 
 impl From<Level> for Verdict {
     fn from(l: Level) -> Self {
-        match l {
-            Level::Ok => Verdict::Ok,
-            Level::Warning => Verdict::Warning,
-            Level::Critical => Verdict::Critical,
-        }
+        [Verdict::Ok, Verdict::Warning, Verdict::Critical][l as usize]
     }
 }
 
