@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::assess::sizing::{cap_max, size_for, DEFAULT_HEADROOM};
-use crate::assess::{Setting, DROPS};
+use crate::assess::{Fill, Setting, DROPS};
 use crate::config::{KEY_BUCKETS, KEY_MAX, MAX_CONNTRACK_MAX};
 use crate::kernel::hashsize::kernel_buckets;
 use crate::kernel::slab::{worst_case_bytes, DEFAULT_ENTRY_BYTES};
@@ -356,7 +356,8 @@ impl GrowTracker {
 /// Why to grow, or `None`: `fill 96% in host`, `early_drop +1234`, ...
 fn trigger(p: &GrowPolicy, s: &GrowSample) -> Option<String> {
     let mut parts = Vec::new();
-    let fill = s.fullest_count as f64 * 100.0 / s.max.max(1) as f64;
+    let (count, max) = (s.fullest_count, s.max);
+    let fill = Fill { count, max }.percent();
     if fill >= p.critical_percent {
         parts.push(format!("fill {fill:.0}% in {}", s.fullest_label));
     }
