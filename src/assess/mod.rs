@@ -348,9 +348,7 @@ pub fn assess(
         health::Reading::Gone => {
             // Counts and counters restart with the module: its next counter
             // reading is a new baseline, not a decrease.
-            s.full_in = None;
-            s.full_since = None;
-            s.trend.clear();
+            (s.full_in, s.full_since, s.trend) = (None, None, Trend::default());
             s.counters = CtTracker {
                 since_start: std::mem::take(&mut s.counters.since_start),
                 ..CtTracker::default()

@@ -92,8 +92,7 @@ pub const LARGEST_MAX: u64 = MAX_CONNTRACK_MAX / 2048 * 2048;
 /// largest aligned max instead, and say so when even that holds fewer
 /// entries than wanted (or than needed without headroom).
 fn recommended_max(wanted: u64, needed: u64) -> (u64, Option<String>) {
-    let pow2 = wanted.max(1024).checked_next_power_of_two();
-    match pow2 {
+    match wanted.max(1024).checked_next_power_of_two() {
         Some(m) if m <= MAX_CONNTRACK_MAX => (m, None),
         _ if wanted <= LARGEST_MAX => (wanted.div_ceil(2048) * 2048, None),
         _ => {

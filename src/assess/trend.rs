@@ -37,11 +37,6 @@ impl Trend {
         }
     }
 
-    /// Forget everything (the module went away: counts restart).
-    pub fn clear(&mut self) {
-        self.points.clear();
-    }
-
     /// When the table will be full at the current rate: a least-squares
     /// slope over the window plus the current sample. `None` when not
     /// rising, with too little history (under 2 s), or beyond
