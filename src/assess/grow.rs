@@ -148,13 +148,13 @@ impl Growth {
         let (before, after, reason) = (self.max_before, self.max_after, &self.reason);
         let changed = self.buckets_changed();
         let (b0, b1) = (self.buckets_before, self.buckets_after);
-        let buckets = changed
-            .then(|| format!(", buckets {b0} → {b1}"))
-            .unwrap_or_default();
+        let buckets = match changed {
+            true => format!(", buckets {b0} → {b1}"),
+            false => String::new(),
+        };
         let stall = stall.filter(|_| changed);
-        let stall_text =
-            stall.map(|d| format!(" (the resize stalled packets for {} µs)", d.as_micros()));
-        let stall_text = stall_text.unwrap_or_default();
+        let us = stall.map(|d| format!(" (the resize stalled packets for {} µs)", d.as_micros()));
+        let stall_text = us.unwrap_or_default();
         let (worst, budget) = (human_bytes(self.memory_worst), human_bytes(self.budget));
         let msg = format!(
             "conntrack table grown: max {before} → {after}{buckets}{stall_text} after {reason}; \
