@@ -108,13 +108,10 @@ impl LevelTracker {
             Level::Critical => Priority::Crit,
             _ => Priority::Warning,
         };
+        let (name, cur, pk, ft) = (level.name(), fill.text(), peak.text(), full.text());
+        let since = fmt_duration(now.saturating_sub(self.last_reminder_at));
         let msg = format!(
-            "conntrack table still at {}: now {}, peak {} in the last {}{}",
-            level.name(),
-            fill.text(),
-            peak.text(),
-            fmt_duration(now.saturating_sub(self.last_reminder_at)),
-            full.text()
+            "conntrack table still at {name}: now {cur}, peak {pk} in the last {since}{ft}"
         );
         let ev = Event::new(prio, "reminder", ids::REMINDER, msg);
         let ev = fill_fields(ev, fill, level)
