@@ -93,13 +93,7 @@ impl DropTracker {
                 return vec![window_event(sig, inc, fill, level, now)];
             }
         } else if now.saturating_sub(inc.last_loss_at) >= t.drops_every {
-            let mut out = Vec::new();
-            if inc.window.loss(sig) > 0 {
-                out.push(window_event(sig, inc, fill, level, now));
-            }
-            out.push(ended_event(sig, inc, fill, level, now));
-            self.incident = None;
-            return out;
+            return self.close(sig, Some(fill), level, now);
         }
         Vec::new()
     }
