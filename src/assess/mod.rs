@@ -427,7 +427,7 @@ pub fn status_line(s: &State) -> String {
         (Some(f), _, _) => format!("conntrack {} · {}", f.text(), s.level().name()),
         (None, _, _) => "conntrack not sampled yet".to_string(),
     };
-    let [drop, early] = ["drop", "early_drop"].map(|n| s.since_start().get(n));
+    let [drop, early, _] = s.since_start().drops();
     let drops = match s.counters.missing {
         true => "drops n/a · early_drops n/a".to_string(),
         false => format!("drops {drop} · early_drops {early}"),
@@ -438,6 +438,7 @@ pub fn status_line(s: &State) -> String {
         n => format!("settings DRIFT ({n} keys)"),
     };
     let mut line = format!("{head} · {drops} · {settings}");
+    // Conntrack's drops are said above, always; the others while they go on.
     for (t, sig) in s.drops.iter().zip(POINTS).skip(1) {
         if t.active() {
             let _ = write!(line, " · {} drops {}", sig.point, t.since_start);
