@@ -309,15 +309,13 @@ impl Plan {
             self.entry_bytes,
             human_bytes(self.memory_buckets_bytes)
         );
-        let now = match (self.current_rate, self.current_max) {
-            (Some(r), Some(m)) => format!("{r:.0} flows/s (current max {m})"),
-            _ => "unknown (conntrack not loaded)".to_string(),
-        };
-        let after = self.recommended_rate;
-        let _ = writeln!(
-            s,
-            "sustainable now:   {now}\nsustainable after: {after:.0} flows/s"
-        );
+        match (self.current_rate, self.current_max) {
+            (Some(r), Some(m)) => {
+                let _ = writeln!(s, "sustainable now:   {r:.0} flows/s (current max {m})");
+            }
+            _ => s.push_str("sustainable now:   unknown (conntrack not loaded)\n"),
+        }
+        let _ = writeln!(s, "sustainable after: {:.0} flows/s", self.recommended_rate);
         if let Some(m) = self.current_max.filter(|m| *m > self.max) {
             let _ = writeln!(
                 s,
