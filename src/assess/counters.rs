@@ -4,43 +4,33 @@
 //! [`DeltaTracker`] for the per-CPU sources; and, per source, whether it can
 //! be read at all (said once when it cannot, with the reason).
 
-use super::tally::{self, Tally};
+use super::tally::{self, Signal, Tally, BACKLOG, CONNTRACK};
 use super::{fill_fields, Fill, Level};
 use crate::kernel::ctstats::{CtCounter, CtTable};
-use crate::kernel::percpu::DeltaTracker;
+use crate::kernel::percpu::{CounterSet, CpuTable, DeltaTracker};
 use crate::kernel::snmp::UdpStats;
 use crate::kernel::softnet::{SoftnetCounter, SoftnetTable};
 use crate::report::events::{Event, Priority};
 use crate::report::ids;
 
-/// Said once per outage of one source.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Availability {
-    /// The source is unreadable (its event was logged).
-    pub missing: bool,
-}
-
-impl Availability {
-    /// The reading when there is one; else the reader's error, said once.
-    fn step<T, E: std::fmt::Display>(
-        &mut self,
-        reading: Result<T, &E>,
-        what: &str,
-        point: &'static str,
-        fill: &Fill,
-        level: Level,
-    ) -> (Option<T>, Vec<Event>) {
-        let was_missing = std::mem::replace(&mut self.missing, reading.is_err());
-        match reading {
-            Ok(t) => (Some(t), Vec::new()),
-            Err(_) if was_missing => (None, Vec::new()),
-            Err(why) => {
-                let msg = format!("{what} are unavailable: {why}; watching the rest");
-                let (name, id) = ("counters_unavailable", ids::COUNTERS_UNAVAILABLE);
-                let ev = Event::new(Priority::Warning, name, id, msg);
-                let ev = fill_fields(ev, fill, level).field("CONNTRACK_DROP_POINT", point);
-                (None, vec![ev])
-            }
+/// The reading when there is one; else the reader's error, said once per
+/// outage of the source (`missing`: it is unreadable and that was said).
+fn available<T, E: std::fmt::Display>(
+    missing: &mut bool,
+    reading: Result<T, &E>,
+    (what, point): (&str, &'static str),
+    fill: &Fill,
+    level: Level,
+) -> (Option<T>, Vec<Event>) {
+    match (std::mem::replace(missing, reading.is_err()), reading) {
+        (_, Ok(t)) => (Some(t), Vec::new()),
+        (true, Err(_)) => (None, Vec::new()),
+        (false, Err(why)) => {
+            let msg = format!("{what} are unavailable: {why}; watching the rest");
+            let (name, id) = ("counters_unavailable", ids::COUNTERS_UNAVAILABLE);
+            let ev = Event::new(Priority::Warning, name, id, msg);
+            let ev = fill_fields(ev, fill, level).field("CONNTRACK_DROP_POINT", point);
+            (None, vec![ev])
         }
     }
 }
@@ -51,8 +41,8 @@ impl Availability {
 pub struct CtTracker {
     /// Per-CPU baselines; also the monotonic totals for the metrics.
     pub deltas: DeltaTracker<CtCounter>,
-    /// Readable or not.
-    pub available: Availability,
+    /// Unreadable, and said.
+    pub missing: bool,
     /// Increases since the watchdog started (the status line's "drops N").
     pub since_start: Tally,
 }
@@ -66,19 +56,15 @@ impl CtTracker {
         fill: &Fill,
         level: Level,
     ) -> (Option<Tally>, Vec<Event>) {
-        let what = "the conntrack drop counters";
-        let (t, evs) = self.available.step(reading, what, "conntrack", fill, level);
+        let what = ("the conntrack drop counters", "conntrack");
+        let (t, evs) = available(&mut self.missing, reading, what, fill, level);
         (t.and_then(|t| self.add(t)), evs)
     }
 
     /// One table: the increase since the previous one (`None` on the
     /// first, which is the baseline).
     pub fn add(&mut self, table: &CtTable) -> Option<Tally> {
-        let w = self.deltas.step(table);
-        if w.is_baseline() {
-            return None;
-        }
-        let t = tally::conntrack(&w);
+        let t = window(&mut self.deltas, table, &CONNTRACK)?;
         self.since_start.add(&t);
         Some(t)
     }
@@ -89,8 +75,8 @@ impl CtTracker {
 pub struct UdpTracker {
     /// The previous reading.
     pub last: Option<UdpStats>,
-    /// Readable or not.
-    pub available: Availability,
+    /// Unreadable, and said.
+    pub missing: bool,
 }
 
 impl UdpTracker {
@@ -101,8 +87,8 @@ impl UdpTracker {
         fill: &Fill,
         level: Level,
     ) -> (Option<Tally>, Vec<Event>) {
-        let what = "the UDP socket counters";
-        let (now, evs) = self.available.step(reading, what, "socket", fill, level);
+        let what = ("the UDP socket counters", "socket");
+        let (now, evs) = available(&mut self.missing, reading, what, fill, level);
         let Some(now) = now else { return (None, evs) };
         let t = self.last.map(|prev| tally::socket(&now.delta_since(&prev)));
         self.last = Some(*now);
@@ -115,8 +101,8 @@ impl UdpTracker {
 pub struct BacklogTracker {
     /// Per-CPU baselines; also the monotonic totals for the metrics.
     pub deltas: DeltaTracker<SoftnetCounter>,
-    /// Readable or not.
-    pub available: Availability,
+    /// Unreadable, and said.
+    pub missing: bool,
 }
 
 impl BacklogTracker {
@@ -127,10 +113,15 @@ impl BacklogTracker {
         fill: &Fill,
         level: Level,
     ) -> (Option<Tally>, Vec<Event>) {
-        let what = "the input backlog counters";
-        let (t, evs) = self.available.step(reading, what, "backlog", fill, level);
-        let Some(table) = t else { return (None, evs) };
-        let w = self.deltas.step(table);
-        ((!w.is_baseline()).then(|| tally::backlog(&w)), evs)
+        let what = ("the input backlog counters", "backlog");
+        let (t, evs) = available(&mut self.missing, reading, what, fill, level);
+        (t.and_then(|t| window(&mut self.deltas, t, &BACKLOG)), evs)
     }
+}
+
+/// The increase since the previous table, as a tally of `sig` (`None` on
+/// the first, which is the baseline).
+fn window<K: CounterSet>(d: &mut DeltaTracker<K>, t: &CpuTable<K>, sig: &Signal) -> Option<Tally> {
+    let w = d.step(t);
+    (!w.is_baseline()).then(|| tally::of_window(&w, sig))
 }

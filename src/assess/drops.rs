@@ -20,7 +20,7 @@ use crate::report::events::{Event, Priority};
 use crate::report::ids;
 
 /// One incident: from the first loss until a whole window without one.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Incident {
     /// When the first loss was seen.
     pub started_at: Duration,
@@ -61,9 +61,8 @@ impl DropTracker {
         level: Level,
         now: Duration,
     ) -> Vec<Event> {
-        let dt = self.last_sample_at.map(|p| now.saturating_sub(p));
-        let dt = dt.filter(|d| !d.is_zero());
-        self.last_sample_at = Some(now);
+        let last = self.last_sample_at.replace(now);
+        let dt = last.map(|p| now.saturating_sub(p)).filter(|d| !d.is_zero());
         let Some(delta) = delta else {
             return Vec::new();
         };
@@ -72,14 +71,11 @@ impl DropTracker {
         let rate = dt.map_or(0.0, |d| loss as f64 / d.as_secs_f64());
         let first = loss > 0 && self.incident.is_none();
         if first {
+            // The loss below sets the last loss and the peaks.
             self.incident = Some(Incident {
                 started_at: now,
-                last_loss_at: now,
                 last_event_at: now,
-                totals: Tally::default(),
-                window: Tally::default(),
-                window_peak: rate,
-                peak: rate,
+                ..Incident::default()
             });
         }
         let Some(inc) = &mut self.incident else {
@@ -97,13 +93,7 @@ impl DropTracker {
                 return vec![window_event(sig, inc, fill, level, now)];
             }
         } else if now.saturating_sub(inc.last_loss_at) >= t.drops_every {
-            let mut out = Vec::new();
-            if inc.window.loss(sig) > 0 {
-                out.push(window_event(sig, inc, fill, level, now));
-            }
-            out.push(ended_event(sig, inc, fill, level, now));
-            self.incident = None;
-            return out;
+            return self.close(sig, Some(fill), level, now);
         }
         Vec::new()
     }

@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::assess::sizing::{cap_max, size_for, DEFAULT_HEADROOM};
-use crate::assess::Setting;
+use crate::assess::{Fill, Setting, DROPS};
 use crate::config::{KEY_BUCKETS, KEY_MAX, MAX_CONNTRACK_MAX};
 use crate::kernel::hashsize::kernel_buckets;
 use crate::kernel::slab::{worst_case_bytes, DEFAULT_ENTRY_BYTES};
@@ -55,24 +55,6 @@ pub struct GrowPolicy {
     pub every: Duration,
     /// Grow when the fullest namespace reaches this fill (percent).
     pub critical_percent: f64,
-    /// Buckets are resized live only while the table holds at most this
-    /// many entries.
-    pub live_resize_limit: u64,
-    /// The headroom `plan` sizes the new-flow rate with.
-    pub headroom: f64,
-}
-
-impl GrowPolicy {
-    /// A policy with [`LIVE_RESIZE_LIMIT`] and plan's default headroom.
-    pub fn new(budget_bytes: u64, every: Duration, critical_percent: f64) -> Self {
-        GrowPolicy {
-            budget_bytes,
-            every,
-            critical_percent,
-            live_resize_limit: LIVE_RESIZE_LIMIT,
-            headroom: DEFAULT_HEADROOM,
-        }
-    }
 }
 
 /// What one sample saw, as plain values.
@@ -93,12 +75,8 @@ pub struct GrowSample {
     /// resize rehashes all of them. The fullest count when nothing better
     /// is known.
     pub table_count: u64,
-    /// Rise of `drop` in this sample, all watched namespaces together.
-    pub drop: u64,
-    /// Rise of `early_drop`, likewise.
-    pub early_drop: u64,
-    /// Rise of `insert_failed`, likewise.
-    pub insert_failed: u64,
+    /// Rises of [`DROPS`] in this sample, all watched namespaces together.
+    pub rises: [u64; 3],
     /// New flows per second over the last window, when known.
     pub new_flow_rate: Option<f64>,
     /// The timeout that holds those flows (`nf_conntrack_udp_timeout` on
@@ -167,16 +145,16 @@ impl Growth {
     /// The `grown` event, with the stall of the bucket write when it was
     /// timed (`CONNTRACK_RESIZE_STALL_US`).
     pub fn event(&self, stall: Option<Duration>) -> Event {
-        let buckets = if self.buckets_changed() {
-            format!(", buckets {} → {}", self.buckets_before, self.buckets_after)
-        } else {
-            String::new()
-        };
-        let stall = stall.filter(|_| self.buckets_changed());
-        let stall_text = stall
-            .map(|d| format!(" (the resize stalled packets for {} µs)", d.as_micros()))
-            .unwrap_or_default();
         let (before, after, reason) = (self.max_before, self.max_after, &self.reason);
+        let changed = self.buckets_changed();
+        let (b0, b1) = (self.buckets_before, self.buckets_after);
+        let buckets = match changed {
+            true => format!(", buckets {b0} → {b1}"),
+            false => String::new(),
+        };
+        let stall = stall.filter(|_| changed);
+        let us = stall.map(|d| format!(" (the resize stalled packets for {} µs)", d.as_micros()));
+        let stall_text = us.unwrap_or_default();
         let (worst, budget) = (human_bytes(self.memory_worst), human_bytes(self.budget));
         let msg = format!(
             "conntrack table grown: max {before} → {after}{buckets}{stall_text} after {reason}; \
@@ -210,9 +188,8 @@ impl GrowStep {
     /// [`GrowTracker::write_failed`]; when only buckets failed, call
     /// [`Growth::buckets_failed`] first.
     pub fn events(self, stall: Option<Duration>) -> Vec<Event> {
-        let mut out: Vec<Event> = self.growth.map(|g| g.event(stall)).into_iter().collect();
-        out.extend(self.limited);
-        out
+        let grown = self.growth.map(|g| g.event(stall));
+        grown.into_iter().chain(self.limited).collect()
     }
 }
 
@@ -256,11 +233,11 @@ impl GrowTracker {
         };
         let bpe = s.entry_bytes();
         // A bucket resize only while it is cheap enough to do now.
-        let live = s.buckets > 0 && s.table_count <= p.live_resize_limit;
+        let live = s.buckets > 0 && s.table_count <= LIVE_RESIZE_LIMIT;
         let cap = cap_max(p.budget_bytes, bpe, |m| s.buckets_at(m, live));
         let rate_max = s
             .new_flow_rate
-            .map_or(0, |r| size_for(r, s.udp_timeout, p.headroom).max);
+            .map_or(0, |r| size_for(r, s.udp_timeout, DEFAULT_HEADROOM).max);
         let needed = s.max.saturating_mul(2).max(rate_max).min(MAX_CONNTRACK_MAX);
         let max = s.max;
         let note = LimitedNote { cap, max, rate_max };
@@ -268,11 +245,9 @@ impl GrowTracker {
             // At the budget already: the operator's max is kept in silence;
             // the max we grew to is said once more only when something
             // changed since the last word.
-            let limited = (self.ours == Some(s.max) && self.limited_again(note))
-                .then(|| limited_event(p, s, &trigger, needed, live));
-            if limited.is_some() {
-                self.limited = Some(note);
-            }
+            let again = self.ours == Some(s.max) && self.limited_again(note);
+            let limited = again.then(|| limited_event(p, s, &trigger, needed, live));
+            self.limited = if again { Some(note) } else { self.limited };
             return GrowStep {
                 growth: None,
                 limited,
@@ -293,11 +268,11 @@ impl GrowTracker {
             let _ = write!(reason, "; capped by the budget (wanted {needed})");
         }
         if !live && s.buckets > 0 && target > s.buckets {
-            let (kept, n, limit) = (s.buckets, s.table_count, p.live_resize_limit);
+            let (kept, n) = (s.buckets, s.table_count);
             let _ = write!(
                 reason,
                 "; buckets stay {kept} until the next boot: a live resize of {n} entries \
-                 (limit {limit}) would stall packets"
+                 (limit {LIVE_RESIZE_LIMIT}) would stall packets"
             );
         }
         let growth = Growth {
@@ -381,19 +356,13 @@ impl GrowTracker {
 /// Why to grow, or `None`: `fill 96% in host`, `early_drop +1234`, ...
 fn trigger(p: &GrowPolicy, s: &GrowSample) -> Option<String> {
     let mut parts = Vec::new();
-    let fill = s.fullest_count as f64 * 100.0 / s.max.max(1) as f64;
+    let (count, max) = (s.fullest_count, s.max);
+    let fill = Fill { count, max }.percent();
     if fill >= p.critical_percent {
         parts.push(format!("fill {fill:.0}% in {}", s.fullest_label));
     }
-    for (name, rise) in [
-        ("drop", s.drop),
-        ("early_drop", s.early_drop),
-        ("insert_failed", s.insert_failed),
-    ] {
-        if rise > 0 {
-            parts.push(format!("{name} +{rise}"));
-        }
-    }
+    let rose = DROPS.iter().zip(s.rises).filter(|(_, rise)| *rise > 0);
+    parts.extend(rose.map(|(name, rise)| format!("{name} +{rise}")));
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
@@ -455,13 +424,8 @@ impl FlowWindow {
     /// `window`, and return the rate from the oldest kept reading, if one
     /// is older than this one. A fall (entries expired) is 0, not negative.
     pub fn rate(&mut self, at: Duration, seen: u64, window: Duration) -> Option<f64> {
-        while self
-            .readings
-            .front()
-            .is_some_and(|(t, _)| at.saturating_sub(*t) > window)
-        {
-            self.readings.pop_front();
-        }
+        self.readings
+            .retain(|(t, _)| at.saturating_sub(*t) <= window);
         let rate = self.readings.front().and_then(|&(t, before)| {
             let secs = at.saturating_sub(t).as_secs_f64();
             (secs > 0.0).then(|| seen.saturating_sub(before) as f64 / secs)
@@ -482,8 +446,6 @@ mod tests {
             budget_bytes: budget,
             every: Duration::from_secs(10),
             critical_percent: 95.0,
-            live_resize_limit: LIVE_RESIZE_LIMIT,
-            headroom: 2.0,
         }
     }
 
@@ -496,9 +458,7 @@ mod tests {
             fullest_count: max,
             fullest_label: "host".into(),
             table_count: max,
-            drop: 0,
-            early_drop: 0,
-            insert_failed: 0,
+            rises: [0; 3],
             new_flow_rate: None,
             udp_timeout: 30,
             entry_bytes: 384,
@@ -568,8 +528,7 @@ mod tests {
         let s = GrowSample {
             max: 250_000,
             buckets: 62_976,
-            early_drop: 1234,
-            drop: 7,
+            rises: [7, 1234, 0],
             table_count: 50_000,
             ..quiet(250_000)
         };
@@ -716,7 +675,7 @@ mod tests {
         // nothing changes.
         let mut at_cap = full(cap);
         at_cap.buckets = g.buckets_after;
-        at_cap.drop = 50;
+        at_cap.rises[0] = 50;
         for i in 1..100u64 {
             assert_eq!(t.step(&p, &at_cap, secs(i * 10)), GrowStep::default());
         }
@@ -749,7 +708,7 @@ mod tests {
         let mut t = GrowTracker::default();
         for i in 0..10u64 {
             let s = GrowSample {
-                drop: 100,
+                rises: [100, 0, 0],
                 ..full(262_144)
             };
             assert_eq!(t.step(&p, &s, secs(i * 60)), GrowStep::default());
@@ -874,9 +833,7 @@ mod tests {
                 fullest_count: max / 100 * count_pct,
                 fullest_label: "host".into(),
                 table_count,
-                drop,
-                early_drop: 0,
-                insert_failed: 0,
+                rises: [drop, 0, 0],
                 new_flow_rate: rate,
                 udp_timeout: 30,
                 entry_bytes: bpe,

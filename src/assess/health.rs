@@ -46,8 +46,7 @@ impl HealthTracker {
         match reading {
             &FillReading::Read { count, max } if max > 0 => {
                 let fill = Fill { count, max };
-                let out = self.sampled(&fill, level);
-                (Reading::Fill(fill), out)
+                (Reading::Fill(fill), self.sampled(&fill, level))
             }
             FillReading::Read { .. } => (
                 Reading::Fault,

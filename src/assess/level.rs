@@ -26,11 +26,7 @@ pub enum Level {
 impl Level {
     /// `ok`, `warning` or `critical` (the `CONNTRACK_LEVEL` value).
     pub fn name(self) -> &'static str {
-        match self {
-            Level::Ok => "ok",
-            Level::Warning => "warning",
-            Level::Critical => "critical",
-        }
+        ["ok", "warning", "critical"][self as usize]
     }
 
     /// 0, 1 or 2 (the `conntrack_guard_level` gauge).
@@ -55,24 +51,18 @@ impl Level {
 /// table hovering at a threshold does not flap.
 pub fn next_level(prev: Level, fill_percent: f64, t: &Thresholds) -> Level {
     let raw = Level::of(fill_percent, t);
+    // Falling stops at the first level, from prev down, whose threshold
+    // minus the hysteresis the fill still reaches.
+    let held = |l: Level, at: f64| prev >= l && fill_percent >= at - t.hysteresis_percent;
     if raw >= prev {
-        return raw;
+        raw
+    } else if held(Level::Critical, t.critical_percent) {
+        Level::Critical
+    } else if held(Level::Warning, t.warn_percent) {
+        Level::Warning
+    } else {
+        raw
     }
-    let h = t.hysteresis_percent;
-    let held = |level: Level| match level {
-        Level::Critical => fill_percent >= t.critical_percent - h,
-        Level::Warning => fill_percent >= t.warn_percent - h,
-        Level::Ok => true,
-    };
-    // Walk down from the previous level; stop at the first one still held.
-    let mut level = prev;
-    while level > raw && !held(level) {
-        level = match level {
-            Level::Critical => Level::Warning,
-            _ => Level::Ok,
-        };
-    }
-    level
 }
 
 /// The level concern: its state between samples.
@@ -118,13 +108,10 @@ impl LevelTracker {
             Level::Critical => Priority::Crit,
             _ => Priority::Warning,
         };
+        let (name, cur, pk, ft) = (level.name(), fill.text(), peak.text(), full.text());
+        let since = fmt_duration(now.saturating_sub(self.last_reminder_at));
         let msg = format!(
-            "conntrack table still at {}: now {}, peak {} in the last {}{}",
-            level.name(),
-            fill.text(),
-            peak.text(),
-            fmt_duration(now.saturating_sub(self.last_reminder_at)),
-            full.text()
+            "conntrack table still at {name}: now {cur}, peak {pk} in the last {since}{ft}"
         );
         let ev = Event::new(prio, "reminder", ids::REMINDER, msg);
         let ev = fill_fields(ev, fill, level)

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use crate::config::{fmt_duration, Watch};
 use crate::kernel::ctstats::{CtReading, CtUnavailable};
-use crate::kernel::percpu::Saved;
+use crate::kernel::percpu::{CounterSet, DeltaTracker, Saved};
 use crate::kernel::same_value;
 use crate::kernel::snmp::{SnmpError, UdpStats};
 use crate::kernel::softnet::{SoftnetError, SoftnetTable};
@@ -53,7 +53,7 @@ pub use drift::{DriftTracker, REMEDY};
 pub use drops::DropTracker;
 pub use health::HealthTracker;
 pub use level::{next_level, Level, LevelTracker};
-pub use tally::{Tally, BACKLOG, CONNTRACK, SOCKET};
+pub use tally::{Signal, Tally, BACKLOG, CONNTRACK, DROPS, POINTS, SOCKET};
 pub use trend::{Trend, FULL_IN_HORIZON, TREND_POINTS, TREND_WINDOW};
 
 /// The periodic info summary comes at most this often.
@@ -73,8 +73,6 @@ pub struct Thresholds {
     /// While drops go on, at most one drops event per this long; an
     /// incident ends after this long without a drop.
     pub drops_every: Duration,
-    /// Minimum time between two summaries.
-    pub summary_every: Duration,
 }
 
 impl Thresholds {
@@ -87,7 +85,6 @@ impl Thresholds {
             hysteresis_percent: w.hysteresis_percent,
             reminder: w.reminder,
             drops_every: w.drops_every.max(interval),
-            summary_every: SUMMARY_EVERY,
         }
     }
 }
@@ -241,12 +238,9 @@ pub struct State {
     pub backlog: BacklogTracker,
     /// Level, reminders and peak.
     pub level: LevelTracker,
-    /// Conntrack drop incidents.
-    pub drops: DropTracker,
-    /// Socket receive buffer drop incidents.
-    pub udp_drops: DropTracker,
-    /// Input backlog drop incidents.
-    pub backlog_drops: DropTracker,
+    /// Drop incidents of each drop point, in [`POINTS`] order (conntrack,
+    /// socket receive buffers, input backlog).
+    pub drops: [DropTracker; 3],
     /// Drifted settings.
     pub drift: DriftTracker,
     /// Restores on drift (`[watch] restore`).
@@ -289,19 +283,12 @@ impl State {
     /// The conntrack counters since boot, monotonic across u32 wraps, for
     /// the metrics (the counters this kernel has, in [`CONNTRACK`] order).
     pub fn conntrack_totals(&self) -> Vec<(&'static str, u64)> {
-        let total = |c: &tally::Counter| {
-            let k = tally::ct_counter(c.name)?;
-            Some((c.name, self.counters.deltas.monotonic(k)?))
-        };
-        CONNTRACK.counters.iter().filter_map(total).collect()
+        totals(&self.counters.deltas, &CONNTRACK)
     }
 
     /// The backlog counters since boot, monotonic, for the metrics.
     pub fn backlog_totals(&self) -> Vec<(&'static str, u64)> {
-        use crate::kernel::softnet::SoftnetCounter::{Dropped, TimeSqueeze};
-        let named = [("dropped", Dropped), ("time_squeeze", TimeSqueeze)];
-        let total = |(n, k)| Some((n, self.backlog.deltas.monotonic(k)?));
-        named.into_iter().filter_map(total).collect()
+        totals(&self.backlog.deltas, &BACKLOG)
     }
 
     /// The per-CPU counter state behind the metrics' totals, for the next
@@ -332,6 +319,12 @@ impl State {
     }
 }
 
+/// `sig`'s counters that `d` has, since boot, monotonic.
+fn totals<K: CounterSet>(d: &DeltaTracker<K>, sig: &Signal) -> Vec<(&'static str, u64)> {
+    let total = |c: &tally::Counter| Some((c.name, d.monotonic(tally::counter(c.name)?)?));
+    sig.counters.iter().filter_map(total).collect()
+}
+
 fn fill_fields(ev: Event, fill: &Fill, level: Level) -> Event {
     ev.field("CONNTRACK_COUNT", fill.count)
         .field("CONNTRACK_MAX", fill.max)
@@ -355,9 +348,7 @@ pub fn assess(
         health::Reading::Gone => {
             // Counts and counters restart with the module: its next counter
             // reading is a new baseline, not a decrease.
-            s.full_in = None;
-            s.full_since = None;
-            s.trend.clear();
+            (s.full_in, s.full_since, s.trend) = (None, None, Trend::default());
             s.counters = CtTracker {
                 since_start: std::mem::take(&mut s.counters.since_start),
                 ..CtTracker::default()
@@ -387,28 +378,23 @@ pub fn assess(
     out.extend(evs.into_iter().chain(evs2).chain(evs3));
     out.extend(s.level.step(t, &fill, s.fullness(), now));
     let level = s.level();
-    for (drops, sig, delta) in [
-        (&mut s.drops, &CONNTRACK, ct),
-        (&mut s.udp_drops, &SOCKET, udp),
-        (&mut s.backlog_drops, &BACKLOG, backlog),
-    ] {
+    for ((drops, sig), delta) in s.drops.iter_mut().zip(POINTS).zip([ct, udp, backlog]) {
         out.extend(drops.step(sig, t, delta.as_ref(), &fill, level, now));
     }
     out.extend(s.drift.step(&obs.settings));
     s.fill = Some(fill);
-    out.extend(summary(t, &mut s, &fill, now));
+    out.extend(summary(&mut s, &fill, now));
     (s, out)
 }
 
 /// The periodic info summary, every `summary_every`.
-fn summary(t: &Thresholds, s: &mut State, fill: &Fill, now: Duration) -> Option<Event> {
+fn summary(s: &mut State, fill: &Fill, now: Duration) -> Option<Event> {
     let since = *s.last_summary_at.get_or_insert(now);
-    if now.saturating_sub(since) < t.summary_every {
+    if now.saturating_sub(since) < SUMMARY_EVERY {
         return None;
     }
     s.last_summary_at = Some(now);
-    let c = s.since_start();
-    let [drop, early, failed] = ["drop", "early_drop", "insert_failed"].map(|n| c.get(n));
+    let [drop, early, failed] = s.since_start().drops();
     let msg = format!(
         "summary: {}; drops since start: drop {drop}, early_drop {early}, insert_failed {failed}",
         status_line(s)
@@ -420,9 +406,9 @@ fn summary(t: &Thresholds, s: &mut State, fill: &Fill, now: Duration) -> Option<
 /// Events still owed at exit: drops held back for the incident's window.
 pub fn flush(mut s: State) -> (State, Vec<Event>) {
     let (level, fill, now) = (s.level(), s.fill, s.now);
-    let mut evs = s.drops.flush(&CONNTRACK, fill.as_ref(), level, now);
-    evs.extend(s.udp_drops.flush(&SOCKET, fill.as_ref(), level, now));
-    evs.extend(s.backlog_drops.flush(&BACKLOG, fill.as_ref(), level, now));
+    let points = s.drops.iter_mut().zip(POINTS);
+    let evs = points.flat_map(|(d, sig)| d.flush(sig, fill.as_ref(), level, now));
+    let evs = evs.collect();
     (s, evs)
 }
 
@@ -441,8 +427,8 @@ pub fn status_line(s: &State) -> String {
         (Some(f), _, _) => format!("conntrack {} · {}", f.text(), s.level().name()),
         (None, _, _) => "conntrack not sampled yet".to_string(),
     };
-    let [drop, early] = ["drop", "early_drop"].map(|n| s.since_start().get(n));
-    let drops = match s.counters.available.missing {
+    let [drop, early, _] = s.since_start().drops();
+    let drops = match s.counters.missing {
         true => "drops n/a · early_drops n/a".to_string(),
         false => format!("drops {drop} · early_drops {early}"),
     };
@@ -452,9 +438,10 @@ pub fn status_line(s: &State) -> String {
         n => format!("settings DRIFT ({n} keys)"),
     };
     let mut line = format!("{head} · {drops} · {settings}");
-    for (t, what) in [(&s.udp_drops, "socket"), (&s.backlog_drops, "backlog")] {
+    // Conntrack's drops are said above, always; the others while they go on.
+    for (t, sig) in s.drops.iter().zip(POINTS).skip(1) {
         if t.active() {
-            let _ = write!(line, " · {what} drops {}", t.since_start);
+            let _ = write!(line, " · {} drops {}", sig.point, t.since_start);
         }
     }
     let f = s.fullness();
@@ -517,7 +504,6 @@ mod tests {
             hysteresis_percent: 5.0,
             reminder: Duration::from_secs(300),
             drops_every: Duration::from_secs(5),
-            summary_every: SUMMARY_EVERY,
         }
     }
 
@@ -948,7 +934,7 @@ mod tests {
         // The end comes a whole window after the last drop (150 s), not before.
         let at = evs.iter().position(|e| e.name == "drops_ended").unwrap();
         assert!(names(&evs[at..]).iter().all(|n| *n != "drops"));
-        assert!(s.drops.incident.is_none());
+        assert!(s.drops[0].incident.is_none());
         // A new loss starts a new incident, logged at once.
         let (_, e) = assess(
             &t,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::counters::CtTracker;
 use super::drops::DropTracker;
 use super::level::LevelTracker;
-use super::{Fill, Fullness, Level, Thresholds, CONNTRACK};
+use super::{Fill, Fullness, Thresholds, CONNTRACK};
 use crate::netns::sample::{NsSample, SampleError};
 use crate::netns::Namespace;
 use crate::report::events::Event;
@@ -34,14 +34,9 @@ pub struct NsTracker {
 }
 
 impl NsTracker {
-    /// The current level.
-    pub fn level(&self) -> Level {
-        self.level.level
-    }
-
     /// The namespace is gone or no longer watched: close its incident.
     fn close(mut self, now: Duration) -> Vec<Event> {
-        let level = self.level();
+        let level = self.level.level;
         let evs = self.drops.close(&CONNTRACK, self.fill.as_ref(), level, now);
         match &self.ns {
             Some(ns) => evs.into_iter().map(|ev| tag(ev, ns)).collect(),
@@ -87,7 +82,7 @@ impl NsTrackers {
                     // A namespace's unreadable counters are said by the
                     // scan's own report, not as an event here.
                     let delta = s.table.as_ref().and_then(|t| tr.counters.add(t));
-                    let (delta, level) = (delta.as_ref(), tr.level());
+                    let (delta, level) = (delta.as_ref(), tr.level.level);
                     evs.extend(tr.drops.step(&CONNTRACK, t, delta, &fill, level, now));
                     out.extend(evs.into_iter().map(|ev| tag(ev, ns)));
                     tr.fill = Some(fill);
@@ -112,11 +107,8 @@ impl NsTrackers {
     /// it was first scanned, by inode (growth takes the rises between two
     /// scans from these).
     pub fn drops_since_start(&self) -> impl Iterator<Item = (u64, [u64; 3])> + '_ {
-        self.by_inode.iter().map(|(inode, t)| {
-            let c = &t.counters.since_start;
-            let drops = ["drop", "early_drop", "insert_failed"].map(|n| c.get(n));
-            (*inode, drops)
-        })
+        let drops = |(inode, t): (&u64, &NsTracker)| (*inode, t.counters.since_start.drops());
+        self.by_inode.iter().map(drops)
     }
 
     /// Each namespace's count at the last scan.

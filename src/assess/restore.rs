@@ -69,10 +69,8 @@ impl RestoreTracker {
         // back in line.
         self.refused
             .retain(|k| settings.iter().any(|s| s.key == *k && !s.ok()));
-        for set in settings.iter().filter(|s| !s.ok()) {
-            let Some(foreign) = set.actual.as_deref() else {
-                continue;
-            };
+        let drifted = settings.iter().filter(|s| !s.ok());
+        for (set, foreign) in drifted.filter_map(|s| Some((s, s.actual.as_deref()?))) {
             if self.given_up.contains(&set.key) {
                 continue;
             }

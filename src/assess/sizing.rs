@@ -92,8 +92,7 @@ pub const LARGEST_MAX: u64 = MAX_CONNTRACK_MAX / 2048 * 2048;
 /// largest aligned max instead, and say so when even that holds fewer
 /// entries than wanted (or than needed without headroom).
 fn recommended_max(wanted: u64, needed: u64) -> (u64, Option<String>) {
-    let pow2 = wanted.max(1024).checked_next_power_of_two();
-    match pow2 {
+    match wanted.max(1024).checked_next_power_of_two() {
         Some(m) if m <= MAX_CONNTRACK_MAX => (m, None),
         _ if wanted <= LARGEST_MAX => (wanted.div_ceil(2048) * 2048, None),
         _ => {
@@ -146,13 +145,14 @@ pub fn size_for(rate: f64, timeout: u64, headroom: f64) -> Sizing {
 
 /// Compute the plan. Pure.
 pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
-    let two_second_rule = k.version.map(|v| v >= TWO_SECOND_RULE).unwrap_or(true);
+    let two_second_rule = k.version.map_or(true, |v| v >= TWO_SECOND_RULE);
     let release = k.release.as_deref().unwrap_or("(unknown)");
-    // The timeouts in effect: configured, else the kernel's, else its default.
-    let c = &cfg.conntrack;
-    let short = (c.udp_timeout.value().or(k.udp_timeout)).unwrap_or(DEFAULT_UDP_TIMEOUT);
-    let stream = (c.udp_timeout_stream.value().or(k.udp_timeout_stream))
-        .unwrap_or(DEFAULT_UDP_TIMEOUT_STREAM);
+    // The kernel's timeouts (else its defaults), and those in effect:
+    // configured, else the kernel's.
+    let k_short = k.udp_timeout.unwrap_or(DEFAULT_UDP_TIMEOUT);
+    let k_stream = k.udp_timeout_stream.unwrap_or(DEFAULT_UDP_TIMEOUT_STREAM);
+    let short = cfg.conntrack.udp_timeout.value().unwrap_or(k_short);
+    let stream = cfg.conntrack.udp_timeout_stream.value().unwrap_or(k_stream);
     let (timeout, reason) = match req.timeout {
         Some(t) => (t, format!("--timeout {t} given")),
         None if two_second_rule => (
@@ -172,10 +172,7 @@ pub fn plan(req: &Request, cfg: &Config, k: &KernelFacts) -> Plan {
     let sized = size_for(rate, timeout, req.headroom);
     let max = sized.max;
     let buckets = hashsize::kernel_buckets((max / 4).max(1), k.page_size);
-    let current_timeout = match two_second_rule {
-        true => k.udp_timeout.unwrap_or(DEFAULT_UDP_TIMEOUT),
-        false => k.udp_timeout_stream.unwrap_or(DEFAULT_UDP_TIMEOUT_STREAM),
-    };
+    let current_timeout = if two_second_rule { k_short } else { k_stream };
     let current_rate = k.max.map(|m| m as f64 / current_timeout.max(1) as f64);
     // A larger max already in the kernel (the module's own default on a big
     // machine, kube-proxy, an operator) covers this rate too: "at-least"

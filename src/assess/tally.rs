@@ -15,10 +15,8 @@
 //! - the input backlog: softnet `dropped` (netdev_max_backlog exceeded), with
 //!   `time_squeeze` (the budget ran out: a sign of the same pressure).
 
-use crate::kernel::ctstats::CtCounter;
 use crate::kernel::percpu::{CounterSet, CpuRow, Window};
 use crate::kernel::snmp::UdpStats;
-use crate::kernel::softnet::SoftnetCounter;
 
 /// One counter of a signal.
 #[derive(Debug, PartialEq, Eq)]
@@ -112,10 +110,12 @@ pub static BACKLOG: Signal = Signal {
     },
 };
 
+/// The three drop points, in the order their events and the state list them.
+pub static POINTS: [&Signal; 3] = [&CONNTRACK, &SOCKET, &BACKLOG];
+
 fn conntrack_advice(t: &Tally) -> &'static str {
     // Only chaintoolong lost packets: the chains, not the size.
-    let others = ["drop", "early_drop", "insert_failed"].map(|n| t.get(n));
-    if t.get("chaintoolong") > 0 && others == [0; 3] {
+    if t.get("chaintoolong") > 0 && t.drops() == [0; 3] {
         "hash chains grew too long: too few buckets for max, raise [conntrack] \
          buckets (about max / 4)"
     } else {
@@ -123,6 +123,10 @@ fn conntrack_advice(t: &Tally) -> &'static str {
          (conntrack-guard plan --rate N)"
     }
 }
+
+/// The conntrack counters a full table raises: what the summary counts and
+/// what triggers a growth.
+pub const DROPS: [&str; 3] = ["drop", "early_drop", "insert_failed"];
 
 /// One window's increases of one signal.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -138,6 +142,11 @@ impl Tally {
     pub fn get(&self, name: &str) -> u64 {
         let found = self.counts.iter().find(|(n, _)| *n == name);
         found.map_or(0, |(_, v)| *v)
+    }
+
+    /// The increases of [`DROPS`], in that order.
+    pub fn drops(&self) -> [u64; 3] {
+        DROPS.map(|n| self.get(n))
     }
 
     /// Whether the kernel has `name` at all.
@@ -190,28 +199,30 @@ fn merge<K: PartialEq + Copy>(mine: &mut Vec<(K, u64)>, other: &[(K, u64)]) {
     }
 }
 
-pub(super) fn ct_counter(name: &str) -> Option<CtCounter> {
-    CtCounter::ALL.iter().copied().find(|c| c.name() == name)
+/// The member of `K` named `name`, if the source has such a counter.
+pub(super) fn counter<K: CounterSet>(name: &str) -> Option<K> {
+    K::ALL.iter().copied().find(|k| k.name() == name)
 }
 
-/// A window as a tally: the increase of each of `counts` the source has,
-/// and per CPU the sum of the `loss` counters.
-fn of_window<K: CounterSet>(w: &Window<K>, counts: &[(&'static str, K)], loss: &[K]) -> Tally {
-    let cpu_loss = |r: &CpuRow<K>| loss.iter().map(|k| u64::from(r.get(*k).unwrap_or(0))).sum();
-    let counts = counts.iter().filter_map(|&(n, k)| Some((n, w.sum(k)?)));
+/// A per-CPU window (conntrack, softnet) as a tally of `sig`: the increase
+/// of each of its counters the source has, and per CPU the sum of the loss
+/// counters.
+pub fn of_window<K: CounterSet>(w: &Window<K>, sig: &Signal) -> Tally {
+    let keys = || {
+        sig.counters
+            .iter()
+            .filter_map(|c| Some((c, counter::<K>(c.name)?)))
+    };
+    let cpu_loss = |r: &CpuRow<K>| {
+        let loss = keys().filter(|(c, _)| c.loss);
+        loss.map(|(_, k)| u64::from(r.get(k).unwrap_or(0))).sum()
+    };
     Tally {
-        counts: counts.collect(),
+        counts: keys()
+            .filter_map(|(c, k)| Some((c.name, w.sum(k)?)))
+            .collect(),
         per_cpu: w.per_cpu().iter().map(|r| (r.cpu, cpu_loss(r))).collect(),
     }
-}
-
-/// A conntrack window as a tally (loss per CPU: the loss counters summed).
-pub fn conntrack(w: &Window<CtCounter>) -> Tally {
-    let known = |c: &Counter| Some((c.name, ct_counter(c.name)?));
-    let counts: Vec<_> = CONNTRACK.counters.iter().filter_map(known).collect();
-    let loss = CONNTRACK.counters.iter().filter(|c| c.loss);
-    let loss: Vec<_> = loss.filter_map(|c| ct_counter(c.name)).collect();
-    of_window(w, &counts, &loss)
 }
 
 /// A UDP MIB increase as a tally (IPv4 and IPv6 added; no CPUs).
@@ -225,14 +236,4 @@ pub fn socket(d: &UdpStats) -> Tally {
         counts: counts.collect(),
         per_cpu: Vec::new(),
     }
-}
-
-/// A softnet window as a tally (loss per CPU: `dropped`).
-pub fn backlog(w: &Window<SoftnetCounter>) -> Tally {
-    use SoftnetCounter::{Dropped, TimeSqueeze};
-    of_window(
-        w,
-        &[("dropped", Dropped), ("time_squeeze", TimeSqueeze)],
-        &[Dropped],
-    )
 }

@@ -37,11 +37,6 @@ impl Trend {
         }
     }
 
-    /// Forget everything (the module went away: counts restart).
-    pub fn clear(&mut self) {
-        self.points.clear();
-    }
-
     /// When the table will be full at the current rate: a least-squares
     /// slope over the window plus the current sample. `None` when not
     /// rising, with too little history (under 2 s), or beyond
@@ -53,17 +48,12 @@ impl Trend {
         }
         let past = self.points.iter().copied().filter(|(t, _)| *t < now);
         let pts = past.chain(std::iter::once((now, count)));
-        let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        for (t, c) in pts {
+        let sums = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let (n, sx, sy, sxx, sxy) = pts.fold(sums, |(n, sx, sy, sxx, sxy), (t, c)| {
             // Relative to the first point, so the squares stay small.
-            let x = t.saturating_sub(first).as_secs_f64();
-            let y = c as f64;
-            n += 1.0;
-            sx += x;
-            sy += y;
-            sxx += x * x;
-            sxy += x * y;
-        }
+            let (x, y) = (t.saturating_sub(first).as_secs_f64(), c as f64);
+            (n + 1.0, sx + x, sy + y, sxx + x * x, sxy + x * y)
+        });
         let denom = n * sxx - sx * sx;
         if n < 2.0 || denom <= f64::EPSILON {
             return None;
@@ -72,8 +62,7 @@ impl Trend {
         if !slope.is_finite() || slope <= 0.0 {
             return None;
         }
-        let left = max.saturating_sub(count) as f64;
-        let secs = left / slope;
+        let secs = max.saturating_sub(count) as f64 / slope;
         if !secs.is_finite() || secs > FULL_IN_HORIZON.as_secs_f64() {
             return None;
         }

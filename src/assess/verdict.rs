@@ -7,8 +7,6 @@
 //! UNKNOWN beats WARNING, because a table known to be full is the most
 //! urgent news even when something else could not be read.
 
-use std::fmt::Write as _;
-
 use serde::Serialize;
 
 use super::Level;
@@ -35,13 +33,8 @@ impl Verdict {
 
     /// The more urgent of two: CRITICAL > UNKNOWN > WARNING > OK.
     pub fn worst(self, other: Verdict) -> Verdict {
-        let rank = |v| match v {
-            Verdict::Ok => 0,
-            Verdict::Warning => 1,
-            Verdict::Unknown => 2,
-            Verdict::Critical => 3,
-        };
-        std::cmp::max_by_key(self, other, |v| rank(*v))
+        // The rank of each exit code: OK 0, WARNING 1, CRITICAL 3, UNKNOWN 2.
+        std::cmp::max_by_key(self, other, |v| [0, 1, 3, 2][v.code() as usize])
     }
 
     /// The most urgent of all; OK when there is none.
@@ -51,12 +44,7 @@ impl Verdict {
 
     /// `OK`, `WARNING`, `CRITICAL` or `UNKNOWN`.
     pub fn name(self) -> &'static str {
-        match self {
-            Verdict::Ok => "OK",
-            Verdict::Warning => "WARNING",
-            Verdict::Critical => "CRITICAL",
-            Verdict::Unknown => "UNKNOWN",
-        }
+        ["OK", "WARNING", "CRITICAL", "UNKNOWN"][self as usize]
     }
 }
 
@@ -68,50 +56,41 @@ pub fn lowercase<S: serde::Serializer>(v: &Verdict, s: S) -> Result<S::Ok, S::Er
 
 impl From<Level> for Verdict {
     fn from(l: Level) -> Self {
-        match l {
-            Level::Ok => Verdict::Ok,
-            Level::Warning => Verdict::Warning,
-            Level::Critical => Verdict::Critical,
-        }
+        [Verdict::Ok, Verdict::Warning, Verdict::Critical][l as usize]
     }
 }
 
 /// One performance-data item: `label=value;warn;crit;min;max`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Perf {
-    label: &'static str,
-    value: String,
-}
+pub struct Perf(String);
 
 impl Perf {
     /// A fill ratio in percent with its thresholds (0 when unknown),
     /// between 0 and 100.
     pub fn percent(label: &'static str, ratio: f64, warn: Option<f64>, crit: Option<f64>) -> Perf {
         let (warn, crit) = (warn.unwrap_or(0.0), crit.unwrap_or(0.0));
-        let value = format!("{:.2}%;{warn};{crit};0;100", ratio * 100.0);
-        Perf { label, value }
+        Perf(format!("{label}={:.2}%;{warn};{crit};0;100", ratio * 100.0))
     }
 
     /// A count, with its maximum when it has one.
     pub fn count(label: &'static str, n: u64, max: Option<u64>) -> Perf {
-        let value = match max {
-            Some(m) => format!("{n};;;0;{m}"),
-            None => n.to_string(),
-        };
-        Perf { label, value }
+        Perf(match max {
+            Some(m) => format!("{label}={n};;;0;{m}"),
+            None => format!("{label}={n}"),
+        })
     }
 }
 
 /// `CONNTRACK STATUS - summary | perfdata`, with its newline: the one line
 /// a monitoring system shows.
 pub fn plugin_line(status: Verdict, summary: &str, perf: &[Perf]) -> String {
-    let mut s = format!("CONNTRACK {} - {summary}", status.name());
-    for (i, p) in perf.iter().enumerate() {
-        let sep = if i == 0 { " | " } else { " " };
-        let _ = write!(s, "{sep}{}={}", p.label, p.value);
-    }
-    s.push('\n');
-    s
+    let perf: Vec<&str> = perf.iter().map(|p| p.0.as_str()).collect();
+    let sep = if perf.is_empty() { "" } else { " | " };
+    format!(
+        "CONNTRACK {} - {summary}{sep}{}\n",
+        status.name(),
+        perf.join(" ")
+    )
 }
 
 #[cfg(test)]

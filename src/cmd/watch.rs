@@ -918,18 +918,16 @@ impl Watcher<'_> {
             fullest_count,
             fullest_label,
             table_count,
-            drop: trigger_rises[0],
-            early_drop: trigger_rises[1],
-            insert_failed: trigger_rises[2],
+            rises: trigger_rises,
             new_flow_rate: rate,
             udp_timeout: kernel_u64(root, KEY_UDP_TIMEOUT).unwrap_or(30),
             entry_bytes: *g.entry_bytes.get_or_insert_with(|| slab::entry_bytes(root)),
         };
-        let policy = GrowPolicy::new(
-            g.budget_bytes,
-            self.cfg.grow.every,
-            self.cfg.watch.critical_percent,
-        );
+        let policy = GrowPolicy {
+            budget_bytes: g.budget_bytes,
+            every: self.cfg.grow.every,
+            critical_percent: self.cfg.watch.critical_percent,
+        };
         let mut step = g.tracker.step(&policy, &sample, at);
         let Some(growth) = step.growth.as_mut() else {
             return step.events(None);

@@ -223,9 +223,9 @@ fn window_tallies(a: &Counts, b: &Counts) -> [Option<Tally>; 3] {
     }
     [
         both(&a.conntrack, &b.conntrack)
-            .map(|(x, y)| tally::conntrack(&window(&x.table, &y.table))),
+            .map(|(x, y)| tally::of_window(&window(&x.table, &y.table), &CONNTRACK)),
         both(&a.udp, &b.udp).map(|(x, y)| tally::socket(&y.delta_since(x))),
-        both(&a.softnet, &b.softnet).map(|(x, y)| tally::backlog(&window(x, y))),
+        both(&a.softnet, &b.softnet).map(|(x, y)| tally::of_window(&window(x, y), &BACKLOG)),
     ]
 }
 
