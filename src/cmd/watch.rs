@@ -53,12 +53,6 @@ use crate::triage;
 /// Waits shorter than this are plain sleeps (see [`SignalWait::wait`]).
 const SHORT_WAIT: Duration = Duration::from_millis(20);
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Received {
-    stop: bool,
-    reload: bool,
-}
-
 /// SIGTERM, SIGINT and SIGHUP through signal-hook's self-pipe, read with a
 /// timeout: an interruptible sleep without a second thread.
 struct SignalWait {
@@ -73,8 +67,9 @@ impl SignalWait {
         Ok(SignalWait { delivery })
     }
 
-    /// Wait up to `timeout` for a signal (zero: just look).
-    fn wait(&mut self, timeout: Duration) -> Received {
+    /// Wait up to `timeout` for a signal (zero: just look): true on
+    /// SIGTERM or SIGINT, else `reload` on SIGHUP.
+    fn wait(&mut self, timeout: Duration, reload: impl FnOnce()) -> bool {
         if !timeout.is_zero() && timeout < SHORT_WAIT {
             // SO_RCVTIMEO counts in jiffies (4 ms at HZ=250), too coarse for
             // millisecond intervals; a short plain sleep delays a signal by
@@ -92,10 +87,11 @@ impl SignalWait {
             }
         }
         let pending: Vec<_> = self.delivery.pending().collect();
-        Received {
-            stop: pending.iter().any(|s| *s != SIGHUP),
-            reload: pending.contains(&SIGHUP),
+        let stop = pending.iter().any(|s| *s != SIGHUP);
+        if !stop && pending.contains(&SIGHUP) {
+            reload();
         }
+        stop
     }
 }
 
@@ -126,8 +122,6 @@ struct Watcher<'a> {
     config_stamp: Stamp,
     cli_interval: Option<Duration>,
     cfg: Config,
-    interval: Duration,
-    thresholds: Thresholds,
     textfile: Option<Textfile>,
     state: State,
     start: Instant,
@@ -141,17 +135,16 @@ struct Watcher<'a> {
     last_triage: Option<Instant>,
     /// `[watch] namespaces = "all"`: the scan running now, when the last
     /// one started, the trackers, and the last "table full in netns" line
-    /// seen per namespace (None before the first scan: old lines are not
-    /// news).
+    /// seen per namespace.
     ns_scan: Option<mpsc::Receiver<Scan>>,
     last_ns_scan: Option<Instant>,
     namespaces: NsTrackers,
-    kmsg_seen: Option<BTreeMap<u64, u64>>,
+    kmsg_seen: BTreeMap<u64, u64>,
     /// The writer search running now, if any (see `name_the_writer`).
     hints: Option<HintJob>,
     /// What the last namespace scan could not enter for want of a
-    /// capability (None before the first scan), and whether that was said.
-    ns_denied: Option<Option<&'static str>>,
+    /// capability, and whether that was said.
+    ns_denied: Option<&'static str>,
     ns_denied_logged: bool,
     /// Saving the totals failed (said once).
     totals_failing: bool,
@@ -187,8 +180,14 @@ impl Watcher<'_> {
         }
     }
 
-    fn notify(&mut self, sink: &mut dyn Sink, states: &[NotifyState<'_>]) -> bool {
-        let sent = self.notifier.send(states);
+    /// The states given (`None`: left out) in one datagram.
+    fn notify<'s>(
+        &mut self,
+        sink: &mut dyn Sink,
+        states: impl IntoIterator<Item = Option<NotifyState<'s>>>,
+    ) -> bool {
+        let states: Vec<_> = states.into_iter().flatten().collect();
+        let sent = self.notifier.send(&states);
         if let Err(Some(ev)) = &sent {
             sink.emit(ev);
         }
@@ -199,15 +198,24 @@ impl Watcher<'_> {
     /// `ping` and the watchdog is on, in one datagram.
     fn notify_status(&mut self, sink: &mut dyn Sink, ready: bool, ping: bool) -> bool {
         let line = self.status_line();
-        let ping =
-            (ping && self.notifier.watchdog_every().is_some()).then_some(NotifyState::Watchdog);
+        let ping = ping && self.notifier.watchdog_every().is_some();
         let ready = ready.then_some(NotifyState::Ready);
-        let states: Vec<_> = ready
-            .into_iter()
-            .chain([NotifyState::Status(&line)])
-            .chain(ping)
-            .collect();
-        self.notify(sink, &states)
+        let ping = ping.then_some(NotifyState::Watchdog);
+        self.notify(sink, [ready, Some(NotifyState::Status(&line)), ping])
+    }
+
+    /// The sampling interval: `--interval`, else the configuration's.
+    fn interval(&self) -> Duration {
+        self.cli_interval.unwrap_or(self.cfg.watch.interval)
+    }
+
+    fn thresholds(&self) -> Thresholds {
+        Thresholds::new(&self.cfg.watch, self.interval())
+    }
+
+    /// `[watch] namespaces = "all"`, and the access to act on it.
+    fn all_namespaces(&self) -> bool {
+        self.cfg.watch.all_namespaces && self.host.kernel_access
     }
 
     /// The file `config::load` reads: `--config`, else the default path.
@@ -220,7 +228,7 @@ impl Watcher<'_> {
     fn sample(&mut self, sink: &mut dyn Sink) {
         let now = Instant::now();
         self.last_sample = now;
-        self.next_sample = now + self.interval;
+        self.next_sample = now + self.interval();
         let mut obs = observe::observe(self.host, &self.cfg);
         own_growth(&mut obs.settings, self.grower.own);
         // A setting that differs from the configuration may have just been
@@ -238,8 +246,12 @@ impl Watcher<'_> {
         let at = now.duration_since(self.start);
         let level_before = self.state.level();
         let drops_before = self.state.counters.since_start.clone();
-        let (state, mut evs) =
-            assess::assess(&self.thresholds, std::mem::take(&mut self.state), &obs, at);
+        let (state, mut evs) = assess::assess(
+            &self.thresholds(),
+            std::mem::take(&mut self.state),
+            &obs,
+            at,
+        );
         self.state = state;
         if self.state.level() > level_before {
             self.start_triage(now);
@@ -250,7 +262,7 @@ impl Watcher<'_> {
             give_back_heap();
         }
         self.start_ns_scan(now);
-        evs.extend(self.ns_scan_result(at));
+        evs.extend(self.ns_scan_result(at).unwrap_or_default());
         let in_use = self.entries_in_use(&obs);
         let (restores, fights) =
             self.state
@@ -304,7 +316,7 @@ impl Watcher<'_> {
         let due = self
             .last_ns_scan
             .map_or(true, |t| now.duration_since(t) >= w.namespaces_every);
-        if !(w.all_namespaces && self.host.kernel_access && self.ns_scan.is_none() && due) {
+        if !(self.all_namespaces() && self.ns_scan.is_none() && due) {
             return;
         }
         self.last_ns_scan = Some(now);
@@ -326,29 +338,28 @@ impl Watcher<'_> {
         });
     }
 
-    /// The namespace events, once a scan is done.
-    fn ns_scan_result(&mut self, at: Duration) -> Vec<Event> {
-        let got = match self.ns_scan.as_ref().map(mpsc::Receiver::try_recv) {
-            None | Some(Err(mpsc::TryRecvError::Empty)) => return Vec::new(),
-            Some(got) => got,
+    /// The namespace events once a scan is done; `None` while none is.
+    fn ns_scan_result(&mut self, at: Duration) -> Option<Vec<Event>> {
+        let got = match self.ns_scan.as_ref()?.try_recv() {
+            Err(mpsc::TryRecvError::Empty) => return None,
+            got => got,
         };
         self.ns_scan = None;
         let Ok((scan, kmsg, denied)) = got else {
-            return Vec::new();
+            return Some(Vec::new());
         };
         self.grower.scans += 1;
-        let mut evs = self.namespaces.step(&self.thresholds, &scan, at);
+        let mut evs = self.namespaces.step(&self.thresholds(), &scan, at);
         evs.extend(self.ns_access(denied));
         // "table full in netns N": which container that is. Lines from
         // before the first scan are history, not news.
-        let first = self.kmsg_seen.is_none();
-        let seen = self.kmsg_seen.get_or_insert_with(BTreeMap::new);
+        let first = self.grower.scans == 1;
         for line in kmsg {
             let Some(inode) = line.netns else { continue };
-            if seen.get(&inode).is_some_and(|u| *u >= line.usec) {
+            if self.kmsg_seen.get(&inode).is_some_and(|u| *u >= line.usec) {
                 continue;
             }
-            seen.insert(inode, line.usec);
+            self.kmsg_seen.insert(inode, line.usec);
             if first {
                 continue;
             }
@@ -373,14 +384,14 @@ impl Watcher<'_> {
         }
         drop(scan);
         give_back_heap();
-        evs
+        Some(evs)
     }
 
     /// A scan was kept out of other namespaces by a missing capability
     /// (`denied`), or was not: remember it for the status line, and say
     /// it once per start (a capability does not come back without one).
     fn ns_access(&mut self, denied: Option<&'static str>) -> Option<Event> {
-        self.ns_denied = Some(denied);
+        self.ns_denied = denied;
         let cap = denied?;
         if std::mem::replace(&mut self.ns_denied_logged, true) {
             return None;
@@ -407,9 +418,9 @@ impl Watcher<'_> {
     /// The `STATUS=` line, with the namespaces when all are watched.
     fn status_line(&self) -> String {
         let mut parts = vec![status_line(&self.state)];
-        if self.cfg.watch.all_namespaces && self.host.kernel_access {
+        if self.all_namespaces() {
             parts.push(match self.ns_denied {
-                Some(Some(cap)) if self.namespaces.by_inode.is_empty() => {
+                Some(cap) if self.namespaces.by_inode.is_empty() => {
                     format!("netns: no access (needs {cap})")
                 }
                 _ => self.namespaces.status(),
@@ -422,14 +433,12 @@ impl Watcher<'_> {
     /// The most entries any namespace this watchdog can see holds, for the
     /// lowering guard of `[watch] restore`: its own count, and with
     /// `namespaces = "all"` each one of the last scan. `None` while not
-    /// known: its own count unreadable, or the first scan not in yet
-    /// (`kmsg_seen` is set by the first scan's result).
+    /// known: its own count unreadable, or the first scan not in yet.
     fn entries_in_use(&self, obs: &assess::Observation) -> Option<u64> {
         let assess::FillReading::Read { count, .. } = obs.fill else {
             return None;
         };
-        let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
-        if all && self.kmsg_seen.is_none() {
+        if self.all_namespaces() && self.grower.scans == 0 {
             return None;
         }
         Some(self.namespaces.counts().fold(count, u64::max))
@@ -556,11 +565,7 @@ impl Watcher<'_> {
         let announce = self.ready_sent;
         if announce {
             let stamp = NotifyState::monotonic_usec_now().ok();
-            let states: Vec<_> = [Some(NotifyState::Reloading), stamp]
-                .into_iter()
-                .flatten()
-                .collect();
-            self.notify(sink, &states);
+            self.notify(sink, [Some(NotifyState::Reloading), stamp]);
         }
         // Taken before the read: a write during the read shows as a change
         // next time, never as a missed one. An invalid file is not retried
@@ -581,12 +586,11 @@ impl Watcher<'_> {
                     self.grower.own = None;
                 }
                 self.grower.write_failing = false;
-                self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
-                self.thresholds = Thresholds::new(&cfg.watch, self.interval);
+                let interval = self.cli_interval.unwrap_or(cfg.watch.interval);
                 if self.textfile.as_ref().map(Textfile::path) != cfg.metrics.textfile.as_deref() {
                     self.textfile = cfg.metrics.textfile.as_deref().map(Textfile::new);
                 }
-                self.next_sample = self.next_sample.min(self.last_sample + self.interval);
+                self.next_sample = self.next_sample.min(self.last_sample + interval);
                 sink.emit(&Event::new(
                     Priority::Info,
                     "reload",
@@ -595,7 +599,7 @@ impl Watcher<'_> {
                         "configuration reloaded from {}: interval {}, warning {}%, critical {}%, \
                          {} watched settings",
                         cfg.source_name(),
-                        fmt_duration(self.interval),
+                        fmt_duration(interval),
                         cfg.watch.warn_percent,
                         cfg.watch.critical_percent,
                         cfg.targets().len()
@@ -638,22 +642,15 @@ impl Watcher<'_> {
             // Events the journal did not take yet (it stalled): never
             // waited for, tried again on every turn.
             sink.retry();
-            let got = signals.wait(Duration::ZERO);
-            if got.stop {
+            if signals.wait(Duration::ZERO, || self.reload(sink)) {
                 break;
-            }
-            if got.reload {
-                self.reload(sink);
             }
             if Instant::now() >= self.next_sample {
                 self.sample(sink);
             }
-            let got = signals.wait(self.wake_at().saturating_duration_since(Instant::now()));
-            if got.stop {
+            let timeout = self.wake_at().saturating_duration_since(Instant::now());
+            if signals.wait(timeout, || self.reload(sink)) {
                 break;
-            }
-            if got.reload {
-                self.reload(sink);
             }
             let held = self.hint_result(Instant::now());
             Self::emit_all(sink, held);
@@ -662,7 +659,7 @@ impl Watcher<'_> {
             let every = self.notifier.watchdog_every();
             if every.is_some_and(|e| now >= self.last_ping + e) && now < self.next_sample {
                 self.last_ping = now;
-                self.notify(sink, &[NotifyState::Watchdog]);
+                self.notify(sink, [Some(NotifyState::Watchdog)]);
             }
         }
         // Held drift events go out without waiting for their hint.
@@ -673,13 +670,8 @@ impl Watcher<'_> {
         Self::emit_all(sink, evs);
         let at = Instant::now().duration_since(self.start);
         Self::emit_all(sink, self.namespaces.flush(at));
-        self.notify(
-            sink,
-            &[
-                NotifyState::Stopping,
-                NotifyState::Status("stopping on signal"),
-            ],
-        );
+        let status = NotifyState::Status("stopping on signal");
+        self.notify(sink, [Some(NotifyState::Stopping), Some(status)]);
         // What the journal still holds back gets a moment, not forever:
         // systemd's stop timeout is the hard bound.
         sink.drain(JOURNAL_DRAIN_AT_EXIT);
@@ -714,8 +706,8 @@ struct Grower {
     /// The max and buckets this watchdog grew the table to (this process,
     /// or an earlier one this boot): expected from then on, not drift.
     own: Option<(u64, u64)>,
-    /// Namespace scan results taken, and how many of them the last growth
-    /// step had seen.
+    /// Namespace scan results taken (0: the first is not in yet), and how
+    /// many of them the last growth step had seen.
     scans: u64,
     scans_used: u64,
     /// Scan results whose loss rises do not trigger a growth (they were
@@ -834,15 +826,11 @@ impl Watcher<'_> {
     /// drops packets until then). The host's count is the last sample's;
     /// max is read afresh, as a growth of the last sample changed it.
     fn ns_arrived(&mut self, sink: &mut dyn Sink) {
-        if self.ns_scan.is_none() {
-            return;
-        }
         let now = Instant::now();
         let at = now.duration_since(self.start);
-        let mut evs = self.ns_scan_result(at);
-        if self.ns_scan.is_some() {
-            return; // still scanning
-        }
+        let Some(mut evs) = self.ns_scan_result(at) else {
+            return; // no scan, or still scanning
+        };
         let max = kernel_u64(&self.host.root, KEY_MAX);
         if let (Some(count), Some(max)) = (self.grower.last_host_count, max) {
             evs.extend(self.grow(count, max, [0; 3], at, now));
@@ -864,9 +852,9 @@ impl Watcher<'_> {
         if !self.cfg.grow.enabled {
             return Vec::new();
         }
-        let root = &self.host.root;
+        let (root, interval) = (&self.host.root, self.interval());
         let scanning = self.ns_scan.is_some();
-        let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
+        let all = self.all_namespaces();
         let g = &mut self.grower;
         // The other namespaces' entries and loss rises, and how often they
         // are read (the flow-rate window below holds two scans).
@@ -905,7 +893,7 @@ impl Watcher<'_> {
                 rate
             });
         g.losses = g.losses.saturating_add(rises.iter().sum());
-        let window = self.interval.max(scan_every) * 2;
+        let window = interval.max(scan_every) * 2;
         let seen = g
             .window
             .rate(at, table_count.saturating_add(g.losses), window);
@@ -1117,17 +1105,14 @@ pub fn run(host: &Host, config_path: Option<&Path>, cli_interval: Option<Duratio
         }
     };
     let mut sink = default_sink();
-    let interval = cli_interval.unwrap_or(cfg.watch.interval);
     let now = Instant::now();
     let mut w = Watcher {
         host,
         config_path: config_path.map(Path::to_path_buf),
         config_stamp,
         cli_interval,
-        thresholds: Thresholds::new(&cfg.watch, interval),
         textfile: cfg.metrics.textfile.as_deref().map(Textfile::new),
         cfg,
-        interval,
         state: State::default(),
         start: now,
         last_sample: now,
@@ -1140,7 +1125,7 @@ pub fn run(host: &Host, config_path: Option<&Path>, cli_interval: Option<Duratio
         ns_scan: None,
         last_ns_scan: None,
         namespaces: NsTrackers::default(),
-        kmsg_seen: None,
+        kmsg_seen: BTreeMap::new(),
         hints: None,
         ns_denied: None,
         ns_denied_logged: false,
