@@ -516,10 +516,6 @@ impl Watcher<'_> {
         let (Some(tf), Some(fill)) = (self.textfile.as_mut(), self.state.fill.as_ref()) else {
             return;
         };
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
         let (conntrack, softnet) = (self.state.conntrack_totals(), self.state.backlog_totals());
         let counters = obs.counters.as_ref().and_then(|r| r.as_ref().ok());
         let text = metrics::render(&metrics::Snapshot {
@@ -535,7 +531,7 @@ impl Watcher<'_> {
                 budget_bytes: self.grower.budget_bytes,
                 limited: self.grower.tracker.at_budget(fill.max),
             }),
-            timestamp,
+            timestamp: unix_now().as_secs_f64(),
         });
         if let Some(ev) = tf.write(&text) {
             sink.emit(&ev);
@@ -587,7 +583,9 @@ impl Watcher<'_> {
                 }
                 self.grower.write_failing = false;
                 let interval = self.cli_interval.unwrap_or(cfg.watch.interval);
-                if self.textfile.as_ref().map(Textfile::path) != cfg.metrics.textfile.as_deref() {
+                if self.textfile.as_ref().map(|t| t.path.as_path())
+                    != cfg.metrics.textfile.as_deref()
+                {
                     self.textfile = cfg.metrics.textfile.as_deref().map(Textfile::new);
                 }
                 self.next_sample = self.next_sample.min(self.last_sample + interval);
@@ -849,7 +847,8 @@ impl Watcher<'_> {
         at: Duration,
         now: Instant,
     ) -> Vec<Event> {
-        if !self.cfg.grow.enabled {
+        let (grow, w) = (&self.cfg.grow, &self.cfg.watch);
+        if !grow.enabled {
             return Vec::new();
         }
         let (root, interval) = (&self.host.root, self.interval());
@@ -861,7 +860,7 @@ impl Watcher<'_> {
         let (others, ns, scan_every) = if all {
             let ns = ns_rises(&mut g.ns_seen, self.namespaces.drops_since_start());
             let others: u64 = self.namespaces.counts().sum();
-            (others, ns, self.cfg.watch.namespaces_every)
+            (others, ns, w.namespaces_every)
         } else {
             (0, [0; 3], Duration::ZERO)
         };
@@ -882,23 +881,15 @@ impl Watcher<'_> {
         // New flows per second: the kernel's `insert` count where it still
         // counts, else (and at least) what the entries and losses show over
         // the last window, long enough to hold two namespace scans.
-        let inserted = self
-            .state
-            .counters
-            .deltas
-            .monotonic(CtCounter::Insert)
-            .and_then(|total| {
-                let rate = flow_rate(g.last_insert, total, now);
-                g.last_insert = Some((total, now));
-                rate
-            });
+        let inserted = self.state.counters.deltas.monotonic(CtCounter::Insert);
+        let inserted = inserted.and_then(|t| flow_rate(g.last_insert.replace((t, now)), t, now));
         g.losses = g.losses.saturating_add(rises.iter().sum());
         let window = interval.max(scan_every) * 2;
         let seen = g
             .window
             .rate(at, table_count.saturating_add(g.losses), window);
         let rate = inserted.into_iter().chain(seen).reduce(f64::max);
-        g.budget_bytes = observe::budget_bytes(root, self.cfg.grow.budget);
+        g.budget_bytes = observe::budget_bytes(root, grow.budget);
         let sample = GrowSample {
             max,
             buckets: kernel_u64(root, KEY_BUCKETS).unwrap_or(0),
@@ -913,11 +904,7 @@ impl Watcher<'_> {
             udp_timeout: kernel_u64(root, KEY_UDP_TIMEOUT).unwrap_or(30),
             entry_bytes: *g.entry_bytes.get_or_insert_with(|| slab::entry_bytes(root)),
         };
-        let policy = GrowPolicy::new(
-            g.budget_bytes,
-            self.cfg.grow.every,
-            self.cfg.watch.critical_percent,
-        );
+        let policy = GrowPolicy::new(g.budget_bytes, grow.every, w.critical_percent);
         let mut step = g.tracker.step(&policy, &sample, at);
         let Some(growth) = step.growth.as_mut() else {
             return step.events(None);
@@ -966,16 +953,13 @@ impl Watcher<'_> {
             Knob::Set(m) => m,
             _ => *g.configured.get_or_insert(growth.max_before),
         };
-        let when = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let rec = record(growth, configured, when);
+        let rec = record(growth, configured, unix_now().as_secs());
         g.own = Some((rec.max, rec.buckets));
         // The scan running now (if any) and the next one read drops from
         // before this growth.
         g.absorb = if scanning { 2 } else { 1 };
         let mut evs = step.events(stall);
-        let remembered = self.cfg.grow.remember.then_some(grown::REMEMBERED);
+        let remembered = grow.remember.then_some(grown::REMEMBERED);
         for rel in [grown::THIS_BOOT].into_iter().chain(remembered) {
             if let Err(e) = grown::write(root, rel, &rec) {
                 evs.push(Event::fault(
@@ -990,6 +974,13 @@ impl Watcher<'_> {
         }
         evs
     }
+}
+
+/// The time since the Unix epoch (0 before it).
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// `job` on a thread of its own, its result through the receiver; `None`
@@ -1017,24 +1008,21 @@ fn triage_event(
         .unwrap_or_default();
     match r {
         Ok(t) => {
-            let mut ev = Event::new(
+            let top = |top: &Option<triage::Top>| {
+                top.as_ref()
+                    .map(|top| format!("{} {:.1}%", top.key, top.share * 100.0))
+            };
+            Event::new(
                 Priority::Warning,
                 "triage",
                 ids::TRIAGE,
                 format!("who fills the conntrack table{table}: {}", t.message),
             )
             .field("CONNTRACK_TRIAGE_ENTRIES", t.total)
-            .field("CONNTRACK_TRIAGE_COMPLETE", t.complete);
-            for (field, top) in [
-                ("CONNTRACK_TOP_DPORT", &t.top_dport),
-                ("CONNTRACK_TOP_STATE", &t.top_state),
-                ("CONNTRACK_TOP_SOURCE", &t.top_source),
-            ] {
-                if let Some(top) = top {
-                    ev = ev.field(field, format!("{} {:.1}%", top.key, top.share * 100.0));
-                }
-            }
-            ev
+            .field("CONNTRACK_TRIAGE_COMPLETE", t.complete)
+            .field_opt("CONNTRACK_TOP_DPORT", top(&t.top_dport))
+            .field_opt("CONNTRACK_TOP_STATE", top(&t.top_state))
+            .field_opt("CONNTRACK_TOP_SOURCE", top(&t.top_source))
         }
         Err(e) => Event::new(
             Priority::Notice,

@@ -38,13 +38,7 @@ pub enum Priority {
 impl Priority {
     /// The syslog name.
     pub fn name(self) -> &'static str {
-        match self {
-            Priority::Crit => "crit",
-            Priority::Err => "err",
-            Priority::Warning => "warning",
-            Priority::Notice => "notice",
-            Priority::Info => "info",
-        }
+        ["crit", "err", "warning", "notice", "info"][self as usize - 2]
     }
 }
 
@@ -87,11 +81,9 @@ impl Event {
     }
 
     /// Add a field when there is a value.
-    pub fn field_opt(self, key: &'static str, value: Option<impl ToString>) -> Self {
-        match value {
-            Some(v) => self.field(key, v),
-            None => self,
-        }
+    pub fn field_opt(mut self, key: &'static str, value: Option<impl ToString>) -> Self {
+        self.fields.extend(value.map(|v| (key, v.to_string())));
+        self
     }
 
     /// The value of a field, if set.
@@ -192,11 +184,6 @@ pub struct JournalSink {
 }
 
 impl JournalSink {
-    /// Open an unbound datagram socket for the journal.
-    pub fn new() -> io::Result<Self> {
-        Self::at(Path::new(JOURNAL_SOCKET), Box::new(StderrSink))
-    }
-
     /// Send to the socket at `socket`, falling back to `fallback` (tests use
     /// a socket of their own, never the real journal).
     pub fn at(socket: &Path, fallback: Box<dyn Sink>) -> io::Result<Self> {
@@ -302,7 +289,7 @@ impl Sink for JournalSink {
 /// The journal sink when stderr is connected to the journal, else stderr.
 pub fn default_sink() -> Box<dyn Sink> {
     if systemd_journal_logger::connected_to_journal() {
-        if let Ok(j) = JournalSink::new() {
+        if let Ok(j) = JournalSink::at(Path::new(JOURNAL_SOCKET), Box::new(StderrSink)) {
             return Box::new(j);
         }
     }

@@ -70,19 +70,15 @@ pub fn load_totals(root: &SysRoot) -> Option<SavedTotals> {
 /// directory: the unit's RuntimeDirectory= makes it; a watchdog run by hand
 /// leaves nothing behind in /run.
 pub fn save_totals(root: &SysRoot, totals: &SavedTotals) -> Result<(), PathError> {
-    let Some(boot_id) = boot_id(root) else {
-        return Ok(());
-    };
     let path = root.path(TOTALS_FILE);
-    if !path.parent().is_some_and(Path::is_dir) {
-        return Ok(());
+    match boot_id(root) {
+        Some(boot_id) if path.parent().is_some_and(Path::is_dir) => {
+            let totals = totals.clone();
+            let text = serde_json::to_string(&TotalsFile { boot_id, totals }).unwrap_or_default();
+            write_atomic(&path, text.as_bytes())
+        }
+        _ => Ok(()),
     }
-    let file = TotalsFile {
-        boot_id,
-        totals: totals.clone(),
-    };
-    let text = serde_json::to_string(&file).unwrap_or_default();
-    write_atomic(&path, text.as_bytes())
 }
 
 /// The watchdog's own growth of the table (`[grow]`): growths since it
@@ -183,9 +179,10 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
         );
     }
     if let Some(src) = s.counters_source {
-        let name = match src {
-            CounterSource::Netlink => "netlink",
-            CounterSource::Procfs => "procfs",
+        let name = if src == CounterSource::Netlink {
+            "netlink"
+        } else {
+            "procfs"
         };
         family(
             &mut o,
@@ -257,7 +254,8 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
 /// The textfile and whether its last write failed (to say so once).
 #[derive(Debug)]
 pub struct Textfile {
-    path: PathBuf,
+    /// The path (absolute, not rooted).
+    pub path: PathBuf,
     failing: bool,
 }
 
@@ -268,11 +266,6 @@ impl Textfile {
             path: path.to_path_buf(),
             failing: false,
         }
-    }
-
-    /// The path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Replace the file. Returns an event on the first failure, and one

@@ -70,8 +70,7 @@ pub fn config(
     path: Option<&std::path::Path>,
     who: &str,
 ) -> Option<crate::config::Config> {
-    let loaded = crate::config::load(root, path);
-    loaded
+    crate::config::load(root, path)
         .map_err(|e| err(&format!("{who}: invalid configuration: {e}")))
         .ok()
 }
