@@ -650,8 +650,7 @@ impl Watcher<'_> {
             if signals.wait(timeout, || self.reload(sink)) {
                 break;
             }
-            let held = self.hint_result(Instant::now());
-            Self::emit_all(sink, held);
+            Self::emit_all(sink, self.hint_result(Instant::now()));
             self.ns_arrived(sink);
             let now = Instant::now();
             let every = self.notifier.watchdog_every();
@@ -661,11 +660,8 @@ impl Watcher<'_> {
             }
         }
         // Held drift events go out without waiting for their hint.
-        if let Some(job) = self.hints.take() {
-            Self::emit_all(sink, job.held);
-        }
-        let (_, evs) = assess::flush(std::mem::take(&mut self.state));
-        Self::emit_all(sink, evs);
+        Self::emit_all(sink, self.hints.take().into_iter().flat_map(|j| j.held));
+        Self::emit_all(sink, assess::flush(std::mem::take(&mut self.state)).1);
         let at = Instant::now().duration_since(self.start);
         Self::emit_all(sink, self.namespaces.flush(at));
         let status = NotifyState::Status("stopping on signal");
