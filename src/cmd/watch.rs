@@ -751,14 +751,13 @@ fn ns_rises(
     seen: &mut BTreeMap<u64, [u64; 3]>,
     now: impl Iterator<Item = (u64, [u64; 3])>,
 ) -> [u64; 3] {
+    let next: BTreeMap<_, _> = now.collect();
     let mut rises = [0u64; 3];
-    let mut next = BTreeMap::new();
-    for (inode, totals) in now {
-        let before = seen.get(&inode).copied().unwrap_or_default();
+    for (inode, totals) in &next {
+        let before = seen.get(inode).copied().unwrap_or_default();
         for (r, (n, b)) in rises.iter_mut().zip(totals.iter().zip(before)) {
             *r = r.saturating_add(n.saturating_sub(b));
         }
-        next.insert(inode, totals);
     }
     *seen = next;
     rises
