@@ -35,13 +35,6 @@ pub enum Priority {
     Info = 6,
 }
 
-impl Priority {
-    /// The syslog name.
-    pub fn name(self) -> &'static str {
-        ["crit", "err", "warning", "notice", "info"][self as usize - 2]
-    }
-}
-
 /// One structured event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -96,7 +89,8 @@ impl Event {
 
     /// The stderr form: `<priority>: EVENT=<name> KEY=value ... MESSAGE="..."`.
     pub fn to_line(&self) -> String {
-        let (priority, name, id) = (self.priority.name(), self.name, self.id);
+        let priority = ["crit", "err", "warning", "notice", "info"][self.priority as usize - 2];
+        let (name, id) = (self.name, self.id);
         let mut s = format!("{priority}: EVENT={name} MESSAGE_ID={id}");
         for (k, v) in &self.fields {
             let _ = if v.is_empty() || v.contains([' ', '"', '=', '\n', '\t']) {
@@ -210,17 +204,12 @@ impl JournalSink {
     fn send_held(&mut self) -> bool {
         while let Some(d) = self.queue.front() {
             match self.send(d) {
-                Ok(()) => {
-                    self.queue.pop_front();
-                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 // The socket went away while events waited: they are
                 // counted, and the count goes to the fallback below.
-                Err(_) => {
-                    self.queue.pop_front();
-                    self.lost += 1;
-                }
+                sent => self.lost += u64::from(sent.is_err()),
             }
+            self.queue.pop_front();
         }
         if self.lost > 0 {
             let ev = Event::fault(
@@ -234,13 +223,11 @@ impl JournalSink {
             )
             .field("CONNTRACK_EVENTS_LOST", self.lost);
             match self.send(&ev.to_journal(&self.identifier)) {
-                Ok(()) => self.lost = 0,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => {
-                    self.fallback.emit(&ev);
-                    self.lost = 0;
-                }
+                Err(_) => self.fallback.emit(&ev),
+                Ok(()) => {}
             }
+            self.lost = 0;
         }
         true
     }
