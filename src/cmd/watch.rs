@@ -246,12 +246,8 @@ impl Watcher<'_> {
         let at = now.duration_since(self.start);
         let level_before = self.state.level();
         let drops_before = self.state.counters.since_start.clone();
-        let (state, mut evs) = assess::assess(
-            &self.thresholds(),
-            std::mem::take(&mut self.state),
-            &obs,
-            at,
-        );
+        let t = self.thresholds();
+        let (state, mut evs) = assess::assess(&t, std::mem::take(&mut self.state), &obs, at);
         self.state = state;
         if self.state.level() > level_before {
             self.start_triage(now);
@@ -264,10 +260,8 @@ impl Watcher<'_> {
         self.start_ns_scan(now);
         evs.extend(self.ns_scan_result(at).unwrap_or_default());
         let in_use = self.entries_in_use(&obs);
-        let (restores, fights) =
-            self.state
-                .restore
-                .step(&self.cfg.watch, &obs.settings, in_use, at);
+        let restore = &mut self.state.restore;
+        let (restores, fights) = restore.step(&self.cfg.watch, &obs.settings, in_use, at);
         evs.extend(fights);
         // `[watch] restore`: write the configured value back and read it.
         let root = &self.host.root;
@@ -504,8 +498,7 @@ impl Watcher<'_> {
         self.hints = None;
         for (ev, text) in held.iter_mut().zip(texts) {
             if !text.is_empty() {
-                ev.message
-                    .push_str(&format!("; who else writes it: {text}"));
+                ev.message += &format!("; who else writes it: {text}");
                 ev.fields.push(("CONNTRACK_WRITER_HINT", text));
             }
         }
@@ -727,19 +720,17 @@ impl Grower {
     /// this watchdog stays its own. A record that cannot be read is said
     /// once and otherwise ignored.
     fn resume(&mut self, root: &SysRoot) -> Option<Event> {
-        match grown::read(root, grown::THIS_BOOT) {
-            Ok(Some(r)) => {
-                self.tracker = GrowTracker::resumed(r.max);
-                self.own = Some((r.max, r.buckets));
-                self.configured = Some(r.configured);
-                None
+        let r = match grown::read(root, grown::THIS_BOOT) {
+            Ok(r) => r?,
+            Err(e) => {
+                let msg = format!("ignoring this boot's growth record: {e}");
+                return Some(Event::fault(Priority::Warning, msg));
             }
-            Ok(None) => None,
-            Err(e) => Some(Event::fault(
-                Priority::Warning,
-                format!("ignoring this boot's growth record: {e}"),
-            )),
-        }
+        };
+        self.tracker = GrowTracker::resumed(r.max);
+        self.own = Some((r.max, r.buckets));
+        self.configured = Some(r.configured);
+        None
     }
 }
 
