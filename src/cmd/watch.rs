@@ -273,8 +273,7 @@ impl Watcher<'_> {
         }
         evs.extend(self.grow_on_sample(&obs, &drops_before, at, now));
         evs.extend(self.hint_result(now));
-        let evs = self.name_the_writer(evs, now);
-        Self::emit_all(sink, evs);
+        Self::emit_all(sink, self.name_the_writer(evs, now));
         // READY=1 is retried with the next sample until it went out.
         if self.notify_status(sink, !self.ready_sent, true) {
             self.ready_sent = true;
@@ -361,16 +360,12 @@ impl Watcher<'_> {
             let who = ns.map_or("a namespace that is gone now".to_string(), |n| {
                 n.owner.label()
             });
-            let ev = Event::new(
-                Priority::Err,
-                "netns_full",
-                ids::NETNS_FULL,
-                format!(
-                    "the kernel reports the conntrack table full in netns {inode}: {who}; \
-                     its count reached the global nf_conntrack_max"
-                ),
-            )
-            .field("CONNTRACK_KERNEL_LINE", &line.line);
+            let msg = format!(
+                "the kernel reports the conntrack table full in netns {inode}: {who}; \
+                 its count reached the global nf_conntrack_max"
+            );
+            let ev = Event::new(Priority::Err, "netns_full", ids::NETNS_FULL, msg)
+                .field("CONNTRACK_KERNEL_LINE", &line.line);
             evs.push(match ns {
                 Some(ns) => assess::netns::tag(ev, ns),
                 None => ev.field("CONNTRACK_NETNS", inode),
@@ -390,23 +385,19 @@ impl Watcher<'_> {
         if std::mem::replace(&mut self.ns_denied_logged, true) {
             return None;
         }
-        Some(
-            Event::new(
-                Priority::Warning,
-                "netns_unavailable",
-                ids::NETNS_UNAVAILABLE,
-                format!(
-                    "[watch] namespaces = \"all\" is set, but this process cannot enter other \
-                     network namespaces: it lacks {cap}; only the host's table is watched. \
-                     {dropin} grants it: install it as \
-                     /etc/systemd/system/conntrack-guard.service.d/allns.conf, then \
-                     systemctl daemon-reload && systemctl restart conntrack-guard",
-                    dropin = netns::ALLNS_DROPIN
-                ),
-            )
+        let msg = format!(
+            "[watch] namespaces = \"all\" is set, but this process cannot enter other \
+             network namespaces: it lacks {cap}; only the host's table is watched. \
+             {dropin} grants it: install it as \
+             /etc/systemd/system/conntrack-guard.service.d/allns.conf, then \
+             systemctl daemon-reload && systemctl restart conntrack-guard",
+            dropin = netns::ALLNS_DROPIN
+        );
+        let (name, id) = ("netns_unavailable", ids::NETNS_UNAVAILABLE);
+        let ev = Event::new(Priority::Warning, name, id, msg)
             .field("CONNTRACK_MISSING_CAPABILITY", cap)
-            .field("CONNTRACK_DROPIN", netns::ALLNS_DROPIN),
-        )
+            .field("CONNTRACK_DROPIN", netns::ALLNS_DROPIN);
+        Some(ev)
     }
 
     /// The `STATUS=` line, with the namespaces when all are watched.
@@ -526,22 +517,18 @@ impl Watcher<'_> {
             }),
             timestamp: unix_now().as_secs_f64(),
         });
-        if let Some(ev) = tf.write(&text) {
-            sink.emit(&ev);
-        }
+        Self::emit_all(sink, tf.write(&text));
         // The totals just exported, for the next process (see
         // assess::SavedTotals). Said once when it fails, and once when it
         // works again.
         let saved = metrics::save_totals(&self.host.root, &self.state.saved_totals());
         if let (Err(e), false) = (&saved, self.totals_failing) {
-            sink.emit(&Event::fault(
-                Priority::Warning,
-                format!(
-                    "cannot keep the metrics' totals for the next start ({e}); after a \
-                     restart the *_total counters may start lower (the unit's \
-                     RuntimeDirectory=conntrack-guard keeps them)"
-                ),
-            ));
+            let msg = format!(
+                "cannot keep the metrics' totals for the next start ({e}); after a \
+                 restart the *_total counters may start lower (the unit's \
+                 RuntimeDirectory=conntrack-guard keeps them)"
+            );
+            sink.emit(&Event::fault(Priority::Warning, msg));
         }
         self.totals_failing = saved.is_err();
     }
@@ -576,39 +563,31 @@ impl Watcher<'_> {
                 }
                 self.grower.write_failing = false;
                 let interval = self.cli_interval.unwrap_or(cfg.watch.interval);
-                if self.textfile.as_ref().map(|t| t.path.as_path())
-                    != cfg.metrics.textfile.as_deref()
-                {
-                    self.textfile = cfg.metrics.textfile.as_deref().map(Textfile::new);
+                let path = cfg.metrics.textfile.as_deref();
+                if self.textfile.as_ref().map(|t| t.path.as_path()) != path {
+                    self.textfile = path.map(Textfile::new);
                 }
                 self.next_sample = self.next_sample.min(self.last_sample + interval);
-                sink.emit(&Event::new(
-                    Priority::Info,
-                    "reload",
-                    ids::RELOAD,
-                    format!(
-                        "configuration reloaded from {}: interval {}, warning {}%, critical {}%, \
-                         {} watched settings",
-                        cfg.source_name(),
-                        fmt_duration(interval),
-                        cfg.watch.warn_percent,
-                        cfg.watch.critical_percent,
-                        cfg.targets().len()
-                    ),
-                ));
+                let msg = format!(
+                    "configuration reloaded from {}: interval {}, warning {}%, critical {}%, \
+                     {} watched settings",
+                    cfg.source_name(),
+                    fmt_duration(interval),
+                    cfg.watch.warn_percent,
+                    cfg.watch.critical_percent,
+                    cfg.targets().len()
+                );
+                sink.emit(&Event::new(Priority::Info, "reload", ids::RELOAD, msg));
                 self.cfg = cfg;
             }
-            Err(e) => sink.emit(
-                &Event::new(
-                    Priority::Err,
-                    "reload",
-                    ids::RELOAD,
-                    format!("invalid configuration, keeping the previous one: {e}"),
-                )
-                .field("CONNTRACK_CONFIG_FILE", e.file.display())
-                .field_opt("CONNTRACK_CONFIG_KEY", e.key.as_ref())
-                .field_opt("CONNTRACK_CONFIG_LINE", e.line),
-            ),
+            Err(e) => {
+                let msg = format!("invalid configuration, keeping the previous one: {e}");
+                let ev = Event::new(Priority::Err, "reload", ids::RELOAD, msg)
+                    .field("CONNTRACK_CONFIG_FILE", e.file.display())
+                    .field_opt("CONNTRACK_CONFIG_KEY", e.key.as_ref())
+                    .field_opt("CONNTRACK_CONFIG_LINE", e.line);
+                sink.emit(&ev);
+            }
         }
         self.notify_status(sink, announce, false);
     }
@@ -904,17 +883,14 @@ impl Watcher<'_> {
             if std::mem::replace(&mut g.write_failing, true) {
                 return Vec::new();
             }
-            return vec![Event::fault(
-                Priority::Err,
-                format!(
-                    "cannot grow nf_conntrack_max {} → {} ({}): {e}; the watchdog needs \
-                     the initial network namespace, CAP_NET_ADMIN and write access to \
-                     /proc/sys/net/netfilter (the shipped unit's ReadWritePaths=); tried \
-                     again after [grow] every, said again once it works",
-                    growth.max_before, growth.max_after, growth.reason
-                ),
-            )
-            .field("CONNTRACK_KEY", KEY_MAX)];
+            let msg = format!(
+                "cannot grow nf_conntrack_max {} → {} ({}): {e}; the watchdog needs \
+                 the initial network namespace, CAP_NET_ADMIN and write access to \
+                 /proc/sys/net/netfilter (the shipped unit's ReadWritePaths=); tried \
+                 again after [grow] every, said again once it works",
+                growth.max_before, growth.max_after, growth.reason
+            );
+            return vec![Event::fault(Priority::Err, msg).field("CONNTRACK_KEY", KEY_MAX)];
         }
         g.write_failing = false;
         let mut stall = None;
@@ -948,14 +924,12 @@ impl Watcher<'_> {
         let remembered = grow.remember.then_some(grown::REMEMBERED);
         for rel in [grown::THIS_BOOT].into_iter().chain(remembered) {
             if let Err(e) = grown::write(root, rel, &rec) {
-                evs.push(Event::fault(
-                    Priority::Warning,
-                    format!(
-                        "cannot record the growth to {} in {e}; status and apply may \
-                         take the grown max for drift",
-                        rec.max
-                    ),
-                ));
+                let msg = format!(
+                    "cannot record the growth to {} in {e}; status and apply may \
+                     take the grown max for drift",
+                    rec.max
+                );
+                evs.push(Event::fault(Priority::Warning, msg));
             }
         }
         evs
@@ -998,24 +972,18 @@ fn triage_event(
                 top.as_ref()
                     .map(|top| format!("{} {:.1}%", top.key, top.share * 100.0))
             };
-            Event::new(
-                Priority::Warning,
-                "triage",
-                ids::TRIAGE,
-                format!("who fills the conntrack table{table}: {}", t.message),
-            )
-            .field("CONNTRACK_TRIAGE_ENTRIES", t.total)
-            .field("CONNTRACK_TRIAGE_COMPLETE", t.complete)
-            .field_opt("CONNTRACK_TOP_DPORT", top(&t.top_dport))
-            .field_opt("CONNTRACK_TOP_STATE", top(&t.top_state))
-            .field_opt("CONNTRACK_TOP_SOURCE", top(&t.top_source))
+            let msg = format!("who fills the conntrack table{table}: {}", t.message);
+            Event::new(Priority::Warning, "triage", ids::TRIAGE, msg)
+                .field("CONNTRACK_TRIAGE_ENTRIES", t.total)
+                .field("CONNTRACK_TRIAGE_COMPLETE", t.complete)
+                .field_opt("CONNTRACK_TOP_DPORT", top(&t.top_dport))
+                .field_opt("CONNTRACK_TOP_STATE", top(&t.top_state))
+                .field_opt("CONNTRACK_TOP_SOURCE", top(&t.top_source))
         }
-        Err(e) => Event::new(
-            Priority::Notice,
-            "triage",
-            ids::TRIAGE,
-            format!("could not read the conntrack table to see who fills it{table}: {e}"),
-        ),
+        Err(e) => {
+            let msg = format!("could not read the conntrack table to see who fills it{table}: {e}");
+            Event::new(Priority::Notice, "triage", ids::TRIAGE, msg)
+        }
     }
 }
 
@@ -1107,9 +1075,7 @@ pub fn run(host: &Host, config_path: Option<&Path>, cli_interval: Option<Duratio
         grower: Grower::default(),
     };
     // A restarted watchdog knows the max it grew to earlier this boot.
-    if let Some(ev) = w.grower.resume(root) {
-        sink.emit(&ev);
-    }
+    Watcher::emit_all(&mut *sink, w.grower.resume(root));
     // Continue the metrics' totals of the previous process of this boot.
     if let Some(saved) = w.textfile.as_ref().and_then(|_| metrics::load_totals(root)) {
         w.state.resume_totals(saved);
