@@ -212,16 +212,13 @@ impl JournalSink {
             self.queue.pop_front();
         }
         if self.lost > 0 {
-            let ev = Event::fault(
-                Priority::Warning,
-                format!(
-                    "{} events could not be written: the journal did not accept them \
-                     (journald stalled or overloaded) and the queue of {JOURNAL_QUEUE} was full; \
-                     the watchdog kept running",
-                    self.lost
-                ),
-            )
-            .field("CONNTRACK_EVENTS_LOST", self.lost);
+            let msg = format!(
+                "{} events could not be written: the journal did not accept them \
+                 (journald stalled or overloaded) and the queue of {JOURNAL_QUEUE} was full; \
+                 the watchdog kept running",
+                self.lost
+            );
+            let ev = Event::fault(Priority::Warning, msg).field("CONNTRACK_EVENTS_LOST", self.lost);
             match self.send(&ev.to_journal(&self.identifier)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(_) => self.fallback.emit(&ev),

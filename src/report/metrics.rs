@@ -262,10 +262,10 @@ impl Textfile {
         let written = write_atomic(&self.path, contents.as_bytes());
         let was_failing = std::mem::replace(&mut self.failing, written.is_err());
         match written {
-            Ok(()) if was_failing => Some(Event::fault(
-                Priority::Info,
-                format!("metrics textfile {} is written again", self.path.display()),
-            )),
+            Ok(()) if was_failing => {
+                let msg = format!("metrics textfile {} is written again", self.path.display());
+                Some(Event::fault(Priority::Info, msg))
+            }
             Err(e) if !was_failing => {
                 let hint = match e.source.kind() {
                     std::io::ErrorKind::NotFound => "the directory does not exist",
@@ -275,18 +275,12 @@ impl Textfile {
                     std::io::ErrorKind::ReadOnlyFilesystem => "the file system is read-only",
                     _ => "cannot replace the file",
                 };
-                Some(
-                    Event::fault(
-                        Priority::Err,
-                        format!(
-                            "cannot write the metrics textfile {}: {hint} ({}); \
-                             watching continues without metrics",
-                            self.path.display(),
-                            e.source
-                        ),
-                    )
-                    .field("CONNTRACK_TEXTFILE", self.path.display()),
-                )
+                let (path, e) = (self.path.display(), e.source);
+                let msg = format!(
+                    "cannot write the metrics textfile {path}: {hint} ({e}); \
+                     watching continues without metrics"
+                );
+                Some(Event::fault(Priority::Err, msg).field("CONNTRACK_TEXTFILE", path))
             }
             _ => None,
         }

@@ -78,14 +78,12 @@ impl Notifier {
         if e.kind() == io::ErrorKind::WouldBlock || std::mem::replace(&mut self.failing, true) {
             return Err(None);
         }
-        Err(Some(Event::fault(
-            Priority::Warning,
-            format!(
-                "cannot notify the service manager at NOTIFY_SOCKET={} ({e}); \
-                 still running, but systemd will not see READY, STATUS or watchdog pings",
-                name.to_string_lossy()
-            ),
-        )))
+        let msg = format!(
+            "cannot notify the service manager at NOTIFY_SOCKET={} ({e}); \
+             still running, but systemd will not see READY, STATUS or watchdog pings",
+            name.to_string_lossy()
+        );
+        Err(Some(Event::fault(Priority::Warning, msg)))
     }
 }
 
