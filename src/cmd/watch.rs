@@ -485,8 +485,7 @@ impl Watcher<'_> {
             // Disconnected: the events without the hint.
             texts => texts.unwrap_or_default(),
         };
-        let mut held = std::mem::take(&mut job.held);
-        self.hints = None;
+        let mut held = self.hints.take().map_or_else(Vec::new, |j| j.held);
         for (ev, text) in held.iter_mut().zip(texts) {
             if !text.is_empty() {
                 ev.message += &format!("; who else writes it: {text}");
@@ -1040,9 +1039,8 @@ pub fn run(host: &Host, config_path: Option<&Path>, cli_interval: Option<Duratio
     let mut signals = match SignalWait::install() {
         Ok(s) => s,
         Err(e) => {
-            output::err(&format!(
-                "conntrack-guard: cannot install signal handlers: {e}"
-            ));
+            let msg = format!("conntrack-guard: cannot install signal handlers: {e}");
+            output::err(&msg);
             return crate::exit::FAILURE;
         }
     };
