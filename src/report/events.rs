@@ -81,10 +81,8 @@ impl Event {
 
     /// The value of a field, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
+        let (_, v) = self.fields.iter().find(|(k, _)| *k == key)?;
+        Some(v)
     }
 
     /// The stderr form: `<priority>: EVENT=<name> KEY=value ... MESSAGE="..."`.
