@@ -53,12 +53,6 @@ use crate::triage;
 /// Waits shorter than this are plain sleeps (see [`SignalWait::wait`]).
 const SHORT_WAIT: Duration = Duration::from_millis(20);
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Received {
-    stop: bool,
-    reload: bool,
-}
-
 /// SIGTERM, SIGINT and SIGHUP through signal-hook's self-pipe, read with a
 /// timeout: an interruptible sleep without a second thread.
 struct SignalWait {
@@ -73,8 +67,9 @@ impl SignalWait {
         Ok(SignalWait { delivery })
     }
 
-    /// Wait up to `timeout` for a signal (zero: just look).
-    fn wait(&mut self, timeout: Duration) -> Received {
+    /// Wait up to `timeout` for a signal (zero: just look): true on
+    /// SIGTERM or SIGINT, else `reload` on SIGHUP.
+    fn wait(&mut self, timeout: Duration, reload: impl FnOnce()) -> bool {
         if !timeout.is_zero() && timeout < SHORT_WAIT {
             // SO_RCVTIMEO counts in jiffies (4 ms at HZ=250), too coarse for
             // millisecond intervals; a short plain sleep delays a signal by
@@ -92,10 +87,11 @@ impl SignalWait {
             }
         }
         let pending: Vec<_> = self.delivery.pending().collect();
-        Received {
-            stop: pending.iter().any(|s| *s != SIGHUP),
-            reload: pending.contains(&SIGHUP),
+        let stop = pending.iter().any(|s| *s != SIGHUP);
+        if !stop && pending.contains(&SIGHUP) {
+            reload();
         }
+        stop
     }
 }
 
@@ -126,8 +122,6 @@ struct Watcher<'a> {
     config_stamp: Stamp,
     cli_interval: Option<Duration>,
     cfg: Config,
-    interval: Duration,
-    thresholds: Thresholds,
     textfile: Option<Textfile>,
     state: State,
     start: Instant,
@@ -141,17 +135,16 @@ struct Watcher<'a> {
     last_triage: Option<Instant>,
     /// `[watch] namespaces = "all"`: the scan running now, when the last
     /// one started, the trackers, and the last "table full in netns" line
-    /// seen per namespace (None before the first scan: old lines are not
-    /// news).
+    /// seen per namespace.
     ns_scan: Option<mpsc::Receiver<Scan>>,
     last_ns_scan: Option<Instant>,
     namespaces: NsTrackers,
-    kmsg_seen: Option<BTreeMap<u64, u64>>,
+    kmsg_seen: BTreeMap<u64, u64>,
     /// The writer search running now, if any (see `name_the_writer`).
     hints: Option<HintJob>,
     /// What the last namespace scan could not enter for want of a
-    /// capability (None before the first scan), and whether that was said.
-    ns_denied: Option<Option<&'static str>>,
+    /// capability, and whether that was said.
+    ns_denied: Option<&'static str>,
     ns_denied_logged: bool,
     /// Saving the totals failed (said once).
     totals_failing: bool,
@@ -187,8 +180,14 @@ impl Watcher<'_> {
         }
     }
 
-    fn notify(&mut self, sink: &mut dyn Sink, states: &[NotifyState<'_>]) -> bool {
-        let sent = self.notifier.send(states);
+    /// The states given (`None`: left out) in one datagram.
+    fn notify<'s>(
+        &mut self,
+        sink: &mut dyn Sink,
+        states: impl IntoIterator<Item = Option<NotifyState<'s>>>,
+    ) -> bool {
+        let states: Vec<_> = states.into_iter().flatten().collect();
+        let sent = self.notifier.send(&states);
         if let Err(Some(ev)) = &sent {
             sink.emit(ev);
         }
@@ -199,15 +198,24 @@ impl Watcher<'_> {
     /// `ping` and the watchdog is on, in one datagram.
     fn notify_status(&mut self, sink: &mut dyn Sink, ready: bool, ping: bool) -> bool {
         let line = self.status_line();
-        let ping =
-            (ping && self.notifier.watchdog_every().is_some()).then_some(NotifyState::Watchdog);
+        let ping = ping && self.notifier.watchdog_every().is_some();
         let ready = ready.then_some(NotifyState::Ready);
-        let states: Vec<_> = ready
-            .into_iter()
-            .chain([NotifyState::Status(&line)])
-            .chain(ping)
-            .collect();
-        self.notify(sink, &states)
+        let ping = ping.then_some(NotifyState::Watchdog);
+        self.notify(sink, [ready, Some(NotifyState::Status(&line)), ping])
+    }
+
+    /// The sampling interval: `--interval`, else the configuration's.
+    fn interval(&self) -> Duration {
+        self.cli_interval.unwrap_or(self.cfg.watch.interval)
+    }
+
+    fn thresholds(&self) -> Thresholds {
+        Thresholds::new(&self.cfg.watch, self.interval())
+    }
+
+    /// `[watch] namespaces = "all"`, and the access to act on it.
+    fn all_namespaces(&self) -> bool {
+        self.cfg.watch.all_namespaces && self.host.kernel_access
     }
 
     /// The file `config::load` reads: `--config`, else the default path.
@@ -220,7 +228,7 @@ impl Watcher<'_> {
     fn sample(&mut self, sink: &mut dyn Sink) {
         let now = Instant::now();
         self.last_sample = now;
-        self.next_sample = now + self.interval;
+        self.next_sample = now + self.interval();
         let mut obs = observe::observe(self.host, &self.cfg);
         own_growth(&mut obs.settings, self.grower.own);
         // A setting that differs from the configuration may have just been
@@ -238,8 +246,8 @@ impl Watcher<'_> {
         let at = now.duration_since(self.start);
         let level_before = self.state.level();
         let drops_before = self.state.counters.since_start.clone();
-        let (state, mut evs) =
-            assess::assess(&self.thresholds, std::mem::take(&mut self.state), &obs, at);
+        let t = self.thresholds();
+        let (state, mut evs) = assess::assess(&t, std::mem::take(&mut self.state), &obs, at);
         self.state = state;
         if self.state.level() > level_before {
             self.start_triage(now);
@@ -250,12 +258,10 @@ impl Watcher<'_> {
             give_back_heap();
         }
         self.start_ns_scan(now);
-        evs.extend(self.ns_scan_result(at));
+        evs.extend(self.ns_scan_result(at).unwrap_or_default());
         let in_use = self.entries_in_use(&obs);
-        let (restores, fights) =
-            self.state
-                .restore
-                .step(&self.cfg.watch, &obs.settings, in_use, at);
+        let restore = &mut self.state.restore;
+        let (restores, fights) = restore.step(&self.cfg.watch, &obs.settings, in_use, at);
         evs.extend(fights);
         // `[watch] restore`: write the configured value back and read it.
         let root = &self.host.root;
@@ -267,8 +273,7 @@ impl Watcher<'_> {
         }
         evs.extend(self.grow_on_sample(&obs, &drops_before, at, now));
         evs.extend(self.hint_result(now));
-        let evs = self.name_the_writer(evs, now);
-        Self::emit_all(sink, evs);
+        Self::emit_all(sink, self.name_the_writer(evs, now));
         // READY=1 is retried with the next sample until it went out.
         if self.notify_status(sink, !self.ready_sent, true) {
             self.ready_sent = true;
@@ -304,7 +309,7 @@ impl Watcher<'_> {
         let due = self
             .last_ns_scan
             .map_or(true, |t| now.duration_since(t) >= w.namespaces_every);
-        if !(w.all_namespaces && self.host.kernel_access && self.ns_scan.is_none() && due) {
+        if !(self.all_namespaces() && self.ns_scan.is_none() && due) {
             return;
         }
         self.last_ns_scan = Some(now);
@@ -326,29 +331,28 @@ impl Watcher<'_> {
         });
     }
 
-    /// The namespace events, once a scan is done.
-    fn ns_scan_result(&mut self, at: Duration) -> Vec<Event> {
-        let got = match self.ns_scan.as_ref().map(mpsc::Receiver::try_recv) {
-            None | Some(Err(mpsc::TryRecvError::Empty)) => return Vec::new(),
-            Some(got) => got,
+    /// The namespace events once a scan is done; `None` while none is.
+    fn ns_scan_result(&mut self, at: Duration) -> Option<Vec<Event>> {
+        let got = match self.ns_scan.as_ref()?.try_recv() {
+            Err(mpsc::TryRecvError::Empty) => return None,
+            got => got,
         };
         self.ns_scan = None;
         let Ok((scan, kmsg, denied)) = got else {
-            return Vec::new();
+            return Some(Vec::new());
         };
         self.grower.scans += 1;
-        let mut evs = self.namespaces.step(&self.thresholds, &scan, at);
+        let mut evs = self.namespaces.step(&self.thresholds(), &scan, at);
         evs.extend(self.ns_access(denied));
         // "table full in netns N": which container that is. Lines from
         // before the first scan are history, not news.
-        let first = self.kmsg_seen.is_none();
-        let seen = self.kmsg_seen.get_or_insert_with(BTreeMap::new);
+        let first = self.grower.scans == 1;
         for line in kmsg {
             let Some(inode) = line.netns else { continue };
-            if seen.get(&inode).is_some_and(|u| *u >= line.usec) {
+            if self.kmsg_seen.get(&inode).is_some_and(|u| *u >= line.usec) {
                 continue;
             }
-            seen.insert(inode, line.usec);
+            self.kmsg_seen.insert(inode, line.usec);
             if first {
                 continue;
             }
@@ -356,16 +360,12 @@ impl Watcher<'_> {
             let who = ns.map_or("a namespace that is gone now".to_string(), |n| {
                 n.owner.label()
             });
-            let ev = Event::new(
-                Priority::Err,
-                "netns_full",
-                ids::NETNS_FULL,
-                format!(
-                    "the kernel reports the conntrack table full in netns {inode}: {who}; \
-                     its count reached the global nf_conntrack_max"
-                ),
-            )
-            .field("CONNTRACK_KERNEL_LINE", &line.line);
+            let msg = format!(
+                "the kernel reports the conntrack table full in netns {inode}: {who}; \
+                 its count reached the global nf_conntrack_max"
+            );
+            let ev = Event::new(Priority::Err, "netns_full", ids::NETNS_FULL, msg)
+                .field("CONNTRACK_KERNEL_LINE", &line.line);
             evs.push(match ns {
                 Some(ns) => assess::netns::tag(ev, ns),
                 None => ev.field("CONNTRACK_NETNS", inode),
@@ -373,43 +373,39 @@ impl Watcher<'_> {
         }
         drop(scan);
         give_back_heap();
-        evs
+        Some(evs)
     }
 
     /// A scan was kept out of other namespaces by a missing capability
     /// (`denied`), or was not: remember it for the status line, and say
     /// it once per start (a capability does not come back without one).
     fn ns_access(&mut self, denied: Option<&'static str>) -> Option<Event> {
-        self.ns_denied = Some(denied);
+        self.ns_denied = denied;
         let cap = denied?;
         if std::mem::replace(&mut self.ns_denied_logged, true) {
             return None;
         }
-        Some(
-            Event::new(
-                Priority::Warning,
-                "netns_unavailable",
-                ids::NETNS_UNAVAILABLE,
-                format!(
-                    "[watch] namespaces = \"all\" is set, but this process cannot enter other \
-                     network namespaces: it lacks {cap}; only the host's table is watched. \
-                     {dropin} grants it: install it as \
-                     /etc/systemd/system/conntrack-guard.service.d/allns.conf, then \
-                     systemctl daemon-reload && systemctl restart conntrack-guard",
-                    dropin = netns::ALLNS_DROPIN
-                ),
-            )
+        let msg = format!(
+            "[watch] namespaces = \"all\" is set, but this process cannot enter other \
+             network namespaces: it lacks {cap}; only the host's table is watched. \
+             {dropin} grants it: install it as \
+             /etc/systemd/system/conntrack-guard.service.d/allns.conf, then \
+             systemctl daemon-reload && systemctl restart conntrack-guard",
+            dropin = netns::ALLNS_DROPIN
+        );
+        let (name, id) = ("netns_unavailable", ids::NETNS_UNAVAILABLE);
+        let ev = Event::new(Priority::Warning, name, id, msg)
             .field("CONNTRACK_MISSING_CAPABILITY", cap)
-            .field("CONNTRACK_DROPIN", netns::ALLNS_DROPIN),
-        )
+            .field("CONNTRACK_DROPIN", netns::ALLNS_DROPIN);
+        Some(ev)
     }
 
     /// The `STATUS=` line, with the namespaces when all are watched.
     fn status_line(&self) -> String {
         let mut parts = vec![status_line(&self.state)];
-        if self.cfg.watch.all_namespaces && self.host.kernel_access {
+        if self.all_namespaces() {
             parts.push(match self.ns_denied {
-                Some(Some(cap)) if self.namespaces.by_inode.is_empty() => {
+                Some(cap) if self.namespaces.by_inode.is_empty() => {
                     format!("netns: no access (needs {cap})")
                 }
                 _ => self.namespaces.status(),
@@ -422,14 +418,12 @@ impl Watcher<'_> {
     /// The most entries any namespace this watchdog can see holds, for the
     /// lowering guard of `[watch] restore`: its own count, and with
     /// `namespaces = "all"` each one of the last scan. `None` while not
-    /// known: its own count unreadable, or the first scan not in yet
-    /// (`kmsg_seen` is set by the first scan's result).
+    /// known: its own count unreadable, or the first scan not in yet.
     fn entries_in_use(&self, obs: &assess::Observation) -> Option<u64> {
         let assess::FillReading::Read { count, .. } = obs.fill else {
             return None;
         };
-        let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
-        if all && self.kmsg_seen.is_none() {
+        if self.all_namespaces() && self.grower.scans == 0 {
             return None;
         }
         Some(self.namespaces.counts().fold(count, u64::max))
@@ -491,12 +485,10 @@ impl Watcher<'_> {
             // Disconnected: the events without the hint.
             texts => texts.unwrap_or_default(),
         };
-        let mut held = std::mem::take(&mut job.held);
-        self.hints = None;
+        let mut held = self.hints.take().map_or_else(Vec::new, |j| j.held);
         for (ev, text) in held.iter_mut().zip(texts) {
             if !text.is_empty() {
-                ev.message
-                    .push_str(&format!("; who else writes it: {text}"));
+                ev.message += &format!("; who else writes it: {text}");
                 ev.fields.push(("CONNTRACK_WRITER_HINT", text));
             }
         }
@@ -507,10 +499,6 @@ impl Watcher<'_> {
         let (Some(tf), Some(fill)) = (self.textfile.as_mut(), self.state.fill.as_ref()) else {
             return;
         };
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
         let (conntrack, softnet) = (self.state.conntrack_totals(), self.state.backlog_totals());
         let counters = obs.counters.as_ref().and_then(|r| r.as_ref().ok());
         let text = metrics::render(&metrics::Snapshot {
@@ -526,24 +514,20 @@ impl Watcher<'_> {
                 budget_bytes: self.grower.budget_bytes,
                 limited: self.grower.tracker.at_budget(fill.max),
             }),
-            timestamp,
+            timestamp: unix_now().as_secs_f64(),
         });
-        if let Some(ev) = tf.write(&text) {
-            sink.emit(&ev);
-        }
+        Self::emit_all(sink, tf.write(&text));
         // The totals just exported, for the next process (see
         // assess::SavedTotals). Said once when it fails, and once when it
         // works again.
         let saved = metrics::save_totals(&self.host.root, &self.state.saved_totals());
         if let (Err(e), false) = (&saved, self.totals_failing) {
-            sink.emit(&Event::fault(
-                Priority::Warning,
-                format!(
-                    "cannot keep the metrics' totals for the next start ({e}); after a \
-                     restart the *_total counters may start lower (the unit's \
-                     RuntimeDirectory=conntrack-guard keeps them)"
-                ),
-            ));
+            let msg = format!(
+                "cannot keep the metrics' totals for the next start ({e}); after a \
+                 restart the *_total counters may start lower (the unit's \
+                 RuntimeDirectory=conntrack-guard keeps them)"
+            );
+            sink.emit(&Event::fault(Priority::Warning, msg));
         }
         self.totals_failing = saved.is_err();
     }
@@ -556,11 +540,7 @@ impl Watcher<'_> {
         let announce = self.ready_sent;
         if announce {
             let stamp = NotifyState::monotonic_usec_now().ok();
-            let states: Vec<_> = [Some(NotifyState::Reloading), stamp]
-                .into_iter()
-                .flatten()
-                .collect();
-            self.notify(sink, &states);
+            self.notify(sink, [Some(NotifyState::Reloading), stamp]);
         }
         // Taken before the read: a write during the read shows as a change
         // next time, never as a missed one. An invalid file is not retried
@@ -581,39 +561,32 @@ impl Watcher<'_> {
                     self.grower.own = None;
                 }
                 self.grower.write_failing = false;
-                self.interval = self.cli_interval.unwrap_or(cfg.watch.interval);
-                self.thresholds = Thresholds::new(&cfg.watch, self.interval);
-                if self.textfile.as_ref().map(Textfile::path) != cfg.metrics.textfile.as_deref() {
-                    self.textfile = cfg.metrics.textfile.as_deref().map(Textfile::new);
+                let interval = self.cli_interval.unwrap_or(cfg.watch.interval);
+                let path = cfg.metrics.textfile.as_deref();
+                if self.textfile.as_ref().map(|t| t.path.as_path()) != path {
+                    self.textfile = path.map(Textfile::new);
                 }
-                self.next_sample = self.next_sample.min(self.last_sample + self.interval);
-                sink.emit(&Event::new(
-                    Priority::Info,
-                    "reload",
-                    ids::RELOAD,
-                    format!(
-                        "configuration reloaded from {}: interval {}, warning {}%, critical {}%, \
-                         {} watched settings",
-                        cfg.source_name(),
-                        fmt_duration(self.interval),
-                        cfg.watch.warn_percent,
-                        cfg.watch.critical_percent,
-                        cfg.targets().len()
-                    ),
-                ));
+                self.next_sample = self.next_sample.min(self.last_sample + interval);
+                let msg = format!(
+                    "configuration reloaded from {}: interval {}, warning {}%, critical {}%, \
+                     {} watched settings",
+                    cfg.source_name(),
+                    fmt_duration(interval),
+                    cfg.watch.warn_percent,
+                    cfg.watch.critical_percent,
+                    cfg.targets().len()
+                );
+                sink.emit(&Event::new(Priority::Info, "reload", ids::RELOAD, msg));
                 self.cfg = cfg;
             }
-            Err(e) => sink.emit(
-                &Event::new(
-                    Priority::Err,
-                    "reload",
-                    ids::RELOAD,
-                    format!("invalid configuration, keeping the previous one: {e}"),
-                )
-                .field("CONNTRACK_CONFIG_FILE", e.file.display())
-                .field_opt("CONNTRACK_CONFIG_KEY", e.key.as_ref())
-                .field_opt("CONNTRACK_CONFIG_LINE", e.line),
-            ),
+            Err(e) => {
+                let msg = format!("invalid configuration, keeping the previous one: {e}");
+                let ev = Event::new(Priority::Err, "reload", ids::RELOAD, msg)
+                    .field("CONNTRACK_CONFIG_FILE", e.file.display())
+                    .field_opt("CONNTRACK_CONFIG_KEY", e.key.as_ref())
+                    .field_opt("CONNTRACK_CONFIG_LINE", e.line);
+                sink.emit(&ev);
+            }
         }
         self.notify_status(sink, announce, false);
     }
@@ -638,48 +611,32 @@ impl Watcher<'_> {
             // Events the journal did not take yet (it stalled): never
             // waited for, tried again on every turn.
             sink.retry();
-            let got = signals.wait(Duration::ZERO);
-            if got.stop {
+            if signals.wait(Duration::ZERO, || self.reload(sink)) {
                 break;
-            }
-            if got.reload {
-                self.reload(sink);
             }
             if Instant::now() >= self.next_sample {
                 self.sample(sink);
             }
-            let got = signals.wait(self.wake_at().saturating_duration_since(Instant::now()));
-            if got.stop {
+            let timeout = self.wake_at().saturating_duration_since(Instant::now());
+            if signals.wait(timeout, || self.reload(sink)) {
                 break;
             }
-            if got.reload {
-                self.reload(sink);
-            }
-            let held = self.hint_result(Instant::now());
-            Self::emit_all(sink, held);
+            Self::emit_all(sink, self.hint_result(Instant::now()));
             self.ns_arrived(sink);
             let now = Instant::now();
             let every = self.notifier.watchdog_every();
             if every.is_some_and(|e| now >= self.last_ping + e) && now < self.next_sample {
                 self.last_ping = now;
-                self.notify(sink, &[NotifyState::Watchdog]);
+                self.notify(sink, [Some(NotifyState::Watchdog)]);
             }
         }
         // Held drift events go out without waiting for their hint.
-        if let Some(job) = self.hints.take() {
-            Self::emit_all(sink, job.held);
-        }
-        let (_, evs) = assess::flush(std::mem::take(&mut self.state));
-        Self::emit_all(sink, evs);
+        Self::emit_all(sink, self.hints.take().into_iter().flat_map(|j| j.held));
+        Self::emit_all(sink, assess::flush(std::mem::take(&mut self.state)).1);
         let at = Instant::now().duration_since(self.start);
         Self::emit_all(sink, self.namespaces.flush(at));
-        self.notify(
-            sink,
-            &[
-                NotifyState::Stopping,
-                NotifyState::Status("stopping on signal"),
-            ],
-        );
+        let status = NotifyState::Status("stopping on signal");
+        self.notify(sink, [Some(NotifyState::Stopping), Some(status)]);
         // What the journal still holds back gets a moment, not forever:
         // systemd's stop timeout is the hard bound.
         sink.drain(JOURNAL_DRAIN_AT_EXIT);
@@ -714,8 +671,8 @@ struct Grower {
     /// The max and buckets this watchdog grew the table to (this process,
     /// or an earlier one this boot): expected from then on, not drift.
     own: Option<(u64, u64)>,
-    /// Namespace scan results taken, and how many of them the last growth
-    /// step had seen.
+    /// Namespace scan results taken (0: the first is not in yet), and how
+    /// many of them the last growth step had seen.
     scans: u64,
     scans_used: u64,
     /// Scan results whose loss rises do not trigger a growth (they were
@@ -741,19 +698,17 @@ impl Grower {
     /// this watchdog stays its own. A record that cannot be read is said
     /// once and otherwise ignored.
     fn resume(&mut self, root: &SysRoot) -> Option<Event> {
-        match grown::read(root, grown::THIS_BOOT) {
-            Ok(Some(r)) => {
-                self.tracker = GrowTracker::resumed(r.max);
-                self.own = Some((r.max, r.buckets));
-                self.configured = Some(r.configured);
-                None
+        let r = match grown::read(root, grown::THIS_BOOT) {
+            Ok(r) => r?,
+            Err(e) => {
+                let msg = format!("ignoring this boot's growth record: {e}");
+                return Some(Event::fault(Priority::Warning, msg));
             }
-            Ok(None) => None,
-            Err(e) => Some(Event::fault(
-                Priority::Warning,
-                format!("ignoring this boot's growth record: {e}"),
-            )),
-        }
+        };
+        self.tracker = GrowTracker::resumed(r.max);
+        self.own = Some((r.max, r.buckets));
+        self.configured = Some(r.configured);
+        None
     }
 }
 
@@ -765,14 +720,13 @@ fn ns_rises(
     seen: &mut BTreeMap<u64, [u64; 3]>,
     now: impl Iterator<Item = (u64, [u64; 3])>,
 ) -> [u64; 3] {
+    let next: BTreeMap<_, _> = now.collect();
     let mut rises = [0u64; 3];
-    let mut next = BTreeMap::new();
-    for (inode, totals) in now {
-        let before = seen.get(&inode).copied().unwrap_or_default();
+    for (inode, totals) in &next {
+        let before = seen.get(inode).copied().unwrap_or_default();
         for (r, (n, b)) in rises.iter_mut().zip(totals.iter().zip(before)) {
             *r = r.saturating_add(n.saturating_sub(b));
         }
-        next.insert(inode, totals);
     }
     *seen = next;
     rises
@@ -834,15 +788,11 @@ impl Watcher<'_> {
     /// drops packets until then). The host's count is the last sample's;
     /// max is read afresh, as a growth of the last sample changed it.
     fn ns_arrived(&mut self, sink: &mut dyn Sink) {
-        if self.ns_scan.is_none() {
-            return;
-        }
         let now = Instant::now();
         let at = now.duration_since(self.start);
-        let mut evs = self.ns_scan_result(at);
-        if self.ns_scan.is_some() {
-            return; // still scanning
-        }
+        let Some(mut evs) = self.ns_scan_result(at) else {
+            return; // no scan, or still scanning
+        };
         let max = kernel_u64(&self.host.root, KEY_MAX);
         if let (Some(count), Some(max)) = (self.grower.last_host_count, max) {
             evs.extend(self.grow(count, max, [0; 3], at, now));
@@ -861,19 +811,20 @@ impl Watcher<'_> {
         at: Duration,
         now: Instant,
     ) -> Vec<Event> {
-        if !self.cfg.grow.enabled {
+        let (grow, w) = (&self.cfg.grow, &self.cfg.watch);
+        if !grow.enabled {
             return Vec::new();
         }
-        let root = &self.host.root;
+        let (root, interval) = (&self.host.root, self.interval());
         let scanning = self.ns_scan.is_some();
-        let all = self.cfg.watch.all_namespaces && self.host.kernel_access;
+        let all = self.all_namespaces();
         let g = &mut self.grower;
         // The other namespaces' entries and loss rises, and how often they
         // are read (the flow-rate window below holds two scans).
         let (others, ns, scan_every) = if all {
             let ns = ns_rises(&mut g.ns_seen, self.namespaces.drops_since_start());
             let others: u64 = self.namespaces.counts().sum();
-            (others, ns, self.cfg.watch.namespaces_every)
+            (others, ns, w.namespaces_every)
         } else {
             (0, [0; 3], Duration::ZERO)
         };
@@ -894,23 +845,15 @@ impl Watcher<'_> {
         // New flows per second: the kernel's `insert` count where it still
         // counts, else (and at least) what the entries and losses show over
         // the last window, long enough to hold two namespace scans.
-        let inserted = self
-            .state
-            .counters
-            .deltas
-            .monotonic(CtCounter::Insert)
-            .and_then(|total| {
-                let rate = flow_rate(g.last_insert, total, now);
-                g.last_insert = Some((total, now));
-                rate
-            });
+        let inserted = self.state.counters.deltas.monotonic(CtCounter::Insert);
+        let inserted = inserted.and_then(|t| flow_rate(g.last_insert.replace((t, now)), t, now));
         g.losses = g.losses.saturating_add(rises.iter().sum());
-        let window = self.interval.max(scan_every) * 2;
+        let window = interval.max(scan_every) * 2;
         let seen = g
             .window
             .rate(at, table_count.saturating_add(g.losses), window);
         let rate = inserted.into_iter().chain(seen).reduce(f64::max);
-        g.budget_bytes = observe::budget_bytes(root, self.cfg.grow.budget);
+        g.budget_bytes = observe::budget_bytes(root, grow.budget);
         let sample = GrowSample {
             max,
             buckets: kernel_u64(root, KEY_BUCKETS).unwrap_or(0),
@@ -925,8 +868,8 @@ impl Watcher<'_> {
         };
         let policy = GrowPolicy {
             budget_bytes: g.budget_bytes,
-            every: self.cfg.grow.every,
-            critical_percent: self.cfg.watch.critical_percent,
+            every: grow.every,
+            critical_percent: w.critical_percent,
         };
         let mut step = g.tracker.step(&policy, &sample, at);
         let Some(growth) = step.growth.as_mut() else {
@@ -941,17 +884,14 @@ impl Watcher<'_> {
             if std::mem::replace(&mut g.write_failing, true) {
                 return Vec::new();
             }
-            return vec![Event::fault(
-                Priority::Err,
-                format!(
-                    "cannot grow nf_conntrack_max {} → {} ({}): {e}; the watchdog needs \
-                     the initial network namespace, CAP_NET_ADMIN and write access to \
-                     /proc/sys/net/netfilter (the shipped unit's ReadWritePaths=); tried \
-                     again after [grow] every, said again once it works",
-                    growth.max_before, growth.max_after, growth.reason
-                ),
-            )
-            .field("CONNTRACK_KEY", KEY_MAX)];
+            let msg = format!(
+                "cannot grow nf_conntrack_max {} → {} ({}): {e}; the watchdog needs \
+                 the initial network namespace, CAP_NET_ADMIN and write access to \
+                 /proc/sys/net/netfilter (the shipped unit's ReadWritePaths=); tried \
+                 again after [grow] every, said again once it works",
+                growth.max_before, growth.max_after, growth.reason
+            );
+            return vec![Event::fault(Priority::Err, msg).field("CONNTRACK_KEY", KEY_MAX)];
         }
         g.write_failing = false;
         let mut stall = None;
@@ -976,30 +916,32 @@ impl Watcher<'_> {
             Knob::Set(m) => m,
             _ => *g.configured.get_or_insert(growth.max_before),
         };
-        let when = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let rec = record(growth, configured, when);
+        let rec = record(growth, configured, unix_now().as_secs());
         g.own = Some((rec.max, rec.buckets));
         // The scan running now (if any) and the next one read drops from
         // before this growth.
         g.absorb = if scanning { 2 } else { 1 };
         let mut evs = step.events(stall);
-        let remembered = self.cfg.grow.remember.then_some(grown::REMEMBERED);
+        let remembered = grow.remember.then_some(grown::REMEMBERED);
         for rel in [grown::THIS_BOOT].into_iter().chain(remembered) {
             if let Err(e) = grown::write(root, rel, &rec) {
-                evs.push(Event::fault(
-                    Priority::Warning,
-                    format!(
-                        "cannot record the growth to {} in {e}; status and apply may \
-                         take the grown max for drift",
-                        rec.max
-                    ),
-                ));
+                let msg = format!(
+                    "cannot record the growth to {} in {e}; status and apply may \
+                     take the grown max for drift",
+                    rec.max
+                );
+                evs.push(Event::fault(Priority::Warning, msg));
             }
         }
         evs
     }
+}
+
+/// The time since the Unix epoch (0 before it).
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// `job` on a thread of its own, its result through the receiver; `None`
@@ -1027,31 +969,22 @@ fn triage_event(
         .unwrap_or_default();
     match r {
         Ok(t) => {
-            let mut ev = Event::new(
-                Priority::Warning,
-                "triage",
-                ids::TRIAGE,
-                format!("who fills the conntrack table{table}: {}", t.message),
-            )
-            .field("CONNTRACK_TRIAGE_ENTRIES", t.total)
-            .field("CONNTRACK_TRIAGE_COMPLETE", t.complete);
-            for (field, top) in [
-                ("CONNTRACK_TOP_DPORT", &t.top_dport),
-                ("CONNTRACK_TOP_STATE", &t.top_state),
-                ("CONNTRACK_TOP_SOURCE", &t.top_source),
-            ] {
-                if let Some(top) = top {
-                    ev = ev.field(field, format!("{} {:.1}%", top.key, top.share * 100.0));
-                }
-            }
-            ev
+            let top = |top: &Option<triage::Top>| {
+                top.as_ref()
+                    .map(|top| format!("{} {:.1}%", top.key, top.share * 100.0))
+            };
+            let msg = format!("who fills the conntrack table{table}: {}", t.message);
+            Event::new(Priority::Warning, "triage", ids::TRIAGE, msg)
+                .field("CONNTRACK_TRIAGE_ENTRIES", t.total)
+                .field("CONNTRACK_TRIAGE_COMPLETE", t.complete)
+                .field_opt("CONNTRACK_TOP_DPORT", top(&t.top_dport))
+                .field_opt("CONNTRACK_TOP_STATE", top(&t.top_state))
+                .field_opt("CONNTRACK_TOP_SOURCE", top(&t.top_source))
         }
-        Err(e) => Event::new(
-            Priority::Notice,
-            "triage",
-            ids::TRIAGE,
-            format!("could not read the conntrack table to see who fills it{table}: {e}"),
-        ),
+        Err(e) => {
+            let msg = format!("could not read the conntrack table to see who fills it{table}: {e}");
+            Event::new(Priority::Notice, "triage", ids::TRIAGE, msg)
+        }
     }
 }
 
@@ -1108,24 +1041,20 @@ pub fn run(host: &Host, config_path: Option<&Path>, cli_interval: Option<Duratio
     let mut signals = match SignalWait::install() {
         Ok(s) => s,
         Err(e) => {
-            output::err(&format!(
-                "conntrack-guard: cannot install signal handlers: {e}"
-            ));
+            let msg = format!("conntrack-guard: cannot install signal handlers: {e}");
+            output::err(&msg);
             return crate::exit::FAILURE;
         }
     };
     let mut sink = default_sink();
-    let interval = cli_interval.unwrap_or(cfg.watch.interval);
     let now = Instant::now();
     let mut w = Watcher {
         host,
         config_path: config_path.map(Path::to_path_buf),
         config_stamp,
         cli_interval,
-        thresholds: Thresholds::new(&cfg.watch, interval),
         textfile: cfg.metrics.textfile.as_deref().map(Textfile::new),
         cfg,
-        interval,
         state: State::default(),
         start: now,
         last_sample: now,
@@ -1138,7 +1067,7 @@ pub fn run(host: &Host, config_path: Option<&Path>, cli_interval: Option<Duratio
         ns_scan: None,
         last_ns_scan: None,
         namespaces: NsTrackers::default(),
-        kmsg_seen: None,
+        kmsg_seen: BTreeMap::new(),
         hints: None,
         ns_denied: None,
         ns_denied_logged: false,
@@ -1146,9 +1075,7 @@ pub fn run(host: &Host, config_path: Option<&Path>, cli_interval: Option<Duratio
         grower: Grower::default(),
     };
     // A restarted watchdog knows the max it grew to earlier this boot.
-    if let Some(ev) = w.grower.resume(root) {
-        sink.emit(&ev);
-    }
+    Watcher::emit_all(&mut *sink, w.grower.resume(root));
     // Continue the metrics' totals of the previous process of this boot.
     if let Some(saved) = w.textfile.as_ref().and_then(|_| metrics::load_totals(root)) {
         w.state.resume_totals(saved);

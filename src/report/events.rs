@@ -35,19 +35,6 @@ pub enum Priority {
     Info = 6,
 }
 
-impl Priority {
-    /// The syslog name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Priority::Crit => "crit",
-            Priority::Err => "err",
-            Priority::Warning => "warning",
-            Priority::Notice => "notice",
-            Priority::Info => "info",
-        }
-    }
-}
-
 /// One structured event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -87,24 +74,21 @@ impl Event {
     }
 
     /// Add a field when there is a value.
-    pub fn field_opt(self, key: &'static str, value: Option<impl ToString>) -> Self {
-        match value {
-            Some(v) => self.field(key, v),
-            None => self,
-        }
+    pub fn field_opt(mut self, key: &'static str, value: Option<impl ToString>) -> Self {
+        self.fields.extend(value.map(|v| (key, v.to_string())));
+        self
     }
 
     /// The value of a field, if set.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
+        let (_, v) = self.fields.iter().find(|(k, _)| *k == key)?;
+        Some(v)
     }
 
     /// The stderr form: `<priority>: EVENT=<name> KEY=value ... MESSAGE="..."`.
     pub fn to_line(&self) -> String {
-        let (priority, name, id) = (self.priority.name(), self.name, self.id);
+        let priority = ["crit", "err", "warning", "notice", "info"][self.priority as usize - 2];
+        let (name, id) = (self.name, self.id);
         let mut s = format!("{priority}: EVENT={name} MESSAGE_ID={id}");
         for (k, v) in &self.fields {
             let _ = if v.is_empty() || v.contains([' ', '"', '=', '\n', '\t']) {
@@ -192,11 +176,6 @@ pub struct JournalSink {
 }
 
 impl JournalSink {
-    /// Open an unbound datagram socket for the journal.
-    pub fn new() -> io::Result<Self> {
-        Self::at(Path::new(JOURNAL_SOCKET), Box::new(StderrSink))
-    }
-
     /// Send to the socket at `socket`, falling back to `fallback` (tests use
     /// a socket of their own, never the real journal).
     pub fn at(socket: &Path, fallback: Box<dyn Sink>) -> io::Result<Self> {
@@ -223,37 +202,27 @@ impl JournalSink {
     fn send_held(&mut self) -> bool {
         while let Some(d) = self.queue.front() {
             match self.send(d) {
-                Ok(()) => {
-                    self.queue.pop_front();
-                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 // The socket went away while events waited: they are
                 // counted, and the count goes to the fallback below.
-                Err(_) => {
-                    self.queue.pop_front();
-                    self.lost += 1;
-                }
+                sent => self.lost += u64::from(sent.is_err()),
             }
+            self.queue.pop_front();
         }
         if self.lost > 0 {
-            let ev = Event::fault(
-                Priority::Warning,
-                format!(
-                    "{} events could not be written: the journal did not accept them \
-                     (journald stalled or overloaded) and the queue of {JOURNAL_QUEUE} was full; \
-                     the watchdog kept running",
-                    self.lost
-                ),
-            )
-            .field("CONNTRACK_EVENTS_LOST", self.lost);
+            let msg = format!(
+                "{} events could not be written: the journal did not accept them \
+                 (journald stalled or overloaded) and the queue of {JOURNAL_QUEUE} was full; \
+                 the watchdog kept running",
+                self.lost
+            );
+            let ev = Event::fault(Priority::Warning, msg).field("CONNTRACK_EVENTS_LOST", self.lost);
             match self.send(&ev.to_journal(&self.identifier)) {
-                Ok(()) => self.lost = 0,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => {
-                    self.fallback.emit(&ev);
-                    self.lost = 0;
-                }
+                Err(_) => self.fallback.emit(&ev),
+                Ok(()) => {}
             }
+            self.lost = 0;
         }
         true
     }
@@ -302,7 +271,7 @@ impl Sink for JournalSink {
 /// The journal sink when stderr is connected to the journal, else stderr.
 pub fn default_sink() -> Box<dyn Sink> {
     if systemd_journal_logger::connected_to_journal() {
-        if let Ok(j) = JournalSink::new() {
+        if let Ok(j) = JournalSink::at(Path::new(JOURNAL_SOCKET), Box::new(StderrSink)) {
             return Box::new(j);
         }
     }

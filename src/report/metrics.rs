@@ -70,19 +70,15 @@ pub fn load_totals(root: &SysRoot) -> Option<SavedTotals> {
 /// directory: the unit's RuntimeDirectory= makes it; a watchdog run by hand
 /// leaves nothing behind in /run.
 pub fn save_totals(root: &SysRoot, totals: &SavedTotals) -> Result<(), PathError> {
-    let Some(boot_id) = boot_id(root) else {
-        return Ok(());
-    };
     let path = root.path(TOTALS_FILE);
-    if !path.parent().is_some_and(Path::is_dir) {
-        return Ok(());
+    match boot_id(root) {
+        Some(boot_id) if path.parent().is_some_and(Path::is_dir) => {
+            let totals = totals.clone();
+            let text = serde_json::to_string(&TotalsFile { boot_id, totals }).unwrap_or_default();
+            write_atomic(&path, text.as_bytes())
+        }
+        _ => Ok(()),
     }
-    let file = TotalsFile {
-        boot_id,
-        totals: totals.clone(),
-    };
-    let text = serde_json::to_string(&file).unwrap_or_default();
-    write_atomic(&path, text.as_bytes())
 }
 
 /// The watchdog's own growth of the table (`[grow]`): growths since it
@@ -117,64 +113,64 @@ pub(crate) struct Snapshot<'a> {
     pub(crate) timestamp: f64,
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
+/// The file's text, written one metric at a time.
+struct Prom(String);
 
-/// A gauge with one unlabelled value.
-fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
-    metric(out, name, "gauge", help);
-    let _ = writeln!(out, "{name} {value}");
-}
+impl Prom {
+    fn metric(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
 
-/// A family with one `label` per row; the HELP and TYPE lines even when
-/// `rows` is empty.
-fn family<V: std::fmt::Display>(
-    out: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    label: &str,
-    rows: impl IntoIterator<Item = (&'static str, V)>,
-) {
-    metric(out, name, kind, help);
-    for (value_of_label, v) in rows {
-        let _ = writeln!(out, "{name}{{{label}=\"{value_of_label}\"}} {v}");
+    /// A gauge with one unlabelled value.
+    fn gauge(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
+        self.metric(name, "gauge", help);
+        let _ = writeln!(self.0, "{name} {value}");
+    }
+
+    /// A family with one `label` per row; the HELP and TYPE lines even when
+    /// `rows` is empty.
+    fn family<V: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        label: &str,
+        rows: impl IntoIterator<Item = (&'static str, V)>,
+    ) {
+        self.metric(name, kind, help);
+        for (value_of_label, v) in rows {
+            let _ = writeln!(self.0, "{name}{{{label}=\"{value_of_label}\"}} {v}");
+        }
     }
 }
 
 /// The file contents.
 pub(crate) fn render(s: &Snapshot<'_>) -> String {
-    let mut o = String::with_capacity(1536);
+    let mut o = Prom(String::with_capacity(1536));
     // Entries, limit, fill ratio and level.
-    gauge(
-        &mut o,
+    o.gauge(
         "conntrack_guard_entries",
         "Entries in the conntrack table (nf_conntrack_count of this network namespace).",
         s.fill.count,
     );
-    gauge(
-        &mut o,
+    o.gauge(
         "conntrack_guard_entries_limit",
         "Size of the conntrack table (nf_conntrack_max).",
         s.fill.max,
     );
-    gauge(
-        &mut o,
+    o.gauge(
         "conntrack_guard_fill_ratio",
         "Entries divided by the limit (0-1; above 1 when max was lowered below the count).",
         s.fill.count as f64 / s.fill.max.max(1) as f64,
     );
-    gauge(
-        &mut o,
+    o.gauge(
         "conntrack_guard_level",
         "Fill level with hysteresis: 0 ok, 1 warning, 2 critical.",
         s.level.gauge(),
     );
     if !s.conntrack.is_empty() {
-        family(
-            &mut o,
+        o.family(
             "conntrack_guard_stat_total",
             "counter",
             "Conntrack counters summed over CPUs since boot (ctnetlink or /proc/net/stat/nf_conntrack), monotonic across the kernel's per-CPU u32 wraps.",
@@ -183,23 +179,18 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
         );
     }
     if let Some(src) = s.counters_source {
-        let name = match src {
-            CounterSource::Netlink => "netlink",
-            CounterSource::Procfs => "procfs",
-        };
-        family(
-            &mut o,
+        let netlink = src == CounterSource::Netlink;
+        o.family(
             "conntrack_guard_counters_source",
             "gauge",
             "Where the conntrack counters come from: 1 for the source in use.",
             "source",
-            [(name, 1)],
+            [(if netlink { "netlink" } else { "procfs" }, 1)],
         );
     }
     if let Some(u) = s.udp {
         // IPv4 plus IPv6, those the kernel prints, as `status` tallies them.
-        family(
-            &mut o,
+        o.family(
             "conntrack_guard_udp_errors_total",
             "counter",
             "UDP receive errors of this network namespace, IPv4 and IPv6 (/proc/net/snmp, snmp6): rcvbuf_errors = socket receive buffer full; in_errors = every receive drop (includes rcvbuf_errors).",
@@ -208,8 +199,7 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
         );
     }
     if !s.softnet.is_empty() {
-        family(
-            &mut o,
+        o.family(
             "conntrack_guard_softnet_total",
             "counter",
             "Input backlog counters summed over CPUs (/proc/net/softnet_stat): dropped = netdev_max_backlog exceeded; time_squeeze = the softirq budget ran out.",
@@ -219,45 +209,41 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
     }
     // Growth: how often, within what, and whether the budget binds.
     if let Some(g) = s.grow {
-        metric(
-            &mut o,
+        o.metric(
             "conntrack_guard_grown_total",
             "counter",
             "Times the watchdog raised nf_conntrack_max itself ([grow]) since it started.",
         );
-        let _ = writeln!(o, "conntrack_guard_grown_total {}", g.grown);
-        gauge(
-            &mut o,
+        let _ = writeln!(o.0, "conntrack_guard_grown_total {}", g.grown);
+        o.gauge(
             "conntrack_guard_grow_budget_bytes",
             "[grow] budget: the worst-case memory the table may take at a grown max, bytes.",
             g.budget_bytes,
         );
-        gauge(
-            &mut o,
+        o.gauge(
             "conntrack_guard_grow_limited",
             "1 while the table sits at the [grow] budget after a growth the load wanted larger (grow_limited).",
             u8::from(g.limited),
         );
     }
-    gauge(
-        &mut o,
+    o.gauge(
         "conntrack_guard_settings_drift",
         "1 when a configured value no longer matches the kernel.",
         u8::from(s.drift),
     );
-    gauge(
-        &mut o,
+    o.gauge(
         "conntrack_guard_last_sample_timestamp_seconds",
         "Unix time of the last good sample.",
         format_args!("{:.3}", s.timestamp),
     );
-    o
+    o.0
 }
 
 /// The textfile and whether its last write failed (to say so once).
 #[derive(Debug)]
 pub struct Textfile {
-    path: PathBuf,
+    /// The path (absolute, not rooted).
+    pub path: PathBuf,
     failing: bool,
 }
 
@@ -270,21 +256,16 @@ impl Textfile {
         }
     }
 
-    /// The path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Replace the file. Returns an event on the first failure, and one
     /// when writing works again.
     pub fn write(&mut self, contents: &str) -> Option<Event> {
         let written = write_atomic(&self.path, contents.as_bytes());
         let was_failing = std::mem::replace(&mut self.failing, written.is_err());
         match written {
-            Ok(()) if was_failing => Some(Event::fault(
-                Priority::Info,
-                format!("metrics textfile {} is written again", self.path.display()),
-            )),
+            Ok(()) if was_failing => {
+                let msg = format!("metrics textfile {} is written again", self.path.display());
+                Some(Event::fault(Priority::Info, msg))
+            }
             Err(e) if !was_failing => {
                 let hint = match e.source.kind() {
                     std::io::ErrorKind::NotFound => "the directory does not exist",
@@ -294,18 +275,12 @@ impl Textfile {
                     std::io::ErrorKind::ReadOnlyFilesystem => "the file system is read-only",
                     _ => "cannot replace the file",
                 };
-                Some(
-                    Event::fault(
-                        Priority::Err,
-                        format!(
-                            "cannot write the metrics textfile {}: {hint} ({}); \
-                             watching continues without metrics",
-                            self.path.display(),
-                            e.source
-                        ),
-                    )
-                    .field("CONNTRACK_TEXTFILE", self.path.display()),
-                )
+                let (path, e) = (self.path.display(), e.source);
+                let msg = format!(
+                    "cannot write the metrics textfile {path}: {hint} ({e}); \
+                     watching continues without metrics"
+                );
+                Some(Event::fault(Priority::Err, msg).field("CONNTRACK_TEXTFILE", path))
             }
             _ => None,
         }

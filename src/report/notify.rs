@@ -71,25 +71,19 @@ impl Notifier {
             }
             Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
         };
-        match result {
-            Ok(()) => {
-                self.failing = false;
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(None),
-            Err(e) if !self.failing => {
-                self.failing = true;
-                Err(Some(Event::fault(
-                    Priority::Warning,
-                    format!(
-                        "cannot notify the service manager at NOTIFY_SOCKET={} ({e}); \
-                         still running, but systemd will not see READY, STATUS or watchdog pings",
-                        name.to_string_lossy()
-                    ),
-                )))
-            }
-            Err(_) => Err(None),
+        let Err(e) = result else {
+            self.failing = false;
+            return Ok(());
+        };
+        if e.kind() == io::ErrorKind::WouldBlock || std::mem::replace(&mut self.failing, true) {
+            return Err(None);
         }
+        let msg = format!(
+            "cannot notify the service manager at NOTIFY_SOCKET={} ({e}); \
+             still running, but systemd will not see READY, STATUS or watchdog pings",
+            name.to_string_lossy()
+        );
+        Err(Some(Event::fault(Priority::Warning, msg)))
     }
 }
 

@@ -49,16 +49,13 @@ pub fn report<R: serde::Serialize + ?Sized>(
     code: i32,
     failed: i32,
 ) -> i32 {
-    let out = if json {
-        match serde_json::to_string_pretty(report) {
-            Ok(j) => j + "\n",
-            Err(e) => {
-                let j = format!("{{\"exit_code\":{failed},\"error\":{:?}}}\n", e.to_string());
-                return out_or(&j, failed, failed);
-            }
+    let (out, code) = match json.then(|| serde_json::to_string_pretty(report)) {
+        None => (text(report), code),
+        Some(Ok(j)) => (j + "\n", code),
+        Some(Err(e)) => {
+            let j = format!("{{\"exit_code\":{failed},\"error\":{:?}}}\n", e.to_string());
+            (j, failed)
         }
-    } else {
-        text(report)
     };
     out_or(&out, code, failed)
 }
@@ -70,8 +67,7 @@ pub fn config(
     path: Option<&std::path::Path>,
     who: &str,
 ) -> Option<crate::config::Config> {
-    let loaded = crate::config::load(root, path);
-    loaded
+    crate::config::load(root, path)
         .map_err(|e| err(&format!("{who}: invalid configuration: {e}")))
         .ok()
 }

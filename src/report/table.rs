@@ -4,8 +4,7 @@
 /// `1.5 GiB` etc.
 pub fn human_bytes(b: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
+    let (mut v, mut i) = (b as f64, 0);
     while v >= 1024.0 && i + 1 < units.len() {
         v /= 1024.0;
         i += 1;
