@@ -518,8 +518,8 @@ impl Watcher<'_> {
         });
         Self::emit_all(sink, tf.write(&text));
         // The totals just exported, for the next process (see
-        // assess::SavedTotals). Said once when it fails, and once when it
-        // works again.
+        // assess::SavedTotals). Said once for a run of failed saves: again
+        // only after a save has worked in between.
         let saved = metrics::save_totals(&self.host.root, &self.state.saved_totals());
         if let (Err(e), false) = (&saved, self.totals_failing) {
             let msg = format!(
