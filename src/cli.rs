@@ -72,6 +72,8 @@ EXIT STATUS (status, doctor):
     configuration, or a usage error: never 2, which means CRITICAL)
 ";
 
+const VERSION: &str = concat!("conntrack-guard ", env!("CARGO_PKG_VERSION"), "\n");
+
 /// Parsed command line: each command with its options.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Command {
@@ -97,9 +99,9 @@ pub(crate) enum Command {
         json: bool,
     },
     Top(top::Options),
-    /// `--help`: the text of the program, or of the command it follows.
+    /// `--help`: the text of the program, or of the command it follows;
+    /// `--version`: the version line.
     Help(&'static str),
-    Version,
 }
 
 /// Command plus `--config` (before or after the command word).
@@ -179,7 +181,7 @@ pub(crate) fn parse_args(args: &[OsString]) -> Result<Invocation, UsageError> {
             options_done = true;
         } else if is_option && matches!(bytes, b"-h" | b"--help" | b"-V" | b"--version") {
             let command = match (bytes, sub.as_deref()) {
-                (b"-V" | b"--version", _) => Command::Version,
+                (b"-V" | b"--version", _) => Command::Help(VERSION),
                 (_, Some("top")) => Command::Help(top::HELP),
                 (_, Some("doctor")) => Command::Help(doctor::HELP),
                 _ => Command::Help(HELP),
@@ -420,11 +422,6 @@ pub fn run(args: &[OsString]) -> i32 {
     let host = || Host::from_env();
     match inv.command {
         Command::Help(text) => output::out_or(text, exit::OK, exit::FAILURE),
-        Command::Version => output::out_or(
-            &format!("conntrack-guard {}\n", env!("CARGO_PKG_VERSION")),
-            exit::OK,
-            exit::FAILURE,
-        ),
         Command::Apply { dry_run } => {
             cmd::apply::run(&host(), config, dry_run, &mut *default_sink())
         }

@@ -16,15 +16,10 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// `[watch] interval`, and `watch --interval`.
 pub const INTERVAL_RANGE: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_secs(3600));
-/// `[watch] reminder`.
-pub const REMINDER_RANGE: (Duration, Duration) =
-    (Duration::from_secs(1), Duration::from_secs(86_400));
 /// Percentages: `warn_percent` and `critical_percent` must also be above 0.
 pub const PERCENT_RANGE: (f64, f64) = (0.0, 100.0);
-/// `[watch] drops_every`.
-pub const DROPS_EVERY_RANGE: (Duration, Duration) =
-    (Duration::from_secs(1), Duration::from_secs(86_400));
-/// `[watch] triage_every` and `namespaces_every`, `[grow] every`.
+/// `[watch] reminder`, `drops_every`, `triage_every` and
+/// `namespaces_every`, `[grow] every`.
 pub const EVERY_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(86_400));
 /// `[watch] restore_limit`: restores of one key per hour.
 pub const RESTORE_LIMIT_RANGE: (u64, u64) = (1, 60);

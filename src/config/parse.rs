@@ -55,8 +55,8 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         watch.warn_percent => warn_percent: percent;
         watch.critical_percent => critical_percent: percent;
         watch.hysteresis_percent => hysteresis_percent: |v| number(v, HYSTERESIS_RANGE);
-        watch.reminder => reminder: |v| duration(v, REMINDER_RANGE);
-        watch.drops_every => drops_every: |v| duration(v, DROPS_EVERY_RANGE);
+        watch.reminder => reminder: |v| duration(v, EVERY_RANGE);
+        watch.drops_every => drops_every: |v| duration(v, EVERY_RANGE);
         watch.restore => restore: boolean;
         watch.restore_limit => restore_limit: restore_limit;
         watch.triage => triage: boolean;
@@ -282,10 +282,12 @@ fn choice(v: &DeValue<'_>, a: &str, b: &str) -> Result<bool, String> {
 }
 
 fn policy(v: &DeValue<'_>) -> Result<Policy, String> {
-    match choice(v, "exact", "at-least")? {
-        true => Ok(Policy::Exact),
-        false => Ok(Policy::AtLeast),
-    }
+    let exact = choice(v, "exact", "at-least")?;
+    Ok(if exact {
+        Policy::Exact
+    } else {
+        Policy::AtLeast
+    })
 }
 
 fn number(v: &DeValue<'_>, (min, max): (f64, f64)) -> Result<f64, String> {
