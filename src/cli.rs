@@ -140,18 +140,8 @@ impl UsageError {
 }
 
 /// Options that take a value: inline (`--name=V`) or the next argument.
-const TAKES_VALUE: &[&str] = &[
-    "--config",
-    "--interval",
-    "--window",
-    "--rate",
-    "--timeout",
-    "--headroom",
-    "--by",
-    "-n",
-    "--netns",
-    "--prefix",
-];
+const TAKES_VALUE: &str =
+    "--config --interval --window --rate --timeout --headroom --by -n --netns --prefix";
 
 /// Parse arguments (without argv[0]). Paths stay `OsString` from argv to
 /// open(), so a non-UTF-8 file name reaches the file system unchanged.
@@ -231,7 +221,7 @@ fn option(
         "--top" => "-n".to_string(),
         n => n.to_string(),
     };
-    let value = match (TAKES_VALUE.contains(&name.as_str()), inline) {
+    let value = match (TAKES_VALUE.split(' ').any(|o| o == name), inline) {
         (true, Some(v)) => Some(v.to_os_string()),
         (true, None) => Some(
             rest.next()

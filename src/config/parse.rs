@@ -61,7 +61,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         watch.restore_limit => restore_limit: restore_limit;
         watch.triage => triage: boolean;
         watch.triage_every => triage_every: |v| duration(v, EVERY_RANGE);
-        watch.namespaces => all_namespaces: |v| choice(v, "host", "all").map(|host| !host);
+        watch.namespaces => all_namespaces: |v| choice(v, ("host", false), ("all", true));
         watch.namespaces_every => namespaces_every: |v| duration(v, EVERY_RANGE);
         metrics.textfile => textfile: textfile;
         grow.enabled => enabled: boolean;
@@ -272,22 +272,18 @@ fn boolean(v: &DeValue<'_>) -> Result<bool, String> {
     }
 }
 
-/// One of two words, as in `max_policy` and `namespaces`: true for the
-/// first.
-fn choice(v: &DeValue<'_>, a: &str, b: &str) -> Result<bool, String> {
+/// One of two words, as in `max_policy` and `namespaces`, and what each
+/// stands for.
+fn choice<T>(v: &DeValue<'_>, (a, x): (&str, T), (b, y): (&str, T)) -> Result<T, String> {
     match v.as_str() {
-        Some(s) if s == a || s == b => Ok(s == a),
+        Some(s) if s == a => Ok(x),
+        Some(s) if s == b => Ok(y),
         _ => expected(&format!("{a:?} or {b:?}"), v),
     }
 }
 
 fn policy(v: &DeValue<'_>) -> Result<Policy, String> {
-    let exact = choice(v, "exact", "at-least")?;
-    Ok(if exact {
-        Policy::Exact
-    } else {
-        Policy::AtLeast
-    })
+    choice(v, ("exact", Policy::Exact), ("at-least", Policy::AtLeast))
 }
 
 fn number(v: &DeValue<'_>, (min, max): (f64, f64)) -> Result<f64, String> {
