@@ -103,11 +103,6 @@ impl Cx<'_> {
         self.doc.get(sec)?.get_ref().as_table()?.get(key)
     }
 
-    /// Where the value of `key` in `sec` starts, if the file sets it.
-    fn at(&self, sec: &str, key: &str) -> Option<usize> {
-        self.get(sec, key).map(|v| v.span().start)
-    }
-
     /// Refuse the first section (in toml's order: sorted by name) that is
     /// unknown or not a table, or that holds a key not in `keys` (`[sysctl]`
     /// takes any).
@@ -147,7 +142,8 @@ impl Cx<'_> {
     /// sets it, else at the line of `other` (the key it conflicts with).
     fn cross_check(&self, cfg: &Config) -> Result<(), ConfigError> {
         let err = |sec: &str, key: &str, other: &str, message: String| {
-            let at = self.at(sec, key).or(self.at(sec, other));
+            let at = |key| self.get(sec, key).map(|v| v.span().start);
+            let at = at(key).or(at(other));
             Err(self.error(&format!("{sec}.{key}"), at, message))
         };
         if let (Buckets::Set(b), Knob::Set(m)) = (cfg.conntrack.buckets, cfg.conntrack.max) {
