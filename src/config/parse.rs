@@ -166,8 +166,8 @@ impl Cx<'_> {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    let before = &text.as_bytes()[..offset.min(text.len())];
+pub(super) fn line_of(text: impl AsRef<[u8]>, offset: usize) -> usize {
+    let before = &text.as_ref()[..offset.min(text.as_ref().len())];
     before.iter().filter(|b| **b == b'\n').count() + 1
 }
 
