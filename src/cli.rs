@@ -72,6 +72,8 @@ EXIT STATUS (status, doctor):
     configuration, or a usage error: never 2, which means CRITICAL)
 ";
 
+const VERSION: &str = concat!("conntrack-guard ", env!("CARGO_PKG_VERSION"), "\n");
+
 /// Parsed command line: each command with its options.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Command {
@@ -97,9 +99,9 @@ pub(crate) enum Command {
         json: bool,
     },
     Top(top::Options),
-    /// `--help`: the text of the program, or of the command it follows.
+    /// `--help`: the text of the program, or of the command it follows;
+    /// `--version`: the version line.
     Help(&'static str),
-    Version,
 }
 
 /// Command plus `--config` (before or after the command word).
@@ -138,18 +140,8 @@ impl UsageError {
 }
 
 /// Options that take a value: inline (`--name=V`) or the next argument.
-const TAKES_VALUE: &[&str] = &[
-    "--config",
-    "--interval",
-    "--window",
-    "--rate",
-    "--timeout",
-    "--headroom",
-    "--by",
-    "-n",
-    "--netns",
-    "--prefix",
-];
+const TAKES_VALUE: &str =
+    "--config --interval --window --rate --timeout --headroom --by -n --netns --prefix";
 
 /// Parse arguments (without argv[0]). Paths stay `OsString` from argv to
 /// open(), so a non-UTF-8 file name reaches the file system unchanged.
@@ -179,7 +171,7 @@ pub(crate) fn parse_args(args: &[OsString]) -> Result<Invocation, UsageError> {
             options_done = true;
         } else if is_option && matches!(bytes, b"-h" | b"--help" | b"-V" | b"--version") {
             let command = match (bytes, sub.as_deref()) {
-                (b"-V" | b"--version", _) => Command::Version,
+                (b"-V" | b"--version", _) => Command::Help(VERSION),
                 (_, Some("top")) => Command::Help(top::HELP),
                 (_, Some("doctor")) => Command::Help(doctor::HELP),
                 _ => Command::Help(HELP),
@@ -229,7 +221,7 @@ fn option(
         "--top" => "-n".to_string(),
         n => n.to_string(),
     };
-    let value = match (TAKES_VALUE.contains(&name.as_str()), inline) {
+    let value = match (TAKES_VALUE.split(' ').any(|o| o == name), inline) {
         (true, Some(v)) => Some(v.to_os_string()),
         (true, None) => Some(
             rest.next()
@@ -259,7 +251,7 @@ fn command(sub: &str, mut f: Flags) -> Result<Command, String> {
             dry_run: take(&mut f, "--dry-run").is_some(),
         },
         "watch" => Command::Watch {
-            interval: take(&mut f, "--interval").map(interval).transpose()?,
+            interval: dur_in(&mut f, "--interval", config::INTERVAL_RANGE, None)?,
         },
         "status" => {
             let all_netns = take(&mut f, "--all-netns").is_some();
@@ -268,7 +260,8 @@ fn command(sub: &str, mut f: Flags) -> Result<Command, String> {
                 label.push_str(" --all-netns");
                 Duration::ZERO
             } else {
-                let window = take(&mut f, "--window").map(window).transpose()?;
+                let range = (Duration::ZERO, Duration::from_secs(60));
+                let window = dur_in(&mut f, "--window", range, Some("at most 60s"))?;
                 window.unwrap_or(Duration::from_secs(1))
             };
             Command::Status {
@@ -296,10 +289,6 @@ fn text(v: OsString, name: &str) -> Result<String, String> {
         .map_err(|v| format!("{name}: expected a number or duration, got {v:?}"))
 }
 
-fn dur(v: OsString, name: &str) -> Result<Duration, String> {
-    parse_duration(&text(v, name)?).map_err(|e| format!("{name}: {e}"))
-}
-
 /// The flag `name` as a non-negative number, taken; `None` if absent.
 fn num(f: &mut Flags, name: &str) -> Result<Option<f64>, String> {
     let Some(v) = take(f, name) else {
@@ -312,27 +301,24 @@ fn num(f: &mut Flags, name: &str) -> Result<Option<f64>, String> {
     }
 }
 
-/// `watch --interval`, within `config::INTERVAL_RANGE`.
-fn interval(v: OsString) -> Result<Duration, String> {
-    let d = dur(v, "--interval")?;
-    let (min, max) = config::INTERVAL_RANGE;
+/// The duration flag `name`, taken; `None` if absent. Outside `min..=max`
+/// the error says it must be `within`, by default "between min and max".
+fn dur_in(
+    f: &mut Flags,
+    name: &str,
+    (min, max): (Duration, Duration),
+    within: Option<&str>,
+) -> Result<Option<Duration>, String> {
+    let Some(v) = take(f, name) else {
+        return Ok(None);
+    };
+    let d = parse_duration(&text(v, name)?).map_err(|e| format!("{name}: {e}"))?;
     if d < min || d > max {
-        return Err(format!(
-            "--interval must be between {} and {}",
-            config::fmt_duration(min),
-            config::fmt_duration(max)
-        ));
+        let [min, max] = [min, max].map(config::fmt_duration);
+        let within = within.map_or(format!("between {min} and {max}"), str::to_string);
+        return Err(format!("{name} must be {within}"));
     }
-    Ok(d)
-}
-
-/// `status --window`, at most a minute.
-fn window(v: OsString) -> Result<Duration, String> {
-    let d = dur(v, "--window")?;
-    if d > Duration::from_secs(60) {
-        return Err("--window must be at most 60s".into());
-    }
-    Ok(d)
+    Ok(Some(d))
 }
 
 fn plan_command(f: &mut Flags) -> Result<Command, String> {
@@ -389,11 +375,8 @@ fn top_command(f: &mut Flags) -> Result<top::Options, String> {
         }
         o.netns = Some(PathBuf::from(v));
     }
-    if let Some(v) = take(f, "--timeout") {
-        let d = dur(v, "--timeout")?;
-        if d < Duration::from_millis(10) || d > Duration::from_secs(600) {
-            return Err("--timeout must be between 10ms and 10m".into());
-        }
+    let range = (Duration::from_millis(10), Duration::from_secs(600));
+    if let Some(d) = dur_in(f, "--timeout", range, None)? {
         o.timeout = d;
     }
     if let Some(v) = take(f, "--prefix") {
@@ -420,11 +403,6 @@ pub fn run(args: &[OsString]) -> i32 {
     let host = || Host::from_env();
     match inv.command {
         Command::Help(text) => output::out_or(text, exit::OK, exit::FAILURE),
-        Command::Version => output::out_or(
-            &format!("conntrack-guard {}\n", env!("CARGO_PKG_VERSION")),
-            exit::OK,
-            exit::FAILURE,
-        ),
         Command::Apply { dry_run } => {
             cmd::apply::run(&host(), config, dry_run, &mut *default_sink())
         }

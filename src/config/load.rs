@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::error::ConfigError;
 use super::model::{Config, MAX_CONFIG_BYTES};
-use super::parse::parse;
+use super::parse::{line_of, parse};
 use crate::sysroot::{PathError, SysRoot, DEFAULT_CONFIG};
 
 /// Load the configuration: `explicit` (from `--config`), else the rooted
@@ -62,8 +62,7 @@ pub fn load(root: &SysRoot, explicit: Option<&Path>) -> Result<Config, ConfigErr
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-            let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+            let line = line_of(e.as_bytes(), e.utf8_error().valid_up_to());
             return Err(ConfigError {
                 line: Some(line),
                 ..err("invalid UTF-8".into(), None)

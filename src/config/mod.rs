@@ -4,8 +4,8 @@
 //! - [`model`]: the types, their defaults and the range of every key;
 //! - [`values`]: the value syntaxes (durations, budgets, sysctl names),
 //!   shared with the command line;
-//! - [`parse`]: serde derives the sections and keys (unknown ones are
-//!   refused); each value keeps its span and is checked in plain code, so
+//! - [`parse`]: checks toml's spanned tree against the list of sections
+//!   and keys (unknown ones are refused) and each value in plain code, so
 //!   every error names the file, the line and the key;
 //! - [`load`]: opens the file once, checks ownership on that descriptor and
 //!   reads it with a size limit.
@@ -15,8 +15,8 @@
 //! nothing of the config; values imports model; parse imports both; load
 //! imports parse); this file only re-exports.
 //!
-//! Adding a key: a field and its default in `model.rs`, a field in the
-//! section's raw struct and its check in `parse.rs`, a commented line in
+//! Adding a key: a field and its default in `model.rs`, its line with its
+//! check in `parse.rs`, a commented line in
 //! packaging/conntrack-guard.toml and in conntrack-guard.toml(5).
 
 mod error;

@@ -16,15 +16,10 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// `[watch] interval`, and `watch --interval`.
 pub const INTERVAL_RANGE: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_secs(3600));
-/// `[watch] reminder`.
-pub const REMINDER_RANGE: (Duration, Duration) =
-    (Duration::from_secs(1), Duration::from_secs(86_400));
 /// Percentages: `warn_percent` and `critical_percent` must also be above 0.
 pub const PERCENT_RANGE: (f64, f64) = (0.0, 100.0);
-/// `[watch] drops_every`.
-pub const DROPS_EVERY_RANGE: (Duration, Duration) =
-    (Duration::from_secs(1), Duration::from_secs(86_400));
-/// `[watch] triage_every` and `namespaces_every`, `[grow] every`.
+/// `[watch] reminder`, `drops_every`, `triage_every` and
+/// `namespaces_every`, `[grow] every`.
 pub const EVERY_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(86_400));
 /// `[watch] restore_limit`: restores of one key per hour.
 pub const RESTORE_LIMIT_RANGE: (u64, u64) = (1, 60);
@@ -301,34 +296,27 @@ impl Config {
     /// small hash.
     pub fn targets(&self) -> Vec<Target> {
         let c = &self.conntrack;
-        let mut out = Vec::new();
-        let mut push = |key: &str, v: Option<u64>, policy: Policy| {
-            if let Some(v) = v {
-                out.push(Target {
-                    key: key.to_string(),
-                    value: v.to_string(),
-                    policy,
-                });
-            }
-        };
-        push(KEY_BUCKETS, c.buckets_value(), c.buckets_policy);
-        push(KEY_MAX, c.max.value(), c.max_policy);
         let (timeout, stream) = (c.udp_timeout.value(), c.udp_timeout_stream.value());
-        push(KEY_UDP_TIMEOUT, timeout, Policy::Exact);
-        push(KEY_UDP_TIMEOUT_STREAM, stream, Policy::Exact);
-        out.extend(self.sysctl.iter().map(|e| Target {
-            key: e.key.clone(),
-            value: e.value.clone(),
-            policy: Policy::Exact,
-        }));
-        out
+        let conntrack = [
+            (KEY_BUCKETS, c.buckets_value(), c.buckets_policy),
+            (KEY_MAX, c.max.value(), c.max_policy),
+            (KEY_UDP_TIMEOUT, timeout, Policy::Exact),
+            (KEY_UDP_TIMEOUT_STREAM, stream, Policy::Exact),
+        ];
+        let conntrack = conntrack
+            .into_iter()
+            .filter_map(|(key, v, policy)| Some((key.to_string(), v?.to_string(), policy)));
+        let sysctl = self
+            .sysctl
+            .iter()
+            .map(|e| (e.key.clone(), e.value.clone(), Policy::Exact));
+        let target = |(key, value, policy)| Target { key, value, policy };
+        conntrack.chain(sysctl).map(target).collect()
     }
 
     /// A short name for messages: the file, or "built-in defaults".
     pub fn source_name(&self) -> String {
-        match &self.source {
-            Some(p) => p.display().to_string(),
-            None => "built-in defaults".to_string(),
-        }
+        let source = self.source.as_ref().map(|p| p.display().to_string());
+        source.unwrap_or_else(|| "built-in defaults".into())
     }
 }

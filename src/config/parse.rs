@@ -1,22 +1,18 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! Config text into a [`Config`]. toml parses it into its spanned tree;
-//! serde derives the shape from the raw structs below, so the sections and
-//! keys are written once and unknown ones are refused (`deny_unknown_fields`)
-//! with the list of known names for "did you mean". Each value reaches the
-//! raw struct as its offset in the text, and plain code checks it there, so
-//! every error names the file, the line and the key with a message of our
-//! own, and checks across two keys can name the line of either.
+//! Config text into a [`Config`]. toml parses it into its spanned tree; the
+//! tree's sections and keys are checked against the list in [`parse`], so
+//! the keys are written once and unknown ones are refused with the known
+//! names for "did you mean". Plain code checks each value where it stands
+//! in the tree, so every error names the file, the line and the key with a
+//! message of our own, and checks across two keys can name the line of
+//! either.
 //!
-//! The small deserializer over toml's tree ([`De`]) stands in for toml's own
-//! serde deserializer, which made the stripped binary 66 KB larger for what
-//! the raw structs need: tables and offsets.
+//! toml's own serde deserializer would do the shape check, but made the
+//! stripped binary 66 KB larger for what this needs: tables and offsets.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
 use toml::de::{DeInteger, DeTable, DeValue};
 use toml::Spanned;
 
@@ -24,81 +20,29 @@ use super::error::ConfigError;
 use super::model::*;
 use super::values::{fmt_duration, parse_budget, parse_duration, valid_sysctl_key};
 
-/// Where a value starts in the text; the checks read it from toml's tree.
-#[derive(Clone, Copy)]
-struct At(usize);
-
-type Field = Option<At>;
-
-// The sections and their keys: adding a key starts here.
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-struct Raw {
-    conntrack: RawConntrack,
-    sysctl: std::collections::BTreeMap<String, At>,
-    watch: RawWatch,
-    metrics: RawMetrics,
-    grow: RawGrow,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-struct RawConntrack {
-    max: Field,
-    buckets: Field,
-    udp_timeout: Field,
-    udp_timeout_stream: Field,
-    max_policy: Field,
-    buckets_policy: Field,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-struct RawWatch {
-    interval: Field,
-    warn_percent: Field,
-    critical_percent: Field,
-    hysteresis_percent: Field,
-    reminder: Field,
-    drops_every: Field,
-    restore: Field,
-    restore_limit: Field,
-    triage: Field,
-    triage_every: Field,
-    namespaces: Field,
-    namespaces_every: Field,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-struct RawMetrics {
-    textfile: Field,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-struct RawGrow {
-    enabled: Field,
-    budget: Field,
-    every: Field,
-    remember: Field,
-}
+/// The sections, in the order "expected one of" lists them.
+const SECTIONS: [&str; 5] = ["conntrack", "sysctl", "watch", "metrics", "grow"];
 
 /// Parse and validate config text. `file` is only used in errors.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let doc = DeTable::parse(text).map_err(|e| syntax_error(text, file, &e))?;
-    let doc = doc.get_ref();
-    let cx = Cx { text, file, doc };
-    let raw = Raw::deserialize(De::Table(doc)).map_err(|e| cx.shape_error(e))?;
+    let cx = Cx {
+        text,
+        file,
+        doc: doc.get_ref(),
+    };
     let mut c = Config::default();
-    // Each line: the key, the model field it sets, and its check.
+    // The sections' keys (adding a key starts here), each line with the
+    // model field it sets and its check. The shape is checked first.
     macro_rules! set {
-        ($($sec:ident . $key:ident => $out:ident: $check:expr;)*) => {$(
-            if let Some((at, v)) = raw.$sec.$key.and_then(|At(at)| Some((at, cx.value(at)?))) {
+        ($($sec:ident . $key:ident => $out:ident: $check:expr;)*) => {
+            cx.check_shape(&[$((stringify!($sec), stringify!($key))),*])?;
+            $(if let Some(v) = cx.get(stringify!($sec), stringify!($key)) {
                 let key = concat!(stringify!($sec), ".", stringify!($key));
-                c.$sec.$out = ($check)(v).map_err(|m| cx.error(key, Some(at), m))?;
-            }
-        )*};
+                let at = Some(v.span().start);
+                c.$sec.$out = ($check)(v.get_ref()).map_err(|m| cx.error(key, at, m))?;
+            })*
+        };
     }
     set! {
         conntrack.max => max: |v| knob(v, 1, MAX_CONNTRACK_MAX);
@@ -111,13 +55,13 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         watch.warn_percent => warn_percent: percent;
         watch.critical_percent => critical_percent: percent;
         watch.hysteresis_percent => hysteresis_percent: |v| number(v, HYSTERESIS_RANGE);
-        watch.reminder => reminder: |v| duration(v, REMINDER_RANGE);
-        watch.drops_every => drops_every: |v| duration(v, DROPS_EVERY_RANGE);
+        watch.reminder => reminder: |v| duration(v, EVERY_RANGE);
+        watch.drops_every => drops_every: |v| duration(v, EVERY_RANGE);
         watch.restore => restore: boolean;
         watch.restore_limit => restore_limit: restore_limit;
         watch.triage => triage: boolean;
         watch.triage_every => triage_every: |v| duration(v, EVERY_RANGE);
-        watch.namespaces => all_namespaces: |v| choice(v, "host", "all").map(|host| !host);
+        watch.namespaces => all_namespaces: |v| choice(v, ("host", false), ("all", true));
         watch.namespaces_every => namespaces_every: |v| duration(v, EVERY_RANGE);
         metrics.textfile => textfile: textfile;
         grow.enabled => enabled: boolean;
@@ -125,14 +69,15 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         grow.every => every: |v| duration(v, EVERY_RANGE);
         grow.remember => remember: boolean;
     }
-    for (key, &At(at)) in &raw.sysctl {
-        let value = cx.value(at).ok_or_else(String::new);
-        let value = value.and_then(|v| sysctl_value(key, v));
-        let value = value.map_err(|m| cx.error(&format!("sysctl.\"{key}\""), Some(at), m))?;
-        let (key, line) = (key.clone(), Some(line_of(text, at)));
+    let sysctl = cx.doc.get("sysctl").and_then(|s| s.get_ref().as_table());
+    for (key, v) in sysctl.into_iter().flatten() {
+        let (key, at) = (key.get_ref().as_ref(), v.span().start);
+        let value = sysctl_value(key, v.get_ref())
+            .map_err(|m| cx.error(&format!("sysctl.\"{key}\""), Some(at), m))?;
+        let (key, line) = (key.to_string(), Some(line_of(text, at)));
         c.sysctl.push(Extra { key, value, line });
     }
-    cx.cross_check(&c, &raw)?;
+    cx.cross_check(&c)?;
     Ok(c)
 }
 
@@ -153,71 +98,76 @@ impl Cx<'_> {
         }
     }
 
-    /// The value of a section's key that starts at `at`.
-    fn value(&self, at: usize) -> Option<&DeValue<'_>> {
-        let sections = self.doc.iter().filter_map(|(_, s)| s.get_ref().as_table());
-        let mut values = sections.flat_map(|t| t.iter().map(|(_, v)| v));
-        values.find(|v| v.span().start == at).map(|v| v.get_ref())
+    /// The value of `key` in the section `sec`.
+    fn get(&self, sec: &str, key: &str) -> Option<&Spanned<DeValue<'_>>> {
+        self.doc.get(sec)?.get_ref().as_table()?.get(key)
     }
 
-    /// A file whose sections or keys do not fit the raw structs.
-    fn shape_error(&self, e: DeError) -> ConfigError {
-        let name = e.path.last().map_or("", String::as_str);
-        let message = match (e.expected, e.path.len()) {
-            // serde checks the name before the value: a name at the top
-            // whose value is not a table is a key above every [section].
-            (Some(known), 1) => match self.doc.get(name).map(|v| v.get_ref()) {
-                Some(v) if v.as_table().is_none() => format!(
-                    "expected a [section], found a {} (is `{name}` missing its [section] header?)",
-                    v.type_str()
-                ),
-                _ => unknown("section", name, known),
-            },
-            (Some(known), _) => unknown("key", name, known),
-            (None, _) => e.message,
-        };
-        self.error(&e.path.join("."), e.at, message)
+    /// Refuse the first section (in toml's order: sorted by name) that is
+    /// unknown or not a table, or that holds a key not in `keys` (`[sysctl]`
+    /// takes any).
+    fn check_shape(&self, keys: &[(&str, &str)]) -> Result<(), ConfigError> {
+        for (k, v) in self.doc.iter() {
+            let (name, found) = (k.get_ref().as_ref(), v.get_ref().type_str());
+            let known = SECTIONS.contains(&name);
+            let err = |key: &str, at: usize, message| Err(self.error(key, Some(at), message));
+            let Some(table) = v.get_ref().as_table() else {
+                // A name at the top that is neither a section nor a table
+                // is a key above every [section].
+                let why = format!("expected a [section], found a {found}");
+                return match known {
+                    true => err(name, v.span().start, why),
+                    false => {
+                        let why = format!("{why} (is `{name}` missing its [section] header?)");
+                        err(name, k.span().start, why)
+                    }
+                };
+            };
+            if !known {
+                return err(name, k.span().start, unknown("section", name, &SECTIONS));
+            }
+            let keys: Vec<&str> = keys
+                .iter()
+                .filter_map(|&(s, k)| (s == name).then_some(k))
+                .collect();
+            let mut names = table.keys().map(|k| (k.get_ref().as_ref(), k.span().start));
+            if let Some((key, at)) = names.find(|(k, _)| name != "sysctl" && !keys.contains(k)) {
+                return err(&format!("{name}.{key}"), at, unknown("key", key, &keys));
+            }
+        }
+        Ok(())
     }
 
     /// Checks between keys. The error names `key`, at its line if the file
     /// sets it, else at the line of `other` (the key it conflicts with).
-    fn cross_check(&self, cfg: &Config, raw: &Raw) -> Result<(), ConfigError> {
-        let err = |key: &str, key_at: Field, other_at: Field, message: String| {
-            Err(self.error(key, key_at.or(other_at).map(|At(at)| at), message))
+    fn cross_check(&self, cfg: &Config) -> Result<(), ConfigError> {
+        let err = |sec: &str, key: &str, other: &str, message: String| {
+            let at = |key| self.get(sec, key).map(|v| v.span().start);
+            let at = at(key).or(at(other));
+            Err(self.error(&format!("{sec}.{key}"), at, message))
         };
-        let (c, r) = (&cfg.conntrack, &raw.conntrack);
-        if let (Buckets::Set(b), Knob::Set(m)) = (c.buckets, c.max) {
+        if let (Buckets::Set(b), Knob::Set(m)) = (cfg.conntrack.buckets, cfg.conntrack.max) {
             if b > m {
                 let why = format!("buckets ({b}) must not exceed max ({m}); about max/4 is usual");
-                return err("conntrack.buckets", r.buckets, r.max, why);
+                return err("conntrack", "buckets", "max", why);
             }
         }
-        let (w, r) = (&cfg.watch, &raw.watch);
+        let w = &cfg.watch;
         let (warn, crit, hyst) = (w.warn_percent, w.critical_percent, w.hysteresis_percent);
         if warn >= crit {
             let why = format!("warn_percent ({warn}) must be below critical_percent ({crit})");
-            return err(
-                "watch.warn_percent",
-                r.warn_percent,
-                r.critical_percent,
-                why,
-            );
+            return err("watch", "warn_percent", "critical_percent", why);
         }
         if hyst >= warn {
             let why = format!("hysteresis_percent ({hyst}) must be below warn_percent ({warn})");
-            return err(
-                "watch.hysteresis_percent",
-                r.hysteresis_percent,
-                r.warn_percent,
-                why,
-            );
+            return err("watch", "hysteresis_percent", "warn_percent", why);
         }
         Ok(())
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    let before = &text.as_bytes()[..offset.min(text.len())];
+pub(super) fn line_of(text: impl AsRef<[u8]>, offset: usize) -> usize {
+    let before = &text.as_ref()[..offset.min(text.as_ref().len())];
     before.iter().filter(|b| **b == b'\n').count() + 1
 }
 
@@ -318,20 +268,18 @@ fn boolean(v: &DeValue<'_>) -> Result<bool, String> {
     }
 }
 
-/// One of two words, as in `max_policy` and `namespaces`: true for the
-/// first.
-fn choice(v: &DeValue<'_>, a: &str, b: &str) -> Result<bool, String> {
+/// One of two words, as in `max_policy` and `namespaces`, and what each
+/// stands for.
+fn choice<T>(v: &DeValue<'_>, (a, x): (&str, T), (b, y): (&str, T)) -> Result<T, String> {
     match v.as_str() {
-        Some(s) if s == a || s == b => Ok(s == a),
+        Some(s) if s == a => Ok(x),
+        Some(s) if s == b => Ok(y),
         _ => expected(&format!("{a:?} or {b:?}"), v),
     }
 }
 
 fn policy(v: &DeValue<'_>) -> Result<Policy, String> {
-    match choice(v, "exact", "at-least")? {
-        true => Ok(Policy::Exact),
-        false => Ok(Policy::AtLeast),
-    }
+    choice(v, ("exact", Policy::Exact), ("at-least", Policy::AtLeast))
 }
 
 fn number(v: &DeValue<'_>, (min, max): (f64, f64)) -> Result<f64, String> {
@@ -474,151 +422,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
-}
-
-/// What serde found wrong with the shape: the keys down to it, where, and
-/// for an unknown name the names it knows.
-#[derive(Debug, Default)]
-struct DeError {
-    path: Vec<String>,
-    at: Option<usize>,
-    expected: Option<&'static [&'static str]>,
-    message: String,
-}
-
-impl DeError {
-    /// Each table on the way up adds its key in front.
-    fn in_key(mut self, name: &str, at: usize) -> Self {
-        self.path.insert(0, name.to_string());
-        self.at.get_or_insert(at);
-        self
-    }
-}
-
-impl fmt::Display for DeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for DeError {}
-
-impl de::Error for DeError {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError {
-            message: msg.to_string(),
-            ..DeError::default()
-        }
-    }
-    fn unknown_field(_: &str, expected: &'static [&'static str]) -> Self {
-        DeError {
-            expected: Some(expected),
-            ..DeError::default()
-        }
-    }
-}
-
-/// toml's tree as serde sees it here: a table is a map, anything else is
-/// its offset (an [`At`]).
-#[derive(Clone, Copy)]
-enum De<'a> {
-    Table(&'a DeTable<'a>),
-    Value(&'a Spanned<DeValue<'a>>),
-}
-
-impl<'de> Deserializer<'de> for De<'_> {
-    type Error = DeError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
-        match self {
-            De::Table(t) => v.visit_map(Entries {
-                iter: t.iter(),
-                value: None,
-            }),
-            De::Value(x) => v.visit_u64(x.span().start as u64),
-        }
-    }
-
-    // A section must be a table: an array would fill a struct by position.
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: &'static [&'static str],
-        v: V,
-    ) -> Result<V::Value, DeError> {
-        self.deserialize_map(v)
-    }
-
-    fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
-        match self {
-            De::Value(x) => match x.get_ref() {
-                DeValue::Table(t) => De::Table(t).deserialize_any(v),
-                other => Err(de::Error::custom(format!(
-                    "expected a [section], found a {}",
-                    other.type_str()
-                ))),
-            },
-            De::Table(_) => self.deserialize_any(v),
-        }
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
-        v.visit_some(self)
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct newtype_struct seq tuple tuple_struct
-        enum identifier ignored_any
-    }
-}
-
-/// A table's entries for serde, each error under its key and at its offset.
-/// (serde's MapDeserializer with the key path added on the way up was 22
-/// lines shorter and 4 KB larger, measured.)
-struct Entries<'a, I> {
-    iter: I,
-    value: Option<(&'a str, &'a Spanned<DeValue<'a>>)>,
-}
-
-/// One `key = value` of toml's tree.
-type KeyValue<'a> = (
-    &'a Spanned<toml::de::DeString<'a>>,
-    &'a Spanned<DeValue<'a>>,
-);
-
-impl<'de, 'a, I: Iterator<Item = KeyValue<'a>>> MapAccess<'de> for Entries<'a, I> {
-    type Error = DeError;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
-        let Some((k, v)) = self.iter.next() else {
-            return Ok(None);
-        };
-        let name = k.get_ref().as_ref();
-        self.value = Some((name, v));
-        let key: de::value::StrDeserializer<'_, DeError> = name.into_deserializer();
-        seed.deserialize(key)
-            .map(Some)
-            .map_err(|e| e.in_key(name, k.span().start))
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let (name, v) = self
-            .value
-            .take()
-            .ok_or_else(|| de::Error::custom("no value"))?;
-        seed.deserialize(De::Value(v))
-            .map_err(|e| e.in_key(name, v.span().start))
-    }
-}
-
-impl<'de> Deserialize<'de> for At {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        u64::deserialize(d).map(|at| At(at as usize))
-    }
 }
 
 #[cfg(test)]

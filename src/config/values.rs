@@ -16,30 +16,21 @@ pub fn valid_sysctl_key(key: &str) -> Result<(), String> {
     if key.len() > 255 {
         return Err("sysctl key is too long".into());
     }
-    if key.starts_with('/') || key.contains('/') {
-        return Err(format!(
-            "{key:?} is not a dotted sysctl name: `/` is not allowed (write e.g. net.core.rmem_max)"
-        ));
-    }
-    if key.split('.').any(str::is_empty) {
-        return Err(format!(
-            "{key:?} is not a dotted sysctl name: empty part (leading, trailing or double dot)"
-        ));
-    }
-    if let Some(c) = key
+    let bad = |why: &str| Err(format!("{key:?} is not a dotted sysctl name{why}"));
+    let odd = key
         .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-    {
-        return Err(format!(
-            "{key:?} is not a dotted sysctl name: character {c:?} is not allowed"
-        ));
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)));
+    if key.contains('/') {
+        bad(": `/` is not allowed (write e.g. net.core.rmem_max)")
+    } else if key.split('.').any(str::is_empty) {
+        bad(": empty part (leading, trailing or double dot)")
+    } else if let Some(c) = odd {
+        bad(&format!(": character {c:?} is not allowed"))
+    } else if !key.contains('.') {
+        bad(" such as net.core.rmem_max")
+    } else {
+        Ok(())
     }
-    if key.split('.').count() < 2 {
-        return Err(format!(
-            "{key:?} is not a dotted sysctl name such as net.core.rmem_max"
-        ));
-    }
-    Ok(())
 }
 
 /// `s` trimmed and split where its leading number ends.
@@ -118,16 +109,14 @@ pub fn parse_budget(s: &str) -> Result<Budget, String> {
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
-        format!("{}us", d.as_micros())
-    } else if ms % 3_600_000 == 0 {
-        format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
+        return format!("{}us", d.as_micros());
     }
+    let units = [(3_600_000, "h"), (60_000, "m"), (1000, "s"), (1, "ms")];
+    let (n, unit) = units
+        .into_iter()
+        .find(|(n, _)| ms % n == 0)
+        .unwrap_or((1, "ms"));
+    format!("{}{unit}", ms / n)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 //! Any of that failing is a typed [`StateError`] for a warning, never a
 //! panic. Writes are atomic ([`crate::sysroot::write_atomic`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -253,11 +253,9 @@ pub fn expected_targets(
     configured_max: Option<u64>,
     cap_max: u64,
 ) -> Vec<KernelTarget> {
-    let Some(r) = r.filter(|r| {
-        configured_max
-            .and_then(|c| trusted(r, c, cap_max))
-            .is_some()
-    }) else {
+    let is_trusted =
+        |r: &&Remembered| configured_max.is_some_and(|c| trusted(r, c, cap_max).is_some());
+    let Some(r) = r.filter(is_trusted) else {
         return targets;
     };
     for t in &mut targets {
@@ -313,7 +311,7 @@ pub fn read(root: &SysRoot, rel: &str) -> Result<Option<Remembered>, StateError>
     let io_err = |source| StateError::Io(PathError::on(&path)(source));
     // O_NONBLOCK: a FIFO planted here must not hang the boot in open();
     // it is refused below as not a regular file.
-    let mut file: File = match OpenOptions::new()
+    let mut file = match OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(&path)
