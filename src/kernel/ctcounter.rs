@@ -5,64 +5,34 @@
 //! ([`crate::kernel::ctstats`] for procfs and the choice between them,
 //! [`crate::kernel::netlink`] for the socket) build on this; it imports neither.
 
-use crate::kernel::percpu::{CounterSet, CpuTable};
+use crate::kernel::percpu::{counter_set, CounterSet, CpuTable};
 
-/// A conntrack statistic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CtCounter {
-    /// A new entry could not be allocated: "table full, dropping packet".
-    Drop,
-    /// A non-assured entry was evicted to make room (leading indicator).
-    EarlyDrop,
-    /// An insert clash that could not be resolved: the packet is dropped.
-    InsertFailed,
-    /// A packet conntrack could not track (bad state, bad checksum...).
-    Invalid,
-    /// A lookup restarted because the chain changed under it.
-    SearchRestart,
-    /// An insert clash that was resolved.
-    ClashResolve,
-    /// An insert refused because its hash chain was too long (5.15+):
-    /// too few buckets for the load.
-    ChainTooLong,
-    /// ICMP errors that could not be matched to a connection.
-    Error,
-    /// Lookups that found an entry.
-    Found,
-    /// Entries inserted.
-    Insert,
-}
-
-impl CounterSet for CtCounter {
-    const ALL: &'static [Self] = &[
-        CtCounter::Drop,
-        CtCounter::EarlyDrop,
-        CtCounter::InsertFailed,
-        CtCounter::Invalid,
-        CtCounter::SearchRestart,
-        CtCounter::ClashResolve,
-        CtCounter::ChainTooLong,
-        CtCounter::Error,
-        CtCounter::Found,
-        CtCounter::Insert,
-    ];
-    fn index(self) -> usize {
-        self as usize
-    }
-    fn name(self) -> &'static str {
-        match self {
-            CtCounter::Drop => "drop",
-            CtCounter::EarlyDrop => "early_drop",
-            CtCounter::InsertFailed => "insert_failed",
-            CtCounter::Invalid => "invalid",
-            CtCounter::SearchRestart => "search_restart",
-            CtCounter::ClashResolve => "clash_resolve",
-            CtCounter::ChainTooLong => "chaintoolong",
-            CtCounter::Error => "icmp_error",
-            CtCounter::Found => "found",
-            CtCounter::Insert => "insert",
-        }
+counter_set! {
+    /// A conntrack statistic.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum CtCounter {
+        /// A new entry could not be allocated: "table full, dropping packet".
+        Drop "drop",
+        /// A non-assured entry was evicted to make room (leading indicator).
+        EarlyDrop "early_drop",
+        /// An insert clash that could not be resolved: the packet is dropped.
+        InsertFailed "insert_failed",
+        /// A packet conntrack could not track (bad state, bad checksum...).
+        Invalid "invalid",
+        /// A lookup restarted because the chain changed under it.
+        SearchRestart "search_restart",
+        /// An insert clash that was resolved.
+        ClashResolve "clash_resolve",
+        /// An insert refused because its hash chain was too long (5.15+):
+        /// too few buckets for the load.
+        ChainTooLong "chaintoolong",
+        /// ICMP errors that could not be matched to a connection.
+        Error "icmp_error",
+        /// Lookups that found an entry.
+        Found "found",
+        /// Entries inserted.
+        Insert "insert",
     }
 }
 

@@ -202,6 +202,14 @@ fn u16_at(b: &[u8], i: usize) -> Option<u16> {
 fn u32_at(b: &[u8], i: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?))
 }
+/// The big-endian u16 at the start of an attribute value.
+pub fn be16(v: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
+}
+/// The big-endian u32 at the start of an attribute value.
+pub fn be32(v: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
+}
 
 /// The one message walker: walk the messages of one datagram, calling
 /// `on_msg(type, flags, payload)` for each data message of sequence `seq`

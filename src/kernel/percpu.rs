@@ -47,6 +47,25 @@ pub trait CounterSet: Copy + Eq + std::fmt::Debug + 'static {
     fn name(self) -> &'static str;
 }
 
+/// A [`CounterSet`] enum with its `ALL` and its names, from one list.
+macro_rules! counter_set {
+    ($(#[$m:meta])* pub enum $t:ident { $($(#[$vm:meta])* $v:ident $name:literal,)* }) => {
+        $(#[$m])*
+        pub enum $t { $($(#[$vm])* $v,)* }
+
+        impl $crate::kernel::percpu::CounterSet for $t {
+            const ALL: &'static [Self] = &[$($t::$v,)*];
+            fn index(self) -> usize {
+                self as usize
+            }
+            fn name(self) -> &'static str {
+                match self { $($t::$v => $name,)* }
+            }
+        }
+    };
+}
+pub(crate) use counter_set;
+
 /// How the rows of a table map to CPU numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuIds {

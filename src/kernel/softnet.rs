@@ -19,64 +19,34 @@
 //! `time_squeeze`. All are `unsigned int` per CPU and wrap: deltas go
 //! through [`crate::kernel::percpu::DeltaTracker`].
 
-use crate::kernel::percpu::{CounterSet, CpuIds, CpuTable};
+use crate::kernel::percpu::{counter_set, CounterSet, CpuIds, CpuTable};
 use crate::kernel::{read_parse, FileError};
 use crate::sysroot::SysRoot;
 
 /// The softnet_stat file, relative to the root.
 pub const SOFTNET_FILE: &str = "proc/net/softnet_stat";
 
-/// A softnet counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SoftnetCounter {
-    /// Packets taken off the backlog and processed.
-    Processed,
-    /// Packets dropped because the input backlog was full
-    /// (`net.core.netdev_max_backlog`).
-    Dropped,
-    /// Times `net_rx_action` ran out of budget or time with work left.
-    TimeSqueeze,
-    /// RPS inter-processor interrupts received.
-    ReceivedRps,
-    /// Packets dropped by the flow limit.
-    FlowLimitCount,
-}
-
-impl CounterSet for SoftnetCounter {
-    const ALL: &'static [Self] = &[
-        SoftnetCounter::Processed,
-        SoftnetCounter::Dropped,
-        SoftnetCounter::TimeSqueeze,
-        SoftnetCounter::ReceivedRps,
-        SoftnetCounter::FlowLimitCount,
-    ];
-    fn index(self) -> usize {
-        self as usize
-    }
-    fn name(self) -> &'static str {
-        match self {
-            SoftnetCounter::Processed => "processed",
-            SoftnetCounter::Dropped => "dropped",
-            SoftnetCounter::TimeSqueeze => "time_squeeze",
-            SoftnetCounter::ReceivedRps => "received_rps",
-            SoftnetCounter::FlowLimitCount => "flow_limit_count",
-        }
+counter_set! {
+    /// A softnet counter.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum SoftnetCounter {
+        /// Packets taken off the backlog and processed.
+        Processed "processed",
+        /// Packets dropped because the input backlog was full
+        /// (`net.core.netdev_max_backlog`).
+        Dropped "dropped",
+        /// Times `net_rx_action` ran out of budget or time with work left.
+        TimeSqueeze "time_squeeze",
+        /// RPS inter-processor interrupts received.
+        ReceivedRps "received_rps",
+        /// Packets dropped by the flow limit.
+        FlowLimitCount "flow_limit_count",
     }
 }
 
-impl SoftnetCounter {
-    /// The word index in a row.
-    pub fn column(self) -> usize {
-        match self {
-            SoftnetCounter::Processed => 0,
-            SoftnetCounter::Dropped => 1,
-            SoftnetCounter::TimeSqueeze => 2,
-            SoftnetCounter::ReceivedRps => 9,
-            SoftnetCounter::FlowLimitCount => 10,
-        }
-    }
-}
+/// The word index in a row of each [`SoftnetCounter`], in `ALL` order.
+const COLUMNS: [usize; 5] = [0, 1, 2, 9, 10];
 
 /// Word index of the CPU id (5.10+).
 const CPU_COLUMN: usize = 12;
@@ -154,11 +124,10 @@ pub fn parse_softnet(text: &str) -> Result<SoftnetTable, SoftnetError> {
         let row = table
             .get_or_insert_with(|| SoftnetTable::new(ids))
             .row_mut(cpu);
-        for &c in SoftnetCounter::ALL
-            .iter()
-            .filter(|c| c.column() < words.len())
-        {
-            row.set(c, hex(c.column())?);
+        for (&c, &i) in SoftnetCounter::ALL.iter().zip(&COLUMNS) {
+            if i < words.len() {
+                row.set(c, hex(i)?);
+            }
         }
     }
     table.ok_or(SoftnetError::Empty)
