@@ -92,32 +92,23 @@ pub enum SoftnetError {
 /// (5.10+); otherwise rows are numbered in order and the table says so
 /// ([`CpuIds::RowOrder`]). A counter beyond a row's length is `None`.
 pub fn parse_softnet(text: &str) -> Result<SoftnetTable, SoftnetError> {
-    let mut first_len = None;
-    let mut table = None;
+    let (mut first_len, mut table) = (None, None);
     for (n, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let line_no = n + 1;
-        if words.len() < 3 {
-            return Err(SoftnetError::Short {
-                line: line_no,
-                found: words.len(),
-            });
+        let (words, line) = (line.split_whitespace().collect::<Vec<_>>(), n + 1);
+        let found = words.len();
+        if found < 3 {
+            return Err(SoftnetError::Short { line, found });
         }
-        let first = *first_len.get_or_insert(words.len());
-        if words.len() != first {
-            return Err(SoftnetError::Ragged {
-                line: line_no,
-                found: words.len(),
-                first,
-            });
+        let first = *first_len.get_or_insert(found);
+        if found != first {
+            return Err(SoftnetError::Ragged { line, found, first });
         }
         let hex = |i: usize| {
-            u32::from_str_radix(words[i], 16).map_err(|_| SoftnetError::NotHex {
-                line: line_no,
-                word: words[i].chars().take(32).collect(),
-            })
+            let word = || words[i].chars().take(32).collect();
+            u32::from_str_radix(words[i], 16)
+                .map_err(|_| SoftnetError::NotHex { line, word: word() })
         };
-        let (ids, cpu) = match words.len() > CPU_COLUMN {
+        let (ids, cpu) = match found > CPU_COLUMN {
             true => (CpuIds::Kernel, hex(CPU_COLUMN)?),
             false => (CpuIds::RowOrder, u32::try_from(n).unwrap_or(u32::MAX)),
         };
@@ -125,7 +116,7 @@ pub fn parse_softnet(text: &str) -> Result<SoftnetTable, SoftnetError> {
             .get_or_insert_with(|| SoftnetTable::new(ids))
             .row_mut(cpu);
         for (&c, &i) in SoftnetCounter::ALL.iter().zip(&COLUMNS) {
-            if i < words.len() {
+            if i < found {
                 row.set(c, hex(i)?);
             }
         }
