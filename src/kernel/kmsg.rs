@@ -61,15 +61,11 @@ pub struct TableFull {
 }
 
 /// `rec`, if it is a "table full" line, becomes its namespace's last one.
-fn keep_last(last: &mut BTreeMap<Option<u64>, TableFull>, rec: &str) {
-    let Some((_, usec, text)) = parse_record(rec) else {
-        return;
-    };
-    let Some(netns) = parse_table_full(text) else {
-        return;
-    };
-    let line = text.to_string();
+fn keep_last(last: &mut BTreeMap<Option<u64>, TableFull>, rec: &str) -> Option<()> {
+    let (_, usec, text) = parse_record(rec)?;
+    let (netns, line) = (parse_table_full(text)?, text.to_string());
     last.insert(netns, TableFull { netns, usec, line });
+    Some(())
 }
 
 /// At most this many records are read: the ring buffer holds far fewer,

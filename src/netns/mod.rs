@@ -137,14 +137,9 @@ pub fn scan_with(root: &SysRoot, cache: &mut OwnerCache) -> Vec<Namespace> {
 
 /// The namespace of every process, with its lowest pid and process count.
 fn find_by_process(root: &SysRoot, found: &mut BTreeMap<u64, Found>) {
-    let Ok(dir) = std::fs::read_dir(root.path("proc")) else {
-        return;
-    };
-    for e in dir.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
+    let pid = |e: std::fs::DirEntry| e.file_name().to_str()?.parse::<u32>().ok();
+    let dir = std::fs::read_dir(root.path("proc")).into_iter().flatten();
+    for pid in dir.flatten().filter_map(pid) {
         // Exited since readdir, a kernel thread, or unreadable (EACCES:
         // another user's process without CAP_SYS_PTRACE, or hidepid): left out.
         if let Ok(ino) = link_inode(root, &pid.to_string()) {
@@ -165,19 +160,15 @@ fn find_bind_mounts(root: &SysRoot, found: &mut BTreeMap<u64, Found>) {
     let nsfs = std::fs::metadata(root.path("proc/self/ns/net"));
     let nsfs_dev = nsfs.ok().map(|m| m.dev());
     for dir in BIND_DIRS {
-        let Ok(rd) = std::fs::read_dir(root.path(dir)) else {
-            continue;
-        };
-        for e in rd.flatten() {
+        let entries = std::fs::read_dir(root.path(dir)).into_iter().flatten();
+        for e in entries.flatten() {
             let path = e.path();
-            let Ok(m) = std::fs::metadata(&path) else {
-                continue;
+            let ino = match std::fs::metadata(&path) {
+                Ok(m) if found.contains_key(&m.ino()) || nsfs_dev == Some(m.dev()) => m.ino(),
+                _ => continue,
             };
-            if !found.contains_key(&m.ino()) && nsfs_dev != Some(m.dev()) {
-                continue;
-            }
             let name = e.file_name().to_string_lossy().into_owned();
-            let f = found.entry(m.ino()).or_default();
+            let f = found.entry(ino).or_default();
             f.bind.get_or_insert((name, path));
         }
     }
