@@ -47,20 +47,10 @@ impl CtCounter {
     }
 
     /// The `CTA_STATS_*` attribute type (enum ctattr_stats_cpu in
-    /// include/uapi/linux/netfilter/nfnetlink_conntrack.h).
+    /// include/uapi/linux/netfilter/nfnetlink_conntrack.h), in `ALL` order:
+    /// the table in [`crate::kernel::ctstats`]'s notes.
     pub fn netlink_attr(self) -> u16 {
-        match self {
-            CtCounter::Found => 2,
-            CtCounter::Invalid => 4,
-            CtCounter::Insert => 8,
-            CtCounter::InsertFailed => 9,
-            CtCounter::Drop => 10,
-            CtCounter::EarlyDrop => 11,
-            CtCounter::Error => 12,
-            CtCounter::SearchRestart => 13,
-            CtCounter::ClashResolve => 14,
-            CtCounter::ChainTooLong => 15,
-        }
+        [10, 11, 9, 4, 13, 14, 15, 12, 2, 8][self as usize]
     }
 
     /// The counter a `CTA_STATS_*` attribute carries, if we map it.
