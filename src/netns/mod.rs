@@ -183,25 +183,23 @@ fn namespace(
     is_host: bool,
     known: &[(OwnerKey, Owner)],
 ) -> Option<Namespace> {
-    let enter = match (&f.bind, f.pid) {
-        (Some((_, p)), _) => p.clone(),
-        (None, Some(pid)) => root.path(&format!("proc/{pid}/ns/net")),
+    let (bind_name, enter) = match (f.bind, f.pid) {
+        (Some((n, p)), _) => (Some(n), p),
+        (None, Some(pid)) => (None, root.path(&format!("proc/{pid}/ns/net"))),
         (None, None) => return None,
     };
-    let bind_name = f.bind.as_ref().map(|(n, _)| n.clone());
+    let key: OwnerKey = (inode, f.pid, bind_name);
+    let owner = match known.iter().find(|(k, _)| *k == key) {
+        Some((_, o)) => o.clone(),
+        None => owner_of(root, is_host, f.pid, key.2.as_deref()),
+    };
     Some(Namespace {
         inode,
         host: is_host,
-        owner: known
-            .iter()
-            .find(|(k, _)| k.0 == inode && k.1 == f.pid && k.2 == bind_name)
-            .map_or_else(
-                || owner_of(root, is_host, f.pid, bind_name.as_deref()),
-                |(_, o)| o.clone(),
-            ),
+        owner,
         processes: f.processes,
         pid: f.pid,
-        bind_name,
+        bind_name: key.2,
         enter,
     })
 }
