@@ -42,8 +42,7 @@ pub fn parse_table_full(text: &str) -> Option<Option<u64>> {
 /// (the first line; continuation lines carry the structured dictionary).
 pub fn parse_record(rec: &str) -> Option<(u64, u64, &str)> {
     let (head, text) = rec.split_once(';')?;
-    let mut f = head.split(',');
-    let _prio = f.next()?;
+    let mut f = head.split(',').skip(1); // the priority
     let seq = f.next()?.parse().ok()?;
     let usec = f.next()?.parse().ok()?;
     Some((seq, usec, text.split('\n').next().unwrap_or("")))
