@@ -74,13 +74,10 @@ impl SysRoot {
     /// runs as a dynamic user with those capabilities). Read from
     /// `proc/self/status` under the root, so a test root decides it too.
     pub fn privileged(&self) -> bool {
-        if nix::unistd::geteuid().is_root() {
-            return true;
-        }
         const CAP_NET_ADMIN: u32 = 12;
         const CAP_SYS_MODULE: u32 = 16;
-        self.cap_eff()
-            .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN | 1 << CAP_SYS_MODULE) != 0)
+        let caps = || self.cap_eff().unwrap_or(0);
+        nix::unistd::geteuid().is_root() || caps() & (1 << CAP_NET_ADMIN | 1 << CAP_SYS_MODULE) != 0
     }
 
     /// Join a path that is relative to `/` onto the base.

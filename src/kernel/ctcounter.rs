@@ -5,64 +5,34 @@
 //! ([`crate::kernel::ctstats`] for procfs and the choice between them,
 //! [`crate::kernel::netlink`] for the socket) build on this; it imports neither.
 
-use crate::kernel::percpu::{CounterSet, CpuTable};
+use crate::kernel::percpu::{counter_set, CounterSet, CpuTable};
 
-/// A conntrack statistic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CtCounter {
-    /// A new entry could not be allocated: "table full, dropping packet".
-    Drop,
-    /// A non-assured entry was evicted to make room (leading indicator).
-    EarlyDrop,
-    /// An insert clash that could not be resolved: the packet is dropped.
-    InsertFailed,
-    /// A packet conntrack could not track (bad state, bad checksum...).
-    Invalid,
-    /// A lookup restarted because the chain changed under it.
-    SearchRestart,
-    /// An insert clash that was resolved.
-    ClashResolve,
-    /// An insert refused because its hash chain was too long (5.15+):
-    /// too few buckets for the load.
-    ChainTooLong,
-    /// ICMP errors that could not be matched to a connection.
-    Error,
-    /// Lookups that found an entry.
-    Found,
-    /// Entries inserted.
-    Insert,
-}
-
-impl CounterSet for CtCounter {
-    const ALL: &'static [Self] = &[
-        CtCounter::Drop,
-        CtCounter::EarlyDrop,
-        CtCounter::InsertFailed,
-        CtCounter::Invalid,
-        CtCounter::SearchRestart,
-        CtCounter::ClashResolve,
-        CtCounter::ChainTooLong,
-        CtCounter::Error,
-        CtCounter::Found,
-        CtCounter::Insert,
-    ];
-    fn index(self) -> usize {
-        self as usize
-    }
-    fn name(self) -> &'static str {
-        match self {
-            CtCounter::Drop => "drop",
-            CtCounter::EarlyDrop => "early_drop",
-            CtCounter::InsertFailed => "insert_failed",
-            CtCounter::Invalid => "invalid",
-            CtCounter::SearchRestart => "search_restart",
-            CtCounter::ClashResolve => "clash_resolve",
-            CtCounter::ChainTooLong => "chaintoolong",
-            CtCounter::Error => "icmp_error",
-            CtCounter::Found => "found",
-            CtCounter::Insert => "insert",
-        }
+counter_set! {
+    /// A conntrack statistic.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum CtCounter {
+        /// A new entry could not be allocated: "table full, dropping packet".
+        Drop "drop",
+        /// A non-assured entry was evicted to make room (leading indicator).
+        EarlyDrop "early_drop",
+        /// An insert clash that could not be resolved: the packet is dropped.
+        InsertFailed "insert_failed",
+        /// A packet conntrack could not track (bad state, bad checksum...).
+        Invalid "invalid",
+        /// A lookup restarted because the chain changed under it.
+        SearchRestart "search_restart",
+        /// An insert clash that was resolved.
+        ClashResolve "clash_resolve",
+        /// An insert refused because its hash chain was too long (5.15+):
+        /// too few buckets for the load.
+        ChainTooLong "chaintoolong",
+        /// ICMP errors that could not be matched to a connection.
+        Error "icmp_error",
+        /// Lookups that found an entry.
+        Found "found",
+        /// Entries inserted.
+        Insert "insert",
     }
 }
 
@@ -77,20 +47,10 @@ impl CtCounter {
     }
 
     /// The `CTA_STATS_*` attribute type (enum ctattr_stats_cpu in
-    /// include/uapi/linux/netfilter/nfnetlink_conntrack.h).
+    /// include/uapi/linux/netfilter/nfnetlink_conntrack.h), in `ALL` order:
+    /// the table in [`crate::kernel::ctstats`]'s notes.
     pub fn netlink_attr(self) -> u16 {
-        match self {
-            CtCounter::Found => 2,
-            CtCounter::Invalid => 4,
-            CtCounter::Insert => 8,
-            CtCounter::InsertFailed => 9,
-            CtCounter::Drop => 10,
-            CtCounter::EarlyDrop => 11,
-            CtCounter::Error => 12,
-            CtCounter::SearchRestart => 13,
-            CtCounter::ClashResolve => 14,
-            CtCounter::ChainTooLong => 15,
-        }
+        [10, 11, 9, 4, 13, 14, 15, 12, 2, 8][self as usize]
     }
 
     /// The counter a `CTA_STATS_*` attribute carries, if we map it.

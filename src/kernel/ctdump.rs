@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use crate::kernel::nfnl::{self, each_attr, NFNL_SUBSYS_CTNETLINK, NLM_F_DUMP_INTR};
+use crate::kernel::nfnl::{self, be16, be32, each_attr, NFNL_SUBSYS_CTNETLINK, NLM_F_DUMP_INTR};
 
 pub use crate::kernel::nfnl::{End, NetlinkError};
 
@@ -129,13 +129,6 @@ pub fn dump(timeout: Duration, on_entry: &mut dyn FnMut(&Entry)) -> Result<Outco
         End::Failed(e) if progress.entries == 0 => Err(e),
         end => Ok(Outcome { progress, end }),
     }
-}
-
-fn be16(v: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
-}
-fn be32(v: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
 }
 
 /// Parse one datagram of netlink messages, calling `on_entry` for each

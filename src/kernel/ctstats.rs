@@ -105,27 +105,25 @@ pub fn parse_ct_stat(text: &str) -> Result<CtTable, StatError> {
         .collect();
     let mut table = CtTable::new(CpuIds::Kernel);
     for (n, line) in lines.enumerate() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.len() != header.len() {
+        let (words, line) = (line.split_whitespace().collect::<Vec<_>>(), n + 2);
+        let (found, expected) = (words.len(), header.len());
+        if found != expected {
             return Err(StatError::Ragged {
-                line: n + 2,
-                found: words.len(),
-                expected: header.len(),
+                line,
+                found,
+                expected,
             });
         }
         let row = table.row_mut(u32::try_from(n).unwrap_or(u32::MAX));
         for &(c, i) in &cols {
-            let v = u32::from_str_radix(words[i], 16).map_err(|_| StatError::NotHex {
-                line: n + 2,
-                word: words[i].chars().take(32).collect(),
-            })?;
-            row.set(c, v);
+            let word = || words[i].chars().take(32).collect();
+            let v = u32::from_str_radix(words[i], 16);
+            row.set(c, v.map_err(|_| StatError::NotHex { line, word: word() })?);
         }
     }
-    if table.is_empty() {
-        return Err(StatError::NoCpus);
-    }
-    Ok(table)
+    (!table.is_empty())
+        .then_some(table)
+        .ok_or(StatError::NoCpus)
 }
 
 /// Read the procfs statistics under `root`.

@@ -63,13 +63,10 @@ pub fn targets(cfg: &Config, page_size: u64) -> Vec<KernelTarget> {
     cfg.targets()
         .into_iter()
         .map(|t| {
-            let rounded = (t.key == KEY_BUCKETS)
-                .then(|| t.value.parse::<u64>().ok())
-                .flatten()
-                .map(|b| kernel_buckets(b, page_size))
-                .filter(|r| r.to_string() != t.value);
-            let (value, requested) = match rounded {
-                Some(r) => (r.to_string(), Some(t.value)),
+            let buckets = t.value.parse().ok().filter(|_| t.key == KEY_BUCKETS);
+            let rounded = buckets.map(|b| kernel_buckets(b, page_size).to_string());
+            let (value, requested) = match rounded.filter(|r| *r != t.value) {
+                Some(r) => (r, Some(t.value)),
                 None => (t.value, None),
             };
             KernelTarget {

@@ -42,8 +42,7 @@ pub fn parse_table_full(text: &str) -> Option<Option<u64>> {
 /// (the first line; continuation lines carry the structured dictionary).
 pub fn parse_record(rec: &str) -> Option<(u64, u64, &str)> {
     let (head, text) = rec.split_once(';')?;
-    let mut f = head.split(',');
-    let _prio = f.next()?;
+    let mut f = head.split(',').skip(1); // the priority
     let seq = f.next()?.parse().ok()?;
     let usec = f.next()?.parse().ok()?;
     Some((seq, usec, text.split('\n').next().unwrap_or("")))
@@ -61,15 +60,11 @@ pub struct TableFull {
 }
 
 /// `rec`, if it is a "table full" line, becomes its namespace's last one.
-fn keep_last(last: &mut BTreeMap<Option<u64>, TableFull>, rec: &str) {
-    let Some((_, usec, text)) = parse_record(rec) else {
-        return;
-    };
-    let Some(netns) = parse_table_full(text) else {
-        return;
-    };
-    let line = text.to_string();
+fn keep_last(last: &mut BTreeMap<Option<u64>, TableFull>, rec: &str) -> Option<()> {
+    let (_, usec, text) = parse_record(rec)?;
+    let (netns, line) = (parse_table_full(text)?, text.to_string());
     last.insert(netns, TableFull { netns, usec, line });
+    Some(())
 }
 
 /// At most this many records are read: the ring buffer holds far fewer,

@@ -197,24 +197,14 @@ mod ffi {
     use super::LoadError;
     use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
     use std::io;
-    use std::marker::{PhantomData, PhantomPinned};
     use std::ptr;
 
     use nix::libc;
 
     /// `struct kmod_ctx`, opaque: only ever handled through a pointer.
-    #[repr(C)]
-    pub struct KmodCtx {
-        _opaque: [u8; 0],
-        _not_send_sync_unpin: PhantomData<(*mut u8, PhantomPinned)>,
-    }
-
+    pub enum KmodCtx {}
     /// `struct kmod_module`, opaque: only ever handled through a pointer.
-    #[repr(C)]
-    pub struct KmodModule {
-        _opaque: [u8; 0],
-        _not_send_sync_unpin: PhantomData<(*mut u8, PhantomPinned)>,
-    }
+    pub enum KmodModule {}
 
     /// KMOD_PROBE_APPLY_BLACKLIST in libkmod.h.
     const PROBE_APPLY_BLACKLIST: u32 = 0x20000;
@@ -356,8 +346,6 @@ mod ffi {
                 ptr::null(),
             )
         };
-        drop(module);
-        drop(ctx);
         match rc {
             0 => Ok(()),
             r if r == PROBE_APPLY_BLACKLIST as i32 => Err(LoadError::Blacklisted(name.to_string())),

@@ -7,7 +7,7 @@
 //! The socket, the walk and the errors are [`crate::kernel::nfnl`]'s.
 
 use crate::kernel::ctcounter::{CtCounter, CtTable};
-use crate::kernel::nfnl::{self, End, NFNL_SUBSYS_CTNETLINK};
+use crate::kernel::nfnl::{self, be16, be32, End, NFNL_SUBSYS_CTNETLINK};
 use crate::kernel::percpu::CpuIds;
 
 pub use crate::kernel::nfnl::{recv_retrying, retry_eintr, NetlinkError, TIMEOUT};
@@ -58,16 +58,16 @@ pub fn parse_stats_cpu(b: &[u8], seq: u32, table: &mut CtTable) -> Result<bool, 
 /// One CPU's message (type `ty`, payload `p`) into its row of `table`.
 fn add_cpu(ty: u16, p: &[u8], table: &mut CtTable) {
     const REPLY: u16 = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS_CPU;
-    let Some(res_id) = p.get(2..4).filter(|_| ty == REPLY) else {
+    let Some(res_id) = p.get(2..).and_then(be16).filter(|_| ty == REPLY) else {
         return;
     };
-    let row = table.row_mut(u32::from(u16::from_be_bytes([res_id[0], res_id[1]])));
+    let row = table.row_mut(u32::from(res_id));
     // The attributes after the 4-byte nfgenmsg that hold at least a u32
     // (big endian, as `nla_put_be32` writes it); a malformed one ends the
     // message, keeping those before it.
     let _ = nfnl::each_attr(p.get(4..).unwrap_or(&[]), |ty, v| {
-        if let (Some(c), Some(&[v0, v1, v2, v3])) = (CtCounter::from_netlink_attr(ty), v.get(..4)) {
-            row.set(c, u32::from_be_bytes([v0, v1, v2, v3]));
+        if let (Some(c), Some(v)) = (CtCounter::from_netlink_attr(ty), be32(v)) {
+            row.set(c, v);
         }
         Some(())
     });

@@ -52,8 +52,6 @@ pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 /// Data lost.
 pub const NLMSG_OVERRUN: u16 = 4;
-/// nfgenmsg version.
-pub const NFNETLINK_V0: u8 = 0;
 /// The sequence number of every request: one request per socket.
 pub const SEQ: u32 = 1;
 
@@ -120,7 +118,7 @@ pub fn dump_request(msg_type: u16, seq: u32) -> [u8; 20] {
     m[4..6].copy_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | msg_type).to_ne_bytes());
     m[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     m[8..12].copy_from_slice(&seq.to_ne_bytes());
-    m[17] = NFNETLINK_V0;
+    // nfgenmsg: AF_UNSPEC, version NFNETLINK_V0 and res_id 0 are all zero.
     m
 }
 
@@ -201,6 +199,14 @@ fn u16_at(b: &[u8], i: usize) -> Option<u16> {
 }
 fn u32_at(b: &[u8], i: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?))
+}
+/// The big-endian u16 at the start of an attribute value.
+pub fn be16(v: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
+}
+/// The big-endian u32 at the start of an attribute value.
+pub fn be32(v: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
 }
 
 /// The one message walker: walk the messages of one datagram, calling

@@ -149,11 +149,8 @@ pub fn run_each<I: Sync, T: Send>(
                 items.iter().map(each).collect()
             })
             .map_err(NetnsError::Thread)?;
-        match h.join() {
-            Ok(r) => Ok(r),
-            // Panics abort in release; in tests, carry them to the caller.
-            Err(p) => std::panic::resume_unwind(p),
-        }
+        // Panics abort in release; in tests, carry them to the caller.
+        Ok(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
     })
 }
 

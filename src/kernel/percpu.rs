@@ -47,6 +47,25 @@ pub trait CounterSet: Copy + Eq + std::fmt::Debug + 'static {
     fn name(self) -> &'static str;
 }
 
+/// A [`CounterSet`] enum with its `ALL` and its names, from one list.
+macro_rules! counter_set {
+    ($(#[$m:meta])* pub enum $t:ident { $($(#[$vm:meta])* $v:ident $name:literal,)* }) => {
+        $(#[$m])*
+        pub enum $t { $($(#[$vm])* $v,)* }
+
+        impl $crate::kernel::percpu::CounterSet for $t {
+            const ALL: &'static [Self] = &[$($t::$v,)*];
+            fn index(self) -> usize {
+                self as usize
+            }
+            fn name(self) -> &'static str {
+                match self { $($t::$v => $name,)* }
+            }
+        }
+    };
+}
+pub(crate) use counter_set;
+
 /// How the rows of a table map to CPU numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuIds {
@@ -285,9 +304,8 @@ impl<K: CounterSet> DeltaTracker<K> {
             let mut sum = 0u64;
             for row in &table.rows {
                 let Some(now) = row.values[j] else { continue };
-                let saved_row = saved.rows.iter().find(|r| r.0 == row.cpu);
-                let then = saved_row.and_then(|r| r.1[j]);
-                sum += match then {
+                let then = saved.rows.iter().find(|r| r.0 == row.cpu);
+                sum += match then.and_then(|r| r.1[j]) {
                     Some(then) if now < then && then < RESET_BELOW => return None,
                     Some(then) => u64::from(delta_u32(now, then)),
                     // A CPU (or counter) the previous process did not see:
@@ -295,10 +313,7 @@ impl<K: CounterSet> DeltaTracker<K> {
                     None => u64::from(now),
                 };
             }
-            *total = match *total {
-                Some(t) => Some(t.saturating_add(sum)),
-                None => table.total(K::ALL[j]),
-            };
+            *total = total.map_or_else(|| table.total(K::ALL[j]), |t| Some(t.saturating_add(sum)));
         }
         Some(out)
     }
@@ -315,39 +330,31 @@ impl<K: CounterSet> DeltaTracker<K> {
         if rebase {
             self.last.clear();
         }
-        let mut sums: Vec<Option<u64>> = vec![None; K::ALL.len()];
+        let mut sums = vec![None; K::ALL.len()];
         let mut per_cpu = Vec::with_capacity(table.len());
         for row in &table.rows {
             let prev = self.last.partition_point(|r| r.cpu < row.cpu);
             if self.last.get(prev).map_or(true, |r| r.cpu != row.cpu) {
                 self.last.insert(prev, CpuRow::empty(row.cpu));
             }
-            let mut d = CpuRow::<K>::empty(row.cpu);
+            let (last, mut d) = (&mut self.last[prev].values, CpuRow::<K>::empty(row.cpu));
             for (j, slot) in d.values.iter_mut().enumerate() {
-                let now = row.values[j];
-                let then = self.last[prev].values[j];
-                *slot = match (now, then) {
-                    (Some(now), Some(then)) => Some(delta_u32(now, then)),
-                    // A new CPU or a newly present counter: baseline.
-                    (Some(_), None) => Some(0),
-                    (None, _) => None,
-                };
+                // A new CPU or a newly present counter: baseline (0).
+                *slot = row.values[j].map(|now| last[j].map_or(0, |then| delta_u32(now, then)));
                 if let Some(v) = *slot {
-                    sums[j] = Some(sums[j].unwrap_or(0) + u64::from(v));
+                    *sums[j].get_or_insert(0) += u64::from(v);
                 }
                 // A counter missing from this reading keeps its last value.
-                if now.is_some() {
-                    self.last[prev].values[j] = now;
-                }
+                last[j] = row.values[j].or(last[j]);
             }
             per_cpu.push(d);
         }
         for (j, k) in K::ALL.iter().enumerate() {
-            self.monotonic[j] = match (self.monotonic[j], sums[j]) {
-                (Some(m), s) => Some(m.saturating_add(s.unwrap_or(0))),
+            self.monotonic[j] = match self.monotonic[j] {
+                Some(m) => Some(m.saturating_add(sums[j].unwrap_or(0))),
                 // First sight of this counter: continue a previous
                 // process's total, else start at its since-boot sum.
-                (None, _) => (resumed.as_ref().and_then(|r| r[j])).or_else(|| table.total(*k)),
+                None => (resumed.as_ref().and_then(|r| r[j])).or_else(|| table.total(*k)),
             };
         }
         self.last_ids = Some(table.ids);

@@ -88,28 +88,20 @@ pub enum SlabError {
 pub fn parse_slabinfo(text: &str) -> Result<u64, SlabError> {
     // Index of the column among the row's words (the name is word 0).
     let mut column = 3;
-    for (n, line) in text.lines().enumerate() {
-        let line_no = n + 1;
-        if let Some(header) = line.strip_prefix('#') {
-            column = header
-                .split_whitespace()
-                .position(|w| w == "<objsize>")
-                .ok_or(SlabError::NoColumn { line: line_no })?;
+    for (line, l) in (1..).zip(text.lines()) {
+        if let Some(header) = l.strip_prefix('#') {
+            let at = header.split_whitespace().position(|w| w == "<objsize>");
+            column = at.ok_or(SlabError::NoColumn { line })?;
             continue;
         }
-        let mut words = line.split_whitespace();
+        let mut words = l.split_whitespace();
         if words.next() != Some(CACHE) {
             continue;
         }
         let word = words.nth(column.saturating_sub(1)).unwrap_or("");
-        return word
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| SlabError::BadSize {
-                line: line_no,
-                word: word.chars().take(32).collect(),
-            });
+        let size = word.parse::<u64>().ok().filter(|n| *n > 0);
+        let word = || word.chars().take(32).collect();
+        return size.ok_or_else(|| SlabError::BadSize { line, word: word() });
     }
     Err(SlabError::NoCache)
 }

@@ -151,10 +151,9 @@ pub enum SnmpError {
 }
 
 fn number(line: usize, w: &str) -> Result<u64, SnmpError> {
-    w.parse().map_err(|_| SnmpError::NotNumber {
-        line,
-        word: w.chars().take(32).collect(),
-    })
+    let word = || w.chars().take(32).collect();
+    w.parse()
+        .map_err(|_| SnmpError::NotNumber { line, word: word() })
 }
 
 /// Parse `/proc/net/snmp`: the `Udp:` pair (required) and the `UdpLite:`

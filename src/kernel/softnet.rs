@@ -19,64 +19,34 @@
 //! `time_squeeze`. All are `unsigned int` per CPU and wrap: deltas go
 //! through [`crate::kernel::percpu::DeltaTracker`].
 
-use crate::kernel::percpu::{CounterSet, CpuIds, CpuTable};
+use crate::kernel::percpu::{counter_set, CounterSet, CpuIds, CpuTable};
 use crate::kernel::{read_parse, FileError};
 use crate::sysroot::SysRoot;
 
 /// The softnet_stat file, relative to the root.
 pub const SOFTNET_FILE: &str = "proc/net/softnet_stat";
 
-/// A softnet counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SoftnetCounter {
-    /// Packets taken off the backlog and processed.
-    Processed,
-    /// Packets dropped because the input backlog was full
-    /// (`net.core.netdev_max_backlog`).
-    Dropped,
-    /// Times `net_rx_action` ran out of budget or time with work left.
-    TimeSqueeze,
-    /// RPS inter-processor interrupts received.
-    ReceivedRps,
-    /// Packets dropped by the flow limit.
-    FlowLimitCount,
-}
-
-impl CounterSet for SoftnetCounter {
-    const ALL: &'static [Self] = &[
-        SoftnetCounter::Processed,
-        SoftnetCounter::Dropped,
-        SoftnetCounter::TimeSqueeze,
-        SoftnetCounter::ReceivedRps,
-        SoftnetCounter::FlowLimitCount,
-    ];
-    fn index(self) -> usize {
-        self as usize
-    }
-    fn name(self) -> &'static str {
-        match self {
-            SoftnetCounter::Processed => "processed",
-            SoftnetCounter::Dropped => "dropped",
-            SoftnetCounter::TimeSqueeze => "time_squeeze",
-            SoftnetCounter::ReceivedRps => "received_rps",
-            SoftnetCounter::FlowLimitCount => "flow_limit_count",
-        }
+counter_set! {
+    /// A softnet counter.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum SoftnetCounter {
+        /// Packets taken off the backlog and processed.
+        Processed "processed",
+        /// Packets dropped because the input backlog was full
+        /// (`net.core.netdev_max_backlog`).
+        Dropped "dropped",
+        /// Times `net_rx_action` ran out of budget or time with work left.
+        TimeSqueeze "time_squeeze",
+        /// RPS inter-processor interrupts received.
+        ReceivedRps "received_rps",
+        /// Packets dropped by the flow limit.
+        FlowLimitCount "flow_limit_count",
     }
 }
 
-impl SoftnetCounter {
-    /// The word index in a row.
-    pub fn column(self) -> usize {
-        match self {
-            SoftnetCounter::Processed => 0,
-            SoftnetCounter::Dropped => 1,
-            SoftnetCounter::TimeSqueeze => 2,
-            SoftnetCounter::ReceivedRps => 9,
-            SoftnetCounter::FlowLimitCount => 10,
-        }
-    }
-}
+/// The word index in a row of each [`SoftnetCounter`], in `ALL` order.
+const COLUMNS: [usize; 5] = [0, 1, 2, 9, 10];
 
 /// Word index of the CPU id (5.10+).
 const CPU_COLUMN: usize = 12;
@@ -122,43 +92,33 @@ pub enum SoftnetError {
 /// (5.10+); otherwise rows are numbered in order and the table says so
 /// ([`CpuIds::RowOrder`]). A counter beyond a row's length is `None`.
 pub fn parse_softnet(text: &str) -> Result<SoftnetTable, SoftnetError> {
-    let mut first_len = None;
-    let mut table = None;
+    let (mut first_len, mut table) = (None, None);
     for (n, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let line_no = n + 1;
-        if words.len() < 3 {
-            return Err(SoftnetError::Short {
-                line: line_no,
-                found: words.len(),
-            });
+        let (words, line) = (line.split_whitespace().collect::<Vec<_>>(), n + 1);
+        let found = words.len();
+        if found < 3 {
+            return Err(SoftnetError::Short { line, found });
         }
-        let first = *first_len.get_or_insert(words.len());
-        if words.len() != first {
-            return Err(SoftnetError::Ragged {
-                line: line_no,
-                found: words.len(),
-                first,
-            });
+        let first = *first_len.get_or_insert(found);
+        if found != first {
+            return Err(SoftnetError::Ragged { line, found, first });
         }
         let hex = |i: usize| {
-            u32::from_str_radix(words[i], 16).map_err(|_| SoftnetError::NotHex {
-                line: line_no,
-                word: words[i].chars().take(32).collect(),
-            })
+            let word = || words[i].chars().take(32).collect();
+            u32::from_str_radix(words[i], 16)
+                .map_err(|_| SoftnetError::NotHex { line, word: word() })
         };
-        let (ids, cpu) = match words.len() > CPU_COLUMN {
+        let (ids, cpu) = match found > CPU_COLUMN {
             true => (CpuIds::Kernel, hex(CPU_COLUMN)?),
             false => (CpuIds::RowOrder, u32::try_from(n).unwrap_or(u32::MAX)),
         };
         let row = table
             .get_or_insert_with(|| SoftnetTable::new(ids))
             .row_mut(cpu);
-        for &c in SoftnetCounter::ALL
-            .iter()
-            .filter(|c| c.column() < words.len())
-        {
-            row.set(c, hex(c.column())?);
+        for (&c, &i) in SoftnetCounter::ALL.iter().zip(&COLUMNS) {
+            if i < found {
+                row.set(c, hex(i)?);
+            }
         }
     }
     table.ok_or(SoftnetError::Empty)

@@ -67,26 +67,15 @@ fn link_inode(root: &SysRoot, pid: &str) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a net namespace link"))
 }
 
-/// What a scan saw besides the namespaces.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ScanStats {
-    /// Processes looked at.
-    pub processes: usize,
-    /// Processes whose namespace could not be read (EACCES: another user's
-    /// process without CAP_SYS_PTRACE, or hidepid).
-    pub unreadable: usize,
-}
-
 /// Every network namespace visible under the root, the initial one first,
-/// then by inode. Never fails: what cannot be read is left out and counted
-/// in the stats.
+/// then by inode. Never fails: what cannot be read is left out.
 pub fn scan(root: &SysRoot) -> Vec<Namespace> {
     let mut cache = OWNERS.lock().ok().and_then(|mut c| c.take());
     let found = scan_with(root, cache.get_or_insert_with(OwnerCache::default));
     if let Ok(mut c) = OWNERS.lock() {
         *c = cache;
     }
-    found.0
+    found
 }
 
 /// Owners named by earlier scans. Naming a container reads its runtime's
@@ -115,21 +104,19 @@ struct Found {
     bind: Option<(String, PathBuf)>,
 }
 
-/// [`scan`], naming owners through `cache`, with the counts of what could
-/// not be read.
-pub fn scan_with(root: &SysRoot, cache: &mut OwnerCache) -> (Vec<Namespace>, ScanStats) {
+/// [`scan`], naming owners through `cache`.
+pub fn scan_with(root: &SysRoot, cache: &mut OwnerCache) -> Vec<Namespace> {
     if cache.root != root.path("") {
         cache.root = root.path("");
         cache.owners.clear();
     }
     let mut named = Vec::new();
-    let mut stats = ScanStats::default();
     let mut found: BTreeMap<u64, Found> = BTreeMap::new();
     // PID 1's namespace is "the host", even when this tool runs elsewhere
     // (ip netns exec); our own is the fallback when PID 1 is hidden.
     let host = link_inode(root, "1").or_else(|_| link_inode(root, "self"));
     let host = host.ok();
-    find_by_process(root, &mut found, &mut stats);
+    find_by_process(root, &mut found);
     find_bind_mounts(root, &mut found);
     let mut out: Vec<Namespace> = found
         .into_iter()
@@ -145,31 +132,21 @@ pub fn scan_with(root: &SysRoot, cache: &mut OwnerCache) -> (Vec<Namespace>, Sca
         .collect();
     cache.owners = named;
     out.sort_by_key(|n| (!n.host, n.inode));
-    (out, stats)
+    out
 }
 
 /// The namespace of every process, with its lowest pid and process count.
-fn find_by_process(root: &SysRoot, found: &mut BTreeMap<u64, Found>, stats: &mut ScanStats) {
-    let Ok(dir) = std::fs::read_dir(root.path("proc")) else {
-        return;
-    };
-    for e in dir.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        stats.processes += 1;
-        match link_inode(root, &pid.to_string()) {
-            Ok(ino) => {
-                let f = found.entry(ino).or_default();
-                f.processes += 1;
-                // readdir of /proc is not promised to be sorted.
-                f.pid = Some(f.pid.map_or(pid, |p| p.min(pid)));
-            }
-            // Exited since readdir, or a kernel thread: not an error.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => {}
-            Err(_) => stats.unreadable += 1,
+fn find_by_process(root: &SysRoot, found: &mut BTreeMap<u64, Found>) {
+    let pid = |e: std::fs::DirEntry| e.file_name().to_str()?.parse::<u32>().ok();
+    let dir = std::fs::read_dir(root.path("proc")).into_iter().flatten();
+    for pid in dir.flatten().filter_map(pid) {
+        // Exited since readdir, a kernel thread, or unreadable (EACCES:
+        // another user's process without CAP_SYS_PTRACE, or hidepid): left out.
+        if let Ok(ino) = link_inode(root, &pid.to_string()) {
+            let f = found.entry(ino).or_default();
+            f.processes += 1;
+            // readdir of /proc is not promised to be sorted.
+            f.pid = Some(f.pid.map_or(pid, |p| p.min(pid)));
         }
     }
 }
@@ -183,19 +160,15 @@ fn find_bind_mounts(root: &SysRoot, found: &mut BTreeMap<u64, Found>) {
     let nsfs = std::fs::metadata(root.path("proc/self/ns/net"));
     let nsfs_dev = nsfs.ok().map(|m| m.dev());
     for dir in BIND_DIRS {
-        let Ok(rd) = std::fs::read_dir(root.path(dir)) else {
-            continue;
-        };
-        for e in rd.flatten() {
+        let entries = std::fs::read_dir(root.path(dir)).into_iter().flatten();
+        for e in entries.flatten() {
             let path = e.path();
-            let Ok(m) = std::fs::metadata(&path) else {
-                continue;
+            let ino = match std::fs::metadata(&path) {
+                Ok(m) if found.contains_key(&m.ino()) || nsfs_dev == Some(m.dev()) => m.ino(),
+                _ => continue,
             };
-            if !found.contains_key(&m.ino()) && nsfs_dev != Some(m.dev()) {
-                continue;
-            }
             let name = e.file_name().to_string_lossy().into_owned();
-            let f = found.entry(m.ino()).or_default();
+            let f = found.entry(ino).or_default();
             f.bind.get_or_insert((name, path));
         }
     }
@@ -210,25 +183,23 @@ fn namespace(
     is_host: bool,
     known: &[(OwnerKey, Owner)],
 ) -> Option<Namespace> {
-    let enter = match (&f.bind, f.pid) {
-        (Some((_, p)), _) => p.clone(),
-        (None, Some(pid)) => root.path(&format!("proc/{pid}/ns/net")),
+    let (bind_name, enter) = match (f.bind, f.pid) {
+        (Some((n, p)), _) => (Some(n), p),
+        (None, Some(pid)) => (None, root.path(&format!("proc/{pid}/ns/net"))),
         (None, None) => return None,
     };
-    let bind_name = f.bind.as_ref().map(|(n, _)| n.clone());
+    let key: OwnerKey = (inode, f.pid, bind_name);
+    let owner = match known.iter().find(|(k, _)| *k == key) {
+        Some((_, o)) => o.clone(),
+        None => owner_of(root, is_host, f.pid, key.2.as_deref()),
+    };
     Some(Namespace {
         inode,
         host: is_host,
-        owner: known
-            .iter()
-            .find(|(k, _)| k.0 == inode && k.1 == f.pid && k.2 == bind_name)
-            .map_or_else(
-                || owner_of(root, is_host, f.pid, bind_name.as_deref()),
-                |(_, o)| o.clone(),
-            ),
+        owner,
         processes: f.processes,
         pid: f.pid,
-        bind_name,
+        bind_name: key.2,
         enter,
     })
 }
@@ -310,7 +281,7 @@ mod tests {
         let root = SysRoot::at(r);
         let mut cache = OwnerCache::default();
         let owner = |cache: &mut OwnerCache| {
-            let (found, _) = scan_with(&root, cache);
+            let found = scan_with(&root, cache);
             assert_eq!(found.len(), 2);
             found[1].owner.name.clone()
         };
@@ -332,9 +303,7 @@ mod tests {
         assert_eq!(owner(&mut cache).as_deref(), Some("db"));
         // Another root starts afresh.
         let other = tempfile::tempdir().unwrap();
-        assert!(scan_with(&SysRoot::at(other.path()), &mut cache)
-            .0
-            .is_empty());
+        assert!(scan_with(&SysRoot::at(other.path()), &mut cache).is_empty());
         assert!(cache.owners.is_empty());
     }
 }

@@ -115,10 +115,7 @@ pub fn parse_cgroup(text: &str) -> Option<ContainerRef> {
     ];
     // Every hierarchy is tried: under cgroup v1 some lines are "/" while
     // others carry the container's path.
-    for line in text.lines() {
-        let Some(path) = line.splitn(3, ':').nth(2) else {
-            continue;
-        };
+    for path in text.lines().filter_map(|l| l.splitn(3, ':').nth(2)) {
         let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
         for (i, comp) in comps.iter().enumerate() {
             let scope = comp.strip_suffix(".scope").unwrap_or("");
