@@ -405,16 +405,6 @@ pub fn parse_unit_deps(text: &str, deps: &mut UnitDeps) {
     }
 }
 
-/// Where a unit is installed (host path), and whether it is masked.
-fn find_unit(root: &SysRoot, unit: &str) -> Option<(String, bool)> {
-    let mut paths = config_dirs("systemd/system")
-        .into_iter()
-        .map(|d| format!("/{d}/{unit}"));
-    let path = paths.find(|p| exists_nofollow(root, p))?;
-    let masked = writers::is_null_link(root, &path);
-    Some((path, masked))
-}
-
 /// A unit's ordering, from its installed file and drop-ins.
 fn unit_deps(root: &SysRoot, unit: &str, file: &str) -> UnitDeps {
     let mut deps = UnitDeps::default();
@@ -431,7 +421,7 @@ fn unit_deps(root: &SysRoot, unit: &str, file: &str) -> UnitDeps {
 /// container runtime installed here.
 pub fn check_units(root: &SysRoot) -> Vec<Finding> {
     const C: &str = "units";
-    let Some((file, masked)) = find_unit(root, APPLY_UNIT) else {
+    let Some((file, masked)) = writers::find_unit(root, APPLY_UNIT) else {
         let what = format!("{APPLY_UNIT} is not installed: nothing sizes the table at boot");
         let f = Finding::new(C, Severity::Warning, what);
         return vec![f.fix("install the conntrack-guard package")];
@@ -456,7 +446,7 @@ pub fn check_units(root: &SysRoot) -> Vec<Finding> {
     let apply = unit_deps(root, APPLY_UNIT, &file);
     let before = |u: &str| apply.before.iter().any(|b| b == u);
     for rt in RUNTIME_UNITS {
-        let Some((rt_file, false)) = find_unit(root, rt) else {
+        let Some((rt_file, false)) = writers::find_unit(root, rt) else {
             continue;
         };
         let deps = unit_deps(root, rt, &rt_file);

@@ -686,12 +686,23 @@ fn writer_units(root: &SysRoot) -> Vec<(String, String)> {
         "k3s-agent.service",
         "calico-node.service",
     ];
-    let dirs = config_dirs("systemd/system");
-    let find = |u: &&str| {
-        let dir = dirs.iter().find(|d| root.exists(&format!("{d}/{u}")))?;
-        Some((u.to_string(), format!("/{dir}/{u}")))
+    let find = |u: &&str| match find_unit(root, u)? {
+        (path, false) => Some((u.to_string(), path)),
+        (_, true) => None, // masked: it does not run
     };
     units.iter().filter_map(find).collect()
+}
+
+/// Where a unit is installed (host path), and whether it is masked: the
+/// first directory systemd loads units from that holds the name wins, a
+/// link to `/dev/null` there masks the unit whatever the later ones hold.
+pub fn find_unit(root: &SysRoot, unit: &str) -> Option<(String, bool)> {
+    let mut paths = config_dirs("systemd/system")
+        .into_iter()
+        .map(|d| format!("/{d}/{unit}"));
+    let path = paths.find(|p| exists_nofollow(root, p))?;
+    let masked = is_null_link(root, &path);
+    Some((path, masked))
 }
 
 /// Scan `proc/*/comm` and `cmdline` for known writers.
@@ -926,6 +937,35 @@ fn process_write(w: &WriterProcess, key: &str) -> Option<(String, String)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn hidden_processes_name_the_installed_writer_units_but_not_masked_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = SysRoot::at(tmp.path());
+        let unit_dir = |d: &str| {
+            let p = tmp.path().join(d).join("systemd/system");
+            std::fs::create_dir_all(&p).unwrap();
+            p
+        };
+        // No proc/1: other processes are hidden, so the units are looked for.
+        std::fs::create_dir_all(tmp.path().join("proc/900")).unwrap();
+        // kube-proxy: masked in /etc, which wins over the file in /usr/lib.
+        std::os::unix::fs::symlink("/dev/null", unit_dir("etc").join("kube-proxy.service"))
+            .unwrap();
+        std::fs::write(unit_dir("usr/lib").join("kube-proxy.service"), "").unwrap();
+        std::fs::write(unit_dir("usr/lib").join("k3s.service"), "").unwrap();
+        let scan = scan_processes(&root);
+        assert!(scan.hidden);
+        let k3s = (
+            "k3s.service".to_string(),
+            "/usr/lib/systemd/system/k3s.service".to_string(),
+        );
+        assert_eq!(scan.units, vec![k3s]);
+        assert_eq!(
+            find_unit(&root, "kube-proxy.service"),
+            Some(("/etc/systemd/system/kube-proxy.service".to_string(), true))
+        );
+    }
 
     #[test]
     fn sysctl_lines() {
