@@ -10,7 +10,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The environment variable that moves the root (the testing hook).
@@ -118,11 +118,17 @@ impl SysRoot {
     }
 
     /// Write `rel` atomically ([`write_atomic`]), creating its directory
-    /// when missing.
+    /// when missing with mode 0755 whatever the umask (the state
+    /// directories under /run and /var/lib are read by other users and
+    /// written only by root).
     pub fn write_file(&self, rel: &str, contents: &[u8]) -> Result<(), PathError> {
         let path = self.path(rel);
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(PathError::on(dir))?;
+            let made = fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir);
+            made.map_err(PathError::on(dir))?;
         }
         write_atomic(&path, contents)
     }
@@ -283,6 +289,21 @@ fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_file_makes_its_directories_0755_whatever_the_umask() {
+        use nix::sys::stat::{umask, Mode};
+        let t = tempfile::tempdir().unwrap();
+        let root = SysRoot::at(t.path());
+        let old = umask(Mode::empty());
+        let written = root.write_file("run/conntrack-guard/x", b"1\n");
+        umask(old);
+        written.unwrap();
+        for d in ["run", "run/conntrack-guard"] {
+            let mode = fs::metadata(t.path().join(d)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o7777, 0o755, "{d}");
+        }
+    }
     use std::os::unix::fs::MetadataExt;
 
     #[test]

@@ -10,10 +10,7 @@
 //! run as other users. Under the apply unit the directory is its
 //! `RuntimeDirectory=` (kept after the oneshot ends).
 
-use std::fs::DirBuilder;
-use std::os::unix::fs::DirBuilderExt;
-
-use crate::sysroot::{write_atomic, PathError, SysRoot};
+use crate::sysroot::{PathError, SysRoot};
 
 /// The mark, relative to the root.
 pub const MARK: &str = "run/conntrack-guard/applied";
@@ -81,13 +78,8 @@ pub fn read(root: &SysRoot) -> ApplyRun {
 pub fn write(root: &SysRoot) -> Result<(), PathError> {
     let (boot, uptime) = (root.read_some(BOOT_ID), root.read_some(UPTIME));
     let uptime = uptime.as_deref().and_then(|u| u.split_whitespace().next());
-    let path = root.path(MARK);
-    if let Some(dir) = path.parent() {
-        let made = DirBuilder::new().recursive(true).mode(0o755).create(dir);
-        made.map_err(PathError::on(dir))?;
-    }
     let text = mark_text(boot.as_deref().map(str::trim), uptime);
-    write_atomic(&path, text.as_bytes())
+    root.write_file(MARK, text.as_bytes())
 }
 
 #[cfg(test)]
