@@ -118,9 +118,9 @@ impl SysRoot {
     }
 
     /// Write `rel` atomically ([`write_atomic`]), creating its directory
-    /// when missing with mode 0755 whatever the umask (the state
-    /// directories under /run and /var/lib are read by other users and
-    /// written only by root).
+    /// when missing with mode 0755 less the umask: never group- or
+    /// world-writable, even under umask 0 (the state directories under
+    /// /run and /var/lib are written only by root).
     pub fn write_file(&self, rel: &str, contents: &[u8]) -> Result<(), PathError> {
         let path = self.path(rel);
         if let Some(dir) = path.parent() {
@@ -291,7 +291,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn write_file_makes_its_directories_0755_whatever_the_umask() {
+    fn write_file_makes_its_directories_0755_under_umask_0() {
         use nix::sys::stat::{umask, Mode};
         let t = tempfile::tempdir().unwrap();
         let root = SysRoot::at(t.path());
