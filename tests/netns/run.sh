@@ -65,7 +65,12 @@ log=$(mktemp /tmp/ctg-netns-run.XXXXXX)
 trap 'rm -f "$log"' EXIT
 for t in repro.sh incident.sh buckets.sh sockets.sh restore.sh restore_guard.sh top.sh allns.sh watch_allns.sh grow.sh soak.sh; do
     echo "### $t"
-    "$HERE/$t" 2>&1 | tee "$log"
+    # tee ignores INT and TERM and a broken stdout: when the whole run is
+    # killed (Ctrl-C, or a kill of its process group) it must outlive the
+    # script, whose traps restore the kernel's values and delete the
+    # namespaces. Killed with it, the next line the script wrote ("Terminated",
+    # then its cleanup's log) ended it by SIGPIPE before anything was restored.
+    "$HERE/$t" 2>&1 | (trap '' INT TERM; exec tee -p "$log")
     rc=${PIPESTATUS[0]}
     out=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
     if [[ $out =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then

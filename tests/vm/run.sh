@@ -21,7 +21,9 @@ for s in $suites; do
     echo "===== tests/vm: $s"
     log=$(mktemp)
     t0=$(date +%s)
-    "$here/suite.sh" "$s" "$@" 2>&1 | tee "$log"
+    # As in tests/netns/run.sh: tee outlives a kill of the run, so the
+    # suite's trap can stop its VMs.
+    "$here/suite.sh" "$s" "$@" 2>&1 | (trap '' INT TERM; exec tee -p "$log")
     rc=${PIPESTATUS[0]}
     t=$(( $(date +%s) - t0 ))
     # Count the assertions themselves: right even if suite.sh ended early.
