@@ -776,8 +776,8 @@ impl Watcher<'_> {
             return Vec::new();
         };
         let after = &self.state.counters.since_start;
-        let rises = ["drop", "early_drop", "insert_failed"]
-            .map(|name| after.get(name).saturating_sub(drops_before.get(name)));
+        let rises =
+            assess::DROPS.map(|name| after.get(name).saturating_sub(drops_before.get(name)));
         self.grower.last_host_count = Some(count);
         self.grow(count, max, rises, at, now)
     }
