@@ -65,7 +65,7 @@ pub fn this_boot(root: &SysRoot, cfg: &Config) -> ThisBoot {
             }
         }
     };
-    let budget = budget_bytes(root, cfg.grow.budget);
+    let budget = budget_bytes(ram_bytes(root), cfg.grow.budget);
     let cap = grown::this_boot_cap(&record, budget, crate::kernel::slab::entry_bytes(root));
     let above_budget = |max: u64, cap: u64| {
         format!(
@@ -154,11 +154,11 @@ pub fn observe(host: &Host, cfg: &Config) -> Observation {
     }
 }
 
-/// The budget in bytes on the machine under `root`: `[grow] budget` of its
-/// MemTotal. 0 (nothing fits, nothing trusted) when the budget is a share
-/// of RAM and RAM cannot be read, as the watchdog counts it.
-pub fn budget_bytes(root: &SysRoot, budget: Budget) -> u64 {
-    budget.bytes(ram_bytes(root).unwrap_or(0))
+/// The budget in bytes on a machine with `ram` (MemTotal, [`ram_bytes`]):
+/// `[grow] budget` of it. 0 (nothing fits, nothing trusted) when the budget
+/// is a share of RAM and RAM cannot be read, as the watchdog counts it.
+pub fn budget_bytes(ram: Option<u64>, budget: Budget) -> u64 {
+    budget.bytes(ram.unwrap_or(0))
 }
 
 /// `max` with `buckets` against `budget` on the machine under `root`;
@@ -323,11 +323,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = SysRoot::at(dir.path());
         // RAM unknown: a share of it is nothing; a size is a size.
-        assert_eq!(budget_bytes(&root, Budget::Percent(2.0)), 0);
-        assert_eq!(budget_bytes(&root, Budget::Bytes(1 << 20)), 1 << 20);
+        assert_eq!(budget_bytes(ram_bytes(&root), Budget::Percent(2.0)), 0);
+        assert_eq!(
+            budget_bytes(ram_bytes(&root), Budget::Bytes(1 << 20)),
+            1 << 20
+        );
         std::fs::create_dir_all(dir.path().join("proc")).unwrap();
         std::fs::write(dir.path().join("proc/meminfo"), "MemTotal: 1048576 kB\n").unwrap();
-        assert_eq!(budget_bytes(&root, Budget::Percent(50.0)), 1 << 29);
+        assert_eq!(
+            budget_bytes(ram_bytes(&root), Budget::Percent(50.0)),
+            1 << 29
+        );
     }
 
     #[test]

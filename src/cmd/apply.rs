@@ -18,7 +18,7 @@ use crate::host::Host;
 use crate::kernel::hashsize::{self, kernel_buckets, KernelTarget};
 use crate::kernel::module::{self, ModuleError, ModuleState};
 use crate::kernel::sysctl::compact;
-use crate::kernel::{entry_bytes, kernel_u64, ram_bytes, read_current, same_value, slab};
+use crate::kernel::{kernel_u64, ram_bytes, read_current, same_value, slab};
 use crate::report::events::{Event, Priority, Sink};
 use crate::report::ids;
 use crate::report::output;
@@ -259,11 +259,14 @@ fn config_error(cfg: &Config, line: Option<usize>, key: &str, message: String) -
 }
 
 /// Checks that need the kernel, run before any write: every `[sysctl]` key
-/// exists, and the table fits in memory. Returns warnings.
+/// exists, and the table fits in memory (`ram`: MemTotal, if readable).
+/// Returns warnings.
 pub(crate) fn preflight(
     root: &SysRoot,
     cfg: &Config,
     module: &ModuleState,
+    ram: Option<u64>,
+    entry_bytes: u64,
 ) -> Result<Vec<String>, ConfigError> {
     let module_absent = matches!(module, ModuleState::WouldLoad(_));
     for e in &cfg.sysctl {
@@ -291,10 +294,10 @@ pub(crate) fn preflight(
         .buckets_value()
         .or_else(|| kernel_u64(root, KEY_BUCKETS))
         .unwrap_or(0);
-    let (Some(max), Some(ram)) = (max, ram_bytes(root)) else {
+    let (Some(max), Some(ram)) = (max, ram) else {
         return Ok(Vec::new());
     };
-    match memory_verdict(slab::worst_case_bytes(max, buckets, entry_bytes(root)), ram) {
+    match memory_verdict(slab::worst_case_bytes(max, buckets, entry_bytes), ram) {
         Err(e) if matches!(c.max, Knob::Set(_)) => Err(config_error(cfg, None, "conntrack.max", e)),
         Ok(w) => Ok(w.into_iter().collect()),
         Err(w) => Ok(vec![w]),
@@ -310,13 +313,26 @@ pub(crate) fn apply(
     wait: Duration,
 ) -> Result<Report, ApplyError> {
     let root = &host.root;
-    let start = start(root, cfg, host.page_size);
+    // Each of these is read once per run: RAM serves the growth budget and
+    // the memory check; the slab the same and the handoff, but it exists
+    // only once the module is loaded, so a run that loads it reads it again.
+    let ram = ram_bytes(root);
+    let slab_before = slab::measured_entry_bytes(root);
+    let entry_before = slab::entry_bytes_from(root, slab_before);
+    let start = start(root, cfg, host.page_size, ram, entry_before);
     let buckets_at_load = match &start.grown {
         Some((r, _)) if r.buckets > 0 => Some(r.buckets),
         _ => cfg.conntrack.buckets_value(),
     };
     let module = module::ensure(root, host.loader.as_ref(), buckets_at_load, dry_run, wait)?;
-    let mut warnings = preflight(root, cfg, &module)?;
+    let (measured, entry_bytes) = match module {
+        ModuleState::Loaded(_) => {
+            let measured = slab::measured_entry_bytes(root);
+            (measured, slab::entry_bytes_from(root, measured))
+        }
+        _ => (slab_before, entry_before),
+    };
+    let mut warnings = preflight(root, cfg, &module, ram, entry_bytes)?;
     warnings.extend(start.warnings.iter().cloned());
     if !dry_run {
         warnings.extend(ensure_ctnetlink(host));
@@ -332,11 +348,15 @@ pub(crate) fn apply(
         u64::MAX,
     );
     let grown_note = grown_record.map(Remembered::describe);
-    let lowering_max = targets.iter().any(|t| {
+    let befores: Vec<Option<String>> = targets
+        .iter()
+        .map(|t| read_current(root, &t.key).ok().flatten())
+        .collect();
+    let lowering_max = targets.iter().zip(&befores).any(|(t, before)| {
         t.key == KEY_MAX
             && matches!(
-                (kernel_u64(root, KEY_MAX), t.value.parse::<u64>()),
-                (Some(now), Ok(want)) if want < now
+                (before.as_deref().map(str::parse::<u64>), t.value.parse::<u64>()),
+                (Some(Ok(now)), Ok(want)) if want < now
             )
     });
     let in_use = lowering_max.then(|| entries_in_use(host)).flatten();
@@ -347,8 +367,7 @@ pub(crate) fn apply(
         .buckets_value()
         .map(|b| kernel_buckets(b, host.page_size).to_string());
     let mut rows = Vec::with_capacity(targets.len());
-    for t in &targets {
-        let before = read_current(root, &t.key).ok().flatten();
+    for (t, before) in targets.iter().zip(befores) {
         let note = match t.key.as_str() {
             KEY_MAX => t.rounding_note().or(grown_note.clone()),
             KEY_BUCKETS
@@ -382,7 +401,7 @@ pub(crate) fn apply(
         start.forget.iter().map(would).collect()
     } else {
         let notes = start.record(root, &rows, &mut warnings);
-        handoff_entry_bytes(root, &mut warnings);
+        handoff_entry_bytes(root, measured, &mut warnings);
         notes
     };
     Ok(Report {
@@ -399,9 +418,8 @@ pub(crate) fn apply(
 /// Hand the bytes per entry measured here (root reads the slab) to the
 /// watchdog, which cannot: its growth budget then counts the same figure
 /// as `plan`, `status` and this step.
-fn handoff_entry_bytes(root: &SysRoot, warnings: &mut Vec<String>) {
+fn handoff_entry_bytes(root: &SysRoot, measured: Option<u64>, warnings: &mut Vec<String>) {
     // Rewritten only when the figure changed (a rerun of apply).
-    let measured = slab::measured_entry_bytes(root);
     let Some(n) = measured.filter(|n| slab::read_handoff(root) != Some(*n)) else {
         return;
     };
@@ -463,8 +481,15 @@ pub(crate) struct StartInputs {
     page_size: u64,
 }
 
-/// Read the growth records and decide [`Start`].
-pub(crate) fn start(root: &SysRoot, cfg: &Config, page_size: u64) -> Start {
+/// Read the growth records and decide [`Start`] (`ram`: MemTotal, if
+/// readable; `entry_bytes`: [`slab::entry_bytes`]).
+pub(crate) fn start(
+    root: &SysRoot,
+    cfg: &Config,
+    page_size: u64,
+    ram: Option<u64>,
+    entry_bytes: u64,
+) -> Start {
     let inputs = StartInputs {
         configured_max: cfg.conntrack.max.value(),
         configured_buckets: cfg
@@ -474,9 +499,9 @@ pub(crate) fn start(root: &SysRoot, cfg: &Config, page_size: u64) -> Start {
         // Growth turned off: a boot does not start from an old growth
         // either (that would be a change the operator just switched off).
         remember: cfg.grow.remember && cfg.grow.enabled,
-        budget_bytes: crate::observe::budget_bytes(root, cfg.grow.budget),
+        budget_bytes: crate::observe::budget_bytes(ram, cfg.grow.budget),
         budget: cfg.grow.budget.to_string(),
-        entry_bytes: slab::entry_bytes(root),
+        entry_bytes,
         page_size,
     };
     let this_boot = crate::observe::this_boot(root, cfg);
@@ -625,8 +650,14 @@ impl Start {
 /// and the watchdog does not, so load it here when the kernel says it is
 /// missing. Never fatal: without it the watchdog falls back to procfs.
 fn ensure_ctnetlink(host: &Host) -> Option<String> {
-    let missing = matches!(host.netlink.stats_cpu(), Err(e) if e.is_not_loaded());
-    if !(missing && host.root.exists("proc/modules")) {
+    // Without module support there is nothing to load, and a loaded module
+    // has its /sys/module directory: ctnetlink itself is asked only when
+    // neither tells (not loaded, or built in).
+    let root = &host.root;
+    if !root.exists("proc/modules") || root.exists(&format!("sys/module/{CTNETLINK_MODULE}")) {
+        return None;
+    }
+    if !matches!(host.netlink.stats_cpu(), Err(e) if e.is_not_loaded()) {
         return None;
     }
     let e = host.loader.load(CTNETLINK_MODULE, "").err()?;
@@ -804,6 +835,51 @@ pub fn run(host: &Host, config_path: Option<&Path>, dry_run: bool, sink: &mut dy
 mod tests {
     use super::*;
     use crate::kernel::parse_memtotal;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// ctnetlink as not loaded, and a loader that refuses; both write down
+    /// that they were asked.
+    struct Asked(Rc<RefCell<Vec<&'static str>>>);
+    impl crate::kernel::ctstats::CtNetlink for Asked {
+        fn stats_cpu(
+            &self,
+        ) -> Result<crate::kernel::ctstats::CtTable, crate::kernel::nfnl::NetlinkError> {
+            self.0.borrow_mut().push("netlink");
+            let e = std::io::Error::from_raw_os_error(nix::libc::EOPNOTSUPP);
+            Err(crate::kernel::nfnl::NetlinkError::NotLoaded(e))
+        }
+    }
+    impl module::ModuleLoader for Asked {
+        fn load(&self, name: &str, _options: &str) -> Result<(), module::LoadError> {
+            self.0.borrow_mut().push("load");
+            Err(module::LoadError::Permission(name.into()))
+        }
+    }
+
+    #[test]
+    fn ctnetlink_is_asked_only_when_sysfs_cannot_tell() {
+        let dir = tempfile::tempdir().unwrap();
+        let asked = Rc::new(RefCell::new(Vec::new()));
+        let mut host =
+            Host::at(SysRoot::at(dir.path())).with_netlink(Box::new(Asked(asked.clone())));
+        host.loader = Box::new(Asked(asked.clone()));
+        // No module support: nothing to load, nothing asked.
+        assert_eq!(ensure_ctnetlink(&host), None);
+        assert!(asked.borrow().is_empty());
+        // Modules, ctnetlink not among the loaded ones: asked, then loaded;
+        // the refusal is a warning.
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        std::fs::write(dir.path().join("proc/modules"), "").unwrap();
+        let w = ensure_ctnetlink(&host).expect("a warning");
+        assert!(w.starts_with("could not load nf_conntrack_netlink"), "{w}");
+        assert_eq!(*asked.borrow(), ["netlink", "load"]);
+        // Loaded as a module: /sys/module says so, nothing else is asked.
+        asked.borrow_mut().clear();
+        std::fs::create_dir_all(dir.path().join("sys/module/nf_conntrack_netlink")).unwrap();
+        assert_eq!(ensure_ctnetlink(&host), None);
+        assert!(asked.borrow().is_empty());
+    }
 
     #[test]
     fn memory_thresholds() {

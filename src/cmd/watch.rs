@@ -853,7 +853,7 @@ impl Watcher<'_> {
             .window
             .rate(at, table_count.saturating_add(g.losses), window);
         let rate = inserted.into_iter().chain(seen).reduce(f64::max);
-        g.budget_bytes = observe::budget_bytes(root, grow.budget);
+        g.budget_bytes = observe::budget_bytes(crate::kernel::ram_bytes(root), grow.budget);
         let sample = GrowSample {
             max,
             buckets: kernel_u64(root, KEY_BUCKETS).unwrap_or(0),

@@ -151,7 +151,13 @@ pub fn write_handoff(root: &SysRoot, entry_bytes: u64) -> Result<(), PathError> 
 /// this process may read it, else what apply measured this boot
 /// ([`HANDOFF`]), else [`DEFAULT_ENTRY_BYTES`].
 pub fn entry_bytes(root: &SysRoot) -> u64 {
-    measured_entry_bytes(root)
+    entry_bytes_from(root, measured_entry_bytes(root))
+}
+
+/// [`entry_bytes`] from a slab figure the caller already read
+/// ([`measured_entry_bytes`]).
+pub fn entry_bytes_from(root: &SysRoot, measured: Option<u64>) -> u64 {
+    measured
         .or_else(|| read_handoff(root))
         .unwrap_or(DEFAULT_ENTRY_BYTES)
 }

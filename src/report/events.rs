@@ -148,7 +148,7 @@ pub struct StderrSink;
 
 impl Sink for StderrSink {
     fn emit(&mut self, ev: &Event) {
-        let _ = writeln!(io::stderr().lock(), "{}", ev.to_line());
+        crate::report::output::err(&ev.to_line());
     }
 }
 

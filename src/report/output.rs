@@ -21,9 +21,12 @@ pub fn out(text: &str) -> io::Result<()> {
 /// Write one line to stderr, best effort: if stderr is gone there is
 /// nowhere left to report to.
 pub fn err(line: &str) {
-    let mut e = io::stderr().lock();
-    let _ = e.write_all(line.as_bytes());
-    let _ = e.write_all(b"\n");
+    // One write: stderr is unbuffered, and a line written in two parts can
+    // be split by another writer's (or a journal stream's) line.
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    let _ = io::stderr().lock().write_all(&buf);
 }
 
 /// [`out`], and on a real write error (not a closed pipe) say so on
