@@ -984,14 +984,19 @@ def cmd_size_report(args):
         t.add("stripped release binary", f"{b['bytes']} bytes",
               f"{b['bytes'] / 1048576:.3f} MiB, {b.get('file', '')}; target ≤ 0.8 MiB (838861 bytes)")
     a = hf_medians(os.path.join(res, "apply.json"))
-    pairs = [(f, load(os.path.join(res, f))) for f in ("apply-paired-c.json", "apply-paired.json")]
+    names = ("apply-paired-c-tmpfs.json", "apply-paired-c.json", "apply-paired.json")
+    pairs = [(f, load(os.path.join(res, f))) for f in names]
+    run_fs = (load(os.path.join(res, "apply-runfs.json")) or {}).get("run_fs", "?")
     if a or any(p for _, p in pairs):
         t.section("apply vs sysctl -p FILE, the same 4 keys at their current values (whole process)")
     for f, p in pairs:
         if not p:
             continue
-        where = ("LC_ALL=C (procps loads no locale files)" if f == "apply-paired-c.json"
-                 else f"the caller's locale (LANG={os.environ.get('LANG', '')})")
+        where = {"apply-paired-c-tmpfs.json":
+                 "LC_ALL=C, /run/conntrack-guard on a tmpfs (as on a systemd host)",
+                 "apply-paired-c.json":
+                 f"LC_ALL=C (procps loads no locale files), /run on {run_fs}"}.get(
+                     f, f"the caller's locale (LANG={os.environ.get('LANG', '')}), /run on {run_fs}")
         t.add(f"A B A B, {where}", "", "")
         t.add("  apply", fmt_time(p["a_median_ns"] * 1e-9), f"median of {p['runs']} runs")
         t.add("  sysctl -p", fmt_time(p["b_median_ns"] * 1e-9))
