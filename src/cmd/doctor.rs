@@ -367,14 +367,7 @@ pub struct UnitDeps {
 /// Apply one unit file or drop-in to `deps` ([Unit] section only).
 pub fn parse_unit_deps(text: &str, deps: &mut UnitDeps) {
     let mut in_unit = false;
-    let mut joined = String::new();
-    for raw in text.lines() {
-        if let Some(c) = raw.strip_suffix('\\') {
-            joined.extend([c, " "]);
-            continue;
-        }
-        joined.push_str(raw);
-        let l = std::mem::take(&mut joined);
+    for (_, l) in crate::system::logical_lines(text) {
         let l = l.trim();
         if l.starts_with('[') {
             in_unit = l == "[Unit]";
@@ -710,6 +703,9 @@ mod tests {
         assert_eq!(d.default_deps, Some(false));
         parse_unit_deps("[Unit]\nBefore=\nBefore=c.service\n", &mut d);
         assert_eq!(d.before, ["c.service"]);
+        // A continuation at the end of the file counts, as systemd reads it.
+        parse_unit_deps("[Unit]\nAfter=d.service \\", &mut d);
+        assert_eq!(d.after, ["x", "d.service"]);
     }
 
     #[test]

@@ -325,22 +325,9 @@ pub struct ModprobeLine {
 
 /// Parse a modprobe.d file (comments `#`, trailing `\` continues a line).
 fn parse_modprobe_conf(text: &str) -> Vec<ModprobeLine> {
-    let mut out = Vec::new();
-    let (mut start, mut acc) = (0, String::new());
-    for (i, raw) in text.lines().enumerate() {
-        if acc.is_empty() {
-            start = i + 1;
-        }
-        match raw.strip_suffix('\\') {
-            Some(cont) => acc.extend([cont, " "]),
-            None => {
-                acc.push_str(raw);
-                out.extend(modprobe_line(start, &std::mem::take(&mut acc)));
-            }
-        }
-    }
-    out.extend(modprobe_line(start, &acc));
-    out
+    super::logical_lines(text)
+        .filter_map(|(line, text)| modprobe_line(line, &text))
+        .collect()
 }
 
 fn modprobe_line(line: usize, text: &str) -> Option<ModprobeLine> {
