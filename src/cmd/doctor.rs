@@ -126,11 +126,12 @@ pub fn check(root: &SysRoot, cfg: &Config, rules: &RulesetSource) -> Report {
 /// several places.
 pub fn check_sysctl_d(root: &SysRoot, cfg: &Config) -> Vec<Finding> {
     const C: &str = "sysctl.d";
-    let mut out = Vec::new();
+    // Read once: an unreadable file is one finding, not one per key.
+    let (lines, errors) = writers::sysctl_conf(root);
+    let mut out: Vec<Finding> = errors.iter().map(|e| unreadable(C, e)).collect();
     let mut any = false;
     for t in cfg.targets() {
-        let (settings, errors) = writers::sysctl_settings(root, &t.key);
-        out.extend(errors.iter().map(|e| unreadable(C, e)));
+        let settings = writers::sysctl_settings(&lines, &t.key);
         any |= !settings.is_empty();
         for s in settings.iter().filter(|s| s.value != t.value) {
             let wins = if s.wins {

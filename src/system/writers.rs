@@ -123,7 +123,9 @@ pub fn exists_nofollow(root: &SysRoot, rel: &str) -> bool {
 
 /// Read a config file under the root, following symlinks *inside* the
 /// root (an absolute link target is taken relative to the root, as the
-/// host would see it). `Ok(None)` when absent or masked.
+/// host would see it). `Ok(None)` when absent or masked. Bytes that are not
+/// UTF-8 (a Latin-1 comment) read as U+FFFD: systemd and kmod read bytes,
+/// so such a file still sets its keys.
 pub fn read_conf(root: &SysRoot, rel: &str) -> Result<Option<String>, PathError> {
     let mut rel = PathBuf::from(rel.trim_start_matches('/'));
     // Symlink hops followed inside the root before giving up.
@@ -141,7 +143,10 @@ pub fn read_conf(root: &SysRoot, rel: &str) -> Result<Option<String>, PathError>
                     normalize(&rel.parent().unwrap_or(Path::new("")).join(t))
                 };
             }
-            Ok(_) => return crate::sysroot::read_opt_path(&full),
+            Ok(_) => {
+                let text = std::fs::read(&full).map_err(PathError::on(&full))?;
+                return Ok(Some(String::from_utf8_lossy(&text).into_owned()));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(PathError { path: full, source }),
         }
@@ -260,25 +265,29 @@ impl SysctlSetting {
     }
 }
 
-/// Every assignment of `key` across the sysctl configuration, in the order
-/// applied. The last explicit one wins; a glob only wins when no explicit
-/// line names the key (systemd-sysctl's rule). Unreadable files are
-/// returned as errors beside the settings.
-pub fn sysctl_settings(root: &SysRoot, key: &str) -> (Vec<SysctlSetting>, Vec<PathError>) {
+/// Every line of the sysctl configuration, with its file (host path), in
+/// the order applied; unreadable files as errors beside them.
+pub fn sysctl_conf(root: &SysRoot) -> (Vec<(String, SysctlLine)>, Vec<PathError>) {
     // `sysctl --system` (procps) reads /etc/sysctl.conf after the
     // directories; Debian links it into systemd-sysctl's view as
     // /etc/sysctl.d/99-sysctl.conf.
     let to_conf = |t: &Path| t == Path::new("/etc/sysctl.conf") || t == Path::new("../sysctl.conf");
     let files = conf_files_and(root, "sysctl.d", "etc/sysctl.conf", to_conf);
-    let (lines, errors) = parse_confs(root, &files, parse_sysctl_conf);
+    parse_confs(root, &files, parse_sysctl_conf)
+}
+
+/// Every assignment of `key` in `lines` ([`sysctl_conf`]), in the order
+/// applied. The last explicit one wins; a glob only wins when no explicit
+/// line names the key (systemd-sysctl's rule).
+pub fn sysctl_settings(lines: &[(String, SysctlLine)], key: &str) -> Vec<SysctlSetting> {
     let mut out: Vec<SysctlSetting> = lines
-        .into_iter()
+        .iter()
         .filter(|(_, l)| sysctl_key_matches(&l.key, key))
         .map(|(file, l)| SysctlSetting {
-            file,
+            file: file.clone(),
             line: l.line,
-            written_key: l.key,
-            value: l.value,
+            written_key: l.key.clone(),
+            value: l.value.clone(),
             wins: false,
         })
         .collect();
@@ -286,7 +295,7 @@ pub fn sysctl_settings(root: &SysRoot, key: &str) -> (Vec<SysctlSetting>, Vec<Pa
     if let Some(i) = out.iter().rposition(explicit).or(out.len().checked_sub(1)) {
         out[i].wins = true;
     }
-    (out, errors)
+    out
 }
 
 /// The lines `parse` finds in each file that is read, with the file (host
@@ -830,7 +839,10 @@ pub fn hint(root: &SysRoot, key: &str, foreign_value: &str) -> Option<String> {
             module.push((format!("/{param}"), v.trim().into()));
         }
     }
-    let (sysctl, procs) = (sysctl_settings(root, key).0, scan_processes(root));
+    let (sysctl, procs) = (
+        sysctl_settings(&sysctl_conf(root).0, key),
+        scan_processes(root),
+    );
     let apply = crate::state::applied::read(root);
     hint_from(key, foreign_value, &sysctl, &procs, &module, &apply).map(|h| h.join("; "))
 }
