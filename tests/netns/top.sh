@@ -42,7 +42,7 @@ if ! [[ $N =~ ^[0-9]+$ ]] || ((N < 1000 || N > 200000)); then
 fi
 
 ctg_find_bin "$REPO" || { not_ok "conntrack-guard binary found (set CONNTRACK_GUARD_BIN or build target/release)"; finish; }
-FILL=$(ctfill_bin "$REPO") || { not_ok "built examples/ctfill"; finish; }
+FILL=$(ctfill_bin "$REPO") || { not_ok "built tests/tools/ctfill"; finish; }
 
 ctg_take_globals || { not_ok "took /run/conntrack-guard-tests.lock within 600 s"; finish; }
 W=$(ctg_workdir)

@@ -75,7 +75,7 @@ mix_fill() {
     done
 }
 
-# ctfill_bin REPO: the load generator (examples/ctfill.rs), built if needed.
+# ctfill_bin REPO: the load generator (tests/tools/ctfill.rs, a cargo example), built if needed.
 ctfill_bin() {
     if [[ -n ${CTFILL_BIN:-} ]]; then
         printf '%s\n' "$CTFILL_BIN"
