@@ -167,9 +167,27 @@ pub const HINT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One namespace scan's results, and the capability that kept it out of
 /// other namespaces, if one did.
+/// The "table full" lines of one read of the kernel ring (the last per
+/// namespace) that were not reported yet, with their namespace. `seen`
+/// keeps, per namespace, the newest line reported, and only for namespaces
+/// the ring still names: a namespace whose lines have left it cannot bring
+/// an old one back, so the map never outgrows the ring. Pure.
+fn new_table_full(seen: &mut BTreeMap<u64, u64>, ring: Vec<TableFull>) -> Vec<(u64, TableFull)> {
+    seen.retain(|inode, _| ring.iter().any(|l| l.netns == Some(*inode)));
+    let mut fresh = Vec::new();
+    for line in ring {
+        let Some(inode) = line.netns else { continue };
+        if seen.get(&inode).map_or(true, |u| *u < line.usec) {
+            seen.insert(inode, line.usec);
+            fresh.push((inode, line));
+        }
+    }
+    fresh
+}
+
 type Scan = (
     Vec<(Namespace, Result<NsSample, NsError>)>,
-    Vec<TableFull>,
+    Option<Vec<TableFull>>,
     Option<&'static str>,
 );
 
@@ -318,7 +336,7 @@ impl Watcher<'_> {
             // Without CAP_SYS_ADMIN every setns fails: do not try (one
             // thread per namespace per scan, for nothing).
             if netns::lacks_sys_admin(&root) == Some(true) {
-                return (Vec::new(), Vec::new(), Some(netns::CAP_SYS_ADMIN_NAME));
+                return (Vec::new(), None, Some(netns::CAP_SYS_ADMIN_NAME));
             }
             let found = netns::scan(&root);
             let samples = sample::sample_all(&found);
@@ -326,7 +344,7 @@ impl Watcher<'_> {
                 Err(NsError::Enter(e)) => e.missing_capability(),
                 _ => None,
             });
-            let kmsg = kmsg::read_table_full(&root).unwrap_or_default();
+            let kmsg = kmsg::read_table_full(&root).ok();
             (found.into_iter().zip(samples).collect(), kmsg, denied)
         });
     }
@@ -347,15 +365,8 @@ impl Watcher<'_> {
         // "table full in netns N": which container that is. Lines from
         // before the first scan are history, not news.
         let first = self.grower.scans == 1;
-        for line in kmsg {
-            let Some(inode) = line.netns else { continue };
-            if self.kmsg_seen.get(&inode).is_some_and(|u| *u >= line.usec) {
-                continue;
-            }
-            self.kmsg_seen.insert(inode, line.usec);
-            if first {
-                continue;
-            }
+        let fresh = kmsg.map(|k| new_table_full(&mut self.kmsg_seen, k));
+        for (inode, line) in fresh.into_iter().flatten().filter(|_| !first) {
             let ns = scan.iter().map(|(ns, _)| ns).find(|ns| ns.inode == inode);
             let who = ns.map_or("a namespace that is gone now".to_string(), |n| {
                 n.owner.label()
@@ -1086,6 +1097,29 @@ pub fn run(host: &Host, config_path: Option<&Path>, cli_interval: Option<Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_full_lines_are_news_once_and_seen_shrinks_with_the_ring() {
+        let line = |netns, usec| TableFull {
+            netns,
+            usec,
+            line: format!("table full in netns {netns:?} at {usec}"),
+        };
+        let inodes = |f: &[(u64, TableFull)]| f.iter().map(|(i, _)| *i).collect::<Vec<_>>();
+        let mut seen = BTreeMap::new();
+        let ring = vec![line(Some(7), 5), line(Some(9), 8), line(None, 9)];
+        assert_eq!(inodes(&new_table_full(&mut seen, ring.clone())), [7, 9]);
+        // The same ring again: nothing new.
+        assert!(new_table_full(&mut seen, ring).is_empty());
+        // 7 logs again, 9's lines have left the ring: only 7 is news, and 9
+        // is no longer held.
+        let ring = vec![line(Some(7), 12)];
+        assert_eq!(inodes(&new_table_full(&mut seen, ring)), [7]);
+        assert_eq!(seen.keys().copied().collect::<Vec<_>>(), [7]);
+        // An empty ring (after a clear) holds nothing.
+        assert!(new_table_full(&mut seen, Vec::new()).is_empty());
+        assert!(seen.is_empty());
+    }
 
     #[test]
     fn namespace_rises_are_summed_since_the_last_look() {
