@@ -27,6 +27,7 @@ mod entry {
 
     use nix::errno::Errno;
     use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+    use nix::libc::{poll, pollfd, POLLNVAL};
     use nix::sys::signal::{signal, SigHandler, Signal};
     use nix::sys::stat::Mode;
 
@@ -34,12 +35,26 @@ mod entry {
     #[allow(unsafe_code)]
     #[no_mangle]
     extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
-        for fd in 0..=2 {
-            // SAFETY: only asks the kernel about the number; a closed one gives
-            // EBADF, and the borrow ends with the call.
-            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-            if fcntl(borrowed, FcntlArg::F_GETFD) == Err(Errno::EBADF) {
-                // The lowest free descriptor is `fd` itself, kept open for good
+        // One poll(2) tells which of 0, 1 and 2 are closed (POLLNVAL), as
+        // std's own start-up asks; fcntl on each is the fallback.
+        let mut fds = [0, 1, 2].map(|fd| pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        });
+        // SAFETY: poll reads and writes the three structs, only during the call.
+        let polled = unsafe { poll(fds.as_mut_ptr(), 3, 0) } >= 0;
+        for p in fds {
+            let closed = if polled {
+                p.revents & POLLNVAL != 0
+            } else {
+                // SAFETY: only asks the kernel about the number; a closed one
+                // gives EBADF, and the borrow ends with the call.
+                let borrowed = unsafe { BorrowedFd::borrow_raw(p.fd) };
+                fcntl(borrowed, FcntlArg::F_GETFD) == Err(Errno::EBADF)
+            };
+            if closed {
+                // The lowest free descriptor is this one, kept open for good
                 // and inherited by children (no O_CLOEXEC), as std's start-up did.
                 if let Ok(null) = open("/dev/null", OFlag::O_RDWR, Mode::empty()) {
                     let _ = null.into_raw_fd();

@@ -123,14 +123,19 @@ impl SysRoot {
     /// /run and /var/lib are written only by root).
     pub fn write_file(&self, rel: &str, contents: &[u8]) -> Result<(), PathError> {
         let path = self.path(rel);
-        if let Some(dir) = path.parent() {
-            let made = fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(dir);
-            made.map_err(PathError::on(dir))?;
+        // The directory is there on every write but the first: made only
+        // when the write finds it missing.
+        match (write_atomic(&path, contents), path.parent()) {
+            (Err(e), Some(dir)) if e.source.kind() == io::ErrorKind::NotFound => {
+                let made = fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(dir);
+                made.map_err(PathError::on(dir))?;
+                write_atomic(&path, contents)
+            }
+            (written, _) => written,
         }
-        write_atomic(&path, contents)
     }
 
     /// Whether a path exists under the root.
