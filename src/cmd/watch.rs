@@ -165,26 +165,24 @@ const HINT_POLL: Duration = Duration::from_millis(50);
 /// How long drift events wait for the name of the other writer.
 pub const HINT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One namespace scan's results, and the capability that kept it out of
-/// other namespaces, if one did.
 /// The "table full" lines of one read of the kernel ring (the last per
 /// namespace) that were not reported yet, with their namespace. `seen`
-/// keeps, per namespace, the newest line reported, and only for namespaces
-/// the ring still names: a namespace whose lines have left it cannot bring
-/// an old one back, so the map never outgrows the ring. Pure.
+/// becomes the ring's newest line per namespace: a namespace whose lines
+/// have left the ring cannot bring an old one back, so it is forgotten and
+/// the map never outgrows the ring. Pure.
 fn new_table_full(seen: &mut BTreeMap<u64, u64>, ring: Vec<TableFull>) -> Vec<(u64, TableFull)> {
-    seen.retain(|inode, _| ring.iter().any(|l| l.netns == Some(*inode)));
-    let mut fresh = Vec::new();
-    for line in ring {
-        let Some(inode) = line.netns else { continue };
-        if seen.get(&inode).map_or(true, |u| *u < line.usec) {
-            seen.insert(inode, line.usec);
-            fresh.push((inode, line));
-        }
-    }
-    fresh
+    let before = std::mem::take(seen);
+    let fresh = ring.into_iter().filter_map(|line| {
+        let inode = line.netns?;
+        seen.insert(inode, line.usec);
+        let new = before.get(&inode).map_or(true, |u| *u < line.usec);
+        new.then_some((inode, line))
+    });
+    fresh.collect()
 }
 
+/// One namespace scan's results, and the capability that kept it out of
+/// other namespaces, if one did.
 type Scan = (
     Vec<(Namespace, Result<NsSample, NsError>)>,
     Option<Vec<TableFull>>,
