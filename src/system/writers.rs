@@ -144,8 +144,12 @@ pub fn read_conf(root: &SysRoot, rel: &str) -> Result<Option<String>, PathError>
                 };
             }
             Ok(_) => {
-                let text = std::fs::read(&full).map_err(PathError::on(&full))?;
-                return Ok(Some(String::from_utf8_lossy(&text).into_owned()));
+                return match std::fs::read(&full) {
+                    Ok(text) => Ok(Some(String::from_utf8_lossy(&text).into_owned())),
+                    // Removed since the look above: absent, as then.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(source) => Err(PathError { path: full, source }),
+                };
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(PathError { path: full, source }),
